@@ -1,0 +1,1 @@
+#include "insp-conf.h"

@@ -1,0 +1,3 @@
+/* Config: written by the conf/ helper. */
+#pragma once
+#include <glib.h>

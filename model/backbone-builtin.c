@@ -1,0 +1,2 @@
+/* backbone-builtin: not written yet. */
+#include "insp-backbone.h"

@@ -1,0 +1,2 @@
+/* backbone-mobilenetv2: not written yet. */
+#include "insp-backbone.h"

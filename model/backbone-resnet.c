@@ -1,0 +1,2 @@
+/* backbone-resnet: not written yet. */
+#include "insp-backbone.h"

@@ -1,0 +1,2 @@
+/* insp-backbone: not written yet. */
+#include "insp-backbone.h"

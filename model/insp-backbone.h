@@ -1,0 +1,76 @@
+/* CNN backbones: loaded from safetensors (checked name by name and shape by
+ * shape), batch norm folded at load, immutable afterwards and shared by all
+ * worker threads. Each worker runs forward passes with its own
+ * InspBackboneScratch, so the hot path allocates nothing.
+ *
+ * Architectures: mobilenetv2_100 (timm names), resnet18/34/50,
+ * wide_resnet50_2 (torchvision/timm names), and "builtin", a fixed filter bank
+ * that needs no weights. */
+#pragma once
+
+#include <glib.h>
+#include "insp-safetensors.h"
+
+G_BEGIN_DECLS
+
+#define INSP_BACKBONE_ERROR (insp_backbone_error_quark())
+GQuark insp_backbone_error_quark(void);
+
+typedef enum {
+  INSP_BACKBONE_ERROR_UNKNOWN_ARCH, /* metadata names no architecture we know */
+  INSP_BACKBONE_ERROR_WEIGHTS,      /* a weight is missing, misshapen or unexpected */
+  INSP_BACKBONE_ERROR_INPUT,        /* input size out of range */
+} InspBackboneError;
+
+typedef struct _InspBackbone InspBackbone;
+typedef struct _InspBackboneScratch InspBackboneScratch;
+
+/* One stage output, CHW, owned by the scratch it came from; valid until the
+ * next forward pass with that scratch. */
+typedef struct {
+  const char *name; /* "blocks.2", "layer3", ... */
+  int channels;
+  int height;
+  int width;
+  int stride; /* total stride from the input */
+  const float *data;
+} InspFeatureMap;
+
+/* @path_or_builtin: a safetensors file (architecture from its metadata
+ * "architecture", or guessed from tensor names), or the string "builtin". */
+InspBackbone *insp_backbone_new_from_file(const char *path_or_builtin, GError **error);
+/* Loads the tensors under @prefix ("" or e.g. "backbone.") of @st, with the
+ * metadata keys under the same prefix; @arch NULL = from metadata. */
+InspBackbone *insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix,
+                                                 const char *arch, GError **error);
+InspBackbone *insp_backbone_new_builtin(void);
+InspBackbone *insp_backbone_ref(InspBackbone *bb);
+void insp_backbone_unref(InspBackbone *bb);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspBackbone, insp_backbone_unref)
+
+/* Writes the weights (as loaded, unfolded, F32) and metadata under @prefix so
+ * that insp_backbone_new_from_safetensors(st, prefix, NULL) restores it. */
+void insp_backbone_write(const InspBackbone *bb, InspSafetensorsWriter *w, const char *prefix);
+
+const char *insp_backbone_get_arch(const InspBackbone *bb);
+int insp_backbone_get_input_size(const InspBackbone *bb); /* default square input, e.g. 224 */
+void insp_backbone_get_normalisation(const InspBackbone *bb, float mean[3], float std[3]);
+/* All stage names in forward order (NULL-terminated, owned by @bb). */
+const char *const *insp_backbone_get_stage_names(const InspBackbone *bb);
+/* The two stages PatchCore/PaDiM use by default (stride 8 and 16). */
+void insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine,
+                                      const char **coarse);
+
+/* Scratch for inputs of @height x @width (per worker). */
+InspBackboneScratch *insp_backbone_scratch_new(const InspBackbone *bb, int height, int width,
+                                               GError **error);
+void insp_backbone_scratch_free(InspBackboneScratch *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspBackboneScratch, insp_backbone_scratch_free)
+
+/* Runs @input [3,height,width] (normalised) up to and including stage @last
+ * (NULL = all stages). Fills @out[i] for every stage up to @last in order and
+ * returns how many; @out holds at least as many entries as stage names. */
+int insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const float *input,
+                          const char *last, InspFeatureMap *out);
+
+G_END_DECLS

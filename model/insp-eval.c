@@ -1,0 +1,2 @@
+/* insp-eval: not written yet. */
+#include "insp-ops.h"

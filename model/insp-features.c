@@ -1,0 +1,2 @@
+/* insp-features: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-image: not written yet. */
+#include "insp-image.h"

@@ -1,0 +1,2 @@
+/* insp-metrics: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-model: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-ops: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,93 @@
+/* Tensor kernels on OpenBLAS. All tensors are single images in CHW layout
+ * (float32, C-contiguous, no batch dimension). Each kernel states its shape
+ * contract; outputs never alias inputs unless a kernel says so. Kernels are
+ * pure: no allocation, no logging, no global state, safe from any thread. */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  INSP_PAD_SYMMETRIC, /* PyTorch: pad = given value on every side */
+  INSP_PAD_TF_SAME,   /* TensorFlow SAME: computed per dim, extra on bottom/right */
+} InspPadMode;
+
+typedef enum {
+  INSP_ACT_NONE,
+  INSP_ACT_RELU,
+  INSP_ACT_RELU6,
+} InspActivation;
+
+/* Output size and leading (top/left) padding of a conv/pool along one dim.
+ * SYMMETRIC: out = (in + 2*pad - k)/stride + 1, before = pad.
+ * TF_SAME:   out = ceil(in/stride), total = max((out-1)*stride + k - in, 0),
+ *            before = total/2 (pad is ignored). */
+void insp_ops_conv_geometry(InspPadMode mode, int in, int k, int stride, int pad, int *out,
+                            int *pad_before);
+
+/* Convolution with folded batch norm, bias and activation (groups = 1).
+ * x [cin,h,w] -> y [cout,oh,ow]; w [cout,cin,kh,kw]; bias [cout] or NULL.
+ * 1x1 stride 1 goes straight to sgemm; otherwise im2col into @scratch, which
+ * holds at least insp_ops_conv2d_scratch_size() floats (0 for 1x1 s1). */
+gsize insp_ops_conv2d_scratch_size(int cin, int kh, int kw, int oh, int ow, int stride);
+void insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
+                     int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh,
+                     int ow, InspActivation act, float *scratch, float *y);
+
+/* Depthwise 3x3 (groups = channels) with bias and activation.
+ * x [c,h,w] -> y [c,oh,ow]; weight [c,1,3,3]; bias [c] or NULL. */
+void insp_ops_depthwise3x3(const float *x, int c, int h, int w, const float *weight,
+                           const float *bias, int stride, int pad_top, int pad_left, int oh, int ow,
+                           InspActivation act, float *y);
+
+/* Folds y = (conv(x) - mean)/sqrt(var + eps)*gamma + beta into the conv:
+ * weight [cout, k] scaled per output channel in place, bias [cout] written
+ * (conv_bias may be NULL). */
+void insp_ops_fold_batchnorm(float *weight, float *bias, const float *conv_bias, int cout,
+                             gsize per_out, const float *gamma, const float *beta,
+                             const float *mean, const float *var, float eps);
+
+/* In place, n elements. */
+void insp_ops_activation(float *x, gsize n, InspActivation act);
+/* y[i] += x[i], n elements (y may be the output of the block). */
+void insp_ops_add(float *y, const float *x, gsize n);
+
+/* Max pool k x k, stride, symmetric padding (padded cells are ignored).
+ * x [c,h,w] -> y [c,oh,ow], oh = (h + 2*pad - k)/stride + 1. */
+void insp_ops_maxpool(const float *x, int c, int h, int w, int k, int stride, int pad, float *y);
+/* Average pool k x k, stride 1, pad k/2, count_include_pad (border cells
+ * divide by k*k, as torch avg_pool2d's default). x [c,h,w] -> y [c,h,w]. */
+void insp_ops_avgpool_same(const float *x, int c, int h, int w, int k, float *y);
+/* Global average over h*w: x [c,h,w] -> y [c]. */
+void insp_ops_global_avgpool(const float *x, int c, int h, int w, float *y);
+
+/* Bilinear resize, align_corners = False (half-pixel centres, source
+ * coordinates clamped at 0), no antialias. x [c,h,w] -> y [c,oh,ow]. */
+void insp_ops_resize_bilinear(const float *x, int c, int h, int w, int oh, int ow, float *y);
+/* Nearest resize as torch 'nearest': src = min(floor(dst*in/out), in-1). */
+void insp_ops_resize_nearest(const float *x, int c, int h, int w, int oh, int ow, float *y);
+
+/* Gaussian taps for sigma: n = 2*(int)(4*sigma + 0.5) + 1, exp(-x^2/(2 sigma^2))
+ * normalised to sum 1. Returns n; @taps must hold n floats (n <= 2*(4*sigma+0.5)+1). */
+int insp_ops_gaussian_kernel(float sigma, float *taps);
+/* Separable Gaussian blur of one plane x [h,w] -> y [h,w], torch 'reflect'
+ * borders (mirror without repeating the edge: d c b | a b c d; clamped for
+ * kernels wider than the plane). @scratch holds h*w floats. x may equal y. */
+void insp_ops_gaussian_blur(const float *x, int h, int w, const float *taps, int n_taps,
+                            float *scratch, float *y);
+
+/* Squared Euclidean distance from each query row to its nearest bank row:
+ * q [nq,d], bank [nb,d], bank_sqnorm [nb] (precomputed |b|^2), computed as
+ * |q|^2 + |b|^2 - 2 q.b with sgemm in blocks of bank rows, the row minimum
+ * fused into the pass over each block; clamped at 0. Writes min_d2 [nq] and,
+ * when non-NULL, argmin [nq]. @scratch holds insp_ops_nn_scratch_size(nq) floats. */
+gsize insp_ops_nn_scratch_size(int nq);
+void insp_ops_nearest_neighbour(const float *q, int nq, const float *bank, const float *bank_sqnorm,
+                                int nb, int d, float *scratch, float *min_d2, int *argmin);
+
+/* OpenBLAS threads for this process (1 when workers parallelise across frames). */
+void insp_ops_set_blas_threads(int n);
+int insp_ops_get_blas_threads(void);
+
+G_END_DECLS

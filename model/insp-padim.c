@@ -1,0 +1,2 @@
+/* insp-padim: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-patchcore: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-regions: not written yet. */
+#include "insp-ops.h"

@@ -1,0 +1,2 @@
+/* insp-safetensors: not written yet. */
+#include "insp-safetensors.h"

@@ -1,0 +1,2 @@
+/* insp-train: not written yet. */
+#include "insp-ops.h"
