@@ -1,2 +1,2 @@
 /* insp-model: not written yet. */
-#include "insp-ops.h"
+#include "insp-model.h"

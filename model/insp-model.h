@@ -1,0 +1,115 @@
+/* The detector API that train, eval, the pipeline workers and the daemon use.
+ *
+ * An InspModel is a trained detector (PatchCore or PaDiM) with its backbone,
+ * loaded from one self-contained safetensors model file. It is immutable once
+ * loaded and reference-counted, so workers share it and a reload swaps it
+ * atomically. Each worker scores with its own InspModelScratch: nothing is
+ * allocated per frame.
+ *
+ * Scores are normalised at training so that 0.5 is the default threshold for
+ * every model, for the image score and for the anomaly map alike. */
+#pragma once
+
+#include <glib.h>
+#include "insp-image.h"
+
+G_BEGIN_DECLS
+
+#define INSP_MODEL_ERROR (insp_model_error_quark())
+GQuark insp_model_error_quark(void);
+
+typedef enum {
+  INSP_MODEL_ERROR_FORMAT,  /* not a model file, foreign or old format version */
+  INSP_MODEL_ERROR_TENSOR,  /* a tensor is missing or misshapen (named) */
+  INSP_MODEL_ERROR_INPUT,   /* an image the model cannot take (size 0, too large) */
+  INSP_MODEL_ERROR_TRAIN,   /* too few images, unreadable images... */
+  INSP_MODEL_ERROR_DATASET, /* eval: not an MVTec layout */
+} InspModelError;
+
+typedef enum {
+  INSP_DETECTOR_PATCHCORE,
+  INSP_DETECTOR_PADIM,
+} InspDetectorKind;
+
+typedef struct _InspModel InspModel;
+typedef struct _InspModelScratch InspModelScratch;
+
+InspModel *insp_model_load(const char *path, GError **error);
+InspModel *insp_model_ref(InspModel *m);
+void insp_model_unref(InspModel *m);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModel, insp_model_unref)
+gboolean insp_model_save(const InspModel *m, const char *path, GError **error);
+
+/* A short name for results and status: "<detector>-<backbone>-<8 hex of the
+ * file's content hash>", e.g. "patchcore-mobilenetv2_100-1a2b3c4d". */
+const char *insp_model_get_id(const InspModel *m);
+InspDetectorKind insp_model_get_detector(const InspModel *m);
+const char *insp_model_get_backbone_arch(const InspModel *m);
+int insp_model_get_input_size(const InspModel *m);
+
+InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);
+void insp_model_scratch_free(InspModelScratch *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)
+
+typedef struct {
+  float score;      /* normalised image score (0.5 = default threshold) */
+  float raw_score;  /* before normalisation */
+  int map_width;    /* the anomaly map, at the model's input resolution */
+  int map_height;
+  const float *map; /* normalised, blurred; owned by the scratch, valid until its next use */
+  double ms_backbone, ms_features, ms_distance, ms_map; /* time per step */
+} InspScoreResult;
+
+/* Scores one RGB8 image of any size (preprocessed with insp_image_preprocess). */
+gboolean insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int width,
+                          int height, int stride, InspScoreResult *out, GError **error);
+
+/* Training. Images come one at a time from @next (index 0..n_images-1, a new
+ * image the caller of @next owns), so memory stays bounded for large sets. */
+typedef InspImage *(*InspImageSourceFunc)(int index, gpointer user_data, GError **error);
+typedef void (*InspProgressFunc)(const char *stage, int done, int total, gpointer user_data);
+
+typedef struct {
+  const char *backbone;   /* file or "builtin" */
+  InspDetectorKind detector;
+  double coreset_fraction; /* PatchCore, (0,1] */
+  int input_size;          /* 0: the backbone's default */
+  int padim_channels;      /* PaDiM random channel subset, 0: all */
+  guint64 seed;
+} InspTrainOptions;
+
+void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */
+InspModel *insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc next,
+                            gpointer source_data, InspProgressFunc progress,
+                            gpointer progress_data, GError **error);
+
+/* Masks and regions (model/insp-regions.c). */
+typedef struct {
+  int x, y, w, h;
+} InspRect;
+
+typedef struct {
+  float threshold;       /* image score at or above: fail */
+  float pixel_threshold; /* anomaly map at or above: defect pixel */
+  int min_region_area;   /* smaller 8-connected components are dropped (pixels) */
+  gboolean has_roi;
+  InspRect roi;          /* image pixels; outside it nothing is a defect */
+} InspInspectParams;
+
+typedef struct {
+  int x, y, w, h; /* bounding box, image pixels */
+  int area;       /* defect pixels */
+  float score;    /* max normalised map value inside */
+} InspRegion;
+
+/* Upsamples @map (map_w x map_h) bilinearly to the image's @width x @height,
+ * thresholds it into @mask (width*height bytes, 0/255) inside the ROI, finds
+ * 8-connected regions, drops those under min_region_area (clearing them from
+ * the mask), appends the rest to @regions (GArray of InspRegion) and returns
+ * the verdict: TRUE (fail) when @score >= threshold or any region survives.
+ * @work holds width*height floats. */
+gboolean insp_inspect(const float *map, int map_w, int map_h, float score, int width, int height,
+                      const InspInspectParams *params, float *work, guint8 *mask,
+                      GArray *regions);
+
+G_END_DECLS

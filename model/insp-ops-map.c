@@ -1,0 +1,2 @@
+/* insp-ops-map: not written yet. */
+#include "insp-ops.h"
