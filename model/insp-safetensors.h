@@ -94,6 +94,8 @@ void insp_safetensors_writer_add_u8(InspSafetensorsWriter *w, const char *name, 
                                     const gint64 *shape, const guint8 *data);
 void insp_safetensors_writer_set_metadata(InspSafetensorsWriter *w, const char *key,
                                           const char *value);
+/* The whole file as bytes (header + data), for tests and fuzz seeds. */
+GBytes *insp_safetensors_writer_to_bytes(InspSafetensorsWriter *w);
 /* Writes atomically (tmp + fsync + rename). */
 gboolean insp_safetensors_writer_save(InspSafetensorsWriter *w, const char *path, GError **error);
 
