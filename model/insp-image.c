@@ -1,2 +1,505 @@
-/* insp-image: not written yet. */
+/* Images in memory: PNG (libpng) and JPEG (libjpeg) decoding chosen by the
+ * file's magic bytes, PNG encoding, and insp_image_preprocess(), the one path
+ * from an RGB8 frame to the model's input tensor.
+ *
+ * Decoding invariants: the width and height are checked against
+ * INSP_IMAGE_MAX_PIXELS before any pixel buffer is allocated; libpng and
+ * libjpeg errors come back through setjmp/longjmp into a GError and never
+ * print or exit; everything a longjmp may skip is owned by a heap context
+ * whose address is fixed before setjmp. Conversions follow PIL's convert():
+ * grey is replicated to RGB, alpha is dropped (not composited), palette is
+ * expanded, 16-bit samples keep their high byte, and RGB to grey is
+ * L = (19595 R + 38470 G + 7471 B + 2^15) >> 16. A truncated file is an error
+ * (as in PIL), not a partially grey image.
+ *
+ * Preprocessing (see insp_image_preprocess below) allocates nothing: index
+ * tables live in a bounded stack buffer. All functions are reentrant and
+ * entered by any thread (capture, workers, train/eval drivers). */
 #include "insp-image.h"
+
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+#include <jerror.h>
+
+G_DEFINE_QUARK(insp-image-error-quark, insp_image_error)
+
+static const guint8 png_magic[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+
+InspImage *
+insp_image_new(int width, int height, int channels)
+{
+  g_return_val_if_fail(width > 0 && height > 0, NULL);
+  g_return_val_if_fail(channels == 1 || channels == 3, NULL);
+  g_return_val_if_fail((gint64)width * height <= INSP_IMAGE_MAX_PIXELS, NULL);
+
+  InspImage *img = g_new0(InspImage, 1);
+  img->width = width;
+  img->height = height;
+  img->channels = channels;
+  img->stride = width * channels;
+  img->data = g_malloc0((gsize)img->stride * (gsize)height);
+  return img;
+}
+
+void
+insp_image_free(InspImage *img)
+{
+  if (!img)
+    return;
+  g_free(img->data);
+  g_free(img);
+}
+
+static gboolean
+check_size(guint64 w, guint64 h, const char *what, GError **error)
+{
+  if (w == 0 || h == 0) {
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "%s image has size %" G_GUINT64_FORMAT
+                "x%" G_GUINT64_FORMAT, what, w, h);
+    return FALSE;
+  }
+  if (w > INSP_IMAGE_MAX_PIXELS || h > INSP_IMAGE_MAX_PIXELS || w * h > INSP_IMAGE_MAX_PIXELS) {
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_TOO_LARGE,
+                "%s image of %" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT
+                " is over the limit of %d pixels",
+                what, w, h, INSP_IMAGE_MAX_PIXELS);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Converts a decoded image with its native channel count to @channels. */
+static InspImage *
+convert_channels(InspImage *img, int channels)
+{
+  if (img->channels == channels)
+    return img;
+  g_autoptr(InspImage) src = img;
+  InspImage *dst = insp_image_new(src->width, src->height, channels);
+  for (int y = 0; y < src->height; y++) {
+    const guint8 *s = src->data + (gsize)y * (gsize)src->stride;
+    guint8 *d = dst->data + (gsize)y * (gsize)dst->stride;
+    if (channels == 3) {
+      for (int x = 0; x < src->width; x++)
+        d[3 * x] = d[3 * x + 1] = d[3 * x + 2] = s[x];
+    } else {
+      for (int x = 0; x < src->width; x++)
+        d[x] = (guint8)((19595u * s[3 * x] + 38470u * s[3 * x + 1] + 7471u * s[3 * x + 2] +
+                         0x8000u) >> 16);
+    }
+  }
+  return dst;
+}
+
+/* ---- PNG ----------------------------------------------------------------- */
+
+typedef struct {
+  const guint8 *data;
+  gsize len;
+  gsize pos;
+  char msg[200];
+  InspImage *img;
+  png_bytep *rows;
+  GByteArray *out; /* encoding */
+} PngCtx;
+
+static void
+png_ctx_error(png_structp png, png_const_charp msg)
+{
+  PngCtx *c = png_get_error_ptr(png);
+  g_strlcpy(c->msg, msg ? msg : "error", sizeof c->msg);
+  png_longjmp(png, 1);
+}
+
+static void
+png_ctx_warning(png_structp png, png_const_charp msg)
+{
+}
+
+static void
+png_ctx_read(png_structp png, png_bytep out, size_t n)
+{
+  PngCtx *c = png_get_io_ptr(png);
+  if (n > c->len - c->pos)
+    png_error(png, "file is truncated");
+  memcpy(out, c->data + c->pos, n);
+  c->pos += n;
+}
+
+static InspImage *
+decode_png(const guint8 *data, gsize len, int channels, GError **error)
+{
+  g_autofree PngCtx *c = g_new0(PngCtx, 1);
+  c->data = data;
+  c->len = len;
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
+  if (!png) {
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "PNG: cannot create decoder");
+    return NULL;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, NULL);
+    g_free(c->rows);
+    insp_image_free(c->img);
+    if (c->msg[0] == '\0')
+      g_strlcpy(c->msg, "cannot create decoder", sizeof c->msg);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "PNG: %s", c->msg);
+    return NULL;
+  }
+  png_set_read_fn(png, c, png_ctx_read);
+  png_set_user_limits(png, INSP_IMAGE_MAX_PIXELS, INSP_IMAGE_MAX_PIXELS);
+  png_set_chunk_malloc_max(png, 16 * 1024 * 1024);
+  png_set_chunk_cache_max(png, 1000);
+  png_read_info(png, info);
+
+  png_uint_32 w = png_get_image_width(png, info);
+  png_uint_32 h = png_get_image_height(png, info);
+  int color = png_get_color_type(png, info);
+  int depth = png_get_bit_depth(png, info);
+  if (!check_size(w, h, "PNG", error)) {
+    png_destroy_read_struct(&png, &info, NULL);
+    return NULL;
+  }
+  if (depth == 16)
+    png_set_strip_16(png);
+  if (color == PNG_COLOR_TYPE_PALETTE)
+    png_set_palette_to_rgb(png);
+  if (color == PNG_COLOR_TYPE_GRAY && depth < 8)
+    png_set_expand_gray_1_2_4_to_8(png);
+  if (color & PNG_COLOR_MASK_ALPHA)
+    png_set_strip_alpha(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  int native = (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) ? 1 : 3;
+  if (png_get_rowbytes(png, info) != (size_t)w * (size_t)native)
+    png_error(png, "unexpected row size after conversion");
+
+  c->img = insp_image_new((int)w, (int)h, native);
+  c->rows = g_new(png_bytep, h);
+  for (png_uint_32 y = 0; y < h; y++)
+    c->rows[y] = c->img->data + (gsize)y * (gsize)c->img->stride;
+  png_read_image(png, c->rows);
+  png_read_end(png, NULL);
+  png_destroy_read_struct(&png, &info, NULL);
+  g_clear_pointer(&c->rows, g_free);
+  return convert_channels(g_steal_pointer(&c->img), channels);
+}
+
+static void
+png_ctx_write(png_structp png, png_bytep buf, size_t n)
+{
+  PngCtx *c = png_get_io_ptr(png);
+  if (n > G_MAXUINT)
+    png_error(png, "write too large");
+  g_byte_array_append(c->out, buf, (guint)n);
+}
+
+static void
+png_ctx_flush(png_structp png)
+{
+}
+
+GBytes *
+insp_image_encode_png(const InspImage *img, GError **error)
+{
+  g_return_val_if_fail(img != NULL, NULL);
+  g_return_val_if_fail(img->channels == 1 || img->channels == 3, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  g_autofree PngCtx *c = g_new0(PngCtx, 1);
+  c->out = g_byte_array_new();
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
+  if (!png) {
+    g_byte_array_unref(c->out);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "PNG: cannot create encoder");
+    return NULL;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    g_free(c->rows);
+    g_byte_array_unref(c->out);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "PNG encoding: %s",
+                c->msg[0] ? c->msg : "cannot create encoder");
+    return NULL;
+  }
+  png_set_write_fn(png, c, png_ctx_write, png_ctx_flush);
+  /* Masks and frames: fast compression, the data is mostly flat. */
+  png_set_compression_level(png, 2);
+  png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
+               img->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  c->rows = g_new(png_bytep, (gsize)img->height);
+  for (int y = 0; y < img->height; y++)
+    c->rows[y] = img->data + (gsize)y * (gsize)img->stride;
+  png_write_image(png, c->rows);
+  png_write_end(png, NULL);
+  png_destroy_write_struct(&png, &info);
+  g_free(c->rows);
+  c->rows = NULL;
+  return g_byte_array_free_to_bytes(c->out);
+}
+
+gboolean
+insp_image_save_png(const InspImage *img, const char *path, GError **error)
+{
+  g_return_val_if_fail(img != NULL, FALSE);
+  g_return_val_if_fail(path != NULL, FALSE);
+  g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
+
+  g_autoptr(GBytes) png = insp_image_encode_png(img, error);
+  if (!png)
+    return FALSE;
+  gsize len;
+  const char *d = g_bytes_get_data(png, &len);
+  g_autoptr(GError) local = NULL;
+  if (!g_file_set_contents(path, d, (gssize)len, &local)) {
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "%s", local->message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- JPEG ---------------------------------------------------------------- */
+
+#define JPEG_MAX_SCANS 1000
+
+typedef struct {
+  struct jpeg_error_mgr mgr; /* first: libjpeg casts cinfo->err to this */
+  jmp_buf jmp;
+  gboolean truncated;
+  char msg[JMSG_LENGTH_MAX];
+  struct jpeg_progress_mgr progress;
+  InspImage *img;
+} JpegCtx;
+
+static void
+jpeg_ctx_error_exit(j_common_ptr cinfo)
+{
+  JpegCtx *c = (JpegCtx *)(void *)cinfo->err;
+  cinfo->err->format_message(cinfo, c->msg);
+  longjmp(c->jmp, 1);
+}
+
+static void
+jpeg_ctx_emit_message(j_common_ptr cinfo, int level)
+{
+  JpegCtx *c = (JpegCtx *)(void *)cinfo->err;
+  if (level < 0) {
+    cinfo->err->num_warnings++;
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF)
+      c->truncated = TRUE;
+  }
+}
+
+/* Bounds the work a hostile progressive file can cause (thousands of scans). */
+static void
+jpeg_ctx_progress(j_common_ptr cinfo)
+{
+  if (cinfo->is_decompressor) {
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (d->input_scan_number > JPEG_MAX_SCANS) {
+      JpegCtx *c = (JpegCtx *)(void *)cinfo->err;
+      g_snprintf(c->msg, sizeof c->msg, "more than %d scans", JPEG_MAX_SCANS);
+      longjmp(c->jmp, 1);
+    }
+  }
+}
+
+static InspImage *
+decode_jpeg(const guint8 *data, gsize len, int channels, GError **error)
+{
+  g_autofree JpegCtx *c = g_new0(JpegCtx, 1);
+  g_autofree struct jpeg_decompress_struct *cinfo = g_new0(struct jpeg_decompress_struct, 1);
+
+  cinfo->err = jpeg_std_error(&c->mgr);
+  c->mgr.error_exit = jpeg_ctx_error_exit;
+  c->mgr.emit_message = jpeg_ctx_emit_message;
+  if (setjmp(c->jmp)) {
+    jpeg_destroy_decompress(cinfo);
+    insp_image_free(c->img);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "JPEG: %s", c->msg);
+    return NULL;
+  }
+  jpeg_create_decompress(cinfo);
+  c->progress.progress_monitor = jpeg_ctx_progress;
+  cinfo->progress = &c->progress;
+  cinfo->mem->max_memory_to_use = 1024L * 1024 * 1024;
+  jpeg_mem_src(cinfo, data, (unsigned long)len);
+  if (jpeg_read_header(cinfo, TRUE) != JPEG_HEADER_OK) {
+    g_strlcpy(c->msg, "no image in the file", sizeof c->msg);
+    longjmp(c->jmp, 1);
+  }
+  if (!check_size(cinfo->image_width, cinfo->image_height, "JPEG", error)) {
+    jpeg_destroy_decompress(cinfo);
+    return NULL;
+  }
+  int native;
+  switch (cinfo->jpeg_color_space) {
+  case JCS_GRAYSCALE:
+    cinfo->out_color_space = JCS_GRAYSCALE;
+    native = 1;
+    break;
+  case JCS_CMYK:
+  case JCS_YCCK:
+    g_strlcpy(c->msg, "CMYK images are not supported", sizeof c->msg);
+    longjmp(c->jmp, 1);
+  default:
+    cinfo->out_color_space = JCS_RGB;
+    native = 3;
+  }
+  jpeg_start_decompress(cinfo);
+  if ((int)cinfo->output_components != native || cinfo->output_width != cinfo->image_width ||
+      cinfo->output_height != cinfo->image_height) {
+    g_strlcpy(c->msg, "unexpected output format", sizeof c->msg);
+    longjmp(c->jmp, 1);
+  }
+  c->img = insp_image_new((int)cinfo->output_width, (int)cinfo->output_height, native);
+  while (cinfo->output_scanline < cinfo->output_height) {
+    JSAMPROW row = c->img->data + (gsize)cinfo->output_scanline * (gsize)c->img->stride;
+    if (jpeg_read_scanlines(cinfo, &row, 1) != 1 || c->truncated) {
+      g_strlcpy(c->msg, "file is truncated", sizeof c->msg);
+      longjmp(c->jmp, 1);
+    }
+  }
+  jpeg_finish_decompress(cinfo);
+  if (c->truncated) {
+    g_strlcpy(c->msg, "file is truncated", sizeof c->msg);
+    longjmp(c->jmp, 1);
+  }
+  jpeg_destroy_decompress(cinfo);
+  return convert_channels(g_steal_pointer(&c->img), channels);
+}
+
+/* ---- decode entry points ------------------------------------------------- */
+
+InspImage *
+insp_image_decode(const guint8 *data, gsize len, int channels, GError **error)
+{
+  g_return_val_if_fail(data != NULL || len == 0, NULL);
+  g_return_val_if_fail(channels == 1 || channels == 3, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (len >= sizeof png_magic && memcmp(data, png_magic, sizeof png_magic) == 0)
+    return decode_png(data, len, channels, error);
+  if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
+    return decode_jpeg(data, len, channels, error);
+  g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT,
+              "not a PNG or JPEG image (%" G_GSIZE_FORMAT " bytes)", len);
+  return NULL;
+}
+
+InspImage *
+insp_image_load(const char *path, int channels, GError **error)
+{
+  g_return_val_if_fail(path != NULL, NULL);
+  g_return_val_if_fail(channels == 1 || channels == 3, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  g_autoptr(GMappedFile) f = NULL;
+  g_autoptr(GError) local = NULL;
+  f = g_mapped_file_new(path, FALSE, &local);
+  if (!f) {
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "%s", local->message);
+    return NULL;
+  }
+  const guint8 *d = (const guint8 *)g_mapped_file_get_contents(f);
+  gsize len = g_mapped_file_get_length(f);
+  InspImage *img = insp_image_decode(d, len, channels, &local);
+  if (!img) {
+    g_set_error(error, INSP_IMAGE_ERROR, local->code, "%s: %s", path, local->message);
+    return NULL;
+  }
+  return img;
+}
+
+/* ---- preprocessing -------------------------------------------------------
+ *
+ * Definition (BENCHMARKS.md "input", PyTorch interpolate(mode="bilinear",
+ * align_corners=False, antialias=False) on float 0..255):
+ *   source region: centred crop cw = max(1, round(W * f)), x0 = (W - cw) / 2
+ *   (integer division), likewise in y; f = 1 covers the whole image.
+ *   scale = cw / out_w (float); sx = (x + 0.5) * scale - 0.5, clamped to >= 0;
+ *   i0 = floor(sx), i1 = min(i0 + 1, cw - 1), wx1 = sx - i0, wx0 = 1 - wx1;
+ *   likewise in y; v = wy0 (wx0 p00 + wx1 p01) + wy1 (wx0 p10 + wx1 p11);
+ *   out[c, y, x] = (v / 255 - mean[c]) / std[c], computed as v * a[c] + b[c].
+ * Output: CHW float [3, out_h, out_w]. */
+
+#define PRE_TABLE 1024
+
+typedef struct {
+  int i0, i1;
+  float w0, w1;
+} Tap;
+
+static inline Tap
+bilinear_tap(int dst, float scale, int in)
+{
+  Tap t;
+  float s = ((float)dst + 0.5f) * scale - 0.5f;
+  if (s < 0.0f)
+    s = 0.0f;
+  t.i0 = (int)s;
+  if (t.i0 > in - 1)
+    t.i0 = in - 1;
+  t.i1 = t.i0 + (t.i0 < in - 1 ? 1 : 0);
+  t.w1 = s - (float)t.i0;
+  t.w0 = 1.0f - t.w1;
+  return t;
+}
+
+void
+insp_image_preprocess(const guint8 *rgb, int width, int height, int stride, int out_w, int out_h,
+                      float crop_fraction, const float mean[3], const float std[3], float *out)
+{
+  g_return_if_fail(rgb != NULL && out != NULL && mean != NULL && std != NULL);
+  g_return_if_fail(width > 0 && height > 0 && stride >= 3 * width);
+  g_return_if_fail(out_w > 0 && out_h > 0);
+  g_return_if_fail(crop_fraction > 0.0f && crop_fraction <= 1.0f);
+  g_return_if_fail(std[0] != 0.0f && std[1] != 0.0f && std[2] != 0.0f);
+
+  int cw = MAX(1, (int)lroundf((float)width * crop_fraction));
+  int ch = MAX(1, (int)lroundf((float)height * crop_fraction));
+  cw = MIN(cw, width);
+  ch = MIN(ch, height);
+  const guint8 *src = rgb + (gsize)((height - ch) / 2) * (gsize)stride + (gsize)((width - cw) / 2) * 3;
+  float sx = (float)cw / (float)out_w, sy = (float)ch / (float)out_h;
+  float a[3], b[3];
+  for (int c = 0; c < 3; c++) {
+    a[c] = 1.0f / (255.0f * std[c]);
+    b[c] = -mean[c] / std[c];
+  }
+  gsize plane = (gsize)out_w * (gsize)out_h;
+  Tap xt[PRE_TABLE];
+  gboolean tabled = out_w <= PRE_TABLE;
+  if (tabled)
+    for (int x = 0; x < out_w; x++)
+      xt[x] = bilinear_tap(x, sx, cw);
+
+  for (int y = 0; y < out_h; y++) {
+    Tap ty = bilinear_tap(y, sy, ch);
+    const guint8 *r0 = src + (gsize)ty.i0 * (gsize)stride;
+    const guint8 *r1 = src + (gsize)ty.i1 * (gsize)stride;
+    float *o0 = out + (gsize)y * (gsize)out_w;
+    float *o1 = o0 + plane, *o2 = o1 + plane;
+    for (int x = 0; x < out_w; x++) {
+      Tap tx = tabled ? xt[x] : bilinear_tap(x, sx, cw);
+      const guint8 *p00 = r0 + 3 * tx.i0, *p01 = r0 + 3 * tx.i1;
+      const guint8 *p10 = r1 + 3 * tx.i0, *p11 = r1 + 3 * tx.i1;
+      float v0 = ty.w0 * (tx.w0 * p00[0] + tx.w1 * p01[0]) + ty.w1 * (tx.w0 * p10[0] + tx.w1 * p11[0]);
+      float v1 = ty.w0 * (tx.w0 * p00[1] + tx.w1 * p01[1]) + ty.w1 * (tx.w0 * p10[1] + tx.w1 * p11[1]);
+      float v2 = ty.w0 * (tx.w0 * p00[2] + tx.w1 * p01[2]) + ty.w1 * (tx.w0 * p10[2] + tx.w1 * p11[2]);
+      o0[x] = v0 * a[0] + b[0];
+      o1[x] = v1 * a[1] + b[1];
+      o2[x] = v2 * a[2] + b[2];
+    }
+  }
+}
