@@ -1,2 +1,930 @@
-/* insp-backbone: not written yet. */
-#include "insp-backbone.h"
+/* insp-backbone: loading, checking, folding and running CNN backbones.
+ *
+ * A backbone is a straight list of layers (conv + folded BN, depthwise 3x3,
+ * max pool) over numbered values: value 0 is the input, layer i writes value
+ * i + 1, and a layer may add an earlier value (residual) before its
+ * activation. The architecture files (backbone-*.c) describe their network
+ * through the builder, which fetches every tensor with its exact expected
+ * shape; after the build, any tensor under the prefix that nobody asked for
+ * is rejected. Folded weights live in one arena.
+ *
+ * Invariants: after construction an InspBackbone is immutable (only its
+ * reference count changes, atomically), so any number of threads may run
+ * insp_backbone_forward() on it at once, each with its own scratch. A scratch
+ * holds every activation buffer and the im2col buffer for one input size,
+ * planned at creation (buffers reused once their value is dead, stage outputs
+ * kept); forward allocates nothing. */
+#include "insp-backbone-private.h"
+
+#include <math.h>
+#include <string.h>
+
+G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
+
+#define BB_MIN_INPUT 16
+#define BB_MAX_INPUT 4096
+#define ALIGN_FLOATS 16 /* 64 bytes */
+
+static const float imagenet_mean[3] = { 0.485f, 0.456f, 0.406f };
+static const float imagenet_std[3] = { 0.229f, 0.224f, 0.225f };
+
+/* ---- construction ------------------------------------------------------ */
+
+static void
+bb_tensor_free(gpointer p)
+{
+  InspBbTensor *t = p;
+  g_free(t->name);
+  g_free(t->data);
+  g_free(t);
+}
+
+static InspBackbone *
+bb_alloc(const char *arch)
+{
+  InspBackbone *bb = g_new0(InspBackbone, 1);
+
+  bb->ref_count = 1;
+  bb->arch = g_strdup(arch);
+  bb->pad_mode = INSP_PAD_SYMMETRIC;
+  bb->bn_eps = 1e-5f;
+  bb->input_size = 224;
+  memcpy(bb->mean, imagenet_mean, sizeof(bb->mean));
+  memcpy(bb->std, imagenet_std, sizeof(bb->std));
+  bb->layers = g_array_new(FALSE, TRUE, sizeof(InspBbLayer));
+  bb->stages = g_array_new(FALSE, TRUE, sizeof(InspBbStage));
+  bb->arena = g_array_new(FALSE, TRUE, sizeof(float));
+  bb->tensors = g_ptr_array_new_with_free_func(bb_tensor_free);
+  return bb;
+}
+
+static char *
+full_name(InspBbBuilder *b, const char *name)
+{
+  return g_strconcat(b->prefix ? b->prefix : "", name, NULL);
+}
+
+gboolean
+insp_bb_has(InspBbBuilder *b, const char *name)
+{
+  return insp_bb_info(b, name) != NULL;
+}
+
+const InspTensorInfo *
+insp_bb_info(InspBbBuilder *b, const char *name)
+{
+  g_autofree char *full = NULL;
+
+  if (b->st == NULL)
+    return NULL;
+  full = full_name(b, name);
+  return insp_safetensors_lookup(b->st, full);
+}
+
+static void
+shape_string(GString *s, int ndim, const gint64 *shape)
+{
+  g_string_append_c(s, '[');
+  for (int i = 0; i < ndim; i++)
+    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
+  g_string_append_c(s, ']');
+}
+
+const float *
+insp_bb_fetch(InspBbBuilder *b, const char *name, int ndim, const gint64 *shape)
+{
+  g_autofree char *full = full_name(b, name);
+  g_autoptr(GError) local = NULL;
+  const float *data;
+
+  if (b->error != NULL)
+    return NULL;
+  if (b->st == NULL) {
+    g_autoptr(GString) s = g_string_new(NULL);
+    shape_string(s, ndim, shape);
+    g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                "%s: tensor '%s' is missing, expected shape %s", b->bb->arch, full, s->str);
+    return NULL;
+  }
+  data = insp_safetensors_get_f32(b->st, full, ndim, shape, &local);
+  if (data == NULL) {
+    g_autoptr(GString) s = g_string_new(NULL);
+    shape_string(s, ndim, shape);
+    /* The reader's message names the tensor and the expected shape; repeat
+     * them in case a reader error did not (dtype). */
+    if (strstr(local->message, s->str) != NULL)
+      g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "%s weights: %s", b->bb->arch, local->message);
+    else
+      g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "%s weights: %s (tensor '%s', expected shape %s)", b->bb->arch,
+                  local->message, full, s->str);
+    return NULL;
+  }
+  g_hash_table_add(b->consumed, g_steal_pointer(&full));
+  return data;
+}
+
+void
+insp_bb_ignore(InspBbBuilder *b, const char *name)
+{
+  const InspTensorInfo *info = insp_bb_info(b, name);
+
+  if (info == NULL)
+    return;
+  if (info->dtype == INSP_DTYPE_F32 || info->dtype == INSP_DTYPE_F16 ||
+      info->dtype == INSP_DTYPE_BF16 || info->dtype == INSP_DTYPE_F64) {
+    g_autofree char *full = full_name(b, name);
+    (void)insp_safetensors_get_f32(b->st, full, 0, NULL, NULL); /* marks it used */
+  }
+  g_hash_table_add(b->consumed, full_name(b, name));
+}
+
+static void
+keep_original(InspBbBuilder *b, const char *name, int ndim, const gint64 *shape, const float *data)
+{
+  InspBbTensor *t = g_new0(InspBbTensor, 1);
+  gsize n = 1;
+
+  t->name = g_strdup(name);
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) {
+    t->shape[i] = shape[i];
+    n *= (gsize)shape[i];
+  }
+  t->data = g_memdup2(data, n * sizeof(float));
+  g_ptr_array_add(b->bb->tensors, t);
+}
+
+/* Fetches @name (exact shape) and keeps a copy for writing. */
+static const float *
+fetch_keep(InspBbBuilder *b, const char *name, int ndim, const gint64 *shape)
+{
+  const float *d = insp_bb_fetch(b, name, ndim, shape);
+  if (d != NULL)
+    keep_original(b, name, ndim, shape, d);
+  return d;
+}
+
+static gsize
+arena_append(InspBackbone *bb, const float *data, gsize n)
+{
+  gsize off = bb->arena->len;
+
+  /* Keep every block 64-byte aligned relative to the arena start. */
+  off = (off + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+  g_array_set_size(bb->arena, off + n);
+  if (data != NULL)
+    memcpy(&g_array_index(bb->arena, float, off), data, n * sizeof(float));
+  return off;
+}
+
+static int
+push_layer(InspBbBuilder *b, InspBbLayer *l)
+{
+  int nvalues = (int)b->bb->layers->len + 1;
+
+  g_assert(l->src >= 0 && l->src < nvalues);
+  g_assert(l->residual < nvalues);
+  l->dst = nvalues;
+  g_array_append_val(b->bb->layers, *l);
+  return l->dst;
+}
+
+/* Folds BN @bn_name ([c] x 4) into the arena block at w_off/b_off. */
+static gboolean
+fold_bn(InspBbBuilder *b, const char *bn_name, int c, gsize per_out, gsize w_off, gsize b_off)
+{
+  gint64 shape[1] = { c };
+  const float *p[4];
+  static const char *const parts[4] = { "weight", "bias", "running_mean", "running_var" };
+
+  for (int i = 0; i < 4; i++) {
+    g_autofree char *n = g_strdup_printf("%s.%s", bn_name, parts[i]);
+    p[i] = fetch_keep(b, n, 1, shape);
+    if (p[i] == NULL)
+      return FALSE;
+  }
+  g_autofree char *nbt = g_strdup_printf("%s.num_batches_tracked", bn_name);
+  insp_bb_ignore(b, nbt);
+  insp_ops_fold_batchnorm(&g_array_index(b->bb->arena, float, w_off),
+                          &g_array_index(b->bb->arena, float, b_off), NULL, c, per_out, p[0], p[1],
+                          p[2], p[3], b->bb->bn_eps);
+  return TRUE;
+}
+
+int
+insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int cin,
+                int cout, int k, int stride, int pad, InspActivation act, int residual)
+{
+  gint64 shape[4] = { cout, cin, k, k };
+  g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
+  const float *w;
+  InspBbLayer l = { .kind = INSP_BB_CONV, .src = src, .residual = residual, .cin = cin,
+                    .cout = cout, .k = k, .stride = stride, .pad = pad, .act = act };
+
+  if (b->error != NULL || src < 0)
+    return -1;
+  w = fetch_keep(b, wname, 4, shape);
+  if (w == NULL)
+    return -1;
+  l.w_off = arena_append(b->bb, w, (gsize)cout * cin * k * k);
+  l.b_off = arena_append(b->bb, NULL, cout);
+  if (bn_name != NULL && !fold_bn(b, bn_name, cout, (gsize)cin * k * k, l.w_off, l.b_off))
+    return -1;
+  return push_layer(b, &l);
+}
+
+int
+insp_bb_dw_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int c,
+              int stride, InspActivation act)
+{
+  gint64 shape[4] = { c, 1, 3, 3 };
+  g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
+  const float *w;
+  InspBbLayer l = { .kind = INSP_BB_DW3, .src = src, .residual = -1, .cin = c, .cout = c,
+                    .k = 3, .stride = stride, .pad = 1, .act = act };
+
+  if (b->error != NULL || src < 0)
+    return -1;
+  w = fetch_keep(b, wname, 4, shape);
+  if (w == NULL)
+    return -1;
+  l.w_off = arena_append(b->bb, w, (gsize)c * 9);
+  l.b_off = arena_append(b->bb, NULL, c);
+  if (bn_name != NULL && !fold_bn(b, bn_name, c, 9, l.w_off, l.b_off))
+    return -1;
+  return push_layer(b, &l);
+}
+
+int
+insp_bb_conv_raw(InspBbBuilder *b, int src, int cin, int cout, int k, int stride, int pad,
+                 InspActivation act, const float *weight, const float *bias)
+{
+  InspBbLayer l = { .kind = INSP_BB_CONV, .src = src, .residual = -1, .cin = cin, .cout = cout,
+                    .k = k, .stride = stride, .pad = pad, .act = act };
+
+  if (b->error != NULL || src < 0)
+    return -1;
+  l.w_off = arena_append(b->bb, weight, (gsize)cout * cin * k * k);
+  l.b_off = arena_append(b->bb, bias, cout);
+  return push_layer(b, &l);
+}
+
+int
+insp_bb_dw_raw(InspBbBuilder *b, int src, int c, int stride, InspActivation act,
+               const float *weight, const float *bias)
+{
+  InspBbLayer l = { .kind = INSP_BB_DW3, .src = src, .residual = -1, .cin = c, .cout = c,
+                    .k = 3, .stride = stride, .pad = 1, .act = act };
+
+  if (b->error != NULL || src < 0)
+    return -1;
+  l.w_off = arena_append(b->bb, weight, (gsize)c * 9);
+  l.b_off = arena_append(b->bb, bias, c);
+  return push_layer(b, &l);
+}
+
+int
+insp_bb_maxpool(InspBbBuilder *b, int src, int c, int k, int stride, int pad)
+{
+  InspBbLayer l = { .kind = INSP_BB_MAXPOOL, .src = src, .residual = -1, .cin = c, .cout = c,
+                    .k = k, .stride = stride, .pad = pad, .act = INSP_ACT_NONE };
+
+  if (b->error != NULL || src < 0)
+    return -1;
+  return push_layer(b, &l);
+}
+
+void
+insp_bb_stage(InspBbBuilder *b, const char *name, int value, int stride)
+{
+  InspBbStage s = { .name = g_strdup(name), .value = value, .stride = stride };
+
+  if (b->error != NULL || value < 0) {
+    g_free(s.name);
+    return;
+  }
+  g_array_append_val(b->bb->stages, s);
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+static const char *
+meta(InspSafetensors *st, const char *prefix, const char *key)
+{
+  g_autofree char *full = g_strconcat(prefix ? prefix : "", key, NULL);
+  return st != NULL ? insp_safetensors_get_metadata(st, full) : NULL;
+}
+
+/* "[a, b, c]" (or "a,b,c") -> 3 floats. */
+static gboolean
+parse_triple(const char *s, float v[3])
+{
+  const char *p = s;
+  int n = 0;
+
+  while (*p == ' ' || *p == '[')
+    p++;
+  while (n < 3) {
+    char *end;
+    double d = g_ascii_strtod(p, &end);
+    if (end == p || !isfinite(d))
+      return FALSE;
+    v[n++] = (float)d;
+    p = end;
+    while (*p == ' ')
+      p++;
+    if (n < 3) {
+      if (*p != ',')
+        return FALSE;
+      p++;
+    }
+  }
+  while (*p == ' ' || *p == ']')
+    p++;
+  return *p == '\0';
+}
+
+static char *
+format_triple(const float v[3])
+{
+  char a[3][G_ASCII_DTOSTR_BUF_SIZE];
+
+  for (int i = 0; i < 3; i++)
+    g_ascii_formatd(a[i], sizeof(a[i]), "%.9g", v[i]);
+  return g_strdup_printf("[%s, %s, %s]", a[0], a[1], a[2]);
+}
+
+static gboolean
+read_metadata(InspBackbone *bb, InspSafetensors *st, const char *prefix, GError **error)
+{
+  const char *v;
+
+  if ((v = meta(st, prefix, "padding")) != NULL) {
+    if (g_str_equal(v, "tf_same") || g_str_equal(v, "same"))
+      bb->pad_mode = INSP_PAD_TF_SAME;
+    else if (g_str_equal(v, "symmetric") || g_str_equal(v, "torch"))
+      bb->pad_mode = INSP_PAD_SYMMETRIC;
+    else {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "metadata '%spadding' is '%s', expected 'tf_same' or 'symmetric'",
+                  prefix, v);
+      return FALSE;
+    }
+  }
+  if ((v = meta(st, prefix, "mean")) != NULL && !parse_triple(v, bb->mean)) {
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                "metadata '%smean' is '%s', expected three numbers like [0.5, 0.5, 0.5]", prefix,
+                v);
+    return FALSE;
+  }
+  if ((v = meta(st, prefix, "std")) != NULL &&
+      (!parse_triple(v, bb->std) || !(bb->std[0] > 0 && bb->std[1] > 0 && bb->std[2] > 0))) {
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                "metadata '%sstd' is '%s', expected three positive numbers", prefix, v);
+    return FALSE;
+  }
+  if ((v = meta(st, prefix, "input_size")) != NULL) {
+    gint64 n;
+    if (!g_ascii_string_to_signed(v, 10, BB_MIN_INPUT, BB_MAX_INPUT, &n, NULL)) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "metadata '%sinput_size' is '%s', expected an integer in %d..%d", prefix, v,
+                  BB_MIN_INPUT, BB_MAX_INPUT);
+      return FALSE;
+    }
+    bb->input_size = (int)n;
+  }
+  if ((v = meta(st, prefix, "bn_eps")) != NULL) {
+    char *end;
+    double e = g_ascii_strtod(v, &end);
+    if (*end != '\0' || !(e > 0 && e < 1)) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "metadata '%sbn_eps' is '%s', expected a number in (0, 1)", prefix, v);
+      return FALSE;
+    }
+    bb->bn_eps = (float)e;
+  }
+  return TRUE;
+}
+
+/* ---- finishing ------------------------------------------------------------ */
+
+static void
+finish(InspBackbone *bb)
+{
+  bb->stage_names = g_new0(char *, bb->stages->len + 1);
+  for (guint i = 0; i < bb->stages->len; i++)
+    bb->stage_names[i] = g_strdup(g_array_index(bb->stages, InspBbStage, i).name);
+  if (bb->fine == NULL)
+    bb->fine = g_strdup(bb->stage_names[0]);
+  if (bb->coarse == NULL)
+    bb->coarse = g_strdup(bb->stage_names[bb->stages->len - 1]);
+}
+
+/* Rejects tensors under the prefix that the architecture did not ask for
+ * (num_batches_tracked counters are expected and ignored). */
+static gboolean
+check_unexpected(InspBbBuilder *b, GError **error)
+{
+  guint n = insp_safetensors_get_n_tensors(b->st);
+  const char *prefix = b->prefix ? b->prefix : "";
+
+  for (guint i = 0; i < n; i++) {
+    const InspTensorInfo *info = insp_safetensors_get_info(b->st, i);
+    if (!g_str_has_prefix(info->name, prefix))
+      continue;
+    if (g_hash_table_contains(b->consumed, info->name) ||
+        g_str_has_suffix(info->name, ".num_batches_tracked"))
+      continue;
+    g_autoptr(GString) s = g_string_new(NULL);
+    shape_string(s, info->ndim, info->shape);
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                "%s weights: unexpected tensor '%s' with shape %s: not part of the "
+                "architecture",
+                b->bb->arch, info->name, s->str);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+known_arch(const char *arch)
+{
+  return g_str_equal(arch, "mobilenetv2_100") || g_str_equal(arch, "builtin") ||
+         insp_bb_resnet_known(arch);
+}
+
+static const char *
+guess_arch(InspBbBuilder *b)
+{
+  if (insp_bb_has(b, "conv_stem.weight"))
+    return "mobilenetv2_100";
+  return insp_bb_resnet_guess(b);
+}
+
+static gboolean
+build(InspBbBuilder *b, const char *arch)
+{
+  if (g_str_equal(arch, "mobilenetv2_100"))
+    return insp_bb_build_mobilenetv2(b);
+  if (g_str_equal(arch, "builtin"))
+    return insp_bb_build_builtin(b);
+  return insp_bb_build_resnet(b, arch);
+}
+
+InspBackbone *
+insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, const char *arch,
+                                   GError **error)
+{
+  g_autoptr(InspBackbone) bb = NULL;
+  InspBbBuilder b = { 0 };
+
+  g_return_val_if_fail(st != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (prefix == NULL)
+    prefix = "";
+  b.st = st;
+  b.prefix = prefix;
+  if (arch == NULL)
+    arch = meta(st, prefix, "architecture");
+  if (arch == NULL) {
+    arch = guess_arch(&b);
+    if (arch == NULL) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_UNKNOWN_ARCH,
+                  "%s: no '%sarchitecture' metadata and the tensor names match no known "
+                  "backbone (mobilenetv2_100, resnet18/34/50/101, wide_resnet50_2/101_2)",
+                  insp_safetensors_get_path(st), prefix);
+      return NULL;
+    }
+  }
+  if (!known_arch(arch)) {
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_UNKNOWN_ARCH,
+                "%s: unknown backbone architecture '%s' (known: mobilenetv2_100, resnet18, "
+                "resnet34, resnet50, resnet101, wide_resnet50_2, wide_resnet101_2, builtin)",
+                insp_safetensors_get_path(st), arch);
+    return NULL;
+  }
+
+  bb = bb_alloc(arch);
+  if (!g_str_equal(arch, "builtin") && !read_metadata(bb, st, prefix, error))
+    return NULL;
+  b.bb = bb;
+  b.consumed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  if (g_str_equal(arch, "builtin"))
+    b.st = NULL; /* generated weights; any tensor under the prefix is unexpected */
+  gboolean ok = build(&b, arch);
+  b.st = st;
+  if (!ok || b.error != NULL) {
+    if (b.error != NULL)
+      g_propagate_prefixed_error(error, g_steal_pointer(&b.error), "%s: ",
+                                 insp_safetensors_get_path(st));
+    else
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "%s: could not build %s", insp_safetensors_get_path(st), arch);
+    g_hash_table_unref(b.consumed);
+    return NULL;
+  }
+  ok = check_unexpected(&b, error);
+  g_hash_table_unref(b.consumed);
+  if (!ok) {
+    g_prefix_error(error, "%s: ", insp_safetensors_get_path(st));
+    return NULL;
+  }
+  finish(bb);
+  g_debug("backbone %s: %u layers, %u stages, %" G_GSIZE_FORMAT " folded floats", bb->arch,
+          bb->layers->len, bb->stages->len, (gsize)bb->arena->len);
+  return g_steal_pointer(&bb);
+}
+
+InspBackbone *
+insp_backbone_new_builtin(void)
+{
+  InspBackbone *bb = bb_alloc("builtin");
+  InspBbBuilder b = { .bb = bb, .prefix = "" };
+
+  b.consumed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  if (!insp_bb_build_builtin(&b) || b.error != NULL)
+    g_error("builtin backbone failed to build: %s", b.error ? b.error->message : "?");
+  g_hash_table_unref(b.consumed);
+  finish(bb);
+  return bb;
+}
+
+InspBackbone *
+insp_backbone_new_from_file(const char *path_or_builtin, GError **error)
+{
+  g_autoptr(InspSafetensors) st = NULL;
+
+  g_return_val_if_fail(path_or_builtin != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (g_str_equal(path_or_builtin, "builtin"))
+    return insp_backbone_new_builtin();
+  st = insp_safetensors_open(path_or_builtin, error);
+  if (st == NULL)
+    return NULL;
+  return insp_backbone_new_from_safetensors(st, "", NULL, error);
+}
+
+InspBackbone *
+insp_backbone_ref(InspBackbone *bb)
+{
+  g_return_val_if_fail(bb != NULL, NULL);
+  g_atomic_int_inc(&bb->ref_count);
+  return bb;
+}
+
+void
+insp_backbone_unref(InspBackbone *bb)
+{
+  if (bb == NULL || !g_atomic_int_dec_and_test(&bb->ref_count))
+    return;
+  g_free(bb->arch);
+  g_array_unref(bb->layers);
+  for (guint i = 0; i < bb->stages->len; i++)
+    g_free(g_array_index(bb->stages, InspBbStage, i).name);
+  g_array_unref(bb->stages);
+  g_strfreev(bb->stage_names);
+  g_free(bb->fine);
+  g_free(bb->coarse);
+  g_array_unref(bb->arena);
+  g_ptr_array_unref(bb->tensors);
+  g_free(bb);
+}
+
+void
+insp_backbone_write(const InspBackbone *bb, InspSafetensorsWriter *w, const char *prefix)
+{
+  g_return_if_fail(bb != NULL && w != NULL);
+  if (prefix == NULL)
+    prefix = "";
+
+  for (guint i = 0; i < bb->tensors->len; i++) {
+    const InspBbTensor *t = g_ptr_array_index(bb->tensors, i);
+    g_autofree char *name = g_strconcat(prefix, t->name, NULL);
+    insp_safetensors_writer_add_f32(w, name, t->ndim, t->shape, t->data);
+  }
+
+  g_autofree char *k_arch = g_strconcat(prefix, "architecture", NULL);
+  g_autofree char *k_pad = g_strconcat(prefix, "padding", NULL);
+  g_autofree char *k_mean = g_strconcat(prefix, "mean", NULL);
+  g_autofree char *k_std = g_strconcat(prefix, "std", NULL);
+  g_autofree char *k_size = g_strconcat(prefix, "input_size", NULL);
+  g_autofree char *k_eps = g_strconcat(prefix, "bn_eps", NULL);
+  g_autofree char *mean = format_triple(bb->mean);
+  g_autofree char *std = format_triple(bb->std);
+  g_autofree char *size = g_strdup_printf("%d", bb->input_size);
+  char eps[G_ASCII_DTOSTR_BUF_SIZE];
+
+  g_ascii_formatd(eps, sizeof(eps), "%.9g", bb->bn_eps);
+  insp_safetensors_writer_set_metadata(w, k_arch, bb->arch);
+  insp_safetensors_writer_set_metadata(w, k_pad,
+                                       bb->pad_mode == INSP_PAD_TF_SAME ? "tf_same" : "symmetric");
+  insp_safetensors_writer_set_metadata(w, k_mean, mean);
+  insp_safetensors_writer_set_metadata(w, k_std, std);
+  insp_safetensors_writer_set_metadata(w, k_size, size);
+  insp_safetensors_writer_set_metadata(w, k_eps, eps);
+}
+
+const char *
+insp_backbone_get_arch(const InspBackbone *bb)
+{
+  g_return_val_if_fail(bb != NULL, NULL);
+  return bb->arch;
+}
+
+int
+insp_backbone_get_input_size(const InspBackbone *bb)
+{
+  g_return_val_if_fail(bb != NULL, 0);
+  return bb->input_size;
+}
+
+void
+insp_backbone_get_normalisation(const InspBackbone *bb, float mean[3], float std[3])
+{
+  g_return_if_fail(bb != NULL);
+  if (mean != NULL)
+    memcpy(mean, bb->mean, sizeof(bb->mean));
+  if (std != NULL)
+    memcpy(std, bb->std, sizeof(bb->std));
+}
+
+const char *const *
+insp_backbone_get_stage_names(const InspBackbone *bb)
+{
+  g_return_val_if_fail(bb != NULL, NULL);
+  return (const char *const *)bb->stage_names;
+}
+
+void
+insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine, const char **coarse)
+{
+  g_return_if_fail(bb != NULL);
+  if (fine != NULL)
+    *fine = bb->fine;
+  if (coarse != NULL)
+    *coarse = bb->coarse;
+}
+
+/* ---- scratch and forward -------------------------------------------------- */
+
+typedef struct {
+  int oh, ow, pt, pl;
+} LayerGeom;
+
+struct _InspBackboneScratch {
+  InspBackbone *bb; /* a reference */
+  int height, width;
+  int n_values;
+  int *vc, *vh, *vw; /* per value */
+  float **vptr;      /* per value; vptr[0] is set per forward */
+  LayerGeom *geom;   /* per layer */
+  float *mem;
+  float *col;
+  gsize mem_floats;
+};
+
+void
+insp_backbone_scratch_free(InspBackboneScratch *s)
+{
+  if (s == NULL)
+    return;
+  g_free(s->vc);
+  g_free(s->vh);
+  g_free(s->vw);
+  g_free(s->vptr);
+  g_free(s->geom);
+  g_aligned_free(s->mem);
+  insp_backbone_unref(s->bb);
+  g_free(s);
+}
+
+static gsize
+align_up(gsize n)
+{
+  return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+}
+
+InspBackboneScratch *
+insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError **error)
+{
+  g_autoptr(InspBackboneScratch) s = NULL;
+  guint nl;
+  int nv;
+  gsize col_floats = 0;
+
+  g_return_val_if_fail(bb != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (height < BB_MIN_INPUT || width < BB_MIN_INPUT || height > BB_MAX_INPUT || width > BB_MAX_INPUT) {
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
+                "input %dx%d is out of range: each side must be %d..%d pixels", width, height,
+                BB_MIN_INPUT, BB_MAX_INPUT);
+    return NULL;
+  }
+  nl = bb->layers->len;
+  nv = (int)nl + 1;
+  s = g_new0(InspBackboneScratch, 1);
+  s->bb = insp_backbone_ref((InspBackbone *)bb);
+  s->height = height;
+  s->width = width;
+  s->n_values = nv;
+  s->vc = g_new0(int, nv);
+  s->vh = g_new0(int, nv);
+  s->vw = g_new0(int, nv);
+  s->vptr = g_new0(float *, nv);
+  s->geom = g_new0(LayerGeom, MAX(nl, 1));
+  s->vc[0] = 3;
+  s->vh[0] = height;
+  s->vw[0] = width;
+
+  /* Shapes. */
+  for (guint i = 0; i < nl; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    LayerGeom *g = &s->geom[i];
+    int ih = s->vh[l->src], iw = s->vw[l->src];
+
+    if (l->kind == INSP_BB_MAXPOOL) {
+      g->oh = (ih + 2 * l->pad - l->k) / l->stride + 1;
+      g->ow = (iw + 2 * l->pad - l->k) / l->stride + 1;
+      g->pt = g->pl = l->pad;
+    } else {
+      insp_ops_conv_geometry(bb->pad_mode, ih, l->k, l->stride, l->pad, &g->oh, &g->pt);
+      insp_ops_conv_geometry(bb->pad_mode, iw, l->k, l->stride, l->pad, &g->ow, &g->pl);
+    }
+    if (g->oh <= 0 || g->ow <= 0 || ih + 2 * l->pad < l->k || iw + 2 * l->pad < l->k) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
+                  "input %dx%d is too small for %s (layer %u sees %dx%d)", width, height,
+                  bb->arch, i, iw, ih);
+      return NULL;
+    }
+    if (l->residual >= 0 && (s->vc[l->residual] != l->cout || s->vh[l->residual] != g->oh ||
+                             s->vw[l->residual] != g->ow)) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
+                  "input %dx%d gives mismatched residual shapes in %s (layer %u)", width, height,
+                  bb->arch, i);
+      return NULL;
+    }
+    s->vc[l->dst] = l->cout;
+    s->vh[l->dst] = g->oh;
+    s->vw[l->dst] = g->ow;
+    if (l->kind == INSP_BB_CONV)
+      col_floats = MAX(col_floats, insp_ops_conv2d_scratch_size(l->cin, l->k, l->k, g->oh, g->ow,
+                                                                l->stride));
+  }
+
+  /* Liveness: last layer reading each value; stage outputs live forever. */
+  g_autofree int *last_use = g_new(int, nv);
+  for (int v = 0; v < nv; v++)
+    last_use[v] = -1;
+  for (guint i = 0; i < nl; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    last_use[l->src] = (int)i;
+    if (l->residual >= 0)
+      last_use[l->residual] = (int)i;
+  }
+  for (guint i = 0; i < bb->stages->len; i++)
+    last_use[g_array_index(bb->stages, InspBbStage, i).value] = G_MAXINT;
+
+  /* Slots: a value takes the best-fitting free slot (growing the largest free
+   * one if none fits); a slot frees when its value's last reader has run. */
+  g_autofree gsize *slot_size = g_new0(gsize, nv);
+  g_autofree int *slot_value = g_new(int, nv);
+  g_autofree int *value_slot = g_new(int, nv);
+  int n_slots = 0;
+  for (int v = 0; v < nv; v++)
+    value_slot[v] = -1;
+  for (guint i = 0; i < nl; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    gsize need = align_up((gsize)s->vc[l->dst] * s->vh[l->dst] * s->vw[l->dst]);
+    int best = -1, largest = -1;
+
+    for (int k = 0; k < n_slots; k++) {
+      int held = slot_value[k];
+      if (held >= 0 && last_use[held] >= (int)i)
+        continue;
+      if (slot_size[k] >= need && (best < 0 || slot_size[k] < slot_size[best]))
+        best = k;
+      if (largest < 0 || slot_size[k] > slot_size[largest])
+        largest = k;
+    }
+    if (best < 0 && largest >= 0) {
+      best = largest;
+      slot_size[best] = need;
+    }
+    if (best < 0) {
+      best = n_slots++;
+      slot_size[best] = need;
+    }
+    slot_value[best] = l->dst;
+    value_slot[l->dst] = best;
+  }
+
+  gsize total = align_up(col_floats);
+  g_autofree gsize *slot_off = g_new(gsize, MAX(n_slots, 1));
+  for (int k = 0; k < n_slots; k++) {
+    slot_off[k] = total;
+    total += slot_size[k];
+  }
+  if (total > (gsize)G_MAXSIZE / sizeof(float) / 2) {
+    g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
+                "input %dx%d needs too much scratch memory", width, height);
+    return NULL;
+  }
+  s->mem_floats = total;
+  s->mem = g_aligned_alloc0(MAX(total, 1), sizeof(float), 64);
+  s->col = col_floats > 0 ? s->mem : NULL;
+  for (int v = 1; v < nv; v++)
+    s->vptr[v] = s->mem + slot_off[value_slot[v]];
+  g_debug("backbone %s scratch %dx%d: %d slots, %.1f MB", bb->arch, width, height, n_slots,
+          (double)total * sizeof(float) / 1e6);
+  return g_steal_pointer(&s);
+}
+
+static void
+add_act(float *restrict y, const float *restrict r, gsize n, InspActivation act)
+{
+  switch (act) {
+  case INSP_ACT_NONE:
+    for (gsize i = 0; i < n; i++)
+      y[i] += r[i];
+    break;
+  case INSP_ACT_RELU:
+    for (gsize i = 0; i < n; i++) {
+      float v = y[i] + r[i];
+      y[i] = v > 0.0f ? v : 0.0f;
+    }
+    break;
+  case INSP_ACT_RELU6:
+    for (gsize i = 0; i < n; i++) {
+      float v = y[i] + r[i];
+      v = v > 0.0f ? v : 0.0f;
+      y[i] = v < 6.0f ? v : 6.0f;
+    }
+    break;
+  }
+}
+
+int
+insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const float *input,
+                      const char *last, InspFeatureMap *out)
+{
+  int last_stage = -1;
+  const float *arena;
+
+  g_return_val_if_fail(bb != NULL && s != NULL && input != NULL && out != NULL, 0);
+  g_return_val_if_fail(s->bb == bb, 0);
+
+  if (last == NULL) {
+    last_stage = (int)bb->stages->len - 1;
+  } else {
+    for (guint i = 0; i < bb->stages->len; i++)
+      if (g_str_equal(g_array_index(bb->stages, InspBbStage, i).name, last)) {
+        last_stage = (int)i;
+        break;
+      }
+  }
+  g_return_val_if_fail(last_stage >= 0, 0);
+
+  arena = (const float *)(const void *)bb->arena->data;
+  s->vptr[0] = (float *)input; /* read only: no layer writes value 0 */
+  int last_value = g_array_index(bb->stages, InspBbStage, last_stage).value;
+  for (int i = 0; i < last_value; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    const LayerGeom *g = &s->geom[i];
+    const float *x = s->vptr[l->src];
+    float *y = s->vptr[l->dst];
+    int ih = s->vh[l->src], iw = s->vw[l->src];
+    InspActivation act = l->residual >= 0 ? INSP_ACT_NONE : l->act;
+
+    switch (l->kind) {
+    case INSP_BB_CONV:
+      insp_ops_conv2d(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->cout, l->k, l->k,
+                      l->stride, g->pt, g->pl, g->oh, g->ow, act, s->col, y);
+      break;
+    case INSP_BB_DW3:
+      insp_ops_depthwise3x3(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->stride,
+                            g->pt, g->pl, g->oh, g->ow, act, y);
+      break;
+    case INSP_BB_MAXPOOL:
+      insp_ops_maxpool(x, l->cin, ih, iw, l->k, l->stride, l->pad, y);
+      break;
+    }
+    if (l->residual >= 0)
+      add_act(y, s->vptr[l->residual], (gsize)l->cout * g->oh * g->ow, l->act);
+  }
+
+  for (int i = 0; i <= last_stage; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+    out[i].name = st->name;
+    out[i].channels = s->vc[st->value];
+    out[i].height = s->vh[st->value];
+    out[i].width = s->vw[st->value];
+    out[i].stride = st->stride;
+    out[i].data = s->vptr[st->value];
+  }
+  return last_stage + 1;
+}
