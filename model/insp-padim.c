@@ -1,2 +1,176 @@
-/* insp-padim: not written yet. */
-#include "insp-model.h"
+/* insp-padim: the PaDiM detector's kernels (Defard et al. 2021): one Gaussian
+ * per patch position, fitted from running sums in double precision (mean,
+ * unbiased covariance + eps*I, inverted through Cholesky), and the
+ * Mahalanobis distance of each position at inference.
+ *
+ * Shapes: P positions, D feature dims; mean [P,D], inv_cov [P,D,D]
+ * (row-major, symmetric, float32); the accumulator holds sum [P,D] and the
+ * upper triangles of sum of outer products [P,D,D] in double.
+ *
+ * Invariants: an accumulator belongs to one training thread; the scoring
+ * kernel is pure and allocation-free, any thread. */
+#include "insp-detector-private.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+struct _InspPadimAccum {
+  int p, d, count;
+  double *sum;   /* [P, D] */
+  double *outer; /* [P, D, D], upper triangle */
+  double *row;   /* [D] */
+};
+
+InspPadimAccum *
+insp_padim_accum_new(int n_positions, int d)
+{
+  InspPadimAccum *a = g_new0(InspPadimAccum, 1);
+
+  a->p = n_positions;
+  a->d = d;
+  a->sum = g_new0(double, (gsize)n_positions * d);
+  a->outer = g_new0(double, (gsize)n_positions * d * d);
+  a->row = g_new0(double, d);
+  return a;
+}
+
+void
+insp_padim_accum_free(InspPadimAccum *a)
+{
+  if (a == NULL)
+    return;
+  g_free(a->sum);
+  g_free(a->outer);
+  g_free(a->row);
+  g_free(a);
+}
+
+int
+insp_padim_accum_get_count(const InspPadimAccum *a)
+{
+  return a->count;
+}
+
+void
+insp_padim_accum_add(InspPadimAccum *a, const float *feats)
+{
+  int d = a->d;
+
+  for (int p = 0; p < a->p; p++) {
+    const float *x = feats + (gsize)p * d;
+    double *s = a->sum + (gsize)p * d;
+
+    for (int i = 0; i < d; i++) {
+      a->row[i] = x[i];
+      s[i] += x[i];
+    }
+    cblas_dsyr(CblasRowMajor, CblasUpper, d, 1.0, a->row, 1, a->outer + (gsize)p * d * d, d);
+  }
+  a->count++;
+}
+
+gboolean
+insp_padim_invert_spd(const double *a, int n, double *inv, double *work)
+{
+  double *l = work; /* lower Cholesky factor, then its inverse, in place */
+
+  memset(l, 0, sizeof(double) * (gsize)n * n);
+  for (int j = 0; j < n; j++) {
+    double s = a[(gsize)j * n + j];
+
+    for (int k = 0; k < j; k++)
+      s -= l[(gsize)j * n + k] * l[(gsize)j * n + k];
+    if (!(s > 0.0))
+      return FALSE;
+    l[(gsize)j * n + j] = sqrt(s);
+    for (int i = j + 1; i < n; i++) {
+      double t = a[(gsize)i * n + j];
+
+      for (int k = 0; k < j; k++)
+        t -= l[(gsize)i * n + k] * l[(gsize)j * n + k];
+      l[(gsize)i * n + j] = t / l[(gsize)j * n + j];
+    }
+  }
+  /* X = L^-1 in place, column by column: X[i][j] = -sum_{k=j}^{i-1} L[i][k]
+   * X[k][j] / L[i][i]. Column j only overwrites entries the later columns no
+   * longer read (row i, columns <= j), and reads the diagonal L[i][i] of rows
+   * below before their own column inverts it. */
+  for (int j = 0; j < n; j++) {
+    l[(gsize)j * n + j] = 1.0 / l[(gsize)j * n + j];
+    for (int i = j + 1; i < n; i++) {
+      double t = 0.0;
+
+      for (int k = j; k < i; k++)
+        t -= l[(gsize)i * n + k] * l[(gsize)k * n + j];
+      l[(gsize)i * n + j] = t / l[(gsize)i * n + i];
+    }
+  }
+  /* A^-1 = X^T X: inv[i][j] = sum_{k >= max(i,j)} X[k][i] X[k][j]. */
+  for (int i = 0; i < n; i++)
+    for (int j = i; j < n; j++) {
+      double t = 0.0;
+
+      for (int k = j; k < n; k++)
+        t += l[(gsize)k * n + i] * l[(gsize)k * n + j];
+      inv[(gsize)i * n + j] = t;
+      inv[(gsize)j * n + i] = t;
+    }
+  return TRUE;
+}
+
+gboolean
+insp_padim_accum_finish(const InspPadimAccum *a, double eps, float *mean, float *inv_cov)
+{
+  int d = a->d;
+  double n = a->count;
+  g_autofree double *cov = g_new(double, (gsize)d * d);
+  g_autofree double *inv = g_new(double, (gsize)d * d);
+  g_autofree double *work = g_new(double, (gsize)d * d);
+  g_autofree double *mu = g_new(double, d);
+
+  g_return_val_if_fail(a->count > 0, FALSE);
+  for (int p = 0; p < a->p; p++) {
+    const double *s = a->sum + (gsize)p * d;
+    const double *o = a->outer + (gsize)p * d * d;
+    double div = a->count > 1 ? n - 1.0 : 1.0;
+
+    for (int i = 0; i < d; i++) {
+      mu[i] = s[i] / n;
+      mean[(gsize)p * d + i] = (float)mu[i];
+    }
+    for (int i = 0; i < d; i++)
+      for (int j = i; j < d; j++) {
+        double c = (o[(gsize)i * d + j] - n * mu[i] * mu[j]) / div;
+
+        cov[(gsize)i * d + j] = c;
+        cov[(gsize)j * d + i] = c;
+      }
+    for (int i = 0; i < d; i++)
+      cov[(gsize)i * d + i] += eps;
+    if (!insp_padim_invert_spd(cov, d, inv, work))
+      return FALSE;
+    for (gsize i = 0; i < (gsize)d * d; i++)
+      inv_cov[(gsize)p * d * d + i] = (float)inv[i];
+  }
+  return TRUE;
+}
+
+void
+insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
+                 const float *inv_cov, float *work, float *out)
+{
+  float *diff = work, *tmp = work + d;
+
+  for (int p = 0; p < n_positions; p++) {
+    const float *x = feats + (gsize)p * d, *mu = mean + (gsize)p * d;
+    float v;
+
+    for (int i = 0; i < d; i++)
+      diff[i] = x[i] - mu[i];
+    cblas_ssymv(CblasRowMajor, CblasUpper, d, 1.0f, inv_cov + (gsize)p * d * d, d, diff, 1, 0.0f,
+                tmp, 1);
+    v = cblas_sdot(d, diff, 1, tmp, 1);
+    out[p] = sqrtf(MAX(v, 0.0f));
+  }
+}

@@ -1,2 +1,373 @@
-/* insp-train: not written yet. */
-#include "insp-model.h"
+/* insp-train: fits a PatchCore or PaDiM model on good images, and its score
+ * normalisation.
+ *
+ * Images are streamed: each is decoded by the caller's source, preprocessed
+ * (insp_image_preprocess, the same path as scoring), run through the backbone
+ * and turned into patch features, then dropped. What stays in memory:
+ *   PatchCore: the features of every training patch, n * P * D floats (300
+ *     images at 224 px with mobilenetv2: 300 * 784 * 128 * 4 B = 120 MB; it
+ *     does not grow with the image resolution, only with --size), plus the
+ *     coreset's working set (n*P floats and ints; a projected copy when D >
+ *     128), then the selected bank.
+ *   PaDiM: double sums [P,D] and [P,D,D] (784*128*128*8 B = 100 MB) and the
+ *     held-out images' features.
+ *
+ * Score normalisation (so that 0.5 is a sensible default threshold for every
+ * model): a seeded random hold-out of the good images (15 %, at least 1, at
+ * most 50) is left out of a first fit; the held-out images are scored by
+ * that model exactly as at inspection, and from their raw scores
+ *   base      = median of the held-out image scores,
+ *   threshold = max + INSP_NORM_MARGIN * (max - median),
+ * so normalised = 0.5*(raw - base)/(threshold - base) puts a typical good
+ * part near 0, the worst held-out good part at 0.5/(1 + margin), and 0.5
+ * beyond any good part seen by a margin proportional to their spread. The
+ * anomaly map gets the same rule over the held-out maps' pixels (median of a
+ * pixel sample, max over all pixels). Then the held-out images are added back
+ * and the final model is fitted on all images (a second coreset); scores of
+ * the final model on good parts can only be lower than those of the first
+ * fit, so the normalisation stays on the safe side.
+ *
+ * Threads: the caller's; OpenBLAS may use its own. */
+#include "insp-detector-private.h"
+#include "insp-ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#define INSP_NORM_MARGIN 0.5
+#define INSP_HOLD_OUT_FRACTION 0.15
+#define INSP_HOLD_OUT_MAX 50
+#define INSP_PIXEL_SAMPLE_STEP 7
+
+void
+insp_train_options_init(InspTrainOptions *opt)
+{
+  g_return_if_fail(opt != NULL);
+  memset(opt, 0, sizeof *opt);
+  opt->backbone = "builtin";
+  opt->detector = INSP_DETECTOR_PATCHCORE;
+  opt->coreset_fraction = 0.1;
+  opt->input_size = 0;
+  opt->padim_channels = 0;
+  opt->seed = 0;
+}
+
+static int
+hold_out_count(int n)
+{
+  int h = (int)floor(n * INSP_HOLD_OUT_FRACTION + 0.5);
+
+  return CLAMP(h, 1, MIN(INSP_HOLD_OUT_MAX, n - 2));
+}
+
+static int
+cmp_float(const void *a, const void *b)
+{
+  float x = *(const float *)a, y = *(const float *)b;
+
+  return (x > y) - (x < y);
+}
+
+static double
+median_max(float *v, gsize n, double *max)
+{
+  qsort(v, n, sizeof(float), cmp_float);
+  *max = v[n - 1];
+  return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The rule in the header comment, on raw scores of good held-out parts. */
+static void
+fit_norm(float *values, gsize n, double max_override, double *base, double *thr)
+{
+  double mx;
+  double med = median_max(values, n, &mx);
+
+  if (max_override > mx)
+    mx = max_override;
+  *base = med;
+  *thr = mx + INSP_NORM_MARGIN * (mx - med);
+  if (!(*thr > *base))
+    *thr = *base + MAX(1e-6 * fabs(*base), 1e-12);
+}
+
+/* RGB view of @img (grey expanded into @tmp). */
+static const guint8 *
+rgb_of(const InspImage *img, guint8 **tmp, int *stride)
+{
+  if (img->channels == 3) {
+    *stride = img->stride;
+    return img->data;
+  }
+  g_free(*tmp);
+  *tmp = g_new(guint8, (gsize)img->width * img->height * 3);
+  for (int y = 0; y < img->height; y++)
+    for (int x = 0; x < img->width; x++) {
+      guint8 v = img->data[(gsize)y * img->stride + x];
+      guint8 *o = *tmp + ((gsize)y * img->width + x) * 3;
+
+      o[0] = o[1] = o[2] = v;
+    }
+  *stride = img->width * 3;
+  return *tmp;
+}
+
+static float *
+gather_rows(const float *x, int d, const gsize *idx, gsize k)
+{
+  float *out = g_new(float, k * (gsize)d);
+
+  for (gsize i = 0; i < k; i++)
+    memcpy(out + i * d, x + idx[i] * d, sizeof(float) * (gsize)d);
+  return out;
+}
+
+/* Scores the held-out features with the model as fitted so far and sets
+ * m->norm. */
+static gboolean
+calibrate(InspModel *m, const float *held, int n_hold, InspProgressFunc progress,
+          gpointer progress_data, GError **error)
+{
+  g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, error);
+  gsize pixels = (gsize)m->input_size * m->input_size;
+  gsize per_img = (pixels + INSP_PIXEL_SAMPLE_STEP - 1) / INSP_PIXEL_SAMPLE_STEP;
+  g_autofree float *img_scores = g_new(float, n_hold);
+  g_autofree float *px = g_new(float, per_img * n_hold);
+  g_autofree float *map = g_new(float, pixels);
+  gsize n_px = 0;
+  double px_max = -G_MAXDOUBLE;
+
+  if (s == NULL)
+    return FALSE;
+  for (int h = 0; h < n_hold; h++) {
+    double t1, t2;
+
+    img_scores[h] = insp_model_score_features(m, s, held + (gsize)h * m->n_patches * m->dim, map,
+                                              &t1, &t2);
+    for (gsize i = 0; i < pixels; i++)
+      px_max = MAX(px_max, map[i]);
+    for (gsize i = 0; i < pixels; i += INSP_PIXEL_SAMPLE_STEP)
+      px[n_px++] = map[i];
+    if (progress)
+      progress("calibrate", h + 1, n_hold, progress_data);
+  }
+  fit_norm(img_scores, n_hold, -G_MAXDOUBLE, &m->norm.image_base, &m->norm.image_threshold);
+  fit_norm(px, n_px, px_max, &m->norm.pixel_base, &m->norm.pixel_threshold);
+  g_debug("normalisation: image base %g threshold %g, pixel base %g threshold %g",
+          m->norm.image_base, m->norm.image_threshold, m->norm.pixel_base,
+          m->norm.pixel_threshold);
+  return TRUE;
+}
+
+static gboolean
+fit_patchcore(InspModel *m, const float *rows, gsize n_rows, GError **error)
+{
+  gsize k = 0;
+  g_autofree gsize *sel = insp_patchcore_coreset(rows, n_rows, m->dim, m->coreset_fraction,
+                                                  m->seed, &k);
+
+  if (sel == NULL || k == 0) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
+    return FALSE;
+  }
+  g_free(m->owned_bank);
+  m->owned_bank = gather_rows(rows, m->dim, sel, k);
+  m->bank = m->owned_bank;
+  m->bank_rows = (int)k;
+  insp_model_finish_setup(m);
+  return TRUE;
+}
+
+static gboolean
+fit_padim(InspModel *m, const InspPadimAccum *acc, GError **error)
+{
+  gsize p = (gsize)m->n_patches, d = (gsize)m->dim;
+
+  if (m->owned_mean == NULL) {
+    m->owned_mean = g_new(float, p * d);
+    m->owned_inv_cov = g_new(float, p * d * d);
+  }
+  if (!insp_padim_accum_finish(acc, 0.01, m->owned_mean, m->owned_inv_cov)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "a covariance is not positive definite (non-finite features?)");
+    return FALSE;
+  }
+  m->padim_mean = m->owned_mean;
+  m->padim_inv_cov = m->owned_inv_cov;
+  return TRUE;
+}
+
+InspModel *
+insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc next,
+                 gpointer source_data, InspProgressFunc progress, gpointer progress_data,
+                 GError **error)
+{
+  g_autoptr(InspModel) m = NULL;
+  g_autoptr(InspModelScratch) s = NULL;
+  g_autoptr(InspPadimAccum) acc = NULL;
+  g_autofree gboolean *held_mask = NULL;
+  g_autofree int *slot = NULL;
+  g_autofree float *rows = NULL; /* PatchCore: [n_images, P, D]; PaDiM: held-out [n_hold, P, D] */
+  g_autofree guint8 *grey_tmp = NULL;
+  g_autoptr(GDateTime) now = NULL;
+  const char *fine = NULL, *coarse = NULL;
+  int n_hold, n_train, total_c;
+  gsize per_img;
+  guint64 st;
+
+  g_return_val_if_fail(opt != NULL && next != NULL, NULL);
+  if (n_images < 3) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "training needs at least 3 good images, got %d", n_images);
+    return NULL;
+  }
+  if (!(opt->coreset_fraction > 0.0 && opt->coreset_fraction <= 1.0)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "coreset fraction %g is not in (0, 1]", opt->coreset_fraction);
+    return NULL;
+  }
+  if (opt->input_size != 0 && (opt->input_size < 32 || opt->input_size > INSP_MAX_INPUT_SIZE)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "input size %d is not in [32, %d]", opt->input_size, INSP_MAX_INPUT_SIZE);
+    return NULL;
+  }
+
+  m = insp_model_alloc();
+  m->kind = opt->detector;
+  m->backbone = insp_backbone_new_from_file(opt->backbone ? opt->backbone : "builtin", error);
+  if (m->backbone == NULL)
+    return NULL;
+  m->input_size = opt->input_size ? opt->input_size : insp_backbone_get_input_size(m->backbone);
+  insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
+  insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
+  m->fine_stage = g_strdup(fine);
+  m->coarse_stage = g_strdup(coarse);
+  m->seed = opt->seed;
+  m->coreset_fraction = opt->coreset_fraction;
+  if (!insp_model_probe_stages(m, error))
+    return NULL;
+  total_c = m->spec.fine_c + m->spec.coarse_c;
+  m->padim_channels_total = total_c;
+  if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 &&
+      opt->padim_channels < total_c) {
+    m->channels = g_new(int, opt->padim_channels);
+    insp_features_random_channels(total_c, opt->padim_channels, opt->seed, m->channels);
+    m->spec.n_channels = opt->padim_channels;
+  } else if (opt->padim_channels < 0 || opt->padim_channels > total_c) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "PaDiM channel subset %d is not in [0, %d]", opt->padim_channels, total_c);
+    return NULL;
+  }
+  if (m->kind == INSP_DETECTOR_PATCHCORE && opt->patchcore_dim > 0)
+    m->spec.reduce_dim = opt->patchcore_dim;
+  insp_model_finish_setup(m);
+  s = insp_model_scratch_new(m, error);
+  if (s == NULL)
+    return NULL;
+
+  /* Seeded hold-out; slots put training images first, held-out ones last,
+   * each group in source order. */
+  n_hold = hold_out_count(n_images);
+  n_train = n_images - n_hold;
+  held_mask = g_new0(gboolean, n_images);
+  slot = g_new(int, n_images);
+  {
+    g_autofree int *perm = g_new(int, n_images);
+    int a = 0, b = n_train;
+
+    st = opt->seed ^ G_GUINT64_CONSTANT(0xA0761D6478BD642F);
+    for (int i = 0; i < n_images; i++)
+      perm[i] = i;
+    for (int i = n_images - 1; i > 0; i--) {
+      int j = (int)(insp_detector_rand_next(&st) % (guint64)(i + 1));
+      int t = perm[i];
+
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+    for (int i = 0; i < n_hold; i++)
+      held_mask[perm[i]] = TRUE;
+    for (int i = 0; i < n_images; i++)
+      slot[i] = held_mask[i] ? b++ : a++;
+  }
+
+  per_img = (gsize)m->n_patches * m->dim;
+  if (m->kind == INSP_DETECTOR_PATCHCORE) {
+    rows = g_try_new(float, per_img * n_images);
+  } else {
+    rows = g_try_new(float, per_img * n_hold);
+    acc = insp_padim_accum_new(m->n_patches, m->dim);
+  }
+  if (rows == NULL) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "cannot allocate %" G_GSIZE_FORMAT " MB of patch features for %d images",
+                per_img * n_images * sizeof(float) >> 20, n_images);
+    return NULL;
+  }
+
+  for (int i = 0; i < n_images; i++) {
+    g_autoptr(GError) e = NULL;
+    g_autoptr(InspImage) img = next(i, source_data, &e);
+    const guint8 *rgb;
+    int stride;
+    float *dst;
+    double t1, t2;
+
+    if (img == NULL) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "image %d: %s", i,
+                  e ? e->message : "no image");
+      return NULL;
+    }
+    if ((img->channels != 1 && img->channels != 3) || img->width <= 0 || img->height <= 0) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                  "image %d: unsupported %dx%d with %d channels", i, img->width, img->height,
+                  img->channels);
+      return NULL;
+    }
+    rgb = rgb_of(img, &grey_tmp, &stride);
+    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_size, m->input_size,
+                          1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
+    if (m->kind == INSP_DETECTOR_PATCHCORE)
+      dst = rows + (gsize)slot[i] * per_img;
+    else if (held_mask[i])
+      dst = rows + (gsize)(slot[i] - n_train) * per_img;
+    else
+      dst = insp_model_scratch_get_feats(s);
+    insp_model_extract(m, s, insp_model_scratch_get_input(s), dst, &t1, &t2);
+    if (m->kind == INSP_DETECTOR_PADIM && !held_mask[i])
+      insp_padim_accum_add(acc, dst);
+    if (progress)
+      progress("features", i + 1, n_images, progress_data);
+  }
+  g_clear_pointer(&s, insp_model_scratch_free);
+
+  /* First fit without the held-out images, calibration, final fit on all. */
+  if (m->kind == INSP_DETECTOR_PATCHCORE) {
+    if (progress)
+      progress("coreset", 0, 2, progress_data);
+    if (!fit_patchcore(m, rows, (gsize)n_train * m->n_patches, error) ||
+        !calibrate(m, rows + (gsize)n_train * per_img, n_hold, progress, progress_data, error))
+      return NULL;
+    if (progress)
+      progress("coreset", 1, 2, progress_data);
+    if (!fit_patchcore(m, rows, (gsize)n_images * m->n_patches, error))
+      return NULL;
+    if (progress)
+      progress("coreset", 2, 2, progress_data);
+  } else {
+    if (!fit_padim(m, acc, error) || !calibrate(m, rows, n_hold, progress, progress_data, error))
+      return NULL;
+    for (int h = 0; h < n_hold; h++)
+      insp_padim_accum_add(acc, rows + (gsize)h * per_img);
+    if (!fit_padim(m, acc, error))
+      return NULL;
+  }
+  g_clear_pointer(&rows, g_free);
+
+  m->train_images = n_images;
+  m->held_out_images = n_hold;
+  now = g_date_time_new_now_utc();
+  m->train_date = g_date_time_format_iso8601(now);
+  insp_model_finish_setup(m);
+  return g_steal_pointer(&m);
+}

@@ -1,0 +1,158 @@
+/* Private to the detector files of model/ (insp-features.c, insp-patchcore.c,
+ * insp-padim.c, insp-model.c, insp-train.c) and their unit test: the layout of
+ * InspModel, the patch-feature extraction, and the detector kernels that
+ * training and scoring share. Not installed, not used outside model/ except by
+ * tests/unit/test-detector.c and tests/bench/bench-detector.c. */
+#pragma once
+
+#include <glib.h>
+#include "insp-backbone.h"
+#include "insp-model.h"
+#include "insp-safetensors.h"
+
+G_BEGIN_DECLS
+
+#define INSP_MODEL_FORMAT "inspectd-model"
+#define INSP_MODEL_FORMAT_VERSION 1
+#define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
+#define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
+#define INSP_BLUR_SIGMA_224 4.0f        /* anomaly-map blur at 224 px input */
+#define INSP_MAX_INPUT_SIZE 1024
+
+/* ---- patch features (insp-features.c) ---- */
+
+/* How two backbone stages become one [P, D] patch matrix, P = h*w (the finer
+ * stage's grid), rows position-major (y, x), D = dim.
+ *   PatchCore: 3x3 average (count_include_pad) on each stage, the coarser one
+ *              upsampled bilinearly (align_corners False), concatenated
+ *              [fine channels, coarse channels], then optionally reduced to
+ *              reduce_dim by adaptive averaging over channels.
+ *   PaDiM:     no averaging, coarser upsampled nearest, concatenated, then
+ *              optionally the sorted channel subset @channels. */
+typedef struct {
+  gboolean patchcore;
+  int fine_c, coarse_c; /* stage channels */
+  int h, w;             /* finer stage grid */
+  int ch, cw;           /* coarser stage grid */
+  int reduce_dim;       /* PatchCore: 0 = off */
+  int n_channels;       /* PaDiM subset size, 0 = all */
+  const int *channels;  /* sorted indices into the concatenation, n_channels long */
+} InspFeatureSpec;
+
+int insp_features_get_dim(const InspFeatureSpec *spec);
+gsize insp_features_scratch_size(const InspFeatureSpec *spec);
+/* fine [fine_c,h,w], coarse [coarse_c,ch,cw] -> out [h*w, dim]. */
+void insp_features_extract(const InspFeatureSpec *spec, const float *fine, const float *coarse,
+                           float *scratch, float *out);
+/* Deterministic sorted random subset of @k of @n channels (Fisher-Yates on a
+ * splitmix64 stream seeded with @seed, first k, sorted). */
+void insp_features_random_channels(int n, int k, guint64 seed, int *out);
+
+/* splitmix64: the one seeded generator of the detectors (documented, stable
+ * across platforms and GLib versions). */
+guint64 insp_detector_rand_next(guint64 *state);
+double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
+
+/* ---- PatchCore (insp-patchcore.c) ---- */
+
+/* Greedy k-center coreset (anomalib KCenterGreedy) of the rows of x [n, d]:
+ * rows are projected to INSP_PATCHCORE_PROJ_DIM dims by a seeded sparse random
+ * projection when d is larger (unchanged otherwise), a random start row is a
+ * centre but is not selected, then k = (gsize)(n * fraction) (at least 1)
+ * times the row farthest from all centres is selected. Exact result of the
+ * brute-force loop (up to ties), computed with triangle-inequality pruning.
+ * Returns the selected row indices (*k_out of them; fewer than k only when the
+ * remaining rows all duplicate a centre). */
+gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
+                              gsize *k_out);
+
+/* Image score with anomalib's reweighting. patch_d2 [P] squared distances of
+ * each patch to its nearest bank row, argmin [P] that row, feats [P, d].
+ * Fills patch_scores [P] (sqrt). @knn_scratch holds bank_rows floats. */
+float insp_patchcore_image_score(const float *feats, int n_patches, int d, const float *patch_d2,
+                                 const int *argmin, const float *bank, const float *bank_sqnorm,
+                                 int bank_rows, float *knn_scratch, float *patch_scores);
+
+/* ---- PaDiM (insp-padim.c) ---- */
+
+/* Running sums of a per-position Gaussian fit, in double. */
+typedef struct _InspPadimAccum InspPadimAccum;
+InspPadimAccum *insp_padim_accum_new(int n_positions, int d);
+void insp_padim_accum_free(InspPadimAccum *a);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspPadimAccum, insp_padim_accum_free)
+/* Adds one image's features [P, d]. */
+void insp_padim_accum_add(InspPadimAccum *a, const float *feats);
+int insp_padim_accum_get_count(const InspPadimAccum *a);
+/* mean [P,d], inv_cov [P,d,d]: mean, unbiased covariance + eps*I, inverted by
+ * Cholesky, all in double; stored float. FALSE if a covariance is not
+ * positive definite (cannot happen with eps > 0 and finite features). */
+gboolean insp_padim_accum_finish(const InspPadimAccum *a, double eps, float *mean,
+                                 float *inv_cov);
+/* Symmetric positive definite a [n,n] (double, row-major) -> inverse in @inv,
+ * through Cholesky. @work holds n*n doubles. FALSE if not positive definite. */
+gboolean insp_padim_invert_spd(const double *a, int n, double *inv, double *work);
+/* Mahalanobis distance per position: out[p] = sqrt(max(d^T S^-1 d, 0)),
+ * d = feats[p] - mean[p]. @work holds 2*d floats. */
+void insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
+                      const float *inv_cov, float *work, float *out);
+
+/* ---- the model ---- */
+
+typedef struct {
+  double image_base, image_threshold; /* raw -> 0 and 0.5 */
+  double pixel_base, pixel_threshold;
+} InspScoreNorm;
+
+struct _InspModel {
+  gint ref_count;
+  InspDetectorKind kind;
+  InspBackbone *backbone;
+  char *fine_stage, *coarse_stage;
+  int input_size;
+  float mean[3], std[3];
+  InspFeatureSpec spec; /* spec.channels points into @channels */
+  int dim;
+  int n_patches;
+  float blur_sigma;
+  double coreset_fraction;
+  int num_neighbours;
+  guint64 seed;
+  int padim_channels_total;
+  int *channels; /* PaDiM subset, NULL = all */
+  /* PatchCore */
+  int bank_rows;
+  const float *bank; /* [bank_rows, dim] */
+  float *bank_sqnorm;
+  /* PaDiM */
+  const float *padim_mean;    /* [n_patches, dim] */
+  const float *padim_inv_cov; /* [n_patches, dim, dim] */
+  InspScoreNorm norm;
+  int train_images, held_out_images;
+  char *train_date;
+  char *id;
+  /* storage: either owned arrays (trained) or the mapped file (loaded) */
+  float *owned_bank, *owned_mean, *owned_inv_cov;
+  InspSafetensors *st;
+};
+
+/* Builds everything derived (spec, sqnorms) once the fields above are set. */
+void insp_model_finish_setup(InspModel *m);
+/* Sets spec.{fine_c,coarse_c,h,w,ch,cw} from one forward pass on zeros at
+ * m->input_size; FALSE if a stage is unknown or the size is refused. */
+gboolean insp_model_probe_stages(InspModel *m, GError **error);
+InspModel *insp_model_alloc(void);
+
+/* Raw scoring from features (training's hold-out and insp_model_score):
+ * fills raw map [S*S] (blurred, not normalised) and returns the raw image score. */
+float insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *feats,
+                                float *map_out, double *ms_distance, double *ms_map);
+/* Runs the backbone and feature extraction on a preprocessed input. */
+void insp_model_extract(const InspModel *m, InspModelScratch *s, const float *input,
+                        float *feats_out, double *ms_backbone, double *ms_features);
+float *insp_model_scratch_get_feats(InspModelScratch *s);
+float *insp_model_scratch_get_input(InspModelScratch *s);
+
+double insp_score_norm_apply_image(const InspScoreNorm *n, double raw);
+float insp_score_norm_apply_pixel(const InspScoreNorm *n, float raw);
+
+G_END_DECLS
