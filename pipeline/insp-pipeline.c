@@ -1,0 +1,1364 @@
+/* The capture pipeline: builds the GStreamer graph from InspCaptureOptions,
+ * turns appsink samples into InspFrames (trigger pairing, seq, part id, size
+ * and format checks), feeds the bounded frame queue, runs the inspector
+ * workers and the in-order result delivery, and restarts a failing capture
+ * with exponential backoff.
+ *
+ * Threads and what they own:
+ *   - control context (callbacks->context, or our "insp-bus" thread): the
+ *     GstPipeline, the bus watch, the restart and play sources, trigger
+ *     timeouts; the event and trigger-timeout callbacks;
+ *   - the appsink streaming thread: on_new_sample() only;
+ *   - "insp-files": feeds the appsrc of the files source;
+ *   - "insp-worker-N": scoring; each keeps its own scorer state;
+ *   - "insp-results": the reorder buffer's consumer; the result callback.
+ * Locks (never nested except stats_lock inside nothing; no callback runs with
+ * one held): trig_lock (pending triggers), files_lock (the replay list and
+ * resume point), scorer_lock (the current scorer), reorder_lock (results by
+ * index), stats_lock (counters).
+ * Invariants: every frame popped from the queue yields exactly one InspResult,
+ * so the reorder buffer never waits on a hole; results leave in pop order,
+ * which is push order, which is capture order. */
+#include "insp-config.h"
+#include "insp-pipeline-private.h"
+
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+#include <glob.h>
+#include <signal.h>
+#include <pthread.h>
+#include <math.h>
+#include <string.h>
+
+G_DEFINE_QUARK(insp-pipeline-error-quark, insp_pipeline_error)
+
+#define FPS_WINDOW 64
+
+typedef struct {
+  guint64 id;
+  char *part_id;
+  gint64 mono_us; /* when the trigger arrived */
+  GSource *timeout;
+} Trigger;
+
+typedef struct {
+  GstVideoFrame vframe;
+  GstSample *sample;
+} MappedSample;
+
+struct _InspScorer {
+  gint ref_count;
+  const InspScorerFuncs *funcs;
+  gpointer data;
+  GDestroyNotify data_free;
+};
+
+struct _InspPipeline {
+  /* options (copied) */
+  InspCaptureOptions opt;
+  char *device, *camera, *uri, *location, *pipeline_desc;
+  GArray *controls; /* of InspCameraControl */
+  InspPipelineCallbacks cb;
+
+  GMainContext *ctx;
+  GMainLoop *own_loop;
+  GThread *bus_thread;
+
+  InspFrameQueue *queue;
+  GThread **workers;
+  GThread *results_thread;
+  gboolean running;
+
+  /* scorer_lock */
+  GMutex scorer_lock;
+  InspScorer *scorer;
+
+  /* reorder_lock */
+  GMutex reorder_lock;
+  GCond reorder_cond;
+  GHashTable *reorder; /* index -> InspResult */
+  guint64 next_index;
+  guint workers_alive;
+
+  /* control context only */
+  GstElement *gst;
+  GSource *bus_source;
+  GSource *play_source;
+  GSource *restart_source;
+  guint attempt;
+  guint backoff_ms;
+  gint64 capture_started_us;
+  gboolean finished;
+
+  /* files source: files_lock */
+  GMutex files_lock;
+  GCond files_cond;
+  GPtrArray *files;        /* this session's sorted paths */
+  char *last_delivered;    /* path of the last file that reached the queue */
+  gboolean feeder_stop;
+  GThread *feeder;
+  GstElement *appsrc;
+
+  /* trig_lock */
+  GMutex trig_lock;
+  GQueue triggers; /* of Trigger*, oldest first */
+  guint64 next_trigger_id;
+
+  /* streaming thread */
+  guint64 next_seq;
+
+  /* stats_lock */
+  GMutex stats_lock;
+  InspPipelineStats stats;
+  gint64 done_times[FPS_WINDOW];
+  guint n_done_times;
+};
+
+/* ---- scorers ---------------------------------------------------------------- */
+
+InspScorer *
+insp_scorer_new(const InspScorerFuncs *funcs, gpointer data, GDestroyNotify data_free)
+{
+  g_return_val_if_fail(funcs != NULL && funcs->score != NULL, NULL);
+  InspScorer *s = g_new0(InspScorer, 1);
+  s->ref_count = 1;
+  s->funcs = funcs;
+  s->data = data;
+  s->data_free = data_free;
+  return s;
+}
+
+InspScorer *
+insp_scorer_ref(InspScorer *s)
+{
+  g_return_val_if_fail(s != NULL, NULL);
+  g_atomic_int_inc(&s->ref_count);
+  return s;
+}
+
+void
+insp_scorer_unref(InspScorer *s)
+{
+  if (s == NULL || !g_atomic_int_dec_and_test(&s->ref_count))
+    return;
+  if (s->data_free != NULL)
+    s->data_free(s->data);
+  g_free(s);
+}
+
+gpointer
+insp_scorer_get_data(InspScorer *s)
+{
+  return s->data;
+}
+
+void
+insp_result_free(InspResult *r)
+{
+  if (r == NULL)
+    return;
+  insp_frame_unref(r->frame);
+  g_clear_error(&r->error);
+  g_free(r->map);
+  g_free(r->mask);
+  if (r->regions != NULL)
+    g_array_unref(r->regions);
+  g_free(r->model_id);
+  g_free(r);
+}
+
+/* ---- options ---------------------------------------------------------------- */
+
+static const char *const source_names[] = {"v4l2", "aravis", "rtsp", "files", "test", "pipeline"};
+
+gboolean
+insp_capture_source_from_string(const char *name, InspCaptureSource *out)
+{
+  g_return_val_if_fail(name != NULL && out != NULL, FALSE);
+  for (guint i = 0; i < G_N_ELEMENTS(source_names); i++)
+    if (g_str_equal(name, source_names[i])) {
+      *out = (InspCaptureSource)i;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+const char *
+insp_capture_source_to_string(InspCaptureSource source)
+{
+  if ((guint)source >= G_N_ELEMENTS(source_names))
+    return NULL;
+  return source_names[source];
+}
+
+void
+insp_capture_options_init(InspCaptureOptions *opt)
+{
+  g_return_if_fail(opt != NULL);
+  memset(opt, 0, sizeof *opt);
+  opt->source = INSP_CAPTURE_SOURCE_TEST;
+  opt->fps = 0;
+  opt->drop = INSP_DROP_NEVER;
+  opt->queue_size = 4;
+  opt->workers = 1;
+  opt->trigger = INSP_TRIGGER_FREE;
+  opt->timeout_ms = 1000;
+  opt->backoff_initial_ms = 500;
+  opt->backoff_max_ms = 30000;
+  opt->stable_ms = 10000;
+}
+
+void
+insp_pipeline_block_signals(void)
+{
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+}
+
+static void
+control_clear(gpointer p)
+{
+  InspCameraControl *c = p;
+  g_free(c->name);
+  g_free(c->value);
+}
+
+static gboolean
+check_options(const InspCaptureOptions *o, GError **error)
+{
+#define REQUIRE(cond, ...)                                                                      \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
+      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, __VA_ARGS__);        \
+      return FALSE;                                                                             \
+    }                                                                                           \
+  } while (0)
+  REQUIRE((guint)o->source < G_N_ELEMENTS(source_names), "unknown capture source %d", o->source);
+  switch (o->source) {
+  case INSP_CAPTURE_SOURCE_V4L2:
+    REQUIRE(o->device != NULL && *o->device, "source v4l2 needs a device");
+    break;
+  case INSP_CAPTURE_SOURCE_RTSP:
+    REQUIRE(o->uri != NULL && *o->uri, "source rtsp needs a uri");
+    break;
+  case INSP_CAPTURE_SOURCE_FILES:
+    REQUIRE(o->location != NULL && *o->location, "source files needs a location (a glob)");
+    break;
+  case INSP_CAPTURE_SOURCE_PIPELINE:
+    REQUIRE(o->pipeline != NULL && *o->pipeline, "source pipeline needs a pipeline description");
+    break;
+  default:
+    break;
+  }
+  REQUIRE(o->fps >= 0 && o->fps <= 1000, "fps %g is out of range 0..1000", o->fps);
+  REQUIRE(o->width >= 0 && o->height >= 0 && o->width <= 16384 && o->height <= 16384,
+          "width/height %dx%d out of range 0..16384", o->width, o->height);
+  REQUIRE((o->width == 0) == (o->height == 0), "width and height must be set together");
+  REQUIRE(o->drop == INSP_DROP_NEVER || o->drop == INSP_DROP_OLDEST, "unknown drop policy");
+  REQUIRE(o->queue_size <= 1024, "queue_size %u is over 1024", o->queue_size);
+  REQUIRE(o->workers <= 64, "workers %u is over 64", o->workers);
+  REQUIRE(o->trigger == INSP_TRIGGER_FREE || o->trigger == INSP_TRIGGER_EXTERNAL,
+          "unknown trigger mode");
+  REQUIRE(o->n_controls == 0 || o->controls != NULL, "n_controls without controls");
+  REQUIRE(o->n_controls == 0 || o->source == INSP_CAPTURE_SOURCE_V4L2 ||
+            o->source == INSP_CAPTURE_SOURCE_ARAVIS,
+          "controls apply to the v4l2 and aravis sources only");
+#undef REQUIRE
+  return TRUE;
+}
+
+InspPipeline *
+insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
+                  const InspPipelineCallbacks *callbacks, GError **error)
+{
+  g_return_val_if_fail(opt != NULL, NULL);
+  g_return_val_if_fail(scorer != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (!check_options(opt, error))
+    return NULL;
+  if (!gst_init_check(NULL, NULL, error))
+    return NULL;
+
+  InspPipeline *p = g_new0(InspPipeline, 1);
+  p->opt = *opt;
+  p->device = g_strdup(opt->device);
+  p->camera = g_strdup(opt->camera);
+  p->uri = g_strdup(opt->uri);
+  p->location = g_strdup(opt->location);
+  p->pipeline_desc = g_strdup(opt->pipeline);
+  p->opt.device = p->device;
+  p->opt.camera = p->camera;
+  p->opt.uri = p->uri;
+  p->opt.location = p->location;
+  p->opt.pipeline = p->pipeline_desc;
+  p->controls = g_array_new(FALSE, TRUE, sizeof(InspCameraControl));
+  g_array_set_clear_func(p->controls, control_clear);
+  for (guint i = 0; i < opt->n_controls; i++) {
+    InspCameraControl c = {g_strdup(opt->controls[i].name), g_strdup(opt->controls[i].value)};
+    g_array_append_val(p->controls, c);
+  }
+  p->opt.controls = NULL;
+  p->opt.n_controls = 0;
+  if (p->opt.queue_size == 0)
+    p->opt.queue_size = 4;
+  if (p->opt.workers == 0)
+    p->opt.workers = 1;
+  if (p->opt.timeout_ms == 0)
+    p->opt.timeout_ms = 1000;
+  if (p->opt.backoff_initial_ms == 0)
+    p->opt.backoff_initial_ms = 500;
+  if (p->opt.backoff_max_ms == 0)
+    p->opt.backoff_max_ms = 30000;
+  if (p->opt.stable_ms == 0)
+    p->opt.stable_ms = 10000;
+  if (callbacks != NULL)
+    p->cb = *callbacks;
+  if (p->cb.context != NULL)
+    p->ctx = g_main_context_ref(p->cb.context);
+  else
+    p->ctx = g_main_context_new();
+
+  p->queue = insp_frame_queue_new(p->opt.queue_size, p->opt.drop);
+  g_mutex_init(&p->scorer_lock);
+  p->scorer = insp_scorer_ref(scorer);
+  g_mutex_init(&p->reorder_lock);
+  g_cond_init(&p->reorder_cond);
+  p->reorder = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
+                                     (GDestroyNotify)insp_result_free);
+  g_mutex_init(&p->files_lock);
+  g_cond_init(&p->files_cond);
+  g_mutex_init(&p->trig_lock);
+  g_queue_init(&p->triggers);
+  g_mutex_init(&p->stats_lock);
+  p->backoff_ms = p->opt.backoff_initial_ms;
+  return p;
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+static void
+emit_event(InspPipeline *p, InspPipelineEventKind kind, const char *message, const char *detail,
+           guint attempt, guint delay_ms)
+{
+  if (p->cb.event == NULL)
+    return;
+  InspPipelineEvent ev = {kind, message, detail, attempt, delay_ms};
+  p->cb.event(p, &ev, p->cb.user_data);
+}
+
+/* ---- frames from the appsink (streaming thread) --------------------------------- */
+
+static void
+mapped_sample_free(gpointer data)
+{
+  MappedSample *m = data;
+  gst_video_frame_unmap(&m->vframe);
+  gst_sample_unref(m->sample);
+  g_free(m);
+}
+
+static void
+count(InspPipeline *p, guint64 *field)
+{
+  g_mutex_lock(&p->stats_lock);
+  (*field)++;
+  g_mutex_unlock(&p->stats_lock);
+}
+
+static char *
+file_stem(const char *path)
+{
+  g_autofree char *base = g_path_get_basename(path);
+  char *dot = strrchr(base, '.');
+  if (dot != NULL && dot != base)
+    *dot = '\0';
+  return g_strdup(base);
+}
+
+/* Pops the oldest trigger that arrived at or before @mono_us; NULL if none. */
+static Trigger *
+take_trigger(InspPipeline *p, gint64 mono_us)
+{
+  Trigger *t = NULL;
+  g_mutex_lock(&p->trig_lock);
+  Trigger *head = g_queue_peek_head(&p->triggers);
+  if (head != NULL && head->mono_us <= mono_us)
+    t = g_queue_pop_head(&p->triggers);
+  g_mutex_unlock(&p->trig_lock);
+  return t;
+}
+
+static void
+trigger_free(Trigger *t)
+{
+  if (t == NULL)
+    return;
+  if (t->timeout != NULL) {
+    g_source_destroy(t->timeout);
+    g_source_unref(t->timeout);
+  }
+  g_free(t->part_id);
+  g_free(t);
+}
+
+static GstFlowReturn
+on_new_sample(GstAppSink *sink, gpointer user_data)
+{
+  InspPipeline *p = user_data;
+  GstSample *sample = gst_app_sink_pull_sample(sink);
+  if (sample == NULL)
+    return GST_FLOW_FLUSHING;
+  gint64 now_mono = g_get_monotonic_time();
+  gint64 now_wall = g_get_real_time();
+  count(p, &p->stats.frames_captured);
+
+  GstVideoInfo info;
+  GstCaps *caps = gst_sample_get_caps(sample);
+  GstBuffer *buf = gst_sample_get_buffer(sample);
+  if (caps == NULL || buf == NULL || !gst_video_info_from_caps(&info, caps) ||
+      GST_VIDEO_INFO_FORMAT(&info) != GST_VIDEO_FORMAT_RGB) {
+    count(p, &p->stats.rejected_format);
+    gst_sample_unref(sample);
+    return GST_FLOW_OK;
+  }
+  int w = GST_VIDEO_INFO_WIDTH(&info), h = GST_VIDEO_INFO_HEIGHT(&info);
+  if (w <= 0 || h <= 0 || (gint64)w * h > INSP_IMAGE_MAX_PIXELS ||
+      (p->opt.width > 0 && (w != p->opt.width || h != p->opt.height))) {
+    count(p, &p->stats.rejected_size);
+    gst_sample_unref(sample);
+    return GST_FLOW_OK;
+  }
+  MappedSample *m = g_new0(MappedSample, 1);
+  if (!gst_video_frame_map(&m->vframe, &info, buf, GST_MAP_READ)) {
+    g_free(m);
+    count(p, &p->stats.rejected_size); /* buffer smaller than its caps say */
+    gst_sample_unref(sample);
+    return GST_FLOW_OK;
+  }
+  m->sample = sample;
+  guint64 offset = GST_BUFFER_OFFSET(buf);
+
+  /* Capture time: for live cameras the buffer's clock time when it is the
+   * monotonic system clock and plausible, else the arrival time. */
+  gint64 mono = now_mono;
+  if (p->opt.source == INSP_CAPTURE_SOURCE_V4L2 || p->opt.source == INSP_CAPTURE_SOURCE_ARAVIS) {
+    GstClockTime base = gst_element_get_base_time(GST_ELEMENT(sink));
+    GstClockTime pts = GST_BUFFER_PTS(buf);
+    if (GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(base)) {
+      gint64 t = (gint64)((base + pts) / 1000);
+      if (t <= now_mono && now_mono - t < G_USEC_PER_SEC)
+        mono = t;
+    }
+  }
+
+  InspFrame *f = insp_frame_new_wrapped(GST_VIDEO_FRAME_PLANE_DATA(&m->vframe, 0), w, h,
+                                        GST_VIDEO_FRAME_PLANE_STRIDE(&m->vframe, 0),
+                                        mapped_sample_free, m);
+  f->mono_us = mono;
+  f->wall_us = now_wall - (now_mono - mono);
+
+  char *file_path = NULL;
+  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+    g_mutex_lock(&p->files_lock);
+    if (p->files != NULL && offset < p->files->len)
+      file_path = g_strdup(g_ptr_array_index(p->files, offset));
+    g_mutex_unlock(&p->files_lock);
+  }
+
+  Trigger *t = NULL;
+  if (p->opt.trigger == INSP_TRIGGER_EXTERNAL) {
+    t = take_trigger(p, mono);
+    if (t == NULL) {
+      count(p, &p->stats.frames_untriggered);
+      insp_frame_unref(f);
+      g_free(file_path);
+      return GST_FLOW_OK;
+    }
+  }
+  f->seq = p->next_seq++;
+  if (t != NULL)
+    f->part_id = g_strdup(t->part_id);
+  else if (file_path != NULL)
+    f->part_id = file_stem(file_path);
+  else
+    f->part_id = g_strdup_printf("%" G_GUINT64_FORMAT, f->seq);
+
+  if (insp_frame_queue_push(p->queue, f)) {
+    count(p, &p->stats.frames_queued);
+    trigger_free(t);
+    if (file_path != NULL) {
+      g_mutex_lock(&p->files_lock);
+      g_free(p->last_delivered);
+      p->last_delivered = g_steal_pointer(&file_path);
+      g_mutex_unlock(&p->files_lock);
+    }
+  } else {
+    /* Shutting down or restarting: the trigger waits for the next frame. */
+    p->next_seq--;
+    if (t != NULL) {
+      g_mutex_lock(&p->trig_lock);
+      g_queue_push_head(&p->triggers, t);
+      g_mutex_unlock(&p->trig_lock);
+    }
+  }
+  g_free(file_path);
+  return GST_FLOW_OK;
+}
+
+/* ---- the files source feeder ("insp-files") ------------------------------------- */
+
+static gint
+compare_paths(gconstpointer a, gconstpointer b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static GPtrArray *
+glob_sorted(const char *pattern, GError **error)
+{
+  glob_t g;
+  int rc = glob(pattern, GLOB_NOSORT, NULL, &g);
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  if (rc == 0)
+    for (size_t i = 0; i < g.gl_pathc; i++)
+      if (g_file_test(g.gl_pathv[i], G_FILE_TEST_IS_REGULAR))
+        g_ptr_array_add(out, g_strdup(g.gl_pathv[i]));
+  if (rc == 0 || rc == GLOB_NOMATCH)
+    globfree(&g);
+  if (rc != 0 && rc != GLOB_NOMATCH) {
+    g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS,
+                "cannot read the files of %s", pattern);
+    g_ptr_array_unref(out);
+    return NULL;
+  }
+  g_ptr_array_sort(out, compare_paths);
+  return out;
+}
+
+static void
+image_free(gpointer data)
+{
+  insp_image_free(data);
+}
+
+static void
+feeder_post_error(InspPipeline *p, GstElement *src, const char *message, const char *detail)
+{
+  GError *err = g_error_new_literal(GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ, message);
+  gst_element_post_message(src, gst_message_new_error(GST_OBJECT(src), err, detail));
+  g_error_free(err);
+}
+
+/* Waits until @deadline_us (monotonic) or a stop; FALSE when stopped. */
+static gboolean
+feeder_wait(InspPipeline *p, gint64 deadline_us)
+{
+  gboolean go = TRUE;
+  g_mutex_lock(&p->files_lock);
+  while (!p->feeder_stop && g_get_monotonic_time() < deadline_us)
+    g_cond_wait_until(&p->files_cond, &p->files_lock, deadline_us);
+  go = !p->feeder_stop;
+  g_mutex_unlock(&p->files_lock);
+  return go;
+}
+
+static gpointer
+feeder_main(gpointer data)
+{
+  InspPipeline *p = data;
+  GstElement *src = gst_object_ref(p->appsrc);
+  insp_pipeline_block_signals();
+
+  g_mutex_lock(&p->files_lock);
+  GPtrArray *files = g_ptr_array_ref(p->files);
+  guint start = 0;
+  if (p->last_delivered != NULL) {
+    while (start < files->len && strcmp(g_ptr_array_index(files, start), p->last_delivered) <= 0)
+      start++;
+    if (start == files->len && p->opt.loop)
+      start = 0;
+  }
+  g_mutex_unlock(&p->files_lock);
+
+  if (files->len == 0) {
+    g_autofree char *msg = g_strdup_printf("no file matches %s", p->opt.location);
+    feeder_post_error(p, src, msg, NULL);
+    goto out;
+  }
+
+  int cur_w = 0, cur_h = 0;
+  int fps_n = 0, fps_d = 1;
+  if (p->opt.fps > 0)
+    gst_util_double_to_fraction(p->opt.fps, &fps_n, &fps_d);
+  gint64 t0 = g_get_monotonic_time();
+  guint64 n = 0;
+  for (;;) {
+    for (guint i = start; i < files->len; i++) {
+      const char *path = g_ptr_array_index(files, i);
+      g_autoptr(GError) err = NULL;
+      if (p->opt.fps > 0 && !feeder_wait(p, t0 + (gint64)(n * G_USEC_PER_SEC / p->opt.fps)))
+        goto out;
+      g_mutex_lock(&p->files_lock);
+      gboolean stop = p->feeder_stop;
+      g_mutex_unlock(&p->files_lock);
+      if (stop)
+        goto out;
+      InspImage *img = insp_image_load(path, 3, &err);
+      if (img == NULL) {
+        g_autofree char *msg = g_strdup_printf("cannot read %s", path);
+        feeder_post_error(p, src, msg, err->message);
+        goto out;
+      }
+      if (img->width != cur_w || img->height != cur_h) {
+        GstCaps *caps = gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB",
+                                            "width", G_TYPE_INT, img->width, "height", G_TYPE_INT,
+                                            img->height, "framerate", GST_TYPE_FRACTION, fps_n,
+                                            fps_d, NULL);
+        gst_app_src_set_caps(GST_APP_SRC(src), caps);
+        gst_caps_unref(caps);
+        cur_w = img->width;
+        cur_h = img->height;
+      }
+      gsize size = (gsize)img->stride * img->height;
+      GstBuffer *buf =
+        gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, img->data, size, 0, size, img,
+                                    image_free);
+      gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
+      gint strides[GST_VIDEO_MAX_PLANES] = {img->stride};
+      gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_RGB,
+                                     img->width, img->height, 1, offsets, strides);
+      GST_BUFFER_OFFSET(buf) = i;
+      if (fps_n > 0) {
+        GST_BUFFER_PTS(buf) = gst_util_uint64_scale(n, GST_SECOND * fps_d, fps_n);
+        GST_BUFFER_DURATION(buf) = gst_util_uint64_scale(GST_SECOND, fps_d, fps_n);
+      }
+      n++;
+      if (gst_app_src_push_buffer(GST_APP_SRC(src), buf) != GST_FLOW_OK)
+        goto out; /* flushing: we are being stopped */
+    }
+    if (!p->opt.loop) {
+      gst_app_src_end_of_stream(GST_APP_SRC(src));
+      break;
+    }
+    start = 0;
+  }
+out:
+  g_ptr_array_unref(files);
+  gst_object_unref(src);
+  return NULL;
+}
+
+/* ---- the capture graph (control context) ----------------------------------------- */
+
+static char *
+tail_description(const InspPipeline *p)
+{
+  if (p->opt.width > 0)
+    return g_strdup_printf("videoconvert ! videoscale ! video/x-raw,format=RGB,width=%d,height=%d "
+                           "! appsink name=insp_sink",
+                           p->opt.width, p->opt.height);
+  return g_strdup("videoconvert ! video/x-raw,format=RGB ! appsink name=insp_sink");
+}
+
+/* Whether the aravis camera offers only Bayer caps: opens it alone at READY. */
+static gboolean
+aravis_probe_bayer(const InspPipeline *p, gboolean *bayer, GError **error)
+{
+  GstElement *src = gst_element_factory_make("aravissrc", NULL);
+  if (src == NULL) {
+    g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_GRAPH,
+                "GStreamer element aravissrc is missing (install gstreamer1.0-plugins-bad)");
+    return FALSE;
+  }
+  gst_object_ref_sink(src);
+  if (p->camera != NULL)
+    g_object_set(src, "camera-name", p->camera, NULL);
+  *bayer = FALSE;
+  gboolean raw = FALSE;
+  if (gst_element_set_state(src, GST_STATE_READY) != GST_STATE_CHANGE_FAILURE) {
+    GstPad *pad = gst_element_get_static_pad(src, "src");
+    GstCaps *caps = gst_pad_query_caps(pad, NULL);
+    for (guint i = 0; i < gst_caps_get_size(caps); i++) {
+      const char *name = gst_structure_get_name(gst_caps_get_structure(caps, i));
+      if (g_str_equal(name, "video/x-bayer"))
+        *bayer = TRUE;
+      else if (g_str_equal(name, "video/x-raw"))
+        raw = TRUE;
+    }
+    gst_caps_unref(caps);
+    gst_object_unref(pad);
+  }
+  gst_element_set_state(src, GST_STATE_NULL);
+  gst_object_unref(src);
+  if (raw)
+    *bayer = FALSE;
+  return TRUE;
+}
+
+/* Aravis controls: exposure, gain, exposure_auto, gain_auto, trigger map to
+ * aravissrc properties, the rest go to its "features" string. */
+static void
+aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
+{
+  GString *features = g_string_new(NULL);
+  static const struct {
+    const char *control, *property;
+  } map[] = {
+    {"exposure", "exposure"},       {"exposure_time", "exposure"},
+    {"exposuretime", "exposure"},   {"gain", "gain"},
+    {"exposure_auto", "exposure-auto"}, {"exposureauto", "exposure-auto"},
+    {"gain_auto", "gain-auto"},     {"gainauto", "gain-auto"},
+    {"trigger", "trigger"},         {"triggersource", "trigger"},
+  };
+  for (guint i = 0; i < p->controls->len; i++) {
+    const InspCameraControl *c = &g_array_index(p->controls, InspCameraControl, i);
+    g_autofree char *lname = g_ascii_strdown(c->name, -1);
+    const char *prop = NULL;
+    for (guint k = 0; k < G_N_ELEMENTS(map); k++)
+      if (g_str_equal(lname, map[k].control))
+        prop = map[k].property;
+    if (prop == NULL) {
+      g_string_append_printf(features, "%s%s=%s", features->len ? " " : "", c->name, c->value);
+      continue;
+    }
+    GParamSpec *ps = g_object_class_find_property(G_OBJECT_GET_CLASS(src), prop);
+    if (ps == NULL) {
+      g_ptr_array_add(warnings, g_strdup_printf("control %s: aravissrc has no property %s",
+                                                c->name, prop));
+      continue;
+    }
+    gst_util_set_object_arg(G_OBJECT(src), prop, c->value);
+    GValue v = G_VALUE_INIT;
+    g_value_init(&v, ps->value_type);
+    g_object_get_property(G_OBJECT(src), prop, &v);
+    g_autofree char *back = gst_value_serialize(&v);
+    g_value_unset(&v);
+    if (G_IS_PARAM_SPEC_DOUBLE(ps) || G_IS_PARAM_SPEC_FLOAT(ps)) {
+      if (fabs(g_ascii_strtod(back, NULL) - g_ascii_strtod(c->value, NULL)) > 1e-3)
+        g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
+                                                  c->name, c->value, back));
+    } else if (back == NULL || g_ascii_strcasecmp(back, c->value) != 0) {
+      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
+                                                c->name, c->value, back ? back : "nothing"));
+    }
+  }
+  if (features->len > 0)
+    g_object_set(src, "features", features->str, NULL);
+  g_string_free(features, TRUE);
+}
+
+static gboolean on_bus_message(GstBus *bus, GstMessage *msg, gpointer data);
+
+static GstElement *
+build_graph(InspPipeline *p, GError **error)
+{
+  g_autofree char *tail = tail_description(p);
+  g_autofree char *desc = NULL;
+  switch (p->opt.source) {
+  case INSP_CAPTURE_SOURCE_V4L2:
+    desc = g_strdup_printf("v4l2src name=insp_src ! decodebin ! %s", tail);
+    break;
+  case INSP_CAPTURE_SOURCE_ARAVIS: {
+    gboolean bayer = FALSE;
+    if (!aravis_probe_bayer(p, &bayer, error))
+      return NULL;
+    desc = g_strdup_printf("aravissrc name=insp_src ! %s%s", bayer ? "bayer2rgb ! " : "", tail);
+    break;
+  }
+  case INSP_CAPTURE_SOURCE_RTSP:
+    desc = g_strdup_printf("rtspsrc name=insp_src ! decodebin ! %s", tail);
+    break;
+  case INSP_CAPTURE_SOURCE_FILES:
+    desc = g_strdup_printf("appsrc name=insp_src format=time max-buffers=2 block=true ! %s", tail);
+    break;
+  case INSP_CAPTURE_SOURCE_TEST:
+    if (p->opt.fps > 0) {
+      int n, d;
+      gst_util_double_to_fraction(p->opt.fps, &n, &d);
+      desc = g_strdup_printf("videotestsrc name=insp_src is-live=true ! "
+                             "video/x-raw,framerate=%d/%d ! %s",
+                             n, d, tail);
+    } else {
+      desc = g_strdup_printf("videotestsrc name=insp_src is-live=false ! %s", tail);
+    }
+    break;
+  case INSP_CAPTURE_SOURCE_PIPELINE:
+    desc = g_strdup_printf("%s ! %s", p->pipeline_desc, tail);
+    break;
+  }
+
+  GError *perr = NULL;
+  GstElement *gst = gst_parse_launch_full(desc, NULL, GST_PARSE_FLAG_FATAL_ERRORS, &perr);
+  if (gst == NULL || perr != NULL) {
+    g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_GRAPH,
+                "cannot build the %s capture graph: %s", source_names[p->opt.source],
+                perr ? perr->message : "unknown error");
+    g_clear_error(&perr);
+    if (gst != NULL)
+      gst_object_unref(gst);
+    return NULL;
+  }
+  if (!GST_IS_PIPELINE(gst)) {
+    GstElement *wrap = gst_pipeline_new(NULL);
+    gst_bin_add(GST_BIN(wrap), gst);
+    gst = wrap;
+  }
+  GstElement *src = gst_bin_get_by_name(GST_BIN(gst), "insp_src");
+  switch (p->opt.source) {
+  case INSP_CAPTURE_SOURCE_V4L2:
+    g_object_set(src, "device", p->device, NULL);
+    break;
+  case INSP_CAPTURE_SOURCE_ARAVIS:
+    if (p->camera != NULL)
+      g_object_set(src, "camera-name", p->camera, NULL);
+    break;
+  case INSP_CAPTURE_SOURCE_RTSP:
+    g_object_set(src, "location", p->uri, NULL);
+    break;
+  default:
+    break;
+  }
+  if (src != NULL)
+    gst_object_unref(src);
+
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(gst), "insp_sink");
+  g_assert(sink != NULL);
+  g_object_set(sink, "sync", FALSE, "max-buffers", 1, "drop", FALSE, "emit-signals", FALSE, NULL);
+  GstAppSinkCallbacks cbs = {0};
+  cbs.new_sample = on_new_sample;
+  gst_app_sink_set_callbacks(GST_APP_SINK(sink), &cbs, p, NULL);
+  gst_object_unref(sink);
+  return gst;
+}
+
+static void schedule_restart(InspPipeline *p);
+
+static void
+teardown_capture(InspPipeline *p)
+{
+  if (p->play_source != NULL) {
+    g_source_destroy(p->play_source);
+    g_clear_pointer(&p->play_source, g_source_unref);
+  }
+  if (p->gst == NULL)
+    return;
+  insp_frame_queue_set_input_flushing(p->queue, TRUE);
+  if (p->feeder != NULL) {
+    g_mutex_lock(&p->files_lock);
+    p->feeder_stop = TRUE;
+    g_cond_broadcast(&p->files_cond);
+    g_mutex_unlock(&p->files_lock);
+  }
+  gst_element_set_state(p->gst, GST_STATE_NULL);
+  if (p->feeder != NULL) {
+    g_thread_join(p->feeder);
+    p->feeder = NULL;
+  }
+  g_clear_pointer(&p->appsrc, gst_object_unref);
+  if (p->bus_source != NULL) {
+    g_source_destroy(p->bus_source);
+    g_clear_pointer(&p->bus_source, g_source_unref);
+  }
+  g_clear_pointer(&p->gst, gst_object_unref);
+  insp_frame_queue_set_input_flushing(p->queue, FALSE);
+}
+
+/* Builds the graph and attaches its bus; the play source starts it. */
+static gboolean
+setup_capture(InspPipeline *p, GError **error)
+{
+  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+    g_autoptr(GPtrArray) files = glob_sorted(p->location, error);
+    if (files == NULL)
+      return FALSE;
+    g_mutex_lock(&p->files_lock);
+    if (p->files != NULL)
+      g_ptr_array_unref(p->files);
+    p->files = g_steal_pointer(&files);
+    p->feeder_stop = FALSE;
+    g_mutex_unlock(&p->files_lock);
+  }
+  p->gst = build_graph(p, error);
+  if (p->gst == NULL)
+    return FALSE;
+  GstBus *bus = gst_pipeline_get_bus(GST_PIPELINE(p->gst));
+  p->bus_source = gst_bus_create_watch(bus);
+  g_source_set_callback(p->bus_source, (GSourceFunc)(void (*)(void))on_bus_message, p, NULL);
+  g_source_attach(p->bus_source, p->ctx);
+  gst_object_unref(bus);
+  return TRUE;
+}
+
+static gboolean
+play_capture(gpointer data)
+{
+  InspPipeline *p = data;
+  g_clear_pointer(&p->play_source, g_source_unref);
+  g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(p->gst), "insp_src");
+
+  if (p->opt.source == INSP_CAPTURE_SOURCE_ARAVIS && src != NULL && p->controls->len > 0)
+    aravis_apply_controls(p, src, warnings);
+  GstStateChangeReturn r = gst_element_set_state(p->gst, GST_STATE_READY);
+  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_V4L2 &&
+      p->controls->len > 0) {
+    g_autoptr(GError) err = NULL;
+    if (!insp_v4l2_apply_controls(p->device, (InspCameraControl *)p->controls->data,
+                                  p->controls->len, warnings, &err))
+      g_ptr_array_add(warnings, g_strdup(err->message));
+  }
+  p->capture_started_us = g_get_monotonic_time();
+  if (r != GST_STATE_CHANGE_FAILURE)
+    r = gst_element_set_state(p->gst, GST_STATE_PLAYING);
+  /* appsrc takes buffers once started (READY -> PAUSED, done above). */
+  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_FILES && src != NULL) {
+    p->appsrc = gst_object_ref(src);
+    p->feeder = g_thread_new("insp-files", feeder_main, p);
+  }
+  if (src != NULL)
+    gst_object_unref(src);
+  for (guint i = 0; i < warnings->len; i++)
+    emit_event(p, INSP_PIPELINE_EVENT_CONTROL, g_ptr_array_index(warnings, i), NULL, 0, 0);
+  /* A failure posts an ERROR on the bus as well, which restarts; should an
+   * element fail without one, restart from here. */
+  if (r == GST_STATE_CHANGE_FAILURE && p->restart_source == NULL) {
+    GstBus *bus = gst_pipeline_get_bus(GST_PIPELINE(p->gst));
+    gboolean has_error = gst_bus_have_pending(bus);
+    gst_object_unref(bus);
+    if (!has_error) {
+      emit_event(p, INSP_PIPELINE_EVENT_ERROR, "the capture pipeline did not start", NULL, 0, 0);
+      teardown_capture(p);
+      schedule_restart(p);
+    }
+  }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+queue_play(InspPipeline *p)
+{
+  p->play_source = g_idle_source_new();
+  g_source_set_callback(p->play_source, play_capture, p, NULL);
+  g_source_attach(p->play_source, p->ctx);
+}
+
+static gboolean
+restart_capture(gpointer data)
+{
+  InspPipeline *p = data;
+  g_clear_pointer(&p->restart_source, g_source_unref);
+  g_mutex_lock(&p->stats_lock);
+  p->stats.restarts++;
+  g_mutex_unlock(&p->stats_lock);
+  g_autoptr(GError) err = NULL;
+  if (!setup_capture(p, &err)) {
+    emit_event(p, INSP_PIPELINE_EVENT_ERROR, err->message, NULL, 0, 0);
+    teardown_capture(p);
+    schedule_restart(p);
+    return G_SOURCE_REMOVE;
+  }
+  play_capture(p);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+schedule_restart(InspPipeline *p)
+{
+  if (p->restart_source != NULL || !p->running)
+    return;
+  gint64 ran_ms = (g_get_monotonic_time() - p->capture_started_us) / 1000;
+  if (p->capture_started_us != 0 && ran_ms >= p->opt.stable_ms) {
+    p->attempt = 0;
+    p->backoff_ms = p->opt.backoff_initial_ms;
+  }
+  p->attempt++;
+  guint delay = p->backoff_ms;
+  p->backoff_ms = MIN(p->backoff_ms * 2, p->opt.backoff_max_ms);
+  p->restart_source = g_timeout_source_new(delay);
+  g_source_set_callback(p->restart_source, restart_capture, p, NULL);
+  g_source_attach(p->restart_source, p->ctx);
+  g_autofree char *msg =
+    g_strdup_printf("restarting the %s capture in %u ms (attempt %u)",
+                    source_names[p->opt.source], delay, p->attempt);
+  emit_event(p, INSP_PIPELINE_EVENT_RESTARTING, msg, NULL, p->attempt, delay);
+}
+
+static gboolean
+on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
+{
+  InspPipeline *p = data;
+  switch (GST_MESSAGE_TYPE(msg)) {
+  case GST_MESSAGE_ERROR: {
+    g_autoptr(GError) err = NULL;
+    g_autofree char *debug = NULL;
+    gst_message_parse_error(msg, &err, &debug);
+    g_autofree char *text = g_strdup_printf("%s capture error from %s: %s",
+                                            source_names[p->opt.source],
+                                            GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
+    teardown_capture(p);
+    emit_event(p, INSP_PIPELINE_EVENT_ERROR, text, debug, 0, 0);
+    schedule_restart(p);
+    return G_SOURCE_REMOVE; /* teardown destroyed this source */
+  }
+  case GST_MESSAGE_EOS:
+    teardown_capture(p);
+    if (p->opt.source == INSP_CAPTURE_SOURCE_FILES && !p->opt.loop) {
+      p->finished = TRUE;
+      emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file",
+                 NULL, 0, 0);
+    } else {
+      emit_event(p, INSP_PIPELINE_EVENT_EOS, "the camera stream ended unexpectedly", NULL, 0, 0);
+      schedule_restart(p);
+    }
+    return G_SOURCE_REMOVE;
+  case GST_MESSAGE_STATE_CHANGED:
+    if (GST_MESSAGE_SRC(msg) == GST_OBJECT(p->gst)) {
+      GstState old, cur;
+      gst_message_parse_state_changed(msg, &old, &cur, NULL);
+      if (cur == GST_STATE_PLAYING && old != GST_STATE_PLAYING) {
+        g_autofree char *text =
+          g_strdup_printf("%s capture running", source_names[p->opt.source]);
+        emit_event(p, INSP_PIPELINE_EVENT_STARTED, text, NULL, p->attempt, 0);
+      }
+    }
+    break;
+  case GST_MESSAGE_WARNING: {
+    g_autoptr(GError) err = NULL;
+    gst_message_parse_warning(msg, &err, NULL);
+    g_debug("capture warning: %s", err->message);
+    break;
+  }
+  default:
+    break;
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---- workers ("insp-worker-N") and results ("insp-results") ---------------------- */
+
+typedef struct {
+  InspPipeline *p;
+  int index;
+} WorkerArg;
+
+static void
+reorder_put(InspPipeline *p, InspResult *r)
+{
+  g_mutex_lock(&p->reorder_lock);
+  g_hash_table_insert(p->reorder, &r->index, r);
+  if (r->index == p->next_index)
+    g_cond_signal(&p->reorder_cond);
+  g_mutex_unlock(&p->reorder_lock);
+}
+
+static gpointer
+worker_main(gpointer data)
+{
+  WorkerArg *arg = data;
+  InspPipeline *p = arg->p;
+  int w = arg->index;
+  g_free(arg);
+  insp_pipeline_block_signals();
+
+  InspScorer *cur = NULL;
+  gpointer state = NULL;
+  gboolean state_ok = FALSE;
+  for (;;) {
+    InspFrame *f = insp_frame_queue_pop(p->queue);
+    if (f == NULL)
+      break;
+    g_mutex_lock(&p->scorer_lock);
+    InspScorer *s = insp_scorer_ref(p->scorer);
+    g_mutex_unlock(&p->scorer_lock);
+
+    InspResult *r = g_new0(InspResult, 1);
+    r->frame = f;
+    r->index = f->index;
+    r->worker = w;
+    GError *err = NULL;
+    if (s != cur || !state_ok) {
+      if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
+        cur->funcs->worker_finalize(cur->data, state);
+      if (cur != s) {
+        insp_scorer_unref(cur);
+        cur = insp_scorer_ref(s);
+      }
+      state = NULL;
+      state_ok = TRUE;
+      if (s->funcs->worker_init != NULL) {
+        state = s->funcs->worker_init(s->data, w, &err);
+        state_ok = err == NULL;
+      }
+    }
+    if (state_ok)
+      r->ok = s->funcs->score(s->data, state, f, r, &err);
+    insp_scorer_unref(s);
+    if (!r->ok) {
+      if (err == NULL)
+        err = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_SCORE,
+                                  "the scorer failed without saying why");
+      r->error = err;
+      count(p, &p->stats.score_errors);
+    } else {
+      g_clear_error(&err);
+    }
+    r->done_mono_us = g_get_monotonic_time();
+    r->latency_ms = (double)(r->done_mono_us - f->mono_us) / 1000.0;
+    reorder_put(p, r);
+  }
+  if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
+    cur->funcs->worker_finalize(cur->data, state);
+  insp_scorer_unref(cur);
+
+  g_mutex_lock(&p->reorder_lock);
+  p->workers_alive--;
+  g_cond_broadcast(&p->reorder_cond);
+  g_mutex_unlock(&p->reorder_lock);
+  return NULL;
+}
+
+static gpointer
+results_main(gpointer data)
+{
+  InspPipeline *p = data;
+  insp_pipeline_block_signals();
+  for (;;) {
+    g_mutex_lock(&p->reorder_lock);
+    InspResult *r = NULL;
+    for (;;) {
+      guint64 key = p->next_index;
+      if (g_hash_table_steal_extended(p->reorder, &key, NULL, (gpointer *)&r))
+        break;
+      if (p->workers_alive == 0)
+        break;
+      g_cond_wait(&p->reorder_cond, &p->reorder_lock);
+    }
+    if (r != NULL)
+      p->next_index++;
+    g_mutex_unlock(&p->reorder_lock);
+    if (r == NULL)
+      break;
+    if (p->cb.result != NULL)
+      p->cb.result(p, r, p->cb.user_data);
+    g_mutex_lock(&p->stats_lock);
+    p->stats.frames_inspected++;
+    p->done_times[p->n_done_times % FPS_WINDOW] = g_get_monotonic_time();
+    p->n_done_times++;
+    g_mutex_unlock(&p->stats_lock);
+    insp_result_free(r);
+  }
+  return NULL;
+}
+
+/* ---- the own control thread ("insp-bus") ----------------------------------------- */
+
+static gpointer
+bus_main(gpointer data)
+{
+  InspPipeline *p = data;
+  insp_pipeline_block_signals();
+  g_main_context_push_thread_default(p->ctx);
+  g_main_loop_run(p->own_loop);
+  g_main_context_pop_thread_default(p->ctx);
+  return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+gboolean
+insp_pipeline_start(InspPipeline *p, GError **error)
+{
+  g_return_val_if_fail(p != NULL, FALSE);
+  g_return_val_if_fail(!p->running, FALSE);
+  if (!setup_capture(p, error)) {
+    teardown_capture(p);
+    return FALSE;
+  }
+  p->running = TRUE;
+  p->workers_alive = p->opt.workers;
+  p->workers = g_new0(GThread *, p->opt.workers);
+  for (guint i = 0; i < p->opt.workers; i++) {
+    WorkerArg *arg = g_new0(WorkerArg, 1);
+    arg->p = p;
+    arg->index = (int)i;
+    g_autofree char *name = g_strdup_printf("insp-worker-%u", i);
+    p->workers[i] = g_thread_new(name, worker_main, arg);
+  }
+  p->results_thread = g_thread_new("insp-results", results_main, p);
+  queue_play(p);
+  if (p->cb.context == NULL) {
+    p->own_loop = g_main_loop_new(p->ctx, FALSE);
+    p->bus_thread = g_thread_new("insp-bus", bus_main, p);
+  }
+  return TRUE;
+}
+
+void
+insp_pipeline_stop(InspPipeline *p, gboolean drain)
+{
+  g_return_if_fail(p != NULL);
+  if (!p->running)
+    return;
+  if (p->bus_thread != NULL) {
+    g_main_loop_quit(p->own_loop);
+    g_thread_join(p->bus_thread);
+    p->bus_thread = NULL;
+    g_clear_pointer(&p->own_loop, g_main_loop_unref);
+  }
+  p->running = FALSE;
+  if (p->restart_source != NULL) {
+    g_source_destroy(p->restart_source);
+    g_clear_pointer(&p->restart_source, g_source_unref);
+  }
+  if (drain) {
+    /* Close first so a blocked appsink push fails instead of waiting. */
+    insp_frame_queue_close(p->queue);
+    teardown_capture(p);
+  } else {
+    insp_frame_queue_set_flushing(p->queue, TRUE);
+    teardown_capture(p);
+  }
+  for (guint i = 0; i < p->opt.workers; i++)
+    g_thread_join(p->workers[i]);
+  g_clear_pointer(&p->workers, g_free);
+  g_thread_join(p->results_thread);
+  p->results_thread = NULL;
+
+  g_mutex_lock(&p->trig_lock);
+  GQueue pending = p->triggers;
+  g_queue_init(&p->triggers);
+  g_mutex_unlock(&p->trig_lock);
+  g_queue_clear_full(&pending, (GDestroyNotify)trigger_free);
+}
+
+void
+insp_pipeline_free(InspPipeline *p)
+{
+  if (p == NULL)
+    return;
+  insp_pipeline_stop(p, FALSE);
+  teardown_capture(p);
+  insp_frame_queue_free(p->queue);
+  insp_scorer_unref(p->scorer);
+  g_hash_table_unref(p->reorder);
+  if (p->files != NULL)
+    g_ptr_array_unref(p->files);
+  g_free(p->last_delivered);
+  g_array_unref(p->controls);
+  g_free(p->device);
+  g_free(p->camera);
+  g_free(p->uri);
+  g_free(p->location);
+  g_free(p->pipeline_desc);
+  g_main_context_unref(p->ctx);
+  g_mutex_clear(&p->scorer_lock);
+  g_mutex_clear(&p->reorder_lock);
+  g_cond_clear(&p->reorder_cond);
+  g_mutex_clear(&p->files_lock);
+  g_cond_clear(&p->files_cond);
+  g_mutex_clear(&p->trig_lock);
+  g_mutex_clear(&p->stats_lock);
+  g_free(p);
+}
+
+/* ---- triggers ---------------------------------------------------------------------- */
+
+typedef struct {
+  InspPipeline *p;
+  guint64 id;
+} TimeoutArg;
+
+static gboolean
+on_trigger_timeout(gpointer data)
+{
+  TimeoutArg *a = data;
+  InspPipeline *p = a->p;
+  char *part_id = NULL;
+  g_mutex_lock(&p->trig_lock);
+  GList *link = p->triggers.head;
+  while (link != NULL && ((Trigger *)link->data)->id != a->id)
+    link = link->next;
+  if (link != NULL) {
+    Trigger *t = link->data;
+    g_queue_delete_link(&p->triggers, link);
+    part_id = g_steal_pointer(&t->part_id);
+    trigger_free(t); /* destroys this source, which is allowed while it runs */
+  }
+  g_mutex_unlock(&p->trig_lock);
+  if (part_id != NULL) {
+    count(p, &p->stats.trigger_timeouts);
+    if (p->cb.trigger_timeout != NULL)
+      p->cb.trigger_timeout(p, part_id, p->cb.user_data);
+    g_free(part_id);
+  }
+  return G_SOURCE_REMOVE;
+}
+
+gboolean
+insp_pipeline_trigger(InspPipeline *p, const char *part_id, GError **error)
+{
+  g_return_val_if_fail(p != NULL, FALSE);
+  g_return_val_if_fail(part_id != NULL, FALSE);
+  if (p->opt.trigger != INSP_TRIGGER_EXTERNAL) {
+    g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER,
+                "trigger for part %s refused: the pipeline is in free-running mode", part_id);
+    return FALSE;
+  }
+  g_mutex_lock(&p->trig_lock);
+  if (p->triggers.length >= INSP_PIPELINE_MAX_TRIGGERS) {
+    g_mutex_unlock(&p->trig_lock);
+    g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER,
+                "trigger for part %s refused: %d triggers are already waiting for a frame",
+                part_id, INSP_PIPELINE_MAX_TRIGGERS);
+    return FALSE;
+  }
+  Trigger *t = g_new0(Trigger, 1);
+  t->part_id = g_strdup(part_id);
+  t->mono_us = g_get_monotonic_time();
+  t->id = p->next_trigger_id++;
+  TimeoutArg *a = g_new0(TimeoutArg, 1);
+  a->p = p;
+  a->id = t->id;
+  t->timeout = g_timeout_source_new(p->opt.timeout_ms);
+  g_source_set_callback(t->timeout, on_trigger_timeout, a, g_free);
+  g_queue_push_tail(&p->triggers, t);
+  g_source_attach(t->timeout, p->ctx);
+  g_mutex_unlock(&p->trig_lock);
+  return TRUE;
+}
+
+void
+insp_pipeline_set_scorer(InspPipeline *p, InspScorer *scorer)
+{
+  g_return_if_fail(p != NULL && scorer != NULL);
+  insp_scorer_ref(scorer);
+  g_mutex_lock(&p->scorer_lock);
+  InspScorer *old = p->scorer;
+  p->scorer = scorer;
+  g_mutex_unlock(&p->scorer_lock);
+  insp_scorer_unref(old);
+}
+
+void
+insp_pipeline_get_stats(InspPipeline *p, InspPipelineStats *out)
+{
+  g_return_if_fail(p != NULL && out != NULL);
+  g_mutex_lock(&p->stats_lock);
+  *out = p->stats;
+  guint n = MIN(p->n_done_times, FPS_WINDOW);
+  gint64 now = g_get_monotonic_time();
+  out->fps = 0;
+  if (n >= 2) {
+    gint64 last = p->done_times[(p->n_done_times - 1) % FPS_WINDOW];
+    gint64 first = p->done_times[(p->n_done_times - n) % FPS_WINDOW];
+    if (last > first && now - last < 5 * G_USEC_PER_SEC)
+      out->fps = (double)(n - 1) * G_USEC_PER_SEC / (double)(last - first);
+  }
+  g_mutex_unlock(&p->stats_lock);
+  out->frames_dropped = insp_frame_queue_get_dropped(p->queue);
+  out->queue_depth = insp_frame_queue_get_depth(p->queue);
+}
