@@ -517,7 +517,9 @@ insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, cons
   gboolean ok = build(&b, arch);
   b.st = st;
   if (!ok || b.error != NULL) {
-    if (b.error != NULL)
+    if (b.error != NULL && strstr(b.error->message, insp_safetensors_get_path(st)) != NULL)
+      g_propagate_error(error, g_steal_pointer(&b.error));
+    else if (b.error != NULL)
       g_propagate_prefixed_error(error, g_steal_pointer(&b.error), "%s: ",
                                  insp_safetensors_get_path(st));
     else
