@@ -87,6 +87,11 @@ gboolean insp_bb_has(InspBbBuilder *b, const char *name);
 /* Shape of an existing tensor, or NULL. */
 const InspTensorInfo *insp_bb_info(InspBbBuilder *b, const char *name);
 
+/* Multiply-adds x 2 of the conv and depthwise layers run by a forward up to
+ * stage @last (NULL: all) on a @height x @width input; 0 if the input is too
+ * small. For benchmarks. */
+double insp_bb_count_flops(const InspBackbone *bb, int height, int width, const char *last);
+
 /* Architecture files. */
 gboolean insp_bb_build_mobilenetv2(InspBbBuilder *b);
 gboolean insp_bb_build_resnet(InspBbBuilder *b, const char *arch);

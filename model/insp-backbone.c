@@ -930,3 +930,29 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
   }
   return last_stage + 1;
 }
+
+double
+insp_bb_count_flops(const InspBackbone *bb, int height, int width, const char *last)
+{
+  g_autoptr(InspBackboneScratch) s = insp_backbone_scratch_new(bb, height, width, NULL);
+  int last_value = -1;
+  double flops = 0;
+
+  if (s == NULL)
+    return 0;
+  for (guint i = 0; i < bb->stages->len; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+    last_value = st->value;
+    if (last != NULL && g_str_equal(st->name, last))
+      break;
+  }
+  for (int i = 0; i < last_value; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    double out = (double)s->geom[i].oh * s->geom[i].ow;
+    if (l->kind == INSP_BB_CONV)
+      flops += 2.0 * l->cin * l->k * l->k * l->cout * out;
+    else if (l->kind == INSP_BB_DW3)
+      flops += 2.0 * 9 * l->cin * out;
+  }
+  return flops;
+}
