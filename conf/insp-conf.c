@@ -679,6 +679,7 @@ typedef struct {
   InspConfig *cfg;
   GPtrArray *problems;  /* of InspConfigProblem */
   GHashTable *origins;  /* "section\nkey" -> Origin */
+  GHashTable *bad;      /* "section\nkey" of values that were rejected */
   const char *main_file;
 } Loader;
 
@@ -1008,6 +1009,7 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
       }
       if (!store_value(L->cfg, k, raw, base_dir, reason)) {
         add_problem(L, file, line, section, key, reason->str);
+        g_hash_table_add(L->bad, g_steal_pointer(&id));
         continue;
       }
       {
@@ -1174,6 +1176,16 @@ source_name(const InspConfig *cfg)
   return choice_name(source_choices, (int) cfg->camera.source);
 }
 
+/* Whether a file gave [section] key a value that was rejected: rules about
+ * that key would only repeat the problem. */
+static gboolean
+was_rejected(Loader *L, const char *section, const char *key)
+{
+  g_autofree char *id = g_strconcat(section, "\n", key, NULL);
+
+  return g_hash_table_contains(L->bad, id);
+}
+
 static void
 check_rules(Loader *L)
 {
@@ -1191,31 +1203,37 @@ check_rules(Loader *L)
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(needs); i++) {
-    if (src == needs[i].source && needs[i].value[0] == '\0') {
+    if (src == needs[i].source && needs[i].value[0] == '\0' &&
+        !was_rejected(L, "camera", needs[i].key)) {
       g_autofree char *reason =
         g_strdup_printf("required when [camera] source = %s", source_name(cfg));
 
       add_problem(L, origin_file(L, "camera", "source"), 0, "camera", needs[i].key, reason);
     }
   }
-  if ((cfg->camera.width == 0) != (cfg->camera.height == 0)) {
+  if ((cfg->camera.width == 0) != (cfg->camera.height == 0) &&
+      !was_rejected(L, "camera", "width") && !was_rejected(L, "camera", "height")) {
     const char *set = cfg->camera.width ? "width" : "height";
     const char *unset = cfg->camera.width ? "height" : "width";
     g_autofree char *reason = g_strdup_printf("required when [camera] %s is set", set);
 
     add_problem(L, origin_file(L, "camera", set), 0, "camera", unset, reason);
   }
-  if (cfg->mqtt.tls_cert[0] != '\0' && cfg->mqtt.tls_key[0] == '\0')
+  if (cfg->mqtt.tls_cert[0] != '\0' && cfg->mqtt.tls_key[0] == '\0' &&
+      !was_rejected(L, "mqtt", "tls_key"))
     add_problem(L, origin_file(L, "mqtt", "tls_cert"), 0, "mqtt", "tls_key",
                 "required when [mqtt] tls_cert is set");
-  if (cfg->mqtt.tls_key[0] != '\0' && cfg->mqtt.tls_cert[0] == '\0')
+  if (cfg->mqtt.tls_key[0] != '\0' && cfg->mqtt.tls_cert[0] == '\0' &&
+      !was_rejected(L, "mqtt", "tls_cert"))
     add_problem(L, origin_file(L, "mqtt", "tls_key"), 0, "mqtt", "tls_cert",
                 "required when [mqtt] tls_key is set");
   if (cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT &&
-      (cfg->mqtt.host[0] == '\0' || !cfg->mqtt.commands))
+      (cfg->mqtt.host[0] == '\0' || !cfg->mqtt.commands) && !was_rejected(L, "mqtt", "host") &&
+      !was_rejected(L, "mqtt", "commands"))
     key_problem(L, "trigger", "mode",
                 "mqtt needs MQTT enabled ([mqtt] host set) and [mqtt] commands = true");
-  if (cfg->model.path[0] == '\0' && src != INSP_CONFIG_CAMERA_SOURCE_TEST) {
+  if (cfg->model.path[0] == '\0' && src != INSP_CONFIG_CAMERA_SOURCE_TEST &&
+      !was_rejected(L, "model", "path")) {
     g_autofree char *reason = g_strdup_printf(
       "required when [camera] source = %s (only source = test runs the demo model)",
       source_name(cfg));
@@ -1257,6 +1275,7 @@ loader_init(Loader *L, const char *main_file)
   L->cfg = config_new_defaults();
   L->problems = g_ptr_array_new_with_free_func((GDestroyNotify) insp_config_problem_free);
   L->origins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) origin_free);
+  L->bad = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   L->main_file = main_file;
 }
 
@@ -1265,6 +1284,7 @@ loader_clear(Loader *L)
 {
   g_ptr_array_unref(L->problems);
   g_hash_table_unref(L->origins);
+  g_hash_table_unref(L->bad);
 }
 
 InspConfig *
