@@ -84,14 +84,17 @@ linear_index(float scale, int dst, int in, int *i0, int *i1, float *l1)
 #define RESIZE_CHUNK 256
 
 /* x [c,h,w] -> y [c,oh,ow]. Columns are processed in chunks whose source
- * indices and weights live on the stack, so nothing is allocated. */
+ * indices and weights live on the stack, so nothing is allocated. Within a
+ * chunk, the two source rows are interpolated horizontally once per change
+ * of source row pair (every ~oh/h output rows when upsampling), and each
+ * output row is then a vectorisable blend of the two. */
 void
 insp_ops_resize_bilinear(const float *x, int c, int h, int w, int oh, int ow, float *y)
 {
   g_return_if_fail(x != NULL && y != NULL && c >= 0 && h > 0 && w > 0 && oh >= 0 && ow >= 0);
   const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
   int cx0[RESIZE_CHUNK], cx1[RESIZE_CHUNK];
-  float cl0[RESIZE_CHUNK], cl1[RESIZE_CHUNK];
+  float cl0[RESIZE_CHUNK], cl1[RESIZE_CHUNK], h0[RESIZE_CHUNK], h1[RESIZE_CHUNK];
 
   for (int xs = 0; xs < ow; xs += RESIZE_CHUNK) {
     int n = MIN(RESIZE_CHUNK, ow - xs);
@@ -102,16 +105,24 @@ insp_ops_resize_bilinear(const float *x, int c, int h, int w, int oh, int ow, fl
     for (int ch = 0; ch < c; ch++) {
       const float *xp = x + (gsize)ch * h * w;
       float *yp = y + (gsize)ch * oh * ow;
+      int have0 = -1, have1 = -1;
       for (int oy = 0; oy < oh; oy++) {
         int y0, y1;
         float ly1;
         linear_index(sy, oy, h, &y0, &y1, &ly1);
         const float ly0 = 1.0f - ly1;
-        const float *r0 = xp + (gsize)y0 * w, *r1 = xp + (gsize)y1 * w;
+        if (y0 != have0 || y1 != have1) {
+          const float *r0 = xp + (gsize)y0 * w, *r1 = xp + (gsize)y1 * w;
+          for (int i = 0; i < n; i++) {
+            h0[i] = cl0[i] * r0[cx0[i]] + cl1[i] * r0[cx1[i]];
+            h1[i] = cl0[i] * r1[cx0[i]] + cl1[i] * r1[cx1[i]];
+          }
+          have0 = y0;
+          have1 = y1;
+        }
         float *yr = yp + (gsize)oy * ow + xs;
         for (int i = 0; i < n; i++)
-          yr[i] = ly0 * (cl0[i] * r0[cx0[i]] + cl1[i] * r0[cx1[i]]) +
-                  ly1 * (cl0[i] * r1[cx0[i]] + cl1[i] * r1[cx1[i]]);
+          yr[i] = ly0 * h0[i] + ly1 * h1[i];
       }
     }
   }
