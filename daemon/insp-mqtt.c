@@ -1,0 +1,1692 @@
+/* MQTT client of the daemon (libmosquitto, MQTT v5).
+ *
+ * DESIGN. Three kinds of thread enter this file:
+ *  - callers (the result thread, the main loop): publish_result/status/event/
+ *    snapshot, command replies, set_masks, get_stats;
+ *  - "insp-mqtt-net", ours: drives libmosquitto with mosquitto_loop() and
+ *    reconnects with capped exponential backoff (min_s * 2^n, at most max_s).
+ *    We do not use mosquitto_loop_start(): its loop_forever() gives up for
+ *    good on "fatal" errors, which include a v5 CONNACK refusal and TLS
+ *    failures, and a daemon must keep retrying. All libmosquitto callbacks
+ *    (on_connect, on_disconnect, on_publish, on_message) run here;
+ *  - "insp-mqtt-pump", ours: moves spooled messages to the broker in
+ *    (seq, kind) order, at most WINDOW unacknowledged at a time, and flushes
+ *    events queued while offline.
+ * Command handlers and the connection handler never run on these threads:
+ * they are marshalled to the daemon's GMainContext (g_main_context_invoke).
+ *
+ * Delivery: results, replies and masks with QoS > 0 are written to the spool
+ * before they are published and deleted only when the PUBACK arrives with a
+ * success reason code (< 0x80; an error code drops the message, counted as
+ * rejected). A crash between the broker's PUBACK and the deletion resends the
+ * message after the next start, so delivery is AT LEAST ONCE, in seq order;
+ * consumers dedupe on (station, seq). QoS 0 messages skip the spool while the
+ * connection is up and nothing older waits in it.
+ *
+ * Order across a reconnect: libmosquitto keeps unacknowledged QoS > 0
+ * messages and resends them itself right after the CONNACK, after our
+ * on_connect ran. So when messages of an earlier connection are still
+ * unacknowledged, the pump holds new ones back (the "barrier") until those
+ * are acknowledged, or for at most BARRIER_TIMEOUT, after which they are
+ * re-read from the spool and sent again.
+ *
+ * Locking: `lock` guards all mutable state below it in the struct; every
+ * mosquitto_publish_v5() is made with it held, so a PUBACK (on the net
+ * thread, which takes `lock` in on_publish) can never overtake the record of
+ * its mid. libmosquitto invokes our callbacks with none of the locks a
+ * publisher needs. Handlers are never called with `lock` held.
+ *
+ * Lifetime: InspMqtt is reference-counted inside; pending main-context
+ * dispatches and commands hold references, and check `stopping` so nothing
+ * reaches the daemon after insp_mqtt_free().
+ */
+#include "insp-mqtt.h"
+
+#include <errno.h>
+#include <math.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <signal.h>
+#include <string.h>
+
+#include "insp-spool.h"
+
+#define WINDOW 64                   /* unacknowledged spooled messages in flight */
+#define EVENT_QUEUE_MAX 32          /* events kept while offline */
+#define TRIGGER_MAP_MAX 1024        /* triggers waiting for their part's result */
+#define BARRIER_TIMEOUT_US (10 * G_USEC_PER_SEC)
+#define PUMP_TICK_US (500 * G_TIME_SPAN_MILLISECOND)
+#define JSON_MAX_DEPTH 4
+#define COMMAND_NAME_MAX 32
+
+G_DEFINE_QUARK(insp-mqtt-error-quark, insp_mqtt_error)
+
+struct _InspMqttCommand {
+  gint ref;
+  InspMqttCommandKind kind;
+  char *name;
+  char *part_id;
+  gboolean has_threshold, has_pixel_threshold;
+  double threshold, pixel_threshold;
+  char *response_topic; /* v5 response topic, NULL: the fallback reply topic */
+  GBytes *correlation;
+  gint replied;
+};
+
+typedef struct {
+  guint64 spool_id;
+  int qos;
+  guint generation; /* connection it was sent on */
+} Inflight;
+
+typedef struct {
+  char *topic;
+  GBytes *correlation;
+} PendingTrigger;
+
+struct _InspMqtt {
+  gint ref;
+  /* Immutable after insp_mqtt_new(). */
+  char *host;
+  int port;
+  char *client_id;
+  char *username;
+  char *password;
+  int qos;
+  int keepalive;
+  char *station;
+  gboolean commands;
+  guint reconnect_min_s, reconnect_max_s;
+  char *t_base, *t_result, *t_mask, *t_status, *t_event, *t_snapshot, *t_cmd_sub, *t_cmd_base;
+  GMainContext *context;
+  InspSpool *spool;
+  gint64 start_time;
+  gint masks; /* atomic InspMqttMasks */
+
+  InspMqttCommandFunc cmd_func;
+  gpointer cmd_data;
+  GDestroyNotify cmd_destroy;
+  InspMqttConnectionFunc conn_func;
+  gpointer conn_data;
+  GDestroyNotify conn_destroy;
+
+  GThread *net_thread, *pump_thread;
+
+  GMutex lock;
+  GCond cond;
+  struct mosquitto *mosq; /* NULL once destroyed */
+  gboolean started;
+  gboolean stopping;  /* pump exits; no more dispatch to the daemon */
+  gboolean net_stop;  /* net thread exits */
+  gboolean connected;
+  gboolean kick;      /* work for the pump */
+  gboolean barrier;
+  gint64 connect_time;
+  guint generation;
+  guint reconnects;   /* since the last successful CONNACK */
+  GHashTable *inflight; /* mid -> Inflight */
+  GQueue events;        /* GBytes payloads waiting for a connection */
+  GHashTable *triggers; /* part_id -> PendingTrigger */
+  GQueue trigger_order; /* part ids, oldest first */
+  gboolean have_status;
+  InspMqttStatus status;
+  char *status_model;
+  int offline_mid;      /* mid of the final offline status, 0 when none */
+  gboolean offline_acked;
+  int last_reason;
+  guint64 published, rejected, events_dropped, n_commands;
+};
+
+static void mqtt_unref(InspMqtt *mqtt);
+
+static InspMqtt *
+mqtt_ref(InspMqtt *mqtt)
+{
+  g_atomic_int_inc(&mqtt->ref);
+  return mqtt;
+}
+
+/* ---------- options ---------- */
+
+void
+insp_mqtt_options_init(InspMqttOptions *opts)
+{
+  g_return_if_fail(opts != NULL);
+  memset(opts, 0, sizeof *opts);
+  opts->host = "localhost";
+  opts->qos = 1;
+  opts->keepalive = 30;
+  opts->topic_prefix = "inspectd";
+  opts->masks = INSP_MQTT_MASKS_FAIL;
+  opts->commands = TRUE;
+  opts->spool_max_mb = 100;
+  opts->reconnect_min_s = 1;
+  opts->reconnect_max_s = 30;
+}
+
+static gboolean
+topic_part_ok(const char *s, gboolean allow_slash)
+{
+  if (s == NULL || *s == '\0' || !g_utf8_validate(s, -1, NULL) || strlen(s) > 1024)
+    return FALSE;
+  for (const char *p = s; *p; p++)
+    if (*p == '+' || *p == '#' || (!allow_slash && *p == '/') || (guchar)*p < 0x20)
+      return FALSE;
+  if (allow_slash && (s[0] == '/' || s[strlen(s) - 1] == '/'))
+    return FALSE;
+  return TRUE;
+}
+
+/* Reads a whole small file, naming it in the error. */
+static char *
+read_named_file(const char *what, const char *path, gsize *len, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  char *data = NULL;
+
+  if (!g_file_get_contents(path, &data, len, &local)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_FILE, "cannot read %s file '%s': %s", what,
+                path, local->message);
+    return NULL;
+  }
+  return data;
+}
+
+/* ---------- JSON helpers ---------- */
+
+static GBytes *
+json_object_to_bytes(JsonObject *obj)
+{
+  g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
+  g_autoptr(JsonGenerator) gen = json_generator_new();
+  gsize len = 0;
+  char *data;
+
+  json_node_set_object(node, obj);
+  json_generator_set_root(gen, node);
+  data = json_generator_to_data(gen, &len);
+  return g_bytes_new_take(data, len);
+}
+
+static void
+obj_set_double(JsonObject *o, const char *key, double v)
+{
+  if (isfinite(v))
+    json_object_set_double_member(o, key, v);
+  else
+    json_object_set_null_member(o, key);
+}
+
+static void
+object_merge(JsonObject *dst, JsonObject *src)
+{
+  g_autoptr(GList) members = NULL;
+
+  if (src == NULL)
+    return;
+  members = json_object_get_members(src);
+  for (GList *l = members; l != NULL; l = l->next) {
+    const char *k = l->data;
+    if (json_object_has_member(dst, k))
+      continue; /* the fixed keys win */
+    json_object_set_member(dst, k, json_node_copy(json_object_get_member(src, k)));
+  }
+}
+
+/* ---------- command parsing (no I/O; fuzz entry point) ---------- */
+
+InspMqttCommand *
+insp_mqtt_command_ref(InspMqttCommand *cmd)
+{
+  g_return_val_if_fail(cmd != NULL, NULL);
+  g_atomic_int_inc(&cmd->ref);
+  return cmd;
+}
+
+void
+insp_mqtt_command_unref(InspMqttCommand *cmd)
+{
+  if (cmd == NULL || !g_atomic_int_dec_and_test(&cmd->ref))
+    return;
+  g_free(cmd->name);
+  g_free(cmd->part_id);
+  g_free(cmd->response_topic);
+  g_clear_pointer(&cmd->correlation, g_bytes_unref);
+  g_free(cmd);
+}
+
+InspMqttCommandKind
+insp_mqtt_command_get_kind(const InspMqttCommand *cmd)
+{
+  g_return_val_if_fail(cmd != NULL, INSP_MQTT_COMMAND_TRIGGER);
+  return cmd->kind;
+}
+
+const char *
+insp_mqtt_command_get_name(const InspMqttCommand *cmd)
+{
+  g_return_val_if_fail(cmd != NULL, NULL);
+  return cmd->name;
+}
+
+const char *
+insp_mqtt_command_get_part_id(const InspMqttCommand *cmd)
+{
+  g_return_val_if_fail(cmd != NULL, NULL);
+  return cmd->part_id;
+}
+
+gboolean
+insp_mqtt_command_get_threshold(const InspMqttCommand *cmd, double *value)
+{
+  g_return_val_if_fail(cmd != NULL, FALSE);
+  if (cmd->has_threshold && value != NULL)
+    *value = cmd->threshold;
+  return cmd->has_threshold;
+}
+
+gboolean
+insp_mqtt_command_get_pixel_threshold(const InspMqttCommand *cmd, double *value)
+{
+  g_return_val_if_fail(cmd != NULL, FALSE);
+  if (cmd->has_pixel_threshold && value != NULL)
+    *value = cmd->pixel_threshold;
+  return cmd->has_pixel_threshold;
+}
+
+static gboolean G_GNUC_PRINTF(2, 3)
+cmd_fail(GError **error, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  g_set_error_literal(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND, "");
+  if (error != NULL && *error != NULL) {
+    g_free((*error)->message);
+    (*error)->message = g_strdup_vprintf(fmt, ap);
+  }
+  va_end(ap);
+  return FALSE;
+}
+
+/* Nesting depth of [ and { outside strings: json-glib recurses, so deep
+ * nesting is refused before it parses. */
+static int
+json_depth(const char *s, gsize n)
+{
+  int depth = 0, max = 0;
+  gboolean in_str = FALSE;
+
+  for (gsize i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_str = FALSE;
+    } else if (c == '"') {
+      in_str = TRUE;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max)
+        max = depth;
+    } else if (c == '}' || c == ']') {
+      depth--;
+    }
+  }
+  return max;
+}
+
+static void
+count_member(JsonParser *parser, JsonObject *object, char *name, gpointer data)
+{
+  (*(guint *)data)++;
+}
+
+/* Parses a flat JSON object: no duplicate keys, scalar values only. */
+static JsonObject *
+parse_flat_object(const char *text, gsize n, GError **error)
+{
+  g_autoptr(JsonParser) parser = NULL;
+  g_autoptr(GError) local = NULL;
+  JsonNode *root;
+  JsonObject *obj;
+  g_autoptr(GList) members = NULL;
+  guint n_members = 0;
+
+  if (json_depth(text, n) > JSON_MAX_DEPTH) {
+    cmd_fail(error, "payload nests too deeply");
+    return NULL;
+  }
+  parser = json_parser_new_immutable();
+  g_signal_connect(parser, "object-member", G_CALLBACK(count_member), &n_members);
+  if (!json_parser_load_from_data(parser, text, (gssize)n, &local)) {
+    cmd_fail(error, "payload is not valid JSON: %s", local->message);
+    return NULL;
+  }
+  root = json_parser_get_root(parser);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
+    cmd_fail(error, "payload must be a JSON object");
+    return NULL;
+  }
+  obj = json_node_get_object(root);
+  if (n_members != json_object_get_size(obj)) {
+    cmd_fail(error, "payload has a duplicate key");
+    return NULL;
+  }
+  members = json_object_get_members(obj);
+  for (GList *l = members; l != NULL; l = l->next) {
+    JsonNode *v = json_object_get_member(obj, l->data);
+    if (!JSON_NODE_HOLDS_VALUE(v) && !JSON_NODE_HOLDS_NULL(v)) {
+      cmd_fail(error, "key '%s' must hold a number or a string", (const char *)l->data);
+      return NULL;
+    }
+  }
+  return json_object_ref(obj);
+}
+
+static gboolean
+part_id_ok(const char *s, GError **error)
+{
+  gsize n = strlen(s);
+
+  if (n == 0 || n > INSP_MQTT_PART_ID_MAX)
+    return cmd_fail(error, "part_id must be 1 to %d bytes", INSP_MQTT_PART_ID_MAX);
+  for (gsize i = 0; i < n; i++)
+    if ((guchar)s[i] < 0x20 || s[i] == 0x7f)
+      return cmd_fail(error, "part_id contains a control character");
+  return TRUE;
+}
+
+static gboolean
+parse_trigger(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
+{
+  if (n == 0)
+    return TRUE;
+  if (text[0] == '{') {
+    g_autoptr(JsonObject) obj = parse_flat_object(text, n, error);
+    g_autoptr(GList) members = NULL;
+    if (obj == NULL)
+      return FALSE;
+    members = json_object_get_members(obj);
+    for (GList *l = members; l != NULL; l = l->next)
+      if (strcmp(l->data, "part_id") != 0)
+        return cmd_fail(error, "unknown key '%s'", (const char *)l->data);
+    if (json_object_has_member(obj, "part_id")) {
+      JsonNode *v = json_object_get_member(obj, "part_id");
+      GType t = json_node_get_value_type(v);
+      if (JSON_NODE_HOLDS_NULL(v))
+        return TRUE;
+      if (t == G_TYPE_STRING)
+        cmd->part_id = g_strdup(json_node_get_string(v));
+      else if (t == G_TYPE_INT64)
+        cmd->part_id = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v));
+      else
+        return cmd_fail(error, "part_id must be a string or an integer");
+      return part_id_ok(cmd->part_id, error);
+    }
+    return TRUE;
+  }
+  if (text[0] == '"') {
+    g_autoptr(JsonParser) parser = json_parser_new_immutable();
+    JsonNode *root;
+    if (!json_parser_load_from_data(parser, text, (gssize)n, NULL)
+        || (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_VALUE(root)
+        || json_node_get_value_type(root) != G_TYPE_STRING)
+      return cmd_fail(error, "part_id is not a valid JSON string");
+    cmd->part_id = g_strdup(json_node_get_string(root));
+    return part_id_ok(cmd->part_id, error);
+  }
+  cmd->part_id = g_strndup(text, n);
+  return part_id_ok(cmd->part_id, error);
+}
+
+static gboolean
+threshold_value(const char *key, JsonNode *v, double *out, GError **error)
+{
+  GType t;
+
+  if (!JSON_NODE_HOLDS_VALUE(v))
+    return cmd_fail(error, "%s must be a number", key);
+  t = json_node_get_value_type(v);
+  if (t == G_TYPE_INT64)
+    *out = (double)json_node_get_int(v);
+  else if (t == G_TYPE_DOUBLE)
+    *out = json_node_get_double(v);
+  else
+    return cmd_fail(error, "%s must be a number", key);
+  if (!isfinite(*out) || *out < INSP_MQTT_THRESHOLD_MIN || *out > INSP_MQTT_THRESHOLD_MAX)
+    return cmd_fail(error, "%s %g is out of range [%g, %g]", key, *out, INSP_MQTT_THRESHOLD_MIN,
+                    INSP_MQTT_THRESHOLD_MAX);
+  return TRUE;
+}
+
+static gboolean
+parse_threshold(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
+{
+  if (n == 0)
+    return cmd_fail(error, "threshold needs a number or {\"threshold\":…, \"pixel_threshold\":…}");
+  if (text[0] == '{') {
+    g_autoptr(JsonObject) obj = parse_flat_object(text, n, error);
+    g_autoptr(GList) members = NULL;
+    if (obj == NULL)
+      return FALSE;
+    members = json_object_get_members(obj);
+    for (GList *l = members; l != NULL; l = l->next)
+      if (strcmp(l->data, "threshold") != 0 && strcmp(l->data, "pixel_threshold") != 0)
+        return cmd_fail(error, "unknown key '%s'", (const char *)l->data);
+    if (json_object_has_member(obj, "threshold")) {
+      if (!threshold_value("threshold", json_object_get_member(obj, "threshold"), &cmd->threshold,
+                           error))
+        return FALSE;
+      cmd->has_threshold = TRUE;
+    }
+    if (json_object_has_member(obj, "pixel_threshold")) {
+      if (!threshold_value("pixel_threshold", json_object_get_member(obj, "pixel_threshold"),
+                           &cmd->pixel_threshold, error))
+        return FALSE;
+      cmd->has_pixel_threshold = TRUE;
+    }
+    if (!cmd->has_threshold && !cmd->has_pixel_threshold)
+      return cmd_fail(error, "threshold needs \"threshold\" or \"pixel_threshold\"");
+    return TRUE;
+  } else {
+    g_autofree char *s = g_strndup(text, n);
+    char *end = NULL;
+    double v;
+    if (!(g_ascii_isdigit(s[0]) || s[0] == '-' || s[0] == '+' || s[0] == '.'))
+      return cmd_fail(error, "threshold must be a number");
+    errno = 0;
+    v = g_ascii_strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE)
+      return cmd_fail(error, "threshold must be a number");
+    if (!isfinite(v) || v < INSP_MQTT_THRESHOLD_MIN || v > INSP_MQTT_THRESHOLD_MAX)
+      return cmd_fail(error, "threshold %g is out of range [%g, %g]", v, INSP_MQTT_THRESHOLD_MIN,
+                      INSP_MQTT_THRESHOLD_MAX);
+    cmd->threshold = v;
+    cmd->has_threshold = TRUE;
+    return TRUE;
+  }
+}
+
+InspMqttCommand *
+insp_mqtt_parse_command(const char *name, const guint8 *payload, gsize length, GError **error)
+{
+  g_autoptr(InspMqttCommand) cmd = NULL;
+  const char *text = (const char *)payload;
+  gsize n = length;
+
+  g_return_val_if_fail(name != NULL, NULL);
+  g_return_val_if_fail(payload != NULL || length == 0, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  cmd = g_new0(InspMqttCommand, 1);
+  cmd->ref = 1;
+  if (strcmp(name, "trigger") == 0)
+    cmd->kind = INSP_MQTT_COMMAND_TRIGGER;
+  else if (strcmp(name, "threshold") == 0)
+    cmd->kind = INSP_MQTT_COMMAND_THRESHOLD;
+  else if (strcmp(name, "reload") == 0)
+    cmd->kind = INSP_MQTT_COMMAND_RELOAD;
+  else if (strcmp(name, "snapshot") == 0)
+    cmd->kind = INSP_MQTT_COMMAND_SNAPSHOT;
+  else {
+    if (strlen(name) <= COMMAND_NAME_MAX && g_utf8_validate(name, -1, NULL))
+      cmd_fail(error, "unknown command '%s' (trigger, threshold, reload, snapshot)", name);
+    else
+      cmd_fail(error, "unknown command (trigger, threshold, reload, snapshot)");
+    return NULL;
+  }
+  cmd->name = g_strdup(name);
+  if (length > INSP_MQTT_COMMAND_MAX_PAYLOAD) {
+    cmd_fail(error, "payload of %" G_GSIZE_FORMAT " bytes is too large (at most %d)", length,
+             INSP_MQTT_COMMAND_MAX_PAYLOAD);
+    return NULL;
+  }
+  /* reload and snapshot take no arguments; their payload is ignored. */
+  if (cmd->kind == INSP_MQTT_COMMAND_RELOAD || cmd->kind == INSP_MQTT_COMMAND_SNAPSHOT)
+    return g_steal_pointer(&cmd);
+  if (!g_utf8_validate_len(text, n, NULL)) {
+    cmd_fail(error, "payload is not UTF-8 text");
+    return NULL;
+  }
+  while (n > 0 && g_ascii_isspace(text[0])) {
+    text++;
+    n--;
+  }
+  while (n > 0 && g_ascii_isspace(text[n - 1]))
+    n--;
+  if (memchr(text, '\0', n) != NULL) {
+    cmd_fail(error, "payload contains a NUL byte");
+    return NULL;
+  }
+  if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER ? !parse_trigger(cmd, text, n, error)
+                                             : !parse_threshold(cmd, text, n, error))
+    return NULL;
+  return g_steal_pointer(&cmd);
+}
+
+/* ---------- dispatch to the daemon's main context ---------- */
+
+typedef struct {
+  InspMqtt *mqtt;
+  InspMqttCommand *cmd;
+  gboolean connected;
+  int reason;
+  char *message;
+} Dispatch;
+
+static void
+dispatch_free(gpointer data)
+{
+  Dispatch *d = data;
+
+  if (d->cmd)
+    insp_mqtt_command_unref(d->cmd);
+  mqtt_unref(d->mqtt);
+  g_free(d->message);
+  g_free(d);
+}
+
+static gboolean
+dispatch_command(gpointer data)
+{
+  Dispatch *d = data;
+  gboolean stopping;
+
+  g_mutex_lock(&d->mqtt->lock);
+  stopping = d->mqtt->stopping;
+  g_mutex_unlock(&d->mqtt->lock);
+  if (stopping)
+    return G_SOURCE_REMOVE;
+  if (d->mqtt->cmd_func == NULL)
+    insp_mqtt_command_reply_error(d->mqtt, d->cmd, "commands are not handled");
+  else
+    d->mqtt->cmd_func(d->mqtt, d->cmd, d->mqtt->cmd_data);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+dispatch_connection(gpointer data)
+{
+  Dispatch *d = data;
+  gboolean stopping;
+
+  g_mutex_lock(&d->mqtt->lock);
+  stopping = d->mqtt->stopping;
+  g_mutex_unlock(&d->mqtt->lock);
+  if (!stopping && d->mqtt->conn_func != NULL)
+    d->mqtt->conn_func(d->mqtt, d->connected, d->reason, d->message, d->mqtt->conn_data);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+post_connection(InspMqtt *mqtt, gboolean connected, int reason, const char *message)
+{
+  Dispatch *d;
+
+  if (mqtt->conn_func == NULL)
+    return;
+  d = g_new0(Dispatch, 1);
+  d->mqtt = mqtt_ref(mqtt);
+  d->connected = connected;
+  d->reason = reason;
+  d->message = g_strdup(message);
+  g_main_context_invoke_full(mqtt->context, G_PRIORITY_DEFAULT, dispatch_connection, d,
+                             dispatch_free);
+}
+
+/* ---------- publishing (all with `lock` held) ---------- */
+
+static int
+publish_locked(InspMqtt *mqtt, int *mid, const char *topic, GBytes *payload, int qos,
+               gboolean retain, const mosquitto_property *props)
+{
+  gsize len = 0;
+  const void *data = payload ? g_bytes_get_data(payload, &len) : NULL;
+
+  if (mqtt->mosq == NULL)
+    return MOSQ_ERR_NO_CONN;
+  if (len > G_MAXINT)
+    return MOSQ_ERR_PAYLOAD_SIZE;
+  return mosquitto_publish_v5(mqtt->mosq, mid, topic, (int)len, data, qos, retain, props);
+}
+
+static GBytes *
+status_payload_locked(InspMqtt *mqtt, InspMqttState state)
+{
+  static const char *const names[] = { "online", "degraded", "offline" };
+  g_autoptr(JsonObject) o = json_object_new();
+  g_autofree char *ts = insp_result_format_time(g_get_real_time());
+  InspSpoolStats ss;
+  const InspMqttStatus *s = &mqtt->status;
+
+  insp_spool_get_stats(mqtt->spool, &ss);
+  json_object_set_int_member(o, "v", 1);
+  json_object_set_string_member(o, "station", mqtt->station);
+  json_object_set_string_member(o, "ts", ts);
+  json_object_set_string_member(o, "state", names[state]);
+  if (mqtt->status_model != NULL)
+    json_object_set_string_member(o, "model", mqtt->status_model);
+  else
+    json_object_set_null_member(o, "model");
+  obj_set_double(o, "threshold", s->threshold);
+  obj_set_double(o, "fps", s->fps);
+  json_object_set_int_member(o, "frames", (gint64)s->frames);
+  json_object_set_int_member(o, "dropped", (gint64)s->dropped);
+  json_object_set_int_member(o, "pass", (gint64)s->pass);
+  json_object_set_int_member(o, "fail", (gint64)s->fail);
+  json_object_set_int_member(o, "spooled", ss.n_messages);
+  json_object_set_int_member(o, "uptime",
+                             (g_get_monotonic_time() - mqtt->start_time) / G_USEC_PER_SEC);
+  return json_object_to_bytes(o);
+}
+
+static int
+publish_status_locked(InspMqtt *mqtt, InspMqttState state, int *mid)
+{
+  g_autoptr(GBytes) payload = status_payload_locked(mqtt, state);
+  mosquitto_property *props = NULL;
+  int rc;
+
+  mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json");
+  rc = publish_locked(mqtt, mid, mqtt->t_status, payload, 1, TRUE, props);
+  mosquitto_property_free_all(&props);
+  return rc;
+}
+
+static void
+props_for_spooled(const InspSpoolMessage *msg, mosquitto_property **props)
+{
+  if (msg->kind == INSP_SPOOL_KIND_MASK) {
+    char seq[24];
+    g_snprintf(seq, sizeof seq, "%" G_GUINT64_FORMAT, msg->seq);
+    mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE, "image/png");
+    mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, "seq", seq);
+    mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, "part_id",
+                                       msg->part_id ? msg->part_id : seq);
+  } else {
+    mosquitto_property_add_byte(props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+    mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE, "application/json");
+    if (msg->correlation != NULL) {
+      gsize n = 0;
+      const void *p = g_bytes_get_data(msg->correlation, &n);
+      mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, p, (guint16)n);
+    }
+  }
+}
+
+/* Sends one spooled message; records its mid. Returns the libmosquitto code. */
+static int
+send_spooled_locked(InspMqtt *mqtt, InspSpoolMessage *msg)
+{
+  mosquitto_property *props = NULL;
+  int mid = 0, rc;
+
+  props_for_spooled(msg, &props);
+  rc = publish_locked(mqtt, &mid, msg->topic, msg->payload, msg->qos, FALSE, props);
+  mosquitto_property_free_all(&props);
+  if (rc == MOSQ_ERR_SUCCESS) {
+    Inflight *inf = g_new0(Inflight, 1);
+    inf->spool_id = msg->id;
+    inf->qos = msg->qos;
+    inf->generation = mqtt->generation;
+    g_hash_table_insert(mqtt->inflight, GINT_TO_POINTER(mid), inf);
+  }
+  return rc;
+}
+
+static void
+queue_event_locked(InspMqtt *mqtt, GBytes *payload)
+{
+  if (mqtt->events.length >= EVENT_QUEUE_MAX) {
+    g_bytes_unref(g_queue_pop_head(&mqtt->events));
+    mqtt->events_dropped++;
+  }
+  g_queue_push_tail(&mqtt->events, g_bytes_ref(payload));
+}
+
+static void
+send_event_locked(InspMqtt *mqtt, GBytes *payload)
+{
+  mosquitto_property *props = NULL;
+  int rc;
+
+  if (!mqtt->connected) {
+    queue_event_locked(mqtt, payload);
+    return;
+  }
+  mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+  mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json");
+  rc = publish_locked(mqtt, NULL, mqtt->t_event, payload, 1, FALSE, props);
+  mosquitto_property_free_all(&props);
+  if (rc != MOSQ_ERR_SUCCESS)
+    queue_event_locked(mqtt, payload);
+}
+
+static GBytes *
+event_payload(InspMqtt *mqtt, const char *level, const char *code, const char *message,
+              JsonObject *extra)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+  g_autofree char *ts = insp_result_format_time(g_get_real_time());
+
+  json_object_set_int_member(o, "v", 1);
+  json_object_set_string_member(o, "station", mqtt->station);
+  json_object_set_string_member(o, "ts", ts);
+  json_object_set_string_member(o, "level", level);
+  json_object_set_string_member(o, "code", code);
+  json_object_set_string_member(o, "message", message);
+  object_merge(o, extra);
+  return json_object_to_bytes(o);
+}
+
+/* The pump's work: barrier, queued events, spooled messages. */
+static void
+drain_locked(InspMqtt *mqtt)
+{
+  GHashTableIter it;
+  gpointer key, value;
+
+  if (!mqtt->connected || mqtt->mosq == NULL)
+    return;
+  if (mqtt->barrier) {
+    gboolean old = FALSE;
+    g_hash_table_iter_init(&it, mqtt->inflight);
+    while (g_hash_table_iter_next(&it, &key, &value))
+      if (((Inflight *)value)->generation != mqtt->generation)
+        old = TRUE;
+    if (old && g_get_monotonic_time() - mqtt->connect_time < BARRIER_TIMEOUT_US)
+      return;
+    if (old) {
+      /* libmosquitto did not resend them: send them again from the spool. */
+      g_hash_table_iter_init(&it, mqtt->inflight);
+      while (g_hash_table_iter_next(&it, &key, &value))
+        if (((Inflight *)value)->generation != mqtt->generation) {
+          insp_spool_release(mqtt->spool, ((Inflight *)value)->spool_id);
+          g_hash_table_iter_remove(&it);
+        }
+    }
+    mqtt->barrier = FALSE;
+  }
+  while (mqtt->events.length > 0 && mqtt->connected) {
+    g_autoptr(GBytes) ev = g_queue_pop_head(&mqtt->events);
+    send_event_locked(mqtt, ev);
+    if (!mqtt->connected)
+      break;
+  }
+  while (g_hash_table_size(mqtt->inflight) < WINDOW) {
+    g_autoptr(InspSpoolMessage) msg = insp_spool_claim_next(mqtt->spool);
+    int rc;
+    if (msg == NULL)
+      break;
+    rc = send_spooled_locked(mqtt, msg);
+    if (rc == MOSQ_ERR_SUCCESS)
+      continue;
+    if (rc == MOSQ_ERR_PAYLOAD_SIZE || rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8
+        || rc == MOSQ_ERR_QOS_NOT_SUPPORTED || rc == MOSQ_ERR_OVERSIZE_PACKET) {
+      /* The broker will never take it: drop it rather than block the spool. */
+      g_debug("mqtt: dropping spooled seq %" G_GUINT64_FORMAT ": %s", msg->seq,
+              mosquitto_strerror(rc));
+      insp_spool_ack(mqtt->spool, msg->id);
+      mqtt->rejected++;
+      continue;
+    }
+    insp_spool_release(mqtt->spool, msg->id);
+    break;
+  }
+}
+
+static gpointer
+pump_thread(gpointer data)
+{
+  InspMqtt *mqtt = data;
+  sigset_t all;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  g_mutex_lock(&mqtt->lock);
+  while (!mqtt->stopping) {
+    if (!mqtt->kick)
+      g_cond_wait_until(&mqtt->cond, &mqtt->lock, g_get_monotonic_time() + PUMP_TICK_US);
+    mqtt->kick = FALSE;
+    if (mqtt->stopping)
+      break;
+    drain_locked(mqtt);
+  }
+  g_mutex_unlock(&mqtt->lock);
+  return NULL;
+}
+
+static void
+kick_locked(InspMqtt *mqtt)
+{
+  mqtt->kick = TRUE;
+  g_cond_broadcast(&mqtt->cond);
+}
+
+/* ---------- libmosquitto callbacks (net thread) ---------- */
+
+static void
+on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+  InspMqtt *mqtt = obj;
+  GHashTableIter it;
+  gpointer key, value;
+
+  if (rc != 0) {
+    g_mutex_lock(&mqtt->lock);
+    mqtt->last_reason = rc;
+    g_mutex_unlock(&mqtt->lock);
+    post_connection(mqtt, FALSE, rc, mosquitto_reason_string(rc));
+    return;
+  }
+  g_mutex_lock(&mqtt->lock);
+  mqtt->connected = TRUE;
+  mqtt->reconnects = 0;
+  mqtt->generation++;
+  mqtt->connect_time = g_get_monotonic_time();
+  mqtt->barrier = FALSE;
+  g_hash_table_iter_init(&it, mqtt->inflight);
+  while (g_hash_table_iter_next(&it, &key, &value))
+    if (((Inflight *)value)->qos > 0)
+      mqtt->barrier = TRUE;
+  if (mqtt->commands)
+    mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, 0, NULL);
+  publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_MQTT_STATE_ONLINE,
+                        NULL);
+  kick_locked(mqtt);
+  g_mutex_unlock(&mqtt->lock);
+  post_connection(mqtt, TRUE, 0, "connected");
+}
+
+static void
+on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+  InspMqtt *mqtt = obj;
+  GHashTableIter it;
+  gpointer key, value;
+  gboolean was;
+
+  g_mutex_lock(&mqtt->lock);
+  was = mqtt->connected;
+  mqtt->connected = FALSE;
+  if (rc != 0)
+    mqtt->last_reason = rc;
+  /* QoS 0 packets not yet written are gone with the socket: send them again. */
+  g_hash_table_iter_init(&it, mqtt->inflight);
+  while (g_hash_table_iter_next(&it, &key, &value))
+    if (((Inflight *)value)->qos == 0) {
+      insp_spool_release(mqtt->spool, ((Inflight *)value)->spool_id);
+      g_hash_table_iter_remove(&it);
+    }
+  g_cond_broadcast(&mqtt->cond);
+  g_mutex_unlock(&mqtt->lock);
+  if (was)
+    post_connection(mqtt, FALSE, rc, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+}
+
+static void
+on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+  InspMqtt *mqtt = obj;
+  Inflight *inf;
+
+  g_mutex_lock(&mqtt->lock);
+  if (mid != 0 && mid == mqtt->offline_mid) {
+    mqtt->offline_acked = TRUE;
+    g_cond_broadcast(&mqtt->cond);
+  }
+  inf = g_hash_table_lookup(mqtt->inflight, GINT_TO_POINTER(mid));
+  if (inf != NULL) {
+    insp_spool_ack(mqtt->spool, inf->spool_id);
+    if (reason < 0x80) {
+      mqtt->published++;
+    } else {
+      g_autoptr(GBytes) ev = NULL;
+      g_autofree char *text = g_strdup_printf("the broker refused a message: %s",
+                                              mosquitto_reason_string(reason));
+      mqtt->rejected++;
+      ev = event_payload(mqtt, "error", "publish_rejected", text, NULL);
+      send_event_locked(mqtt, ev);
+    }
+    g_hash_table_remove(mqtt->inflight, GINT_TO_POINTER(mid));
+    kick_locked(mqtt);
+  }
+  g_mutex_unlock(&mqtt->lock);
+}
+
+static void
+send_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *o)
+{
+  g_autoptr(GBytes) payload = json_object_to_bytes(o);
+  g_autofree char *fallback = NULL;
+  mosquitto_property *props = NULL;
+  const char *topic = cmd->response_topic;
+
+  if (topic == NULL)
+    topic = fallback = g_strconcat(mqtt->t_cmd_base, cmd->name, "/reply", NULL);
+  mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+  mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json");
+  if (cmd->correlation != NULL) {
+    gsize n = 0;
+    const void *p = g_bytes_get_data(cmd->correlation, &n);
+    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, p, (guint16)n);
+  }
+  g_mutex_lock(&mqtt->lock);
+  if (!mqtt->stopping || mqtt->connected)
+    publish_locked(mqtt, NULL, topic, payload, 1, FALSE, props);
+  g_mutex_unlock(&mqtt->lock);
+  mosquitto_property_free_all(&props);
+}
+
+static void
+reply_error_raw(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+
+  json_object_set_boolean_member(o, "ok", FALSE);
+  json_object_set_string_member(o, "error", message);
+  send_reply(mqtt, cmd, o);
+}
+
+static void
+on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
+           const mosquitto_property *props)
+{
+  InspMqtt *mqtt = obj;
+  g_autoptr(InspMqttCommand) cmd = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *response_topic = NULL;
+  g_autofree char *name = NULL;
+  void *corr = NULL;
+  guint16 corr_len = 0;
+  gsize base_len = strlen(mqtt->t_cmd_base);
+  Dispatch *d;
+
+  if (!mqtt->commands || msg->topic == NULL || !g_str_has_prefix(msg->topic, mqtt->t_cmd_base))
+    return;
+  name = g_strdup(msg->topic + base_len);
+  if (*name == '\0' || strchr(name, '/') != NULL)
+    return; /* replies and deeper topics are not commands */
+  if (msg->retain)
+    return; /* a retained command would run again on every reconnect */
+  g_mutex_lock(&mqtt->lock);
+  mqtt->n_commands++;
+  g_mutex_unlock(&mqtt->lock);
+
+  mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
+  mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+  if (response_topic != NULL && mosquitto_pub_topic_check(response_topic) != MOSQ_ERR_SUCCESS)
+    g_clear_pointer(&response_topic, free);
+
+  cmd = insp_mqtt_parse_command(name, msg->payload ? msg->payload : (const void *)"",
+                                msg->payloadlen > 0 ? (gsize)msg->payloadlen : 0, &error);
+  if (cmd == NULL) {
+    /* Answer malformed commands here, on the name the sender used. */
+    cmd = g_new0(InspMqttCommand, 1);
+    cmd->ref = 1;
+    cmd->name = g_strdup(name);
+    if (response_topic)
+      cmd->response_topic = g_strdup(response_topic);
+    if (corr)
+      cmd->correlation = g_bytes_new(corr, corr_len);
+    if (cmd->response_topic != NULL || strlen(name) <= COMMAND_NAME_MAX)
+      reply_error_raw(mqtt, cmd, error->message);
+    free(corr);
+    return;
+  }
+  if (response_topic)
+    cmd->response_topic = g_strdup(response_topic);
+  if (corr)
+    cmd->correlation = g_bytes_new(corr, corr_len);
+  free(corr);
+
+  d = g_new0(Dispatch, 1);
+  d->mqtt = mqtt_ref(mqtt);
+  d->cmd = g_steal_pointer(&cmd);
+  g_main_context_invoke_full(mqtt->context, G_PRIORITY_DEFAULT, dispatch_command, d,
+                             dispatch_free);
+}
+
+static gpointer
+net_thread(gpointer data)
+{
+  InspMqtt *mqtt = data;
+  sigset_t all;
+  guint attempt = 0;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  (void)mosquitto_connect_async(mqtt->mosq, mqtt->host, mqtt->port, mqtt->keepalive);
+  for (;;) {
+    int rc;
+    gint64 delay_us;
+    gboolean stop;
+
+    g_mutex_lock(&mqtt->lock);
+    stop = mqtt->net_stop;
+    g_mutex_unlock(&mqtt->lock);
+    if (stop)
+      break;
+    rc = mosquitto_loop(mqtt->mosq, 100, 1);
+    if (rc == MOSQ_ERR_SUCCESS)
+      continue;
+    g_mutex_lock(&mqtt->lock);
+    if (mqtt->connected) {
+      /* The loop failed without a disconnect callback (e.g. NO_CONN). */
+      mqtt->connected = FALSE;
+    }
+    attempt = mqtt->reconnects++;
+    delay_us = (gint64)mqtt->reconnect_min_s * G_USEC_PER_SEC;
+    for (guint i = 0; i < attempt && delay_us < (gint64)mqtt->reconnect_max_s * G_USEC_PER_SEC;
+         i++)
+      delay_us *= 2;
+    delay_us = MIN(delay_us, (gint64)mqtt->reconnect_max_s * G_USEC_PER_SEC);
+    {
+      gint64 until = g_get_monotonic_time() + delay_us;
+      while (!mqtt->net_stop && g_get_monotonic_time() < until)
+        g_cond_wait_until(&mqtt->cond, &mqtt->lock, until);
+    }
+    stop = mqtt->net_stop;
+    g_mutex_unlock(&mqtt->lock);
+    if (stop)
+      break;
+    g_debug("mqtt: reconnecting to %s:%d (attempt %u)", mqtt->host, mqtt->port, attempt + 1);
+    (void)mosquitto_reconnect_async(mqtt->mosq);
+  }
+  return NULL;
+}
+
+/* ---------- public API ---------- */
+
+static void
+pending_trigger_free(gpointer data)
+{
+  PendingTrigger *t = data;
+
+  g_free(t->topic);
+  g_clear_pointer(&t->correlation, g_bytes_unref);
+  g_free(t);
+}
+
+static void
+mqtt_unref(InspMqtt *mqtt)
+{
+  if (mqtt == NULL || !g_atomic_int_dec_and_test(&mqtt->ref))
+    return;
+  g_free(mqtt->host);
+  g_free(mqtt->client_id);
+  g_free(mqtt->username);
+  if (mqtt->password != NULL) {
+    explicit_bzero(mqtt->password, strlen(mqtt->password));
+    g_free(mqtt->password);
+  }
+  g_free(mqtt->station);
+  g_free(mqtt->t_base);
+  g_free(mqtt->t_result);
+  g_free(mqtt->t_mask);
+  g_free(mqtt->t_status);
+  g_free(mqtt->t_event);
+  g_free(mqtt->t_snapshot);
+  g_free(mqtt->t_cmd_sub);
+  g_free(mqtt->t_cmd_base);
+  g_free(mqtt->status_model);
+  g_clear_pointer(&mqtt->spool, insp_spool_free);
+  g_clear_pointer(&mqtt->inflight, g_hash_table_unref);
+  g_clear_pointer(&mqtt->triggers, g_hash_table_unref);
+  g_queue_clear_full(&mqtt->trigger_order, g_free);
+  g_queue_clear_full(&mqtt->events, (GDestroyNotify)g_bytes_unref);
+  if (mqtt->context)
+    g_main_context_unref(mqtt->context);
+  g_mutex_clear(&mqtt->lock);
+  g_cond_clear(&mqtt->cond);
+  g_free(mqtt);
+}
+
+static gsize lib_init_once;
+
+InspMqtt *
+insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error)
+{
+  InspMqtt *mqtt;
+  g_autofree char *password = NULL;
+  g_autofree char *ca = NULL, *cert = NULL, *key = NULL;
+  g_autofree char *station = NULL;
+  const char *prefix;
+  InspSpoolFlags sflags = INSP_SPOOL_FLAGS_NONE;
+  InspSpool *spool;
+  gsize len = 0;
+  int rc;
+
+  g_return_val_if_fail(opts != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  if (g_once_init_enter(&lib_init_once)) {
+    mosquitto_lib_init();
+    g_once_init_leave(&lib_init_once, 1);
+  }
+
+  prefix = opts->topic_prefix ? opts->topic_prefix : "inspectd";
+  station = g_strdup(opts->station ? opts->station : g_get_host_name());
+  if (!topic_part_ok(prefix, TRUE)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
+                "topic_prefix '%s' is not a valid topic prefix (no +, #, empty levels at the ends)",
+                prefix);
+    return NULL;
+  }
+  if (!topic_part_ok(station, FALSE)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
+                "station '%s' cannot be a topic level (no /, +, #)", station);
+    return NULL;
+  }
+  if (opts->qos < 0 || opts->qos > 2) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "qos %d is not 0, 1 or 2",
+                opts->qos);
+    return NULL;
+  }
+  if (opts->port < 0 || opts->port > 65535) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "port %d is out of range",
+                opts->port);
+    return NULL;
+  }
+  if (opts->keepalive < 0 || opts->keepalive > 65535) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "keepalive %d is out of range",
+                opts->keepalive);
+    return NULL;
+  }
+  if ((opts->masks != INSP_MQTT_MASKS_FAIL && opts->masks != INSP_MQTT_MASKS_ALL
+       && opts->masks != INSP_MQTT_MASKS_NONE)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "masks policy is invalid");
+    return NULL;
+  }
+  if (opts->spool_dir == NULL || *opts->spool_dir == '\0') {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "spool directory is not set");
+    return NULL;
+  }
+  if (opts->password != NULL && opts->password_file != NULL) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
+                "set either a password or a password_file, not both");
+    return NULL;
+  }
+  if ((opts->password != NULL || opts->password_file != NULL) && opts->username == NULL) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "a password needs a username");
+    return NULL;
+  }
+  if (opts->password_file != NULL) {
+    char *nl;
+    password = read_named_file("password", opts->password_file, &len, error);
+    if (password == NULL)
+      return NULL;
+    nl = strpbrk(password, "\r\n");
+    if (nl)
+      *nl = '\0';
+  } else if (opts->password != NULL) {
+    password = g_strdup(opts->password);
+  }
+  if ((opts->tls_cert == NULL) != (opts->tls_key == NULL)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
+                "tls_cert and tls_key go together: set both or neither");
+    return NULL;
+  }
+  if (opts->tls_cert != NULL && opts->tls_ca == NULL) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
+                "a client certificate needs tls_ca as well");
+    return NULL;
+  }
+  if (opts->tls_ca && (ca = read_named_file("tls_ca", opts->tls_ca, &len, error)) == NULL)
+    return NULL;
+  if (opts->tls_cert && (cert = read_named_file("tls_cert", opts->tls_cert, &len, error)) == NULL)
+    return NULL;
+  if (opts->tls_key && (key = read_named_file("tls_key", opts->tls_key, &len, error)) == NULL)
+    return NULL;
+  if (key != NULL)
+    explicit_bzero(key, len);
+
+  if (opts->spool_fsync)
+    sflags |= INSP_SPOOL_FLAGS_FSYNC;
+  {
+    g_autoptr(GError) local = NULL;
+    guint max_mb = opts->spool_max_mb ? opts->spool_max_mb : 100;
+    spool = insp_spool_open(opts->spool_dir, (guint64)max_mb * 1024 * 1024, sflags, &local);
+    if (spool == NULL) {
+      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_SPOOL, "%s", local->message);
+      return NULL;
+    }
+  }
+
+  mqtt = g_new0(InspMqtt, 1);
+  mqtt->ref = 1;
+  g_mutex_init(&mqtt->lock);
+  g_cond_init(&mqtt->cond);
+  mqtt->spool = spool;
+  mqtt->host = g_strdup(opts->host ? opts->host : "localhost");
+  mqtt->port = opts->port ? opts->port : (opts->tls_ca ? 8883 : 1883);
+  mqtt->station = g_steal_pointer(&station);
+  mqtt->client_id = opts->client_id ? g_strdup(opts->client_id)
+                                    : g_strconcat("inspectd-", mqtt->station, NULL);
+  mqtt->username = g_strdup(opts->username);
+  mqtt->password = g_steal_pointer(&password);
+  mqtt->qos = opts->qos;
+  mqtt->keepalive = opts->keepalive ? opts->keepalive : 30;
+  mqtt->commands = opts->commands;
+  mqtt->reconnect_min_s = MAX(opts->reconnect_min_s, 1u);
+  mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
+  mqtt->masks = opts->masks;
+  mqtt->start_time = g_get_monotonic_time();
+  mqtt->context = context ? g_main_context_ref(context) : g_main_context_ref(g_main_context_default());
+  mqtt->t_base = g_strdup_printf("%s/%s/", prefix, mqtt->station);
+  mqtt->t_result = g_strdup_printf("%s/%s/result", prefix, mqtt->station);
+  mqtt->t_mask = g_strdup_printf("%s/%s/mask", prefix, mqtt->station);
+  mqtt->t_status = g_strdup_printf("%s/%s/status", prefix, mqtt->station);
+  mqtt->t_event = g_strdup_printf("%s/%s/event", prefix, mqtt->station);
+  mqtt->t_snapshot = g_strdup_printf("%s/%s/snapshot", prefix, mqtt->station);
+  mqtt->t_cmd_sub = g_strdup_printf("%s/%s/cmd/+", prefix, mqtt->station);
+  mqtt->t_cmd_base = g_strdup_printf("%s/%s/cmd/", prefix, mqtt->station);
+  mqtt->inflight = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+  mqtt->triggers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pending_trigger_free);
+  g_queue_init(&mqtt->events);
+  g_queue_init(&mqtt->trigger_order);
+
+  mqtt->mosq = mosquitto_new(mqtt->client_id, true, mqtt);
+  if (mqtt->mosq == NULL) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot create the MQTT client: %s",
+                g_strerror(errno));
+    goto fail;
+  }
+  mosquitto_int_option(mqtt->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+  mosquitto_threaded_set(mqtt->mosq, true);
+  mosquitto_connect_v5_callback_set(mqtt->mosq, on_connect);
+  mosquitto_disconnect_v5_callback_set(mqtt->mosq, on_disconnect);
+  mosquitto_publish_v5_callback_set(mqtt->mosq, on_publish);
+  mosquitto_message_v5_callback_set(mqtt->mosq, on_message);
+  {
+    static const char will[] = "{\"state\":\"offline\"}";
+    rc = mosquitto_will_set_v5(mqtt->mosq, mqtt->t_status, (int)strlen(will), will, 1, true, NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot set the last will: %s",
+                  mosquitto_strerror(rc));
+      goto fail;
+    }
+  }
+  if (mqtt->username != NULL) {
+    rc = mosquitto_username_pw_set(mqtt->mosq, mqtt->username, mqtt->password);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT,
+                  "cannot set the username: %s", mosquitto_strerror(rc));
+      goto fail;
+    }
+  }
+  if (opts->tls_ca != NULL) {
+    rc = mosquitto_tls_set(mqtt->mosq, opts->tls_ca, NULL, opts->tls_cert, opts->tls_key, NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_FILE,
+                  "TLS setup failed for tls_ca '%s'%s%s: %s", opts->tls_ca,
+                  opts->tls_cert ? ", tls_cert " : "", opts->tls_cert ? opts->tls_cert : "",
+                  mosquitto_strerror(rc));
+      goto fail;
+    }
+  }
+  return mqtt;
+
+fail:
+  if (mqtt->mosq)
+    mosquitto_destroy(mqtt->mosq);
+  mqtt->mosq = NULL;
+  mqtt_unref(mqtt);
+  return NULL;
+}
+
+void
+insp_mqtt_set_command_handler(InspMqtt *mqtt, InspMqttCommandFunc func, gpointer user_data,
+                              GDestroyNotify destroy)
+{
+  g_return_if_fail(mqtt != NULL && !mqtt->started);
+  if (mqtt->cmd_destroy)
+    mqtt->cmd_destroy(mqtt->cmd_data);
+  mqtt->cmd_func = func;
+  mqtt->cmd_data = user_data;
+  mqtt->cmd_destroy = destroy;
+}
+
+void
+insp_mqtt_set_connection_handler(InspMqtt *mqtt, InspMqttConnectionFunc func, gpointer user_data,
+                                 GDestroyNotify destroy)
+{
+  g_return_if_fail(mqtt != NULL && !mqtt->started);
+  if (mqtt->conn_destroy)
+    mqtt->conn_destroy(mqtt->conn_data);
+  mqtt->conn_func = func;
+  mqtt->conn_data = user_data;
+  mqtt->conn_destroy = destroy;
+}
+
+gboolean
+insp_mqtt_start(InspMqtt *mqtt, GError **error)
+{
+  g_return_val_if_fail(mqtt != NULL, FALSE);
+  g_return_val_if_fail(!mqtt->started, FALSE);
+
+  mqtt->started = TRUE;
+  mqtt->pump_thread = g_thread_new("insp-mqtt-pump", pump_thread, mqtt);
+  mqtt->net_thread = g_thread_new("insp-mqtt-net", net_thread, mqtt);
+  return TRUE;
+}
+
+void
+insp_mqtt_free(InspMqtt *mqtt)
+{
+  struct mosquitto *mosq;
+
+  if (mqtt == NULL)
+    return;
+  g_mutex_lock(&mqtt->lock);
+  mqtt->stopping = TRUE;
+  g_cond_broadcast(&mqtt->cond);
+  g_mutex_unlock(&mqtt->lock);
+  if (mqtt->pump_thread)
+    g_thread_join(g_steal_pointer(&mqtt->pump_thread));
+
+  if (mqtt->net_thread) {
+    gint64 until = g_get_monotonic_time() + G_USEC_PER_SEC;
+    g_mutex_lock(&mqtt->lock);
+    if (mqtt->connected) {
+      int mid = 0;
+      if (publish_status_locked(mqtt, INSP_MQTT_STATE_OFFLINE, &mid) == MOSQ_ERR_SUCCESS) {
+        mqtt->offline_mid = mid;
+        while (!mqtt->offline_acked && mqtt->connected
+               && g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
+          ;
+      }
+    }
+    g_mutex_unlock(&mqtt->lock);
+    mosquitto_disconnect(mqtt->mosq);
+    g_mutex_lock(&mqtt->lock);
+    while (mqtt->connected && g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
+      ;
+    mqtt->net_stop = TRUE;
+    g_cond_broadcast(&mqtt->cond);
+    g_mutex_unlock(&mqtt->lock);
+    g_thread_join(g_steal_pointer(&mqtt->net_thread));
+  }
+  g_mutex_lock(&mqtt->lock);
+  mosq = g_steal_pointer(&mqtt->mosq);
+  g_mutex_unlock(&mqtt->lock);
+  if (mosq)
+    mosquitto_destroy(mosq);
+  if (mqtt->cmd_destroy)
+    mqtt->cmd_destroy(mqtt->cmd_data);
+  if (mqtt->conn_destroy)
+    mqtt->conn_destroy(mqtt->conn_data);
+  mqtt->cmd_func = NULL;
+  mqtt->conn_func = NULL;
+  mqtt->cmd_destroy = mqtt->conn_destroy = NULL;
+  mqtt_unref(mqtt);
+}
+
+static void
+announce_evictions(InspMqtt *mqtt, guint em, guint er)
+{
+  g_autoptr(JsonObject) extra = NULL;
+  g_autofree char *text = NULL;
+  InspSpoolStats ss;
+
+  if (em == 0 && er == 0)
+    return;
+  insp_spool_get_stats(mqtt->spool, &ss);
+  extra = json_object_new();
+  json_object_set_int_member(extra, "dropped_masks", em);
+  json_object_set_int_member(extra, "dropped_results", er);
+  json_object_set_int_member(extra, "total_dropped_masks", (gint64)ss.dropped_masks);
+  json_object_set_int_member(extra, "total_dropped_results", (gint64)ss.dropped_results);
+  text = g_strdup_printf("spool full: dropped %u mask(s) and %u result(s)", em, er);
+  insp_mqtt_publish_event(mqtt, "warning", "spool_full", text, extra);
+}
+
+/* Spools one message, or with QoS 0, an idle spool and a connection, sends
+ * it at once. */
+static gboolean
+enqueue(InspMqtt *mqtt, InspSpoolMessage *m, GError **error)
+{
+  guint em = 0, er = 0;
+  guint64 id;
+
+  if (m->qos == 0) {
+    InspSpoolStats ss;
+    gboolean sent = FALSE;
+    insp_spool_get_stats(mqtt->spool, &ss);
+    g_mutex_lock(&mqtt->lock);
+    if (mqtt->connected && !mqtt->barrier && ss.n_messages == 0) {
+      mosquitto_property *props = NULL;
+      props_for_spooled(m, &props);
+      sent = publish_locked(mqtt, NULL, m->topic, m->payload, 0, FALSE, props) == MOSQ_ERR_SUCCESS;
+      mosquitto_property_free_all(&props);
+    }
+    g_mutex_unlock(&mqtt->lock);
+    if (sent)
+      return TRUE;
+  }
+  id = insp_spool_push(mqtt->spool, m, &em, &er, error);
+  announce_evictions(mqtt, em, er);
+  g_mutex_lock(&mqtt->lock);
+  kick_locked(mqtt);
+  g_mutex_unlock(&mqtt->lock);
+  if (id == 0 && error != NULL && *error != NULL) {
+    g_prefix_error(error, "result %" G_GUINT64_FORMAT " not spooled: ", m->seq);
+    (*error)->domain = INSP_MQTT_ERROR;
+    (*error)->code = INSP_MQTT_ERROR_SPOOL;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_png,
+                         GError **error)
+{
+  g_autofree char *json = NULL;
+  g_autofree char *part = NULL;
+  gsize len = 0;
+  InspSpoolMessage m = { 0 };
+  PendingTrigger *pt = NULL;
+  gpointer stolen_key = NULL;
+  InspMqttMasks policy;
+  gboolean ok;
+  g_autoptr(GBytes) payload = NULL;
+
+  g_return_val_if_fail(mqtt != NULL && result != NULL, FALSE);
+  g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
+
+  json = insp_result_to_json(result, mqtt->station, &len);
+  payload = g_bytes_new_take(g_steal_pointer(&json), len);
+  part = result->part_id ? g_strdup(result->part_id)
+                         : g_strdup_printf("%" G_GUINT64_FORMAT, result->seq);
+  if (strlen(part) > 1024)
+    part[1024] = '\0';
+
+  m.kind = INSP_SPOOL_KIND_RESULT;
+  m.seq = result->seq;
+  m.qos = mqtt->qos;
+  m.topic = mqtt->t_result;
+  m.part_id = part;
+  m.payload = payload;
+  ok = enqueue(mqtt, &m, error);
+
+  g_mutex_lock(&mqtt->lock);
+  if (g_hash_table_steal_extended(mqtt->triggers, part, &stolen_key, (gpointer *)&pt)) {
+    g_free(stolen_key);
+    for (GList *l = mqtt->trigger_order.head; l != NULL; l = l->next)
+      if (strcmp(l->data, part) == 0) {
+        g_free(l->data);
+        g_queue_delete_link(&mqtt->trigger_order, l);
+        break;
+      }
+  }
+  g_mutex_unlock(&mqtt->lock);
+  if (pt != NULL) {
+    InspSpoolMessage r = m;
+    r.kind = INSP_SPOOL_KIND_REPLY;
+    r.qos = MAX(mqtt->qos, 1);
+    r.topic = pt->topic;
+    r.correlation = pt->correlation;
+    if (!enqueue(mqtt, &r, ok ? error : NULL))
+      ok = FALSE;
+    pending_trigger_free(pt);
+  }
+
+  policy = (InspMqttMasks)g_atomic_int_get(&mqtt->masks);
+  if (mask_png != NULL
+      && (policy == INSP_MQTT_MASKS_ALL || (policy == INSP_MQTT_MASKS_FAIL && result->fail))) {
+    InspSpoolMessage k = m;
+    k.kind = INSP_SPOOL_KIND_MASK;
+    k.topic = mqtt->t_mask;
+    k.payload = mask_png;
+    if (!enqueue(mqtt, &k, ok ? error : NULL))
+      ok = FALSE;
+  }
+  return ok;
+}
+
+void
+insp_mqtt_publish_status(InspMqtt *mqtt, const InspMqttStatus *status)
+{
+  g_return_if_fail(mqtt != NULL && status != NULL);
+  g_return_if_fail(status->state <= INSP_MQTT_STATE_OFFLINE);
+
+  g_mutex_lock(&mqtt->lock);
+  mqtt->status = *status;
+  mqtt->status.model = NULL;
+  g_free(mqtt->status_model);
+  mqtt->status_model = g_strdup(status->model);
+  mqtt->have_status = TRUE;
+  if (mqtt->connected)
+    publish_status_locked(mqtt, status->state, NULL);
+  g_mutex_unlock(&mqtt->lock);
+}
+
+void
+insp_mqtt_publish_event(InspMqtt *mqtt, const char *level, const char *code, const char *message,
+                        JsonObject *extra)
+{
+  g_autoptr(GBytes) payload = NULL;
+
+  g_return_if_fail(mqtt != NULL && level != NULL && code != NULL && message != NULL);
+  payload = event_payload(mqtt, level, code, message, extra);
+  g_mutex_lock(&mqtt->lock);
+  send_event_locked(mqtt, payload);
+  g_mutex_unlock(&mqtt->lock);
+}
+
+void
+insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id, GBytes *image_png,
+                           GBytes *map_png)
+{
+  char seq_s[24];
+  GBytes *parts[2] = { image_png, map_png };
+  static const char *const kinds[2] = { "image", "anomaly_map" };
+
+  g_return_if_fail(mqtt != NULL);
+  g_snprintf(seq_s, sizeof seq_s, "%" G_GUINT64_FORMAT, seq);
+  g_mutex_lock(&mqtt->lock);
+  for (int i = 0; i < 2; i++) {
+    mosquitto_property *props = NULL;
+    if (parts[i] == NULL)
+      continue;
+    mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "image/png");
+    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "kind", kinds[i]);
+    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "seq", seq_s);
+    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "part_id",
+                                       part_id ? part_id : seq_s);
+    if (mqtt->connected)
+      publish_locked(mqtt, NULL, mqtt->t_snapshot, parts[i], 1, FALSE, props);
+    mosquitto_property_free_all(&props);
+  }
+  g_mutex_unlock(&mqtt->lock);
+}
+
+void
+insp_mqtt_set_masks(InspMqtt *mqtt, InspMqttMasks masks)
+{
+  g_return_if_fail(mqtt != NULL);
+  g_return_if_fail(masks <= INSP_MQTT_MASKS_NONE);
+  g_atomic_int_set(&mqtt->masks, (gint)masks);
+}
+
+void
+insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+
+  g_return_if_fail(mqtt != NULL && cmd != NULL);
+  if (!g_atomic_int_compare_and_exchange(&cmd->replied, 0, 1)) {
+    g_debug("mqtt: command %s answered twice", cmd->name);
+    return;
+  }
+  json_object_set_boolean_member(o, "ok", TRUE);
+  object_merge(o, fields);
+  if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER) {
+    const char *part = NULL;
+    if (fields != NULL && json_object_has_member(fields, "part_id")
+        && JSON_NODE_HOLDS_VALUE(json_object_get_member(fields, "part_id"))
+        && json_node_get_value_type(json_object_get_member(fields, "part_id")) == G_TYPE_STRING)
+      part = json_object_get_string_member(fields, "part_id");
+    if (part == NULL)
+      part = cmd->part_id;
+    if (part != NULL) {
+      PendingTrigger *t = g_new0(PendingTrigger, 1);
+      if (!json_object_has_member(o, "part_id"))
+        json_object_set_string_member(o, "part_id", part);
+      t->topic = cmd->response_topic ? g_strdup(cmd->response_topic)
+                                     : g_strconcat(mqtt->t_cmd_base, cmd->name, "/reply", NULL);
+      t->correlation = cmd->correlation ? g_bytes_ref(cmd->correlation) : NULL;
+      g_mutex_lock(&mqtt->lock);
+      if (!g_hash_table_contains(mqtt->triggers, part))
+        g_queue_push_tail(&mqtt->trigger_order, g_strdup(part));
+      g_hash_table_replace(mqtt->triggers, g_strdup(part), t);
+      while (mqtt->trigger_order.length > TRIGGER_MAP_MAX) {
+        g_autofree char *old = g_queue_pop_head(&mqtt->trigger_order);
+        g_hash_table_remove(mqtt->triggers, old);
+      }
+      g_mutex_unlock(&mqtt->lock);
+    }
+  }
+  send_reply(mqtt, cmd, o);
+}
+
+void
+insp_mqtt_command_reply_error(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message)
+{
+  g_return_if_fail(mqtt != NULL && cmd != NULL && message != NULL);
+  if (!g_atomic_int_compare_and_exchange(&cmd->replied, 0, 1)) {
+    g_debug("mqtt: command %s answered twice", cmd->name);
+    return;
+  }
+  reply_error_raw(mqtt, cmd, message);
+}
+
+void
+insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats)
+{
+  InspSpoolStats ss;
+
+  g_return_if_fail(mqtt != NULL && stats != NULL);
+  insp_spool_get_stats(mqtt->spool, &ss);
+  g_mutex_lock(&mqtt->lock);
+  stats->connected = mqtt->connected;
+  stats->last_reason = mqtt->last_reason;
+  stats->published = mqtt->published;
+  stats->rejected = mqtt->rejected;
+  stats->events_dropped = mqtt->events_dropped;
+  stats->commands = mqtt->n_commands;
+  g_mutex_unlock(&mqtt->lock);
+  stats->spooled = ss.n_messages;
+  stats->spool_bytes = ss.bytes;
+  stats->dropped_masks = ss.dropped_masks;
+  stats->dropped_results = ss.dropped_results;
+}
+
+char *
+insp_mqtt_get_topic(InspMqtt *mqtt, const char *leaf)
+{
+  g_return_val_if_fail(mqtt != NULL && leaf != NULL, NULL);
+  return g_strconcat(mqtt->t_base, leaf, NULL);
+}

@@ -1,0 +1,186 @@
+/* MQTT client of the daemon: results, masks, status, events, snapshots and
+ * commands over MQTT v5 (libmosquitto, threaded loop), with the
+ * store-and-forward spool. Topics and payloads: DESIGN.md and
+ * notes/mqtt-readme.md. */
+#pragma once
+
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+
+#include "insp-result.h"
+
+G_BEGIN_DECLS
+
+#define INSP_MQTT_ERROR (insp_mqtt_error_quark())
+GQuark insp_mqtt_error_quark(void);
+
+typedef enum {
+  INSP_MQTT_ERROR_OPTIONS,  /* an option is invalid (message names it) */
+  INSP_MQTT_ERROR_FILE,     /* password/TLS file unreadable (message names the file) */
+  INSP_MQTT_ERROR_SPOOL,    /* the spool could not be opened or written */
+  INSP_MQTT_ERROR_CLIENT,   /* libmosquitto refused a setting */
+  INSP_MQTT_ERROR_COMMAND,  /* a command payload is malformed or out of range */
+} InspMqttError;
+
+typedef enum {
+  INSP_MQTT_MASKS_FAIL = 0, /* masks of failed parts only (default) */
+  INSP_MQTT_MASKS_ALL,
+  INSP_MQTT_MASKS_NONE,
+} InspMqttMasks;
+
+/* Caller-owned; insp_mqtt_new() copies what it keeps. Strings may be NULL. */
+typedef struct {
+  const char *host;          /* default "localhost" */
+  int port;                  /* default 1883, 8883 with TLS */
+  const char *client_id;     /* default "inspectd-<station>" */
+  const char *username;
+  const char *password;      /* or password_file; never both; never logged */
+  const char *password_file; /* first line, trailing newline stripped */
+  const char *tls_ca;        /* CA file: enables TLS */
+  const char *tls_cert;      /* client certificate (with tls_key) */
+  const char *tls_key;
+  int qos;                   /* results, masks, replies: 0..2, default 1 */
+  int keepalive;             /* seconds, default 30 */
+  const char *topic_prefix;  /* default "inspectd" */
+  const char *station;       /* default the host name */
+  InspMqttMasks masks;
+  gboolean commands;         /* subscribe to {prefix}/{station}/cmd/+ */
+  const char *spool_dir;     /* required */
+  guint spool_max_mb;        /* default 100 */
+  gboolean spool_fsync;      /* fsync each spooled message (power-loss safe) */
+  guint reconnect_min_s;     /* backoff 1 s doubling up to 30 s by default */
+  guint reconnect_max_s;
+} InspMqttOptions;
+
+/* Fills the defaults above (commands on, masks fail, qos 1, spool_dir NULL). */
+void insp_mqtt_options_init(InspMqttOptions *opts);
+
+typedef enum {
+  INSP_MQTT_STATE_ONLINE = 0,
+  INSP_MQTT_STATE_DEGRADED,
+  INSP_MQTT_STATE_OFFLINE,
+} InspMqttState;
+
+/* The retained status; `spooled` and `uptime` are filled in by the module. */
+typedef struct {
+  InspMqttState state;
+  const char *model;
+  double threshold;
+  double fps;
+  guint64 frames, dropped, pass, fail;
+} InspMqttStatus;
+
+typedef enum {
+  INSP_MQTT_COMMAND_TRIGGER,
+  INSP_MQTT_COMMAND_THRESHOLD,
+  INSP_MQTT_COMMAND_RELOAD,
+  INSP_MQTT_COMMAND_SNAPSHOT,
+} InspMqttCommandKind;
+
+/* Range accepted for threshold and pixel_threshold by the threshold command. */
+#define INSP_MQTT_THRESHOLD_MIN 0.0
+#define INSP_MQTT_THRESHOLD_MAX 100.0
+/* Largest command payload read; longer ones are answered with an error. */
+#define INSP_MQTT_COMMAND_MAX_PAYLOAD (64 * 1024)
+#define INSP_MQTT_PART_ID_MAX 128
+
+/* A validated command. Reference-counted; replies may be sent later. */
+typedef struct _InspMqttCommand InspMqttCommand;
+
+InspMqttCommand *insp_mqtt_command_ref(InspMqttCommand *cmd);
+void insp_mqtt_command_unref(InspMqttCommand *cmd);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspMqttCommand, insp_mqtt_command_unref)
+
+InspMqttCommandKind insp_mqtt_command_get_kind(const InspMqttCommand *cmd);
+const char *insp_mqtt_command_get_name(const InspMqttCommand *cmd); /* "trigger", ... */
+/* trigger: the requested part id, NULL when the trigger named none. */
+const char *insp_mqtt_command_get_part_id(const InspMqttCommand *cmd);
+/* threshold: each returns FALSE when the command did not set it. */
+gboolean insp_mqtt_command_get_threshold(const InspMqttCommand *cmd, double *value);
+gboolean insp_mqtt_command_get_pixel_threshold(const InspMqttCommand *cmd, double *value);
+
+/* Parses and validates one command payload (bounded, no I/O: the fuzz entry
+ * point). @name is the last topic level. Returns a new command, or NULL with
+ * INSP_MQTT_ERROR_COMMAND whose message is the reply's "error" text. */
+InspMqttCommand *insp_mqtt_parse_command(const char *name, const guint8 *payload, gsize length,
+                                         GError **error);
+
+typedef struct _InspMqtt InspMqtt;
+
+/* Runs on the GMainContext given to insp_mqtt_new(). The handler must answer
+ * each command exactly once, now or later, with insp_mqtt_command_reply() or
+ * insp_mqtt_command_reply_error() (ref the command to answer later). */
+typedef void (*InspMqttCommandFunc)(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer user_data);
+/* Runs on that context on every connect (@connected TRUE, @reason 0) and loss
+ * or refusal (@connected FALSE, @reason the MQTT v5 reason code or
+ * libmosquitto error, @message readable). For the daemon to log once. */
+typedef void (*InspMqttConnectionFunc)(InspMqtt *mqtt, gboolean connected, int reason,
+                                       const char *message, gpointer user_data);
+
+/* Validates @opts, reads the password file, checks every TLS file is
+ * readable (the error names the file), opens the spool; does not connect.
+ * Callbacks are dispatched on @context (NULL: the global default context). */
+InspMqtt *insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error);
+/* Sends the offline status, disconnects, stops the network thread, frees.
+ * Spooled messages stay on disk for the next start. NULL is fine. */
+void insp_mqtt_free(InspMqtt *mqtt);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspMqtt, insp_mqtt_free)
+
+/* Before insp_mqtt_start(). */
+void insp_mqtt_set_command_handler(InspMqtt *mqtt, InspMqttCommandFunc func, gpointer user_data,
+                                   GDestroyNotify destroy);
+void insp_mqtt_set_connection_handler(InspMqtt *mqtt, InspMqttConnectionFunc func,
+                                      gpointer user_data, GDestroyNotify destroy);
+
+/* Starts the network thread; connecting and reconnecting (capped
+ * exponential backoff) happen in the background, so an absent broker is not
+ * an error here. */
+gboolean insp_mqtt_start(InspMqtt *mqtt, GError **error);
+
+/* Result (spooled first for QoS > 0, sent in seq order, deleted on PUBACK)
+ * and, per the masks policy, @mask_png (nullable, borrowed) on .../mask with
+ * user properties seq and part_id. When the part was triggered with a v5
+ * response topic, the result also goes there with its correlation data.
+ * Any thread. Returns FALSE only when the spool cannot be written. */
+gboolean insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_png,
+                                  GError **error);
+/* Retained status; remembered and republished on every reconnect. Any thread. */
+void insp_mqtt_publish_status(InspMqtt *mqtt, const InspMqttStatus *status);
+/* {"v":1,"station","ts","level","code","message", ...@extra}; @extra
+ * (nullable, borrowed) adds members. Kept in a small bounded queue while
+ * disconnected. @level: "info" | "warning" | "error". Any thread. */
+void insp_mqtt_publish_event(InspMqtt *mqtt, const char *level, const char *code,
+                             const char *message, JsonObject *extra);
+/* The snapshot command's answer: the frame and its anomaly map as PNGs on
+ * .../snapshot, user properties kind (image | anomaly_map), seq, part_id. */
+void insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id,
+                                GBytes *image_png, GBytes *map_png);
+/* Hot. Any thread. */
+void insp_mqtt_set_masks(InspMqtt *mqtt, InspMqttMasks masks);
+
+/* {"ok":true, ...@fields} (nullable, borrowed). For a trigger, @fields should
+ * carry "part_id" (the id the part's result will carry); the module then
+ * remembers the trigger's response topic for that part. Any thread. */
+void insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields);
+/* {"ok":false,"error":@message}. Any thread. */
+void insp_mqtt_command_reply_error(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message);
+
+typedef struct {
+  gboolean connected;
+  int last_reason;           /* last connect refusal / disconnect reason, 0 if none */
+  guint64 published;         /* results + masks + replies acknowledged */
+  guint64 rejected;          /* PUBACK with an error reason code: dropped */
+  guint spooled;             /* messages in the spool (not yet acknowledged) */
+  guint64 spool_bytes;
+  guint64 dropped_masks;     /* evicted from a full spool */
+  guint64 dropped_results;
+  guint64 events_dropped;    /* events lost from the bounded offline queue */
+  guint64 commands;          /* commands received (valid or not) */
+} InspMqttStats;
+
+void insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats);
+
+/* Topic helpers: "{prefix}/{station}/{leaf}", caller frees. */
+char *insp_mqtt_get_topic(InspMqtt *mqtt, const char *leaf);
+
+G_END_DECLS

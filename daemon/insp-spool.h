@@ -1,0 +1,91 @@
+/* Store-and-forward spool: MQTT messages kept on disk until the broker
+ * acknowledged them (see insp-spool.c for the on-disk format). */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define INSP_SPOOL_ERROR (insp_spool_error_quark())
+GQuark insp_spool_error_quark(void);
+
+typedef enum {
+  INSP_SPOOL_ERROR_IO,       /* the directory or a file could not be written or read */
+  INSP_SPOOL_ERROR_CORRUPT,  /* a spool file failed its length or checksum checks */
+  INSP_SPOOL_ERROR_TOO_LARGE /* the message alone is larger than the spool budget */
+} InspSpoolError;
+
+/* Replay order within one seq is the numeric order of the kind. Eviction
+ * under pressure takes masks first, then results and replies. */
+typedef enum {
+  INSP_SPOOL_KIND_RESULT = 0, /* {prefix}/{station}/result */
+  INSP_SPOOL_KIND_REPLY = 1,  /* a result sent to a trigger's v5 response topic */
+  INSP_SPOOL_KIND_MASK = 2,   /* {prefix}/{station}/mask (PNG) */
+} InspSpoolKind;
+
+typedef enum {
+  INSP_SPOOL_FLAGS_NONE = 0,
+  INSP_SPOOL_FLAGS_FSYNC = 1 << 0, /* fsync each file and the directory: survives power loss */
+} InspSpoolFlags;
+
+/* One message; every field is owned by the struct (insp_spool_message_free). */
+typedef struct {
+  guint64 id;          /* spool-assigned handle for ack/release; 0 before push */
+  InspSpoolKind kind;
+  guint64 seq;
+  int qos;             /* 0..2 */
+  char *topic;         /* never NULL */
+  char *part_id;       /* may be NULL */
+  GBytes *correlation; /* v5 correlation data, may be NULL */
+  GBytes *payload;     /* never NULL (may be empty) */
+} InspSpoolMessage;
+
+void insp_spool_message_free(InspSpoolMessage *msg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspSpoolMessage, insp_spool_message_free)
+
+typedef struct _InspSpool InspSpool;
+
+typedef struct {
+  guint n_messages;      /* on disk now */
+  guint64 bytes;         /* their file sizes */
+  guint64 dropped_masks; /* evicted since open because the spool was full */
+  guint64 dropped_results;
+  guint64 corrupt;       /* unreadable files found (and removed) since open */
+} InspSpoolStats;
+
+/* Opens (creating it, mode 0700) the spool in @dir, removes leftover *.tmp
+ * files, indexes the existing messages and evicts down to @max_bytes.
+ * Thread-safe: every function below may be called from any thread. */
+InspSpool *insp_spool_open(const char *dir, guint64 max_bytes, InspSpoolFlags flags,
+                           GError **error);
+void insp_spool_free(InspSpool *spool);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspSpool, insp_spool_free)
+
+/* Writes @msg atomically (tmp file + rename). When the budget would be
+ * exceeded it first evicts the oldest masks, then (only for a result or reply)
+ * the oldest results; a mask that still does not fit is not stored and counted
+ * as dropped. *@evicted_masks / *@evicted_results (nullable) receive what this
+ * call dropped, including @msg itself. A message with the same (seq, kind) as
+ * a stored one replaces it. Returns the new id (> 0), or 0 when @msg was
+ * dropped or on error (@error set only on I/O failure or TOO_LARGE). */
+guint64 insp_spool_push(InspSpool *spool, const InspSpoolMessage *msg, guint *evicted_masks,
+                        guint *evicted_results, GError **error);
+
+/* The oldest message in (seq, kind) order not yet claimed, read back from
+ * disk and marked claimed; NULL when there is none. A file that fails its
+ * checks is removed, counted as corrupt and skipped. Caller owns the result. */
+InspSpoolMessage *insp_spool_claim_next(InspSpool *spool);
+
+/* Whether an unclaimed message is waiting. */
+gboolean insp_spool_has_unclaimed(InspSpool *spool);
+
+/* Deletes a claimed (or unclaimed) message: it was delivered. Unknown ids
+ * (already evicted) are ignored; returns whether it was there. */
+gboolean insp_spool_ack(InspSpool *spool, guint64 id);
+
+/* Makes a claimed message available to insp_spool_claim_next again. */
+void insp_spool_release(InspSpool *spool, guint64 id);
+
+void insp_spool_get_stats(InspSpool *spool, InspSpoolStats *stats);
+
+G_END_DECLS
