@@ -14,6 +14,14 @@
 #include <math.h>
 #include <string.h>
 
+/* Kernels compiled for AVX-512, AVX2 and the baseline, chosen at load time
+ * (the library is built for baseline x86-64; haswell = AVX2 + FMA). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define INSP_OPS_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define INSP_OPS_CLONES
+#endif
+
 /* First and one-past-last output index o in [0, n_out) whose input index
  * o*stride - pad + tap lies in [0, n_in). */
 static inline void
@@ -50,12 +58,12 @@ insp_ops_conv_geometry(InspPadMode mode, int in, int k, int stride, int pad, int
   }
 }
 
-/* y [c, n] = act(y + bias[c]) per row. */
+/* y [c, n] (rows @ld apart) = act(y + bias[c]) per row. */
 static void
-bias_act_rows(float *y, int c, gsize n, const float *bias, InspActivation act)
+bias_act_block(float *y, int c, gsize n, gsize ld, const float *bias, InspActivation act)
 {
   for (int o = 0; o < c; o++) {
-    float *row = y + (gsize)o * n;
+    float *row = y + (gsize)o * ld;
     float b = bias != NULL ? bias[o] : 0.0f;
 
     switch (act) {
@@ -133,6 +141,18 @@ im2col(const float *x, int cin, int h, int w, int kh, int kw, int stride, int pt
   }
 }
 
+/* Columns per sgemm call: the output block [cout, n] stays in L2 (about
+ * 512 KB) so the bias/activation pass that follows reads it from cache. */
+static int
+column_block(int cout, gsize ohw)
+{
+  gsize n = (gsize)(128 * 1024) / (gsize)cout;
+
+  n = n < 256 ? 256 : n;
+  n = (n + 63) / 64 * 64;
+  return (int)(n < ohw ? n : ohw);
+}
+
 void
 insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
                 int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh, int ow,
@@ -140,6 +160,7 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
 {
   gsize ohw = (gsize)oh * ow;
   int k = cin * kh * kw;
+  const float *b;
 
   g_return_if_fail(x != NULL && weight != NULL && y != NULL);
   g_return_if_fail(cin > 0 && cout > 0 && kh > 0 && kw > 0 && stride > 0 && oh > 0 && ow > 0);
@@ -147,26 +168,21 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
   if (kh == 1 && kw == 1 && stride == 1) {
     /* Direct: Y [cout, hw] = W [cout, cin] X [cin, hw]. */
     g_return_if_fail(pad_top == 0 && pad_left == 0 && oh == h && ow == w);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)ohw, cin, 1.0f, weight, cin,
-                x, (int)ohw, 0.0f, y, (int)ohw);
+    b = x;
   } else {
     g_return_if_fail(scratch != NULL);
     im2col(x, cin, h, w, kh, kw, stride, pad_top, pad_left, oh, ow, scratch);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)ohw, k, 1.0f, weight, k,
-                scratch, (int)ohw, 0.0f, y, (int)ohw);
+    b = scratch;
   }
-  bias_act_rows(y, cout, ohw, bias, act);
-}
-
-static inline float
-act_apply(float v, InspActivation act)
-{
-  if (act == INSP_ACT_NONE)
-    return v;
-  v = v > 0.0f ? v : 0.0f;
-  if (act == INSP_ACT_RELU6)
-    v = v < 6.0f ? v : 6.0f;
-  return v;
+  /* Y [cout, ohw] = W [cout, k] B [k, ohw], in column blocks, each followed
+   * by its bias and activation while it is still in cache. */
+  int nb = column_block(cout, ohw);
+  for (gsize j = 0; j < ohw; j += (gsize)nb) {
+    int n = (int)MIN((gsize)nb, ohw - j);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, k, 1.0f, weight, k, b + j,
+                (int)ohw, 0.0f, y + j, (int)ohw);
+    bias_act_block(y + j, cout, (gsize)n, ohw, bias, act);
+  }
 }
 
 /* One output row of a depthwise 3x3 where all three input rows exist:
@@ -215,6 +231,129 @@ dw_row_full(const float *r0, const float *r1, const float *r2, int w, const floa
   }
 }
 
+/* Output (oy, ox) of a depthwise 3x3 with every bound checked. */
+static inline float
+dw_point(const float *xc, int h, int w, const float *k, float b, int stride, int pt, int pl,
+         int oy, int ox)
+{
+  float acc = b;
+  int iy = oy * stride - pt, ix0 = ox * stride - pl;
+
+  for (int ki = 0; ki < 3; ki++) {
+    int yy = iy + ki;
+    if (yy < 0 || yy >= h)
+      continue;
+    for (int kj = 0; kj < 3; kj++) {
+      int ix = ix0 + kj;
+      if (ix >= 0 && ix < w)
+        acc += k[ki * 3 + kj] * xc[(gsize)yy * w + ix];
+    }
+  }
+  return acc;
+}
+
+/* One output row of a stride-1, pad-1 depthwise 3x3 from input rows above
+ * (@ra), at (@rc) and below (@rd); @ra or @rd NULL stand for zero padding. */
+static inline void
+dw_row_s1(const float *restrict ra, const float *restrict rc, const float *restrict rd, int w,
+          const float *k, float b, float *restrict yr)
+{
+  const float *rows[3] = { ra, rc, rd };
+
+  for (int ox = 0; ox < w; ox++)
+    yr[ox] = b;
+  for (int ki = 0; ki < 3; ki++) {
+    const float *r = rows[ki];
+    const float k0 = k[ki * 3], k1 = k[ki * 3 + 1], k2 = k[ki * 3 + 2];
+    if (r == NULL)
+      continue;
+    for (int ox = 1; ox < w - 1; ox++)
+      yr[ox] += k0 * r[ox - 1] + k1 * r[ox] + k2 * r[ox + 1];
+    yr[0] += k1 * r[0] + (w > 1 ? k2 * r[1] : 0.0f);
+    if (w > 1)
+      yr[w - 1] += k0 * r[w - 2] + k1 * r[w - 1];
+  }
+}
+
+/* Stride 1, pad 1 on every side, h, w >= 3: the rows 1..h-2 are one long
+ * flattened loop over the plane (no bounds checks; each tap is a constant
+ * offset), whose first and last columns read across the row ends and are
+ * then recomputed; rows 0 and h-1 go through dw_row_s1. */
+static void
+dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
+            float *restrict yc)
+{
+  const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6],
+              k7 = k[7], k8 = k[8];
+  gsize q0 = (gsize)w + 1, q1 = (gsize)(h - 1) * w - 1;
+  const float *a = xc - w - 1, *c = xc - 1, *d = xc + w - 1;
+
+  for (gsize q = q0; q < q1; q++)
+    yc[q] = b + k0 * a[q] + k1 * a[q + 1] + k2 * a[q + 2] + k3 * c[q] + k4 * c[q + 1] +
+            k5 * c[q + 2] + k6 * d[q] + k7 * d[q + 1] + k8 * d[q + 2];
+  for (int oy = 1; oy < h - 1; oy++) {
+    const float *r0 = xc + (gsize)(oy - 1) * w, *r1 = r0 + w, *r2 = r1 + w;
+    int e = w - 1;
+    yc[(gsize)oy * w] = b + k1 * r0[0] + k2 * r0[1] + k4 * r1[0] + k5 * r1[1] + k7 * r2[0] +
+                        k8 * r2[1];
+    yc[(gsize)oy * w + e] = b + k0 * r0[e - 1] + k1 * r0[e] + k3 * r1[e - 1] + k4 * r1[e] +
+                            k6 * r2[e - 1] + k7 * r2[e];
+  }
+  dw_row_s1(NULL, xc, xc + w, w, k, b, yc);
+  dw_row_s1(xc + (gsize)(h - 2) * w, xc + (gsize)(h - 1) * w, NULL, w, k, b,
+            yc + (gsize)(h - 1) * w);
+}
+
+/* Any stride and padding: rows with all three input rows present go through
+ * dw_row_full, the others through checked points. */
+static void
+dw_plane_generic(const float *xc, int h, int w, const float *k, float b, int stride, int pt,
+                 int pl, int oh, int ow, int lo, int hi, float *yc)
+{
+  for (int oy = 0; oy < oh; oy++) {
+    int iy = oy * stride - pt;
+    float *yr = yc + (gsize)oy * ow;
+
+    if (iy >= 0 && iy + 2 < h) {
+      dw_row_full(xc + (gsize)iy * w, xc + (gsize)(iy + 1) * w, xc + (gsize)(iy + 2) * w, w, k, b,
+                  stride, pl, ow, lo, hi, yr);
+    } else {
+      for (int ox = 0; ox < ow; ox++)
+        yr[ox] = dw_point(xc, h, w, k, b, stride, pt, pl, oy, ox);
+    }
+  }
+}
+
+INSP_OPS_CLONES static void
+depthwise_channels(const float *x, int c, int h, int w, const float *weight, const float *bias,
+                   int stride, int pt, int pl, int oh, int ow, InspActivation act, int lo, int hi,
+                   float *y)
+{
+  gboolean fast_s1 = stride == 1 && pt == 1 && pl == 1 && oh == h && ow == w && h >= 3 && w >= 3;
+  gsize plane = (gsize)oh * ow;
+
+  for (int ch = 0; ch < c; ch++) {
+    const float *xc = x + (gsize)ch * h * w;
+    const float *k = weight + (gsize)ch * 9;
+    float b = bias != NULL ? bias[ch] : 0.0f;
+    float *yc = y + (gsize)ch * plane;
+
+    if (fast_s1)
+      dw_plane_s1(xc, h, w, k, b, yc);
+    else
+      dw_plane_generic(xc, h, w, k, b, stride, pt, pl, oh, ow, lo, hi, yc);
+    if (act == INSP_ACT_RELU) {
+      for (gsize i = 0; i < plane; i++)
+        yc[i] = yc[i] > 0.0f ? yc[i] : 0.0f;
+    } else if (act == INSP_ACT_RELU6) {
+      for (gsize i = 0; i < plane; i++) {
+        float v = yc[i] > 0.0f ? yc[i] : 0.0f;
+        yc[i] = v < 6.0f ? v : 6.0f;
+      }
+    }
+  }
+}
+
 void
 insp_ops_depthwise3x3(const float *x, int c, int h, int w, const float *weight, const float *bias,
                       int stride, int pad_top, int pad_left, int oh, int ow, InspActivation act,
@@ -232,41 +371,7 @@ insp_ops_depthwise3x3(const float *x, int c, int h, int w, const float *weight, 
   hi = hi < hi2 ? hi : hi2;
   if (hi < lo)
     hi = lo;
-
-  for (int ch = 0; ch < c; ch++) {
-    const float *xc = x + (gsize)ch * h * w;
-    const float *k = weight + (gsize)ch * 9;
-    float b = bias != NULL ? bias[ch] : 0.0f;
-    float *yc = y + (gsize)ch * oh * ow;
-
-    for (int oy = 0; oy < oh; oy++) {
-      int iy = oy * stride - pad_top;
-      float *yr = yc + (gsize)oy * ow;
-
-      if (iy >= 0 && iy + 2 < h) {
-        dw_row_full(xc + (gsize)iy * w, xc + (gsize)(iy + 1) * w, xc + (gsize)(iy + 2) * w, w, k,
-                    b, stride, pad_left, ow, lo, hi, yr);
-      } else {
-        for (int ox = 0; ox < ow; ox++) {
-          float acc = b;
-          for (int ki = 0; ki < 3; ki++) {
-            int yy = iy + ki;
-            if (yy < 0 || yy >= h)
-              continue;
-            for (int kj = 0; kj < 3; kj++) {
-              int ix = ox * stride - pad_left + kj;
-              if (ix >= 0 && ix < w)
-                acc += k[ki * 3 + kj] * xc[(gsize)yy * w + ix];
-            }
-          }
-          yr[ox] = acc;
-        }
-      }
-      if (act != INSP_ACT_NONE)
-        for (int ox = 0; ox < ow; ox++)
-          yr[ox] = act_apply(yr[ox], act);
-    }
-  }
+  depthwise_channels(x, c, h, w, weight, bias, stride, pad_top, pad_left, oh, ow, act, lo, hi, y);
 }
 
 void
