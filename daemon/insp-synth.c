@@ -161,7 +161,7 @@ part_plan(Part *p, guint64 seed, InspSynthKind kind, int width, int height)
     p->sy1 = p->sy0 + len * sin(ang);
     p->sx2 = p->sx1 + len * 0.6 * cos(ang + bend);
     p->sy2 = p->sy1 + len * 0.6 * sin(ang + bend);
-    p->s_half_width = MAX(s * 0.005, 0.8);
+    p->s_half_width = MAX(s * 0.008, 1.0);
     p->s_delta = (rng_next(&r) & 1) ? rng_range(&r, 70, 95) : -rng_range(&r, 75, 100);
     break;
   }
