@@ -738,7 +738,7 @@ read_file(const char *path, char **data_out, gsize *len_out, GString *reason)
   struct stat st;
   g_autofree char *data = NULL;
   gsize len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
   if (fd < 0) {
     g_string_append_printf(reason, "cannot read: %s", g_strerror(errno));
@@ -934,6 +934,7 @@ sort_problems(Loader *L, guint first)
     L->problems->pdata[first + i] = tail->pdata[i];
 }
 
+/* @data holds @len bytes and a terminating NUL after them. */
 static void
 load_data(Loader *L, const char *file, const char *data, gsize len, const char *base_dir)
 {
@@ -1158,7 +1159,7 @@ check_readable(Loader *L, const char *section, const char *key, const char *path
 
   if (path[0] == '\0')
     return;
-  fd = open(path, O_RDONLY | O_CLOEXEC);
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     reason = g_strdup_printf("cannot read '%s': %s", path, g_strerror(errno));
   } else {
@@ -1327,8 +1328,15 @@ insp_config_load_from_data(const char *data, gssize length, const char *name,
   g_ptr_array_add(files, g_strdup(name));
   if (len > MAX_FILE_SIZE)
     add_problem(&L, name, 0, NULL, NULL, "larger than 1 MiB");
-  else
-    load_data(&L, name, data ? data : "", len, cwd);
+  else {
+    /* load_data() wants a terminated copy; @data need not be */
+    g_autofree char *copy = g_malloc(len + 1);
+
+    if (len > 0)
+      memcpy(copy, data, len);
+    copy[len] = '\0';
+    load_data(&L, name, copy, len, cwd);
+  }
   sort_problems(&L, 0);
   cfg = finish(&L, files, problems_out, error);
   loader_clear(&L);
