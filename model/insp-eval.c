@@ -1,2 +1,385 @@
-/* insp-eval: not written yet. */
-#include "insp-model.h"
+/* insp-eval: runs a model over an MVTec AD style dataset and computes the
+ * report of insp-eval.h.
+ *
+ * The layout is scanned and checked whole (every defect image has its mask)
+ * before the first image is scored, so a broken dataset fails in a second,
+ * not after minutes of scoring. Maps and masks are appended to two flat
+ * arrays at the model's map resolution ([n, h, w] float and byte), which is
+ * what the metrics take. One thread enters at a time (the caller's); it owns
+ * one scratch for the whole run. */
+#include "insp-eval.h"
+#include "insp-metrics.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+  char *rel;  /* test/<type>/<file>, relative to the dataset */
+  char *path; /* full path */
+  char *mask; /* full path of the mask, NULL for good */
+  int type;   /* index into the type names; -1 for good */
+} Item;
+
+static void
+item_clear(gpointer p)
+{
+  Item *it = p;
+  g_free(it->rel);
+  g_free(it->path);
+  g_free(it->mask);
+}
+
+static gboolean
+has_image_ext(const char *name)
+{
+  g_autofree char *lower = g_ascii_strdown(name, -1);
+  return g_str_has_suffix(lower, ".png") || g_str_has_suffix(lower, ".jpg") ||
+         g_str_has_suffix(lower, ".jpeg");
+}
+
+static gint
+cmp_str(gconstpointer a, gconstpointer b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names in @dir that satisfy @want (a directory or an image file). */
+static GPtrArray *
+list_dir(const char *dir, gboolean dirs, GError **error)
+{
+  g_autoptr(GDir) d = g_dir_open(dir, 0, error);
+  if (!d)
+    return NULL;
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL) {
+    if (name[0] == '.')
+      continue;
+    g_autofree char *full = g_build_filename(dir, name, NULL);
+    gboolean is_dir = g_file_test(full, G_FILE_TEST_IS_DIR);
+    if (dirs ? is_dir : (!is_dir && has_image_ext(name)))
+      g_ptr_array_add(names, g_strdup(name));
+  }
+  g_ptr_array_sort(names, cmp_str);
+  return names;
+}
+
+/* Fills @items and @types (defect type names) from the layout. */
+static gboolean
+scan_dataset(const char *dataset, int limit, GArray *items, GPtrArray *types, GError **error)
+{
+  g_autofree char *test = g_build_filename(dataset, "test", NULL);
+  if (!g_file_test(test, G_FILE_TEST_IS_DIR)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
+                "%s: no test/ folder (expected the MVTec AD layout: test/<type>/*.png, "
+                "ground_truth/<type>/<stem>_mask.png)",
+                dataset);
+    return FALSE;
+  }
+  g_autoptr(GPtrArray) type_dirs = list_dir(test, TRUE, error);
+  if (!type_dirs)
+    return FALSE;
+
+  int n_good = 0, n_defect = 0;
+  for (guint t = 0; t < type_dirs->len; t++) {
+    const char *type = g_ptr_array_index(type_dirs, t);
+    gboolean good = strcmp(type, "good") == 0;
+    g_autofree char *tdir = g_build_filename(test, type, NULL);
+    g_autoptr(GPtrArray) files = list_dir(tdir, FALSE, error);
+    if (!files)
+      return FALSE;
+    if (files->len == 0)
+      continue;
+    int type_index = -1;
+    if (!good) {
+      type_index = (int)types->len;
+      g_ptr_array_add(types, g_strdup(type));
+    }
+    guint n = limit > 0 ? MIN(files->len, (guint)limit) : files->len;
+    for (guint f = 0; f < n; f++) {
+      const char *file = g_ptr_array_index(files, f);
+      Item it = { 0 };
+      it.rel = g_build_filename("test", type, file, NULL);
+      it.path = g_build_filename(tdir, file, NULL);
+      it.type = type_index;
+      if (!good) {
+        const char *dot = strrchr(file, '.');
+        g_autofree char *stem = g_strndup(file, (gsize)(dot - file));
+        g_autofree char *mname = g_strconcat(stem, "_mask.png", NULL);
+        it.mask = g_build_filename(dataset, "ground_truth", type, mname, NULL);
+        if (!g_file_test(it.mask, G_FILE_TEST_IS_REGULAR)) {
+          g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
+                      "%s: no mask for the defect image %s (expected ground_truth/%s/%s)",
+                      dataset, it.rel, type, mname);
+          item_clear(&it);
+          return FALSE;
+        }
+        n_defect++;
+      } else {
+        n_good++;
+      }
+      g_array_append_val(items, it);
+    }
+  }
+  if (n_good == 0 || n_defect == 0) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
+                "%s: needs images in test/good and in at least one defect type under test/ "
+                "(found %d good, %d defect)",
+                dataset, n_good, n_defect);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The mask resized to out_w x out_h by nearest with half-pixel centres,
+ * grey > 127 -> 1. */
+static gboolean
+load_mask(const char *path, int out_w, int out_h, guint8 *out, GError **error)
+{
+  g_autoptr(InspImage) m = insp_image_load(path, 1, error);
+  if (!m)
+    return FALSE;
+  for (int y = 0; y < out_h; y++) {
+    int sy = MIN((int)floor((y + 0.5) * m->height / out_h), m->height - 1);
+    const guint8 *row = m->data + (gsize)sy * m->stride;
+    for (int x = 0; x < out_w; x++) {
+      int sx = MIN((int)floor((x + 0.5) * m->width / out_w), m->width - 1);
+      out[(gsize)y * out_w + x] = row[sx] > 127;
+    }
+  }
+  return TRUE;
+}
+
+static double
+now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void
+insp_eval_report_free(InspEvalReport *r)
+{
+  if (!r)
+    return;
+  g_free(r->model_id);
+  g_free(r->dataset);
+  if (r->per_type) {
+    for (guint i = 0; i < r->per_type->len; i++)
+      g_free(g_array_index(r->per_type, InspEvalType, i).name);
+    g_array_unref(r->per_type);
+  }
+  g_free(r);
+}
+
+InspEvalReport *
+insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
+              InspEvalProgressFunc progress, gpointer user_data, GError **error)
+{
+  g_return_val_if_fail(m != NULL && dataset != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  g_autoptr(GArray) items = g_array_new(FALSE, TRUE, sizeof(Item));
+  g_array_set_clear_func(items, item_clear);
+  g_autoptr(GPtrArray) types = g_ptr_array_new_with_free_func(g_free);
+  if (!scan_dataset(dataset, limit_per_type, items, types, error))
+    return NULL;
+
+  g_autoptr(InspModelScratch) scratch = insp_model_scratch_new(m, error);
+  if (!scratch)
+    return NULL;
+
+  const int n = (int)items->len;
+  g_autofree float *scores = g_new(float, n);
+  g_autofree guint8 *labels = g_new(guint8, n);
+  g_autofree double *ms = g_new(double, n);
+  g_autofree float *maps = NULL;  /* [n, mh, mw] */
+  g_autofree guint8 *masks = NULL; /* [n, mh, mw], 0/1 */
+  int mw = 0, mh = 0;
+  gsize plane = 0;
+
+  for (int i = 0; i < n; i++) {
+    const Item *it = &g_array_index(items, Item, i);
+    g_autoptr(InspImage) img = insp_image_load(it->path, 3, error);
+    if (!img) {
+      g_prefix_error(error, "%s: ", it->rel);
+      return NULL;
+    }
+    InspScoreResult res;
+    double t0 = now_ms();
+    if (!insp_model_score(m, scratch, img->data, img->width, img->height, img->stride, &res,
+                          error)) {
+      g_prefix_error(error, "%s: ", it->rel);
+      return NULL;
+    }
+    ms[i] = now_ms() - t0;
+    if (i == 0) {
+      /* the map size is the model's: known from the first image on */
+      mw = res.map_width;
+      mh = res.map_height;
+      plane = (gsize)mw * mh;
+      maps = g_try_new(float, plane * (gsize)n);
+      masks = g_try_new0(guint8, plane * (gsize)n);
+      if (!maps || !masks) {
+        g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
+                    "%s: not enough memory for %d maps of %dx%d (use --limit)", dataset, n, mw,
+                    mh);
+        return NULL;
+      }
+    }
+    g_return_val_if_fail(res.map_width == mw && res.map_height == mh && res.map != NULL, NULL);
+    scores[i] = res.score;
+    labels[i] = it->type >= 0;
+    memcpy(maps + plane * (gsize)i, res.map, plane * sizeof(float));
+    /* masks of good images stay zero */
+    if (it->mask && !load_mask(it->mask, mw, mh, masks + plane * (gsize)i, error)) {
+      g_prefix_error(error, "%s: ", it->mask);
+      return NULL;
+    }
+    if (progress)
+      progress(i + 1, n, it->rel, res.score, ms[i], user_data);
+  }
+
+  g_autoptr(InspEvalReport) r = g_new0(InspEvalReport, 1);
+  r->model_id = g_strdup(insp_model_get_id(m));
+  r->dataset = g_strdup(dataset);
+  r->n_images = n;
+  for (int i = 0; i < n; i++) {
+    r->n_defect += labels[i];
+    r->n_good += !labels[i];
+  }
+  r->map_width = mw;
+  r->map_height = mh;
+  r->image_auroc = insp_metrics_auroc(scores, labels, (gsize)n);
+  r->pixel_auroc = insp_metrics_auroc(maps, masks, plane * (gsize)n);
+  r->aupro = insp_metrics_aupro(maps, masks, n, mw, mh, INSP_EVAL_MAX_FPR);
+  r->f1_max = r->threshold = NAN;
+  insp_metrics_f1_max(scores, labels, (gsize)n, &r->f1_max, &r->threshold);
+  double sum = 0;
+  for (int i = 0; i < n; i++)
+    sum += ms[i];
+  r->latency_mean_ms = sum / n;
+  r->latency_p50_ms = insp_metrics_quantile(ms, (gsize)n, 0.50);
+  r->latency_p99_ms = insp_metrics_quantile(ms, (gsize)n, 0.99);
+
+  /* each defect type against good */
+  r->per_type = g_array_new(FALSE, TRUE, sizeof(InspEvalType));
+  g_autofree float *ts = g_new(float, n);
+  g_autofree guint8 *tl = g_new(guint8, n);
+  for (guint t = 0; t < types->len; t++) {
+    gsize k = 0;
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+      const Item *it = &g_array_index(items, Item, i);
+      if (it->type == -1 || it->type == (int)t) {
+        ts[k] = scores[i];
+        tl[k++] = it->type >= 0;
+        count += it->type >= 0;
+      }
+    }
+    InspEvalType et = { g_strdup(g_ptr_array_index(types, t)), count,
+                        insp_metrics_auroc(ts, tl, k) };
+    g_array_append_val(r->per_type, et);
+  }
+  return g_steal_pointer(&r);
+}
+
+static void
+add_number(JsonBuilder *b, const char *key, double v)
+{
+  json_builder_set_member_name(b, key);
+  if (isfinite(v))
+    json_builder_add_double_value(b, v);
+  else
+    json_builder_add_null_value(b);
+}
+
+JsonNode *
+insp_eval_report_to_json(const InspEvalReport *r)
+{
+  g_return_val_if_fail(r != NULL, NULL);
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  add_number(b, "image_auroc", r->image_auroc);
+  add_number(b, "pixel_auroc", r->pixel_auroc);
+  add_number(b, "aupro", r->aupro);
+  add_number(b, "f1_max", r->f1_max);
+  add_number(b, "threshold", r->threshold);
+  json_builder_set_member_name(b, "latency_ms");
+  json_builder_begin_object(b);
+  add_number(b, "mean", r->latency_mean_ms);
+  add_number(b, "p50", r->latency_p50_ms);
+  add_number(b, "p99", r->latency_p99_ms);
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "images");
+  json_builder_add_int_value(b, r->n_images);
+  json_builder_set_member_name(b, "per_type");
+  json_builder_begin_object(b);
+  for (guint i = 0; r->per_type && i < r->per_type->len; i++) {
+    const InspEvalType *t = &g_array_index(r->per_type, InspEvalType, i);
+    add_number(b, t->name, t->image_auroc);
+  }
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "model");
+  json_builder_add_string_value(b, r->model_id ? r->model_id : "");
+  json_builder_set_member_name(b, "dataset");
+  json_builder_add_string_value(b, r->dataset ? r->dataset : "");
+  json_builder_end_object(b);
+  return json_builder_get_root(b);
+}
+
+gboolean
+insp_eval_report_write_json(const InspEvalReport *r, const char *path, GError **error)
+{
+  g_return_val_if_fail(r != NULL && path != NULL, FALSE);
+  g_autoptr(JsonNode) root = insp_eval_report_to_json(r);
+  g_autoptr(JsonGenerator) gen = json_generator_new();
+  json_generator_set_root(gen, root);
+  json_generator_set_pretty(gen, TRUE);
+  gsize len = 0;
+  g_autofree char *text = json_generator_to_data(gen, &len);
+  g_autofree char *with_nl = g_strconcat(text, "\n", NULL);
+  return g_file_set_contents(path, with_nl, -1, error);
+}
+
+static void
+append_metric(GString *s, const char *name, double v)
+{
+  if (isfinite(v))
+    g_string_append_printf(s, "%-14s %.4f\n", name, v);
+  else
+    g_string_append_printf(s, "%-14s n/a\n", name);
+}
+
+char *
+insp_eval_report_format(const InspEvalReport *r)
+{
+  g_return_val_if_fail(r != NULL, NULL);
+  GString *s = g_string_new(NULL);
+  g_string_append_printf(s, "%-14s %s\n", "dataset", r->dataset);
+  g_string_append_printf(s, "%-14s %s\n", "model", r->model_id);
+  g_string_append_printf(s, "%-14s %d (%d good, %d defect), maps %dx%d\n", "images",
+                         r->n_images, r->n_good, r->n_defect, r->map_width, r->map_height);
+  append_metric(s, "image AUROC", r->image_auroc);
+  append_metric(s, "pixel AUROC", r->pixel_auroc);
+  append_metric(s, "AUPRO@0.3", r->aupro);
+  if (isfinite(r->f1_max))
+    g_string_append_printf(s, "%-14s %.4f at threshold %.4f\n", "F1-max", r->f1_max,
+                           r->threshold);
+  g_string_append_printf(s, "%-14s mean %.2f  p50 %.2f  p99 %.2f\n", "latency ms",
+                         r->latency_mean_ms, r->latency_p50_ms, r->latency_p99_ms);
+  if (r->per_type && r->per_type->len > 0) {
+    g_string_append(s, "image AUROC per defect type (against good):\n");
+    for (guint i = 0; i < r->per_type->len; i++) {
+      const InspEvalType *t = &g_array_index(r->per_type, InspEvalType, i);
+      if (isfinite(t->image_auroc))
+        g_string_append_printf(s, "  %-22s %.4f  (%d images)\n", t->name, t->image_auroc,
+                               t->n_images);
+      else
+        g_string_append_printf(s, "  %-22s n/a  (%d images)\n", t->name, t->n_images);
+    }
+  }
+  return g_string_free(s, FALSE);
+}
