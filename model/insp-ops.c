@@ -18,8 +18,10 @@
  * (the library is built for baseline x86-64; haswell = AVX2 + FMA). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
 #define INSP_OPS_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#define INSP_OPS_INLINE static inline __attribute__((always_inline))
 #else
 #define INSP_OPS_CLONES
+#define INSP_OPS_INLINE static inline
 #endif
 
 /* First and one-past-last output index o in [0, n_out) whose input index
@@ -187,7 +189,7 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
 
 /* One output row of a depthwise 3x3 where all three input rows exist:
  * interior columns [lo, hi) without checks, the rest with checks. */
-static inline void
+INSP_OPS_INLINE void
 dw_row_full(const float *r0, const float *r1, const float *r2, int w, const float *k, float b,
             int stride, int pl, int ow, int lo, int hi, float *restrict yr)
 {
@@ -232,7 +234,7 @@ dw_row_full(const float *r0, const float *r1, const float *r2, int w, const floa
 }
 
 /* Output (oy, ox) of a depthwise 3x3 with every bound checked. */
-static inline float
+INSP_OPS_INLINE float
 dw_point(const float *xc, int h, int w, const float *k, float b, int stride, int pt, int pl,
          int oy, int ox)
 {
@@ -254,7 +256,7 @@ dw_point(const float *xc, int h, int w, const float *k, float b, int stride, int
 
 /* One output row of a stride-1, pad-1 depthwise 3x3 from input rows above
  * (@ra), at (@rc) and below (@rd); @ra or @rd NULL stand for zero padding. */
-static inline void
+INSP_OPS_INLINE void
 dw_row_s1(const float *restrict ra, const float *restrict rc, const float *restrict rd, int w,
           const float *k, float b, float *restrict yr)
 {
@@ -279,7 +281,7 @@ dw_row_s1(const float *restrict ra, const float *restrict rc, const float *restr
  * flattened loop over the plane (no bounds checks; each tap is a constant
  * offset), whose first and last columns read across the row ends and are
  * then recomputed; rows 0 and h-1 go through dw_row_s1. */
-static void
+INSP_OPS_INLINE void
 dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
             float *restrict yc)
 {
@@ -306,7 +308,7 @@ dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
 
 /* Any stride and padding: rows with all three input rows present go through
  * dw_row_full, the others through checked points. */
-static void
+INSP_OPS_INLINE void
 dw_plane_generic(const float *xc, int h, int w, const float *k, float b, int stride, int pt,
                  int pl, int oh, int ow, int lo, int hi, float *yc)
 {

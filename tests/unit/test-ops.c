@@ -218,6 +218,10 @@ test_depthwise(void)
       run_dw_case(r, 5, 56, 56, s, mode, INSP_ACT_RELU6);
       run_dw_case(r, 3, 37, 41, s, mode, INSP_ACT_RELU6);
     }
+  /* Wider than the stride-2 row buffers: the generic path. */
+  run_dw_case(r, 2, 5, 2101, 2, INSP_PAD_TF_SAME, INSP_ACT_RELU6);
+  run_dw_case(r, 1, 4, 2050, 2, INSP_PAD_SYMMETRIC, INSP_ACT_NONE);
+  run_dw_case(r, 2, 6, 9, 3, INSP_PAD_SYMMETRIC, INSP_ACT_NONE);
   for (int t = 0; t < 60; t++)
     run_dw_case(r, g_rand_int_range(r, 1, 9), g_rand_int_range(r, 1, 40),
                 g_rand_int_range(r, 1, 40), g_rand_int_range(r, 1, 3),
