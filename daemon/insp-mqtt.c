@@ -891,7 +891,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
     if (((Inflight *)value)->qos > 0)
       mqtt->barrier = TRUE;
   if (mqtt->commands)
-    mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, 0, NULL);
+    mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
   publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_MQTT_STATE_ONLINE,
                         NULL);
   kick_locked(mqtt);

@@ -1,0 +1,1169 @@
+/* Integration tests of the MQTT module (daemon/insp-mqtt.c) against a real
+ * mosquitto broker started per test on a free loopback port: payload schema
+ * of every topic, retained status and the will, commands and their replies
+ * (v5 response topic + correlation data, and the fallback reply topic), the
+ * trigger/ack/result handshake, commands disabled, username/password, TLS
+ * with a generated CA, a broker outage while results keep coming (at least
+ * once, in order), and a publisher SIGKILLed while the broker is down whose
+ * spool is delivered by the next start. */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "daemon/insp-mqtt.h"
+#include "mqtt-helpers.h"
+
+static char *child_path;
+
+typedef struct {
+  MqttBroker *broker;
+  GMainContext *ctx;
+  char *spool;
+  InspMqtt *mqtt;
+  /* command handler record */
+  guint n_handled;
+  InspMqttCommandKind last_kind;
+  double last_threshold, last_pixel;
+  gboolean last_has_threshold, last_has_pixel;
+  guint auto_part;
+} Fixture;
+
+static void
+fixture_setup(Fixture *f, const MqttBrokerOptions *bopts)
+{
+  g_autoptr(GError) error = NULL;
+
+  memset(f, 0, sizeof *f);
+  if (g_find_program_in_path("mosquitto") == NULL && !g_file_test("/usr/sbin/mosquitto", G_FILE_TEST_EXISTS)) {
+    g_test_skip("mosquitto is not installed");
+    return;
+  }
+  f->broker = mqtt_broker_start(bopts, &error);
+  g_assert_no_error(error);
+  f->ctx = g_main_context_new();
+  f->spool = g_dir_make_tmp("mqtt-spool-XXXXXX", &error);
+  g_assert_no_error(error);
+}
+
+static void
+fixture_teardown(Fixture *f)
+{
+  g_clear_pointer(&f->mqtt, insp_mqtt_free);
+  g_clear_pointer(&f->broker, mqtt_broker_free);
+  if (f->ctx)
+    g_main_context_unref(f->ctx);
+  mqtt_test_rm_rf(f->spool);
+  g_free(f->spool);
+}
+
+static void
+handler(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer data)
+{
+  Fixture *f = data;
+  g_autoptr(JsonObject) o = json_object_new();
+
+  f->n_handled++;
+  f->last_kind = insp_mqtt_command_get_kind(cmd);
+  switch (f->last_kind) {
+  case INSP_MQTT_COMMAND_TRIGGER: {
+    const char *p = insp_mqtt_command_get_part_id(cmd);
+    g_autofree char *auto_id = p ? NULL : g_strdup_printf("auto-%u", ++f->auto_part);
+    json_object_set_string_member(o, "part_id", p ? p : auto_id);
+    insp_mqtt_command_reply(mqtt, cmd, o);
+    break;
+  }
+  case INSP_MQTT_COMMAND_THRESHOLD:
+    f->last_has_threshold = insp_mqtt_command_get_threshold(cmd, &f->last_threshold);
+    f->last_has_pixel = insp_mqtt_command_get_pixel_threshold(cmd, &f->last_pixel);
+    if (f->last_has_threshold)
+      json_object_set_double_member(o, "threshold", f->last_threshold);
+    insp_mqtt_command_reply(mqtt, cmd, o);
+    break;
+  default:
+    insp_mqtt_command_reply(mqtt, cmd, NULL);
+    break;
+  }
+}
+
+static InspMqtt *
+start_mqtt(Fixture *f, void (*tweak)(InspMqttOptions *, gpointer), gpointer tweak_data,
+           GError **error)
+{
+  InspMqttOptions o;
+  InspMqtt *m;
+
+  insp_mqtt_options_init(&o);
+  o.host = "127.0.0.1";
+  o.port = mqtt_broker_get_port(f->broker);
+  o.topic_prefix = "t";
+  o.station = "st";
+  o.spool_dir = f->spool;
+  o.reconnect_min_s = 1;
+  o.reconnect_max_s = 1;
+  o.keepalive = 5;
+  if (tweak)
+    tweak(&o, tweak_data);
+  m = insp_mqtt_new(&o, f->ctx, error);
+  if (m == NULL)
+    return NULL;
+  insp_mqtt_set_command_handler(m, handler, f, NULL);
+  g_assert_true(insp_mqtt_start(m, error));
+  return m;
+}
+
+static gboolean
+is_connected(gpointer data)
+{
+  InspMqttStats st;
+
+  insp_mqtt_get_stats(data, &st);
+  return st.connected;
+}
+
+static gboolean
+spool_empty(gpointer data)
+{
+  InspMqttStats st;
+
+  insp_mqtt_get_stats(data, &st);
+  return st.spooled == 0;
+}
+
+static JsonObject *
+parse_object(GBytes *payload)
+{
+  g_autoptr(JsonParser) p = json_parser_new();
+  g_autoptr(GError) error = NULL;
+  gsize n;
+  const char *d = g_bytes_get_data(payload, &n);
+
+  json_parser_load_from_data(p, d, (gssize)n, &error);
+  g_assert_no_error(error);
+  g_assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
+  return json_object_ref(json_node_get_object(json_parser_get_root(p)));
+}
+
+/* Asserts @key exists with JSON type @type (G_TYPE_INT64, G_TYPE_DOUBLE
+ * (int accepted), G_TYPE_STRING, G_TYPE_BOOLEAN; 0: array). */
+static void
+assert_member(JsonObject *o, const char *key, GType type)
+{
+  JsonNode *n = json_object_get_member(o, key);
+
+  if (n == NULL)
+    g_error("missing key '%s'", key);
+  if (type == 0) {
+    g_assert_true(JSON_NODE_HOLDS_ARRAY(n));
+    return;
+  }
+  g_assert_true(JSON_NODE_HOLDS_VALUE(n));
+  if (type == G_TYPE_DOUBLE)
+    g_assert_true(json_node_get_value_type(n) == G_TYPE_DOUBLE
+                  || json_node_get_value_type(n) == G_TYPE_INT64);
+  else if (json_node_get_value_type(n) != type)
+    g_error("key '%s' has type %s, want %s", key, g_type_name(json_node_get_value_type(n)),
+            g_type_name(type));
+}
+
+static void
+assert_keys_exactly(JsonObject *o, const char *const *keys)
+{
+  guint n = 0;
+
+  for (; keys[n]; n++)
+    if (!json_object_has_member(o, keys[n]))
+      g_error("missing key '%s'", keys[n]);
+  g_assert_cmpuint(json_object_get_size(o), ==, n);
+}
+
+static void
+assert_ts(const char *ts)
+{
+  g_assert_true(g_regex_match_simple("^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$", ts, 0, 0));
+}
+
+static void
+publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *mask)
+{
+  g_autoptr(GError) error = NULL;
+  InspRegion regs[2] = { { 10, 20, 30, 40, 500, 0.75f }, { 1, 2, 3, 4, 5, 0.5f } };
+  InspResult r = { .seq = seq,
+                   .part_id = part,
+                   .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
+                   .fail = fail,
+                   .score = fail ? 0.8 : 0.2,
+                   .threshold = 0.5,
+                   .model = "m1",
+                   .latency_ms = 12.5,
+                   .regions = fail ? regs : NULL,
+                   .n_regions = fail ? 2 : 0 };
+
+  g_assert_true(insp_mqtt_publish_result(mqtt, &r, mask, &error));
+  g_assert_no_error(error);
+}
+
+static void
+test_schema(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  const char *filters[] = { "t/st/#", NULL };
+  g_autoptr(MqttClient) sub = NULL;
+  g_autoptr(GBytes) mask = g_bytes_new_static("\x89PNG\r\n\x1a\nfake", 12);
+  static const char *const result_keys[] = { "v", "station", "seq", "part_id", "ts", "verdict",
+                                             "score", "threshold", "model", "latency_ms",
+                                             "regions", NULL };
+  static const char *const region_keys[] = { "x", "y", "w", "h", "area", "score", NULL };
+  static const char *const status_keys[] = { "v", "station", "ts", "state", "model",
+                                             "threshold", "fps", "frames", "dropped", "pass",
+                                             "fail", "spooled", "uptime", NULL };
+  InspMqttStatus status = { INSP_MQTT_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7 };
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL, filters);
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  f.mqtt = start_mqtt(&f, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+
+  /* The status published on connect. */
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/status", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    g_assert_true(m->retain);
+    o = parse_object(m->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "online");
+  }
+  insp_mqtt_publish_status(f.mqtt, &status);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/status", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    g_assert_true(m->retain);
+    g_assert_cmpint(m->qos, ==, 1);
+    o = parse_object(m->payload);
+    assert_keys_exactly(o, status_keys);
+    assert_member(o, "v", G_TYPE_INT64);
+    g_assert_cmpstr(json_object_get_string_member(o, "station"), ==, "st");
+    assert_ts(json_object_get_string_member(o, "ts"));
+    g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "degraded");
+    g_assert_cmpstr(json_object_get_string_member(o, "model"), ==, "m1");
+    assert_member(o, "threshold", G_TYPE_DOUBLE);
+    g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "threshold"), 0.55, 1e-9);
+    assert_member(o, "fps", G_TYPE_DOUBLE);
+    for (const char *const *k = (const char *const[]){ "frames", "dropped", "pass", "fail",
+                                                       "spooled", "uptime", NULL };
+         *k; k++)
+      assert_member(o, *k, G_TYPE_INT64);
+    g_assert_cmpint(json_object_get_int_member(o, "frames"), ==, 100);
+    g_assert_cmpint(json_object_get_int_member(o, "dropped"), ==, 3);
+    g_assert_cmpint(json_object_get_int_member(o, "pass"), ==, 90);
+    g_assert_cmpint(json_object_get_int_member(o, "fail"), ==, 7);
+  }
+
+  /* A failed part: result and mask. */
+  publish(f.mqtt, 41, "P-41", TRUE, mask);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/result", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    JsonArray *regions;
+    JsonObject *r0;
+    g_assert_nonnull(m);
+    g_assert_false(m->retain);
+    g_assert_cmpint(m->qos, ==, 1);
+    g_assert_cmpstr(m->content_type, ==, "application/json");
+    o = parse_object(m->payload);
+    assert_keys_exactly(o, result_keys);
+    assert_member(o, "v", G_TYPE_INT64);
+    g_assert_cmpint(json_object_get_int_member(o, "v"), ==, 1);
+    assert_member(o, "station", G_TYPE_STRING);
+    g_assert_cmpstr(json_object_get_string_member(o, "station"), ==, "st");
+    assert_member(o, "seq", G_TYPE_INT64);
+    g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, 41);
+    assert_member(o, "part_id", G_TYPE_STRING);
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "P-41");
+    assert_member(o, "ts", G_TYPE_STRING);
+    g_assert_cmpstr(json_object_get_string_member(o, "ts"), ==, "2025-11-28T20:44:13.123Z");
+    g_assert_cmpstr(json_object_get_string_member(o, "verdict"), ==, "fail");
+    assert_member(o, "score", G_TYPE_DOUBLE);
+    g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "score"), 0.8, 1e-9);
+    assert_member(o, "threshold", G_TYPE_DOUBLE);
+    assert_member(o, "model", G_TYPE_STRING);
+    g_assert_cmpstr(json_object_get_string_member(o, "model"), ==, "m1");
+    assert_member(o, "latency_ms", G_TYPE_DOUBLE);
+    g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "latency_ms"), 12.5, 1e-9);
+    assert_member(o, "regions", 0);
+    regions = json_object_get_array_member(o, "regions");
+    g_assert_cmpuint(json_array_get_length(regions), ==, 2);
+    r0 = json_array_get_object_element(regions, 0);
+    assert_keys_exactly(r0, region_keys);
+    for (const char *const *k = (const char *const[]){ "x", "y", "w", "h", "area", NULL }; *k; k++)
+      assert_member(r0, *k, G_TYPE_INT64);
+    assert_member(r0, "score", G_TYPE_DOUBLE);
+    g_assert_cmpint(json_object_get_int_member(r0, "x"), ==, 10);
+    g_assert_cmpint(json_object_get_int_member(r0, "h"), ==, 40);
+    g_assert_cmpint(json_object_get_int_member(r0, "area"), ==, 500);
+    g_assert_cmpfloat_with_epsilon(json_object_get_double_member(r0, "score"), 0.75, 1e-6);
+  }
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/mask", 3000, f.ctx);
+    g_assert_nonnull(m);
+    g_assert_true(g_bytes_equal(m->payload, mask));
+    g_assert_cmpstr(g_hash_table_lookup(m->user, "seq"), ==, "41");
+    g_assert_cmpstr(g_hash_table_lookup(m->user, "part_id"), ==, "P-41");
+    g_assert_cmpstr(m->content_type, ==, "image/png");
+    g_assert_cmpint(m->qos, ==, 1);
+  }
+
+  /* A pass with masks=fail: no mask; part_id defaults to the seq. Masks
+   * follow their result in seq order, so once result 43 is here, a mask
+   * for 42 would have been too. */
+  publish(f.mqtt, 42, NULL, FALSE, mask);
+  publish(f.mqtt, 43, NULL, FALSE, NULL);
+  {
+    g_autoptr(MqttMsg) m42 = mqtt_client_wait(sub, "t/st/result", 3000, f.ctx);
+    g_autoptr(MqttMsg) m43 = mqtt_client_wait(sub, "t/st/result", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m42);
+    g_assert_nonnull(m43);
+    o = parse_object(m42->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "42");
+    g_assert_cmpstr(json_object_get_string_member(o, "verdict"), ==, "pass");
+    g_assert_cmpuint(json_array_get_length(json_object_get_array_member(o, "regions")), ==, 0);
+    g_assert_cmpuint(mqtt_client_count(sub, "t/st/mask"), ==, 0);
+  }
+  /* masks=all (hot): a pass gets its mask; masks=none: a fail gets none. */
+  insp_mqtt_set_masks(f.mqtt, INSP_MQTT_MASKS_ALL);
+  publish(f.mqtt, 44, NULL, FALSE, mask);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/mask", 3000, f.ctx);
+    g_assert_nonnull(m);
+    g_assert_cmpstr(g_hash_table_lookup(m->user, "seq"), ==, "44");
+  }
+  insp_mqtt_set_masks(f.mqtt, INSP_MQTT_MASKS_NONE);
+  publish(f.mqtt, 45, NULL, TRUE, mask);
+  publish(f.mqtt, 46, NULL, FALSE, NULL);
+  for (int want = 44; want <= 46; want++) {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/st/result", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, want);
+  }
+  g_assert_cmpuint(mqtt_client_count(sub, "t/st/mask"), ==, 0);
+
+  /* Event. */
+  {
+    g_autoptr(JsonObject) extra = json_object_new();
+    g_autoptr(MqttMsg) m = NULL;
+    g_autoptr(JsonObject) o = NULL;
+    static const char *const event_keys[] = { "v", "station", "ts", "level", "code", "message",
+                                               "camera", NULL };
+    json_object_set_string_member(extra, "camera", "/dev/video0");
+    json_object_set_string_member(extra, "level", "must not override");
+    insp_mqtt_publish_event(f.mqtt, "error", "camera_lost", "camera lost", extra);
+    m = mqtt_client_wait(sub, "t/st/event", 3000, f.ctx);
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    assert_keys_exactly(o, event_keys);
+    assert_ts(json_object_get_string_member(o, "ts"));
+    g_assert_cmpstr(json_object_get_string_member(o, "level"), ==, "error");
+    g_assert_cmpstr(json_object_get_string_member(o, "code"), ==, "camera_lost");
+    g_assert_cmpstr(json_object_get_string_member(o, "message"), ==, "camera lost");
+    g_assert_cmpstr(json_object_get_string_member(o, "camera"), ==, "/dev/video0");
+  }
+  /* Snapshot: two PNGs told apart by the kind user property. */
+  {
+    g_autoptr(GBytes) img = g_bytes_new_static("\x89PNGimage", 9);
+    g_autoptr(GBytes) map = g_bytes_new_static("\x89PNGmap", 7);
+    g_autoptr(MqttMsg) a = NULL;
+    g_autoptr(MqttMsg) b = NULL;
+    insp_mqtt_publish_snapshot(f.mqtt, 47, "P-47", img, map);
+    a = mqtt_client_wait(sub, "t/st/snapshot", 3000, f.ctx);
+    b = mqtt_client_wait(sub, "t/st/snapshot", 3000, f.ctx);
+    g_assert_nonnull(a);
+    g_assert_nonnull(b);
+    g_assert_cmpstr(g_hash_table_lookup(a->user, "kind"), ==, "image");
+    g_assert_true(g_bytes_equal(a->payload, img));
+    g_assert_cmpstr(g_hash_table_lookup(b->user, "kind"), ==, "anomaly_map");
+    g_assert_true(g_bytes_equal(b->payload, map));
+    g_assert_cmpstr(g_hash_table_lookup(b->user, "seq"), ==, "47");
+    g_assert_cmpstr(g_hash_table_lookup(b->user, "part_id"), ==, "P-47");
+  }
+  /* Everything acknowledged leaves the spool. */
+  g_assert_true(mqtt_test_wait_until(spool_empty, f.mqtt, 3000, f.ctx));
+
+  /* A graceful stop leaves a retained offline status. */
+  g_clear_pointer(&f.mqtt, insp_mqtt_free);
+  {
+    g_autoptr(MqttClient) late = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                                                 (const char *const[]){ "t/st/status", NULL });
+    g_autoptr(MqttMsg) m = NULL;
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_true(mqtt_client_wait_connected(late, 5000));
+    m = mqtt_client_wait(late, "t/st/status", 3000, NULL);
+    g_assert_nonnull(m);
+    g_assert_true(m->retain);
+    o = parse_object(m->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "offline");
+  }
+  fixture_teardown(&f);
+}
+
+static char *
+write_ready_path(const char *dir)
+{
+  return g_build_filename(dir, "ready", NULL);
+}
+
+static gboolean
+file_exists(gpointer path)
+{
+  return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+static GPid
+spawn_child(const char *const *args)
+{
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_autoptr(GError) error = NULL;
+  GPid pid = 0;
+
+  g_ptr_array_add(argv, child_path);
+  for (; *args; args++)
+    g_ptr_array_add(argv, (gpointer)*args);
+  g_ptr_array_add(argv, NULL);
+  g_spawn_async(NULL, (char **)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &pid,
+                &error);
+  g_assert_no_error(error);
+  return pid;
+}
+
+static int
+reap(GPid pid)
+{
+  int status = 0;
+
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  g_spawn_close_pid(pid);
+  return status;
+}
+
+static void
+test_will(void)
+{
+  Fixture f;
+  g_autofree char *port = NULL;
+  g_autofree char *ready = NULL;
+  g_autoptr(MqttClient) sub = NULL;
+  GPid pid;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  port = g_strdup_printf("%d", mqtt_broker_get_port(f.broker));
+  ready = write_ready_path(f.spool);
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                        (const char *const[]){ "t/child/status", NULL });
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--ready", ready,
+                                           "--wait-connect", "--hold", NULL });
+  g_assert_true(mqtt_test_wait_until(file_exists, ready, 8000, NULL));
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/child/status", 3000, NULL);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "online");
+  }
+  /* Abrupt end: the broker sees the socket close and sends the will. */
+  kill(pid, SIGKILL);
+  reap(pid);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/child/status", 5000, NULL);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    g_assert_true(m->retain); /* retain as published */
+    g_assert_cmpmem(g_bytes_get_data(m->payload, NULL), g_bytes_get_size(m->payload),
+                    "{\"state\":\"offline\"}", 19);
+    o = parse_object(m->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "offline");
+  }
+  /* ... and keeps it for whoever subscribes later. */
+  {
+    g_autoptr(MqttClient) late = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                                                 (const char *const[]){ "t/child/status", NULL });
+    g_autoptr(MqttMsg) m = NULL;
+    g_assert_true(mqtt_client_wait_connected(late, 5000));
+    m = mqtt_client_wait(late, "t/child/status", 3000, NULL);
+    g_assert_nonnull(m);
+    g_assert_true(m->retain);
+    g_assert_nonnull(g_strstr_len(g_bytes_get_data(m->payload, NULL),
+                                  (gssize)g_bytes_get_size(m->payload), "offline"));
+  }
+  fixture_teardown(&f);
+}
+
+/* Sends a command and returns the reply on @reply_topic. */
+static MqttMsg *
+command(Fixture *f, MqttClient *c, const char *name, const char *payload, gssize len,
+        const char *response_topic, const char *corr, const char *reply_topic)
+{
+  g_autofree char *topic = g_strdup_printf("t/st/cmd/%s", name);
+
+  mqtt_client_publish(c, topic, payload, len >= 0 ? (int)len : (int)strlen(payload),
+                      response_topic, corr, corr ? (int)strlen(corr) : 0, FALSE);
+  return mqtt_client_wait(c, reply_topic, 3000, f->ctx);
+}
+
+static void
+assert_error_reply(MqttMsg *m, const char *corr, const char *needle)
+{
+  g_autoptr(JsonObject) o = NULL;
+
+  g_assert_nonnull(m);
+  o = parse_object(m->payload);
+  g_assert_false(json_object_get_boolean_member(o, "ok"));
+  g_assert_cmpuint(json_object_get_size(o), ==, 2);
+  if (strstr(json_object_get_string_member(o, "error"), needle) == NULL)
+    g_error("error '%s' does not mention '%s'", json_object_get_string_member(o, "error"),
+            needle);
+  if (corr) {
+    g_assert_nonnull(m->correlation);
+    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation),
+                    corr, strlen(corr));
+  }
+}
+
+static void
+test_commands(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) c = NULL;
+  g_autofree char *big = NULL;
+  guint handled;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  c = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                      (const char *const[]){ "resp/#", "t/st/cmd/+/reply", "t/st/result", NULL });
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  f.mqtt = start_mqtt(&f, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  g_usleep(100000); /* its SUBACK */
+
+  /* threshold: a number, v5 response topic + correlation data. */
+  {
+    g_autoptr(MqttMsg) m = command(&f, c, "threshold", "0.7", -1, "resp/a", "c1", "resp/a");
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_true(json_object_get_boolean_member(o, "ok"));
+    g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "threshold"), 0.7, 1e-9);
+    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation),
+                    "c1", 2);
+    g_assert_cmpuint(f.n_handled, ==, 1);
+    g_assert_true(f.last_has_threshold);
+    g_assert_false(f.last_has_pixel);
+    g_assert_cmpfloat(f.last_threshold, ==, 0.7);
+  }
+  /* threshold: an object, no response topic: the fallback reply topic. */
+  {
+    g_autoptr(MqttMsg) m = command(&f, c, "threshold",
+                                   "{\"threshold\":0.4,\"pixel_threshold\":0.3}", -1, NULL, NULL,
+                                   "t/st/cmd/threshold/reply");
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    g_assert_null(m->correlation);
+    o = parse_object(m->payload);
+    g_assert_true(json_object_get_boolean_member(o, "ok"));
+    g_assert_true(f.last_has_pixel);
+    g_assert_cmpfloat(f.last_pixel, ==, 0.3);
+    g_assert_cmpfloat(f.last_threshold, ==, 0.4);
+  }
+  /* Malformed and out-of-range: an error, and the handler never runs. */
+  handled = f.n_handled;
+  assert_error_reply(command(&f, c, "threshold", "abc", -1, "resp/e", "e1", "resp/e"), "e1",
+                     "number");
+  assert_error_reply(command(&f, c, "threshold", "250", -1, "resp/e", "e2", "resp/e"), "e2",
+                     "out of range");
+  assert_error_reply(command(&f, c, "threshold", "-0.1", -1, "resp/e", NULL, "resp/e"), NULL,
+                     "out of range");
+  assert_error_reply(command(&f, c, "threshold", "{\"threshold\":\"x\"}", -1, "resp/e", NULL,
+                             "resp/e"),
+                     NULL, "number");
+  assert_error_reply(command(&f, c, "threshold", "{\"threshold\":0.5,\"threshold\":0.6}", -1,
+                             "resp/e", NULL, "resp/e"),
+                     NULL, "duplicate");
+  assert_error_reply(command(&f, c, "threshold", "{\"thresh\":0.5}", -1, "resp/e", NULL, "resp/e"),
+                     NULL, "unknown key");
+  assert_error_reply(command(&f, c, "threshold", "{}", -1, "resp/e", NULL, "resp/e"), NULL,
+                     "threshold");
+  assert_error_reply(command(&f, c, "threshold", "{\"threshold\":[[[[[[0.5]]]]]]}", -1, "resp/e",
+                             NULL, "resp/e"),
+                     NULL, "nest");
+  assert_error_reply(command(&f, c, "threshold", "", 0, NULL, NULL, "t/st/cmd/threshold/reply"),
+                     NULL, "threshold");
+  big = g_malloc(70000);
+  memset(big, '1', 70000);
+  assert_error_reply(command(&f, c, "threshold", big, 70000, "resp/e", NULL, "resp/e"), NULL,
+                     "too large");
+  assert_error_reply(command(&f, c, "bogus", "", 0, "resp/e", "b1", "resp/e"), "b1",
+                     "unknown command");
+  assert_error_reply(command(&f, c, "bogus", "", 0, NULL, NULL, "t/st/cmd/bogus/reply"), NULL,
+                     "unknown command");
+  assert_error_reply(command(&f, c, "trigger", "{\"part_id\":\"\"}", -1, "resp/e", NULL,
+                             "resp/e"),
+                     NULL, "part_id");
+  assert_error_reply(command(&f, c, "trigger", "{\"part\":\"x\"}", -1, "resp/e", NULL, "resp/e"),
+                     NULL, "unknown key");
+  g_assert_cmpuint(f.n_handled, ==, handled);
+
+  /* reload and snapshot. */
+  for (int i = 0; i < 2; i++) {
+    const char *name = i ? "snapshot" : "reload";
+    g_autoptr(MqttMsg) m = command(&f, c, name, "", 0, "resp/r", "r", "resp/r");
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_true(json_object_get_boolean_member(o, "ok"));
+    g_assert_cmpint(f.last_kind, ==, i ? INSP_MQTT_COMMAND_SNAPSHOT : INSP_MQTT_COMMAND_RELOAD);
+  }
+
+  /* trigger with a response topic: ack at once, later that part's result
+   * there with the same correlation data. */
+  {
+    g_autoptr(MqttMsg) ack = command(&f, c, "trigger", "P-1", -1, "resp/plc", "xyz", "resp/plc");
+    g_autoptr(JsonObject) o = NULL;
+    g_autoptr(MqttMsg) res = NULL;
+    g_autoptr(MqttMsg) plain = NULL;
+    g_assert_nonnull(ack);
+    o = parse_object(ack->payload);
+    g_assert_true(json_object_get_boolean_member(o, "ok"));
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "P-1");
+    g_assert_cmpmem(g_bytes_get_data(ack->correlation, NULL), g_bytes_get_size(ack->correlation),
+                    "xyz", 3);
+    g_clear_pointer(&o, json_object_unref);
+    publish(f.mqtt, 100, "P-0", FALSE, NULL); /* another part: not sent there */
+    publish(f.mqtt, 101, "P-1", TRUE, NULL);
+    res = mqtt_client_wait(c, "resp/plc", 3000, f.ctx);
+    g_assert_nonnull(res);
+    o = parse_object(res->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "P-1");
+    g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, 101);
+    g_assert_cmpstr(json_object_get_string_member(o, "verdict"), ==, "fail");
+    g_assert_cmpmem(g_bytes_get_data(res->correlation, NULL), g_bytes_get_size(res->correlation),
+                    "xyz", 3);
+    plain = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
+    g_assert_nonnull(plain);
+    g_clear_pointer(&plain, mqtt_msg_free);
+    plain = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
+    g_assert_nonnull(plain);
+    g_assert_cmpuint(mqtt_client_count(c, "resp/plc"), ==, 0);
+  }
+  /* trigger as JSON without a response topic: both answers on the fallback. */
+  {
+    g_autoptr(MqttMsg) ack = command(&f, c, "trigger", "{\"part_id\":\"P-2\"}", -1, NULL, NULL,
+                                     "t/st/cmd/trigger/reply");
+    g_autoptr(JsonObject) o = NULL;
+    g_autoptr(MqttMsg) res = NULL;
+    g_assert_nonnull(ack);
+    o = parse_object(ack->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "P-2");
+    g_clear_pointer(&o, json_object_unref);
+    publish(f.mqtt, 102, "P-2", FALSE, NULL);
+    res = mqtt_client_wait(c, "t/st/cmd/trigger/reply", 3000, f.ctx);
+    g_assert_nonnull(res);
+    o = parse_object(res->payload);
+    g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, 102);
+  }
+  /* trigger without a part id: the daemon names it. */
+  {
+    g_autoptr(MqttMsg) ack = command(&f, c, "trigger", "", 0, "resp/t", "t", "resp/t");
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(ack);
+    o = parse_object(ack->payload);
+    g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "auto-1");
+  }
+  /* A retained command is not executed when the client (re)subscribes. */
+  g_clear_pointer(&f.mqtt, insp_mqtt_free);
+  handled = f.n_handled;
+  mqtt_client_publish(c, "t/st/cmd/reload", "", 0, "resp/ret", NULL, 0, TRUE);
+  g_usleep(100000);
+  f.mqtt = start_mqtt(&f, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  g_assert_null(mqtt_client_wait(c, "resp/ret", 500, f.ctx));
+  g_assert_cmpuint(f.n_handled, ==, handled);
+  mqtt_client_publish(c, "t/st/cmd/reload", "", 0, NULL, NULL, 0, TRUE); /* clear it */
+  fixture_teardown(&f);
+}
+
+static void
+no_commands(InspMqttOptions *o, gpointer data)
+{
+  o->commands = FALSE;
+}
+
+static void
+test_commands_disabled(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) c = NULL;
+  InspMqttStats st;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  c = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                      (const char *const[]){ "resp/#", "t/st/cmd/#", NULL });
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  f.mqtt = start_mqtt(&f, no_commands, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  g_usleep(100000);
+  mqtt_client_publish(c, "t/st/cmd/threshold", "0.7", 3, "resp/x", "q", 1, FALSE);
+  mqtt_client_publish(c, "t/st/cmd/trigger", "", 0, NULL, NULL, 0, FALSE);
+  g_assert_null(mqtt_client_wait(c, "resp/x", 700, f.ctx));
+  g_assert_null(mqtt_client_wait(c, "t/st/cmd/trigger/reply", 100, f.ctx));
+  g_assert_cmpuint(f.n_handled, ==, 0);
+  insp_mqtt_get_stats(f.mqtt, &st);
+  g_assert_cmpuint(st.commands, ==, 0);
+  fixture_teardown(&f);
+}
+
+typedef struct {
+  const char *user, *password_file;
+} Creds;
+
+static void
+with_creds(InspMqttOptions *o, gpointer data)
+{
+  Creds *c = data;
+
+  o->username = c->user;
+  o->password_file = c->password_file;
+}
+
+static gboolean
+refused(gpointer data)
+{
+  InspMqttStats st;
+
+  insp_mqtt_get_stats(data, &st);
+  return !st.connected && st.last_reason != 0;
+}
+
+static gboolean
+run_tool(const char *const *argv)
+{
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+
+  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL,
+                    &status, &error))
+    return FALSE;
+  return g_spawn_check_wait_status(status, NULL);
+}
+
+static void
+test_auth(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("mqtt-auth-XXXXXX", &error);
+  g_autofree char *pwfile = g_build_filename(dir, "passwd", NULL);
+  g_autofree char *good = g_build_filename(dir, "good", NULL);
+  g_autofree char *bad = g_build_filename(dir, "bad", NULL);
+  g_autofree char *missing = g_build_filename(dir, "missing", NULL);
+  MqttBrokerOptions bo = { .password_file = pwfile };
+  Fixture f;
+  Creds ok = { "line1", good }, wrong = { "line1", bad }, absent = { "line1", missing };
+  g_autoptr(MqttClient) c = NULL;
+  InspMqttStats st;
+
+  g_assert_no_error(error);
+  if (!run_tool((const char *const[]){ "mosquitto_passwd", "-b", "-c", pwfile, "line1",
+                                       "s3cret!", NULL })) {
+    g_test_skip("mosquitto_passwd failed");
+    mqtt_test_rm_rf(dir);
+    return;
+  }
+  g_assert_true(g_file_set_contents(good, "s3cret!\n", -1, NULL));
+  g_assert_true(g_file_set_contents(bad, "guess\n", -1, NULL));
+  fixture_setup(&f, &bo);
+  if (f.broker == NULL)
+    return;
+  c = mqtt_client_new(mqtt_broker_get_port(f.broker),
+                      &(MqttClientOptions){ .username = "line1", .password = "s3cret!" },
+                      (const char *const[]){ "t/st/result", NULL });
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+
+  /* Unreadable password file: refused at start, naming the file. */
+  g_assert_null(start_mqtt(&f, with_creds, &absent, &error));
+  g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_FILE);
+  g_assert_nonnull(strstr(error->message, missing));
+  g_clear_error(&error);
+
+  /* Wrong password: the broker refuses; nothing is delivered. */
+  f.mqtt = start_mqtt(&f, with_creds, &wrong, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(refused, f.mqtt, 5000, f.ctx));
+  publish(f.mqtt, 1, NULL, FALSE, NULL);
+  g_assert_null(mqtt_client_wait(c, "t/st/result", 500, f.ctx));
+  insp_mqtt_get_stats(f.mqtt, &st);
+  g_assert_false(st.connected);
+  g_assert_cmpuint(st.spooled, ==, 1);
+  g_clear_pointer(&f.mqtt, insp_mqtt_free);
+
+  /* Right password: connects, and the result spooled above goes out first. */
+  f.mqtt = start_mqtt(&f, with_creds, &ok, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  publish(f.mqtt, 2, NULL, FALSE, NULL);
+  for (int want = 1; want <= 2; want++) {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, want);
+  }
+  fixture_teardown(&f);
+  mqtt_test_rm_rf(dir);
+}
+
+typedef struct {
+  const char *ca, *cert, *key;
+} Tls;
+
+static void
+with_tls(InspMqttOptions *o, gpointer data)
+{
+  Tls *t = data;
+
+  o->tls_ca = t->ca;
+  o->tls_cert = t->cert;
+  o->tls_key = t->key;
+}
+
+static gboolean
+make_cert(const char *dir, const char *name, const char *cn, const char *san)
+{
+  g_autofree char *key = g_strdup_printf("%s/%s.key", dir, name);
+  g_autofree char *csr = g_strdup_printf("%s/%s.csr", dir, name);
+  g_autofree char *crt = g_strdup_printf("%s/%s.crt", dir, name);
+  g_autofree char *ext = g_strdup_printf("%s/%s.ext", dir, name);
+  g_autofree char *subj = g_strdup_printf("/CN=%s", cn);
+  g_autofree char *ca = g_strdup_printf("%s/ca.crt", dir);
+  g_autofree char *cakey = g_strdup_printf("%s/ca.key", dir);
+  g_autofree char *extline = g_strdup_printf("%s\n", san);
+
+  if (!g_file_set_contents(ext, extline, -1, NULL))
+    return FALSE;
+  return run_tool((const char *const[]){ "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                                         "-out", csr, "-subj", subj, NULL })
+         && run_tool((const char *const[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca,
+                                            "-CAkey", cakey, "-CAcreateserial", "-out", crt,
+                                            "-days", "2", "-extfile", ext, NULL });
+}
+
+static void
+test_tls(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("mqtt-tls-XXXXXX", &error);
+  g_autofree char *ca = g_build_filename(dir, "ca.crt", NULL);
+  g_autofree char *cakey = g_build_filename(dir, "ca.key", NULL);
+  g_autofree char *scrt = g_build_filename(dir, "server.crt", NULL);
+  g_autofree char *skey = g_build_filename(dir, "server.key", NULL);
+  g_autofree char *ccrt = g_build_filename(dir, "client.crt", NULL);
+  g_autofree char *ckey = g_build_filename(dir, "client.key", NULL);
+  g_autofree char *nope = g_build_filename(dir, "nope.pem", NULL);
+  MqttBrokerOptions bo = { .cafile = ca, .certfile = scrt, .keyfile = skey,
+                           .require_certificate = TRUE };
+  Tls good = { ca, ccrt, ckey }, missing_ca = { nope, NULL, NULL },
+      dir_key = { ca, ccrt, dir }, no_key = { ca, ccrt, NULL };
+  Fixture f;
+  g_autoptr(MqttClient) c = NULL;
+
+  g_assert_no_error(error);
+  if (!run_tool((const char *const[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", cakey,
+                                       "-out", ca, "-days", "2", "-subj", "/CN=inspectd test CA",
+                                       NULL })
+      || !make_cert(dir, "server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+      || !make_cert(dir, "client", "inspectd-client", "extendedKeyUsage=clientAuth")) {
+    g_test_skip("openssl could not make the test certificates");
+    mqtt_test_rm_rf(dir);
+    return;
+  }
+  fixture_setup(&f, &bo);
+  if (f.broker == NULL)
+    return;
+
+  /* Unreadable files are refused at start, naming the file. */
+  g_assert_null(start_mqtt(&f, with_tls, &missing_ca, &error));
+  g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_FILE);
+  g_assert_nonnull(strstr(error->message, nope));
+  g_assert_nonnull(strstr(error->message, "tls_ca"));
+  g_clear_error(&error);
+  g_assert_null(start_mqtt(&f, with_tls, &dir_key, &error));
+  g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_FILE);
+  g_assert_nonnull(strstr(error->message, "tls_key"));
+  g_clear_error(&error);
+  g_assert_null(start_mqtt(&f, with_tls, &no_key, &error));
+  g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS);
+  g_clear_error(&error);
+
+  c = mqtt_client_new(mqtt_broker_get_port(f.broker),
+                      &(MqttClientOptions){ .cafile = ca, .certfile = ccrt, .keyfile = ckey },
+                      (const char *const[]){ "t/st/result", NULL });
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  f.mqtt = start_mqtt(&f, with_tls, &good, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  publish(f.mqtt, 7, NULL, TRUE, NULL);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
+    g_assert_nonnull(m);
+  }
+  fixture_teardown(&f);
+  mqtt_test_rm_rf(dir);
+}
+
+/* Collects the seqs of result messages, in arrival order. */
+static void
+collect_seqs(MqttClient *c, GArray *seqs)
+{
+  g_autoptr(GPtrArray) msgs = mqtt_client_take(c, "t/st/result");
+
+  for (guint i = 0; i < msgs->len; i++) {
+    MqttMsg *m = msgs->pdata[i];
+    g_autoptr(JsonObject) o = parse_object(m->payload);
+    gint64 s = json_object_get_int_member(o, "seq");
+    g_array_append_val(seqs, s);
+  }
+}
+
+/* Every seq in 1..n at least once; first occurrences in order. Returns the
+ * number of duplicates. */
+static guint
+check_seqs(GArray *seqs, gint64 n)
+{
+  gint64 next = 1;
+  guint dups = 0;
+
+  for (guint i = 0; i < seqs->len; i++) {
+    gint64 s = g_array_index(seqs, gint64, i);
+    if (s < next) {
+      dups++;
+      continue;
+    }
+    if (s != next)
+      g_error("seq %" G_GINT64_FORMAT " arrived before %" G_GINT64_FORMAT " (gap or reorder)", s,
+              next);
+    next++;
+  }
+  g_assert_cmpint(next - 1, ==, n);
+  return dups;
+}
+
+static void
+test_outage(void)
+{
+  MqttBrokerOptions bo = { .persistence = TRUE };
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) sub = NULL;
+  g_autoptr(GArray) seqs = g_array_new(FALSE, FALSE, sizeof(gint64));
+  guint64 seq = 0;
+  gint64 t0, until;
+  guint dups;
+  InspMqttStats st;
+  gboolean saw_spooled = FALSE, stopped = FALSE, restarted = FALSE;
+
+  fixture_setup(&f, &bo);
+  if (f.broker == NULL)
+    return;
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker),
+                        &(MqttClientOptions){ .client_id = "outage-sub", .persistent = TRUE },
+                        (const char *const[]){ "t/st/result", NULL });
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  f.mqtt = start_mqtt(&f, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+
+  /* 20 results/s: 0.5 s up, 2.5 s down, 0.5 s up again. */
+  t0 = g_get_monotonic_time();
+  while (g_get_monotonic_time() - t0 < 3500 * 1000) {
+    gint64 t = g_get_monotonic_time() - t0;
+    publish(f.mqtt, ++seq, NULL, FALSE, NULL);
+    if (!stopped && t >= 500000) {
+      mqtt_broker_stop(f.broker, SIGTERM);
+      stopped = TRUE;
+    } else if (stopped && !restarted && t >= 3000000) {
+      insp_mqtt_get_stats(f.mqtt, &st);
+      saw_spooled = st.spooled > 10;
+      g_assert_true(mqtt_broker_restart(f.broker, &error));
+      restarted = TRUE;
+    }
+    collect_seqs(sub, seqs);
+    g_usleep(50000);
+  }
+  g_assert_no_error(error);
+  g_assert_true(saw_spooled);
+  until = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time() < until) {
+    collect_seqs(sub, seqs);
+    insp_mqtt_get_stats(f.mqtt, &st);
+    if (st.spooled == 0 && seqs->len >= seq)
+      break;
+    g_usleep(20000);
+  }
+  g_usleep(300000);
+  collect_seqs(sub, seqs);
+  dups = check_seqs(seqs, (gint64)seq);
+  g_test_message("outage: %" G_GUINT64_FORMAT " results, %u received, %u duplicates", seq,
+                 seqs->len, dups);
+  insp_mqtt_get_stats(f.mqtt, &st);
+  g_assert_cmpuint(st.spooled, ==, 0);
+  g_assert_cmpuint(st.dropped_results, ==, 0);
+  fixture_teardown(&f);
+}
+
+static void
+test_sigkill_spool(void)
+{
+  Fixture f;
+  g_autofree char *port = NULL;
+  g_autofree char *ready = NULL;
+  g_autoptr(MqttClient) sub = NULL;
+  g_autoptr(GArray) seqs = g_array_new(FALSE, FALSE, sizeof(gint64));
+  g_autoptr(GDir) d = NULL;
+  g_autoptr(GError) error = NULL;
+  guint files = 0;
+  GPid pid;
+  int status;
+  const char *name;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  port = g_strdup_printf("%d", mqtt_broker_get_port(f.broker));
+  ready = write_ready_path(f.spool);
+  mqtt_broker_stop(f.broker, SIGKILL);
+
+  /* The broker is down: 20 results go to the spool; then SIGKILL. */
+  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--station", "st",
+                                           "--count", "20", "--ready", ready, "--hold", NULL });
+  g_assert_true(mqtt_test_wait_until(file_exists, ready, 8000, NULL));
+  kill(pid, SIGKILL);
+  status = reap(pid);
+  g_assert_true(WIFSIGNALED(status));
+  d = g_dir_open(f.spool, 0, &error);
+  g_assert_no_error(error);
+  while ((name = g_dir_read_name(d)) != NULL)
+    if (g_str_has_suffix(name, ".msg"))
+      files++;
+  g_assert_cmpuint(files, ==, 20);
+
+  /* Broker back, publisher restarted with nothing new: the spool drains. */
+  g_assert_true(mqtt_broker_restart(f.broker, &error));
+  g_assert_no_error(error);
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                        (const char *const[]){ "t/st/result", NULL });
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--station", "st",
+                                           "--drain", "8000", NULL });
+  status = reap(pid);
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+  g_usleep(200000);
+  collect_seqs(sub, seqs);
+  g_assert_cmpuint(check_seqs(seqs, 20), ==, 0);
+  fixture_teardown(&f);
+}
+
+static void
+test_parse_command(void)
+{
+  /* The parser alone (no broker): what the fuzz target exercises. */
+  static const struct {
+    const char *name, *payload;
+    gboolean ok;
+  } cases[] = {
+    { "trigger", "", TRUE },
+    { "trigger", "  A-1 \n", TRUE },
+    { "trigger", "\"quoted\"", TRUE },
+    { "trigger", "{\"part_id\":12}", TRUE },
+    { "trigger", "{\"part_id\":null}", TRUE },
+    { "trigger", "{\"part_id\":1.5}", FALSE },
+    { "trigger", "{\"part_id\":\"a\",\"part_id\":\"b\"}", FALSE },
+    { "trigger", "{\"part_id\":{\"x\":1}}", FALSE },
+    { "trigger", "bad\x01id", FALSE },
+    { "trigger", "\xff\xfe", FALSE },
+    { "threshold", "0", TRUE },
+    { "threshold", "100", TRUE },
+    { "threshold", "1e400", FALSE },
+    { "threshold", "nan", FALSE },
+    { "threshold", "0.5x", FALSE },
+    { "threshold", "{\"pixel_threshold\":0.2}", TRUE },
+    { "threshold", "[0.5]", FALSE },
+    { "threshold", "{\"threshold\":true}", FALSE },
+    { "reload", "anything", TRUE },
+    { "snapshot", "", TRUE },
+    { "", "", FALSE },
+    { "trigger/x", "", FALSE },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(InspMqttCommand) cmd = insp_mqtt_parse_command(
+      cases[i].name, (const guint8 *)cases[i].payload, strlen(cases[i].payload), &error);
+    if (cases[i].ok != (cmd != NULL))
+      g_error("case %" G_GSIZE_FORMAT " (%s '%s'): %s", i, cases[i].name, cases[i].payload,
+              error ? error->message : "accepted");
+    if (cmd == NULL)
+      g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND);
+  }
+  {
+    g_autoptr(InspMqttCommand) cmd =
+      insp_mqtt_parse_command("trigger", (const guint8 *)" {\"part_id\":12} ", 16, NULL);
+    g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "12");
+  }
+  {
+    g_autoptr(InspMqttCommand) cmd =
+      insp_mqtt_parse_command("trigger", (const guint8 *)"  A-1 \n", 7, NULL);
+    g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "A-1");
+  }
+}
+
+int
+main(int argc, char **argv)
+{
+  g_autofree char *dir = g_path_get_dirname(argv[0]);
+
+  g_test_init(&argc, &argv, NULL);
+  child_path = g_build_filename(dir, "mqtt-publisher-child", NULL);
+  signal(SIGPIPE, SIG_IGN);
+  g_test_add_func("/mqtt/parse-command", test_parse_command);
+  g_test_add_func("/mqtt/schema", test_schema);
+  g_test_add_func("/mqtt/will", test_will);
+  g_test_add_func("/mqtt/commands", test_commands);
+  g_test_add_func("/mqtt/commands-disabled", test_commands_disabled);
+  g_test_add_func("/mqtt/auth", test_auth);
+  g_test_add_func("/mqtt/tls", test_tls);
+  g_test_add_func("/mqtt/outage", test_outage);
+  g_test_add_func("/mqtt/sigkill-spool", test_sigkill_spool);
+  return g_test_run();
+}
