@@ -1,0 +1,675 @@
+/* Integration tests of pipeline/ against real GStreamer graphs: files replay
+ * (exactly once, in order, file stem as part id, also with slow workers),
+ * drop policies on a fast live test source with a slow scorer, restarts with
+ * backoff after EOS, errors and vanished files, trigger pairing and timeouts,
+ * in-order delivery with several workers, a scorer swap. The scorer is a stub
+ * defined here (pipeline/ never sees it). */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <gst/gst.h>
+#include <string.h>
+
+#include "insp-image.h"
+#include "insp-pipeline.h"
+
+/* ---- a stub scorer ---------------------------------------------------------------- */
+
+typedef struct {
+  guint sleep_us;  /* per frame */
+  guint jitter_us; /* + random 0..jitter */
+  gint inits, finalizes;
+  float tag;       /* reported as the score, to tell scorers apart */
+} Stub;
+
+static gpointer
+stub_init(gpointer data, int worker, GError **error)
+{
+  Stub *s = data;
+  g_atomic_int_inc(&s->inits);
+  return g_rand_new_with_seed((guint32)worker + 1);
+}
+
+static void
+stub_finalize(gpointer data, gpointer state)
+{
+  Stub *s = data;
+  g_atomic_int_inc(&s->finalizes);
+  g_rand_free(state);
+}
+
+static gboolean
+stub_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r, GError **error)
+{
+  Stub *s = data;
+  guint us = s->sleep_us;
+  if (s->jitter_us > 0)
+    us += (guint)g_rand_int_range(state, 0, (gint32)s->jitter_us);
+  if (us > 0)
+    g_usleep(us);
+  r->score = s->tag;
+  r->threshold = 0.5f;
+  r->fail = frame->data[0] > 127;
+  return TRUE;
+}
+
+static const InspScorerFuncs stub_funcs = {stub_init, stub_finalize, stub_score};
+
+/* ---- what the callbacks saw ---------------------------------------------------------- */
+
+typedef struct {
+  guint64 seq, index;
+  char *part_id;
+  guint8 pixel0;
+  guint dropped_before;
+  gint64 mono_us;
+  float score;
+  int width, height;
+} Seen;
+
+typedef struct {
+  GMutex lock;
+  GCond cond;
+  GArray *results; /* of Seen */
+  GArray *events;  /* of InspPipelineEvent (message not kept) */
+  GPtrArray *timeouts;
+  GArray *timeout_times;
+  gboolean finished;
+  gboolean result_from_other_thread;
+  GThread *result_thread;
+} Seen_all;
+
+static void
+seen_clear(gpointer p)
+{
+  g_free(((Seen *)p)->part_id);
+}
+
+static void
+all_init(Seen_all *a)
+{
+  memset(a, 0, sizeof *a);
+  g_mutex_init(&a->lock);
+  g_cond_init(&a->cond);
+  a->results = g_array_new(FALSE, TRUE, sizeof(Seen));
+  g_array_set_clear_func(a->results, seen_clear);
+  a->events = g_array_new(FALSE, TRUE, sizeof(InspPipelineEvent));
+  a->timeouts = g_ptr_array_new_with_free_func(g_free);
+  a->timeout_times = g_array_new(FALSE, TRUE, sizeof(gint64));
+}
+
+static void
+all_clear(Seen_all *a)
+{
+  g_array_unref(a->results);
+  g_array_unref(a->events);
+  g_ptr_array_unref(a->timeouts);
+  g_array_unref(a->timeout_times);
+  g_mutex_clear(&a->lock);
+  g_cond_clear(&a->cond);
+}
+
+static void
+on_result(InspPipeline *pipe, const InspResult *r, gpointer data)
+{
+  Seen_all *a = data;
+  g_assert_true(r->ok);
+  Seen s = {r->frame->seq,     r->index,          g_strdup(r->frame->part_id), r->frame->data[0],
+            r->frame->dropped_before, r->frame->mono_us, r->score, r->frame->width,
+            r->frame->height};
+  g_mutex_lock(&a->lock);
+  if (a->result_thread == NULL)
+    a->result_thread = g_thread_self();
+  else if (a->result_thread != g_thread_self())
+    a->result_from_other_thread = TRUE;
+  g_array_append_val(a->results, s);
+  g_cond_broadcast(&a->cond);
+  g_mutex_unlock(&a->lock);
+}
+
+static void
+on_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer data)
+{
+  Seen_all *a = data;
+  g_test_message("event %d: %s%s%s", ev->kind, ev->message, ev->detail ? " | " : "",
+                 ev->detail ? ev->detail : "");
+  InspPipelineEvent copy = *ev;
+  copy.message = NULL;
+  copy.detail = NULL;
+  g_mutex_lock(&a->lock);
+  g_array_append_val(a->events, copy);
+  if (ev->kind == INSP_PIPELINE_EVENT_FINISHED)
+    a->finished = TRUE;
+  g_cond_broadcast(&a->cond);
+  g_mutex_unlock(&a->lock);
+}
+
+static void
+on_timeout(InspPipeline *pipe, const char *part_id, gpointer data)
+{
+  Seen_all *a = data;
+  gint64 now = g_get_monotonic_time();
+  g_mutex_lock(&a->lock);
+  g_ptr_array_add(a->timeouts, g_strdup(part_id));
+  g_array_append_val(a->timeout_times, now);
+  g_cond_broadcast(&a->cond);
+  g_mutex_unlock(&a->lock);
+}
+
+static guint
+count_events(Seen_all *a, InspPipelineEventKind kind)
+{
+  guint n = 0;
+  for (guint i = 0; i < a->events->len; i++)
+    if (g_array_index(a->events, InspPipelineEvent, i).kind == kind)
+      n++;
+  return n;
+}
+
+/* Waits (up to @timeout_ms) until @pred holds, with the lock held. */
+typedef gboolean (*Pred)(Seen_all *a, gpointer data);
+
+static gboolean
+wait_for(Seen_all *a, Pred pred, gpointer data, guint timeout_ms)
+{
+  gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  g_mutex_lock(&a->lock);
+  gboolean ok;
+  while (!(ok = pred(a, data)))
+    if (!g_cond_wait_until(&a->cond, &a->lock, end)) {
+      ok = pred(a, data);
+      break;
+    }
+  g_mutex_unlock(&a->lock);
+  return ok;
+}
+
+static gboolean
+pred_finished(Seen_all *a, gpointer data)
+{
+  return a->finished && a->results->len >= GPOINTER_TO_UINT(data);
+}
+
+static gboolean
+pred_results(Seen_all *a, gpointer data)
+{
+  return a->results->len >= GPOINTER_TO_UINT(data);
+}
+
+static gboolean
+pred_restarts(Seen_all *a, gpointer data)
+{
+  return count_events(a, INSP_PIPELINE_EVENT_RESTARTING) >= GPOINTER_TO_UINT(data);
+}
+
+static gboolean
+pred_timeouts(Seen_all *a, gpointer data)
+{
+  return a->timeouts->len >= GPOINTER_TO_UINT(data);
+}
+
+static InspPipeline *
+make_pipeline(const InspCaptureOptions *opt, Stub *stub, Seen_all *a)
+{
+  g_autoptr(InspScorer) scorer = insp_scorer_new(&stub_funcs, stub, NULL);
+  InspPipelineCallbacks cb = {on_result, on_event, on_timeout, a, NULL};
+  g_autoptr(GError) err = NULL;
+  InspPipeline *p = insp_pipeline_new(opt, scorer, &cb, &err);
+  g_assert_no_error(err);
+  g_assert_true(insp_pipeline_start(p, &err));
+  g_assert_no_error(err);
+  return p;
+}
+
+/* ---- files replay ---------------------------------------------------------------- */
+
+/* Writes @n PNGs named part-NNN.png whose first byte is 10*i; returns the folder. */
+static char *
+write_images(guint n, int w, int h)
+{
+  g_autoptr(GError) err = NULL;
+  char *dir = g_dir_make_tmp("insp-capture-XXXXXX", &err);
+  g_assert_no_error(err);
+  for (guint i = 0; i < n; i++) {
+    g_autoptr(InspImage) img = insp_image_new(w + (int)(i % 2) * 2, h, 3);
+    for (int k = 0; k < img->stride * img->height; k++)
+      img->data[k] = (guint8)(k * 7 + i);
+    img->data[0] = (guint8)(10 * i);
+    g_autofree char *path = g_strdup_printf("%s/part-%03u.png", dir, i);
+    g_assert_true(insp_image_save_png(img, path, &err));
+    g_assert_no_error(err);
+  }
+  return dir;
+}
+
+static void
+remove_dir(const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  const char *name;
+  while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    g_unlink(p);
+  }
+  g_rmdir(dir);
+}
+
+static void
+check_files_replay(guint workers, guint sleep_us, guint jitter_us, guint queue_size)
+{
+  const guint n = 24;
+  g_autofree char *dir = write_images(n, 33, 17);
+  g_autofree char *glob = g_strdup_printf("%s/*.png", dir);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_FILES;
+  opt.location = glob;
+  opt.fps = 0;
+  opt.drop = INSP_DROP_NEVER;
+  opt.workers = workers;
+  opt.queue_size = queue_size;
+  Stub stub = {sleep_us, jitter_us, 0, 0, 0.25f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_finished, GUINT_TO_POINTER(n), 20000));
+  insp_pipeline_stop(p, TRUE);
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  insp_pipeline_free(p);
+
+  g_assert_cmpuint(a.results->len, ==, n);
+  for (guint i = 0; i < n; i++) {
+    Seen *s = &g_array_index(a.results, Seen, i);
+    g_autofree char *stem = g_strdup_printf("part-%03u", i);
+    g_assert_cmpstr(s->part_id, ==, stem);
+    g_assert_cmpuint(s->seq, ==, i);
+    g_assert_cmpuint(s->index, ==, i);
+    g_assert_cmpuint(s->pixel0, ==, 10 * i); /* the file's own pixels, decoded as eval does */
+    g_assert_cmpint(s->width, ==, 33 + (int)(i % 2) * 2);
+    g_assert_cmpint(s->height, ==, 17);
+    g_assert_cmpuint(s->dropped_before, ==, 0);
+  }
+  g_assert_false(a.result_from_other_thread);
+  g_assert_cmpuint(st.frames_dropped, ==, 0);
+  g_assert_cmpuint(st.frames_inspected, ==, n);
+  g_assert_cmpuint(st.restarts, ==, 0);
+  g_assert_cmpint(stub.inits, ==, (gint)workers);
+  g_assert_cmpint(stub.finalizes, ==, (gint)workers);
+  all_clear(&a);
+  remove_dir(dir);
+}
+
+static void
+test_files_exactly_once(void)
+{
+  check_files_replay(1, 0, 0, 4);
+}
+
+static void
+test_files_slow_workers(void)
+{
+  check_files_replay(3, 2000, 8000, 2);
+}
+
+/* ---- drop policies ---------------------------------------------------------------------- */
+
+static void
+run_fast_source(InspDropPolicy drop, InspPipelineStats *st, Seen_all *a)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.fps = 100;
+  opt.width = 64;
+  opt.height = 48;
+  opt.drop = drop;
+  opt.queue_size = 2;
+  opt.workers = 1;
+  Stub stub = {25000, 0, 0, 0, 0.5f};
+  InspPipeline *p = make_pipeline(&opt, &stub, a);
+  g_assert_true(wait_for(a, pred_results, GUINT_TO_POINTER(25), 10000));
+  insp_pipeline_stop(p, TRUE);
+  insp_pipeline_get_stats(p, st);
+  insp_pipeline_free(p);
+  g_test_message("drop %d: captured %" G_GUINT64_FORMAT " inspected %" G_GUINT64_FORMAT
+                 " dropped %" G_GUINT64_FORMAT,
+                 drop, st->frames_captured, st->frames_inspected, st->frames_dropped);
+}
+
+static void
+test_drop_oldest_counts(void)
+{
+  Seen_all a;
+  all_init(&a);
+  InspPipelineStats st;
+  run_fast_source(INSP_DROP_OLDEST, &st, &a);
+  g_assert_cmpuint(st.frames_dropped, >, 0);
+  guint64 flagged = 0;
+  for (guint i = 0; i < a.results->len; i++) {
+    Seen *s = &g_array_index(a.results, Seen, i);
+    g_assert_cmpint(s->width, ==, 64);
+    g_assert_cmpint(s->height, ==, 48);
+    if (i > 0) {
+      Seen *prev = &g_array_index(a.results, Seen, i - 1);
+      g_assert_cmpuint(s->index, ==, prev->index + 1);
+      /* A seq gap is exactly the drops recorded on the frame after it. */
+      g_assert_cmpuint(s->seq - prev->seq - 1, ==, s->dropped_before);
+    }
+    flagged += s->dropped_before;
+  }
+  g_assert_cmpuint(flagged, >, 0);
+  g_assert_cmpuint(flagged, <=, st.frames_dropped);
+  g_assert_cmpuint(st.frames_queued, ==, st.frames_dropped + st.frames_inspected);
+  all_clear(&a);
+}
+
+static void
+test_drop_never_keeps_all(void)
+{
+  Seen_all a;
+  all_init(&a);
+  InspPipelineStats st;
+  run_fast_source(INSP_DROP_NEVER, &st, &a);
+  g_assert_cmpuint(st.frames_dropped, ==, 0);
+  for (guint i = 0; i < a.results->len; i++) {
+    Seen *s = &g_array_index(a.results, Seen, i);
+    g_assert_cmpuint(s->seq, ==, i);
+    g_assert_cmpuint(s->dropped_before, ==, 0);
+  }
+  g_assert_cmpuint(st.frames_queued, ==, st.frames_inspected);
+  all_clear(&a);
+}
+
+/* ---- faults ----------------------------------------------------------------------------- */
+
+static void
+check_restarts(const char *desc, InspPipelineEventKind fault)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_PIPELINE;
+  opt.pipeline = desc;
+  opt.backoff_initial_ms = 40;
+  opt.backoff_max_ms = 160;
+  opt.stable_ms = 60000;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_restarts, GUINT_TO_POINTER(4), 10000));
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  insp_pipeline_free(p);
+
+  guint expect[] = {40, 80, 160, 160};
+  guint k = 0;
+  for (guint i = 0; i < a.events->len && k < 4; i++) {
+    InspPipelineEvent *ev = &g_array_index(a.events, InspPipelineEvent, i);
+    if (ev->kind != INSP_PIPELINE_EVENT_RESTARTING)
+      continue;
+    g_assert_cmpuint(ev->attempt, ==, k + 1);
+    g_assert_cmpuint(ev->delay_ms, ==, expect[k]);
+    k++;
+  }
+  g_assert_cmpuint(count_events(&a, fault), >=, 4);
+  g_assert_cmpuint(st.restarts, >=, 3);
+  all_clear(&a);
+}
+
+static void
+test_restart_after_eos(void)
+{
+  check_restarts("videotestsrc num-buffers=3", INSP_PIPELINE_EVENT_EOS);
+}
+
+static void
+test_restart_after_error(void)
+{
+  check_restarts("filesrc location=/nonexistent/insp-no-such-file ! decodebin",
+                 INSP_PIPELINE_EVENT_ERROR);
+}
+
+static gboolean
+pred_results_and_restart(Seen_all *a, gpointer data)
+{
+  return a->results->len >= GPOINTER_TO_UINT(data) &&
+         count_events(a, INSP_PIPELINE_EVENT_RESTARTING) >= 2;
+}
+
+static void
+test_files_vanish(void)
+{
+  const guint n = 6;
+  g_autofree char *dir = write_images(n, 16, 16);
+  g_autofree char *glob = g_strdup_printf("%s/*.png", dir);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_FILES;
+  opt.location = glob;
+  opt.loop = TRUE;
+  opt.fps = 50;
+  opt.backoff_initial_ms = 30;
+  opt.backoff_max_ms = 60;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_results, GUINT_TO_POINTER(3), 10000));
+  remove_dir(dir);
+  g_assert_true(wait_for(&a, pred_results_and_restart, GUINT_TO_POINTER(3), 10000));
+  g_mutex_lock(&a.lock);
+  g_assert_cmpuint(count_events(&a, INSP_PIPELINE_EVENT_ERROR), >=, 2);
+  g_mutex_unlock(&a.lock);
+  insp_pipeline_free(p);
+  all_clear(&a);
+}
+
+/* ---- triggers ----------------------------------------------------------------------------- */
+
+static void
+test_trigger_pairs_part_ids(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.fps = 30;
+  opt.width = 32;
+  opt.height = 24;
+  opt.trigger = INSP_TRIGGER_EXTERNAL;
+  opt.timeout_ms = 2000;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_usleep(300 * 1000); /* frames flow, none is inspected */
+  g_mutex_lock(&a.lock);
+  g_assert_cmpuint(a.results->len, ==, 0);
+  g_mutex_unlock(&a.lock);
+
+  const char *ids[] = {"A-1", "B-2", "C-3"};
+  gint64 t_trig[3];
+  for (guint i = 0; i < 3; i++) {
+    g_autoptr(GError) err = NULL;
+    t_trig[i] = g_get_monotonic_time();
+    g_assert_true(insp_pipeline_trigger(p, ids[i], &err));
+    g_assert_no_error(err);
+    g_usleep(100 * 1000);
+  }
+  g_assert_true(wait_for(&a, pred_results, GUINT_TO_POINTER(3), 5000));
+  g_usleep(200 * 1000);
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  insp_pipeline_free(p);
+  g_assert_cmpuint(a.results->len, ==, 3);
+  for (guint i = 0; i < 3; i++) {
+    Seen *s = &g_array_index(a.results, Seen, i);
+    g_assert_cmpstr(s->part_id, ==, ids[i]);
+    g_assert_cmpint(s->mono_us, >=, t_trig[i]);
+    g_assert_cmpint(s->mono_us, <, t_trig[i] + 100 * 1000); /* the next frame at 30 fps */
+  }
+  g_assert_cmpuint(a.timeouts->len, ==, 0);
+  g_assert_cmpuint(st.frames_untriggered, >, 0);
+  all_clear(&a);
+}
+
+static void
+test_trigger_timeout(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_PIPELINE;
+  /* A camera that delivers nothing. */
+  opt.pipeline = "videotestsrc is-live=true ! identity drop-probability=1.0";
+  opt.trigger = INSP_TRIGGER_EXTERNAL;
+  opt.timeout_ms = 200;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_autoptr(GError) err = NULL;
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_true(insp_pipeline_trigger(p, "late-part", &err));
+  g_assert_no_error(err);
+  g_assert_true(wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1), 5000));
+  gint64 dt = g_array_index(a.timeout_times, gint64, 0) - t0;
+  g_assert_cmpstr(g_ptr_array_index(a.timeouts, 0), ==, "late-part");
+  g_assert_cmpint(dt, >=, 200 * 1000);
+  g_assert_cmpint(dt, <, 1200 * 1000);
+
+  /* The trigger queue is bounded, with a clear error. */
+  for (guint i = 0; i < INSP_PIPELINE_MAX_TRIGGERS; i++) {
+    g_autofree char *id = g_strdup_printf("p%u", i);
+    g_assert_true(insp_pipeline_trigger(p, id, NULL));
+  }
+  g_assert_false(insp_pipeline_trigger(p, "one-too-many", &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER);
+  g_assert_true(wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1 + INSP_PIPELINE_MAX_TRIGGERS), 5000));
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  g_assert_cmpuint(st.trigger_timeouts, ==, 1 + INSP_PIPELINE_MAX_TRIGGERS);
+  insp_pipeline_free(p);
+  g_assert_cmpuint(a.results->len, ==, 0);
+  all_clear(&a);
+}
+
+static void
+test_trigger_refused_in_free_mode(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.fps = 10;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_autoptr(GError) err = NULL;
+  g_assert_false(insp_pipeline_trigger(p, "x", &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER);
+  insp_pipeline_free(p);
+  all_clear(&a);
+}
+
+/* ---- ordering, scorer swap, options ------------------------------------------------------- */
+
+static gboolean
+pred_two_scores(Seen_all *a, gpointer data)
+{
+  if (a->results->len == 0)
+    return FALSE;
+  return g_array_index(a->results, Seen, a->results->len - 1).score == 0.75f &&
+         a->results->len >= GPOINTER_TO_UINT(data);
+}
+
+static void
+test_order_and_scorer_swap(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.fps = 0; /* as fast as the workers take them */
+  opt.width = 40;
+  opt.height = 30;
+  opt.workers = 3;
+  opt.drop = INSP_DROP_NEVER;
+  Stub stub = {500, 6000, 0, 0, 0.25f};
+  Stub stub2 = {500, 3000, 0, 0, 0.75f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_results, GUINT_TO_POINTER(30), 10000));
+  g_autoptr(InspScorer) s2 = insp_scorer_new(&stub_funcs, &stub2, NULL);
+  insp_pipeline_set_scorer(p, s2);
+  g_assert_true(wait_for(&a, pred_two_scores, GUINT_TO_POINTER(60), 10000));
+  insp_pipeline_free(p);
+
+  gboolean swapped = FALSE;
+  for (guint i = 0; i < a.results->len; i++) {
+    Seen *s = &g_array_index(a.results, Seen, i);
+    g_assert_cmpuint(s->index, ==, i);
+    g_assert_cmpuint(s->seq, ==, i);
+    if (s->score == 0.75f)
+      swapped = TRUE;
+  }
+  g_assert_true(swapped);
+  g_assert_false(a.result_from_other_thread);
+  g_assert_cmpint(stub.inits, ==, 3);
+  g_assert_cmpint(stub.finalizes, ==, 3);
+  g_assert_cmpint(stub2.inits, ==, stub2.finalizes);
+  all_clear(&a);
+}
+
+static void
+test_bad_options(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_FILES;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  g_autoptr(InspScorer) scorer = insp_scorer_new(&stub_funcs, &stub, NULL);
+  g_autoptr(GError) err = NULL;
+  g_assert_null(insp_pipeline_new(&opt, scorer, NULL, &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS);
+  g_clear_error(&err);
+
+  opt.source = INSP_CAPTURE_SOURCE_PIPELINE;
+  opt.pipeline = "no-such-element-insp";
+  g_autoptr(InspPipeline) p = insp_pipeline_new(&opt, scorer, NULL, &err);
+  g_assert_no_error(err);
+  g_assert_false(insp_pipeline_start(p, &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_GRAPH);
+  g_clear_error(&err);
+
+  g_autoptr(GArray) c = insp_camera_controls_parse("exposure_time_absolute=200, gain=0\n"
+                                                   "focus_automatic_continuous = 0",
+                                                   &err);
+  g_assert_no_error(err);
+  g_assert_cmpuint(c->len, ==, 3);
+  g_assert_cmpstr(g_array_index(c, InspCameraControl, 2).name, ==, "focus_automatic_continuous");
+  g_assert_cmpstr(g_array_index(c, InspCameraControl, 2).value, ==, "0");
+  g_assert_null(insp_camera_controls_parse("gain=1, gain=2", &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL);
+  g_clear_error(&err);
+  g_assert_null(insp_camera_controls_parse("gain", &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL);
+}
+
+int
+main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  gst_init(&argc, &argv);
+  g_test_add_func("/capture/files-exactly-once", test_files_exactly_once);
+  g_test_add_func("/capture/files-slow-workers", test_files_slow_workers);
+  g_test_add_func("/capture/drop-oldest-counts", test_drop_oldest_counts);
+  g_test_add_func("/capture/drop-never-keeps-all", test_drop_never_keeps_all);
+  g_test_add_func("/capture/restart-after-eos", test_restart_after_eos);
+  g_test_add_func("/capture/restart-after-error", test_restart_after_error);
+  g_test_add_func("/capture/files-vanish", test_files_vanish);
+  g_test_add_func("/capture/trigger-pairs-part-ids", test_trigger_pairs_part_ids);
+  g_test_add_func("/capture/trigger-timeout", test_trigger_timeout);
+  g_test_add_func("/capture/trigger-refused-in-free-mode", test_trigger_refused_in_free_mode);
+  g_test_add_func("/capture/order-and-scorer-swap", test_order_and_scorer_swap);
+  g_test_add_func("/capture/bad-options", test_bad_options);
+  return g_test_run();
+}
