@@ -29,14 +29,14 @@ typedef struct {
 } OverrideKey;
 
 static const OverrideKey override_keys[] = {
-  { "threshold", "configured_threshold", G_STRUCT_OFFSET(InspConfig, inspection.threshold),
-    G_STRUCT_OFFSET(InspConfig, inspection.configured_threshold) },
-  { "pixel_threshold", "configured_pixel_threshold",
-    G_STRUCT_OFFSET(InspConfig, inspection.pixel_threshold),
-    G_STRUCT_OFFSET(InspConfig, inspection.configured_pixel_threshold) },
+    {"threshold", "configured_threshold", G_STRUCT_OFFSET(InspConfig, inspection.threshold),
+     G_STRUCT_OFFSET(InspConfig, inspection.configured_threshold)},
+    {"pixel_threshold", "configured_pixel_threshold",
+     G_STRUCT_OFFSET(InspConfig, inspection.pixel_threshold),
+     G_STRUCT_OFFSET(InspConfig, inspection.configured_pixel_threshold)},
 };
 
-#define DOUBLE_AT(cfg, off) ((double *) (void *) ((char *) (cfg) + (off)))
+#define DOUBLE_AT(cfg, off) ((double *)(void *)((char *)(cfg) + (off)))
 
 char *
 insp_config_override_path(const InspConfig *config)
@@ -53,8 +53,8 @@ read_double(GKeyFile *kf, const char *key, double *out, const char *path, GError
   double v;
 
   if (!raw) {
-    g_set_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID,
-                "%s: [" GROUP "] %s: missing", path, key);
+    g_set_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID, "%s: [" GROUP "] %s: missing",
+                path, key);
     return FALSE;
   }
   g_strstrip(raw);
@@ -118,7 +118,7 @@ write_override(const char *path, const char *dir, GKeyFile *kf, GError **error)
                          " file to return to the config files' thresholds.",
                          NULL);
   data = g_key_file_to_data(kf, &len, NULL);
-  if (!g_file_set_contents_full(path, data, (gssize) len,
+  if (!g_file_set_contents_full(path, data, (gssize)len,
                                 G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0644,
                                 &local)) {
     g_set_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_IO, "%s", local->message);
@@ -133,7 +133,7 @@ insp_config_override_apply(InspConfig *config, InspConfigChange *out_applied, GE
   g_autofree char *path = NULL;
   g_autoptr(GKeyFile) kf = NULL;
   double values[G_N_ELEMENTS(override_keys)];
-  gboolean use[G_N_ELEMENTS(override_keys)] = { FALSE };
+  gboolean use[G_N_ELEMENTS(override_keys)] = {FALSE};
   gboolean stale = FALSE, applied = FALSE;
 
   g_return_val_if_fail(config != NULL, FALSE);
@@ -179,7 +179,7 @@ insp_config_override_save(const InspConfig *config, double threshold, double pix
 {
   g_autofree char *path = NULL;
   g_autoptr(GKeyFile) kf = NULL;
-  const double values[] = { threshold, pixel_threshold };
+  const double values[] = {threshold, pixel_threshold};
 
   g_return_val_if_fail(config != NULL, FALSE);
   g_return_val_if_fail(error == NULL || *error == NULL, FALSE);

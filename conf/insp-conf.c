@@ -31,7 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-G_DEFINE_QUARK(insp-config-error-quark, insp_config_error)
+G_DEFINE_QUARK(insp - config - error - quark, insp_config_error)
 
 #define MAX_FILE_SIZE (1024 * 1024)
 #define MAX_DROPINS 256
@@ -70,32 +70,35 @@ typedef struct {
 #define DROP_AUTO (-1)
 
 static const Choice source_choices[] = {
-  { "v4l2", INSP_CONFIG_CAMERA_SOURCE_V4L2 },   { "aravis", INSP_CONFIG_CAMERA_SOURCE_ARAVIS },
-  { "rtsp", INSP_CONFIG_CAMERA_SOURCE_RTSP },   { "files", INSP_CONFIG_CAMERA_SOURCE_FILES },
-  { "test", INSP_CONFIG_CAMERA_SOURCE_TEST },   { "pipeline", INSP_CONFIG_CAMERA_SOURCE_PIPELINE },
-  { NULL, 0 },
+    {"v4l2", INSP_CONFIG_CAMERA_SOURCE_V4L2},
+    {"aravis", INSP_CONFIG_CAMERA_SOURCE_ARAVIS},
+    {"rtsp", INSP_CONFIG_CAMERA_SOURCE_RTSP},
+    {"files", INSP_CONFIG_CAMERA_SOURCE_FILES},
+    {"test", INSP_CONFIG_CAMERA_SOURCE_TEST},
+    {"pipeline", INSP_CONFIG_CAMERA_SOURCE_PIPELINE},
+    {NULL, 0},
 };
 static const Choice drop_choices[] = {
-  { "never", INSP_CONFIG_DROP_NEVER },
-  { "oldest", INSP_CONFIG_DROP_OLDEST },
-  { "auto", DROP_AUTO },
-  { NULL, 0 },
+    {"never", INSP_CONFIG_DROP_NEVER},
+    {"oldest", INSP_CONFIG_DROP_OLDEST},
+    {"auto", DROP_AUTO},
+    {NULL, 0},
 };
 static const Choice trigger_choices[] = {
-  { "free", INSP_CONFIG_TRIGGER_MODE_FREE },
-  { "mqtt", INSP_CONFIG_TRIGGER_MODE_MQTT },
-  { NULL, 0 },
+    {"free", INSP_CONFIG_TRIGGER_MODE_FREE},
+    {"mqtt", INSP_CONFIG_TRIGGER_MODE_MQTT},
+    {NULL, 0},
 };
 static const Choice masks_choices[] = {
-  { "fail", INSP_CONFIG_MASKS_FAIL },
-  { "all", INSP_CONFIG_MASKS_ALL },
-  { "none", INSP_CONFIG_MASKS_NONE },
-  { NULL, 0 },
+    {"fail", INSP_CONFIG_MASKS_FAIL},
+    {"all", INSP_CONFIG_MASKS_ALL},
+    {"none", INSP_CONFIG_MASKS_NONE},
+    {NULL, 0},
 };
 static const Choice level_choices[] = {
-  { "error", INSP_CONFIG_LOG_LEVEL_ERROR }, { "warning", INSP_CONFIG_LOG_LEVEL_WARNING },
-  { "notice", INSP_CONFIG_LOG_LEVEL_NOTICE }, { "info", INSP_CONFIG_LOG_LEVEL_INFO },
-  { "debug", INSP_CONFIG_LOG_LEVEL_DEBUG }, { NULL, 0 },
+    {"error", INSP_CONFIG_LOG_LEVEL_ERROR},   {"warning", INSP_CONFIG_LOG_LEVEL_WARNING},
+    {"notice", INSP_CONFIG_LOG_LEVEL_NOTICE}, {"info", INSP_CONFIG_LOG_LEVEL_INFO},
+    {"debug", INSP_CONFIG_LOG_LEVEL_DEBUG},   {NULL, 0},
 };
 
 static gboolean check_name(const char *value, GString *reason);
@@ -114,128 +117,129 @@ static gboolean check_uri(const char *value, GString *reason);
 #define C_SPOOL INSP_CONFIG_CHANGE_SPOOL
 #define C_STATION INSP_CONFIG_CHANGE_STATION
 
-#define KEY(sec, name, ty, tyname, field, def, allowed, chg, doc)                                 \
-  .info = { sec, name, tyname, def, allowed, ((chg) & INSP_CONFIG_CHANGE_HOT) != 0, chg, doc },    \
+#define KEY(sec, name, ty, tyname, field, def, allowed, chg, doc)                                  \
+  .info = {sec, name, tyname, def, allowed, ((chg)&INSP_CONFIG_CHANGE_HOT) != 0, chg, doc},        \
   .type = ty, .offset = offsetof(InspConfig, field)
 
 /* The schema. Keep it in the order of conf/inspectd.conf (a test checks that
  * the shipped file lists every key with its default). */
 static const Key schema[] = {
-  { KEY("station", "id", T_STRING, "string", station.id, "", "letters, digits, '.', '_', '-'",
-        C_STATION | C_MQTT, "station name in topics; empty = this machine's host name"),
-    .check = check_name },
-  { KEY("station", "state_dir", T_PATH, "path", station.state_dir, "/var/lib/inspectd", "",
-        C_STATION, "state folder: the seq counter and the threshold override live here") },
+    {KEY("station", "id", T_STRING, "string", station.id, "", "letters, digits, '.', '_', '-'",
+         C_STATION | C_MQTT, "station name in topics; empty = this machine's host name"),
+     .check = check_name},
+    {KEY("station", "state_dir", T_PATH, "path", station.state_dir, "/var/lib/inspectd", "",
+         C_STATION, "state folder: the seq counter and the threshold override live here")},
 
-  { KEY("camera", "source", T_ENUM, "enum", camera.source, "test",
-        "v4l2, aravis, rtsp, files, test, pipeline", C_CAMERA,
-        "where frames come from; test = the built-in synthetic part line"),
-    .choices = source_choices },
-  { KEY("camera", "device", T_PATH, "path", camera.device, "/dev/video0", "", C_CAMERA,
-        "v4l2: the video device") },
-  { KEY("camera", "camera", T_STRING, "string", camera.camera, "", "", C_CAMERA,
-        "aravis: the GenICam camera name; empty = the first camera found") },
-  { KEY("camera", "uri", T_STRING, "string", camera.uri, "", "an rtsp:// URI", C_CAMERA,
-        "rtsp: the stream URI (required for source = rtsp)"),
-    .check = check_uri },
-  { KEY("camera", "location", T_PATH, "path", camera.location, "", "a glob", C_CAMERA,
-        "files: glob of the images to replay, in name order (required for source = files)") },
-  { KEY("camera", "loop", T_BOOL, "bool", camera.loop, "false", "true, false", C_CAMERA,
-        "files, test: start again after the last image") },
-  { KEY("camera", "fps", T_DOUBLE, "double", camera.fps, "0", "0 <= x <= 1000", C_CAMERA,
-        "frame rate; 0 = the camera's own, or as fast as the workers take frames for files/test"),
-    .min = 0, .max = 1000 },
-  { KEY("camera", "pipeline", T_STRING, "string", camera.pipeline, "", "", C_CAMERA,
-        "pipeline: a gst-launch source description; inspectd appends conversion and its sink") },
-  { KEY("camera", "controls", T_LIST, "list", camera.controls, "", "name=integer, comma-separated",
-        C_CAMERA, "v4l2: controls set at start, e.g. exposure_time_absolute=300,gain=10") },
-  { KEY("camera", "width", T_INT, "int", camera.width, "0", "0 <= x <= 16384", C_CAMERA,
-        "frame width in pixels; 0 = the camera's own (set width and height together)"),
-    .min = 0, .max = 16384 },
-  { KEY("camera", "height", T_INT, "int", camera.height, "0", "0 <= x <= 16384", C_CAMERA,
-        "frame height in pixels; 0 = the camera's own"),
-    .min = 0, .max = 16384 },
-  { KEY("camera", "drop", T_ENUM, "enum", camera.drop, "auto", "never, oldest, auto", C_CAMERA,
-        "queue full: never = wait, oldest = drop the oldest frame; auto = oldest for live "
-        "cameras, never for files/test"),
-    .choices = drop_choices },
+    {KEY("camera", "source", T_ENUM, "enum", camera.source, "test",
+         "v4l2, aravis, rtsp, files, test, pipeline", C_CAMERA,
+         "where frames come from; test = the built-in synthetic part line"),
+     .choices = source_choices},
+    {KEY("camera", "device", T_PATH, "path", camera.device, "/dev/video0", "", C_CAMERA,
+         "v4l2: the video device")},
+    {KEY("camera", "camera", T_STRING, "string", camera.camera, "", "", C_CAMERA,
+         "aravis: the GenICam camera name; empty = the first camera found")},
+    {KEY("camera", "uri", T_STRING, "string", camera.uri, "", "an rtsp:// URI", C_CAMERA,
+         "rtsp: the stream URI (required for source = rtsp)"),
+     .check = check_uri},
+    {KEY("camera", "location", T_PATH, "path", camera.location, "", "a glob", C_CAMERA,
+         "files: glob of the images to replay, in name order (required for source = files)")},
+    {KEY("camera", "loop", T_BOOL, "bool", camera.loop, "false", "true, false", C_CAMERA,
+         "files, test: start again after the last image")},
+    {KEY("camera", "fps", T_DOUBLE, "double", camera.fps, "0", "0 <= x <= 1000", C_CAMERA,
+         "frame rate; 0 = the camera's own, or as fast as the workers take frames for files/test"),
+     .min = 0, .max = 1000},
+    {KEY("camera", "pipeline", T_STRING, "string", camera.pipeline, "", "", C_CAMERA,
+         "pipeline: a gst-launch source description; inspectd appends conversion and its sink")},
+    {KEY("camera", "controls", T_LIST, "list", camera.controls, "", "name=integer, comma-separated",
+         C_CAMERA, "v4l2: controls set at start, e.g. exposure_time_absolute=300,gain=10")},
+    {KEY("camera", "width", T_INT, "int", camera.width, "0", "0 <= x <= 16384", C_CAMERA,
+         "frame width in pixels; 0 = the camera's own (set width and height together)"),
+     .min = 0, .max = 16384},
+    {KEY("camera", "height", T_INT, "int", camera.height, "0", "0 <= x <= 16384", C_CAMERA,
+         "frame height in pixels; 0 = the camera's own"),
+     .min = 0, .max = 16384},
+    {KEY("camera", "drop", T_ENUM, "enum", camera.drop, "auto", "never, oldest, auto", C_CAMERA,
+         "queue full: never = wait, oldest = drop the oldest frame; auto = oldest for live "
+         "cameras, never for files/test"),
+     .choices = drop_choices},
 
-  { KEY("trigger", "mode", T_ENUM, "enum", trigger.mode, "free", "free, mqtt", C_TRIGGER,
-        "free = inspect every frame; mqtt = inspect the next frame after a cmd/trigger"),
-    .choices = trigger_choices },
-  { KEY("trigger", "timeout_ms", T_INT, "int", trigger.timeout_ms, "1000", "1 <= x <= 600000",
-        C_TRIGGER, "mqtt: how long a trigger waits for its frame before it fails"),
-    .min = 1, .max = 600000 },
+    {KEY("trigger", "mode", T_ENUM, "enum", trigger.mode, "free", "free, mqtt", C_TRIGGER,
+         "free = inspect every frame; mqtt = inspect the next frame after a cmd/trigger"),
+     .choices = trigger_choices},
+    {KEY("trigger", "timeout_ms", T_INT, "int", trigger.timeout_ms, "1000", "1 <= x <= 600000",
+         C_TRIGGER, "mqtt: how long a trigger waits for its frame before it fails"),
+     .min = 1, .max = 600000},
 
-  { KEY("model", "path", T_PATH, "path", model.path, "", "a readable file", C_MODEL,
-        "model file from inspectd train; empty = the demo model (source = test only)") },
-  { KEY("model", "workers", T_INT, "int", model.workers, "0", "0 <= x <= 64", C_WORKERS,
-        "inspector threads; 0 = one per CPU"),
-    .min = 0, .max = 64 },
-  { KEY("model", "blas_threads", T_INT, "int", model.blas_threads, "1", "1 <= x <= 64",
-        C_WORKERS, "OpenBLAS threads per worker (keep 1 when workers > 1)"),
-    .min = 1, .max = 64 },
+    {KEY("model", "path", T_PATH, "path", model.path, "", "a readable file", C_MODEL,
+         "model file from inspectd train; empty = the demo model (source = test only)")},
+    {KEY("model", "workers", T_INT, "int", model.workers, "0", "0 <= x <= 64", C_WORKERS,
+         "inspector threads; 0 = one per CPU"),
+     .min = 0, .max = 64},
+    {KEY("model", "blas_threads", T_INT, "int", model.blas_threads, "1", "1 <= x <= 64", C_WORKERS,
+         "OpenBLAS threads per worker (keep 1 when workers > 1)"),
+     .min = 1, .max = 64},
 
-  { KEY("inspection", "threshold", T_DOUBLE, "double", inspection.threshold, "0.5",
-        "0 <= x <= 100", C_INSPECTION, "a part fails when its score >= threshold (normalised)"),
-    .min = 0, .max = 100 },
-  { KEY("inspection", "pixel_threshold", T_DOUBLE, "double", inspection.pixel_threshold, "0.5",
-        "0 <= x <= 100", C_INSPECTION, "a pixel is defective when its score >= pixel_threshold"),
-    .min = 0, .max = 100 },
-  { KEY("inspection", "min_region_area", T_INT, "int", inspection.min_region_area, "16",
-        "0 <= x <= 100000000", C_INSPECTION, "defect regions smaller than this (pixels) are ignored"),
-    .min = 0, .max = 100000000 },
-  { KEY("inspection", "roi", T_RECT, "rect", inspection.roi, "", "x,y,w,h with w, h > 0",
-        C_INSPECTION, "region of interest in image pixels; empty = the whole image") },
+    {KEY("inspection", "threshold", T_DOUBLE, "double", inspection.threshold, "0.5",
+         "0 <= x <= 100", C_INSPECTION, "a part fails when its score >= threshold (normalised)"),
+     .min = 0, .max = 100},
+    {KEY("inspection", "pixel_threshold", T_DOUBLE, "double", inspection.pixel_threshold, "0.5",
+         "0 <= x <= 100", C_INSPECTION, "a pixel is defective when its score >= pixel_threshold"),
+     .min = 0, .max = 100},
+    {KEY("inspection", "min_region_area", T_INT, "int", inspection.min_region_area, "16",
+         "0 <= x <= 100000000", C_INSPECTION,
+         "defect regions smaller than this (pixels) are ignored"),
+     .min = 0, .max = 100000000},
+    {KEY("inspection", "roi", T_RECT, "rect", inspection.roi, "", "x,y,w,h with w, h > 0",
+         C_INSPECTION, "region of interest in image pixels; empty = the whole image")},
 
-  { KEY("mqtt", "host", T_STRING, "string", mqtt.host, "localhost", "", C_MQTT,
-        "broker host name or address; empty = MQTT disabled"),
-    .check = check_token },
-  { KEY("mqtt", "port", T_INT, "int", mqtt.port, "1883", "1 <= x <= 65535", C_MQTT,
-        "broker port (8883 is usual with TLS)"),
-    .min = 1, .max = 65535 },
-  { KEY("mqtt", "client_id", T_STRING, "string", mqtt.client_id, "", "", C_MQTT,
-        "MQTT client id; empty = inspectd-<station id>"),
-    .check = check_token },
-  { KEY("mqtt", "username", T_STRING, "string", mqtt.username, "", "", C_MQTT,
-        "user name; empty = anonymous") },
-  { KEY("mqtt", "password_file", T_PATH, "path", mqtt.password_file, "", "a readable file",
-        C_MQTT, "file whose first line is the password; empty = none") },
-  { KEY("mqtt", "tls_ca", T_PATH, "path", mqtt.tls_ca, "", "a readable file", C_MQTT,
-        "CA certificate (PEM) that enables TLS; empty = plain TCP") },
-  { KEY("mqtt", "tls_cert", T_PATH, "path", mqtt.tls_cert, "", "a readable file", C_MQTT,
-        "client certificate (PEM); needs tls_key") },
-  { KEY("mqtt", "tls_key", T_PATH, "path", mqtt.tls_key, "", "a readable file", C_MQTT,
-        "client private key (PEM); needs tls_cert") },
-  { KEY("mqtt", "qos", T_INT, "int", mqtt.qos, "1", "0 <= x <= 2", C_MQTT,
-        "QoS of results and masks"),
-    .min = 0, .max = 2 },
-  { KEY("mqtt", "keepalive", T_INT, "int", mqtt.keepalive, "30", "5 <= x <= 3600", C_MQTT,
-        "seconds between keep-alive pings"),
-    .min = 5, .max = 3600 },
-  { KEY("mqtt", "topic_prefix", T_STRING, "string", mqtt.topic_prefix, "inspectd",
-        "no '+', '#', leading or trailing '/'", C_MQTT,
-        "first topic level(s): {prefix}/{station}/result ..."),
-    .check = check_topic_prefix },
-  { KEY("mqtt", "masks", T_ENUM, "enum", mqtt.masks, "fail", "fail, all, none", C_MASKS,
-        "which parts' defect masks are published"),
-    .choices = masks_choices },
-  { KEY("mqtt", "commands", T_BOOL, "bool", mqtt.commands, "true", "true, false", C_MQTT,
-        "accept commands on {prefix}/{station}/cmd/...") },
+    {KEY("mqtt", "host", T_STRING, "string", mqtt.host, "localhost", "", C_MQTT,
+         "broker host name or address; empty = MQTT disabled"),
+     .check = check_token},
+    {KEY("mqtt", "port", T_INT, "int", mqtt.port, "1883", "1 <= x <= 65535", C_MQTT,
+         "broker port (8883 is usual with TLS)"),
+     .min = 1, .max = 65535},
+    {KEY("mqtt", "client_id", T_STRING, "string", mqtt.client_id, "", "", C_MQTT,
+         "MQTT client id; empty = inspectd-<station id>"),
+     .check = check_token},
+    {KEY("mqtt", "username", T_STRING, "string", mqtt.username, "", "", C_MQTT,
+         "user name; empty = anonymous")},
+    {KEY("mqtt", "password_file", T_PATH, "path", mqtt.password_file, "", "a readable file", C_MQTT,
+         "file whose first line is the password; empty = none")},
+    {KEY("mqtt", "tls_ca", T_PATH, "path", mqtt.tls_ca, "", "a readable file", C_MQTT,
+         "CA certificate (PEM) that enables TLS; empty = plain TCP")},
+    {KEY("mqtt", "tls_cert", T_PATH, "path", mqtt.tls_cert, "", "a readable file", C_MQTT,
+         "client certificate (PEM); needs tls_key")},
+    {KEY("mqtt", "tls_key", T_PATH, "path", mqtt.tls_key, "", "a readable file", C_MQTT,
+         "client private key (PEM); needs tls_cert")},
+    {KEY("mqtt", "qos", T_INT, "int", mqtt.qos, "1", "0 <= x <= 2", C_MQTT,
+         "QoS of results and masks"),
+     .min = 0, .max = 2},
+    {KEY("mqtt", "keepalive", T_INT, "int", mqtt.keepalive, "30", "5 <= x <= 3600", C_MQTT,
+         "seconds between keep-alive pings"),
+     .min = 5, .max = 3600},
+    {KEY("mqtt", "topic_prefix", T_STRING, "string", mqtt.topic_prefix, "inspectd",
+         "no '+', '#', leading or trailing '/'", C_MQTT,
+         "first topic level(s): {prefix}/{station}/result ..."),
+     .check = check_topic_prefix},
+    {KEY("mqtt", "masks", T_ENUM, "enum", mqtt.masks, "fail", "fail, all, none", C_MASKS,
+         "which parts' defect masks are published"),
+     .choices = masks_choices},
+    {KEY("mqtt", "commands", T_BOOL, "bool", mqtt.commands, "true", "true, false", C_MQTT,
+         "accept commands on {prefix}/{station}/cmd/...")},
 
-  { KEY("spool", "dir", T_PATH, "path", spool.dir, "/var/lib/inspectd/spool", "", C_SPOOL,
-        "where results wait while the broker is down") },
-  { KEY("spool", "max_mb", T_INT, "int", spool.max_mb, "256", "1 <= x <= 1000000", C_SPOOL,
-        "spool size limit in MiB; when full the oldest results are dropped (and counted)"),
-    .min = 1, .max = 1000000 },
+    {KEY("spool", "dir", T_PATH, "path", spool.dir, "/var/lib/inspectd/spool", "", C_SPOOL,
+         "where results wait while the broker is down")},
+    {KEY("spool", "max_mb", T_INT, "int", spool.max_mb, "256", "1 <= x <= 1000000", C_SPOOL,
+         "spool size limit in MiB; when full the oldest results are dropped (and counted)"),
+     .min = 1, .max = 1000000},
 
-  { KEY("log", "level", T_ENUM, "enum", log.level, "info", "error, warning, notice, info, debug",
-        C_LOG, "the least important journal priority that is logged"),
-    .choices = level_choices },
+    {KEY("log", "level", T_ENUM, "enum", log.level, "info", "error, warning, notice, info, debug",
+         C_LOG, "the least important journal priority that is logged"),
+     .choices = level_choices},
 };
 
-static const char *const sections[] = { "station", "camera", "trigger", "model", "inspection",
-                                        "mqtt",    "spool",  "log",     NULL };
+static const char *const sections[] = {"station", "camera", "trigger", "model", "inspection",
+                                       "mqtt",    "spool",  "log",     NULL};
 
 gsize
 insp_config_schema_n_keys(void)
@@ -278,7 +282,7 @@ is_section(const char *name)
   return FALSE;
 }
 
-#define FIELD(cfg, k, T) ((T *) (void *) ((char *) (cfg) + (k)->offset))
+#define FIELD(cfg, k, T) ((T *)(void *)((char *)(cfg) + (k)->offset))
 
 /* ---- Suggestions ---------------------------------------------------------- */
 
@@ -293,9 +297,9 @@ edit_distance(const char *a, const char *b)
   if (la > 64 || lb > 64)
     return G_MAXUINT;
   for (gsize i = 0; i <= la; i++)
-    d[i][0] = (guint) i;
+    d[i][0] = (guint)i;
   for (gsize j = 0; j <= lb; j++)
-    d[0][j] = (guint) j;
+    d[0][j] = (guint)j;
   for (gsize i = 1; i <= la; i++) {
     for (gsize j = 1; j <= lb; j++) {
       char ca = g_ascii_tolower(a[i - 1]), cb = g_ascii_tolower(b[j - 1]);
@@ -316,7 +320,7 @@ edit_distance(const char *a, const char *b)
 static const char *
 suggest(const char *name, const char *const *candidates)
 {
-  guint limit = CLAMP((guint) strlen(name) / 3, 1, 3);
+  guint limit = CLAMP((guint)strlen(name) / 3, 1, 3);
   guint best = G_MAXUINT;
   const char *found = NULL;
 
@@ -338,9 +342,9 @@ section_key_names(const char *section)
 
   for (gsize i = 0; i < G_N_ELEMENTS(schema); i++)
     if (strcmp(schema[i].info.section, section) == 0)
-      g_ptr_array_add(names, (gpointer) schema[i].info.key);
+      g_ptr_array_add(names, (gpointer)schema[i].info.key);
   g_ptr_array_add(names, NULL);
-  return (const char **) g_ptr_array_free(names, FALSE);
+  return (const char **)g_ptr_array_free(names, FALSE);
 }
 
 /* ---- Value parsers -------------------------------------------------------- */
@@ -378,9 +382,8 @@ check_name(const char *value, GString *reason)
   }
   for (const char *p = value; *p; p++) {
     if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-') {
-      g_string_append_printf(reason,
-                             "'%s' has the character '%c'; use letters, digits, '.', '_', '-'",
-                             value, *p);
+      g_string_append_printf(
+          reason, "'%s' has the character '%c'; use letters, digits, '.', '_', '-'", value, *p);
       return FALSE;
     }
   }
@@ -415,8 +418,8 @@ check_topic_prefix(const char *value, GString *reason)
     return FALSE;
   }
   if (value[0] == '/' || g_str_has_suffix(value, "/") || strstr(value, "//")) {
-    g_string_append_printf(reason, "'%s' has an empty topic level (leading, trailing or double '/')",
-                           value);
+    g_string_append_printf(
+        reason, "'%s' has an empty topic level (leading, trailing or double '/')", value);
     return FALSE;
   }
   return check_token(value, reason);
@@ -466,7 +469,7 @@ parse_controls(const char *value, InspConfigControl **out, guint *n_out, GString
   for (guint i = 0; items[i]; i++) {
     char *item = g_strstrip(items[i]);
     char *eq = strchr(item, '=');
-    InspConfigControl c = { NULL, 0 };
+    InspConfigControl c = {NULL, 0};
     gboolean ok = eq != NULL && eq != item;
 
     if (ok) {
@@ -479,9 +482,8 @@ parse_controls(const char *value, InspConfigControl **out, guint *n_out, GString
     if (!ok) {
       if (eq)
         *eq = '=';
-      g_string_append_printf(reason,
-                             "item %u '%s' is not name=integer (names are letters, digits, '_')",
-                             i + 1, item);
+      g_string_append_printf(
+          reason, "item %u '%s' is not name=integer (names are letters, digits, '_')", i + 1, item);
       break;
     }
     c.name = g_ascii_strdown(item, -1);
@@ -497,12 +499,11 @@ parse_controls(const char *value, InspConfigControl **out, guint *n_out, GString
   }
   if (reason->len > 0) {
     guint n = controls->len;
-    controls_free((InspConfigControl *) (void *) g_array_free(g_steal_pointer(&controls), FALSE),
-                  n);
+    controls_free((InspConfigControl *)(void *)g_array_free(g_steal_pointer(&controls), FALSE), n);
     return FALSE;
   }
   *n_out = controls->len;
-  *out = (InspConfigControl *) (void *) g_array_free(g_steal_pointer(&controls), FALSE);
+  *out = (InspConfigControl *)(void *)g_array_free(g_steal_pointer(&controls), FALSE);
   return TRUE;
 }
 
@@ -513,7 +514,7 @@ parse_rect(const char *value, InspConfigRect *out, GString *reason)
   gint64 v[4];
 
   if (*value == '\0') {
-    *out = (InspConfigRect){ 0, 0, 0, 0 };
+    *out = (InspConfigRect){0, 0, 0, 0};
     return TRUE;
   }
   parts = g_strsplit(value, ",", -1);
@@ -524,11 +525,11 @@ parse_rect(const char *value, InspConfigRect *out, GString *reason)
       goto bad;
   if (v[2] == 0 || v[3] == 0)
     goto bad;
-  *out = (InspConfigRect){ (int) v[0], (int) v[1], (int) v[2], (int) v[3] };
+  *out = (InspConfigRect){(int)v[0], (int)v[1], (int)v[2], (int)v[3]};
   return TRUE;
 bad:
-  g_string_append_printf(reason,
-                         "expected x,y,w,h (four integers 0..65535, w and h > 0), got '%s'", value);
+  g_string_append_printf(reason, "expected x,y,w,h (four integers 0..65535, w and h > 0), got '%s'",
+                         value);
   return FALSE;
 }
 
@@ -567,8 +568,8 @@ store_value(InspConfig *cfg, const Key *k, const char *raw, const char *base_dir
     *FIELD(cfg, k, char *) = *value ? g_canonicalize_filename(value, base_dir) : g_strdup("");
     return TRUE;
   case T_BOOL: {
-    static const char *const yes[] = { "true", "yes", "on", "1" };
-    static const char *const no[] = { "false", "no", "off", "0" };
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
 
     for (gsize i = 0; i < G_N_ELEMENTS(yes); i++) {
       if (g_ascii_strcasecmp(value, yes[i]) == 0) {
@@ -590,11 +591,11 @@ store_value(InspConfig *cfg, const Key *k, const char *raw, const char *base_dir
       g_string_append_printf(reason, "expected an integer, got '%s'", value);
       return FALSE;
     }
-    if ((double) v < k->min || (double) v > k->max) {
+    if ((double)v < k->min || (double)v > k->max) {
       g_string_append_printf(reason, "out of range, expected %s, got %s", k->info.allowed, value);
       return FALSE;
     }
-    *FIELD(cfg, k, int) = (int) v;
+    *FIELD(cfg, k, int) = (int)v;
     return TRUE;
   }
   case T_DOUBLE: {
@@ -620,10 +621,10 @@ store_value(InspConfig *cfg, const Key *k, const char *raw, const char *base_dir
         *FIELD(cfg, k, int) = k->choices[i].value;
         return TRUE;
       }
-      g_ptr_array_add(names, (gpointer) k->choices[i].name);
+      g_ptr_array_add(names, (gpointer)k->choices[i].name);
     }
     g_ptr_array_add(names, NULL);
-    close = suggest(value, (const char *const *) names->pdata);
+    close = suggest(value, (const char *const *)names->pdata);
     g_string_append_printf(reason, "'%s' is not one of the allowed values: %s", value,
                            k->info.allowed);
     if (close)
@@ -677,9 +678,9 @@ origin_free(Origin *o)
 
 typedef struct {
   InspConfig *cfg;
-  GPtrArray *problems;  /* of InspConfigProblem */
-  GHashTable *origins;  /* "section\nkey" -> Origin */
-  GHashTable *bad;      /* "section\nkey" of values that were rejected */
+  GPtrArray *problems; /* of InspConfigProblem */
+  GHashTable *origins; /* "section\nkey" -> Origin */
+  GHashTable *bad;     /* "section\nkey" of values that were rejected */
   const char *main_file;
 } Loader;
 
@@ -755,9 +756,9 @@ read_file(const char *path, char **data_out, gsize *len_out, GString *reason)
     close(fd);
     return FALSE;
   }
-  data = g_malloc((gsize) st.st_size + 1);
-  while (len < (gsize) st.st_size) {
-    gssize r = read(fd, data + len, (gsize) st.st_size - len);
+  data = g_malloc((gsize)st.st_size + 1);
+  while (len < (gsize)st.st_size) {
+    gssize r = read(fd, data + len, (gsize)st.st_size - len);
 
     if (r < 0 && errno == EINTR)
       continue;
@@ -768,7 +769,7 @@ read_file(const char *path, char **data_out, gsize *len_out, GString *reason)
     }
     if (r == 0)
       break;
-    len += (gsize) r;
+    len += (gsize)r;
   }
   close(fd);
   data[len] = '\0';
@@ -795,7 +796,7 @@ lines_parse(char **lines, gsize n, GError **error)
   g_autoptr(GKeyFile) kf = g_key_file_new();
   g_autofree char *text = join_lines(lines, n);
 
-  return g_key_file_load_from_data(kf, text, (gsize) -1, G_KEY_FILE_NONE, error);
+  return g_key_file_load_from_data(kf, text, (gsize)-1, G_KEY_FILE_NONE, error);
 }
 
 /* The section a key without one was probably meant for. */
@@ -822,7 +823,7 @@ parse_lines(Loader *L, const char *file, char **lines, gsize n)
     gboolean in_section = FALSE;
     const char *line;
 
-    if (g_key_file_load_from_data(kf, text, (gsize) -1, G_KEY_FILE_NONE, &error))
+    if (g_key_file_load_from_data(kf, text, (gsize)-1, G_KEY_FILE_NONE, &error))
       return g_steal_pointer(&kf);
     if (round == MAX_SYNTAX_ERRORS) {
       add_problem(L, file, 0, NULL, NULL, "too many syntax errors, giving up on this file");
@@ -843,18 +844,18 @@ parse_lines(Loader *L, const char *file, char **lines, gsize n)
       if (g_strchug(lines[i])[0] == '[')
         in_section = TRUE;
     if (!in_section && line[0] != '[' && strchr(line, '=')) {
-      g_autofree char *key = g_strndup(line, (gsize) (strchr(line, '=') - line));
+      g_autofree char *key = g_strndup(line, (gsize)(strchr(line, '=') - line));
       const char *section = section_of_key(g_strstrip(key));
       g_autofree char *reason =
-        section ? g_strdup_printf("key '%s' comes before any [section] line; it belongs in [%s]",
-                                  key, section)
-                : g_strdup_printf("key '%s' comes before any [section] line", key);
+          section ? g_strdup_printf("key '%s' comes before any [section] line; it belongs in [%s]",
+                                    key, section)
+                  : g_strdup_printf("key '%s' comes before any [section] line", key);
 
-      add_problem(L, file, (int) lo, NULL, NULL, reason);
+      add_problem(L, file, (int)lo, NULL, NULL, reason);
     } else {
       g_autofree char *reason = g_strdup_printf("syntax error: %s", error->message);
 
-      add_problem(L, file, (int) lo, NULL, NULL, reason);
+      add_problem(L, file, (int)lo, NULL, NULL, reason);
     }
     g_free(lines[lo - 1]);
     lines[lo - 1] = g_strdup("");
@@ -880,7 +881,7 @@ scan_lines(Loader *L, const char *file, char **lines, gsize n, GHashTable *key_l
       const char *end = strchr(line, ']');
 
       g_free(group);
-      group = end ? g_strndup(line + 1, (gsize) (end - line - 1)) : NULL;
+      group = end ? g_strndup(line + 1, (gsize)(end - line - 1)) : NULL;
       /* "section\n" holds the line of the section's first header */
       if (group) {
         char *id = g_strconcat(group, "\n", NULL);
@@ -888,24 +889,24 @@ scan_lines(Loader *L, const char *file, char **lines, gsize n, GHashTable *key_l
         if (g_hash_table_contains(key_lines, id))
           g_free(id);
         else
-          g_hash_table_insert(key_lines, id, GINT_TO_POINTER((int) i + 1));
+          g_hash_table_insert(key_lines, id, GINT_TO_POINTER((int)i + 1));
       }
       continue;
     }
     eq = strchr(line, '=');
     if (group && eq) {
-      g_autofree char *key = g_strndup(line, (gsize) (eq - line));
+      g_autofree char *key = g_strndup(line, (gsize)(eq - line));
       char *id = g_strconcat(group, "\n", g_strchomp(key), NULL);
       gpointer prev = g_hash_table_lookup(key_lines, id);
 
       if (prev) {
         g_autofree char *reason = g_strdup_printf("set twice in this file (lines %d and %d)",
-                                                  GPOINTER_TO_INT(prev), (int) i + 1);
+                                                  GPOINTER_TO_INT(prev), (int)i + 1);
 
-        add_problem(L, file, (int) i + 1, group, key, reason);
+        add_problem(L, file, (int)i + 1, group, key, reason);
         g_free(id);
       } else {
-        g_hash_table_insert(key_lines, id, GINT_TO_POINTER((int) i + 1));
+        g_hash_table_insert(key_lines, id, GINT_TO_POINTER((int)i + 1));
       }
     }
   }
@@ -914,8 +915,8 @@ scan_lines(Loader *L, const char *file, char **lines, gsize n, GHashTable *key_l
 static int
 compare_lines(gconstpointer a, gconstpointer b)
 {
-  const InspConfigProblem *pa = *(const InspConfigProblem *const *) a;
-  const InspConfigProblem *pb = *(const InspConfigProblem *const *) b;
+  const InspConfigProblem *pa = *(const InspConfigProblem *const *)a;
+  const InspConfigProblem *pb = *(const InspConfigProblem *const *)b;
   int la = pa->line > 0 ? pa->line : G_MAXINT, lb = pb->line > 0 ? pb->line : G_MAXINT;
 
   return (la > lb) - (la < lb);
@@ -966,9 +967,9 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
     if (!is_section(section)) {
       const char *close = suggest(section, sections);
       g_autofree char *reason =
-        close ? g_strdup_printf("unknown section, did you mean [%s]?", close)
-              : g_strdup("unknown section (known: station, camera, trigger, model, inspection, "
-                         "mqtt, spool, log)");
+          close ? g_strdup_printf("unknown section, did you mean [%s]?", close)
+                : g_strdup("unknown section (known: station, camera, trigger, model, inspection, "
+                           "mqtt, spool, log)");
 
       g_autofree char *gid = g_strconcat(section, "\n", NULL);
 
@@ -996,8 +997,8 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
         else if (close)
           g_string_append_printf(reason, "unknown key, did you mean '%s'?", close);
         else if (elsewhere)
-          g_string_append_printf(reason, "unknown key in [%s]; '%s' belongs in [%s]", section,
-                                 key, elsewhere);
+          g_string_append_printf(reason, "unknown key in [%s]; '%s' belongs in [%s]", section, key,
+                                 elsewhere);
         else
           g_string_append(reason, "unknown key");
         add_problem(L, file, line, section, key, reason->str);
@@ -1047,7 +1048,7 @@ load_file(Loader *L, const char *path, GPtrArray *files)
 static int
 compare_names(gconstpointer a, gconstpointer b)
 {
-  return strcmp(*(const char *const *) a, *(const char *const *) b);
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* The drop-ins of @path in name order, or NULL with a problem. */
@@ -1083,7 +1084,7 @@ list_dropins(Loader *L, const char *path)
   }
   g_ptr_array_sort(names, compare_names);
   for (guint i = 0; i < names->len; i++) {
-    char *full = g_build_filename(dir_path, (const char *) names->pdata[i], NULL);
+    char *full = g_build_filename(dir_path, (const char *)names->pdata[i], NULL);
 
     /* Only regular files count: a symlink to /dev/null masks a name, as in systemd. */
     if (g_file_test(full, G_FILE_TEST_IS_REGULAR))
@@ -1139,13 +1140,13 @@ resolve(InspConfig *cfg)
     g_free(cfg->mqtt.client_id);
     cfg->mqtt.client_id = g_strconcat("inspectd-", cfg->station.id, NULL);
   }
-  if (*(int *) (void *) &cfg->camera.drop == DROP_AUTO)
+  if (*(int *)(void *)&cfg->camera.drop == DROP_AUTO)
     cfg->camera.drop = (cfg->camera.source == INSP_CONFIG_CAMERA_SOURCE_FILES ||
                         cfg->camera.source == INSP_CONFIG_CAMERA_SOURCE_TEST)
-                         ? INSP_CONFIG_DROP_NEVER
-                         : INSP_CONFIG_DROP_OLDEST;
+                           ? INSP_CONFIG_DROP_NEVER
+                           : INSP_CONFIG_DROP_OLDEST;
   if (cfg->model.workers == 0)
-    cfg->model.workers = (int) CLAMP(g_get_num_processors(), 1, 64);
+    cfg->model.workers = (int)CLAMP(g_get_num_processors(), 1, 64);
   cfg->inspection.configured_threshold = cfg->inspection.threshold;
   cfg->inspection.configured_pixel_threshold = cfg->inspection.pixel_threshold;
 }
@@ -1174,7 +1175,7 @@ check_readable(Loader *L, const char *section, const char *key, const char *path
 static const char *
 source_name(const InspConfig *cfg)
 {
-  return choice_name(source_choices, (int) cfg->camera.source);
+  return choice_name(source_choices, (int)cfg->camera.source);
 }
 
 /* Whether a file gave [section] key a value that was rejected: rules about
@@ -1197,17 +1198,17 @@ check_rules(Loader *L)
     const char *key;
     const char *value;
   } needs[] = {
-    { INSP_CONFIG_CAMERA_SOURCE_V4L2, "device", cfg->camera.device },
-    { INSP_CONFIG_CAMERA_SOURCE_RTSP, "uri", cfg->camera.uri },
-    { INSP_CONFIG_CAMERA_SOURCE_FILES, "location", cfg->camera.location },
-    { INSP_CONFIG_CAMERA_SOURCE_PIPELINE, "pipeline", cfg->camera.pipeline },
+      {INSP_CONFIG_CAMERA_SOURCE_V4L2, "device", cfg->camera.device},
+      {INSP_CONFIG_CAMERA_SOURCE_RTSP, "uri", cfg->camera.uri},
+      {INSP_CONFIG_CAMERA_SOURCE_FILES, "location", cfg->camera.location},
+      {INSP_CONFIG_CAMERA_SOURCE_PIPELINE, "pipeline", cfg->camera.pipeline},
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(needs); i++) {
     if (src == needs[i].source && needs[i].value[0] == '\0' &&
         !was_rejected(L, "camera", needs[i].key)) {
       g_autofree char *reason =
-        g_strdup_printf("required when [camera] source = %s", source_name(cfg));
+          g_strdup_printf("required when [camera] source = %s", source_name(cfg));
 
       add_problem(L, origin_file(L, "camera", "source"), 0, "camera", needs[i].key, reason);
     }
@@ -1236,8 +1237,8 @@ check_rules(Loader *L)
   if (cfg->model.path[0] == '\0' && src != INSP_CONFIG_CAMERA_SOURCE_TEST &&
       !was_rejected(L, "model", "path")) {
     g_autofree char *reason = g_strdup_printf(
-      "required when [camera] source = %s (only source = test runs the demo model)",
-      source_name(cfg));
+        "required when [camera] source = %s (only source = test runs the demo model)",
+        source_name(cfg));
 
     add_problem(L, origin_file(L, "camera", "source"), 0, "model", "path", reason);
   }
@@ -1265,7 +1266,7 @@ finish(Loader *L, GPtrArray *files, GPtrArray **problems_out, GError **error)
     return NULL;
   }
   g_ptr_array_add(files, NULL);
-  cfg->files = g_strdupv((char **) files->pdata);
+  cfg->files = g_strdupv((char **)files->pdata);
   cfg->path = g_strdup(L->main_file);
   return g_steal_pointer(&cfg);
 }
@@ -1274,8 +1275,8 @@ static void
 loader_init(Loader *L, const char *main_file)
 {
   L->cfg = config_new_defaults();
-  L->problems = g_ptr_array_new_with_free_func((GDestroyNotify) insp_config_problem_free);
-  L->origins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) origin_free);
+  L->problems = g_ptr_array_new_with_free_func((GDestroyNotify)insp_config_problem_free);
+  L->origins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)origin_free);
   L->bad = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   L->main_file = main_file;
 }
@@ -1303,7 +1304,7 @@ insp_config_load(const char *path, GPtrArray **problems_out, GError **error)
   load_file(&L, path, files);
   dropins = list_dropins(&L, path);
   for (guint i = 0; dropins && i < dropins->len; i++)
-    load_file(&L, (const char *) dropins->pdata[i], files);
+    load_file(&L, (const char *)dropins->pdata[i], files);
   cfg = finish(&L, files, problems_out, error);
   loader_clear(&L);
   return cfg;
@@ -1323,7 +1324,7 @@ insp_config_load_from_data(const char *data, gssize length, const char *name,
   g_return_val_if_fail(name != NULL, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
 
-  len = length < 0 ? strlen(data) : (gsize) length;
+  len = length < 0 ? strlen(data) : (gsize)length;
   loader_init(&L, name);
   g_ptr_array_add(files, g_strdup(name));
   if (len > MAX_FILE_SIZE)
@@ -1447,15 +1448,14 @@ insp_config_diff_keys(const InspConfig *old_config, const InspConfig *new_config
     if (!key_equal(&schema[i], old_config, new_config))
       g_ptr_array_add(keys, g_strdup_printf("[%s] %s", schema[i].info.section, schema[i].info.key));
   g_ptr_array_add(keys, NULL);
-  return (char **) g_ptr_array_free(keys, FALSE);
+  return (char **)g_ptr_array_free(keys, FALSE);
 }
 
 char *
 insp_config_change_to_string(InspConfigChange change)
 {
-  static const char *const names[] = { "inspection", "masks",   "log",  "model",
-                                       "workers",    "camera",  "trigger", "mqtt",
-                                       "spool",      "station" };
+  static const char *const names[] = {"inspection", "masks",   "log",  "model", "workers",
+                                      "camera",     "trigger", "mqtt", "spool", "station"};
   GString *s = g_string_new(NULL);
 
   for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {

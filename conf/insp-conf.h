@@ -97,7 +97,7 @@ typedef struct {
     char *pipeline; /* pipeline: GStreamer source description producing video */
     InspConfigControl *controls; /* n_controls entries, in file order, names unique */
     guint n_controls;
-    int width, height; /* 0 = the camera's own resolution */
+    int width, height;   /* 0 = the camera's own resolution */
     InspConfigDrop drop; /* resolved; never "auto" */
   } camera;
   struct {
@@ -110,10 +110,10 @@ typedef struct {
     int blas_threads; /* OpenBLAS threads per worker */
   } model;
   struct {
-    double threshold;        /* effective image threshold (override applied) */
-    double pixel_threshold;  /* effective pixel threshold for the mask */
-    int min_region_area;     /* pixels; smaller regions are dropped */
-    InspConfigRect roi;      /* w == 0: the whole image */
+    double threshold;                  /* effective image threshold (override applied) */
+    double pixel_threshold;            /* effective pixel threshold for the mask */
+    int min_region_area;               /* pixels; smaller regions are dropped */
+    InspConfigRect roi;                /* w == 0: the whole image */
     double configured_threshold;       /* what the config files say (before override) */
     double configured_pixel_threshold; /* idem */
   } inspection;
@@ -122,7 +122,7 @@ typedef struct {
     int port;
     char *client_id; /* resolved: default "inspectd-<station id>" */
     char *username;
-    char *password_file; /* absolute, readable; "" = none */
+    char *password_file;               /* absolute, readable; "" = none */
     char *tls_ca, *tls_cert, *tls_key; /* absolute, readable; "" = none */
     int qos;
     int keepalive; /* seconds */
@@ -196,11 +196,11 @@ typedef enum {
   INSP_CONFIG_CHANGE_STATION = 1 << 9,    /* reopen the state folder (seq counter) */
 } InspConfigChange;
 
-#define INSP_CONFIG_CHANGE_HOT                                                                 \
+#define INSP_CONFIG_CHANGE_HOT                                                                     \
   (INSP_CONFIG_CHANGE_INSPECTION | INSP_CONFIG_CHANGE_MASKS | INSP_CONFIG_CHANGE_LOG)
-#define INSP_CONFIG_CHANGE_COLD                                                                \
-  (INSP_CONFIG_CHANGE_MODEL | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_CAMERA |         \
-   INSP_CONFIG_CHANGE_TRIGGER | INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL |            \
+#define INSP_CONFIG_CHANGE_COLD                                                                    \
+  (INSP_CONFIG_CHANGE_MODEL | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_CAMERA |             \
+   INSP_CONFIG_CHANGE_TRIGGER | INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL |               \
    INSP_CONFIG_CHANGE_STATION)
 
 /* The components in which @new_config differs from @old_config (both valid).

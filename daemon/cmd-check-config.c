@@ -30,9 +30,9 @@ insp_cmd_check_config(int argc, char **argv)
   int status;
   gboolean keys = FALSE;
   const GOptionEntry entries[] = {
-    { "keys", 0, 0, G_OPTION_ARG_NONE, &keys, "Print every key of the schema (Markdown) and exit",
-      NULL },
-    G_OPTION_ENTRY_NULL,
+      {"keys", 0, 0, G_OPTION_ARG_NONE, &keys, "Print every key of the schema (Markdown) and exit",
+       NULL},
+      G_OPTION_ENTRY_NULL,
   };
   g_autoptr(GPtrArray) problems = NULL;
   g_autoptr(GError) error = NULL;
@@ -55,15 +55,16 @@ insp_cmd_check_config(int argc, char **argv)
     return 0;
   }
   if (argc != 2) {
-    fprintf(stderr, "inspectd check-config: expected one FILE, got %d\n"
-                    "Try 'inspectd check-config --help'.\n",
+    fprintf(stderr,
+            "inspectd check-config: expected one FILE, got %d\n"
+            "Try 'inspectd check-config --help'.\n",
             argc - 1);
     return 2;
   }
   cfg = insp_config_load(argv[1], &problems, &error);
   if (!cfg) {
     for (guint i = 0; problems && i < problems->len; i++)
-      fprintf(stderr, "%s\n", ((const InspConfigProblem *) problems->pdata[i])->text);
+      fprintf(stderr, "%s\n", ((const InspConfigProblem *)problems->pdata[i])->text);
     fprintf(stderr, "%s\n", error->message);
     return 1;
   }

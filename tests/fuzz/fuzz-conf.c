@@ -14,8 +14,8 @@ LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
 {
   GPtrArray *problems = NULL;
   GError *error = NULL;
-  InspConfig *cfg = insp_config_load_from_data((const char *)data, (gssize)size, "fuzz.conf",
-                                               &problems, &error);
+  InspConfig *cfg =
+      insp_config_load_from_data((const char *)data, (gssize)size, "fuzz.conf", &problems, &error);
 
   if (!cfg) {
     g_assert(error != NULL && problems != NULL && problems->len > 0);

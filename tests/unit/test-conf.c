@@ -95,7 +95,7 @@ load_ok(const char *text)
 
   if (!cfg) {
     for (guint i = 0; i < problems->len; i++)
-      g_test_message("unexpected: %s", ((InspConfigProblem *) problems->pdata[i])->text);
+      g_test_message("unexpected: %s", ((InspConfigProblem *)problems->pdata[i])->text);
   }
   g_assert_nonnull(cfg);
   g_assert_null(problems);
@@ -134,7 +134,7 @@ find_problem(GPtrArray *problems, const char *file, const char *section, const c
     }
   }
   for (guint i = 0; i < problems->len; i++)
-    g_test_message("have: %s", ((InspConfigProblem *) problems->pdata[i])->text);
+    g_test_message("have: %s", ((InspConfigProblem *)problems->pdata[i])->text);
   g_test_message("wanted: %s [%s] %s: ...%s...", file ? file : "*", section, key, needle);
   g_assert_not_reached();
 }
@@ -147,7 +147,7 @@ assert_one_problem(const char *text, const char *section, const char *key, const
   find_problem(problems, "test.conf", section, key, needle);
   if (problems->len != 1) {
     for (guint i = 0; i < problems->len; i++)
-      g_test_message("have: %s", ((InspConfigProblem *) problems->pdata[i])->text);
+      g_test_message("have: %s", ((InspConfigProblem *)problems->pdata[i])->text);
   }
   g_assert_cmpuint(problems->len, ==, 1);
 }
@@ -301,7 +301,7 @@ static void
 test_unknown_key(void)
 {
   g_autoptr(GPtrArray) problems =
-    load_bad("[inspection]\ntreshold = 0.4\n[camera]\nthreshold = 1\nzzzz = 2\nFPS = 3\n");
+      load_bad("[inspection]\ntreshold = 0.4\n[camera]\nthreshold = 1\nzzzz = 2\nFPS = 3\n");
   const InspConfigProblem *p;
 
   p = find_problem(problems, "test.conf", "inspection", "treshold",
@@ -319,9 +319,9 @@ static void
 test_wrong_type(void)
 {
   g_autoptr(GPtrArray) problems =
-    load_bad("[inspection]\nthreshold = abc\nmin_region_area = 1.5\nroi = 1,2,3\n"
-             "[camera]\nloop = maybe\ncontrols = gain=10,exposure=abc\nfps = nan\n"
-             "[mqtt]\nport = 18 83\n");
+      load_bad("[inspection]\nthreshold = abc\nmin_region_area = 1.5\nroi = 1,2,3\n"
+               "[camera]\nloop = maybe\ncontrols = gain=10,exposure=abc\nfps = nan\n"
+               "[mqtt]\nport = 18 83\n");
 
   find_problem(problems, "test.conf", "inspection", "threshold", "expected a number, got 'abc'");
   find_problem(problems, "test.conf", "inspection", "min_region_area",
@@ -338,15 +338,16 @@ static void
 test_out_of_range(void)
 {
   g_autoptr(GPtrArray) problems =
-    load_bad("[mqtt]\nport = 0\nqos = 3\nkeepalive = 4\n[inspection]\nthreshold = 100.5\n"
-             "pixel_threshold = -0.1\n[model]\nworkers = 65\n[spool]\nmax_mb = 0\n"
-             "[inspection]\nroi = 0,0,0,10\n");
+      load_bad("[mqtt]\nport = 0\nqos = 3\nkeepalive = 4\n[inspection]\nthreshold = 100.5\n"
+               "pixel_threshold = -0.1\n[model]\nworkers = 65\n[spool]\nmax_mb = 0\n"
+               "[inspection]\nroi = 0,0,0,10\n");
 
   find_problem(problems, "test.conf", "mqtt", "port",
                "out of range, expected 1 <= x <= 65535, got 0");
   find_problem(problems, "test.conf", "mqtt", "qos", "expected 0 <= x <= 2, got 3");
   find_problem(problems, "test.conf", "mqtt", "keepalive", "expected 5 <= x <= 3600, got 4");
-  find_problem(problems, "test.conf", "inspection", "threshold", "expected 0 <= x <= 100, got 100.5");
+  find_problem(problems, "test.conf", "inspection", "threshold",
+               "expected 0 <= x <= 100, got 100.5");
   find_problem(problems, "test.conf", "inspection", "pixel_threshold", "got -0.1");
   find_problem(problems, "test.conf", "model", "workers", "0 <= x <= 64, got 65");
   find_problem(problems, "test.conf", "spool", "max_mb", "1 <= x <= 1000000, got 0");
@@ -357,8 +358,8 @@ test_out_of_range(void)
 static void
 test_not_allowed(void)
 {
-  g_autoptr(GPtrArray) problems =
-    load_bad("[camera]\nsource = v4l3\ndrop = newest\n[mqtt]\nmasks = some\n[log]\nlevel = loud\n");
+  g_autoptr(GPtrArray) problems = load_bad(
+      "[camera]\nsource = v4l3\ndrop = newest\n[mqtt]\nmasks = some\n[log]\nlevel = loud\n");
 
   find_problem(problems, "test.conf", "camera", "source",
                "'v4l3' is not one of the allowed values: v4l2, aravis, rtsp, files, test, "
@@ -404,7 +405,7 @@ test_limits(void)
     g_autoptr(GPtrArray) problems = NULL;
     g_autoptr(GError) error = NULL;
     g_autoptr(InspConfig) cfg =
-      insp_config_load_from_data("[log]\nlevel=info\n\0junk", 22, "nul.conf", &problems, &error);
+        insp_config_load_from_data("[log]\nlevel=info\n\0junk", 22, "nul.conf", &problems, &error);
 
     g_assert_null(cfg);
     find_problem(problems, "nul.conf", NULL, NULL, "NUL byte");
@@ -417,12 +418,12 @@ test_files(void)
   g_autofree char *dir = make_tmpdir();
   g_autofree char *missing = g_build_filename(dir, "nope.safetensors", NULL);
   g_autofree char *text =
-    g_strdup_printf("[camera]\nsource = v4l2\n[model]\npath = %s\n[mqtt]\npassword_file = %s\n"
-                    "tls_ca = %s/ca.pem\n",
-                    missing, dir, dir);
+      g_strdup_printf("[camera]\nsource = v4l2\n[model]\npath = %s\n[mqtt]\npassword_file = %s\n"
+                      "tls_ca = %s/ca.pem\n",
+                      missing, dir, dir);
   g_autoptr(GPtrArray) problems = load_bad(text);
   g_autofree char *want_missing =
-    g_strdup_printf("cannot read '%s': No such file or directory", missing);
+      g_strdup_printf("cannot read '%s': No such file or directory", missing);
   g_autofree char *want_dir = g_strdup_printf("'%s' is not a regular file", dir);
 
   find_problem(problems, "test.conf", "model", "path", want_missing);
@@ -449,8 +450,8 @@ test_cross_key(void)
                      "required when [mqtt] tls_key is set");
   assert_one_problem("[camera]\nsource = files\n[model]\npath = @FILE@\n", "camera", "location",
                      "required when [camera] source = files");
-  assert_one_problem("[camera]\nsource = pipeline\n[model]\npath = @FILE@\n", "camera",
-                     "pipeline", "required when [camera] source = pipeline");
+  assert_one_problem("[camera]\nsource = pipeline\n[model]\npath = @FILE@\n", "camera", "pipeline",
+                     "required when [camera] source = pipeline");
   assert_one_problem("[camera]\nsource = rtsp\n[model]\npath = @FILE@\n", "camera", "uri",
                      "required when [camera] source = rtsp");
   assert_one_problem("[camera]\nsource = aravis\n", "model", "path",
@@ -462,8 +463,8 @@ test_cross_key(void)
   assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\ncommands = false\n", "trigger", "mode",
                      "commands = true");
   g_autoptr(InspConfig) ok =
-    load_ok("[trigger]\nmode = mqtt\n[camera]\nsource = pipeline\npipeline = videotestsrc\n"
-            "[model]\npath = @FILE@\n[mqtt]\ntls_cert = @FILE@\ntls_key = @FILE@\n");
+      load_ok("[trigger]\nmode = mqtt\n[camera]\nsource = pipeline\npipeline = videotestsrc\n"
+              "[model]\npath = @FILE@\n[mqtt]\ntls_cert = @FILE@\ntls_key = @FILE@\n");
   g_assert_cmpstr(ok->camera.pipeline, ==, "videotestsrc");
 }
 
@@ -471,8 +472,8 @@ static void
 test_syntax(void)
 {
   g_autoptr(GPtrArray) problems =
-    load_bad("threshold = 0.7\n[inspection]\nthreshold = 0.2\nthis is not a key\n"
-             "[camera\nfps = x\n[mqtt]\nport = 1\nport = 2\n");
+      load_bad("threshold = 0.7\n[inspection]\nthreshold = 0.2\nthis is not a key\n"
+               "[camera\nfps = x\n[mqtt]\nport = 1\nport = 2\n");
   const InspConfigProblem *p;
 
   p = find_problem(problems, "test.conf", NULL, NULL, "comes before any [section] line");
@@ -490,8 +491,8 @@ test_syntax(void)
   g_assert_cmpint(p->line, ==, 9);
   g_assert_cmpuint(problems->len, ==, 5);
   for (guint i = 1; i < problems->len; i++) { /* in line order, line-less last */
-    int a = ((InspConfigProblem *) problems->pdata[i - 1])->line;
-    int b = ((InspConfigProblem *) problems->pdata[i])->line;
+    int a = ((InspConfigProblem *)problems->pdata[i - 1])->line;
+    int b = ((InspConfigProblem *)problems->pdata[i])->line;
 
     g_assert_true(b == 0 || (a > 0 && a <= b));
   }
@@ -501,16 +502,17 @@ static void
 test_many_problems(void)
 {
   g_autoptr(GPtrArray) problems =
-    load_bad("[station]\nid = a b\n[camera]\nsource = files\nfps = fast\n"
-             "[inspection]\ntreshold = 0.4\n[mqtt]\nport = 70000\ntls_key = @FILE@\n"
-             "[spol]\ndir = /x\n");
+      load_bad("[station]\nid = a b\n[camera]\nsource = files\nfps = fast\n"
+               "[inspection]\ntreshold = 0.4\n[mqtt]\nport = 70000\ntls_key = @FILE@\n"
+               "[spol]\ndir = /x\n");
 
   find_problem(problems, "test.conf", "station", "id", "'a b' has the character ' '");
   find_problem(problems, "test.conf", "camera", "fps", "expected a number");
   find_problem(problems, "test.conf", "inspection", "treshold", "did you mean 'threshold'");
   find_problem(problems, "test.conf", "mqtt", "port", "out of range");
   find_problem(problems, "test.conf", "spol", NULL, "did you mean [spool]?");
-  find_problem(problems, "test.conf", "camera", "location", "required when [camera] source = files");
+  find_problem(problems, "test.conf", "camera", "location",
+               "required when [camera] source = files");
   find_problem(problems, "test.conf", "model", "path", "required when [camera] source = files");
   find_problem(problems, "test.conf", "mqtt", "tls_cert", "required when [mqtt] tls_key is set");
   g_assert_cmpuint(problems->len, ==, 8);
@@ -537,7 +539,7 @@ test_missing_main(void)
   g_assert_null(cfg);
   g_assert_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID);
   g_assert_cmpuint(problems->len, ==, 1);
-  g_assert_cmpstr(((InspConfigProblem *) problems->pdata[0])->text, ==, want);
+  g_assert_cmpstr(((InspConfigProblem *)problems->pdata[0])->text, ==, want);
   g_clear_pointer(&problems, g_ptr_array_unref);
   g_clear_error(&error);
   g_assert_null(insp_config_load(dir, &problems, &error));
@@ -554,17 +556,17 @@ test_dropins(void)
                                      "[camera]\nfps = 5\n");
   g_autofree char *d10 = write_file(dir, "inspectd.conf.d/10-line.conf",
                                     "[inspection]\nthreshold = 0.6\n[camera]\nfps = 7\n");
-  g_autofree char *d20 = write_file(dir, "inspectd.conf.d/20-override.conf",
-                                    "[inspection]\nthreshold = 0.8\n");
+  g_autofree char *d20 =
+      write_file(dir, "inspectd.conf.d/20-override.conf", "[inspection]\nthreshold = 0.8\n");
   g_autofree char *d9 = write_file(dir, "inspectd.conf.d/09-first.conf", "[camera]\nfps = 1\n");
-  g_autofree char *ignored = write_file(dir, "inspectd.conf.d/99-last.conf.disabled",
-                                        "[camera]\nfps = 99\n");
+  g_autofree char *ignored =
+      write_file(dir, "inspectd.conf.d/99-last.conf.disabled", "[camera]\nfps = 99\n");
   g_autofree char *hidden = write_file(dir, "inspectd.conf.d/.hidden.conf", "[camera]\nfps = 98\n");
   g_autoptr(GError) error = NULL;
   g_autoptr(InspConfig) cfg = insp_config_load(main, NULL, &error);
 
   g_assert_no_error(error);
-  g_assert_cmpfloat(cfg->inspection.threshold, ==, 0.8);  /* 20- beats 10- beats main */
+  g_assert_cmpfloat(cfg->inspection.threshold, ==, 0.8);       /* 20- beats 10- beats main */
   g_assert_cmpfloat(cfg->inspection.pixel_threshold, ==, 0.4); /* only main sets it */
   g_assert_cmpfloat(cfg->camera.fps, ==, 7);                   /* 10- beats 09- and main */
   g_assert_cmpuint(g_strv_length(cfg->files), ==, 4);
@@ -578,7 +580,7 @@ test_dropins(void)
     g_autofree char *bad = write_file(dir, "inspectd.conf.d/30-typo.conf",
                                       "[inspection]\ntreshold = 0.4\n[mqtt]\ntls_cert = @FILE@\n");
     g_autofree char *bad2 =
-      write_file(dir, "inspectd.conf.d/15-bad.conf", "[camera]\nfps = quick\n[mqt]\nx = 1\n");
+        write_file(dir, "inspectd.conf.d/15-bad.conf", "[camera]\nfps = quick\n[mqt]\nx = 1\n");
     g_autoptr(GPtrArray) problems = NULL;
     g_autoptr(GError) error2 = NULL;
     g_autoptr(InspConfig) cfg2 = insp_config_load(main, &problems, &error2);
@@ -587,7 +589,8 @@ test_dropins(void)
 
     g_assert_null(cfg2);
     p = find_problem(problems, bad, "inspection", "treshold", "did you mean 'threshold'?");
-    want = g_strdup_printf("%s: [inspection] treshold: unknown key, did you mean 'threshold'?", bad);
+    want =
+        g_strdup_printf("%s: [inspection] treshold: unknown key, did you mean 'threshold'?", bad);
     g_assert_cmpstr(p->text, ==, want);
     find_problem(problems, bad, "mqtt", "tls_key", "required when [mqtt] tls_cert is set");
     /* reported although 10- and 20- files' fps would win anyway */
@@ -595,7 +598,7 @@ test_dropins(void)
     find_problem(problems, bad2, "mqt", NULL, "did you mean [mqtt]?");
     g_assert_cmpuint(problems->len, ==, 4);
     /* problems come in file order: 15- before 30- */
-    g_assert_cmpstr(((InspConfigProblem *) problems->pdata[0])->file, ==, bad2);
+    g_assert_cmpstr(((InspConfigProblem *)problems->pdata[0])->file, ==, bad2);
   }
   rm_rf(dir);
 }
@@ -606,7 +609,7 @@ test_dropin_origin_of_file_check(void)
   g_autofree char *dir = make_tmpdir();
   g_autofree char *main = write_file(dir, "inspectd.conf", "[model]\npath = @FILE@\n");
   g_autofree char *drop =
-    write_file(dir, "inspectd.conf.d/50-model.conf", "[model]\npath = missing.safetensors\n");
+      write_file(dir, "inspectd.conf.d/50-model.conf", "[model]\npath = missing.safetensors\n");
   g_autoptr(GPtrArray) problems = NULL;
   g_autoptr(GError) error = NULL;
   g_autoptr(InspConfig) cfg = insp_config_load(main, &problems, &error);
@@ -639,26 +642,26 @@ test_diff(void)
     const char *text;
     InspConfigChange want;
   } cases[] = {
-    { "[station]\nid = s1\n", INSP_CONFIG_CHANGE_NONE },
-    { "[station]\nid = s1\n[inspection]\nthreshold = 0.7\n", INSP_CONFIG_CHANGE_INSPECTION },
-    { "[station]\nid = s1\n[inspection]\nroi = 1,2,3,4\npixel_threshold = 0.9\n"
-      "min_region_area = 3\n",
-      INSP_CONFIG_CHANGE_INSPECTION },
-    { "[station]\nid = s1\n[mqtt]\nmasks = all\n", INSP_CONFIG_CHANGE_MASKS },
-    { "[station]\nid = s1\n[log]\nlevel = debug\n", INSP_CONFIG_CHANGE_LOG },
-    { "[station]\nid = s1\n[model]\npath = @FILE@\n", INSP_CONFIG_CHANGE_MODEL },
-    { "[station]\nid = s1\n[model]\nworkers = 7\nblas_threads = 2\n", INSP_CONFIG_CHANGE_WORKERS },
-    { "[station]\nid = s1\n[camera]\nfps = 3\n", INSP_CONFIG_CHANGE_CAMERA },
-    { "[station]\nid = s1\n[camera]\ncontrols = gain=1\n", INSP_CONFIG_CHANGE_CAMERA },
-    { "[station]\nid = s1\n[trigger]\ntimeout_ms = 5\n", INSP_CONFIG_CHANGE_TRIGGER },
-    { "[station]\nid = s1\n[mqtt]\nport = 1884\n", INSP_CONFIG_CHANGE_MQTT },
-    { "[station]\nid = s1\n[mqtt]\ncommands = false\n", INSP_CONFIG_CHANGE_MQTT },
-    { "[station]\nid = s1\n[spool]\nmax_mb = 9\n", INSP_CONFIG_CHANGE_SPOOL },
-    { "[station]\nid = s1\nstate_dir = /tmp/x\n", INSP_CONFIG_CHANGE_STATION },
-    { "[station]\nid = s2\n", INSP_CONFIG_CHANGE_STATION | INSP_CONFIG_CHANGE_MQTT },
-    { "[station]\nid = s1\n[inspection]\nthreshold = 0.1\n[camera]\nloop = true\n[log]\n"
-      "level = error\n",
-      INSP_CONFIG_CHANGE_INSPECTION | INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_LOG },
+      {"[station]\nid = s1\n", INSP_CONFIG_CHANGE_NONE},
+      {"[station]\nid = s1\n[inspection]\nthreshold = 0.7\n", INSP_CONFIG_CHANGE_INSPECTION},
+      {"[station]\nid = s1\n[inspection]\nroi = 1,2,3,4\npixel_threshold = 0.9\n"
+       "min_region_area = 3\n",
+       INSP_CONFIG_CHANGE_INSPECTION},
+      {"[station]\nid = s1\n[mqtt]\nmasks = all\n", INSP_CONFIG_CHANGE_MASKS},
+      {"[station]\nid = s1\n[log]\nlevel = debug\n", INSP_CONFIG_CHANGE_LOG},
+      {"[station]\nid = s1\n[model]\npath = @FILE@\n", INSP_CONFIG_CHANGE_MODEL},
+      {"[station]\nid = s1\n[model]\nworkers = 7\nblas_threads = 2\n", INSP_CONFIG_CHANGE_WORKERS},
+      {"[station]\nid = s1\n[camera]\nfps = 3\n", INSP_CONFIG_CHANGE_CAMERA},
+      {"[station]\nid = s1\n[camera]\ncontrols = gain=1\n", INSP_CONFIG_CHANGE_CAMERA},
+      {"[station]\nid = s1\n[trigger]\ntimeout_ms = 5\n", INSP_CONFIG_CHANGE_TRIGGER},
+      {"[station]\nid = s1\n[mqtt]\nport = 1884\n", INSP_CONFIG_CHANGE_MQTT},
+      {"[station]\nid = s1\n[mqtt]\ncommands = false\n", INSP_CONFIG_CHANGE_MQTT},
+      {"[station]\nid = s1\n[spool]\nmax_mb = 9\n", INSP_CONFIG_CHANGE_SPOOL},
+      {"[station]\nid = s1\nstate_dir = /tmp/x\n", INSP_CONFIG_CHANGE_STATION},
+      {"[station]\nid = s2\n", INSP_CONFIG_CHANGE_STATION | INSP_CONFIG_CHANGE_MQTT},
+      {"[station]\nid = s1\n[inspection]\nthreshold = 0.1\n[camera]\nloop = true\n[log]\n"
+       "level = error\n",
+       INSP_CONFIG_CHANGE_INSPECTION | INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_LOG},
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -677,7 +680,7 @@ test_diff(void)
   {
     g_autoptr(InspConfig) a = load_ok(base);
     g_autoptr(InspConfig) b =
-      load_ok("[station]\nid = s1\n[inspection]\nthreshold = 0.1\n[camera]\nfps = 2\n");
+        load_ok("[station]\nid = s1\n[inspection]\nthreshold = 0.1\n[camera]\nfps = 2\n");
     g_auto(GStrv) keys = insp_config_diff_keys(a, b);
 
     g_assert_cmpuint(g_strv_length(keys), ==, 2);
@@ -695,7 +698,7 @@ static void
 test_copy(void)
 {
   g_autoptr(InspConfig) a =
-    load_ok("[camera]\ncontrols = gain=3,brightness=4\n[mqtt]\nusername = u\n");
+      load_ok("[camera]\ncontrols = gain=3,brightness=4\n[mqtt]\nusername = u\n");
   g_autoptr(InspConfig) b = insp_config_copy(a);
 
   g_assert_cmphex(insp_config_diff(a, b), ==, 0);
@@ -715,9 +718,8 @@ test_copy(void)
 static InspConfig *
 load_state(const char *state_dir, double threshold)
 {
-  g_autofree char *text =
-    g_strdup_printf("[station]\nstate_dir = %s\n[inspection]\nthreshold = %g\n", state_dir,
-                    threshold);
+  g_autofree char *text = g_strdup_printf(
+      "[station]\nstate_dir = %s\n[inspection]\nthreshold = %g\n", state_dir, threshold);
 
   return load_ok(text);
 }
@@ -791,8 +793,10 @@ test_override(void)
     g_autoptr(InspConfig) cfg = load_state(state, 0.5);
     g_autofree char *path = insp_config_override_path(cfg);
 
-    g_assert_true(g_file_set_contents(path, "[inspection]\nthreshold = lots\n"
-                                            "configured_threshold = 0.5\n", -1, NULL));
+    g_assert_true(g_file_set_contents(path,
+                                      "[inspection]\nthreshold = lots\n"
+                                      "configured_threshold = 0.5\n",
+                                      -1, NULL));
     g_assert_false(insp_config_override_apply(cfg, NULL, &error));
     g_assert_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID);
     g_clear_error(&error);
@@ -840,7 +844,7 @@ test_shipped(void)
   }
   cfg = insp_config_load(path, &problems, &error);
   for (guint i = 0; problems && i < problems->len; i++)
-    g_test_message("%s", ((InspConfigProblem *) problems->pdata[i])->text);
+    g_test_message("%s", ((InspConfigProblem *)problems->pdata[i])->text);
   g_assert_no_error(error);
   g_assert_cmphex(insp_config_diff(def, cfg), ==, 0); /* everything commented out */
 
@@ -887,11 +891,11 @@ static int
 run_check_config(const char *arg, char **out, char **err)
 {
   const char *exe = g_getenv("INSPECTD");
-  const char *argv[] = { exe, "check-config", arg, NULL };
+  const char *argv[] = {exe, "check-config", arg, NULL};
   g_autoptr(GError) error = NULL;
   int status = -1;
 
-  g_assert_true(g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, err,
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, err,
                              &status, &error));
   g_assert_no_error(error);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -914,8 +918,8 @@ test_binary(void)
                     "[inspection]\ntreshold = 0.4\n[camera]\nfps = fast\n");
 
   g_assert_cmpint(run_check_config(main, &out, &err), ==, 1);
-  want_key = g_strdup_printf("%s: [inspection] treshold: unknown key, did you mean 'threshold'?\n",
-                             drop);
+  want_key =
+      g_strdup_printf("%s: [inspection] treshold: unknown key, did you mean 'threshold'?\n", drop);
   want_type = g_strdup_printf("%s: [camera] fps: expected a number, got 'fast'\n", drop);
   want_section = g_strdup_printf("%s: [mqt]: unknown section, did you mean [mqtt]?\n", main);
   g_test_message("stderr: %s", err);
