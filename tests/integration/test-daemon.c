@@ -1,0 +1,584 @@
+/* The daemon end to end: `$INSPECTD run -c cfg` replaying synthetic parts
+ * (files source) through a model this test trains, publishing to a real
+ * mosquitto on a free loopback port, under a NOTIFY_SOCKET this test listens
+ * on (PID 1 here need not be systemd).
+ *
+ * Checked: READY, STATUS, WATCHDOG, RELOADING/READY and STOPPING arrive in
+ * that order; a threshold edit in the config file changes the verdicts of
+ * later frames with no seq lost; an invalid edit is rejected (event
+ * published) and the old threshold stays; a model swap under load loses no
+ * frame and later results name the new model; SIGTERM drains and flushes
+ * (every printed decision reached the broker) and exits 0; seq carries on in
+ * the next run; a missing model fails start-up with exit 1 and one line. */
+#include <errno.h>
+#include <gio/gio.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "insp-model.h"
+#include "insp-synth.h"
+
+#define SIZE 128
+#define N_PARTS 10
+#define STATION "teststation"
+
+typedef struct {
+  char *dir;
+  char *images, *cfg_dir, *cfg_path, *state_dir, *model_a, *model_b;
+  char *model_a_id, *model_b_id;
+  int notify_fd;
+  char *notify_path;
+  GPtrArray *notes; /* every datagram received, in order */
+  GSubprocess *broker;
+  GSubprocess *sub;
+  char *sub_out;
+  int port;
+  gboolean ready;
+  char *skip_reason;
+} Fixture;
+
+static Fixture fx;
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static int
+free_port(void)
+{
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  socklen_t len = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  g_assert_cmpint(fd, >=, 0);
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&sa, &len), ==, 0);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+static gboolean
+port_open(int port)
+{
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((guint16)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  gboolean ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+
+  close(fd);
+  return ok;
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true(g_file_set_contents(path, text, -1, &error));
+  g_assert_no_error(error);
+}
+
+static char *
+read_file(const char *path)
+{
+  char *text = NULL;
+
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return g_strdup("");
+  return text;
+}
+
+static InspImage *
+train_image(int index, gpointer user_data, GError **error)
+{
+  InspImage *img = NULL;
+  guint64 base = GPOINTER_TO_UINT(user_data);
+
+  if (!insp_synth_part(base + (guint64)index * 7919, INSP_SYNTH_GOOD, SIZE, SIZE, &img, NULL, error))
+    return NULL;
+  return img;
+}
+
+static char *
+train_model(const char *path, guint64 seed, double coreset)
+{
+  InspTrainOptions opt;
+  g_autoptr(GError) error = NULL;
+
+  insp_train_options_init(&opt);
+  opt.backbone = "builtin";
+  opt.coreset_fraction = coreset;
+  opt.seed = seed;
+  g_autoptr(InspModel) m =
+    insp_model_train(&opt, 12, train_image, GUINT_TO_POINTER((guint)seed * 1000u), NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(insp_model_save(m, path, &error));
+  g_assert_no_error(error);
+  /* The id names the file's content: take it from the saved file. */
+  g_autoptr(InspModel) loaded = insp_model_load(path, &error);
+  g_assert_no_error(error);
+  return g_strdup(insp_model_get_id(loaded));
+}
+
+static char *
+config_text(const char *model, const char *threshold)
+{
+  return g_strdup_printf("[station]\nid = " STATION "\nstate_dir = %s\n"
+                         "[camera]\nsource = files\nlocation = %s/*.png\nloop = true\nfps = 15\n"
+                         "drop = never\n"
+                         "[model]\npath = %s\nworkers = 1\n"
+                         "[inspection]\nthreshold = %s\n"
+                         "[mqtt]\nhost = 127.0.0.1\nport = %d\n"
+                         "[spool]\ndir = %s/spool\n"
+                         "[log]\nlevel = info\n",
+                         fx.state_dir, fx.images, model, threshold, fx.port, fx.state_dir);
+}
+
+/* ---- notify socket ------------------------------------------------------------- */
+
+static void
+notify_open(void)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+  fx.notify_path = g_build_filename(fx.dir, "notify", NULL);
+  g_assert_cmpuint(strlen(fx.notify_path), <, sizeof sa.sun_path);
+  strcpy(sa.sun_path, fx.notify_path);
+  fx.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(fx.notify_fd, >=, 0);
+  g_assert_cmpint(bind(fx.notify_fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+  fx.notes = g_ptr_array_new_with_free_func(g_free);
+}
+
+/* Receives datagrams until one starts with @prefix (returns its index in
+ * fx.notes), or -1 after @timeout_s. Earlier ones are kept in fx.notes. */
+static int
+notify_wait(const char *prefix, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+
+  for (;;) {
+    gint64 left = deadline - g_get_monotonic_time();
+    struct pollfd p = { .fd = fx.notify_fd, .events = POLLIN };
+    char buf[4096];
+
+    if (left <= 0)
+      return -1;
+    if (poll(&p, 1, (int)(left / 1000) + 1) <= 0)
+      continue;
+    ssize_t n = recv(fx.notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+    if (n < 0)
+      continue;
+    buf[n] = '\0';
+    g_ptr_array_add(fx.notes, g_strdup(buf));
+    if (g_str_has_prefix(buf, prefix))
+      return (int)fx.notes->len - 1;
+  }
+}
+
+/* ---- decisions on stdout --------------------------------------------------------- */
+
+typedef struct {
+  guint64 seq;
+  char part[64];
+  gboolean fail;
+  double score, threshold;
+} Line;
+
+static GArray *
+parse_lines(const char *path)
+{
+  g_autofree char *text = read_file(path);
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  GArray *out = g_array_new(FALSE, TRUE, sizeof(Line));
+
+  for (char **l = lines; *l; l++) {
+    Line x = { 0 };
+    char verdict[8] = "";
+    unsigned regions = 0;
+    if (!g_str_has_prefix(*l, "seq="))
+      continue;
+    int got = sscanf(*l, "seq=%" G_GUINT64_FORMAT " part=%63s verdict=%7s score=%lf threshold=%lf regions=%u",
+                     &x.seq, x.part, verdict, &x.score, &x.threshold, &regions);
+    g_assert_cmpint(got, ==, 6);
+    x.fail = g_str_equal(verdict, "fail");
+    g_array_append_val(out, x);
+  }
+  return out;
+}
+
+static GArray *
+wait_lines(const char *path, guint at_least, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+
+  for (;;) {
+    GArray *a = parse_lines(path);
+    if (a->len >= at_least || g_get_monotonic_time() > deadline)
+      return a;
+    g_array_unref(a);
+    g_usleep(100000);
+  }
+}
+
+static void
+assert_contiguous(GArray *a)
+{
+  for (guint i = 1; i < a->len; i++)
+    g_assert_cmpuint(g_array_index(a, Line, i).seq, ==, g_array_index(a, Line, i - 1).seq + 1);
+}
+
+/* ---- set-up --------------------------------------------------------------------- */
+
+static gboolean
+fixture_setup(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *mosquitto = g_find_program_in_path("mosquitto");
+  g_autofree char *mosquitto_sub = g_find_program_in_path("mosquitto_sub");
+
+  if (mosquitto == NULL || mosquitto_sub == NULL) {
+    fx.skip_reason = g_strdup("mosquitto and mosquitto_sub are needed (apt-get install mosquitto "
+                              "mosquitto-clients)");
+    return FALSE;
+  }
+  if (g_getenv("INSPECTD") == NULL) {
+    fx.skip_reason = g_strdup("$INSPECTD is not set (run through meson test)");
+    return FALSE;
+  }
+  fx.dir = g_dir_make_tmp("test-daemon-XXXXXX", &error);
+  g_assert_no_error(error);
+  fx.images = g_build_filename(fx.dir, "images", NULL);
+  fx.cfg_dir = g_build_filename(fx.dir, "etc", NULL);
+  fx.cfg_path = g_build_filename(fx.cfg_dir, "inspectd.conf", NULL);
+  fx.state_dir = g_build_filename(fx.dir, "state", NULL);
+  fx.model_a = g_build_filename(fx.dir, "a.safetensors", NULL);
+  fx.model_b = g_build_filename(fx.dir, "b.safetensors", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(fx.images, 0755), ==, 0);
+  g_assert_cmpint(g_mkdir_with_parents(fx.cfg_dir, 0755), ==, 0);
+
+  for (int i = 0; i < N_PARTS; i++) {
+    g_autoptr(InspImage) img = NULL;
+    InspSynthKind kind = insp_synth_line_kind((guint64)i, 3);
+    g_autofree char *name = g_strdup_printf("p%02d-%s.png", i, insp_synth_kind_to_string(kind));
+    g_autofree char *path = g_build_filename(fx.images, name, NULL);
+    g_assert_true(insp_synth_part(900 + (guint64)i, kind, SIZE, SIZE, &img, NULL, &error));
+    g_assert_true(insp_image_save_png(img, path, &error));
+    g_assert_no_error(error);
+  }
+  fx.model_a_id = train_model(fx.model_a, 1, 0.1);
+  fx.model_b_id = train_model(fx.model_b, 2, 0.25);
+  g_assert_cmpstr(fx.model_a_id, !=, fx.model_b_id);
+
+  /* The broker. */
+  fx.port = free_port();
+  g_autofree char *bconf = g_build_filename(fx.dir, "mosquitto.conf", NULL);
+  g_autofree char *btext =
+    g_strdup_printf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", fx.port);
+  write_file(bconf, btext);
+  fx.broker = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                               &error, mosquitto, "-c", bconf, NULL);
+  g_assert_no_error(error);
+  for (int i = 0; i < 100 && !port_open(fx.port); i++)
+    g_usleep(50000);
+  g_assert_true(port_open(fx.port));
+
+  /* A subscriber that records results and events. */
+  fx.sub_out = g_build_filename(fx.dir, "sub.txt", NULL);
+  g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+  g_subprocess_launcher_set_stdout_file_path(l, fx.sub_out);
+  g_autofree char *port = g_strdup_printf("%d", fx.port);
+  fx.sub = g_subprocess_launcher_spawn(l, &error, mosquitto_sub, "-h", "127.0.0.1", "-p", port,
+                                       "-q", "1", "-v", "-t", "inspectd/" STATION "/result", "-t",
+                                       "inspectd/" STATION "/event", NULL);
+  g_assert_no_error(error);
+  g_usleep(300000);
+
+  notify_open();
+  fx.ready = TRUE;
+  return TRUE;
+}
+
+static void
+fixture_teardown(void)
+{
+  if (fx.sub) {
+    g_subprocess_force_exit(fx.sub);
+    g_subprocess_wait(fx.sub, NULL, NULL);
+  }
+  if (fx.broker) {
+    g_subprocess_send_signal(fx.broker, SIGTERM);
+    g_subprocess_wait(fx.broker, NULL, NULL);
+  }
+  g_clear_object(&fx.sub);
+  g_clear_object(&fx.broker);
+  if (fx.notify_fd > 0)
+    close(fx.notify_fd);
+  if (fx.dir && !g_getenv("INSP_TEST_KEEP")) {
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", fx.dir);
+    if (system(cmd) != 0)
+      g_printerr("could not remove %s\n", fx.dir);
+  }
+  if (fx.notes)
+    g_ptr_array_unref(fx.notes);
+}
+
+static GSubprocess *
+spawn_daemon(const char *stdout_path, const char *stderr_path, const char *const *extra)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+
+  g_subprocess_launcher_set_stdout_file_path(l, stdout_path);
+  g_subprocess_launcher_set_stderr_file_path(l, stderr_path);
+  g_subprocess_launcher_setenv(l, "NOTIFY_SOCKET", fx.notify_path, TRUE);
+  g_subprocess_launcher_setenv(l, "WATCHDOG_USEC", "1000000", TRUE);
+  g_subprocess_launcher_unsetenv(l, "WATCHDOG_PID");
+  g_subprocess_launcher_unsetenv(l, "STATE_DIRECTORY");
+  g_ptr_array_add(argv, (gpointer)g_getenv("INSPECTD"));
+  g_ptr_array_add(argv, (gpointer) "run");
+  g_ptr_array_add(argv, (gpointer) "-c");
+  g_ptr_array_add(argv, fx.cfg_path);
+  g_ptr_array_add(argv, (gpointer) "-v");
+  for (; extra && *extra; extra++)
+    g_ptr_array_add(argv, (gpointer)*extra);
+  g_ptr_array_add(argv, NULL);
+  GSubprocess *p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
+  g_assert_no_error(error);
+  return p;
+}
+
+static void
+dump_stderr(const char *path)
+{
+  g_autofree char *text = read_file(path);
+  g_test_message("daemon stderr:\n%s", text);
+}
+
+/* Forgets every datagram received or waiting. */
+static void
+notify_drain(void)
+{
+  char buf[4096];
+
+  while (recv(fx.notify_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+    ;
+  g_ptr_array_set_size(fx.notes, 0);
+}
+
+/* The index of the first note at or after @from starting with @prefix, or -1. */
+static int
+note_find(int from, const char *prefix)
+{
+  for (guint i = (guint)MAX(from, 0); i < fx.notes->len; i++)
+    if (g_str_has_prefix(g_ptr_array_index(fx.notes, i), prefix))
+      return (int)i;
+  return -1;
+}
+
+/* Waits for RELOADING=1 and the READY=1 after it; returns that READY note. */
+static const char *
+wait_reload(void)
+{
+  int r = notify_wait("RELOADING=1", 20);
+  g_assert_cmpint(r, >=, 0);
+  g_assert_nonnull(strstr(g_ptr_array_index(fx.notes, r), "MONOTONIC_USEC="));
+  int ready = notify_wait("READY=1", 30);
+  g_assert_cmpint(ready, >, r);
+  return g_ptr_array_index(fx.notes, ready);
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+static void
+test_lifecycle(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "run1.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "run1.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  write_file(fx.cfg_path, cfg);
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+
+  int ready = notify_wait("READY=1", 90);
+  if (ready < 0)
+    dump_stderr(err);
+  g_assert_cmpint(ready, ==, 0); /* nothing before READY */
+  g_assert_cmpint(notify_wait("WATCHDOG=1", 10), >, ready);
+  g_assert_cmpint(notify_wait("STATUS=", 10), >, ready);
+  g_autoptr(GArray) before = wait_lines(out, 8, 30);
+  g_assert_cmpuint(before->len, >=, 8);
+  for (guint i = 0; i < before->len; i++)
+    g_assert_cmpfloat(g_array_index(before, Line, i).threshold, ==, 0.5);
+
+  /* A threshold edit: every later part fails at threshold 0. */
+  g_autofree char *cfg0 = config_text(fx.model_a, "0.0");
+  write_file(fx.cfg_path, cfg0);
+  const char *note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_autoptr(GArray) a = wait_lines(out, before->len + 25, 30);
+  assert_contiguous(a);
+  gboolean seen_new = FALSE;
+  for (guint i = 0; i < a->len; i++) {
+    Line *x = &g_array_index(a, Line, i);
+    if (x->threshold == 0.0) {
+      seen_new = TRUE;
+      g_assert_true(x->fail);
+    } else {
+      /* Once the new threshold holds it stays: no frame goes back. */
+      g_assert_false(seen_new);
+      g_assert_cmpfloat(x->threshold, ==, 0.5);
+    }
+  }
+  g_assert_true(seen_new);
+  g_assert_cmpfloat(g_array_index(a, Line, a->len - 1).threshold, ==, 0.0);
+
+  /* An invalid edit is rejected whole: the old threshold stays, an event says why. */
+  g_autofree char *bad = config_text(fx.model_a, "banana");
+  write_file(fx.cfg_path, bad);
+  note = wait_reload();
+  g_assert_nonnull(strstr(note, "rejected"));
+  guint mark = a->len;
+  g_autoptr(GArray) b = wait_lines(out, mark + 10, 30);
+  assert_contiguous(b);
+  for (guint i = mark + 3; i < b->len; i++)
+    g_assert_cmpfloat(g_array_index(b, Line, i).threshold, ==, 0.0);
+  gboolean event = FALSE;
+  for (int i = 0; i < 50 && !event; i++) {
+    g_autofree char *sub = read_file(fx.sub_out);
+    event = strstr(sub, "reload_rejected") != NULL && strstr(sub, "banana") != NULL;
+    if (!event)
+      g_usleep(100000);
+  }
+  g_assert_true(event);
+
+  /* A model swap under load: no seq lost, later results name model B. */
+  g_autofree char *cfg_b = config_text(fx.model_b, "0.0");
+  write_file(fx.cfg_path, cfg_b);
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  mark = b->len;
+  g_autoptr(GArray) c = wait_lines(out, mark + 15, 30);
+  assert_contiguous(c);
+  g_autofree char *model_b_json = g_strdup_printf("\"model\":\"%s\"", fx.model_b_id);
+  gboolean swapped = FALSE;
+  for (int i = 0; i < 50 && !swapped; i++) {
+    g_autofree char *sub = read_file(fx.sub_out);
+    swapped = strstr(sub, model_b_json) != NULL;
+    if (!swapped)
+      g_usleep(100000);
+  }
+  g_assert_true(swapped);
+
+  /* SIGTERM: STOPPING, drain, flush to the broker, exit 0. */
+  g_subprocess_send_signal(p, SIGTERM);
+  int stopping = notify_wait("STOPPING=1", 30);
+  g_assert_cmpint(stopping, >=, 0);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  if (!g_subprocess_get_if_exited(p) || g_subprocess_get_exit_status(p) != 0)
+    dump_stderr(err);
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+
+  g_autoptr(GArray) all = parse_lines(out);
+  assert_contiguous(all);
+  /* Every printed decision reached the broker before exit. */
+  guint missing = 0;
+  for (int attempt = 0; attempt < 30; attempt++) {
+    g_autofree char *sub = read_file(fx.sub_out);
+    missing = 0;
+    for (guint i = 0; i < all->len; i++) {
+      g_autofree char *needle =
+        g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
+      missing += strstr(sub, needle) == NULL;
+    }
+    if (missing == 0)
+      break;
+    g_usleep(100000);
+  }
+  g_assert_cmpuint(missing, ==, 0);
+
+  /* The order of the notifications: READY first; each RELOADING answered by
+   * a READY before the next one; STOPPING after everything else. */
+  g_assert_true(g_str_has_prefix(g_ptr_array_index(fx.notes, 0), "READY=1"));
+  int reloads = 0;
+  for (int i = note_find(0, "RELOADING=1"); i >= 0; i = note_find(i + 1, "RELOADING=1")) {
+    int next_ready = note_find(i + 1, "READY=1");
+    int next_reload = note_find(i + 1, "RELOADING=1");
+    g_assert_cmpint(next_ready, >, i);
+    g_assert_true(next_reload < 0 || next_ready < next_reload);
+    reloads++;
+  }
+  g_assert_cmpint(reloads, >=, 3);
+  g_assert_cmpint(note_find(stopping + 1, "READY=1"), <, 0);
+  g_assert_cmpint(note_find(stopping + 1, "WATCHDOG=1"), <, 0);
+
+  /* Seq carries on in the next run, exactly after a clean stop. */
+  guint64 last = g_array_index(all, Line, all->len - 1).seq;
+  g_autofree char *out2 = g_build_filename(fx.dir, "run2.out", NULL);
+  g_autofree char *err2 = g_build_filename(fx.dir, "run2.err", NULL);
+  const char *count[] = { "--count", "3", NULL };
+  notify_drain();
+  g_autoptr(GSubprocess) p2 = spawn_daemon(out2, err2, count);
+  g_assert_true(g_subprocess_wait(p2, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p2), ==, 0);
+  g_autoptr(GArray) next = parse_lines(out2);
+  g_assert_cmpuint(next->len, ==, 3);
+  g_assert_cmpuint(g_array_index(next, Line, 0).seq, ==, last + 1);
+  assert_contiguous(next);
+}
+
+static void
+test_start_failure(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "fail.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "fail.err", NULL);
+  g_autofree char *missing = g_build_filename(fx.dir, "no-such-model.safetensors", NULL);
+  g_autofree char *cfg = config_text(missing, "0.5");
+  g_autoptr(GError) error = NULL;
+
+  write_file(fx.cfg_path, cfg);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 1);
+  g_autofree char *text = read_file(err);
+  g_test_message("stderr: %s", text);
+  g_assert_nonnull(strstr(text, "no-such-model.safetensors"));
+  g_assert_null(strstr(text, "critical"));
+  /* Never READY. */
+  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+}
+
+int
+main(int argc, char **argv)
+{
+  int status;
+
+  g_test_init(&argc, &argv, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  fixture_setup();
+  g_test_add_func("/daemon/lifecycle", test_lifecycle);
+  g_test_add_func("/daemon/start-failure", test_start_failure);
+  status = g_test_run();
+  fixture_teardown();
+  return status;
+}
