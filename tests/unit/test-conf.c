@@ -907,6 +907,7 @@ test_binary(void)
   g_autofree char *dir = NULL;
   g_autofree char *main = NULL, *drop = NULL, *out = NULL, *err = NULL;
   g_autofree char *want_key = NULL, *want_type = NULL, *want_section = NULL;
+  g_autofree char *nosection = NULL, *want_nosection = NULL;
 
   if (!g_getenv("INSPECTD")) {
     g_test_skip("INSPECTD is not set");
@@ -917,6 +918,8 @@ test_binary(void)
   drop = write_file(dir, "inspectd.conf.d/10-line.conf",
                     "[inspection]\ntreshold = 0.4\n[camera]\nfps = fast\n");
 
+  nosection =
+      write_file(dir, "inspectd.conf.d/20-more.conf", "min_region_area = 3\n[log]\nlevel = info\n");
   g_assert_cmpint(run_check_config(main, &out, &err), ==, 1);
   want_key =
       g_strdup_printf("%s: [inspection] treshold: unknown key, did you mean 'threshold'?\n", drop);
@@ -926,13 +929,18 @@ test_binary(void)
   g_assert_nonnull(strstr(err, want_key));
   g_assert_nonnull(strstr(err, want_type));
   g_assert_nonnull(strstr(err, want_section));
-  g_assert_nonnull(strstr(err, "3 problems"));
+  want_nosection = g_strdup_printf("%s:1: key 'min_region_area' comes before any [section] line; "
+                                   "it belongs in [inspection]\n",
+                                   nosection);
+  g_assert_nonnull(strstr(err, want_nosection));
+  g_assert_nonnull(strstr(err, "4 problems"));
   g_assert_cmpstr(out, ==, "");
 
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
   g_assert_true(g_file_set_contents(drop, "[inspection]\nthreshold = 0.4\n", -1, NULL));
   g_assert_true(g_file_set_contents(main, "[inspection]\nthreshold = 0.5\n", -1, NULL));
+  g_assert_cmpint(g_unlink(nosection), ==, 0);
   g_assert_cmpint(run_check_config(main, &out, &err), ==, 0);
   g_assert_true(g_str_has_prefix(out, main));
   g_assert_nonnull(strstr(out, ": OK\n"));
