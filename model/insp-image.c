@@ -27,9 +27,13 @@
 
 #include <jerror.h>
 
-G_DEFINE_QUARK(insp-image-error-quark, insp_image_error)
+GQuark
+insp_image_error_quark(void)
+{
+  return g_quark_from_static_string("insp-image-error-quark");
+}
 
-static const guint8 png_magic[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+static const guint8 png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
 InspImage *
 insp_image_new(int width, int height, int channels)
@@ -60,8 +64,8 @@ static gboolean
 check_size(guint64 w, guint64 h, const char *what, GError **error)
 {
   if (w == 0 || h == 0) {
-    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "%s image has size %" G_GUINT64_FORMAT
-                "x%" G_GUINT64_FORMAT, what, w, h);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT,
+                "%s image has size %" G_GUINT64_FORMAT "x%" G_GUINT64_FORMAT, what, w, h);
     return FALSE;
   }
   if (w > INSP_IMAGE_MAX_PIXELS || h > INSP_IMAGE_MAX_PIXELS || w * h > INSP_IMAGE_MAX_PIXELS) {
@@ -90,8 +94,9 @@ convert_channels(InspImage *img, int channels)
         d[3 * x] = d[3 * x + 1] = d[3 * x + 2] = s[x];
     } else {
       for (int x = 0; x < src->width; x++)
-        d[x] = (guint8)((19595u * s[3 * x] + 38470u * s[3 * x + 1] + 7471u * s[3 * x + 2] +
-                         0x8000u) >> 16);
+        d[x] =
+            (guint8)((19595u * s[3 * x] + 38470u * s[3 * x + 1] + 7471u * s[3 * x + 2] + 0x8000u) >>
+                     16);
     }
   }
   return dst;
@@ -138,7 +143,8 @@ decode_png(const guint8 *data, gsize len, int channels, GError **error)
   g_autofree PngCtx *c = g_new0(PngCtx, 1);
   c->data = data;
   c->len = len;
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
+  png_structp png =
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
   if (!png) {
     g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT, "PNG: cannot create decoder");
     return NULL;
@@ -217,7 +223,8 @@ insp_image_encode_png(const InspImage *img, GError **error)
 
   g_autofree PngCtx *c = g_new0(PngCtx, 1);
   c->out = g_byte_array_new();
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, c, png_ctx_error, png_ctx_warning);
   if (!png) {
     g_byte_array_unref(c->out);
     g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "PNG: cannot create encoder");
@@ -475,7 +482,8 @@ insp_image_preprocess(const guint8 *rgb, int width, int height, int stride, int 
   int ch = MAX(1, (int)lround((double)height * crop_fraction));
   cw = MIN(cw, width);
   ch = MIN(ch, height);
-  const guint8 *src = rgb + (gsize)((height - ch) / 2) * (gsize)stride + (gsize)((width - cw) / 2) * 3;
+  const guint8 *src =
+      rgb + (gsize)((height - ch) / 2) * (gsize)stride + (gsize)((width - cw) / 2) * 3;
   double sx = (double)cw / out_w, sy = (double)ch / out_h;
   float a[3], b[3];
   for (int c = 0; c < 3; c++) {
@@ -499,9 +507,12 @@ insp_image_preprocess(const guint8 *rgb, int width, int height, int stride, int 
       Tap tx = tabled ? xt[x] : bilinear_tap(x, sx, cw);
       const guint8 *p00 = r0 + 3 * tx.i0, *p01 = r0 + 3 * tx.i1;
       const guint8 *p10 = r1 + 3 * tx.i0, *p11 = r1 + 3 * tx.i1;
-      float v0 = ty.w0 * (tx.w0 * p00[0] + tx.w1 * p01[0]) + ty.w1 * (tx.w0 * p10[0] + tx.w1 * p11[0]);
-      float v1 = ty.w0 * (tx.w0 * p00[1] + tx.w1 * p01[1]) + ty.w1 * (tx.w0 * p10[1] + tx.w1 * p11[1]);
-      float v2 = ty.w0 * (tx.w0 * p00[2] + tx.w1 * p01[2]) + ty.w1 * (tx.w0 * p10[2] + tx.w1 * p11[2]);
+      float v0 =
+          ty.w0 * (tx.w0 * p00[0] + tx.w1 * p01[0]) + ty.w1 * (tx.w0 * p10[0] + tx.w1 * p11[0]);
+      float v1 =
+          ty.w0 * (tx.w0 * p00[1] + tx.w1 * p01[1]) + ty.w1 * (tx.w0 * p10[1] + tx.w1 * p11[1]);
+      float v2 =
+          ty.w0 * (tx.w0 * p00[2] + tx.w1 * p01[2]) + ty.w1 * (tx.w0 * p10[2] + tx.w1 * p11[2]);
       o0[x] = v0 * a[0] + b[0];
       o1[x] = v1 * a[1] + b[1];
       o2[x] = v2 * a[2] + b[2];

@@ -41,7 +41,11 @@
 #define INSP_ST_MAX_TENSORS 100000
 #define INSP_ST_MAX_METADATA 10000
 
-G_DEFINE_QUARK(insp-safetensors-error-quark, insp_safetensors_error)
+GQuark
+insp_safetensors_error_quark(void)
+{
+  return g_quark_from_static_string("insp-safetensors-error-quark");
+}
 
 typedef struct {
   InspTensorInfo info;
@@ -69,9 +73,9 @@ static const struct {
   InspDtype dtype;
   guint size;
 } dtype_table[] = {
-  { "F32", INSP_DTYPE_F32, 4 }, { "F16", INSP_DTYPE_F16, 2 }, { "BF16", INSP_DTYPE_BF16, 2 },
-  { "F64", INSP_DTYPE_F64, 8 }, { "U8", INSP_DTYPE_U8, 1 },   { "I32", INSP_DTYPE_I32, 4 },
-  { "I64", INSP_DTYPE_I64, 8 },
+    {"F32", INSP_DTYPE_F32, 4}, {"F16", INSP_DTYPE_F16, 2}, {"BF16", INSP_DTYPE_BF16, 2},
+    {"F64", INSP_DTYPE_F64, 8}, {"U8", INSP_DTYPE_U8, 1},   {"I32", INSP_DTYPE_I32, 4},
+    {"I64", INSP_DTYPE_I64, 8},
 };
 
 static guint
@@ -110,8 +114,7 @@ typedef struct {
   char *err; /* first error, owned */
 } Parser;
 
-static gboolean G_GNUC_PRINTF(2, 3)
-parse_fail(Parser *ps, const char *fmt, ...)
+static gboolean G_GNUC_PRINTF(2, 3) parse_fail(Parser *ps, const char *fmt, ...)
 {
   if (!ps->err) {
     va_list ap;
@@ -205,14 +208,30 @@ parse_string(Parser *ps)
     char e = ps->p[1];
     ps->p += 2;
     switch (e) {
-    case '"': g_string_append_c(s, '"'); break;
-    case '\\': g_string_append_c(s, '\\'); break;
-    case '/': g_string_append_c(s, '/'); break;
-    case 'b': g_string_append_c(s, '\b'); break;
-    case 'f': g_string_append_c(s, '\f'); break;
-    case 'n': g_string_append_c(s, '\n'); break;
-    case 'r': g_string_append_c(s, '\r'); break;
-    case 't': g_string_append_c(s, '\t'); break;
+    case '"':
+      g_string_append_c(s, '"');
+      break;
+    case '\\':
+      g_string_append_c(s, '\\');
+      break;
+    case '/':
+      g_string_append_c(s, '/');
+      break;
+    case 'b':
+      g_string_append_c(s, '\b');
+      break;
+    case 'f':
+      g_string_append_c(s, '\f');
+      break;
+    case 'n':
+      g_string_append_c(s, '\n');
+      break;
+    case 'r':
+      g_string_append_c(s, '\r');
+      break;
+    case 't':
+      g_string_append_c(s, '\t');
+      break;
     case 'u': {
       int u = ps->end - ps->p >= 4 ? hex4(ps->p) : -1;
       if (u < 0) {
@@ -379,9 +398,8 @@ parse_tensor(Parser *ps, Tensor *t)
 
 /* ---- reader ------------------------------------------------------------ */
 
-static void G_GNUC_PRINTF(4, 5)
-set_error(GError **error, const InspSafetensors *st, InspSafetensorsError code, const char *fmt,
-          ...)
+static void G_GNUC_PRINTF(4, 5) set_error(GError **error, const InspSafetensors *st,
+                                          InspSafetensorsError code, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -513,8 +531,8 @@ parse_file(InspSafetensors *st, GError **error)
     return FALSE;
   }
 
-  Parser ps = { (const char *)st->data + 8, (const char *)st->data + 8,
-                (const char *)st->data + 8 + hlen, NULL };
+  Parser ps = {(const char *)st->data + 8, (const char *)st->data + 8,
+               (const char *)st->data + 8 + hlen, NULL};
   g_autoptr(GArray) tensors = g_array_new(FALSE, TRUE, sizeof(Tensor));
   gboolean ok = FALSE, have_meta = FALSE;
 
@@ -543,7 +561,7 @@ parse_file(InspSafetensors *st, GError **error)
         parse_fail(&ps, "more than %d tensors", INSP_ST_MAX_TENSORS);
         goto out;
       }
-      Tensor t = { 0 };
+      Tensor t = {0};
       t.name = g_steal_pointer(&key);
       g_array_append_val(tensors, t);
       Tensor *tp = &g_array_index(tensors, Tensor, tensors->len - 1);
@@ -712,8 +730,7 @@ insp_safetensors_lookup(const InspSafetensors *st, const char *name)
 
 /* Finds @name and checks its shape; sets MISSING / SHAPE errors. */
 static Tensor *
-find_checked(InspSafetensors *st, const char *name, int ndim, const gint64 *shape,
-             GError **error)
+find_checked(InspSafetensors *st, const char *name, int ndim, const gint64 *shape, GError **error)
 {
   Tensor *t = find(st, name);
   if (!t) {
@@ -930,10 +947,10 @@ typedef struct {
 } WEntry;
 
 struct _InspSafetensorsWriter {
-  GPtrArray *entries;  /* WEntry */
-  GHashTable *names;   /* borrowed names of entries */
+  GPtrArray *entries;   /* WEntry */
+  GHashTable *names;    /* borrowed names of entries */
   GPtrArray *meta_keys; /* insertion order */
-  GHashTable *meta;    /* key -> value, owned (key shared with meta_keys) */
+  GHashTable *meta;     /* key -> value, owned (key shared with meta_keys) */
 };
 
 static void
@@ -998,12 +1015,12 @@ writer_add(InspSafetensorsWriter *w, const char *name, InspDtype dtype, int ndim
   g_hash_table_add(w->names, e->name);
 }
 
-#define WRITER_ADD_CHECKS(w, name, ndim, shape)                                                \
-  g_return_if_fail(w != NULL);                                                                 \
-  g_return_if_fail(name != NULL && g_utf8_validate(name, -1, NULL));                          \
-  g_return_if_fail(strcmp(name, "__metadata__") != 0);                                         \
-  g_return_if_fail(!g_hash_table_contains(w->names, name));                                    \
-  g_return_if_fail(ndim >= 0 && ndim <= INSP_SAFETENSORS_MAX_DIMS);                            \
+#define WRITER_ADD_CHECKS(w, name, ndim, shape)                                                    \
+  g_return_if_fail(w != NULL);                                                                     \
+  g_return_if_fail(name != NULL && g_utf8_validate(name, -1, NULL));                               \
+  g_return_if_fail(strcmp(name, "__metadata__") != 0);                                             \
+  g_return_if_fail(!g_hash_table_contains(w->names, name));                                        \
+  g_return_if_fail(ndim >= 0 && ndim <= INSP_SAFETENSORS_MAX_DIMS);                                \
   g_return_if_fail(ndim == 0 || shape != NULL)
 
 void
@@ -1064,11 +1081,21 @@ append_json_string(GString *s, const char *str)
   g_string_append_c(s, '"');
   for (const guchar *p = (const guchar *)str; *p; p++) {
     switch (*p) {
-    case '"': g_string_append(s, "\\\""); break;
-    case '\\': g_string_append(s, "\\\\"); break;
-    case '\n': g_string_append(s, "\\n"); break;
-    case '\t': g_string_append(s, "\\t"); break;
-    case '\r': g_string_append(s, "\\r"); break;
+    case '"':
+      g_string_append(s, "\\\"");
+      break;
+    case '\\':
+      g_string_append(s, "\\\\");
+      break;
+    case '\n':
+      g_string_append(s, "\\n");
+      break;
+    case '\t':
+      g_string_append(s, "\\t");
+      break;
+    case '\r':
+      g_string_append(s, "\\r");
+      break;
     default:
       if (*p < 0x20)
         g_string_append_printf(s, "\\u%04x", *p);

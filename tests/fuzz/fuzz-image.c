@@ -20,10 +20,10 @@ LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
   g_assert((gint64)img->width * img->height <= INSP_IMAGE_MAX_PIXELS);
   /* Keep the per-input work small: big images only get decoded. */
   if ((gint64)img->width * img->height <= 256 * 256) {
-    const float mean[3] = { 0.5f, 0.5f, 0.5f }, std[3] = { 0.5f, 0.5f, 0.5f };
+    const float mean[3] = {0.5f, 0.5f, 0.5f}, std[3] = {0.5f, 0.5f, 0.5f};
     float out[3 * 16 * 16];
-    insp_image_preprocess(img->data, img->width, img->height, img->stride, 16, 16, 0.9f, mean,
-                          std, out);
+    insp_image_preprocess(img->data, img->width, img->height, img->stride, 16, 16, 0.9f, mean, std,
+                          out);
     GBytes *png = insp_image_encode_png(img, NULL);
     g_assert(png != NULL);
     g_bytes_unref(png);

@@ -25,7 +25,7 @@ run(const guint8 *data, gsize len)
 static void
 run_variants(const guint8 *data, gsize len)
 {
-  static const guint8 values[] = { 0x00, 0xff, '9', '"', '}', 0x80 };
+  static const guint8 values[] = {0x00, 0xff, '9', '"', '}', 0x80};
   gsize step = MAX(1, len / 256);
 
   run(data, len);

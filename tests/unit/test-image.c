@@ -156,7 +156,7 @@ test_png_round_trip(void)
 
   /* grey decoded as RGB is replicated; RGB decoded as grey uses PIL's luma */
   g_autoptr(InspImage) rgb = insp_image_new(2, 1, 3);
-  const guint8 px[6] = { 255, 0, 0, 10, 200, 30 };
+  const guint8 px[6] = {255, 0, 0, 10, 200, 30};
   memcpy(rgb->data, px, 6);
   g_autoptr(GBytes) png = insp_image_encode_png(rgb, NULL);
   g_autoptr(InspImage) grey = decode_bytes(png, 1, NULL);
@@ -180,11 +180,11 @@ test_png_color_types(void)
   /* RGB 16-bit: the high byte is kept */
   guint8 d16[5 * 3 * 6];
   for (int i = 0; i < w * h * 3; i++) {
-    d16[2 * i] = (guint8)(i * 7);      /* MSB */
+    d16[2 * i] = (guint8)(i * 7);       /* MSB */
     d16[2 * i + 1] = (guint8)(255 - i); /* LSB */
   }
-  g_autoptr(GBytes) p16 = write_png(w, h, PNG_COLOR_TYPE_RGB, 16, PNG_INTERLACE_NONE, d16, w * 6,
-                                    NULL, 0);
+  g_autoptr(GBytes) p16 =
+      write_png(w, h, PNG_COLOR_TYPE_RGB, 16, PNG_INTERLACE_NONE, d16, w * 6, NULL, 0);
   g_autoptr(InspImage) i16 = decode_bytes(p16, 3, &error);
   g_assert_no_error(error);
   for (int i = 0; i < w * h * 3; i++)
@@ -196,21 +196,21 @@ test_png_color_types(void)
     g16[2 * i] = (guint8)(200 + i);
     g16[2 * i + 1] = 0xff;
   }
-  g_autoptr(GBytes) pg16 = write_png(w, h, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE, g16, w * 2,
-                                     NULL, 0);
+  g_autoptr(GBytes) pg16 =
+      write_png(w, h, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE, g16, w * 2, NULL, 0);
   g_autoptr(InspImage) ig16 = decode_bytes(pg16, 1, &error);
   g_assert_no_error(error);
   for (int i = 0; i < w * h; i++)
     g_assert_cmpint(ig16->data[i], ==, 200 + i);
 
   /* palette, 4 bits per index */
-  const png_color pal[3] = { { 255, 0, 0 }, { 0, 255, 0 }, { 10, 20, 30 } };
-  guint8 idx[3 * 3] = { 0x01, 0x20, 0x10, 0x22, 0x22, 0x00, 0x00, 0x11, 0x20 };
-  g_autoptr(GBytes) ppal = write_png(w, h, PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_NONE, idx, 3,
-                                     pal, 3);
+  const png_color pal[3] = {{255, 0, 0}, {0, 255, 0}, {10, 20, 30}};
+  guint8 idx[3 * 3] = {0x01, 0x20, 0x10, 0x22, 0x22, 0x00, 0x00, 0x11, 0x20};
+  g_autoptr(GBytes) ppal =
+      write_png(w, h, PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_NONE, idx, 3, pal, 3);
   g_autoptr(InspImage) ipal = decode_bytes(ppal, 3, &error);
   g_assert_no_error(error);
-  const int expect_idx[15] = { 0, 1, 2, 0, 1, 2, 2, 2, 2, 0, 0, 0, 1, 1, 2 };
+  const int expect_idx[15] = {0, 1, 2, 0, 1, 2, 2, 2, 2, 0, 0, 0, 1, 1, 2};
   for (int i = 0; i < w * h; i++) {
     const png_color *pc = &pal[expect_idx[i]];
     g_assert_cmpint(ipal->data[3 * i], ==, pc->red);
@@ -219,14 +219,14 @@ test_png_color_types(void)
   }
 
   /* the same palette with transparency (tRNS): still plain RGB */
-  const png_byte alpha[2] = { 0, 128 };
+  const png_byte alpha[2] = {0, 128};
   g_autoptr(GBytes) ptr = write_png_trns(w, h, PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_NONE, idx,
                                          3, pal, 3, alpha, 2, NULL);
   g_autoptr(InspImage) itr = decode_bytes(ptr, 3, &error);
   g_assert_no_error(error);
   g_assert_cmpmem(itr->data, 45, ipal->data, 45);
   /* RGB and grey with a transparent colour */
-  const png_color_16 tc = { 0, 1, 2, 3, 4 };
+  const png_color_16 tc = {0, 1, 2, 3, 4};
   g_autoptr(GBytes) prt = write_png_trns(w, h, PNG_COLOR_TYPE_RGB, 16, PNG_INTERLACE_NONE, d16,
                                          w * 6, NULL, 0, NULL, 0, &tc);
   g_autoptr(InspImage) irt = decode_bytes(prt, 3, &error);
@@ -239,25 +239,26 @@ test_png_color_types(void)
   g_assert_cmpmem(igt->data, 15, ig16->data, 15);
 
   /* 1-bit grey: 0 -> 0, 1 -> 255 */
-  guint8 bits[3] = { 0xa0, 0x50, 0xf8 };
-  g_autoptr(GBytes) p1 = write_png(w, h, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, bits, 1, NULL, 0);
+  guint8 bits[3] = {0xa0, 0x50, 0xf8};
+  g_autoptr(GBytes) p1 =
+      write_png(w, h, PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, bits, 1, NULL, 0);
   g_autoptr(InspImage) i1 = decode_bytes(p1, 1, &error);
   g_assert_no_error(error);
-  const guint8 e1[15] = { 255, 0, 255, 0, 0, 0, 255, 0, 255, 0, 255, 255, 255, 255, 255 };
+  const guint8 e1[15] = {255, 0, 255, 0, 0, 0, 255, 0, 255, 0, 255, 255, 255, 255, 255};
   g_assert_cmpmem(i1->data, 15, e1, 15);
 
   /* RGBA and grey+alpha: alpha dropped, not composited */
   guint8 rgba[5 * 3 * 4], ga[5 * 3 * 2];
   fill_random(rgba, sizeof rgba, 11);
   fill_random(ga, sizeof ga, 12);
-  g_autoptr(GBytes) prgba = write_png(w, h, PNG_COLOR_TYPE_RGBA, 8, PNG_INTERLACE_NONE, rgba, w * 4,
-                                      NULL, 0);
+  g_autoptr(GBytes) prgba =
+      write_png(w, h, PNG_COLOR_TYPE_RGBA, 8, PNG_INTERLACE_NONE, rgba, w * 4, NULL, 0);
   g_autoptr(InspImage) irgba = decode_bytes(prgba, 3, &error);
   g_assert_no_error(error);
   for (int i = 0; i < w * h; i++)
     g_assert_cmpmem(irgba->data + 3 * i, 3, rgba + 4 * i, 3);
-  g_autoptr(GBytes) pga = write_png(w, h, PNG_COLOR_TYPE_GRAY_ALPHA, 8, PNG_INTERLACE_NONE, ga,
-                                    w * 2, NULL, 0);
+  g_autoptr(GBytes) pga =
+      write_png(w, h, PNG_COLOR_TYPE_GRAY_ALPHA, 8, PNG_INTERLACE_NONE, ga, w * 2, NULL, 0);
   g_autoptr(InspImage) iga = decode_bytes(pga, 3, &error);
   g_assert_no_error(error);
   for (int i = 0; i < w * h; i++)
@@ -267,8 +268,8 @@ test_png_color_types(void)
   /* Adam7 interlaced RGB */
   guint8 big[31 * 17 * 3];
   fill_random(big, sizeof big, 13);
-  g_autoptr(GBytes) pil = write_png(31, 17, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, big, 31 * 3,
-                                    NULL, 0);
+  g_autoptr(GBytes) pil =
+      write_png(31, 17, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, big, 31 * 3, NULL, 0);
   g_autoptr(InspImage) iil = decode_bytes(pil, 3, &error);
   g_assert_no_error(error);
   g_assert_cmpmem(iil->data, sizeof big, big, sizeof big);
@@ -345,7 +346,7 @@ static void
 test_jpeg(void)
 {
   /* four flat 16x16 quadrants of known colour */
-  const guint8 colours[4][3] = { { 200, 30, 40 }, { 20, 180, 60 }, { 30, 40, 220 }, { 128, 128, 128 } };
+  const guint8 colours[4][3] = {{200, 30, 40}, {20, 180, 60}, {30, 40, 220}, {128, 128, 128}};
   guint8 data[32 * 32 * 3];
   for (int y = 0; y < 32; y++)
     for (int x = 0; x < 32; x++)
@@ -408,7 +409,7 @@ naive_preprocess(const guint8 *rgb, int w, int h, int stride, int ow, int oh, do
 static void
 check_preprocess(int w, int h, int ow, int oh, float crop, guint32 seed)
 {
-  const float mean[3] = { 0.485f, 0.456f, 0.406f }, std[3] = { 0.229f, 0.224f, 0.225f };
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
   int stride = w * 3 + 5; /* rows not packed */
   g_autofree guint8 *rgb = g_malloc((gsize)stride * h);
   fill_random(rgb, (gsize)stride * h, seed);
@@ -437,12 +438,12 @@ test_preprocess(void)
   check_preprocess(300, 200, 1500, 9, 1.0f, 7); /* wider than the tap table */
 
   /* identity size: exactly the pixels, normalised */
-  guint8 px[2 * 2 * 3] = { 0, 255, 51, 102, 153, 204, 10, 20, 30, 40, 50, 60 };
-  const float half[3] = { 0.5f, 0.5f, 0.5f };
+  guint8 px[2 * 2 * 3] = {0, 255, 51, 102, 153, 204, 10, 20, 30, 40, 50, 60};
+  const float half[3] = {0.5f, 0.5f, 0.5f};
   float out[12];
   insp_image_preprocess(px, 2, 2, 6, 2, 2, 1.0f, half, half, out);
-  g_assert_cmpfloat_with_epsilon(out[0], -1.0f, 1e-7);  /* R of (0,0) */
-  g_assert_cmpfloat_with_epsilon(out[4], 1.0f, 1e-7);   /* G of (0,0) */
+  g_assert_cmpfloat_with_epsilon(out[0], -1.0f, 1e-7); /* R of (0,0) */
+  g_assert_cmpfloat_with_epsilon(out[4], 1.0f, 1e-7);  /* G of (0,0) */
   g_assert_cmpfloat_with_epsilon(out[8], 51 / 127.5f - 1.0f, 1e-7);
   g_assert_cmpfloat_with_epsilon(out[3], 40 / 127.5f - 1.0f, 1e-7); /* R of (1,1) */
 }
@@ -451,10 +452,9 @@ static void
 test_preprocess_reference(void)
 {
   const char *shared = g_getenv("INSP_SHARED_DIR");
-  g_autofree char *path =
-    shared ? g_build_filename(shared, "models", "reference", "mobilenetv2_100_features.safetensors",
-                              NULL)
-           : NULL;
+  g_autofree char *path = shared ? g_build_filename(shared, "models", "reference",
+                                                    "mobilenetv2_100_features.safetensors", NULL)
+                                 : NULL;
   if (!path || !g_file_test(path, G_FILE_TEST_EXISTS)) {
     g_test_skip("INSP_SHARED_DIR/models/reference/mobilenetv2_100_features.safetensors is absent");
     return;
@@ -463,11 +463,11 @@ test_preprocess_reference(void)
   g_autoptr(InspSafetensors) st = insp_safetensors_open(path, &error);
   g_assert_no_error(error);
   const guint8 *hwc =
-    insp_safetensors_get_u8(st, "input_uint8_hwc", 4, (gint64[]){ 1, 224, 224, 3 }, &error);
+      insp_safetensors_get_u8(st, "input_uint8_hwc", 4, (gint64[]){1, 224, 224, 3}, &error);
   g_assert_no_error(error);
-  const float *ref = insp_safetensors_get_f32(st, "input", 4, (gint64[]){ 1, 3, 224, 224 }, &error);
+  const float *ref = insp_safetensors_get_f32(st, "input", 4, (gint64[]){1, 3, 224, 224}, &error);
   g_assert_no_error(error);
-  const float half[3] = { 0.5f, 0.5f, 0.5f };
+  const float half[3] = {0.5f, 0.5f, 0.5f};
   g_autofree float *out = g_new(float, 3 * 224 * 224);
   insp_image_preprocess(hwc, 224, 224, 224 * 3, 224, 224, 1.0f, half, half, out);
   double worst = 0;

@@ -41,10 +41,10 @@ static void
 test_round_trip(void)
 {
   g_autofree char *path = tmp_path("rt.safetensors");
-  float a[6] = { 1.5f, -2.0f, 0.0f, 3.25f, 1e-30f, -1e30f };
-  guint8 u[5] = { 0, 1, 127, 128, 255 };
+  float a[6] = {1.5f, -2.0f, 0.0f, 3.25f, 1e-30f, -1e30f};
+  guint8 u[5] = {0, 1, 127, 128, 255};
   float s = 42.0f;
-  gint64 sa[2] = { 2, 3 }, su[1] = { 5 }, sz[2] = { 0, 4 };
+  gint64 sa[2] = {2, 3}, su[1] = {5}, sz[2] = {0, 4};
 
   {
     g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();
@@ -103,8 +103,7 @@ test_round_trip(void)
   g_assert_no_error(error);
 
   g_assert_cmpstr(insp_safetensors_get_metadata(st, "format"), ==, "inspectd-model-v2");
-  g_assert_cmpstr(insp_safetensors_get_metadata(st, "quote\"and\\slash\n"), ==,
-                  "ünïcode \t value");
+  g_assert_cmpstr(insp_safetensors_get_metadata(st, "quote\"and\\slash\n"), ==, "ünïcode \t value");
   g_assert_null(insp_safetensors_get_metadata(st, "missing"));
   g_autofree const char **keys = insp_safetensors_get_metadata_keys(st);
   g_assert_cmpstr(keys[0], ==, "format");
@@ -120,12 +119,12 @@ static void
 test_conversion(void)
 {
   /* F16: 1.0, -2.0, 0.5, 65504, smallest subnormal 2^-24, inf, -0 */
-  const guint16 h[7] = { 0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x7c00, 0x8000 };
-  const float hf[7] = { 1.0f, -2.0f, 0.5f, 65504.0f, 5.9604645e-8f, INFINITY, -0.0f };
+  const guint16 h[7] = {0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x7c00, 0x8000};
+  const float hf[7] = {1.0f, -2.0f, 0.5f, 65504.0f, 5.9604645e-8f, INFINITY, -0.0f};
   /* BF16: 1.0, -3.0, 3.140625 */
-  const guint16 b[3] = { 0x3f80, 0xc040, 0x4049 };
-  const float bf[3] = { 1.0f, -3.0f, 3.140625f };
-  const double d[2] = { 0.1, -1e300 };
+  const guint16 b[3] = {0x3f80, 0xc040, 0x4049};
+  const float bf[3] = {1.0f, -3.0f, 3.140625f};
+  const double d[2] = {0.1, -1e300};
   guint8 data[14 + 6 + 16];
   for (int i = 0; i < 7; i++) {
     guint16 v = GUINT16_TO_LE(h[i]);
@@ -136,20 +135,21 @@ test_conversion(void)
     memcpy(data + 14 + 2 * i, &v, 2);
   }
   memcpy(data + 20, d, 16);
-  g_autoptr(GBytes) file = make_file("{\"h\":{\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
-                                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[14,20]},"
-                                     "\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[20,36]}}",
-                                     data, sizeof data);
+  g_autoptr(GBytes) file =
+      make_file("{\"h\":{\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
+                "\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[14,20]},"
+                "\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[20,36]}}",
+                data, sizeof data);
   g_autoptr(GError) error = NULL;
   g_autoptr(InspSafetensors) st =
-    insp_safetensors_new_from_data(g_bytes_get_data(file, NULL), g_bytes_get_size(file), &error);
+      insp_safetensors_new_from_data(g_bytes_get_data(file, NULL), g_bytes_get_size(file), &error);
   g_assert_no_error(error);
-  const float *rh = insp_safetensors_get_f32(st, "h", 1, (gint64[]){ 7 }, &error);
+  const float *rh = insp_safetensors_get_f32(st, "h", 1, (gint64[]){7}, &error);
   g_assert_no_error(error);
   for (int i = 0; i < 7; i++)
     g_assert_cmpmem(&rh[i], 4, &hf[i], 4);
   g_assert_true(rh == insp_safetensors_get_f32(st, "h", 0, NULL, NULL)); /* converted once */
-  const float *rb = insp_safetensors_get_f32(st, "b", 1, (gint64[]){ 3 }, &error);
+  const float *rb = insp_safetensors_get_f32(st, "b", 1, (gint64[]){3}, &error);
   g_assert_no_error(error);
   for (int i = 0; i < 3; i++)
     g_assert_cmpfloat(rb[i], ==, bf[i]);
@@ -164,15 +164,15 @@ test_conversion(void)
   g_clear_error(&error);
 
   /* F32 data at an address that is not 4-byte aligned: copied, values intact */
-  float f[3] = { 1.0f, 2.0f, -7.5f };
-  g_autoptr(GBytes) f32 = make_file("{\"f\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}",
-                                    f, sizeof f);
+  float f[3] = {1.0f, 2.0f, -7.5f};
+  g_autoptr(GBytes) f32 =
+      make_file("{\"f\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}", f, sizeof f);
   gsize flen = g_bytes_get_size(f32);
   g_autofree guint8 *buf = g_malloc(flen + 1);
   memcpy(buf + 1, g_bytes_get_data(f32, NULL), flen);
   g_autoptr(InspSafetensors) st2 = insp_safetensors_new_from_data(buf + 1, flen, &error);
   g_assert_no_error(error);
-  const float *rf = insp_safetensors_get_f32(st2, "f", 1, (gint64[]){ 3 }, &error);
+  const float *rf = insp_safetensors_get_f32(st2, "f", 1, (gint64[]){3}, &error);
   g_assert_no_error(error);
   g_assert_true(GPOINTER_TO_SIZE(rf) % 4 == 0);
   g_assert_cmpmem(rf, 12, f, 12);
@@ -188,62 +188,62 @@ static void
 test_malformed(void)
 {
   static const Malformed cases[] = {
-    { "", 0, "too short for a JSON object" },
-    { "{ ", 0, "bad JSON header at byte 2: expected a string" },
-    { "[]", 0, "expected '{'" },
-    { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", 4, "expected '}'" },
-    { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4,
-      "data after the JSON object" },
-    { "{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-      "tensor 'a': unknown dtype 'Q4'" },
-    { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
-      "tensor 'a': data_offsets span 4 bytes but F32 shape [2] needs 8" },
-    { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
-      "tensor 'a': data_offsets [0,8] are out of range (data section is 4 bytes)" },
-    { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
-      "end before they begin" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
-      "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}",
-      4, "tensor 'b' (bytes 2..4) overlaps tensor 'a' (bytes 0..4)" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}", 4,
-      "gap of 2 bytes in the data section before tensor 'a'" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 4,
-      "2 bytes after the last tensor's data are not used" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
-      "\"data_offsets\":[0,4]}}",
-      4, "tensor 'a': shape [4294967296,4294967296,4294967296] is too large" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}", 4,
-      "integer too large" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape is negative" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
-      "expected an integer" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1,
-      "tensor 'a' has more than 8 dimensions" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-      "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
-      2, "duplicate tensor 'a'" },
-    { "{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
-      "tensor 'a': duplicate key 'dtype'" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1, "tensor 'a' has no data_offsets" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":1}}", 1,
-      "tensor 'a': unknown key 'x'" },
-    { "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1,
-      "data_offsets must have 2 entries" },
-    { "{\"__metadata__\":{\"k\":1}}", 0, "__metadata__ value of 'k' is not a string" },
-    { "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, "duplicate __metadata__ key 'k'" },
-    { "{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate key '__metadata__'" },
-    { "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, "NUL character in a string" },
-    { "{\"__metadata__\":{\"k\":\"\\ud800\"}}", 0, "unpaired surrogate" },
-    { "{\"__metadata__\":{\"k\":\"\xff\"}}", 0, "not valid UTF-8" },
-    { "{\"__metadata__\":{\"k\":\"a\nb\"}}", 0, "control character in a string" },
+      {"", 0, "too short for a JSON object"},
+      {"{ ", 0, "bad JSON header at byte 2: expected a string"},
+      {"[]", 0, "expected '{'"},
+      {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", 4, "expected '}'"},
+      {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4,
+       "data after the JSON object"},
+      {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+       "tensor 'a': unknown dtype 'Q4'"},
+      {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
+       "tensor 'a': data_offsets span 4 bytes but F32 shape [2] needs 8"},
+      {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+       "tensor 'a': data_offsets [0,8] are out of range (data section is 4 bytes)"},
+      {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
+       "end before they begin"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+       "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}",
+       4, "tensor 'b' (bytes 2..4) overlaps tensor 'a' (bytes 0..4)"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]}}", 4,
+       "gap of 2 bytes in the data section before tensor 'a'"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 4,
+       "2 bytes after the last tensor's data are not used"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
+       "\"data_offsets\":[0,4]}}",
+       4, "tensor 'a': shape [4294967296,4294967296,4294967296] is too large"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}", 4,
+       "integer too large"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape is negative"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
+       "expected an integer"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1,
+       "tensor 'a' has more than 8 dimensions"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+       "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+       2, "duplicate tensor 'a'"},
+      {"{\"a\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+       "tensor 'a': duplicate key 'dtype'"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1, "tensor 'a' has no data_offsets"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":1}}", 1,
+       "tensor 'a': unknown key 'x'"},
+      {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1,2]}}", 1,
+       "data_offsets must have 2 entries"},
+      {"{\"__metadata__\":{\"k\":1}}", 0, "__metadata__ value of 'k' is not a string"},
+      {"{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, "duplicate __metadata__ key 'k'"},
+      {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate key '__metadata__'"},
+      {"{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, "NUL character in a string"},
+      {"{\"__metadata__\":{\"k\":\"\\ud800\"}}", 0, "unpaired surrogate"},
+      {"{\"__metadata__\":{\"k\":\"\xff\"}}", 0, "not valid UTF-8"},
+      {"{\"__metadata__\":{\"k\":\"a\nb\"}}", 0, "control character in a string"},
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
-    guint8 zero[8] = { 0 };
+    guint8 zero[8] = {0};
     g_autoptr(GBytes) f = make_file(cases[i].json, zero, cases[i].data_len);
     g_autoptr(GError) error = NULL;
     g_autoptr(InspSafetensors) st =
-      insp_safetensors_new_from_data(g_bytes_get_data(f, NULL), g_bytes_get_size(f), &error);
+        insp_safetensors_new_from_data(g_bytes_get_data(f, NULL), g_bytes_get_size(f), &error);
     if (g_test_verbose())
       g_test_message("case %" G_GSIZE_FORMAT ": %s", i, error ? error->message : "(no error)");
     g_assert_null(st);
@@ -255,12 +255,13 @@ test_malformed(void)
   }
 
   /* header length past the end of the file, and absurdly large */
-  guint8 buf[16] = { 0 };
+  guint8 buf[16] = {0};
   guint64 n = GUINT64_TO_LE(100);
   memcpy(buf, &n, 8);
   g_autoptr(GError) error = NULL;
   g_assert_null(insp_safetensors_new_from_data(buf, sizeof buf, &error));
-  g_assert_nonnull(strstr(error->message, "header length 100 is past the end of the file (16 bytes)"));
+  g_assert_nonnull(
+      strstr(error->message, "header length 100 is past the end of the file (16 bytes)"));
   g_clear_error(&error);
   n = GUINT64_TO_LE(G_MAXUINT64);
   memcpy(buf, &n, 8);
@@ -294,29 +295,30 @@ test_malformed(void)
 static void
 test_shape_and_usage(void)
 {
-  float w[6] = { 0 };
+  float w[6] = {0};
   g_autoptr(InspSafetensorsWriter) wr = insp_safetensors_writer_new();
-  insp_safetensors_writer_add_f32(wr, "conv.weight", 4, (gint64[]){ 1, 2, 3, 1 }, w);
-  insp_safetensors_writer_add_f32(wr, "conv.bias", 1, (gint64[]){ 1 }, w);
-  insp_safetensors_writer_add_f32(wr, "head.weight", 1, (gint64[]){ 2 }, w);
+  insp_safetensors_writer_add_f32(wr, "conv.weight", 4, (gint64[]){1, 2, 3, 1}, w);
+  insp_safetensors_writer_add_f32(wr, "conv.bias", 1, (gint64[]){1}, w);
+  insp_safetensors_writer_add_f32(wr, "head.weight", 1, (gint64[]){2}, w);
   g_autoptr(GBytes) b = insp_safetensors_writer_to_bytes(wr);
   g_assert_cmpuint((g_bytes_get_size(b) - 36) % 8, ==, 0);
   g_autoptr(GError) error = NULL;
   g_autoptr(InspSafetensors) st =
-    insp_safetensors_new_from_data(g_bytes_get_data(b, NULL), g_bytes_get_size(b), &error);
+      insp_safetensors_new_from_data(g_bytes_get_data(b, NULL), g_bytes_get_size(b), &error);
   g_assert_no_error(error);
 
-  g_assert_null(insp_safetensors_get_f32(st, "conv.weight", 4, (gint64[]){ 1, 2, 1, 3 }, &error));
+  g_assert_null(insp_safetensors_get_f32(st, "conv.weight", 4, (gint64[]){1, 2, 1, 3}, &error));
   g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_SHAPE);
   g_assert_cmpstr(error->message, ==,
                   "<memory>: tensor 'conv.weight' has shape [1,2,3,1], expected [1,2,1,3]");
   g_clear_error(&error);
-  g_assert_null(insp_safetensors_get_f32(st, "conv.weight", 2, (gint64[]){ 2, 3 }, &error));
+  g_assert_null(insp_safetensors_get_f32(st, "conv.weight", 2, (gint64[]){2, 3}, &error));
   g_assert_nonnull(strstr(error->message, "has shape [1,2,3,1], expected [2,3]"));
   g_clear_error(&error);
-  g_assert_null(insp_safetensors_get_f32(st, "conv.gamma", 1, (gint64[]){ 7 }, &error));
+  g_assert_null(insp_safetensors_get_f32(st, "conv.gamma", 1, (gint64[]){7}, &error));
   g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_MISSING);
-  g_assert_cmpstr(error->message, ==, "<memory>: tensor 'conv.gamma' is missing, expected shape [7]");
+  g_assert_cmpstr(error->message, ==,
+                  "<memory>: tensor 'conv.gamma' is missing, expected shape [7]");
   g_clear_error(&error);
 
   /* a failed get does not mark the tensor used */
@@ -324,8 +326,8 @@ test_shape_and_usage(void)
   g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_UNEXPECTED);
   g_assert_nonnull(strstr(error->message, "unexpected tensor 'conv.weight' (F32 [1,2,3,1])"));
   g_clear_error(&error);
-  g_assert_nonnull(insp_safetensors_get_f32(st, "conv.weight", 4, (gint64[]){ 1, 2, 3, 1 }, &error));
-  g_assert_nonnull(insp_safetensors_get_f32(st, "conv.bias", 1, (gint64[]){ 1 }, &error));
+  g_assert_nonnull(insp_safetensors_get_f32(st, "conv.weight", 4, (gint64[]){1, 2, 3, 1}, &error));
+  g_assert_nonnull(insp_safetensors_get_f32(st, "conv.bias", 1, (gint64[]){1}, &error));
   g_assert_true(insp_safetensors_check_all_used(st, "conv.", &error));
   g_assert_false(insp_safetensors_check_all_used(st, NULL, &error));
   g_assert_nonnull(strstr(error->message, "'head.weight'"));
@@ -351,12 +353,12 @@ test_threads(void)
   guint16 h[1024];
   for (int i = 0; i < 1024; i++)
     h[i] = GUINT16_TO_LE(0x3c00);
-  g_autoptr(GBytes) f = make_file("{\"h\":{\"dtype\":\"F16\",\"shape\":[1024],\"data_offsets\":[0,2048]}}",
-                                  h, sizeof h);
+  g_autoptr(GBytes) f = make_file(
+      "{\"h\":{\"dtype\":\"F16\",\"shape\":[1024],\"data_offsets\":[0,2048]}}", h, sizeof h);
   g_autoptr(InspSafetensors) st =
-    insp_safetensors_new_from_data(g_bytes_get_data(f, NULL), g_bytes_get_size(f), NULL);
+      insp_safetensors_new_from_data(g_bytes_get_data(f, NULL), g_bytes_get_size(f), NULL);
   g_assert_nonnull(st);
-  ThreadCtx c = { st, { 0 } };
+  ThreadCtx c = {st, {0}};
   GThread *t[8];
   for (int i = 0; i < 8; i++)
     t[i] = g_thread_new("conv", convert_thread, &c);
@@ -372,7 +374,7 @@ test_mobilenetv2(void)
 {
   const char *shared = g_getenv("INSP_SHARED_DIR");
   g_autofree char *path =
-    shared ? g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL) : NULL;
+      shared ? g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL) : NULL;
   if (!path || !g_file_test(path, G_FILE_TEST_EXISTS)) {
     g_test_skip("INSP_SHARED_DIR/models/mobilenetv2_100.safetensors is absent");
     return;
@@ -388,10 +390,10 @@ test_mobilenetv2(void)
     n += insp_safetensors_get_info(st, i)->n_elements;
   g_assert_cmpint(n, ==, 3540265);
   const float *w =
-    insp_safetensors_get_f32(st, "conv_stem.weight", 4, (gint64[]){ 32, 3, 3, 3 }, &error);
+      insp_safetensors_get_f32(st, "conv_stem.weight", 4, (gint64[]){32, 3, 3, 3}, &error);
   g_assert_no_error(error);
   g_assert_true(isfinite(w[0]));
-  const float *bw = insp_safetensors_get_f32(st, "bn1.weight", 1, (gint64[]){ 32 }, &error);
+  const float *bw = insp_safetensors_get_f32(st, "bn1.weight", 1, (gint64[]){32}, &error);
   g_assert_no_error(error);
   g_assert_cmpfloat_with_epsilon(bw[0], 1.000005f, 1e-7);
 }
