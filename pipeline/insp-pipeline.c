@@ -322,6 +322,11 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   else
     p->ctx = g_main_context_new();
 
+  /* A triggered part must never be dropped: in trigger mode only armed frames
+   * enter the queue, so backpressure there costs nothing but untriggered
+   * frames, which are skipped anyway. */
+  if (p->opt.trigger == INSP_TRIGGER_EXTERNAL)
+    p->opt.drop = INSP_DROP_NEVER;
   p->queue = insp_frame_queue_new(p->opt.queue_size, p->opt.drop);
   g_mutex_init(&p->scorer_lock);
   p->scorer = insp_scorer_ref(scorer);
@@ -1242,6 +1247,7 @@ insp_pipeline_free(InspPipeline *p)
     return;
   insp_pipeline_stop(p, FALSE);
   teardown_capture(p);
+  g_queue_clear_full(&p->triggers, (GDestroyNotify)trigger_free);
   insp_frame_queue_free(p->queue);
   insp_scorer_unref(p->scorer);
   g_hash_table_unref(p->reorder);

@@ -429,6 +429,31 @@ test_restart_after_error(void)
                  INSP_PIPELINE_EVENT_ERROR);
 }
 
+/* A V4L2 camera that is not there: the daemon keeps running, the capture is
+ * retried with backoff, each attempt reported. */
+static void
+test_v4l2_missing_device(void)
+{
+  InspCameraControl controls[] = {{(char *)"Exposure Time, Absolute", (char *)"200"}};
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_V4L2;
+  opt.device = "/dev/video-insp-missing";
+  opt.controls = controls;
+  opt.n_controls = 1;
+  opt.backoff_initial_ms = 30;
+  opt.backoff_max_ms = 60;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_restarts, GUINT_TO_POINTER(3), 10000));
+  insp_pipeline_free(p);
+  g_assert_cmpuint(count_events(&a, INSP_PIPELINE_EVENT_ERROR), >=, 3);
+  g_assert_cmpuint(a.results->len, ==, 0);
+  all_clear(&a);
+}
+
 static gboolean
 pred_results_and_restart(Seen_all *a, gpointer data)
 {
@@ -666,6 +691,7 @@ main(int argc, char **argv)
   g_test_add_func("/capture/restart-after-eos", test_restart_after_eos);
   g_test_add_func("/capture/restart-after-error", test_restart_after_error);
   g_test_add_func("/capture/files-vanish", test_files_vanish);
+  g_test_add_func("/capture/v4l2-missing-device", test_v4l2_missing_device);
   g_test_add_func("/capture/trigger-pairs-part-ids", test_trigger_pairs_part_ids);
   g_test_add_func("/capture/trigger-timeout", test_trigger_timeout);
   g_test_add_func("/capture/trigger-refused-in-free-mode", test_trigger_refused_in_free_mode);
