@@ -17,7 +17,9 @@ main(int argc, char **argv)
 {
   int port = 0, count = 0, drain_ms = 0;
   gint64 first = 1;
-  char *spool = NULL, *station = NULL, *ready = NULL;
+  g_autofree char *spool = NULL;
+  g_autofree char *station = NULL;
+  g_autofree char *ready = NULL;
   gboolean hold = FALSE, wait_connect = FALSE;
   GOptionEntry entries[] = {
     { "port", 0, 0, G_OPTION_ARG_INT, &port, "broker port", "N" },

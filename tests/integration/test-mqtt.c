@@ -35,9 +35,10 @@ static void
 fixture_setup(Fixture *f, const MqttBrokerOptions *bopts)
 {
   g_autoptr(GError) error = NULL;
+  g_autofree char *prog = g_find_program_in_path("mosquitto");
 
   memset(f, 0, sizeof *f);
-  if (g_find_program_in_path("mosquitto") == NULL && !g_file_test("/usr/sbin/mosquitto", G_FILE_TEST_EXISTS)) {
+  if (prog == NULL && !g_file_test("/usr/sbin/mosquitto", G_FILE_TEST_EXISTS)) {
     g_test_skip("mosquitto is not installed");
     return;
   }
@@ -523,8 +524,9 @@ command(Fixture *f, MqttClient *c, const char *name, const char *payload, gssize
 }
 
 static void
-assert_error_reply(MqttMsg *m, const char *corr, const char *needle)
+assert_error_reply(MqttMsg *msg, const char *corr, const char *needle)
 {
+  g_autoptr(MqttMsg) m = msg; /* taken */
   g_autoptr(JsonObject) o = NULL;
 
   g_assert_nonnull(m);
