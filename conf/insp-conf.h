@@ -13,8 +13,9 @@
  *
  * An InspConfig is immutable once returned: share it read-only between
  * threads and replace it whole (copy, change, swap). String fields are never
- * NULL; "" means "not set" with the meaning each key documents. All functions
- * here are called from the main thread; none keeps global state. */
+ * NULL; "" means "not set" with the meaning each key documents. No function
+ * here keeps global state, so any thread may call them (the daemon does so
+ * from its main loop). */
 #pragma once
 
 #include <glib.h>
