@@ -661,6 +661,25 @@ insp_backbone_get_stage_names(const InspBackbone *bb)
   return (const char *const *)bb->stage_names;
 }
 
+gboolean
+insp_backbone_get_stage_info(const InspBackbone *bb, const char *name, int *channels,
+                             int *stride)
+{
+  g_return_val_if_fail(bb != NULL && name != NULL, FALSE);
+
+  for (guint i = 0; i < bb->stages->len; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+    if (!g_str_equal(st->name, name))
+      continue;
+    if (channels != NULL)
+      *channels = g_array_index(bb->layers, InspBbLayer, st->value - 1).cout;
+    if (stride != NULL)
+      *stride = st->stride;
+    return TRUE;
+  }
+  return FALSE;
+}
+
 void
 insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine, const char **coarse)
 {

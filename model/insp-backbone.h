@@ -57,6 +57,10 @@ int insp_backbone_get_input_size(const InspBackbone *bb); /* default square inpu
 void insp_backbone_get_normalisation(const InspBackbone *bb, float mean[3], float std[3]);
 /* All stage names in forward order (NULL-terminated, owned by @bb). */
 const char *const *insp_backbone_get_stage_names(const InspBackbone *bb);
+/* Channels and nominal total stride of stage @name without running the
+ * network; FALSE (outputs untouched) when @bb has no such stage. */
+gboolean insp_backbone_get_stage_info(const InspBackbone *bb, const char *name, int *channels,
+                                      int *stride);
 /* The two stages PatchCore/PaDiM use by default (stride 8 and 16). */
 void insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine,
                                       const char **coarse);

@@ -717,6 +717,13 @@ test_mobilenet_reference(void)
   insp_backbone_get_default_stages(bb, &fine, &coarse);
   g_assert_cmpstr(fine, ==, "blocks.2");
   g_assert_cmpstr(coarse, ==, "blocks.4");
+  for (int i = 0; i < n; i++) {
+    int ch = 0, st = 0;
+    g_assert_true(insp_backbone_get_stage_info(bb, fm[i].name, &ch, &st));
+    g_assert_cmpint(ch, ==, fm[i].channels);
+    g_assert_cmpint(st, ==, fm[i].stride);
+  }
+  g_assert_false(insp_backbone_get_stage_info(bb, "layer3", NULL, NULL));
 }
 
 typedef struct {
