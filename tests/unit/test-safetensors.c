@@ -333,6 +333,37 @@ test_shape_and_usage(void)
   g_assert_nonnull(strstr(error->message, "'head.weight'"));
 }
 
+/* save replaces an existing file whole, leaves no temporary behind, and
+ * reports a folder it cannot write to with the path. */
+static void
+test_save_atomic(void)
+{
+  g_autofree char *path = tmp_path("atomic.safetensors");
+  g_autofree char *dir = g_path_get_dirname(path);
+  float v[2] = {1.0f, 2.0f};
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true(g_file_set_contents(path, "old contents", -1, NULL));
+  g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();
+  insp_safetensors_writer_add_f32(w, "v", 1, (gint64[]){2}, v);
+  g_assert_true(insp_safetensors_writer_save(w, path, &error));
+  g_assert_no_error(error);
+  g_autoptr(InspSafetensors) st = insp_safetensors_open(path, &error);
+  g_assert_no_error(error);
+  g_assert_cmpfloat(insp_safetensors_get_f32(st, "v", 1, (gint64[]){2}, &error)[1], ==, 2.0f);
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  int n = 0;
+  while (g_dir_read_name(d))
+    n++;
+  g_assert_cmpint(n, ==, 1);
+
+  g_autofree char *bad = g_build_filename(dir, "missing", "x.safetensors", NULL);
+  g_assert_false(insp_safetensors_writer_save(w, bad, &error));
+  g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO);
+  g_assert_true(g_str_has_prefix(error->message, bad));
+  remove_tmp(path);
+}
+
 typedef struct {
   InspSafetensors *st;
   const float *seen[8];
@@ -406,6 +437,7 @@ main(int argc, char **argv)
   g_test_add_func("/safetensors/conversion", test_conversion);
   g_test_add_func("/safetensors/malformed", test_malformed);
   g_test_add_func("/safetensors/shape-and-usage", test_shape_and_usage);
+  g_test_add_func("/safetensors/save-atomic", test_save_atomic);
   g_test_add_func("/safetensors/threads", test_threads);
   g_test_add_func("/safetensors/mobilenetv2", test_mobilenetv2);
   return g_test_run();
