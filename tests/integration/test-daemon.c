@@ -297,7 +297,8 @@ fixture_setup(void)
   g_autofree char *port = g_strdup_printf("%d", fx.port);
   fx.sub = g_subprocess_launcher_spawn(l, &error, mosquitto_sub, "-h", "127.0.0.1", "-p", port,
                                        "-q", "1", "-v", "-t", "inspectd/" STATION "/result", "-t",
-                                       "inspectd/" STATION "/event", NULL);
+                                       "inspectd/" STATION "/event", "-t",
+                                       "inspectd/" STATION "/cmd/+/reply", NULL);
   g_assert_no_error(error);
   g_usleep(300000);
 
@@ -542,6 +543,89 @@ test_lifecycle(void)
 }
 
 static void
+mqtt_publish(const char *topic, const char *payload)
+{
+  g_autofree char *pub = g_find_program_in_path("mosquitto_pub");
+  g_autofree char *port = g_strdup_printf("%d", fx.port);
+  g_autoptr(GError) error = NULL;
+
+  g_assert_nonnull(pub);
+  g_autoptr(GSubprocess) p = g_subprocess_new(G_SUBPROCESS_FLAGS_NONE, &error, pub, "-h",
+                                              "127.0.0.1", "-p", port, "-q", "1", "-t", topic,
+                                              "-m", payload, NULL);
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_wait_check(p, NULL, &error));
+  g_assert_no_error(error);
+}
+
+/* The threshold command applies from the next frames, is answered, and
+ * persists across a restart while the config file keeps its value; an edit
+ * of the config file then wins over the older command. */
+static void
+test_threshold_command(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "cmd.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "cmd.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  write_file(fx.cfg_path, cfg);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) first = wait_lines(out, 3, 30);
+  g_assert_cmpuint(first->len, >=, 3);
+
+  mqtt_publish("inspectd/" STATION "/cmd/threshold", "0.25");
+  gboolean changed = FALSE;
+  for (int i = 0; i < 100 && !changed; i++) {
+    g_autoptr(GArray) a = parse_lines(out);
+    changed = a->len > 0 && g_array_index(a, Line, a->len - 1).threshold == 0.25;
+    if (!changed)
+      g_usleep(100000);
+  }
+  g_assert_true(changed);
+  g_autofree char *sub = read_file(fx.sub_out);
+  g_assert_nonnull(strstr(sub, "inspectd/" STATION "/cmd/threshold/reply {\"ok\":true"));
+  /* Out of range: answered with an error, nothing changes. */
+  mqtt_publish("inspectd/" STATION "/cmd/threshold", "-3");
+  g_usleep(500000);
+  g_autoptr(GArray) still = wait_lines(out, 0, 0);
+  g_assert_cmpfloat(g_array_index(still, Line, still->len - 1).threshold, ==, 0.25);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+
+  /* Restart: the command's threshold is still in force. */
+  g_autofree char *out2 = g_build_filename(fx.dir, "cmd2.out", NULL);
+  const char *count[] = { "--count", "2", NULL };
+  notify_drain();
+  g_autoptr(GSubprocess) p2 = spawn_daemon(out2, err, count);
+  g_assert_true(g_subprocess_wait(p2, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p2), ==, 0);
+  g_autoptr(GArray) b = parse_lines(out2);
+  g_assert_cmpuint(b->len, ==, 2);
+  g_assert_cmpfloat(g_array_index(b, Line, 0).threshold, ==, 0.25);
+
+  /* The config file changes its value: the file wins from then on. */
+  g_autofree char *cfg7 = config_text(fx.model_a, "0.7");
+  write_file(fx.cfg_path, cfg7);
+  g_autofree char *out3 = g_build_filename(fx.dir, "cmd3.out", NULL);
+  notify_drain();
+  g_autoptr(GSubprocess) p3 = spawn_daemon(out3, err, count);
+  g_assert_true(g_subprocess_wait(p3, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p3), ==, 0);
+  g_autoptr(GArray) c = parse_lines(out3);
+  g_assert_cmpuint(c->len, ==, 2);
+  g_assert_cmpfloat(g_array_index(c, Line, 0).threshold, ==, 0.7);
+}
+
+static void
 test_start_failure(void)
 {
   if (!fx.ready) {
@@ -577,6 +661,7 @@ main(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   fixture_setup();
   g_test_add_func("/daemon/lifecycle", test_lifecycle);
+  g_test_add_func("/daemon/threshold-command", test_threshold_command);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   status = g_test_run();
   fixture_teardown();
