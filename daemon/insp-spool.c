@@ -24,6 +24,10 @@
  * mask never evicts a result: a mask that does not fit is itself dropped).
  * Every drop is counted.
  *
+ * Messages pushed by this process are also kept in memory (up to 8 MiB), so
+ * the usual path, spooled then sent at once, never reads its file back; the
+ * file is still the only thing that survives the process.
+ *
  * Invariants: each index entry has exactly one file; the two queues (results
  * and replies; masks) are sorted by (seq, kind); `bytes` is the sum of the
  * entries' sizes. One mutex guards everything; file I/O happens under it
@@ -58,6 +62,7 @@ typedef struct {
   guint64 size;
   gboolean claimed;
   GList *link; /* in its queue */
+  InspSpoolMessage *cached; /* the pushed message, while the cache has room */
 } SpoolEntry;
 
 struct _InspSpool {
@@ -74,7 +79,12 @@ struct _InspSpool {
   guint64 dropped_masks;
   guint64 dropped_results;
   guint64 corrupt;
+  guint64 cached_bytes; /* sizes of the entries with a cached copy */
 };
+
+/* Messages pushed by this process are also kept in memory, up to this much,
+ * so that a message sent right after it was spooled is not read back. */
+#define SPOOL_CACHE_MAX (8u * 1024u * 1024u)
 
 void
 insp_spool_message_free(InspSpoolMessage *msg)
@@ -173,6 +183,31 @@ header_parse(const guint8 *h, guint64 file_size, InspSpoolKind *kind, int *qos, 
 }
 
 static void
+entry_free(gpointer data)
+{
+  SpoolEntry *e = data;
+
+  insp_spool_message_free(e->cached);
+  g_free(e);
+}
+
+static InspSpoolMessage *
+message_copy(const InspSpoolMessage *m, guint64 id)
+{
+  InspSpoolMessage *c = g_new0(InspSpoolMessage, 1);
+
+  c->id = id;
+  c->kind = m->kind;
+  c->seq = m->seq;
+  c->qos = m->qos;
+  c->topic = g_strdup(m->topic);
+  c->part_id = g_strdup(m->part_id);
+  c->correlation = m->correlation ? g_bytes_ref(m->correlation) : NULL;
+  c->payload = g_bytes_ref(m->payload);
+  return c;
+}
+
+static void
 entry_remove_locked(InspSpool *spool, SpoolEntry *e, gboolean unlink_file)
 {
   if (unlink_file) {
@@ -182,6 +217,8 @@ entry_remove_locked(InspSpool *spool, SpoolEntry *e, gboolean unlink_file)
   }
   g_queue_delete_link(queue_for(spool, e->kind), e->link);
   spool->bytes -= e->size;
+  if (e->cached != NULL)
+    spool->cached_bytes -= e->size;
   g_hash_table_remove(spool->by_id, &e->id); /* frees e */
 }
 
@@ -336,7 +373,7 @@ insp_spool_open(const char *dir, guint64 max_bytes, InspSpoolFlags flags, GError
   spool->max_bytes = max_bytes;
   spool->flags = flags;
   spool->next_id = 1;
-  spool->by_id = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+  spool->by_id = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, entry_free);
   spool->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (spool->dir_fd < 0) {
     int e = errno;
@@ -518,6 +555,10 @@ insp_spool_push(InspSpool *spool, const InspSpoolMessage *msg, guint *evicted_ma
     old = entry_link_locked(spool, e);
     g_assert(old == NULL);
   }
+  if (spool->cached_bytes + size <= SPOOL_CACHE_MAX) {
+    e->cached = message_copy(msg, e->id);
+    spool->cached_bytes += size;
+  }
   id = e->id;
 out:
   g_mutex_unlock(&spool->lock);
@@ -603,7 +644,7 @@ insp_spool_claim_next(InspSpool *spool)
 
   g_mutex_lock(&spool->lock);
   while ((e = next_unclaimed_locked(spool)) != NULL) {
-    msg = file_read_locked(spool, e);
+    msg = e->cached ? message_copy(e->cached, e->id) : file_read_locked(spool, e);
     if (msg != NULL) {
       e->claimed = TRUE;
       break;
