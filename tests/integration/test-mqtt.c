@@ -1097,6 +1097,64 @@ test_sigkill_spool(void)
 }
 
 static void
+small_spool(InspMqttOptions *o, gpointer data)
+{
+  o->spool_max_mb = 1;
+}
+
+static void
+test_spool_full(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) sub = NULL;
+  g_autofree guint8 *big = g_malloc0(300 * 1024);
+  g_autoptr(GBytes) mask = NULL;
+  g_autoptr(GPtrArray) events = NULL;
+  InspMqttStats st;
+  gboolean announced = FALSE;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  mask = g_bytes_new(big, 300 * 1024);
+  mqtt_broker_stop(f.broker, SIGKILL);
+  f.mqtt = start_mqtt(&f, small_spool, NULL, &error);
+  g_assert_no_error(error);
+  /* Offline, 1 MiB of spool: six fails with 300 KiB masks. The oldest masks
+   * go; every result stays. */
+  for (guint64 seq = 1; seq <= 6; seq++)
+    publish(f.mqtt, seq, NULL, TRUE, mask);
+  insp_mqtt_get_stats(f.mqtt, &st);
+  g_assert_cmpuint(st.dropped_results, ==, 0);
+  g_assert_cmpuint(st.dropped_masks, ==, 3);
+  g_assert_cmpuint(st.spooled, ==, 9);
+  g_assert_cmpuint(st.spool_bytes, <=, 1024 * 1024);
+
+  g_assert_true(mqtt_broker_restart(f.broker, &error));
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                        (const char *const[]){ "t/st/#", NULL });
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  g_assert_true(mqtt_test_wait_until(spool_empty, f.mqtt, 8000, f.ctx));
+  g_usleep(200000);
+  /* The drops were announced on the event topic once connected. */
+  events = mqtt_client_take(sub, "t/st/event");
+  for (guint i = 0; i < events->len; i++) {
+    g_autoptr(JsonObject) o = parse_object(((MqttMsg *)events->pdata[i])->payload);
+    if (g_strcmp0(json_object_get_string_member(o, "code"), "spool_full") == 0) {
+      g_assert_cmpstr(json_object_get_string_member(o, "level"), ==, "warning");
+      g_assert_cmpint(json_object_get_int_member(o, "dropped_masks"), ==, 1);
+      g_assert_cmpint(json_object_get_int_member(o, "dropped_results"), ==, 0);
+      announced = TRUE;
+    }
+  }
+  g_assert_true(announced);
+  g_assert_cmpuint(mqtt_client_count(sub, "t/st/result"), ==, 6);
+  g_assert_cmpuint(mqtt_client_count(sub, "t/st/mask"), ==, 3);
+  fixture_teardown(&f);
+}
+
+static void
 test_parse_command(void)
 {
   /* The parser alone (no broker): what the fuzz target exercises. */
@@ -1167,5 +1225,6 @@ main(int argc, char **argv)
   g_test_add_func("/mqtt/tls", test_tls);
   g_test_add_func("/mqtt/outage", test_outage);
   g_test_add_func("/mqtt/sigkill-spool", test_sigkill_spool);
+  g_test_add_func("/mqtt/spool-full", test_spool_full);
   return g_test_run();
 }
