@@ -24,6 +24,8 @@ typedef struct {
   int cin, cout, k, stride, pad; /* pad: symmetric padding (TF SAME computes its own) */
   InspActivation act;
   gsize w_off, b_off; /* folded weights and bias in the arena */
+  gboolean has_winograd; /* 3x3 stride 1 with enough channels: u_off valid */
+  gsize u_off;           /* Winograd-transformed folded weights [16,cout,cin] */
 } InspBbLayer;
 
 typedef struct {

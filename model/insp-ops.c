@@ -187,6 +187,151 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
   }
 }
 
+gsize
+insp_ops_winograd_weight_size(int cin, int cout)
+{
+  return (gsize)16 * cin * cout;
+}
+
+/* u_k = (G g G^T)[k], G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]],
+ * computed in double. */
+void
+insp_ops_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
+{
+  static const double G[4][3] = { { 1, 0, 0 }, { 0.5, 0.5, 0.5 }, { 0.5, -0.5, 0.5 }, { 0, 0, 1 } };
+  gsize plane = (gsize)cout * cin;
+
+  g_return_if_fail(weight != NULL && u != NULL);
+  for (int o = 0; o < cout; o++)
+    for (int c = 0; c < cin; c++) {
+      const float *g = weight + ((gsize)o * cin + c) * 9;
+      double t[4][3];
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 3; j++)
+          t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+          u[(gsize)(i * 4 + j) * plane + (gsize)o * cin + c] =
+              (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+    }
+}
+
+gsize
+insp_ops_winograd_scratch_size(int cin, int cout, int oh, int ow)
+{
+  gsize tiles = (gsize)((oh + 1) / 2) * ((ow + 1) / 2);
+  return (gsize)16 * tiles * ((gsize)cin + cout);
+}
+
+/* V [16, cin, tiles]: V_k = (B^T d B)[k] of each 4x4 input tile d at
+ * (2ty - pt, 2tx - pl), B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]. */
+INSP_OPS_CLONES static void
+winograd_input(const float *x, int cin, int h, int w, int pt, int pl, int th, int tw, float *v)
+{
+  gsize tiles = (gsize)th * tw, plane = (gsize)cin * tiles;
+
+  for (int c = 0; c < cin; c++) {
+    const float *xc = x + (gsize)c * h * w;
+    for (int ty = 0; ty < th; ty++) {
+      int y0 = 2 * ty - pt;
+      gboolean rows_in = y0 >= 0 && y0 + 3 < h;
+      for (int tx = 0; tx < tw; tx++) {
+        int x0 = 2 * tx - pl;
+        float d[4][4], t[4][4];
+        if (rows_in && x0 >= 0 && x0 + 3 < w) {
+          for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+              d[i][j] = xc[(gsize)(y0 + i) * w + x0 + j];
+        } else {
+          for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) {
+              int yy = y0 + i, xx = x0 + j;
+              d[i][j] = yy >= 0 && yy < h && xx >= 0 && xx < w ? xc[(gsize)yy * w + xx] : 0.0f;
+            }
+        }
+        for (int j = 0; j < 4; j++) {
+          t[0][j] = d[0][j] - d[2][j];
+          t[1][j] = d[1][j] + d[2][j];
+          t[2][j] = d[2][j] - d[1][j];
+          t[3][j] = d[1][j] - d[3][j];
+        }
+        gsize idx = (gsize)c * tiles + (gsize)ty * tw + tx;
+        for (int i = 0; i < 4; i++) {
+          v[(gsize)(i * 4 + 0) * plane + idx] = t[i][0] - t[i][2];
+          v[(gsize)(i * 4 + 1) * plane + idx] = t[i][1] + t[i][2];
+          v[(gsize)(i * 4 + 2) * plane + idx] = t[i][2] - t[i][1];
+          v[(gsize)(i * 4 + 3) * plane + idx] = t[i][1] - t[i][3];
+        }
+      }
+    }
+  }
+}
+
+/* y = act(A^T m A + bias), A^T = [[1,1,1,0],[0,1,-1,-1]], m from M [16, cout, tiles]. */
+INSP_OPS_CLONES static void
+winograd_output(const float *m, int cout, int th, int tw, const float *bias, InspActivation act,
+                int oh, int ow, float *y)
+{
+  gsize tiles = (gsize)th * tw, plane = (gsize)cout * tiles;
+
+  for (int o = 0; o < cout; o++) {
+    float b = bias != NULL ? bias[o] : 0.0f;
+    float *yo = y + (gsize)o * oh * ow;
+    for (int ty = 0; ty < th; ty++)
+      for (int tx = 0; tx < tw; tx++) {
+        gsize idx = (gsize)o * tiles + (gsize)ty * tw + tx;
+        float q[4][4], t[2][4], r[2][2];
+        for (int k = 0; k < 16; k++)
+          q[k / 4][k % 4] = m[(gsize)k * plane + idx];
+        for (int j = 0; j < 4; j++) {
+          t[0][j] = q[0][j] + q[1][j] + q[2][j];
+          t[1][j] = q[1][j] - q[2][j] - q[3][j];
+        }
+        for (int i = 0; i < 2; i++) {
+          r[i][0] = t[i][0] + t[i][1] + t[i][2] + b;
+          r[i][1] = t[i][1] - t[i][2] - t[i][3] + b;
+        }
+        for (int i = 0; i < 2; i++) {
+          int yy = 2 * ty + i;
+          if (yy >= oh)
+            continue;
+          for (int j = 0; j < 2; j++) {
+            int xx = 2 * tx + j;
+            if (xx >= ow)
+              continue;
+            float val = r[i][j];
+            if (act != INSP_ACT_NONE) {
+              val = val > 0.0f ? val : 0.0f;
+              if (act == INSP_ACT_RELU6)
+                val = val < 6.0f ? val : 6.0f;
+            }
+            yo[(gsize)yy * ow + xx] = val;
+          }
+        }
+      }
+  }
+}
+
+void
+insp_ops_conv3x3_winograd(const float *x, int cin, int h, int w, const float *u,
+                          const float *bias, int cout, int pad_top, int pad_left, int oh, int ow,
+                          InspActivation act, float *scratch, float *y)
+{
+  int th = (oh + 1) / 2, tw = (ow + 1) / 2;
+  gsize tiles = (gsize)th * tw;
+  float *v = scratch, *m = scratch + (gsize)16 * cin * tiles;
+
+  g_return_if_fail(x != NULL && u != NULL && scratch != NULL && y != NULL);
+  g_return_if_fail(cin > 0 && cout > 0 && oh > 0 && ow > 0);
+
+  winograd_input(x, cin, h, w, pad_top, pad_left, th, tw, v);
+  for (int k = 0; k < 16; k++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)tiles, cin, 1.0f,
+                u + (gsize)k * cout * cin, cin, v + (gsize)k * cin * tiles, (int)tiles, 0.0f,
+                m + (gsize)k * cout * tiles, (int)tiles);
+  winograd_output(m, cout, th, tw, bias, act, oh, ow, y);
+}
+
 /* One output row of a depthwise 3x3 where all three input rows exist:
  * interior columns [lo, hi) without checks, the rest with checks. */
 INSP_OPS_INLINE void

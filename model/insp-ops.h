@@ -35,6 +35,19 @@ void insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight,
                      int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh,
                      int ow, InspActivation act, float *scratch, float *y);
 
+/* 3x3 stride-1 convolution by Winograd F(2x2,3x3): 16 sgemms of
+ * [cout,cin] x [cin,tiles] on transformed 4x4 input tiles (2.25x fewer
+ * multiplies than im2col). Weights are transformed once:
+ * w [cout,cin,3,3] -> u [16,cout,cin] (insp_ops_winograd_weight_size floats).
+ * x [cin,h,w] -> y [cout,oh,ow] with zero padding pad_top/pad_left; @scratch
+ * holds insp_ops_winograd_scratch_size() floats. */
+gsize insp_ops_winograd_weight_size(int cin, int cout);
+void insp_ops_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
+gsize insp_ops_winograd_scratch_size(int cin, int cout, int oh, int ow);
+void insp_ops_conv3x3_winograd(const float *x, int cin, int h, int w, const float *u,
+                               const float *bias, int cout, int pad_top, int pad_left, int oh,
+                               int ow, InspActivation act, float *scratch, float *y);
+
 /* Depthwise 3x3 (groups = channels) with bias and activation.
  * x [c,h,w] -> y [c,oh,ow]; weight [c,1,3,3]; bias [c] or NULL. */
 void insp_ops_depthwise3x3(const float *x, int c, int h, int w, const float *weight,

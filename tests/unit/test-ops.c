@@ -12,6 +12,9 @@
 /* |fast - naive| <= TOL * (sum over the taps of |w*x| + |bias|): float32
  * accumulation over K terms in any order stays far below this. */
 #define CONV_REL_TOL 1e-5
+/* Winograd's transforms add and subtract up to 4x4 tile values: a little
+ * more rounding than a direct sum. */
+#define WINOGRAD_REL_TOL 4e-5
 #define BN_FOLD_TOL 1e-5
 #define POOL_TOL 1e-6
 
@@ -171,6 +174,48 @@ test_conv2d(void)
     if (cc.mode == INSP_PAD_SYMMETRIC && cc.h + 2 * (cc.k / 2) < cc.k)
       continue;
     run_conv_case(r, &cc);
+  }
+}
+
+/* Winograd F(2x2,3x3) against the naive conv: odd sizes, both paddings. */
+static void
+test_winograd(void)
+{
+  g_autoptr(GRand) r = g_rand_new_with_seed(6);
+
+  for (int t = 0; t < 40; t++) {
+    int cin = g_rand_int_range(r, 1, 24), cout = g_rand_int_range(r, 1, 40);
+    int h = g_rand_int_range(r, 1, 30), w = g_rand_int_range(r, 1, 30);
+    InspPadMode mode = g_rand_boolean(r) ? INSP_PAD_TF_SAME : INSP_PAD_SYMMETRIC;
+    InspActivation act = (InspActivation)g_rand_int_range(r, 0, 3);
+    int oh, ow, pt, pl;
+    if (t == 0) {
+      cin = 64, cout = 64, h = 28, w = 28;
+    }
+    insp_ops_conv_geometry(mode, h, 3, 1, 1, &oh, &pt);
+    insp_ops_conv_geometry(mode, w, 3, 1, 1, &ow, &pl);
+    gsize nx = (gsize)cin * h * w, ny = (gsize)cout * oh * ow, nw = (gsize)cout * cin * 9;
+    g_autofree float *x = g_new(float, nx);
+    g_autofree float *wt = g_new(float, nw);
+    g_autofree float *b = g_new(float, cout);
+    g_autofree float *u = g_new(float, insp_ops_winograd_weight_size(cin, cout));
+    g_autofree float *scratch = g_new(float, insp_ops_winograd_scratch_size(cin, cout, oh, ow));
+    g_autofree float *y = g_new(float, ny);
+    g_autofree double *ref = g_new(double, ny);
+    g_autofree double *scale = g_new(double, ny);
+    fill_random(r, x, nx, -2, 2);
+    fill_random(r, wt, nw, -1, 1);
+    fill_random(r, b, cout, -1, 1);
+    memset(y, 0xff, sizeof(float) * ny);
+    insp_ops_winograd_transform_weights(wt, cin, cout, u);
+    insp_ops_conv3x3_winograd(x, cin, h, w, u, b, cout, pt, pl, oh, ow, act, scratch, y);
+    conv_naive(x, cin, h, w, wt, b, cout, 3, 1, pt, pl, oh, ow, FALSE, act, ref, scale);
+    for (gsize i = 0; i < ny; i++) {
+      double err = fabs((double)y[i] - ref[i]);
+      if (!(err <= WINOGRAD_REL_TOL * (scale[i] + 1e-3)))
+        g_error("winograd cin=%d cout=%d %dx%d mode=%d: y[%" G_GSIZE_FORMAT "]=%g ref=%g", cin,
+                cout, h, w, mode, i, y[i], ref[i]);
+    }
   }
 }
 
@@ -362,6 +407,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/ops/geometry", test_geometry);
   g_test_add_func("/ops/conv2d", test_conv2d);
+  g_test_add_func("/ops/winograd3x3", test_winograd);
   g_test_add_func("/ops/depthwise3x3", test_depthwise);
   g_test_add_func("/ops/fold-batchnorm", test_fold_batchnorm);
   g_test_add_func("/ops/activation-add", test_activation_add);
