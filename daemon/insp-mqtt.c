@@ -51,15 +51,15 @@
 
 #include "insp-spool.h"
 
-#define WINDOW 64                   /* unacknowledged spooled messages in flight */
-#define EVENT_QUEUE_MAX 32          /* events kept while offline */
-#define TRIGGER_MAP_MAX 1024        /* triggers waiting for their part's result */
+#define WINDOW 64            /* unacknowledged spooled messages in flight */
+#define EVENT_QUEUE_MAX 32   /* events kept while offline */
+#define TRIGGER_MAP_MAX 1024 /* triggers waiting for their part's result */
 #define BARRIER_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define PUMP_TICK_US (500 * G_TIME_SPAN_MILLISECOND)
 #define JSON_MAX_DEPTH 4
 #define COMMAND_NAME_MAX 32
 
-G_DEFINE_QUARK(insp-mqtt-error-quark, insp_mqtt_error)
+G_DEFINE_QUARK(insp - mqtt - error - quark, insp_mqtt_error)
 
 struct _InspMqttCommand {
   gint ref;
@@ -116,14 +116,14 @@ struct _InspMqtt {
   GCond cond;
   struct mosquitto *mosq; /* NULL once destroyed */
   gboolean started;
-  gboolean stopping;  /* pump exits; no more dispatch to the daemon */
-  gboolean net_stop;  /* net thread exits */
+  gboolean stopping; /* pump exits; no more dispatch to the daemon */
+  gboolean net_stop; /* net thread exits */
   gboolean connected;
-  gboolean kick;      /* work for the pump */
+  gboolean kick; /* work for the pump */
   gboolean barrier;
   gint64 connect_time;
   guint generation;
-  guint reconnects;   /* since the last successful CONNACK */
+  guint reconnects;     /* since the last successful CONNACK */
   GHashTable *inflight; /* mid -> Inflight */
   GQueue events;        /* GBytes payloads waiting for a connection */
   GHashTable *triggers; /* part_id -> PendingTrigger */
@@ -131,7 +131,7 @@ struct _InspMqtt {
   gboolean have_status;
   InspMqttStatus status;
   char *status_model;
-  int offline_mid;      /* mid of the final offline status, 0 when none */
+  int offline_mid; /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
   int last_reason;
   guint64 published, rejected, events_dropped, n_commands;
@@ -294,8 +294,7 @@ insp_mqtt_command_get_pixel_threshold(const InspMqttCommand *cmd, double *value)
   return cmd->has_pixel_threshold;
 }
 
-static gboolean G_GNUC_PRINTF(2, 3)
-cmd_fail(GError **error, const char *fmt, ...)
+static gboolean G_GNUC_PRINTF(2, 3) cmd_fail(GError **error, const char *fmt, ...)
 {
   va_list ap;
 
@@ -429,9 +428,9 @@ parse_trigger(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
   if (text[0] == '"') {
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     JsonNode *root;
-    if (!json_parser_load_from_data(parser, text, (gssize)n, NULL)
-        || (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_VALUE(root)
-        || json_node_get_value_type(root) != G_TYPE_STRING)
+    if (!json_parser_load_from_data(parser, text, (gssize)n, NULL) ||
+        (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_VALUE(root) ||
+        json_node_get_value_type(root) != G_TYPE_STRING)
       return cmd_fail(error, "part_id is not a valid JSON string");
     cmd->part_id = g_strdup(json_node_get_string(root));
     return part_id_ok(cmd->part_id, error);
@@ -654,7 +653,7 @@ publish_locked(InspMqtt *mqtt, int *mid, const char *topic, GBytes *payload, int
 static GBytes *
 status_payload_locked(InspMqtt *mqtt, InspMqttState state)
 {
-  static const char *const names[] = { "online", "degraded", "offline" };
+  static const char *const names[] = {"online", "degraded", "offline"};
   g_autoptr(JsonObject) o = json_object_new();
   g_autofree char *ts = insp_result_format_time(g_get_real_time());
   InspSpoolStats ss;
@@ -822,8 +821,8 @@ drain_locked(InspMqtt *mqtt)
     rc = send_spooled_locked(mqtt, msg);
     if (rc == MOSQ_ERR_SUCCESS)
       continue;
-    if (rc == MOSQ_ERR_PAYLOAD_SIZE || rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8
-        || rc == MOSQ_ERR_QOS_NOT_SUPPORTED || rc == MOSQ_ERR_OVERSIZE_PACKET) {
+    if (rc == MOSQ_ERR_PAYLOAD_SIZE || rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8 ||
+        rc == MOSQ_ERR_QOS_NOT_SUPPORTED || rc == MOSQ_ERR_OVERSIZE_PACKET) {
       /* The broker will never take it: drop it rather than block the spool. */
       g_debug("mqtt: dropping spooled seq %" G_GUINT64_FORMAT ": %s", msg->seq,
               mosquitto_strerror(rc));
@@ -943,8 +942,8 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquit
       mqtt->published++;
     } else {
       g_autoptr(GBytes) ev = NULL;
-      g_autofree char *text = g_strdup_printf("the broker refused a message: %s",
-                                              mosquitto_reason_string(reason));
+      g_autofree char *text =
+          g_strdup_printf("the broker refused a message: %s", mosquitto_reason_string(reason));
       mqtt->rejected++;
       ev = event_payload(mqtt, "error", "publish_rejected", text, NULL);
       send_event_locked(mqtt, ev);
@@ -1044,8 +1043,7 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
   d = g_new0(Dispatch, 1);
   d->mqtt = mqtt_ref(mqtt);
   d->cmd = g_steal_pointer(&cmd);
-  g_main_context_invoke_full(mqtt->context, G_PRIORITY_DEFAULT, dispatch_command, d,
-                             dispatch_free);
+  g_main_context_invoke_full(mqtt->context, G_PRIORITY_DEFAULT, dispatch_command, d, dispatch_free);
 }
 
 static gpointer
@@ -1078,8 +1076,7 @@ net_thread(gpointer data)
     }
     attempt = mqtt->reconnects++;
     delay_us = (gint64)mqtt->reconnect_min_s * G_USEC_PER_SEC;
-    for (guint i = 0; i < attempt && delay_us < (gint64)mqtt->reconnect_max_s * G_USEC_PER_SEC;
-         i++)
+    for (guint i = 0; i < attempt && delay_us < (gint64)mqtt->reconnect_max_s * G_USEC_PER_SEC; i++)
       delay_us *= 2;
     delay_us = MIN(delay_us, (gint64)mqtt->reconnect_max_s * G_USEC_PER_SEC);
     {
@@ -1194,8 +1191,8 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
                 opts->keepalive);
     return NULL;
   }
-  if ((opts->masks != INSP_MQTT_MASKS_FAIL && opts->masks != INSP_MQTT_MASKS_ALL
-       && opts->masks != INSP_MQTT_MASKS_NONE)) {
+  if ((opts->masks != INSP_MQTT_MASKS_FAIL && opts->masks != INSP_MQTT_MASKS_ALL &&
+       opts->masks != INSP_MQTT_MASKS_NONE)) {
     g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "masks policy is invalid");
     return NULL;
   }
@@ -1262,8 +1259,8 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->host = g_strdup(opts->host ? opts->host : "localhost");
   mqtt->port = opts->port ? opts->port : (opts->tls_ca ? 8883 : 1883);
   mqtt->station = g_steal_pointer(&station);
-  mqtt->client_id = opts->client_id ? g_strdup(opts->client_id)
-                                    : g_strconcat("inspectd-", mqtt->station, NULL);
+  mqtt->client_id =
+      opts->client_id ? g_strdup(opts->client_id) : g_strconcat("inspectd-", mqtt->station, NULL);
   mqtt->username = g_strdup(opts->username);
   mqtt->password = g_steal_pointer(&password);
   mqtt->qos = opts->qos;
@@ -1273,7 +1270,8 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
   mqtt->masks = opts->masks;
   mqtt->start_time = g_get_monotonic_time();
-  mqtt->context = context ? g_main_context_ref(context) : g_main_context_ref(g_main_context_default());
+  mqtt->context =
+      context ? g_main_context_ref(context) : g_main_context_ref(g_main_context_default());
   mqtt->t_base = g_strdup_printf("%s/%s/", prefix, mqtt->station);
   mqtt->t_result = g_strdup_printf("%s/%s/result", prefix, mqtt->station);
   mqtt->t_mask = g_strdup_printf("%s/%s/mask", prefix, mqtt->station);
@@ -1311,8 +1309,8 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   if (mqtt->username != NULL) {
     rc = mosquitto_username_pw_set(mqtt->mosq, mqtt->username, mqtt->password);
     if (rc != MOSQ_ERR_SUCCESS) {
-      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT,
-                  "cannot set the username: %s", mosquitto_strerror(rc));
+      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot set the username: %s",
+                  mosquitto_strerror(rc));
       goto fail;
     }
   }
@@ -1393,8 +1391,8 @@ insp_mqtt_free(InspMqtt *mqtt)
       int mid = 0;
       if (publish_status_locked(mqtt, INSP_MQTT_STATE_OFFLINE, &mid) == MOSQ_ERR_SUCCESS) {
         mqtt->offline_mid = mid;
-        while (!mqtt->offline_acked && mqtt->connected
-               && g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
+        while (!mqtt->offline_acked && mqtt->connected &&
+               g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
           ;
       }
     }
@@ -1480,13 +1478,12 @@ enqueue(InspMqtt *mqtt, InspSpoolMessage *m, GError **error)
 }
 
 gboolean
-insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_png,
-                         GError **error)
+insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_png, GError **error)
 {
   g_autofree char *json = NULL;
   g_autofree char *part = NULL;
   gsize len = 0;
-  InspSpoolMessage m = { 0 };
+  InspSpoolMessage m = {0};
   PendingTrigger *pt = NULL;
   gpointer stolen_key = NULL;
   InspMqttMasks policy;
@@ -1534,8 +1531,8 @@ insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_
   }
 
   policy = (InspMqttMasks)g_atomic_int_get(&mqtt->masks);
-  if (mask_png != NULL
-      && (policy == INSP_MQTT_MASKS_ALL || (policy == INSP_MQTT_MASKS_FAIL && result->fail))) {
+  if (mask_png != NULL &&
+      (policy == INSP_MQTT_MASKS_ALL || (policy == INSP_MQTT_MASKS_FAIL && result->fail))) {
     InspSpoolMessage k = m;
     k.kind = INSP_SPOOL_KIND_MASK;
     k.topic = mqtt->t_mask;
@@ -1581,8 +1578,8 @@ insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id, GBy
                            GBytes *map_png)
 {
   char seq_s[24];
-  GBytes *parts[2] = { image_png, map_png };
-  static const char *const kinds[2] = { "image", "anomaly_map" };
+  GBytes *parts[2] = {image_png, map_png};
+  static const char *const kinds[2] = {"image", "anomaly_map"};
 
   g_return_if_fail(mqtt != NULL);
   g_snprintf(seq_s, sizeof seq_s, "%" G_GUINT64_FORMAT, seq);
@@ -1625,9 +1622,9 @@ insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields
   object_merge(o, fields);
   if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER) {
     const char *part = NULL;
-    if (fields != NULL && json_object_has_member(fields, "part_id")
-        && JSON_NODE_HOLDS_VALUE(json_object_get_member(fields, "part_id"))
-        && json_node_get_value_type(json_object_get_member(fields, "part_id")) == G_TYPE_STRING)
+    if (fields != NULL && json_object_has_member(fields, "part_id") &&
+        JSON_NODE_HOLDS_VALUE(json_object_get_member(fields, "part_id")) &&
+        json_node_get_value_type(json_object_get_member(fields, "part_id")) == G_TYPE_STRING)
       part = json_object_get_string_member(fields, "part_id");
     if (part == NULL)
       part = cmd->part_id;

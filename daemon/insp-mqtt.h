@@ -15,11 +15,11 @@ G_BEGIN_DECLS
 GQuark insp_mqtt_error_quark(void);
 
 typedef enum {
-  INSP_MQTT_ERROR_OPTIONS,  /* an option is invalid (message names it) */
-  INSP_MQTT_ERROR_FILE,     /* password/TLS file unreadable (message names the file) */
-  INSP_MQTT_ERROR_SPOOL,    /* the spool could not be opened or written */
-  INSP_MQTT_ERROR_CLIENT,   /* libmosquitto refused a setting */
-  INSP_MQTT_ERROR_COMMAND,  /* a command payload is malformed or out of range */
+  INSP_MQTT_ERROR_OPTIONS, /* an option is invalid (message names it) */
+  INSP_MQTT_ERROR_FILE,    /* password/TLS file unreadable (message names the file) */
+  INSP_MQTT_ERROR_SPOOL,   /* the spool could not be opened or written */
+  INSP_MQTT_ERROR_CLIENT,  /* libmosquitto refused a setting */
+  INSP_MQTT_ERROR_COMMAND, /* a command payload is malformed or out of range */
 } InspMqttError;
 
 typedef enum {
@@ -30,25 +30,25 @@ typedef enum {
 
 /* Caller-owned; insp_mqtt_new() copies what it keeps. Strings may be NULL. */
 typedef struct {
-  const char *host;          /* default "localhost" */
-  int port;                  /* default 1883, 8883 with TLS */
-  const char *client_id;     /* default "inspectd-<station>" */
+  const char *host;      /* default "localhost" */
+  int port;              /* default 1883, 8883 with TLS */
+  const char *client_id; /* default "inspectd-<station>" */
   const char *username;
   const char *password;      /* or password_file; never both; never logged */
   const char *password_file; /* first line, trailing newline stripped */
   const char *tls_ca;        /* CA file: enables TLS */
   const char *tls_cert;      /* client certificate (with tls_key) */
   const char *tls_key;
-  int qos;                   /* results, masks, replies: 0..2, default 1 */
-  int keepalive;             /* seconds, default 30 */
-  const char *topic_prefix;  /* default "inspectd" */
-  const char *station;       /* default the host name */
+  int qos;                  /* results, masks, replies: 0..2, default 1 */
+  int keepalive;            /* seconds, default 30 */
+  const char *topic_prefix; /* default "inspectd" */
+  const char *station;      /* default the host name */
   InspMqttMasks masks;
-  gboolean commands;         /* subscribe to {prefix}/{station}/cmd/+ */
-  const char *spool_dir;     /* required */
-  guint spool_max_mb;        /* default 100 */
-  gboolean spool_fsync;      /* fsync each spooled message (power-loss safe) */
-  guint reconnect_min_s;     /* backoff 1 s doubling up to 30 s by default */
+  gboolean commands;     /* subscribe to {prefix}/{station}/cmd/+ */
+  const char *spool_dir; /* required */
+  guint spool_max_mb;    /* default 100 */
+  gboolean spool_fsync;  /* fsync each spooled message (power-loss safe) */
+  guint reconnect_min_s; /* backoff 1 s doubling up to 30 s by default */
   guint reconnect_max_s;
 } InspMqttOptions;
 
@@ -153,8 +153,8 @@ void insp_mqtt_publish_event(InspMqtt *mqtt, const char *level, const char *code
                              const char *message, JsonObject *extra);
 /* The snapshot command's answer: the frame and its anomaly map as PNGs on
  * .../snapshot, user properties kind (image | anomaly_map), seq, part_id. */
-void insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id,
-                                GBytes *image_png, GBytes *map_png);
+void insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id, GBytes *image_png,
+                                GBytes *map_png);
 /* Hot. Any thread. */
 void insp_mqtt_set_masks(InspMqtt *mqtt, InspMqttMasks masks);
 
@@ -167,15 +167,15 @@ void insp_mqtt_command_reply_error(InspMqtt *mqtt, InspMqttCommand *cmd, const c
 
 typedef struct {
   gboolean connected;
-  int last_reason;           /* last connect refusal / disconnect reason, 0 if none */
-  guint64 published;         /* results + masks + replies acknowledged */
-  guint64 rejected;          /* PUBACK with an error reason code: dropped */
-  guint spooled;             /* messages in the spool (not yet acknowledged) */
+  int last_reason;   /* last connect refusal / disconnect reason, 0 if none */
+  guint64 published; /* results + masks + replies acknowledged */
+  guint64 rejected;  /* PUBACK with an error reason code: dropped */
+  guint spooled;     /* messages in the spool (not yet acknowledged) */
   guint64 spool_bytes;
-  guint64 dropped_masks;     /* evicted from a full spool */
+  guint64 dropped_masks; /* evicted from a full spool */
   guint64 dropped_results;
-  guint64 events_dropped;    /* events lost from the bounded offline queue */
-  guint64 commands;          /* commands received (valid or not) */
+  guint64 events_dropped; /* events lost from the bounded offline queue */
+  guint64 commands;       /* commands received (valid or not) */
 } InspMqttStats;
 
 void insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats);

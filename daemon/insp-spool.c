@@ -53,7 +53,7 @@
 #define SPOOL_MAX_CORRELATION 65535u
 #define SPOOL_MAX_PAYLOAD (256u * 1024u * 1024u - 1u) /* MQTT's own limit */
 
-G_DEFINE_QUARK(insp-spool-error-quark, insp_spool_error)
+G_DEFINE_QUARK(insp - spool - error - quark, insp_spool_error)
 
 typedef struct {
   guint64 id;
@@ -61,7 +61,7 @@ typedef struct {
   InspSpoolKind kind;
   guint64 size;
   gboolean claimed;
-  GList *link; /* in its queue */
+  GList *link;              /* in its queue */
   InspSpoolMessage *cached; /* the pushed message, while the cache has room */
 } SpoolEntry;
 
@@ -171,8 +171,8 @@ header_parse(const guint8 *h, guint64 file_size, InspSpoolKind *kind, int *qos, 
     lens[i] = get_u32(h + 12 + 4 * i);
     total += lens[i];
   }
-  if (lens[0] == 0 || lens[0] > SPOOL_MAX_TOPIC || lens[1] > SPOOL_MAX_PART_ID
-      || lens[2] > SPOOL_MAX_CORRELATION || lens[3] > SPOOL_MAX_PAYLOAD)
+  if (lens[0] == 0 || lens[0] > SPOOL_MAX_TOPIC || lens[1] > SPOOL_MAX_PART_ID ||
+      lens[2] > SPOOL_MAX_CORRELATION || lens[3] > SPOOL_MAX_PAYLOAD)
     return FALSE;
   if (total != file_size)
     return FALSE;
@@ -312,8 +312,8 @@ spool_scan(InspSpool *spool, GError **error)
       (void)unlinkat(spool->dir_fd, name, 0);
       continue;
     }
-    if (len != 26 || !g_str_has_suffix(name, ".msg") || name[20] != '-'
-        || !g_ascii_isdigit(name[21]))
+    if (len != 26 || !g_str_has_suffix(name, ".msg") || name[20] != '-' ||
+        !g_ascii_isdigit(name[21]))
       continue;
     for (int i = 0; i < 20; i++)
       if (!g_ascii_isdigit(name[i]))
@@ -324,10 +324,10 @@ spool_scan(InspSpool *spool, GError **error)
       continue;
     fd = openat(spool->dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
-      if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= SPOOL_HEADER_SIZE
-          && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h
-          && header_parse(h, (guint64)st.st_size, &hk, &hq, lens, &hseq) && hseq == seq
-          && (int)hk == kind)
+      if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= SPOOL_HEADER_SIZE &&
+          pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h &&
+          header_parse(h, (guint64)st.st_size, &hk, &hq, lens, &hseq) && hseq == seq &&
+          (int)hk == kind)
         ok = TRUE;
       close(fd);
     }
@@ -428,7 +428,7 @@ static gboolean
 file_write_locked(InspSpool *spool, const InspSpoolMessage *msg, const char *name, GError **error)
 {
   g_autofree char *tmp = g_strconcat(name, ".tmp", NULL);
-  guint8 h[SPOOL_HEADER_SIZE] = { 0 };
+  guint8 h[SPOOL_HEADER_SIZE] = {0};
   gsize tl = strlen(msg->topic), pl = msg->part_id ? strlen(msg->part_id) : 0, cl = 0, yl = 0;
   const guint8 *cp = NULL, *yp = NULL;
   struct iovec iov[5];
@@ -454,11 +454,11 @@ file_write_locked(InspSpool *spool, const InspSpoolMessage *msg, const char *nam
   sum = fnv1a(sum, yp, yl);
   put_u32(h + 28, sum);
 
-  iov[0] = (struct iovec){ h, sizeof h };
-  iov[1] = (struct iovec){ (void *)msg->topic, tl };
-  iov[2] = (struct iovec){ (void *)msg->part_id, pl };
-  iov[3] = (struct iovec){ (void *)cp, cl };
-  iov[4] = (struct iovec){ (void *)yp, yl };
+  iov[0] = (struct iovec){h, sizeof h};
+  iov[1] = (struct iovec){(void *)msg->topic, tl};
+  iov[2] = (struct iovec){(void *)msg->part_id, pl};
+  iov[3] = (struct iovec){(void *)cp, cl};
+  iov[4] = (struct iovec){(void *)yp, yl};
 
   fd = openat(spool->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
@@ -510,8 +510,8 @@ insp_spool_push(InspSpool *spool, const InspSpoolMessage *msg, guint *evicted_ma
   if (msg->correlation)
     cl = g_bytes_get_size(msg->correlation);
   yl = g_bytes_get_size(msg->payload);
-  g_return_val_if_fail(tl > 0 && tl <= SPOOL_MAX_TOPIC && pl <= SPOOL_MAX_PART_ID
-                         && cl <= SPOOL_MAX_CORRELATION && yl <= SPOOL_MAX_PAYLOAD,
+  g_return_val_if_fail(tl > 0 && tl <= SPOOL_MAX_TOPIC && pl <= SPOOL_MAX_PART_ID &&
+                           cl <= SPOOL_MAX_CORRELATION && yl <= SPOOL_MAX_PAYLOAD,
                        0);
   size = SPOOL_HEADER_SIZE + tl + pl + cl + yl;
   is_mask = msg->kind == INSP_SPOOL_KIND_MASK;
@@ -527,8 +527,8 @@ insp_spool_push(InspSpool *spool, const InspSpoolMessage *msg, guint *evicted_ma
       er++;
     }
     g_set_error(error, INSP_SPOOL_ERROR, INSP_SPOOL_ERROR_TOO_LARGE,
-                "message of %" G_GUINT64_FORMAT " bytes is larger than the spool (%" G_GUINT64_FORMAT
-                " bytes)",
+                "message of %" G_GUINT64_FORMAT
+                " bytes is larger than the spool (%" G_GUINT64_FORMAT " bytes)",
                 size, spool->max_bytes);
     goto out;
   }

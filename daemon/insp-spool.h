@@ -30,7 +30,7 @@ typedef enum {
 
 /* One message; every field is owned by the struct (insp_spool_message_free). */
 typedef struct {
-  guint64 id;          /* spool-assigned handle for ack/release; 0 before push */
+  guint64 id; /* spool-assigned handle for ack/release; 0 before push */
   InspSpoolKind kind;
   guint64 seq;
   int qos;             /* 0..2 */
@@ -50,7 +50,7 @@ typedef struct {
   guint64 bytes;         /* their file sizes */
   guint64 dropped_masks; /* evicted since open because the spool was full */
   guint64 dropped_results;
-  guint64 corrupt;       /* unreadable files found (and removed) since open */
+  guint64 corrupt; /* unreadable files found (and removed) since open */
 } InspSpoolStats;
 
 /* Opens (creating it, mode 0700) the spool in @dir, removes leftover *.tmp

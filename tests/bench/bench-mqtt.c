@@ -55,16 +55,16 @@ wait_stats(InspMqtt *m, gboolean want_connected, gboolean want_empty, double tim
 static void
 one_result(InspMqtt *m, guint64 seq)
 {
-  InspRegion reg = { 12, 34, 56, 78, 900, 0.87f };
-  InspResult r = { .seq = seq,
-                   .capture_time_us = g_get_real_time(),
-                   .fail = TRUE,
-                   .score = 0.87,
-                   .threshold = 0.5,
-                   .model = "bench",
-                   .latency_ms = 9.5,
-                   .regions = &reg,
-                   .n_regions = 1 };
+  InspRegion reg = {12, 34, 56, 78, 900, 0.87f};
+  InspResult r = {.seq = seq,
+                  .capture_time_us = g_get_real_time(),
+                  .fail = TRUE,
+                  .score = 0.87,
+                  .threshold = 0.5,
+                  .model = "bench",
+                  .latency_ms = 9.5,
+                  .regions = &reg,
+                  .n_regions = 1};
 
   insp_mqtt_publish_result(m, &r, NULL, NULL);
 }
@@ -74,7 +74,7 @@ bench_publish(MqttBroker *broker, int qos, guint n)
 {
   g_autofree char *spool = g_dir_make_tmp("bench-mqtt-XXXXXX", NULL);
   g_autoptr(MqttClient) sub = mqtt_client_new(mqtt_broker_get_port(broker), NULL,
-                                              (const char *const[]){ "b/st/result", NULL });
+                                              (const char *const[]){"b/st/result", NULL});
   InspMqtt *m;
   gint64 t0, t1, t2, until;
   guint got = 0;
@@ -112,13 +112,12 @@ bench_spool(guint n, gboolean fsync_on)
 {
   g_autofree char *dir = g_dir_make_tmp("bench-spool-XXXXXX", NULL);
   g_autoptr(GError) error = NULL;
-  InspSpool *spool = insp_spool_open(dir, 1ull << 32,
-                                     fsync_on ? INSP_SPOOL_FLAGS_FSYNC : INSP_SPOOL_FLAGS_NONE,
-                                     &error);
+  InspSpool *spool = insp_spool_open(
+      dir, 1ull << 32, fsync_on ? INSP_SPOOL_FLAGS_FSYNC : INSP_SPOOL_FLAGS_NONE, &error);
   g_autofree char *payload = g_strnfill(330, 'x'); /* about one result's JSON */
   g_autoptr(GBytes) bytes = g_bytes_new_static(payload, 330);
-  InspSpoolMessage msg = { .kind = INSP_SPOOL_KIND_RESULT, .qos = 1,
-                           .topic = (char *)"b/st/result", .payload = bytes };
+  InspSpoolMessage msg = {
+      .kind = INSP_SPOOL_KIND_RESULT, .qos = 1, .topic = (char *)"b/st/result", .payload = bytes};
   gint64 t0, t1, t2;
   InspSpoolMessage *got;
   guint claimed = 0;

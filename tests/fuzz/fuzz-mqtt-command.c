@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
 {
-  static const char *const names[] = { "trigger", "threshold", "reload", "snapshot", "bogus" };
+  static const char *const names[] = {"trigger", "threshold", "reload", "snapshot", "bogus"};
   GError *error = NULL;
   InspMqttCommand *cmd;
   const char *name;
@@ -25,8 +25,8 @@ LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
   name = names[data[0] % G_N_ELEMENTS(names)];
   cmd = insp_mqtt_parse_command(name, data + 1, size - 1, &error);
   if (cmd == NULL) {
-    g_assert(error != NULL && error->domain == INSP_MQTT_ERROR
-             && error->code == INSP_MQTT_ERROR_COMMAND && error->message[0] != '\0');
+    g_assert(error != NULL && error->domain == INSP_MQTT_ERROR &&
+             error->code == INSP_MQTT_ERROR_COMMAND && error->message[0] != '\0');
     g_error_free(error);
     return 0;
   }
@@ -43,8 +43,8 @@ LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
     g_assert(isfinite(v) && v >= INSP_MQTT_THRESHOLD_MIN && v <= INSP_MQTT_THRESHOLD_MAX);
   if (insp_mqtt_command_get_kind(cmd) == INSP_MQTT_COMMAND_THRESHOLD) {
     double a, b;
-    g_assert(insp_mqtt_command_get_threshold(cmd, &a)
-             || insp_mqtt_command_get_pixel_threshold(cmd, &b));
+    g_assert(insp_mqtt_command_get_threshold(cmd, &a) ||
+             insp_mqtt_command_get_pixel_threshold(cmd, &b));
   }
   insp_mqtt_command_unref(cmd);
   return 0;

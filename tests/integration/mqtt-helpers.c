@@ -40,14 +40,14 @@ lib_init(void)
 static int
 free_port(void)
 {
-  struct sockaddr_in a = { 0 };
+  struct sockaddr_in a = {0};
   socklen_t len = sizeof a;
   int fd = socket(AF_INET, SOCK_STREAM, 0), port = 0;
 
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0
-      && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
     port = ntohs(a.sin_port);
   if (fd >= 0)
     close(fd);
@@ -57,7 +57,7 @@ free_port(void)
 static gboolean
 port_accepts(int port)
 {
-  struct sockaddr_in a = { 0 };
+  struct sockaddr_in a = {0};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   gboolean ok;
 
@@ -73,12 +73,12 @@ port_accepts(int port)
 static gboolean
 broker_spawn(MqttBroker *b, GError **error)
 {
-  const char *argv[] = { "mosquitto", "-c", b->conf, NULL };
+  const char *argv[] = {"mosquitto", "-c", b->conf, NULL};
   gint64 until;
 
   if (!g_spawn_async(NULL, (char **)argv, NULL,
-                     G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL
-                       | G_SPAWN_STDERR_TO_DEV_NULL,
+                     G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
+                         G_SPAWN_STDERR_TO_DEV_NULL,
                      NULL, NULL, &b->pid, error))
     return FALSE;
   until = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
@@ -102,7 +102,7 @@ broker_spawn(MqttBroker *b, GError **error)
 MqttBroker *
 mqtt_broker_start(const MqttBrokerOptions *opts, GError **error)
 {
-  MqttBrokerOptions none = { 0 };
+  MqttBrokerOptions none = {0};
   g_autoptr(GString) conf = g_string_new(NULL);
   MqttBroker *b;
 
@@ -123,8 +123,7 @@ mqtt_broker_start(const MqttBrokerOptions *opts, GError **error)
     if (opts->password_file)
       g_string_append_printf(conf, "password_file %s\n", opts->password_file);
     if (opts->certfile)
-      g_string_append_printf(conf,
-                             "cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %s\n",
+      g_string_append_printf(conf, "cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %s\n",
                              opts->cafile, opts->certfile, opts->keyfile,
                              opts->require_certificate ? "true" : "false");
     if (opts->persistence)
@@ -335,7 +334,7 @@ client_thread(gpointer data)
 MqttClient *
 mqtt_client_new(int port, const MqttClientOptions *opts, const char *const *filters)
 {
-  MqttClientOptions none = { 0 };
+  MqttClientOptions none = {0};
   MqttClient *c = g_new0(MqttClient, 1);
   g_autofree char *id = NULL;
   mosquitto_property *props = NULL;
@@ -343,8 +342,7 @@ mqtt_client_new(int port, const MqttClientOptions *opts, const char *const *filt
   lib_init();
   if (opts == NULL)
     opts = &none;
-  id = opts->client_id ? g_strdup(opts->client_id)
-                       : g_strdup_printf("test-%08x", g_random_int());
+  id = opts->client_id ? g_strdup(opts->client_id) : g_strdup_printf("test-%08x", g_random_int());
   g_mutex_init(&c->lock);
   c->port = port;
   c->filters = g_strdupv((char **)filters);
@@ -358,9 +356,9 @@ mqtt_client_new(int port, const MqttClientOptions *opts, const char *const *filt
   if (opts->username)
     mosquitto_username_pw_set(c->mosq, opts->username, opts->password);
   if (opts->cafile)
-    g_assert_cmpint(mosquitto_tls_set(c->mosq, opts->cafile, NULL, opts->certfile, opts->keyfile,
-                                      NULL),
-                    ==, MOSQ_ERR_SUCCESS);
+    g_assert_cmpint(
+        mosquitto_tls_set(c->mosq, opts->cafile, NULL, opts->certfile, opts->keyfile, NULL), ==,
+        MOSQ_ERR_SUCCESS);
   if (opts->persistent)
     mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 300);
   mosquitto_connect_bind_v5(c->mosq, "127.0.0.1", port, 10, NULL, props);

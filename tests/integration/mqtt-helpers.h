@@ -8,8 +8,8 @@
 G_BEGIN_DECLS
 
 typedef struct {
-  gboolean persistence;          /* keep sessions across a restart (SIGTERM saves) */
-  const char *password_file;     /* mosquitto_passwd file; turns anonymous off */
+  gboolean persistence;                    /* keep sessions across a restart (SIGTERM saves) */
+  const char *password_file;               /* mosquitto_passwd file; turns anonymous off */
   const char *cafile, *certfile, *keyfile; /* TLS listener when certfile is set */
   gboolean require_certificate;
 } MqttBrokerOptions;

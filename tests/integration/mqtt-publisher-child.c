@@ -22,17 +22,16 @@ main(int argc, char **argv)
   g_autofree char *ready = NULL;
   gboolean hold = FALSE, wait_connect = FALSE;
   GOptionEntry entries[] = {
-    { "port", 0, 0, G_OPTION_ARG_INT, &port, "broker port", "N" },
-    { "spool", 0, 0, G_OPTION_ARG_FILENAME, &spool, "spool dir", "DIR" },
-    { "station", 0, 0, G_OPTION_ARG_STRING, &station, "station", "S" },
-    { "first", 0, 0, G_OPTION_ARG_INT64, &first, "first seq", "N" },
-    { "count", 0, 0, G_OPTION_ARG_INT, &count, "results to publish", "N" },
-    { "ready", 0, 0, G_OPTION_ARG_FILENAME, &ready, "file to write when ready", "FILE" },
-    { "wait-connect", 0, 0, G_OPTION_ARG_NONE, &wait_connect, "wait for the broker", NULL },
-    { "hold", 0, 0, G_OPTION_ARG_NONE, &hold, "sleep until killed", NULL },
-    { "drain", 0, 0, G_OPTION_ARG_INT, &drain_ms, "wait until the spool is empty", "MS" },
-    G_OPTION_ENTRY_NULL
-  };
+      {"port", 0, 0, G_OPTION_ARG_INT, &port, "broker port", "N"},
+      {"spool", 0, 0, G_OPTION_ARG_FILENAME, &spool, "spool dir", "DIR"},
+      {"station", 0, 0, G_OPTION_ARG_STRING, &station, "station", "S"},
+      {"first", 0, 0, G_OPTION_ARG_INT64, &first, "first seq", "N"},
+      {"count", 0, 0, G_OPTION_ARG_INT, &count, "results to publish", "N"},
+      {"ready", 0, 0, G_OPTION_ARG_FILENAME, &ready, "file to write when ready", "FILE"},
+      {"wait-connect", 0, 0, G_OPTION_ARG_NONE, &wait_connect, "wait for the broker", NULL},
+      {"hold", 0, 0, G_OPTION_ARG_NONE, &hold, "sleep until killed", NULL},
+      {"drain", 0, 0, G_OPTION_ARG_INT, &drain_ms, "wait until the spool is empty", "MS"},
+      G_OPTION_ENTRY_NULL};
   g_autoptr(GOptionContext) octx = g_option_context_new("- MQTT publisher for tests");
   g_autoptr(GError) error = NULL;
   g_autoptr(InspMqtt) mqtt = NULL;
@@ -72,16 +71,16 @@ main(int argc, char **argv)
     g_usleep(100000); /* the status published on connect reaches the broker */
   }
   for (int i = 0; i < count; i++) {
-    InspRegion reg = { .x = 1, .y = 2, .w = 3, .h = 4, .area = 5, .score = 0.9f };
-    InspResult r = { .seq = (guint64)(first + i),
-                     .capture_time_us = g_get_real_time(),
-                     .fail = TRUE,
-                     .score = 0.9,
-                     .threshold = 0.5,
-                     .model = "child",
-                     .latency_ms = 1.5,
-                     .regions = &reg,
-                     .n_regions = 1 };
+    InspRegion reg = {.x = 1, .y = 2, .w = 3, .h = 4, .area = 5, .score = 0.9f};
+    InspResult r = {.seq = (guint64)(first + i),
+                    .capture_time_us = g_get_real_time(),
+                    .fail = TRUE,
+                    .score = 0.9,
+                    .threshold = 0.5,
+                    .model = "child",
+                    .latency_ms = 1.5,
+                    .regions = &reg,
+                    .n_regions = 1};
     if (!insp_mqtt_publish_result(mqtt, &r, NULL, &error)) {
       fprintf(stderr, "child: %s\n", error->message);
       return 1;

@@ -162,8 +162,8 @@ assert_member(JsonObject *o, const char *key, GType type)
   }
   g_assert_true(JSON_NODE_HOLDS_VALUE(n));
   if (type == G_TYPE_DOUBLE)
-    g_assert_true(json_node_get_value_type(n) == G_TYPE_DOUBLE
-                  || json_node_get_value_type(n) == G_TYPE_INT64);
+    g_assert_true(json_node_get_value_type(n) == G_TYPE_DOUBLE ||
+                  json_node_get_value_type(n) == G_TYPE_INT64);
   else if (json_node_get_value_type(n) != type)
     g_error("key '%s' has type %s, want %s", key, g_type_name(json_node_get_value_type(n)),
             g_type_name(type));
@@ -183,24 +183,25 @@ assert_keys_exactly(JsonObject *o, const char *const *keys)
 static void
 assert_ts(const char *ts)
 {
-  g_assert_true(g_regex_match_simple("^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$", ts, 0, 0));
+  g_assert_true(
+      g_regex_match_simple("^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$", ts, 0, 0));
 }
 
 static void
 publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *mask)
 {
   g_autoptr(GError) error = NULL;
-  InspRegion regs[2] = { { 10, 20, 30, 40, 500, 0.75f }, { 1, 2, 3, 4, 5, 0.5f } };
-  InspResult r = { .seq = seq,
-                   .part_id = part,
-                   .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
-                   .fail = fail,
-                   .score = fail ? 0.8 : 0.2,
-                   .threshold = 0.5,
-                   .model = "m1",
-                   .latency_ms = 12.5,
-                   .regions = fail ? regs : NULL,
-                   .n_regions = fail ? 2 : 0 };
+  InspRegion regs[2] = {{10, 20, 30, 40, 500, 0.75f}, {1, 2, 3, 4, 5, 0.5f}};
+  InspResult r = {.seq = seq,
+                  .part_id = part,
+                  .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
+                  .fail = fail,
+                  .score = fail ? 0.8 : 0.2,
+                  .threshold = 0.5,
+                  .model = "m1",
+                  .latency_ms = 12.5,
+                  .regions = fail ? regs : NULL,
+                  .n_regions = fail ? 2 : 0};
 
   g_assert_true(insp_mqtt_publish_result(mqtt, &r, mask, &error));
   g_assert_no_error(error);
@@ -211,17 +212,17 @@ test_schema(void)
 {
   Fixture f;
   g_autoptr(GError) error = NULL;
-  const char *filters[] = { "t/st/#", NULL };
+  const char *filters[] = {"t/st/#", NULL};
   g_autoptr(MqttClient) sub = NULL;
   g_autoptr(GBytes) mask = g_bytes_new_static("\x89PNG\r\n\x1a\nfake", 12);
-  static const char *const result_keys[] = { "v", "station", "seq", "part_id", "ts", "verdict",
-                                             "score", "threshold", "model", "latency_ms",
-                                             "regions", NULL };
-  static const char *const region_keys[] = { "x", "y", "w", "h", "area", "score", NULL };
-  static const char *const status_keys[] = { "v", "station", "ts", "state", "model",
-                                             "threshold", "fps", "frames", "dropped", "pass",
-                                             "fail", "spooled", "uptime", NULL };
-  InspMqttStatus status = { INSP_MQTT_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7 };
+  static const char *const result_keys[] = {"v",     "station",    "seq",     "part_id",
+                                            "ts",    "verdict",    "score",   "threshold",
+                                            "model", "latency_ms", "regions", NULL};
+  static const char *const region_keys[] = {"x", "y", "w", "h", "area", "score", NULL};
+  static const char *const status_keys[] = {"v",         "station", "ts",     "state",   "model",
+                                            "threshold", "fps",     "frames", "dropped", "pass",
+                                            "fail",      "spooled", "uptime", NULL};
+  InspMqttStatus status = {INSP_MQTT_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
 
   fixture_setup(&f, NULL);
   if (f.broker == NULL)
@@ -258,8 +259,8 @@ test_schema(void)
     assert_member(o, "threshold", G_TYPE_DOUBLE);
     g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "threshold"), 0.55, 1e-9);
     assert_member(o, "fps", G_TYPE_DOUBLE);
-    for (const char *const *k = (const char *const[]){ "frames", "dropped", "pass", "fail",
-                                                       "spooled", "uptime", NULL };
+    for (const char *const *k =
+             (const char *const[]){"frames", "dropped", "pass", "fail", "spooled", "uptime", NULL};
          *k; k++)
       assert_member(o, *k, G_TYPE_INT64);
     g_assert_cmpint(json_object_get_int_member(o, "frames"), ==, 100);
@@ -304,7 +305,7 @@ test_schema(void)
     g_assert_cmpuint(json_array_get_length(regions), ==, 2);
     r0 = json_array_get_object_element(regions, 0);
     assert_keys_exactly(r0, region_keys);
-    for (const char *const *k = (const char *const[]){ "x", "y", "w", "h", "area", NULL }; *k; k++)
+    for (const char *const *k = (const char *const[]){"x", "y", "w", "h", "area", NULL}; *k; k++)
       assert_member(r0, *k, G_TYPE_INT64);
     assert_member(r0, "score", G_TYPE_DOUBLE);
     g_assert_cmpint(json_object_get_int_member(r0, "x"), ==, 10);
@@ -364,8 +365,8 @@ test_schema(void)
     g_autoptr(JsonObject) extra = json_object_new();
     g_autoptr(MqttMsg) m = NULL;
     g_autoptr(JsonObject) o = NULL;
-    static const char *const event_keys[] = { "v", "station", "ts", "level", "code", "message",
-                                               "camera", NULL };
+    static const char *const event_keys[] = {"v",    "station", "ts",     "level",
+                                             "code", "message", "camera", NULL};
     json_object_set_string_member(extra, "camera", "/dev/video0");
     json_object_set_string_member(extra, "level", "must not override");
     insp_mqtt_publish_event(f.mqtt, "error", "camera_lost", "camera lost", extra);
@@ -404,7 +405,7 @@ test_schema(void)
   g_clear_pointer(&f.mqtt, insp_mqtt_free);
   {
     g_autoptr(MqttClient) late = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                                                 (const char *const[]){ "t/st/status", NULL });
+                                                 (const char *const[]){"t/st/status", NULL});
     g_autoptr(MqttMsg) m = NULL;
     g_autoptr(JsonObject) o = NULL;
     g_assert_true(mqtt_client_wait_connected(late, 5000));
@@ -471,10 +472,10 @@ test_will(void)
   port = g_strdup_printf("%d", mqtt_broker_get_port(f.broker));
   ready = write_ready_path(f.spool);
   sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                        (const char *const[]){ "t/child/status", NULL });
+                        (const char *const[]){"t/child/status", NULL});
   g_assert_true(mqtt_client_wait_connected(sub, 5000));
-  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--ready", ready,
-                                           "--wait-connect", "--hold", NULL });
+  pid = spawn_child((const char *const[]){"--port", port, "--spool", f.spool, "--ready", ready,
+                                          "--wait-connect", "--hold", NULL});
   g_assert_true(mqtt_test_wait_until(file_exists, ready, 8000, NULL));
   {
     g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/child/status", 3000, NULL);
@@ -499,7 +500,7 @@ test_will(void)
   /* ... and keeps it for whoever subscribes later. */
   {
     g_autoptr(MqttClient) late = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                                                 (const char *const[]){ "t/child/status", NULL });
+                                                 (const char *const[]){"t/child/status", NULL});
     g_autoptr(MqttMsg) m = NULL;
     g_assert_true(mqtt_client_wait_connected(late, 5000));
     m = mqtt_client_wait(late, "t/child/status", 3000, NULL);
@@ -518,8 +519,8 @@ command(Fixture *f, MqttClient *c, const char *name, const char *payload, gssize
 {
   g_autofree char *topic = g_strdup_printf("t/st/cmd/%s", name);
 
-  mqtt_client_publish(c, topic, payload, len >= 0 ? (int)len : (int)strlen(payload),
-                      response_topic, corr, corr ? (int)strlen(corr) : 0, FALSE);
+  mqtt_client_publish(c, topic, payload, len >= 0 ? (int)len : (int)strlen(payload), response_topic,
+                      corr, corr ? (int)strlen(corr) : 0, FALSE);
   return mqtt_client_wait(c, reply_topic, 3000, f->ctx);
 }
 
@@ -534,12 +535,11 @@ assert_error_reply(MqttMsg *msg, const char *corr, const char *needle)
   g_assert_false(json_object_get_boolean_member(o, "ok"));
   g_assert_cmpuint(json_object_get_size(o), ==, 2);
   if (strstr(json_object_get_string_member(o, "error"), needle) == NULL)
-    g_error("error '%s' does not mention '%s'", json_object_get_string_member(o, "error"),
-            needle);
+    g_error("error '%s' does not mention '%s'", json_object_get_string_member(o, "error"), needle);
   if (corr) {
     g_assert_nonnull(m->correlation);
-    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation),
-                    corr, strlen(corr));
+    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation), corr,
+                    strlen(corr));
   }
 }
 
@@ -556,7 +556,7 @@ test_commands(void)
   if (f.broker == NULL)
     return;
   c = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                      (const char *const[]){ "resp/#", "t/st/cmd/+/reply", "t/st/result", NULL });
+                      (const char *const[]){"resp/#", "t/st/cmd/+/reply", "t/st/result", NULL});
   g_assert_true(mqtt_client_wait_connected(c, 5000));
   f.mqtt = start_mqtt(&f, NULL, NULL, &error);
   g_assert_no_error(error);
@@ -571,8 +571,8 @@ test_commands(void)
     o = parse_object(m->payload);
     g_assert_true(json_object_get_boolean_member(o, "ok"));
     g_assert_cmpfloat_with_epsilon(json_object_get_double_member(o, "threshold"), 0.7, 1e-9);
-    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation),
-                    "c1", 2);
+    g_assert_cmpmem(g_bytes_get_data(m->correlation, NULL), g_bytes_get_size(m->correlation), "c1",
+                    2);
     g_assert_cmpuint(f.n_handled, ==, 1);
     g_assert_true(f.last_has_threshold);
     g_assert_false(f.last_has_pixel);
@@ -580,9 +580,9 @@ test_commands(void)
   }
   /* threshold: an object, no response topic: the fallback reply topic. */
   {
-    g_autoptr(MqttMsg) m = command(&f, c, "threshold",
-                                   "{\"threshold\":0.4,\"pixel_threshold\":0.3}", -1, NULL, NULL,
-                                   "t/st/cmd/threshold/reply");
+    g_autoptr(MqttMsg) m =
+        command(&f, c, "threshold", "{\"threshold\":0.4,\"pixel_threshold\":0.3}", -1, NULL, NULL,
+                "t/st/cmd/threshold/reply");
     g_autoptr(JsonObject) o = NULL;
     g_assert_nonnull(m);
     g_assert_null(m->correlation);
@@ -600,9 +600,9 @@ test_commands(void)
                      "out of range");
   assert_error_reply(command(&f, c, "threshold", "-0.1", -1, "resp/e", NULL, "resp/e"), NULL,
                      "out of range");
-  assert_error_reply(command(&f, c, "threshold", "{\"threshold\":\"x\"}", -1, "resp/e", NULL,
-                             "resp/e"),
-                     NULL, "number");
+  assert_error_reply(
+      command(&f, c, "threshold", "{\"threshold\":\"x\"}", -1, "resp/e", NULL, "resp/e"), NULL,
+      "number");
   assert_error_reply(command(&f, c, "threshold", "{\"threshold\":0.5,\"threshold\":0.6}", -1,
                              "resp/e", NULL, "resp/e"),
                      NULL, "duplicate");
@@ -610,9 +610,9 @@ test_commands(void)
                      NULL, "unknown key");
   assert_error_reply(command(&f, c, "threshold", "{}", -1, "resp/e", NULL, "resp/e"), NULL,
                      "threshold");
-  assert_error_reply(command(&f, c, "threshold", "{\"threshold\":[[[[[[0.5]]]]]]}", -1, "resp/e",
-                             NULL, "resp/e"),
-                     NULL, "nest");
+  assert_error_reply(
+      command(&f, c, "threshold", "{\"threshold\":[[[[[[0.5]]]]]]}", -1, "resp/e", NULL, "resp/e"),
+      NULL, "nest");
   assert_error_reply(command(&f, c, "threshold", "", 0, NULL, NULL, "t/st/cmd/threshold/reply"),
                      NULL, "threshold");
   big = g_malloc(70000);
@@ -623,8 +623,7 @@ test_commands(void)
                      "unknown command");
   assert_error_reply(command(&f, c, "bogus", "", 0, NULL, NULL, "t/st/cmd/bogus/reply"), NULL,
                      "unknown command");
-  assert_error_reply(command(&f, c, "trigger", "{\"part_id\":\"\"}", -1, "resp/e", NULL,
-                             "resp/e"),
+  assert_error_reply(command(&f, c, "trigger", "{\"part_id\":\"\"}", -1, "resp/e", NULL, "resp/e"),
                      NULL, "part_id");
   assert_error_reply(command(&f, c, "trigger", "{\"part\":\"x\"}", -1, "resp/e", NULL, "resp/e"),
                      NULL, "unknown key");
@@ -728,7 +727,7 @@ test_commands_disabled(void)
   if (f.broker == NULL)
     return;
   c = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                      (const char *const[]){ "resp/#", "t/st/cmd/#", NULL });
+                      (const char *const[]){"resp/#", "t/st/cmd/#", NULL});
   g_assert_true(mqtt_client_wait_connected(c, 5000));
   f.mqtt = start_mqtt(&f, no_commands, NULL, &error);
   g_assert_no_error(error);
@@ -772,8 +771,9 @@ run_tool(const char *const *argv)
   int status = 0;
   g_autoptr(GError) error = NULL;
 
-  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL,
-                    &status, &error))
+  if (!g_spawn_sync(NULL, (char **)argv, NULL,
+                    G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                    NULL, NULL, NULL, NULL, &status, &error))
     return FALSE;
   return g_spawn_check_wait_status(status, NULL);
 }
@@ -787,15 +787,15 @@ test_auth(void)
   g_autofree char *good = g_build_filename(dir, "good", NULL);
   g_autofree char *bad = g_build_filename(dir, "bad", NULL);
   g_autofree char *missing = g_build_filename(dir, "missing", NULL);
-  MqttBrokerOptions bo = { .password_file = pwfile };
+  MqttBrokerOptions bo = {.password_file = pwfile};
   Fixture f;
-  Creds ok = { "line1", good }, wrong = { "line1", bad }, absent = { "line1", missing };
+  Creds ok = {"line1", good}, wrong = {"line1", bad}, absent = {"line1", missing};
   g_autoptr(MqttClient) c = NULL;
   InspMqttStats st;
 
   g_assert_no_error(error);
-  if (!run_tool((const char *const[]){ "mosquitto_passwd", "-b", "-c", pwfile, "line1",
-                                       "s3cret!", NULL })) {
+  if (!run_tool((const char *const[]){"mosquitto_passwd", "-b", "-c", pwfile, "line1", "s3cret!",
+                                      NULL})) {
     g_test_skip("mosquitto_passwd failed");
     mqtt_test_rm_rf(dir);
     return;
@@ -806,8 +806,8 @@ test_auth(void)
   if (f.broker == NULL)
     return;
   c = mqtt_client_new(mqtt_broker_get_port(f.broker),
-                      &(MqttClientOptions){ .username = "line1", .password = "s3cret!" },
-                      (const char *const[]){ "t/st/result", NULL });
+                      &(MqttClientOptions){.username = "line1", .password = "s3cret!"},
+                      (const char *const[]){"t/st/result", NULL});
   g_assert_true(mqtt_client_wait_connected(c, 5000));
 
   /* Unreadable password file: refused at start, naming the file. */
@@ -871,12 +871,12 @@ make_cert(const char *dir, const char *name, const char *cn, const char *san)
 
   if (!g_file_set_contents(ext, extline, -1, NULL))
     return FALSE;
-  return run_tool((const char *const[]){ "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                                         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
-                                         "-out", csr, "-subj", subj, NULL })
-         && run_tool((const char *const[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca,
-                                            "-CAkey", cakey, "-CAcreateserial", "-out", crt,
-                                            "-days", "2", "-extfile", ext, NULL });
+  return run_tool((const char *const[]){"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                                        "-out", csr, "-subj", subj, NULL}) &&
+         run_tool((const char *const[]){"openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey",
+                                        cakey, "-CAcreateserial", "-out", crt, "-days", "2",
+                                        "-extfile", ext, NULL});
 }
 
 static void
@@ -891,20 +891,20 @@ test_tls(void)
   g_autofree char *ccrt = g_build_filename(dir, "client.crt", NULL);
   g_autofree char *ckey = g_build_filename(dir, "client.key", NULL);
   g_autofree char *nope = g_build_filename(dir, "nope.pem", NULL);
-  MqttBrokerOptions bo = { .cafile = ca, .certfile = scrt, .keyfile = skey,
-                           .require_certificate = TRUE };
-  Tls good = { ca, ccrt, ckey }, missing_ca = { nope, NULL, NULL },
-      dir_key = { ca, ccrt, dir }, no_key = { ca, ccrt, NULL };
+  MqttBrokerOptions bo = {
+      .cafile = ca, .certfile = scrt, .keyfile = skey, .require_certificate = TRUE};
+  Tls good = {ca, ccrt, ckey}, missing_ca = {nope, NULL, NULL}, dir_key = {ca, ccrt, dir},
+      no_key = {ca, ccrt, NULL};
   Fixture f;
   g_autoptr(MqttClient) c = NULL;
 
   g_assert_no_error(error);
-  if (!run_tool((const char *const[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", cakey,
-                                       "-out", ca, "-days", "2", "-subj", "/CN=inspectd test CA",
-                                       NULL })
-      || !make_cert(dir, "server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-      || !make_cert(dir, "client", "inspectd-client", "extendedKeyUsage=clientAuth")) {
+  if (!run_tool((const char *const[]){"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                      "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", cakey,
+                                      "-out", ca, "-days", "2", "-subj", "/CN=inspectd test CA",
+                                      NULL}) ||
+      !make_cert(dir, "server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost") ||
+      !make_cert(dir, "client", "inspectd-client", "extendedKeyUsage=clientAuth")) {
     g_test_skip("openssl could not make the test certificates");
     mqtt_test_rm_rf(dir);
     return;
@@ -928,8 +928,8 @@ test_tls(void)
   g_clear_error(&error);
 
   c = mqtt_client_new(mqtt_broker_get_port(f.broker),
-                      &(MqttClientOptions){ .cafile = ca, .certfile = ccrt, .keyfile = ckey },
-                      (const char *const[]){ "t/st/result", NULL });
+                      &(MqttClientOptions){.cafile = ca, .certfile = ccrt, .keyfile = ckey},
+                      (const char *const[]){"t/st/result", NULL});
   g_assert_true(mqtt_client_wait_connected(c, 5000));
   f.mqtt = start_mqtt(&f, with_tls, &good, &error);
   g_assert_no_error(error);
@@ -983,7 +983,7 @@ check_seqs(GArray *seqs, gint64 n)
 static void
 test_outage(void)
 {
-  MqttBrokerOptions bo = { .persistence = TRUE };
+  MqttBrokerOptions bo = {.persistence = TRUE};
   Fixture f;
   g_autoptr(GError) error = NULL;
   g_autoptr(MqttClient) sub = NULL;
@@ -998,8 +998,8 @@ test_outage(void)
   if (f.broker == NULL)
     return;
   sub = mqtt_client_new(mqtt_broker_get_port(f.broker),
-                        &(MqttClientOptions){ .client_id = "outage-sub", .persistent = TRUE },
-                        (const char *const[]){ "t/st/result", NULL });
+                        &(MqttClientOptions){.client_id = "outage-sub", .persistent = TRUE},
+                        (const char *const[]){"t/st/result", NULL});
   g_assert_true(mqtt_client_wait_connected(sub, 5000));
   f.mqtt = start_mqtt(&f, NULL, NULL, &error);
   g_assert_no_error(error);
@@ -1066,8 +1066,8 @@ test_sigkill_spool(void)
   mqtt_broker_stop(f.broker, SIGKILL);
 
   /* The broker is down: 20 results go to the spool; then SIGKILL. */
-  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--station", "st",
-                                           "--count", "20", "--ready", ready, "--hold", NULL });
+  pid = spawn_child((const char *const[]){"--port", port, "--spool", f.spool, "--station", "st",
+                                          "--count", "20", "--ready", ready, "--hold", NULL});
   g_assert_true(mqtt_test_wait_until(file_exists, ready, 8000, NULL));
   kill(pid, SIGKILL);
   status = reap(pid);
@@ -1083,10 +1083,10 @@ test_sigkill_spool(void)
   g_assert_true(mqtt_broker_restart(f.broker, &error));
   g_assert_no_error(error);
   sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                        (const char *const[]){ "t/st/result", NULL });
+                        (const char *const[]){"t/st/result", NULL});
   g_assert_true(mqtt_client_wait_connected(sub, 5000));
-  pid = spawn_child((const char *const[]){ "--port", port, "--spool", f.spool, "--station", "st",
-                                           "--drain", "8000", NULL });
+  pid = spawn_child((const char *const[]){"--port", port, "--spool", f.spool, "--station", "st",
+                                          "--drain", "8000", NULL});
   status = reap(pid);
   g_assert_true(WIFEXITED(status));
   g_assert_cmpint(WEXITSTATUS(status), ==, 0);
@@ -1132,8 +1132,8 @@ test_spool_full(void)
   g_assert_cmpuint(st.spool_bytes, <=, 1024 * 1024);
 
   g_assert_true(mqtt_broker_restart(f.broker, &error));
-  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
-                        (const char *const[]){ "t/st/#", NULL });
+  sub =
+      mqtt_client_new(mqtt_broker_get_port(f.broker), NULL, (const char *const[]){"t/st/#", NULL});
   g_assert_true(mqtt_client_wait_connected(sub, 5000));
   g_assert_true(mqtt_test_wait_until(spool_empty, f.mqtt, 8000, f.ctx));
   g_usleep(200000);
@@ -1162,34 +1162,34 @@ test_parse_command(void)
     const char *name, *payload;
     gboolean ok;
   } cases[] = {
-    { "trigger", "", TRUE },
-    { "trigger", "  A-1 \n", TRUE },
-    { "trigger", "\"quoted\"", TRUE },
-    { "trigger", "{\"part_id\":12}", TRUE },
-    { "trigger", "{\"part_id\":null}", TRUE },
-    { "trigger", "{\"part_id\":1.5}", FALSE },
-    { "trigger", "{\"part_id\":\"a\",\"part_id\":\"b\"}", FALSE },
-    { "trigger", "{\"part_id\":{\"x\":1}}", FALSE },
-    { "trigger", "bad\x01id", FALSE },
-    { "trigger", "\xff\xfe", FALSE },
-    { "threshold", "0", TRUE },
-    { "threshold", "100", TRUE },
-    { "threshold", "1e400", FALSE },
-    { "threshold", "nan", FALSE },
-    { "threshold", "0.5x", FALSE },
-    { "threshold", "{\"pixel_threshold\":0.2}", TRUE },
-    { "threshold", "[0.5]", FALSE },
-    { "threshold", "{\"threshold\":true}", FALSE },
-    { "reload", "anything", TRUE },
-    { "snapshot", "", TRUE },
-    { "", "", FALSE },
-    { "trigger/x", "", FALSE },
+      {"trigger", "", TRUE},
+      {"trigger", "  A-1 \n", TRUE},
+      {"trigger", "\"quoted\"", TRUE},
+      {"trigger", "{\"part_id\":12}", TRUE},
+      {"trigger", "{\"part_id\":null}", TRUE},
+      {"trigger", "{\"part_id\":1.5}", FALSE},
+      {"trigger", "{\"part_id\":\"a\",\"part_id\":\"b\"}", FALSE},
+      {"trigger", "{\"part_id\":{\"x\":1}}", FALSE},
+      {"trigger", "bad\x01id", FALSE},
+      {"trigger", "\xff\xfe", FALSE},
+      {"threshold", "0", TRUE},
+      {"threshold", "100", TRUE},
+      {"threshold", "1e400", FALSE},
+      {"threshold", "nan", FALSE},
+      {"threshold", "0.5x", FALSE},
+      {"threshold", "{\"pixel_threshold\":0.2}", TRUE},
+      {"threshold", "[0.5]", FALSE},
+      {"threshold", "{\"threshold\":true}", FALSE},
+      {"reload", "anything", TRUE},
+      {"snapshot", "", TRUE},
+      {"", "", FALSE},
+      {"trigger/x", "", FALSE},
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
     g_autoptr(GError) error = NULL;
     g_autoptr(InspMqttCommand) cmd = insp_mqtt_parse_command(
-      cases[i].name, (const guint8 *)cases[i].payload, strlen(cases[i].payload), &error);
+        cases[i].name, (const guint8 *)cases[i].payload, strlen(cases[i].payload), &error);
     if (cases[i].ok != (cmd != NULL))
       g_error("case %" G_GSIZE_FORMAT " (%s '%s'): %s", i, cases[i].name, cases[i].payload,
               error ? error->message : "accepted");
@@ -1198,12 +1198,12 @@ test_parse_command(void)
   }
   {
     g_autoptr(InspMqttCommand) cmd =
-      insp_mqtt_parse_command("trigger", (const guint8 *)" {\"part_id\":12} ", 16, NULL);
+        insp_mqtt_parse_command("trigger", (const guint8 *)" {\"part_id\":12} ", 16, NULL);
     g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "12");
   }
   {
     g_autoptr(InspMqttCommand) cmd =
-      insp_mqtt_parse_command("trigger", (const guint8 *)"  A-1 \n", 7, NULL);
+        insp_mqtt_parse_command("trigger", (const guint8 *)"  A-1 \n", 7, NULL);
     g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "A-1");
   }
 }

@@ -52,7 +52,7 @@ push(InspSpool *spool, InspSpoolKind kind, guint64 seq, gsize size, guint8 fill,
   g_autofree guint8 *buf = g_malloc(size ? size : 1);
   g_autoptr(GBytes) payload = NULL;
   g_autofree char *part = g_strdup_printf("part-%" G_GUINT64_FORMAT, seq);
-  InspSpoolMessage m = { 0 };
+  InspSpoolMessage m = {0};
   g_autoptr(GError) error = NULL;
   guint64 id;
 
@@ -78,12 +78,10 @@ test_order(void)
   const struct {
     InspSpoolKind kind;
     guint64 seq;
-  } in[] = { { INSP_SPOOL_KIND_MASK, 2 },   { INSP_SPOOL_KIND_RESULT, 3 },
-             { INSP_SPOOL_KIND_RESULT, 1 }, { INSP_SPOOL_KIND_REPLY, 2 },
-             { INSP_SPOOL_KIND_RESULT, 2 }, { INSP_SPOOL_KIND_MASK, 10 } },
-    want[] = { { INSP_SPOOL_KIND_RESULT, 1 }, { INSP_SPOOL_KIND_RESULT, 2 },
-               { INSP_SPOOL_KIND_REPLY, 2 },  { INSP_SPOOL_KIND_MASK, 2 },
-               { INSP_SPOOL_KIND_RESULT, 3 }, { INSP_SPOOL_KIND_MASK, 10 } };
+  } in[] = {{INSP_SPOOL_KIND_MASK, 2},  {INSP_SPOOL_KIND_RESULT, 3}, {INSP_SPOOL_KIND_RESULT, 1},
+            {INSP_SPOOL_KIND_REPLY, 2}, {INSP_SPOOL_KIND_RESULT, 2}, {INSP_SPOOL_KIND_MASK, 10}},
+    want[] = {{INSP_SPOOL_KIND_RESULT, 1}, {INSP_SPOOL_KIND_RESULT, 2}, {INSP_SPOOL_KIND_REPLY, 2},
+              {INSP_SPOOL_KIND_MASK, 2},   {INSP_SPOOL_KIND_RESULT, 3}, {INSP_SPOOL_KIND_MASK, 10}};
   InspSpoolStats st;
 
   g_assert_no_error(error);
@@ -143,16 +141,16 @@ test_reopen(void)
   g_autofree char *dir = make_dir();
   g_autoptr(GError) error = NULL;
   InspSpool *spool = insp_spool_open(dir, 1 << 20, INSP_SPOOL_FLAGS_NONE, &error);
-  static const guint8 corr[] = { 0, 1, 2, 0xff };
+  static const guint8 corr[] = {0, 1, 2, 0xff};
   g_autoptr(GBytes) payload = g_bytes_new_static("{\"seq\":7}", 9);
   g_autoptr(GBytes) correlation = g_bytes_new_static(corr, sizeof corr);
-  InspSpoolMessage m = { .kind = INSP_SPOOL_KIND_REPLY,
-                         .seq = 7,
-                         .qos = 2,
-                         .topic = (char *)"plc/resp/1",
-                         .part_id = (char *)"A-17",
-                         .correlation = correlation,
-                         .payload = payload };
+  InspSpoolMessage m = {.kind = INSP_SPOOL_KIND_REPLY,
+                        .seq = 7,
+                        .qos = 2,
+                        .topic = (char *)"plc/resp/1",
+                        .part_id = (char *)"A-17",
+                        .correlation = correlation,
+                        .payload = payload};
   g_autoptr(InspSpoolMessage) got = NULL;
   g_autofree char *stray = g_build_filename(dir, "00000000000000000009-0.msg.tmp", NULL);
 
@@ -246,7 +244,8 @@ test_too_large(void)
   g_autoptr(GError) error = NULL;
   g_autoptr(InspSpool) spool = insp_spool_open(dir, 500, INSP_SPOOL_FLAGS_NONE, &error);
   g_autoptr(GBytes) payload = g_bytes_new_take(g_malloc0(1000), 1000);
-  InspSpoolMessage m = { .kind = INSP_SPOOL_KIND_RESULT, .seq = 1, .topic = (char *)"t", .payload = payload };
+  InspSpoolMessage m = {
+      .kind = INSP_SPOOL_KIND_RESULT, .seq = 1, .topic = (char *)"t", .payload = payload};
   guint em = 9, er = 9;
   InspSpoolStats st;
 
