@@ -24,10 +24,10 @@ G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
 #define BB_MIN_INPUT 16
 #define BB_MAX_INPUT 4096
 #define ALIGN_FLOATS 16 /* 64 bytes */
-/* Winograd F(2x2,3x3) beats im2col + sgemm here from about 96 input channels
- * and 25 output tiles (measured on resnet shapes: 1.7x at 128ch 28x28 and
- * 256ch 14x14, slower at 64ch 56x56 and 512ch 7x7). */
-#define WINOGRAD_MIN_CIN 96
+/* Winograd F(2x2,3x3) beats im2col + sgemm here from 64 input channels and
+ * 25 output tiles (measured on resnet shapes, one thread: 1.5-1.7x at 64ch
+ * 56x56, 128ch 28x28 and 256ch 14x14; no gain at 512ch 7x7, 16 tiles). */
+#define WINOGRAD_MIN_CIN 64
 #define WINOGRAD_MIN_TILES 25
 
 static const float imagenet_mean[3] = { 0.485f, 0.456f, 0.406f };
@@ -804,7 +804,8 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
     s->vc[l->dst] = l->cout;
     s->vh[l->dst] = g->oh;
     s->vw[l->dst] = g->ow;
-    g->winograd = l->has_winograd && ((g->oh + 1) / 2) * ((g->ow + 1) / 2) >= WINOGRAD_MIN_TILES;
+    g->winograd = l->has_winograd && ((g->oh + 1) / 2) * ((g->ow + 1) / 2) >= WINOGRAD_MIN_TILES &&
+                  (g->ow + 1) / 2 <= INSP_OPS_WINOGRAD_MAX_TILES_X;
     if (g->winograd)
       col_floats =
           MAX(col_floats, insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow));

@@ -223,92 +223,109 @@ insp_ops_winograd_scratch_size(int cin, int cout, int oh, int ow)
   return (gsize)16 * tiles * ((gsize)cin + cout);
 }
 
+/* Tiles per row handled with the row buffers below; wider images take the
+ * per-tile path. */
+#define WINO_MAX_TW INSP_OPS_WINOGRAD_MAX_TILES_X
+
 /* V [16, cin, tiles]: V_k = (B^T d B)[k] of each 4x4 input tile d at
- * (2ty - pt, 2tx - pl), B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]. */
+ * (2ty - pt, 2tx - pl), B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
+ * Per tile row: the four input rows are copied zero-padded, transformed
+ * down the columns (B^T d) in one pass, then across (.. B) per tile, all in
+ * contiguous loops. */
 INSP_OPS_CLONES static void
 winograd_input(const float *x, int cin, int h, int w, int pt, int pl, int th, int tw, float *v)
 {
   gsize tiles = (gsize)th * tw, plane = (gsize)cin * tiles;
+  int wp = 2 * tw + 2; /* padded row: column p is input column p - pl */
+  float rb[4][2 * WINO_MAX_TW + 2], tb[4][2 * WINO_MAX_TW + 2];
+  int lo = pl < wp ? pl : wp, hi = pl + w < wp ? pl + w : wp;
 
   for (int c = 0; c < cin; c++) {
     const float *xc = x + (gsize)c * h * w;
     for (int ty = 0; ty < th; ty++) {
       int y0 = 2 * ty - pt;
-      gboolean rows_in = y0 >= 0 && y0 + 3 < h;
-      for (int tx = 0; tx < tw; tx++) {
-        int x0 = 2 * tx - pl;
-        float d[4][4], t[4][4];
-        if (rows_in && x0 >= 0 && x0 + 3 < w) {
-          for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++)
-              d[i][j] = xc[(gsize)(y0 + i) * w + x0 + j];
-        } else {
-          for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-              int yy = y0 + i, xx = x0 + j;
-              d[i][j] = yy >= 0 && yy < h && xx >= 0 && xx < w ? xc[(gsize)yy * w + xx] : 0.0f;
-            }
+      for (int i = 0; i < 4; i++) {
+        int yy = y0 + i;
+        if (yy < 0 || yy >= h || hi <= lo) {
+          memset(rb[i], 0, sizeof(float) * wp);
+          continue;
         }
-        for (int j = 0; j < 4; j++) {
-          t[0][j] = d[0][j] - d[2][j];
-          t[1][j] = d[1][j] + d[2][j];
-          t[2][j] = d[2][j] - d[1][j];
-          t[3][j] = d[1][j] - d[3][j];
-        }
-        gsize idx = (gsize)c * tiles + (gsize)ty * tw + tx;
-        for (int i = 0; i < 4; i++) {
-          v[(gsize)(i * 4 + 0) * plane + idx] = t[i][0] - t[i][2];
-          v[(gsize)(i * 4 + 1) * plane + idx] = t[i][1] + t[i][2];
-          v[(gsize)(i * 4 + 2) * plane + idx] = t[i][2] - t[i][1];
-          v[(gsize)(i * 4 + 3) * plane + idx] = t[i][1] - t[i][3];
+        memset(rb[i], 0, sizeof(float) * lo);
+        memcpy(rb[i] + lo, xc + (gsize)yy * w + (lo - pl), sizeof(float) * (hi - lo));
+        memset(rb[i] + hi, 0, sizeof(float) * (wp - hi));
+      }
+      for (int p = 0; p < wp; p++) {
+        tb[0][p] = rb[0][p] - rb[2][p];
+        tb[1][p] = rb[1][p] + rb[2][p];
+        tb[2][p] = rb[2][p] - rb[1][p];
+        tb[3][p] = rb[1][p] - rb[3][p];
+      }
+      gsize base = (gsize)c * tiles + (gsize)ty * tw;
+      for (int i = 0; i < 4; i++) {
+        const float *t = tb[i];
+        float *v0 = v + (gsize)(i * 4 + 0) * plane + base, *v1 = v + (gsize)(i * 4 + 1) * plane + base;
+        float *v2 = v + (gsize)(i * 4 + 2) * plane + base, *v3 = v + (gsize)(i * 4 + 3) * plane + base;
+        for (int tx = 0; tx < tw; tx++) {
+          float a0 = t[2 * tx], a1 = t[2 * tx + 1], a2 = t[2 * tx + 2], a3 = t[2 * tx + 3];
+          v0[tx] = a0 - a2;
+          v1[tx] = a1 + a2;
+          v2[tx] = a2 - a1;
+          v3[tx] = a1 - a3;
         }
       }
     }
   }
 }
 
-/* y = act(A^T m A + bias), A^T = [[1,1,1,0],[0,1,-1,-1]], m from M [16, cout, tiles]. */
+/* y = act(A^T m A + bias), A^T = [[1,1,1,0],[0,1,-1,-1]], m from M [16, cout, tiles];
+ * per tile row, in contiguous loops over the tiles. */
 INSP_OPS_CLONES static void
 winograd_output(const float *m, int cout, int th, int tw, const float *bias, InspActivation act,
                 int oh, int ow, float *y)
 {
   gsize tiles = (gsize)th * tw, plane = (gsize)cout * tiles;
+  float t0[4][WINO_MAX_TW], t1[4][WINO_MAX_TW], row[2][2 * WINO_MAX_TW];
 
   for (int o = 0; o < cout; o++) {
     float b = bias != NULL ? bias[o] : 0.0f;
     float *yo = y + (gsize)o * oh * ow;
-    for (int ty = 0; ty < th; ty++)
+    for (int ty = 0; ty < th; ty++) {
+      gsize base = (gsize)o * tiles + (gsize)ty * tw;
+      for (int j = 0; j < 4; j++) {
+        const float *q0 = m + (gsize)(0 * 4 + j) * plane + base;
+        const float *q1 = m + (gsize)(1 * 4 + j) * plane + base;
+        const float *q2 = m + (gsize)(2 * 4 + j) * plane + base;
+        const float *q3 = m + (gsize)(3 * 4 + j) * plane + base;
+        for (int tx = 0; tx < tw; tx++) {
+          t0[j][tx] = q0[tx] + q1[tx] + q2[tx];
+          t1[j][tx] = q1[tx] - q2[tx] - q3[tx];
+        }
+      }
       for (int tx = 0; tx < tw; tx++) {
-        gsize idx = (gsize)o * tiles + (gsize)ty * tw + tx;
-        float q[4][4], t[2][4], r[2][2];
-        for (int k = 0; k < 16; k++)
-          q[k / 4][k % 4] = m[(gsize)k * plane + idx];
-        for (int j = 0; j < 4; j++) {
-          t[0][j] = q[0][j] + q[1][j] + q[2][j];
-          t[1][j] = q[1][j] - q[2][j] - q[3][j];
-        }
-        for (int i = 0; i < 2; i++) {
-          r[i][0] = t[i][0] + t[i][1] + t[i][2] + b;
-          r[i][1] = t[i][1] - t[i][2] - t[i][3] + b;
-        }
-        for (int i = 0; i < 2; i++) {
-          int yy = 2 * ty + i;
-          if (yy >= oh)
-            continue;
-          for (int j = 0; j < 2; j++) {
-            int xx = 2 * tx + j;
-            if (xx >= ow)
-              continue;
-            float val = r[i][j];
-            if (act != INSP_ACT_NONE) {
-              val = val > 0.0f ? val : 0.0f;
-              if (act == INSP_ACT_RELU6)
-                val = val < 6.0f ? val : 6.0f;
-            }
-            yo[(gsize)yy * ow + xx] = val;
+        row[0][2 * tx] = t0[0][tx] + t0[1][tx] + t0[2][tx] + b;
+        row[0][2 * tx + 1] = t0[1][tx] - t0[2][tx] - t0[3][tx] + b;
+        row[1][2 * tx] = t1[0][tx] + t1[1][tx] + t1[2][tx] + b;
+        row[1][2 * tx + 1] = t1[1][tx] - t1[2][tx] - t1[3][tx] + b;
+      }
+      for (int i = 0; i < 2; i++) {
+        int yy = 2 * ty + i;
+        if (yy >= oh)
+          break;
+        float *yr = yo + (gsize)yy * ow;
+        const float *r = row[i];
+        if (act == INSP_ACT_NONE) {
+          memcpy(yr, r, sizeof(float) * ow);
+        } else if (act == INSP_ACT_RELU) {
+          for (int xx = 0; xx < ow; xx++)
+            yr[xx] = r[xx] > 0.0f ? r[xx] : 0.0f;
+        } else {
+          for (int xx = 0; xx < ow; xx++) {
+            float val = r[xx] > 0.0f ? r[xx] : 0.0f;
+            yr[xx] = val < 6.0f ? val : 6.0f;
           }
         }
       }
+    }
   }
 }
 
@@ -323,6 +340,7 @@ insp_ops_conv3x3_winograd(const float *x, int cin, int h, int w, const float *u,
 
   g_return_if_fail(x != NULL && u != NULL && scratch != NULL && y != NULL);
   g_return_if_fail(cin > 0 && cout > 0 && oh > 0 && ow > 0);
+  g_return_if_fail(tw <= INSP_OPS_WINOGRAD_MAX_TILES_X);
 
   winograd_input(x, cin, h, w, pad_top, pad_left, th, tw, v);
   for (int k = 0; k < 16; k++)

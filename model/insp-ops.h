@@ -40,7 +40,9 @@ void insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight,
  * multiplies than im2col). Weights are transformed once:
  * w [cout,cin,3,3] -> u [16,cout,cin] (insp_ops_winograd_weight_size floats).
  * x [cin,h,w] -> y [cout,oh,ow] with zero padding pad_top/pad_left; @scratch
- * holds insp_ops_winograd_scratch_size() floats. */
+ * holds insp_ops_winograd_scratch_size() floats. Output widths up to
+ * 2 * INSP_OPS_WINOGRAD_MAX_TILES_X. */
+#define INSP_OPS_WINOGRAD_MAX_TILES_X 512
 gsize insp_ops_winograd_weight_size(int cin, int cout);
 void insp_ops_winograd_transform_weights(const float *weight, int cin, int cout, float *u);
 gsize insp_ops_winograd_scratch_size(int cin, int cout, int oh, int ow);
