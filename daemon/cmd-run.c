@@ -21,6 +21,7 @@ insp_cmd_run(int argc, char **argv)
   double demo_fps = -1.0;
   int demo_size = 0, demo_every = -1;
   int ds_train = 30, ds_test = 10;
+  gint64 stall_after = 0;
   const GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config,
       "the config file (drop-ins in FILE.d/); without it, the demo line", "FILE" },
@@ -40,6 +41,8 @@ insp_cmd_run(int argc, char **argv)
       "with --demo-write-dataset: good training images", "N" },
     { "dataset-test", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &ds_test,
       "with --demo-write-dataset: test images per type", "N" },
+    { "debug-stall-after", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &stall_after,
+      "tests: hang the results thread after N parts (the watchdog must stop)", "N" },
     G_OPTION_ENTRY_NULL
   };
 
@@ -55,7 +58,7 @@ insp_cmd_run(int argc, char **argv)
     fprintf(stderr, "inspectd run: unexpected argument '%s'\n", argv[1]);
     return 2;
   }
-  if (count < 0 || demo_size < 0 || (demo_fps < 0 && demo_fps != -1.0)) {
+  if (count < 0 || stall_after < 0 || demo_size < 0 || (demo_fps < 0 && demo_fps != -1.0)) {
     fprintf(stderr, "inspectd run: --count, --demo-size and --demo-fps must not be negative\n");
     return 2;
   }
@@ -78,6 +81,7 @@ insp_cmd_run(int argc, char **argv)
   opt.config_path = config;
   opt.print_decisions = verbose || config == NULL;
   opt.count = (guint64)count;
+  opt.debug_stall_after = (guint64)stall_after;
   if (demo_fps >= 0)
     opt.demo_fps = demo_fps;
   if (demo_size > 0)

@@ -83,7 +83,7 @@ typedef struct {
   gint snapshot_pending;
   gint count_reached;
   gboolean degraded;
-  gboolean stopping;
+  gint stopping; /* set on the main thread, read by the results thread */
   gboolean ready;
 
   guint sig_hup, sig_term, sig_int;
@@ -478,6 +478,12 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
            r->latency_ms);
     fflush(stdout);
   }
+  if (d->opt.debug_stall_after > 0 && done == d->opt.debug_stall_after) {
+    g_warning("--debug-stall-after %" G_GUINT64_FORMAT ": the results thread hangs until the stop",
+              done);
+    while (!g_atomic_int_get(&d->stopping))
+      g_usleep(20000);
+  }
   if (d->opt.count > 0 && done >= d->opt.count &&
       g_atomic_int_compare_and_exchange(&d->count_reached, 0, 1))
     g_idle_add(stop_idle, d);
@@ -646,14 +652,15 @@ watchdog_tick(gpointer user_data)
     d->wd_last_change_us = now;
   }
   /* Frames waiting: queued and not yet delivered as results. */
-  gboolean waiting =
-    st.queue_depth > 0 || st.frames_queued > st.frames_inspected + st.frames_dropped;
+  guint64 done = st.frames_inspected + st.frames_dropped;
+  guint64 in_flight = st.frames_queued > done ? st.frames_queued - done : st.queue_depth;
+  gboolean waiting = in_flight > 0;
   gboolean stalled = waiting && period > 0 && (guint64)(now - d->wd_last_change_us) > period;
   if (stalled) {
     if (!d->wd_stalled)
-      g_critical("inspection stalled: %u frames waiting and none inspected for %.1f s; "
-                 "watchdog pings stopped",
-                 st.queue_depth, (double)(now - d->wd_last_change_us) / G_USEC_PER_SEC);
+      g_warning("inspection stalled: %" G_GUINT64_FORMAT " frames waiting and none inspected "
+                "for %.1f s; watchdog pings stopped",
+                in_flight, (double)(now - d->wd_last_change_us) / G_USEC_PER_SEC);
     d->wd_stalled = TRUE;
     return G_SOURCE_CONTINUE;
   }
@@ -989,9 +996,9 @@ mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error)
 static void
 daemon_stop(Daemon *d, const char *why)
 {
-  if (d->stopping)
+  if (g_atomic_int_get(&d->stopping))
     return;
-  d->stopping = TRUE;
+  g_atomic_int_set(&d->stopping, TRUE);
   g_info("stopping (%s): draining the queue", why);
   insp_notify_stopping("stopping: draining the queue and flushing results");
   if (d->pipe)

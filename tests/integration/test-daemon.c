@@ -7,7 +7,8 @@
  * that order; a threshold edit in the config file changes the verdicts of
  * later frames with no seq lost; an invalid edit is rejected (event
  * published) and the old threshold stays; a model swap under load loses no
- * frame and later results name the new model; SIGTERM drains and flushes
+ * frame and later results name the new model; the watchdog stops when the
+ * results stop while frames wait; SIGTERM drains and flushes
  * (every printed decision reached the broker) and exits 0; seq carries on in
  * the next run; a missing model fails start-up with exit 1 and one line. */
 #include <errno.h>
@@ -625,6 +626,45 @@ test_threshold_command(void)
   g_assert_cmpfloat(g_array_index(c, Line, 0).threshold, ==, 0.7);
 }
 
+/* The watchdog follows the inspector, not the main loop: when results stop
+ * while frames wait, WATCHDOG=1 stops (systemd would restart the service);
+ * the stop still drains and exits 0. */
+static void
+test_watchdog_stall(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "stall.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "stall.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  const char *stall[] = { "--debug-stall-after", "4", NULL };
+  write_file(fx.cfg_path, cfg);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, stall);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_assert_cmpint(notify_wait("WATCHDOG=1", 5), >=, 0);
+  g_autoptr(GArray) a = wait_lines(out, 4, 30);
+  g_assert_cmpuint(a->len, ==, 4);
+  /* WATCHDOG_USEC is 1 s: after it, no more pings. */
+  g_usleep(1600000);
+  notify_drain();
+  g_assert_cmpint(notify_wait("WATCHDOG=1", 2.5), <, 0);
+  g_autoptr(GArray) b = parse_lines(out);
+  g_assert_cmpuint(b->len, ==, 4);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_cmpint(notify_wait("STOPPING=1", 20), >=, 0);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_autoptr(GArray) c = parse_lines(out);
+  g_assert_cmpuint(c->len, >, 4);
+  assert_contiguous(c);
+}
+
 static void
 test_start_failure(void)
 {
@@ -662,6 +702,7 @@ main(int argc, char **argv)
   fixture_setup();
   g_test_add_func("/daemon/lifecycle", test_lifecycle);
   g_test_add_func("/daemon/threshold-command", test_threshold_command);
+  g_test_add_func("/daemon/watchdog-stall", test_watchdog_stall);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   status = g_test_run();
   fixture_teardown();
