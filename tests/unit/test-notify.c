@@ -2,7 +2,8 @@
  * socket, points $NOTIFY_SOCKET at it (PID 1 here need not be systemd) and
  * reads back each message. Also the systemd units as built: `systemd-analyze
  * verify` passes and `systemd-analyze security --offline=true` scores 2.0 or
- * lower (skipped, saying why, without systemd-analyze). */
+ * lower (skipped, saying why, without systemd-analyze). And the log writer's
+ * plain-stderr mode with its level filter. */
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "insp-log.h"
 #include "insp-notify.h"
 
 typedef struct {
@@ -245,6 +247,38 @@ test_units(void)
   g_rmdir(dir);
 }
 
+/* Outside the journal: one plain line per message on stderr, filtered by
+ * the level, which can change at any time; part fields ride along. */
+static void
+test_log_stderr(void)
+{
+  if (g_test_subprocess()) {
+    InspLogLevel lvl = INSP_LOG_LEVEL_INFO;
+
+    insp_log_init();
+    g_assert_false(insp_log_is_journal());
+    g_assert_true(insp_log_level_from_string("WARNING", &lvl));
+    g_assert_cmpint(lvl, ==, INSP_LOG_LEVEL_WARNING);
+    g_assert_false(insp_log_level_from_string("loud", &lvl));
+    insp_log_set_level(lvl);
+    insp_log_set_station("st1");
+    g_info("hidden info");
+    g_debug("hidden debug");
+    g_warning("shown warning %d", 1);
+    insp_log_part(G_LOG_LEVEL_WARNING, 42, "part-7", "part %s", "rejected");
+    insp_log_part(G_LOG_LEVEL_INFO, 43, NULL, "hidden part info");
+    insp_log_set_level(INSP_LOG_LEVEL_DEBUG);
+    g_debug("shown debug");
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*warning: shown warning 1\n*");
+  g_test_trap_assert_stderr("*warning: part rejected [seq=42 part=part-7]\n*");
+  g_test_trap_assert_stderr("*debug: shown debug\n*");
+  g_test_trap_assert_stderr_unmatched("*hidden*");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -254,5 +288,6 @@ main(int argc, char **argv)
   g_test_add_func("/notify/no-socket", test_no_socket);
   g_test_add_func("/notify/watchdog-usec", test_watchdog_usec);
   g_test_add_func("/systemd/units", test_units);
+  g_test_add_func("/log/stderr", test_log_stderr);
   return g_test_run();
 }
