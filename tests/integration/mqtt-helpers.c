@@ -122,6 +122,8 @@ mqtt_broker_start(const MqttBrokerOptions *opts, GError **error)
     g_string_append_printf(conf, "allow_anonymous %s\n", opts->password_file ? "false" : "true");
     if (opts->password_file)
       g_string_append_printf(conf, "password_file %s\n", opts->password_file);
+    if (opts->acl_file)
+      g_string_append_printf(conf, "acl_file %s\n", opts->acl_file);
     if (opts->certfile)
       g_string_append_printf(conf, "cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %s\n",
                              opts->cafile, opts->certfile, opts->keyfile,

@@ -12,6 +12,7 @@ typedef struct {
   const char *password_file;               /* mosquitto_passwd file; turns anonymous off */
   const char *cafile, *certfile, *keyfile; /* TLS listener when certfile is set */
   gboolean require_certificate;
+  const char *acl_file; /* mosquitto acl_file */
 } MqttBrokerOptions;
 
 typedef struct _MqttBroker MqttBroker;

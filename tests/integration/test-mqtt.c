@@ -1154,6 +1154,58 @@ test_spool_full(void)
   fixture_teardown(&f);
 }
 
+static gboolean
+one_rejected(gpointer data)
+{
+  InspMqttStats st;
+
+  insp_mqtt_get_stats(data, &st);
+  return st.rejected >= 1 && st.spooled == 0;
+}
+
+static void
+test_rejected(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("mqtt-acl-XXXXXX", &error);
+  g_autofree char *acl = g_build_filename(dir, "acl", NULL);
+  MqttBrokerOptions bo = {.acl_file = acl};
+  Fixture f;
+  g_autoptr(MqttClient) sub = NULL;
+  g_autoptr(MqttMsg) ev = NULL;
+  g_autoptr(JsonObject) o = NULL;
+  InspMqttStats st;
+
+  g_assert_no_error(error);
+  /* Anonymous clients may write everything but results. */
+  g_assert_true(g_file_set_contents(acl,
+                                    "topic readwrite t/st/status\ntopic readwrite t/st/event\n"
+                                    "topic readwrite t/st/mask\n",
+                                    -1, NULL));
+  fixture_setup(&f, &bo);
+  if (f.broker == NULL)
+    return;
+  sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                        (const char *const[]){"t/st/event", NULL});
+  g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  f.mqtt = start_mqtt(&f, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  /* The broker answers the PUBACK with "not authorized": the result is
+   * dropped (retrying would block the spool), counted and announced. */
+  publish(f.mqtt, 1, NULL, FALSE, NULL);
+  g_assert_true(mqtt_test_wait_until(one_rejected, f.mqtt, 5000, f.ctx));
+  insp_mqtt_get_stats(f.mqtt, &st);
+  g_assert_cmpuint(st.rejected, ==, 1);
+  g_assert_cmpuint(st.published, ==, 0);
+  ev = mqtt_client_wait(sub, "t/st/event", 3000, f.ctx);
+  g_assert_nonnull(ev);
+  o = parse_object(ev->payload);
+  g_assert_cmpstr(json_object_get_string_member(o, "code"), ==, "publish_rejected");
+  fixture_teardown(&f);
+  mqtt_test_rm_rf(dir);
+}
+
 static void
 test_parse_command(void)
 {
@@ -1226,5 +1278,6 @@ main(int argc, char **argv)
   g_test_add_func("/mqtt/outage", test_outage);
   g_test_add_func("/mqtt/sigkill-spool", test_sigkill_spool);
   g_test_add_func("/mqtt/spool-full", test_spool_full);
+  g_test_add_func("/mqtt/rejected", test_rejected);
   return g_test_run();
 }
