@@ -192,7 +192,8 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
     return NULL;
 
   const int n = (int)items->len;
-  g_autofree float *scores = g_new(float, n);
+  g_autofree float *scores = g_new(float, n); /* normalised */
+  g_autofree float *raw = g_new(float, n);    /* before normalisation */
   g_autofree guint8 *labels = g_new(guint8, n);
   g_autofree double *ms = g_new(double, n);
   g_autofree float *maps = NULL;  /* [n, mh, mw] */
@@ -231,6 +232,7 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
     }
     g_return_val_if_fail(res.map_width == mw && res.map_height == mh && res.map != NULL, NULL);
     scores[i] = res.score;
+    raw[i] = res.raw_score;
     labels[i] = it->type >= 0;
     memcpy(maps + plane * (gsize)i, res.map, plane * sizeof(float));
     /* masks of good images stay zero */
@@ -252,11 +254,23 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
   }
   r->map_width = mw;
   r->map_height = mh;
-  r->image_auroc = insp_metrics_auroc(scores, labels, (gsize)n);
+  /* Image metrics rank the raw scores: the normalisation is monotone, so
+   * they are the same as on normalised scores, unless the normalisation
+   * clamps (e.g. at 0), which would tie every image below its base. */
+  r->image_auroc = insp_metrics_auroc(raw, labels, (gsize)n);
   r->pixel_auroc = insp_metrics_auroc(maps, masks, plane * (gsize)n);
   r->aupro = insp_metrics_aupro(maps, masks, n, mw, mh, INSP_EVAL_MAX_FPR);
   r->f1_max = r->threshold = NAN;
-  insp_metrics_f1_max(scores, labels, (gsize)n, &r->f1_max, &r->threshold);
+  double raw_threshold = NAN;
+  if (insp_metrics_f1_max(raw, labels, (gsize)n, &r->f1_max, &raw_threshold)) {
+    /* the threshold in normalised units: the normalised score of the image
+     * whose raw score is the raw threshold */
+    for (int i = 0; i < n; i++)
+      if (raw[i] == (float)raw_threshold) {
+        r->threshold = scores[i];
+        break;
+      }
+  }
   double sum = 0;
   for (int i = 0; i < n; i++)
     sum += ms[i];
@@ -274,7 +288,7 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
     for (int i = 0; i < n; i++) {
       const Item *it = &g_array_index(items, Item, i);
       if (it->type == -1 || it->type == (int)t) {
-        ts[k] = scores[i];
+        ts[k] = raw[i];
         tl[k++] = it->type >= 0;
         count += it->type >= 0;
       }

@@ -12,6 +12,10 @@
  * The report holds image AUROC, pixel AUROC over all test pixels, AUPRO up to
  * FPR 0.3, the image F1-max and its threshold (normalised score units), the
  * image AUROC of each defect type against good, and the latency.
+ * Image-level metrics rank the raw image scores (InspScoreResult.raw_score):
+ * the same ranking as the normalised scores for any strictly increasing
+ * normalisation, and unaffected by a normalisation that clamps; pixel-level
+ * metrics use the normalised maps as published.
  *
  * Memory: 5 bytes per map pixel per image (about 250 KB per image at 224 px)
  * plus the metrics' temporary memory at the end. */
