@@ -906,6 +906,30 @@ watch_config(Daemon *d)
 
 /* ---- MQTT commands and connection --------------------------------------------------- */
 
+typedef struct {
+  Daemon *d;
+  InspMqttCommand *cmd;
+} ReloadRequest;
+
+static gboolean
+reload_command_idle(gpointer user_data)
+{
+  ReloadRequest *req = user_data;
+  Daemon *d = req->d;
+  g_autoptr(GError) error = NULL;
+  gboolean ok = reload(d, "MQTT command", &error);
+
+  g_mutex_lock(&d->pub_lock);
+  if (d->mqtt && ok)
+    insp_daemon_mqtt_reply(d->mqtt, req->cmd, NULL, NULL, NULL, 0.0);
+  else if (d->mqtt)
+    insp_daemon_mqtt_reply_error(d->mqtt, req->cmd, error->message);
+  g_mutex_unlock(&d->pub_lock);
+  insp_daemon_mqtt_command_unref(req->cmd);
+  g_free(req);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_command(const InspDaemonCmd *c, gpointer user_data)
 {
@@ -952,12 +976,15 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
                            d->config->inspection.threshold);
     return;
   }
-  case INSP_DAEMON_CMD_RELOAD:
-    if (reload(d, "MQTT command", &error))
-      insp_daemon_mqtt_reply(d->mqtt, c->cmd, NULL, NULL, NULL, 0.0);
-    else
-      insp_daemon_mqtt_reply_error(d->mqtt, c->cmd, error->message);
+  case INSP_DAEMON_CMD_RELOAD: {
+    /* Not from inside the client's callback: the reload may replace the
+     * client itself. */
+    ReloadRequest *req = g_new0(ReloadRequest, 1);
+    req->d = d;
+    req->cmd = insp_daemon_mqtt_command_ref(c->cmd);
+    g_idle_add(reload_command_idle, req);
     return;
+  }
   case INSP_DAEMON_CMD_SNAPSHOT:
     g_atomic_int_set(&d->snapshot_pending, 1);
     insp_daemon_mqtt_reply(d->mqtt, c->cmd, "snapshot", "next frame", NULL, 0.0);

@@ -598,6 +598,19 @@ test_threshold_command(void)
   g_autoptr(GArray) still = wait_lines(out, 0, 0);
   g_assert_cmpfloat(g_array_index(still, Line, still->len - 1).threshold, ==, 0.25);
 
+  /* The reload command reloads (RELOADING, READY) and answers. */
+  notify_drain();
+  mqtt_publish("inspectd/" STATION "/cmd/reload", "{}");
+  g_assert_null(strstr(wait_reload(), "rejected"));
+  gboolean replied = FALSE;
+  for (int i = 0; i < 50 && !replied; i++) {
+    g_autofree char *text = read_file(fx.sub_out);
+    replied = strstr(text, "inspectd/" STATION "/cmd/reload/reply {\"ok\":true") != NULL;
+    if (!replied)
+      g_usleep(100000);
+  }
+  g_assert_true(replied);
+
   g_subprocess_send_signal(p, SIGTERM);
   g_assert_true(g_subprocess_wait(p, NULL, &error));
   g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
