@@ -86,7 +86,7 @@ int insp_padim_accum_get_count(const InspPadimAccum *a);
 /* mean [P,d], inv_cov [P,d,d]: mean, unbiased covariance + eps*I, inverted by
  * Cholesky, all in double; stored float. FALSE if a covariance is not
  * positive definite (cannot happen with eps > 0 and finite features). */
-gboolean insp_padim_accum_finish(const InspPadimAccum *a, double eps, float *mean,
+gboolean insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean,
                                  float *inv_cov);
 /* Symmetric positive definite a [n,n] (double, row-major) -> inverse in @inv,
  * through Cholesky. @work holds n*n doubles. FALSE if not positive definite. */
@@ -99,7 +99,7 @@ void insp_padim_score(const float *feats, int n_positions, int d, const float *m
 /* ---- the model ---- */
 
 typedef struct {
-  double image_base, image_threshold; /* raw -> 0 and 0.5 */
+  double image_base, image_threshold; /* median of good held-out; raw mapped to 0.5 */
   double pixel_base, pixel_threshold;
 } InspScoreNorm;
 

@@ -114,6 +114,24 @@ insp_model_get_input_size(const InspModel *m)
   return m->input_size;
 }
 
+void
+insp_model_get_info(const InspModel *m, InspModelInfo *info)
+{
+  g_return_if_fail(m != NULL && info != NULL);
+  info->train_images = m->train_images;
+  info->held_out_images = m->held_out_images;
+  info->n_patches = m->n_patches;
+  info->feature_dim = m->dim;
+  info->bank_rows = m->kind == INSP_DETECTOR_PATCHCORE ? m->bank_rows : 0;
+  info->coreset_fraction = m->coreset_fraction;
+  info->seed = m->seed;
+  info->image_base = m->norm.image_base;
+  info->image_threshold = m->norm.image_threshold;
+  info->pixel_base = m->norm.pixel_base;
+  info->pixel_threshold = m->norm.pixel_threshold;
+  info->train_date = m->train_date;
+}
+
 static const char *
 detector_name(InspDetectorKind k)
 {
@@ -159,26 +177,25 @@ insp_model_finish_setup(InspModel *m)
 
 /* ---- score normalisation ---- */
 
+/* normalised = 0.5 * raw / threshold: raw scores and map values are
+ * distances (>= 0), so this is strictly increasing (rankings, AUROC and
+ * AUPRO are those of the raw scores) and maps the fitted threshold to 0.5. */
 static double
-norm_apply(double raw, double base, double thr)
+norm_apply(double raw, double thr)
 {
-  double span = thr - base;
-
-  if (!(span > 1e-12 * fabs(thr) + 1e-30))
-    span = 1e-12 * fabs(thr) + 1e-30;
-  return MAX(0.5 * (raw - base) / span, 0.0);
+  return 0.5 * raw / (thr > 1e-30 ? thr : 1e-30);
 }
 
 double
 insp_score_norm_apply_image(const InspScoreNorm *n, double raw)
 {
-  return norm_apply(raw, n->image_base, n->image_threshold);
+  return norm_apply(raw, n->image_threshold);
 }
 
 float
 insp_score_norm_apply_pixel(const InspScoreNorm *n, float raw)
 {
-  return (float)norm_apply(raw, n->pixel_base, n->pixel_threshold);
+  return (float)norm_apply(raw, n->pixel_threshold);
 }
 
 /* ---- scratch and scoring ---- */
@@ -437,7 +454,7 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
     meta_set_double(w, "padim.eps", 0.01);
   }
   insp_safetensors_writer_set_metadata(w, "score.rule",
-                                       "normalised = max(0, 0.5*(raw - base)/(threshold - base))");
+                                       "normalised = 0.5 * raw / threshold");
   meta_set_double(w, "score.image_base", m->norm.image_base);
   meta_set_double(w, "score.image_threshold", m->norm.image_threshold);
   meta_set_double(w, "score.pixel_base", m->norm.pixel_base);
@@ -725,6 +742,7 @@ insp_model_load(const char *path, GError **error)
         return NULL;
       }
     m->bank_rows = (int)shape[0];
+    insp_model_finish_setup(m); /* bank norms */
   } else {
     gint64 s1[1], s2[2], s3[3];
 

@@ -47,6 +47,23 @@ InspDetectorKind insp_model_get_detector(const InspModel *m);
 const char *insp_model_get_backbone_arch(const InspModel *m);
 int insp_model_get_input_size(const InspModel *m);
 
+/* What a model was trained with, for summaries and status (strings owned by
+ * the model). */
+typedef struct {
+  int train_images;      /* good images it was fitted on */
+  int held_out_images;   /* of which held out to fit the score normalisation */
+  int n_patches;         /* feature positions per image */
+  int feature_dim;
+  int bank_rows;         /* PatchCore memory bank rows, 0 for PaDiM */
+  double coreset_fraction;
+  guint64 seed;
+  double image_base, image_threshold; /* median raw score of good held-out parts; raw
+                                       * score mapped to 0.5 (normalised = 0.5*raw/thr) */
+  double pixel_base, pixel_threshold; /* the same for anomaly-map values */
+  const char *train_date;             /* ISO 8601, or NULL */
+} InspModelInfo;
+void insp_model_get_info(const InspModel *m, InspModelInfo *info);
+
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);
 void insp_model_scratch_free(InspModelScratch *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)

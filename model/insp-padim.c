@@ -15,11 +15,18 @@
 #include <math.h>
 #include <string.h>
 
+#define PADIM_BATCH 32
+
+/* Images are buffered PADIM_BATCH at a time so the outer products go through
+ * one dsyrk per position (compute-bound) instead of a rank-1 update per image
+ * (which streams the whole [P,D,D] sum once per image). */
 struct _InspPadimAccum {
   int p, d, count;
-  double *sum;   /* [P, D] */
-  double *outer; /* [P, D, D], upper triangle */
-  double *row;   /* [D] */
+  int pending;    /* images buffered, not yet in the sums */
+  float *batch;   /* [PADIM_BATCH, P, D] */
+  double *sum;    /* [P, D] */
+  double *outer;  /* [P, D, D], upper triangle */
+  double *rows;   /* [PADIM_BATCH, D] */
 };
 
 InspPadimAccum *
@@ -31,7 +38,8 @@ insp_padim_accum_new(int n_positions, int d)
   a->d = d;
   a->sum = g_new0(double, (gsize)n_positions * d);
   a->outer = g_new0(double, (gsize)n_positions * d * d);
-  a->row = g_new0(double, d);
+  a->rows = g_new0(double, (gsize)PADIM_BATCH * d);
+  a->batch = g_new(float, (gsize)PADIM_BATCH * n_positions * d);
   return a;
 }
 
@@ -42,7 +50,8 @@ insp_padim_accum_free(InspPadimAccum *a)
     return;
   g_free(a->sum);
   g_free(a->outer);
-  g_free(a->row);
+  g_free(a->rows);
+  g_free(a->batch);
   g_free(a);
 }
 
@@ -52,22 +61,39 @@ insp_padim_accum_get_count(const InspPadimAccum *a)
   return a->count;
 }
 
+static void
+flush(InspPadimAccum *a)
+{
+  int d = a->d, nb = a->pending;
+  gsize per_img = (gsize)a->p * d;
+
+  for (int p = 0; p < a->p && nb > 0; p++) {
+    double *s = a->sum + (gsize)p * d;
+
+    for (int b = 0; b < nb; b++) {
+      const float *x = a->batch + b * per_img + (gsize)p * d;
+      double *r = a->rows + (gsize)b * d;
+
+      for (int i = 0; i < d; i++) {
+        r[i] = x[i];
+        s[i] += x[i];
+      }
+    }
+    /* outer[p] (upper) += rows^T rows */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, nb, 1.0, a->rows, d, 1.0,
+                a->outer + (gsize)p * d * d, d);
+  }
+  a->pending = 0;
+}
+
 void
 insp_padim_accum_add(InspPadimAccum *a, const float *feats)
 {
-  int d = a->d;
-
-  for (int p = 0; p < a->p; p++) {
-    const float *x = feats + (gsize)p * d;
-    double *s = a->sum + (gsize)p * d;
-
-    for (int i = 0; i < d; i++) {
-      a->row[i] = x[i];
-      s[i] += x[i];
-    }
-    cblas_dsyr(CblasRowMajor, CblasUpper, d, 1.0, a->row, 1, a->outer + (gsize)p * d * d, d);
-  }
+  memcpy(a->batch + (gsize)a->pending * a->p * a->d, feats, sizeof(float) * (gsize)a->p * a->d);
+  a->pending++;
   a->count++;
+  if (a->pending == PADIM_BATCH)
+    flush(a);
 }
 
 gboolean
@@ -120,7 +146,7 @@ insp_padim_invert_spd(const double *a, int n, double *inv, double *work)
 }
 
 gboolean
-insp_padim_accum_finish(const InspPadimAccum *a, double eps, float *mean, float *inv_cov)
+insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean, float *inv_cov)
 {
   int d = a->d;
   double n = a->count;
@@ -130,6 +156,7 @@ insp_padim_accum_finish(const InspPadimAccum *a, double eps, float *mean, float 
   g_autofree double *mu = g_new(double, d);
 
   g_return_val_if_fail(a->count > 0, FALSE);
+  flush(a);
   for (int p = 0; p < a->p; p++) {
     const double *s = a->sum + (gsize)p * d;
     const double *o = a->outer + (gsize)p * d * d;

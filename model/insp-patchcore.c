@@ -12,15 +12,18 @@
  * centre, with the cluster's radius = its largest min-distance) and uses the
  * triangle inequality: a cluster j whose centre is at distance >= 2*r_j from
  * the new centre c cannot have a row closer to c than to its own centre, so
- * it is skipped whole. A cheap lower bound |norm(c) - norm(c_j)| on that
- * distance (rows are centred first) skips most clusters without touching
- * their centre. Bounds carry a relative slack of 1e-4 so rounding never
+ * it is skipped whole. Rows are first centred and rotated onto their
+ * principal axes (PCA by Jacobi on the DxD covariance: an orthonormal change
+ * of basis, so distances are unchanged), which makes two more bounds cheap:
+ * |norm(c) - norm(c_j)| <= |c - c_j|, and a squared distance summed 16
+ * dims at a time stops as soon as it passes the bound (most of it lies in
+ * the first dims). Bounds carry a relative slack of 1e-4 so rounding never
  * skips a row the brute force would update.
- * Projection: when d > INSP_PATCHCORE_PROJ_DIM the rows are projected by a
- * seeded sparse random projection (Achlioptas / sklearn
- * SparseRandomProjection: density 1/sqrt(d), entries +-sqrt(1/density/dim));
- * otherwise distances are computed on the rows themselves (anomalib projects
- * 128 to 128 dims, which only adds distortion).
+ * Projection: anomalib projects to 128 dims with a sparse random projection
+ * before the greedy loop, for speed; here the rotation keeps distances exact
+ * for D <= 128 and keeps the top 128 principal components when D > 128 (a
+ * better-conditioned reduction than a random one). The seed chooses the
+ * start row.
  *
  * Invariants: pure functions; the coreset allocates its working set (n floats
  * and ints, plus the projected copy when d > 128) and frees it; one thread. */
@@ -51,6 +54,26 @@ dist2(const float *a, const float *b, int d)
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* Squared distance accumulated 16 dims at a time, stopping as soon as the
+ * partial sum reaches @limit (the result is then >= limit, a lower bound of
+ * the full distance). Rows are in principal-component order, so most of the
+ * distance is in the first dims and far pairs stop early. */
+static inline float
+dist2_bounded(const float *a, const float *b, int d, float limit)
+{
+  float acc = 0.0f;
+  int i = 0;
+
+  for (; i + 16 <= d; i += 16) {
+    acc += dist2(a + i, b + i, 16);
+    if (acc >= limit)
+      return acc;
+  }
+  if (i < d)
+    acc += dist2(a + i, b + i, d - i);
+  return acc;
+}
+
 /* Is (r, idx) better than (best_r, best_idx): larger, or equal and earlier row. */
 static inline gboolean
 better(float r, gsize idx, float best_r, gsize best_idx)
@@ -58,44 +81,126 @@ better(float r, gsize idx, float best_r, gsize best_idx)
   return r > best_r || (r == best_r && idx < best_idx);
 }
 
-static float *
-project_rows(const float *x, gsize n, int d, int dp, guint64 seed)
+/* Eigenvectors of the symmetric a [n,n] (destroyed) by cyclic Jacobi
+ * rotations, in double: v [n,n] row-major with eigenvector j in column j,
+ * eigenvalues in w, sorted by decreasing eigenvalue. */
+static void
+symmetric_eigen(double *a, int n, double *v, double *w)
 {
-  float *z = g_new(float, n * (gsize)dp);
+  g_autofree int *order = g_new(int, n);
+  g_autofree double *vs = g_new(double, (gsize)n * n);
 
-  if (d <= dp) {
-    memcpy(z, x, sizeof(float) * n * (gsize)d);
-  } else {
-    g_autofree float *r = g_new0(float, (gsize)d * dp);
-    double density = 1.0 / sqrt((double)d);
-    float v = (float)sqrt(1.0 / density / dp);
-    guint64 st = seed ^ G_GUINT64_CONSTANT(0x5851F42D4C957F2D);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      v[(gsize)i * n + j] = i == j;
+  for (int sweep = 0; sweep < 50; sweep++) {
+    double off = 0.0, diag = 0.0;
 
-    for (gsize i = 0; i < (gsize)d * dp; i++) {
-      double u = insp_detector_rand_uniform(&st);
-
-      r[i] = u < density / 2 ? -v : u < density ? v : 0.0f;
+    for (int p = 0; p < n; p++) {
+      diag += a[(gsize)p * n + p] * a[(gsize)p * n + p];
+      for (int q = p + 1; q < n; q++)
+        off += a[(gsize)p * n + q] * a[(gsize)p * n + q];
     }
-    /* z [n, dp] = x [n, d] * r [d, dp] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp,
-                0.0f, z, dp);
+    if (off <= 1e-22 * diag)
+      break;
+    for (int p = 0; p < n - 1; p++)
+      for (int q = p + 1; q < n; q++) {
+        double apq = a[(gsize)p * n + q], app, aqq, theta, t, c, sn;
+
+        if (fabs(apq) < 1e-300)
+          continue;
+        app = a[(gsize)p * n + p];
+        aqq = a[(gsize)q * n + q];
+        theta = (aqq - app) / (2.0 * apq);
+        t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+        c = 1.0 / sqrt(t * t + 1.0);
+        sn = t * c;
+        for (int k = 0; k < n; k++) {
+          double akp = a[(gsize)k * n + p], akq = a[(gsize)k * n + q];
+
+          a[(gsize)k * n + p] = c * akp - sn * akq;
+          a[(gsize)k * n + q] = sn * akp + c * akq;
+        }
+        for (int k = 0; k < n; k++) {
+          double apk = a[(gsize)p * n + k], aqk = a[(gsize)q * n + k];
+
+          a[(gsize)p * n + k] = c * apk - sn * aqk;
+          a[(gsize)q * n + k] = sn * apk + c * aqk;
+        }
+        for (int k = 0; k < n; k++) {
+          double vkp = v[(gsize)k * n + p], vkq = v[(gsize)k * n + q];
+
+          v[(gsize)k * n + p] = c * vkp - sn * vkq;
+          v[(gsize)k * n + q] = sn * vkp + c * vkq;
+        }
+      }
   }
-  /* Centre the columns: distances are unchanged, norms become small, so the
-   * norm lower bound prunes better. */
-  {
-    int dd = MIN(d, dp);
-    g_autofree double *mean = g_new0(double, dd);
+  for (int i = 0; i < n; i++)
+    order[i] = i;
+  for (int i = 1; i < n; i++) { /* insertion sort by decreasing eigenvalue */
+    int o = order[i], j = i;
 
-    g_autofree float *meanf = g_new(float, dd);
+    while (j > 0 && a[(gsize)order[j - 1] * n + order[j - 1]] < a[(gsize)o * n + o]) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = o;
+  }
+  for (int j = 0; j < n; j++) {
+    w[j] = a[(gsize)order[j] * n + order[j]];
+    for (int i = 0; i < n; i++)
+      vs[(gsize)i * n + j] = v[(gsize)i * n + order[j]];
+  }
+  memcpy(v, vs, sizeof(double) * (gsize)n * n);
+}
 
-    for (gsize i = 0; i < n; i++)
-      for (int j = 0; j < dd; j++)
-        mean[j] += z[i * dd + j];
-    for (int j = 0; j < dd; j++)
-      meanf[j] = (float)(mean[j] / (double)n);
-    for (gsize i = 0; i < n; i++)
-      for (int j = 0; j < dd; j++)
-        z[i * dd + j] -= meanf[j];
+/* z [n, dp] = (x - mean) * V[:, :dp]: the rows centred and rotated onto their
+ * principal axes (an orthonormal change of basis: distances are preserved
+ * when dp = d; when d > dp the top dp components are kept). */
+static float *
+rotate_rows(const float *x, gsize n, int d, int dp)
+{
+  g_autofree double *mean = g_new0(double, d);
+  g_autofree float *meanf = g_new(float, d);
+  g_autofree float *covf = g_new0(float, (gsize)d * d);
+  g_autofree double *cov = g_new(double, (gsize)d * d);
+  g_autofree double *v = g_new(double, (gsize)d * d);
+  g_autofree double *w = g_new(double, d);
+  g_autofree float *basis = g_new(float, (gsize)d * dp);
+  g_autofree float *block = NULL;
+  float *z = g_new(float, n * (gsize)dp);
+  const gsize bs = 4096;
+
+  for (gsize i = 0; i < n; i++)
+    for (int j = 0; j < d; j++)
+      mean[j] += x[i * d + j];
+  for (int j = 0; j < d; j++)
+    meanf[j] = (float)(mean[j] / (double)n);
+  /* Covariance (up to a factor) of the centred rows, in blocks. */
+  block = g_new(float, bs * (gsize)d);
+  for (gsize i0 = 0; i0 < n; i0 += bs) {
+    gsize m = MIN(bs, n - i0);
+
+    for (gsize i = 0; i < m; i++)
+      for (int j = 0; j < d; j++)
+        block[i * d + j] = x[(i0 + i) * d + j] - meanf[j];
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)m, 1.0f, block, d, 1.0f, covf, d);
+  }
+  for (int i = 0; i < d; i++)
+    for (int j = i; j < d; j++)
+      cov[(gsize)i * d + j] = cov[(gsize)j * d + i] = covf[(gsize)i * d + j] / (double)n;
+  symmetric_eigen(cov, d, v, w);
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < dp; j++)
+      basis[(gsize)i * dp + j] = (float)v[(gsize)i * d + j];
+  for (gsize i0 = 0; i0 < n; i0 += bs) {
+    gsize m = MIN(bs, n - i0);
+
+    for (gsize i = 0; i < m; i++)
+      for (int j = 0; j < d; j++)
+        block[i * d + j] = x[(i0 + i) * d + j] - meanf[j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, dp, d, 1.0f, block, d, basis,
+                dp, 0.0f, z + i0 * dp, dp);
   }
   return z;
 }
@@ -113,40 +218,44 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   g_autofree float *rad = NULL;    /* cluster radius (max md of members) */
   g_autofree gint64 *amax = NULL;  /* member with that radius (earliest on ties) */
   g_autofree float *cnorm = NULL;  /* norm of each centre */
+  g_autofree float *cz = NULL;     /* the centres' rows, contiguous */
   g_autofree gint64 *crow = NULL;  /* row of each centre */
   gsize *sel;
   gsize n_sel = 0, n_centres;
   guint64 st = seed;
   gsize start;
+  guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0;
 
   g_return_val_if_fail(x != NULL && n > 0 && d > 0 && k_out != NULL, NULL);
   g_return_val_if_fail(fraction > 0.0 && fraction <= 1.0, NULL);
 
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
-  z = project_rows(x, n, d, dp, seed);
+  z = rotate_rows(x, n, d, dp);
   md = g_new(float, n);
   next = g_new(gint64, n);
   head = g_new(gint64, k + 1);
   rad = g_new(float, k + 1);
   amax = g_new(gint64, k + 1);
   cnorm = g_new(float, k + 1);
+  cz = g_new(float, (k + 1) * (gsize)dp);
   crow = g_new(gint64, k + 1);
   sel = g_new(gsize, k);
 
   start = (gsize)(insp_detector_rand_next(&st) % n);
   crow[0] = (gint64)start;
+  memcpy(cz, z + start * dp, sizeof(float) * dp);
   {
     float s = 0;
 
     for (int j = 0; j < dp; j++)
-      s += z[start * dp + j] * z[start * dp + j];
+      s += cz[j] * cz[j];
     cnorm[0] = sqrtf(s);
   }
   rad[0] = -1.0f;
   amax[0] = -1;
   for (gsize i = 0; i < n; i++) {
-    md[i] = sqrtf(dist2(z + i * dp, z + start * dp, dp));
+    md[i] = sqrtf(dist2(z + i * dp, cz, dp));
     next[i] = i + 1 < n ? (gint64)(i + 1) : -1;
     if (better(md[i], i, rad[0], amax[0] < 0 ? G_MAXSIZE : (gsize)amax[0])) {
       rad[0] = md[i];
@@ -158,7 +267,7 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
 
   while (n_sel < k) {
     gsize best = 0, c;
-    const float *zc;
+    float *zc;
     float cn;
 
     for (gsize j = 1; j < n_centres; j++)
@@ -172,7 +281,8 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
 
     c = n_centres++;
     crow[c] = amax[best];
-    zc = z + (gsize)crow[c] * dp;
+    zc = cz + c * dp;
+    memcpy(zc, z + (gsize)crow[c] * dp, sizeof(float) * dp);
     {
       float s = 0;
 
@@ -195,14 +305,20 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
         continue;
       if (fabsf(cn - cnorm[j]) >= bound)
         continue;
-      if (sqrtf(dist2(zc, z + (gsize)crow[j] * dp, dp)) >= bound)
+      n_centre_dists++;
+      if (dist2_bounded(zc, cz + j * dp, dp, bound * bound) >= bound * bound)
         continue;
+      n_cluster_visits++;
       i = head[j];
       while (i >= 0) {
         gint64 nx = next[i];
-        float dd = sqrtf(dist2(z + (gsize)i * dp, zc, dp));
+        float lim = md[i] * md[i];
+        float dd2 = dist2_bounded(z + (gsize)i * dp, zc, dp, lim);
 
-        if (dd < md[i]) {
+        n_row_dists++;
+        if (dd2 < lim) {
+          float dd = sqrtf(dd2);
+
           md[i] = dd;
           if (prev < 0)
             head[j] = nx;
@@ -231,6 +347,10 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
       amax[c] = crow[c];
     }
   }
+  g_debug("coreset: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows, %" G_GUINT64_FORMAT
+          " centre distances, %" G_GUINT64_FORMAT " clusters visited, %" G_GUINT64_FORMAT
+          " row distances (brute force: %" G_GUINT64_FORMAT ")",
+          n_sel, n, n_centre_dists, n_cluster_visits, n_row_dists, (guint64)n * n_sel);
   *k_out = n_sel;
   return sel;
 }
