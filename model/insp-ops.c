@@ -176,14 +176,22 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
     im2col(x, cin, h, w, kh, kw, stride, pad_top, pad_left, oh, ow, scratch);
     b = scratch;
   }
-  /* Y [cout, ohw] = W [cout, k] B [k, ohw], in column blocks, each followed
-   * by its bias and activation while it is still in cache. */
+  /* Y [cout, ohw] = bias + W [cout, k] B [k, ohw], in column blocks: each
+   * block is first filled with the bias so that sgemm runs with beta = 1
+   * (OpenBLAS then skips its own pass that zeroes C for beta = 0), and the
+   * activation follows while the block is still in cache. */
   int nb = column_block(cout, ohw);
   for (gsize j = 0; j < ohw; j += (gsize)nb) {
     int n = (int)MIN((gsize)nb, ohw - j);
+    for (int o = 0; o < cout; o++) {
+      float bo = bias != NULL ? bias[o] : 0.0f, *row = y + (gsize)o * ohw + j;
+      for (int i = 0; i < n; i++)
+        row[i] = bo;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, k, 1.0f, weight, k, b + j,
-                (int)ohw, 0.0f, y + j, (int)ohw);
-    bias_act_block(y + j, cout, (gsize)n, ohw, bias, act);
+                (int)ohw, 1.0f, y + j, (int)ohw);
+    if (act != INSP_ACT_NONE)
+      bias_act_block(y + j, cout, (gsize)n, ohw, NULL, act);
   }
 }
 
