@@ -1,8 +1,10 @@
 /* bench-backbone: milliseconds per 224x224 image for mobilenetv2_100 up to
  * blocks.4 (stride 16) and resnet18 up to layer3, with 1 and 2 OpenBLAS
- * threads: min, median and p99 of 50 runs after 5 warm-ups, the achieved
- * GFLOPS (2 x multiply-adds of the conv layers) and a 1024^3 sgemm peak
- * measured in the same run. Also the builtin filter bank to s16.
+ * threads: min, median and p99 of 50 runs after 5 warm-ups, the process
+ * CPU time (less sensitive to other processes on a shared machine), the
+ * achieved GFLOPS (2 x multiply-adds of a direct convolution: layers run by
+ * Winograd do fewer, so resnet can exceed the sgemm figure) and a 1024^3
+ * sgemm peak measured in the same run. Also the builtin filter bank to s16.
  *
  * Weights: mobilenetv2_100 from $INSP_SHARED_DIR/models (or argv[1]),
  * otherwise random; resnet18 random (argv[2] for a real file), written to a
@@ -226,7 +228,8 @@ main(int argc, char **argv)
   else if (dir != NULL)
     resnet = write_random_resnet18(dir);
 
-  printf("bench-backbone: 224x224, %d runs after %d warm-ups; mobilenetv2_100 weights: %s%s\n",
+  printf("bench-backbone: 224x224, %d runs after %d warm-ups; mobilenetv2_100 weights: %s%s\n"
+         "GFLOP = 2 x multiply-adds of a direct convolution (Winograd layers do fewer)\n",
          RUNS, WARMUP, mobilenet ? mobilenet : "(none)", mobilenet_random ? " (random)" : "");
   for (int threads = 1; threads <= 2; threads++) {
     insp_ops_set_blas_threads(threads);
