@@ -598,6 +598,29 @@ test_threshold_command(void)
   g_autoptr(GArray) still = wait_lines(out, 0, 0);
   g_assert_cmpfloat(g_array_index(still, Line, still->len - 1).threshold, ==, 0.25);
 
+  /* Snapshot: the next frame's image and anomaly map as PNGs. */
+  {
+    g_autofree char *subbin = g_find_program_in_path("mosquitto_sub");
+    g_autofree char *port = g_strdup_printf("%d", fx.port);
+    g_autofree char *snap_out = NULL;
+    g_autoptr(GSubprocess) snap = g_subprocess_new(
+      G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, subbin, "-h", "127.0.0.1", "-p", port, "-t",
+      "inspectd/" STATION "/snapshot", "-C", "2", "-W", "20", "-F", "%t %l", NULL);
+    g_assert_no_error(error);
+    g_usleep(300000);
+    mqtt_publish("inspectd/" STATION "/cmd/snapshot", "");
+    g_assert_true(g_subprocess_communicate_utf8(snap, NULL, NULL, &snap_out, NULL, &error));
+    g_assert_no_error(error);
+    g_auto(GStrv) lines = g_strsplit(snap_out, "\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), >=, 2);
+    for (int i = 0; i < 2; i++) {
+      guint64 len = 0;
+      g_assert_true(g_str_has_prefix(lines[i], "inspectd/" STATION "/snapshot "));
+      g_assert_true(g_ascii_string_to_unsigned(strchr(lines[i], ' ') + 1, 10, 100, G_MAXUINT64,
+                                               &len, NULL));
+    }
+  }
+
   /* The reload command reloads (RELOADING, READY) and answers. */
   notify_drain();
   mqtt_publish("inspectd/" STATION "/cmd/reload", "{}");
@@ -678,6 +701,50 @@ test_watchdog_stall(void)
   assert_contiguous(c);
 }
 
+/* Trigger mode: only triggered parts are inspected, each with its part id;
+ * the acknowledgement names the part id its result will carry. */
+static void
+test_trigger(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "trig.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "trig.err", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *cfg = g_strconcat(base, "[trigger]\nmode = mqtt\ntimeout_ms = 5000\n", NULL);
+  write_file(fx.cfg_path, cfg);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_usleep(700000);
+  g_autoptr(GArray) none = parse_lines(out);
+  g_assert_cmpuint(none->len, ==, 0);
+
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "plc-0001");
+  g_autoptr(GArray) a = wait_lines(out, 1, 20);
+  g_assert_cmpuint(a->len, ==, 1);
+  g_assert_cmpstr(g_array_index(a, Line, 0).part, ==, "plc-0001");
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "{\"part_id\":\"plc-0002\"}");
+  g_autoptr(GArray) b = wait_lines(out, 2, 20);
+  g_assert_cmpuint(b->len, ==, 2);
+  g_assert_cmpstr(g_array_index(b, Line, 1).part, ==, "plc-0002");
+  assert_contiguous(b);
+  g_usleep(500000);
+  g_autoptr(GArray) c = parse_lines(out);
+  g_assert_cmpuint(c->len, ==, 2);
+  g_autofree char *sub = read_file(fx.sub_out);
+  g_assert_nonnull(strstr(sub, "cmd/trigger/reply {\"ok\":true"));
+  g_assert_nonnull(strstr(sub, "\"part_id\":\"plc-0002\""));
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+}
+
 static void
 test_start_failure(void)
 {
@@ -716,6 +783,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/lifecycle", test_lifecycle);
   g_test_add_func("/daemon/threshold-command", test_threshold_command);
   g_test_add_func("/daemon/watchdog-stall", test_watchdog_stall);
+  g_test_add_func("/daemon/trigger", test_trigger);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   status = g_test_run();
   fixture_teardown();
