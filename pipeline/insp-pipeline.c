@@ -1172,6 +1172,13 @@ bus_main(gpointer data)
   return NULL;
 }
 
+static gboolean
+quit_own_loop(gpointer loop)
+{
+  g_main_loop_quit(loop);
+  return G_SOURCE_REMOVE;
+}
+
 /* ---- lifecycle -------------------------------------------------------------------- */
 
 gboolean
@@ -1209,7 +1216,12 @@ insp_pipeline_stop(InspPipeline *p, gboolean drain)
   if (!p->running)
     return;
   if (p->bus_thread != NULL) {
-    g_main_loop_quit(p->own_loop);
+    /* Quit from inside the loop: a g_main_loop_quit() that lands before the
+     * thread reaches g_main_loop_run() would be lost. */
+    GSource *quit = g_idle_source_new();
+    g_source_set_callback(quit, quit_own_loop, p->own_loop, NULL);
+    g_source_attach(quit, p->ctx);
+    g_source_unref(quit);
     g_thread_join(p->bus_thread);
     p->bus_thread = NULL;
     g_clear_pointer(&p->own_loop, g_main_loop_unref);
