@@ -19,7 +19,7 @@ static void
 on_command(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer user_data)
 {
   Handlers *h = user_data;
-  InspDaemonCmd c = { .cmd = cmd };
+  InspDaemonCmd c = {.cmd = cmd};
 
   switch (insp_mqtt_command_get_kind(cmd)) {
   case INSP_MQTT_COMMAND_TRIGGER:
@@ -112,16 +112,16 @@ insp_daemon_mqtt_publish(InspMqtt *mqtt, const InspDaemonVerdict *v, GBytes *mas
                          GError **error)
 {
   InspResult r = {
-    .seq = v->seq,
-    .part_id = v->part_id,
-    .capture_time_us = v->capture_time_us,
-    .fail = v->fail,
-    .score = v->score,
-    .threshold = v->threshold,
-    .model = v->model,
-    .latency_ms = v->latency_ms,
-    .regions = v->regions,
-    .n_regions = v->n_regions,
+      .seq = v->seq,
+      .part_id = v->part_id,
+      .capture_time_us = v->capture_time_us,
+      .fail = v->fail,
+      .score = v->score,
+      .threshold = v->threshold,
+      .model = v->model,
+      .latency_ms = v->latency_ms,
+      .regions = v->regions,
+      .n_regions = v->n_regions,
   };
   return insp_mqtt_publish_result(mqtt, &r, mask_png, error);
 }
@@ -131,14 +131,14 @@ insp_daemon_mqtt_status(InspMqtt *mqtt, gboolean degraded, const char *model, do
                         double fps, guint64 frames, guint64 dropped, guint64 pass, guint64 fail)
 {
   InspMqttStatus s = {
-    .state = degraded ? INSP_MQTT_STATE_DEGRADED : INSP_MQTT_STATE_ONLINE,
-    .model = model,
-    .threshold = threshold,
-    .fps = fps,
-    .frames = frames,
-    .dropped = dropped,
-    .pass = pass,
-    .fail = fail,
+      .state = degraded ? INSP_MQTT_STATE_DEGRADED : INSP_MQTT_STATE_ONLINE,
+      .model = model,
+      .threshold = threshold,
+      .fps = fps,
+      .frames = frames,
+      .dropped = dropped,
+      .pass = pass,
+      .fail = fail,
   };
   insp_mqtt_publish_status(mqtt, &s);
 }
@@ -167,7 +167,7 @@ insp_daemon_mqtt_set_masks(InspMqtt *mqtt, InspConfigMasks masks)
 guint
 insp_daemon_mqtt_pending(InspMqtt *mqtt, gboolean *connected)
 {
-  InspMqttStats st = { 0 };
+  InspMqttStats st = {0};
 
   insp_mqtt_get_stats(mqtt, &st);
   if (connected)
@@ -176,8 +176,8 @@ insp_daemon_mqtt_pending(InspMqtt *mqtt, gboolean *connected)
 }
 
 void
-insp_daemon_mqtt_reply(InspMqtt *mqtt, InspMqttCommand *cmd, const char *key1,
-                       const char *string1, const char *key2, double number2)
+insp_daemon_mqtt_reply(InspMqtt *mqtt, InspMqttCommand *cmd, const char *key1, const char *string1,
+                       const char *key2, double number2)
 {
   g_autoptr(JsonObject) o = json_object_new();
 

@@ -40,10 +40,9 @@ typedef void (*InspDaemonConnFunc)(gboolean connected, const char *message, gpoi
 /* A client for @config's [mqtt] and [spool] (@spool_dir overrides [spool]
  * dir when not NULL), started. NULL with @error (naming the file for bad TLS
  * or password files) when it cannot be created. */
-InspMqtt *insp_daemon_mqtt_new(const InspConfig *config, const char *station,
-                               const char *spool_dir, GMainContext *context,
-                               InspDaemonCmdFunc cmd_func, InspDaemonConnFunc conn_func,
-                               gpointer user_data, GError **error);
+InspMqtt *insp_daemon_mqtt_new(const InspConfig *config, const char *station, const char *spool_dir,
+                               GMainContext *context, InspDaemonCmdFunc cmd_func,
+                               InspDaemonConnFunc conn_func, gpointer user_data, GError **error);
 void insp_daemon_mqtt_free(InspMqtt *mqtt);
 
 typedef struct {
@@ -61,9 +60,9 @@ typedef struct {
 /* Any thread. FALSE with @error only when the spool cannot be written. */
 gboolean insp_daemon_mqtt_publish(InspMqtt *mqtt, const InspDaemonVerdict *v, GBytes *mask_png,
                                   GError **error);
-void insp_daemon_mqtt_status(InspMqtt *mqtt, gboolean degraded, const char *model,
-                             double threshold, double fps, guint64 frames, guint64 dropped,
-                             guint64 pass, guint64 fail);
+void insp_daemon_mqtt_status(InspMqtt *mqtt, gboolean degraded, const char *model, double threshold,
+                             double fps, guint64 frames, guint64 dropped, guint64 pass,
+                             guint64 fail);
 /* @level "info" | "warning" | "error". */
 void insp_daemon_mqtt_event(InspMqtt *mqtt, const char *level, const char *code,
                             const char *message);

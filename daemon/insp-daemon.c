@@ -205,9 +205,9 @@ config_fixup(Daemon *d, InspConfig *cfg)
   const char *state_env = g_getenv("STATE_DIRECTORY");
 
   if (d->demo) {
-    g_autofree char *dir =
-      state_env && *state_env ? g_strdup(state_env)
-                              : g_build_filename(g_get_user_state_dir(), "inspectd", NULL);
+    g_autofree char *dir = state_env && *state_env
+                               ? g_strdup(state_env)
+                               : g_build_filename(g_get_user_state_dir(), "inspectd", NULL);
     g_autofree char *spool = g_build_filename(dir, "spool", NULL);
     g_autofree char *glob = g_build_filename(d->demo_dir, "*.png", NULL);
     replace_string(&cfg->station.state_dir, dir);
@@ -255,8 +255,8 @@ config_load(Daemon *d, const char *sep, GError **error)
   } else {
     cfg = insp_config_load(d->config_path, &problems, &local);
     if (cfg == NULL) {
-      g_autofree char *all = problems && problems->len ? problems_to_string(problems, sep)
-                                                       : g_strdup(local->message);
+      g_autofree char *all =
+          problems && problems->len ? problems_to_string(problems, sep) : g_strdup(local->message);
       g_set_error_literal(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID, all);
       return NULL;
     }
@@ -275,8 +275,8 @@ params_from_config(const InspConfig *cfg, InspInspectParams *p)
   p->pixel_threshold = (float)cfg->inspection.pixel_threshold;
   p->min_region_area = cfg->inspection.min_region_area;
   p->has_roi = cfg->inspection.roi.w > 0 && cfg->inspection.roi.h > 0;
-  p->roi = (InspRect){ cfg->inspection.roi.x, cfg->inspection.roi.y, cfg->inspection.roi.w,
-                       cfg->inspection.roi.h };
+  p->roi = (InspRect){cfg->inspection.roi.x, cfg->inspection.roi.y, cfg->inspection.roi.w,
+                      cfg->inspection.roi.h};
 }
 
 static InspLogLevel
@@ -319,7 +319,7 @@ static InspModel *
 demo_model_train(Daemon *d, GError **error)
 {
   InspTrainOptions topt;
-  DemoTrain t = { d->opt.demo_size > 0 ? d->opt.demo_size : 256 };
+  DemoTrain t = {d->opt.demo_size > 0 ? d->opt.demo_size : 256};
   gint64 t0 = g_get_monotonic_time();
 
   insp_train_options_init(&topt);
@@ -346,8 +346,8 @@ demo_line_write(Daemon *d, GError **error)
   for (guint64 i = 0; i < DEMO_LINE_PARTS; i++) {
     g_autoptr(InspImage) img = NULL;
     InspSynthKind kind = insp_synth_line_kind(i, every);
-    g_autofree char *name =
-      g_strdup_printf("part%04" G_GUINT64_FORMAT "-%s.png", i + 1, insp_synth_kind_to_string(kind));
+    g_autofree char *name = g_strdup_printf("part%04" G_GUINT64_FORMAT "-%s.png", i + 1,
+                                            insp_synth_kind_to_string(kind));
     g_autofree char *path = g_build_filename(d->demo_dir, name, NULL);
 
     if (!insp_synth_part(insp_synth_line_seed(0x11e5u, i), kind, size, size, &img, NULL, error) ||
@@ -377,7 +377,7 @@ demo_line_remove(Daemon *d)
 static GBytes *
 encode_mask(const InspResult *r)
 {
-  InspImage img = { r->frame->width, r->frame->height, 1, r->frame->width, r->mask };
+  InspImage img = {r->frame->width, r->frame->height, 1, r->frame->width, r->mask};
   g_autoptr(GError) error = NULL;
   GBytes *png = insp_image_encode_png(&img, &error);
 
@@ -389,8 +389,8 @@ encode_mask(const InspResult *r)
 static void
 publish_snapshot(Daemon *d, InspMqtt *mqtt, guint64 seq, const char *part_id, const InspResult *r)
 {
-  InspImage img = { r->frame->width, r->frame->height, 3, r->frame->stride,
-                    (guint8 *)r->frame->data };
+  InspImage img = {r->frame->width, r->frame->height, 3, r->frame->stride,
+                   (guint8 *)r->frame->data};
   g_autoptr(GBytes) image = insp_image_encode_png(&img, NULL);
   g_autoptr(GBytes) map = NULL;
 
@@ -403,8 +403,7 @@ publish_snapshot(Daemon *d, InspMqtt *mqtt, guint64 seq, const char *part_id, co
   insp_daemon_mqtt_snapshot(mqtt, seq, part_id, image, map);
 }
 
-static gboolean
-stop_idle(gpointer data);
+static gboolean stop_idle(gpointer data);
 
 static void
 on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
@@ -435,16 +434,16 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
     mask_png = encode_mask(r);
 
   InspDaemonVerdict v = {
-    .seq = seq,
-    .part_id = part_id,
-    .capture_time_us = r->frame->wall_us,
-    .fail = r->fail,
-    .score = r->score,
-    .threshold = r->threshold,
-    .model = r->model_id,
-    .latency_ms = r->latency_ms,
-    .regions = n_regions ? (const InspRegion *)r->regions->data : NULL,
-    .n_regions = n_regions,
+      .seq = seq,
+      .part_id = part_id,
+      .capture_time_us = r->frame->wall_us,
+      .fail = r->fail,
+      .score = r->score,
+      .threshold = r->threshold,
+      .model = r->model_id,
+      .latency_ms = r->latency_ms,
+      .regions = n_regions ? (const InspRegion *)r->regions->data : NULL,
+      .n_regions = n_regions,
   };
   g_mutex_lock(&d->pub_lock);
   if (d->mqtt) {
@@ -527,11 +526,11 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   g_autofree InspCameraControl *controls = g_new0(InspCameraControl, cfg->camera.n_controls + 1);
   g_autoptr(GPtrArray) strings = g_ptr_array_new_with_free_func(g_free);
   InspPipelineCallbacks cb = {
-    .result = on_result,
-    .event = on_pipeline_event,
-    .trigger_timeout = on_trigger_timeout,
-    .user_data = d,
-    .context = NULL,
+      .result = on_result,
+      .event = on_pipeline_event,
+      .trigger_timeout = on_trigger_timeout,
+      .user_data = d,
+      .context = NULL,
   };
 
   /* Pipeline callbacks run on the main context (the default one), iterated by
@@ -558,10 +557,11 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   o.height = cfg->camera.height;
   o.drop = cfg->camera.drop == INSP_CONFIG_DROP_OLDEST ? INSP_DROP_OLDEST : INSP_DROP_NEVER;
   o.workers = (guint)MAX(cfg->model.workers, 1);
-  o.trigger =
-    cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT ? INSP_TRIGGER_EXTERNAL : INSP_TRIGGER_FREE;
+  o.trigger = cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT ? INSP_TRIGGER_EXTERNAL
+                                                                 : INSP_TRIGGER_FREE;
   o.timeout_ms = (guint)MAX(cfg->trigger.timeout_ms, 0);
-  d->use_frame_part_id = o.source == INSP_CAPTURE_SOURCE_FILES || o.trigger == INSP_TRIGGER_EXTERNAL;
+  d->use_frame_part_id =
+      o.source == INSP_CAPTURE_SOURCE_FILES || o.trigger == INSP_TRIGGER_EXTERNAL;
   if (cfg->model.blas_threads > 0)
     insp_ops_set_blas_threads(cfg->model.blas_threads);
 
@@ -598,7 +598,7 @@ static gboolean
 status_tick(gpointer user_data)
 {
   Daemon *d = user_data;
-  InspPipelineStats st = { 0 };
+  InspPipelineStats st = {0};
   guint64 pass, fail, errors;
   double lat;
   gboolean connected = FALSE;
@@ -629,7 +629,9 @@ status_tick(gpointer user_data)
                      " errors, threshold %.3f, broker %s%s",
                      d->degraded ? "degraded" : "inspecting", st.fps, lat, pass, fail,
                      st.frames_dropped, errors, d->config->inspection.threshold,
-                     d->mqtt == NULL ? "off" : connected ? "connected" : "unreachable",
+                     d->mqtt == NULL ? "off"
+                     : connected     ? "connected"
+                                     : "unreachable",
                      pending ? ", results spooled" : "");
   return G_SOURCE_CONTINUE;
 }
@@ -638,7 +640,7 @@ static gboolean
 watchdog_tick(gpointer user_data)
 {
   Daemon *d = user_data;
-  InspPipelineStats st = { 0 };
+  InspPipelineStats st = {0};
   gint64 now = g_get_monotonic_time();
   guint64 period = insp_notify_watchdog_usec();
 
@@ -681,8 +683,7 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
     break;
   case INSP_PIPELINE_EVENT_ERROR:
   case INSP_PIPELINE_EVENT_EOS:
-    g_warning("camera: %s%s%s", ev->message, ev->detail ? " - " : "",
-              ev->detail ? ev->detail : "");
+    g_warning("camera: %s%s%s", ev->message, ev->detail ? " - " : "", ev->detail ? ev->detail : "");
     publish_event(d, "error", "camera_lost", ev->message);
     set_degraded(d, TRUE, ev->message);
     break;
@@ -723,8 +724,7 @@ model_for_config(Daemon *d, const InspConfig *cfg, GError **error)
   return insp_model_load(cfg->model.path, error);
 }
 
-static InspMqtt *
-mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
+static InspMqtt *mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
 
 /* Validates @why's new config whole and applies it, or keeps the old one. */
 static gboolean
@@ -809,8 +809,8 @@ reload(Daemon *d, const char *why, GError **error)
       insp_daemon_mqtt_set_masks(d->mqtt, cfg->mqtt.masks);
     g_mutex_unlock(&d->pub_lock);
   }
-  if (change & (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS |
-                INSP_CONFIG_CHANGE_TRIGGER)) {
+  if (change &
+      (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_TRIGGER)) {
     if (d->pipe) {
       insp_pipeline_stop(d->pipe, TRUE);
       g_clear_pointer(&d->pipe, insp_pipeline_free);
@@ -829,7 +829,8 @@ reload(Daemon *d, const char *why, GError **error)
   d->config = g_steal_pointer(&cfg);
   g_info("config reloaded (%s): %s%s%s", why, what, keys_text[0] ? " - " : "", keys_text);
   {
-    g_autofree char *msg = g_strdup_printf("config reloaded: %s", keys_text[0] ? keys_text : "no change");
+    g_autofree char *msg =
+        g_strdup_printf("config reloaded: %s", keys_text[0] ? keys_text : "no change");
     publish_event(d, "info", "reloaded", msg);
   }
   insp_notify_ready(d->degraded ? "reloaded, degraded" : "reloaded");
@@ -938,10 +939,10 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
 
   switch (c->kind) {
   case INSP_DAEMON_CMD_TRIGGER: {
-    g_autofree char *id = c->part_id ? g_strdup(c->part_id)
-                                     : g_strdup_printf("trigger-%" G_GINT64_FORMAT "-%" G_GUINT64_FORMAT,
-                                                       g_get_real_time() / G_USEC_PER_SEC,
-                                                       ++d->trigger_counter);
+    g_autofree char *id =
+        c->part_id ? g_strdup(c->part_id)
+                   : g_strdup_printf("trigger-%" G_GINT64_FORMAT "-%" G_GUINT64_FORMAT,
+                                     g_get_real_time() / G_USEC_PER_SEC, ++d->trigger_counter);
     if (d->pipe == NULL || !insp_pipeline_trigger(d->pipe, id, &error)) {
       insp_daemon_mqtt_reply_error(d->mqtt, c->cmd,
                                    error ? error->message : "capture is not running");
@@ -1117,8 +1118,8 @@ daemon_start(Daemon *d)
   d->model = model_for_config(d, d->config, &error);
   if (d->model == NULL) {
     g_autofree char *what = d->config->model.path[0]
-                              ? g_strdup_printf("cannot load model %s", d->config->model.path)
-                              : g_strdup("cannot train the demo model");
+                                ? g_strdup_printf("cannot load model %s", d->config->model.path)
+                                : g_strdup("cannot train the demo model");
     return start_failed(d, what, error);
   }
   InspInspectParams params;
@@ -1174,7 +1175,7 @@ daemon_cleanup(Daemon *d)
 int
 insp_daemon_main(const InspDaemonOptions *opt)
 {
-  Daemon dd = { 0 }, *d = &dd;
+  Daemon dd = {0}, *d = &dd;
 
   g_return_val_if_fail(opt != NULL, 2);
   d->opt = *opt;
@@ -1200,9 +1201,9 @@ insp_daemon_main(const InspDaemonOptions *opt)
     d->status_timer = g_timeout_add_seconds(STATUS_INTERVAL_S, status_tick, d);
     if (wd > 0)
       d->watchdog_timer = g_timeout_add(MAX((guint)(wd / 2000), 50), watchdog_tick, d);
-    g_autofree char *ready = g_strdup_printf(
-      "inspecting with %s, threshold %.3f%s", insp_model_get_id(d->model),
-      d->config->inspection.threshold, d->mqtt ? "" : ", MQTT off");
+    g_autofree char *ready =
+        g_strdup_printf("inspecting with %s, threshold %.3f%s", insp_model_get_id(d->model),
+                        d->config->inspection.threshold, d->mqtt ? "" : ", MQTT off");
     g_info("%s (seq from %" G_GUINT64_FORMAT ")", ready, d->next_seq);
     insp_notify_ready(ready);
     d->ready = TRUE;

@@ -15,12 +15,12 @@
 G_BEGIN_DECLS
 
 typedef struct {
-  const char *config_path; /* NULL: the embedded demo line */
-  gboolean print_decisions; /* one line per part on stdout (default in the demo) */
-  guint64 count;            /* stop after this many parts; 0: run until signalled */
-  double demo_fps;          /* demo line speed; 0: as fast as the workers go */
-  int demo_size;            /* demo part images, pixels square; 0: 256 */
-  guint demo_defect_every;  /* every Nth demo part is defective; 0: 5 */
+  const char *config_path;   /* NULL: the embedded demo line */
+  gboolean print_decisions;  /* one line per part on stdout (default in the demo) */
+  guint64 count;             /* stop after this many parts; 0: run until signalled */
+  double demo_fps;           /* demo line speed; 0: as fast as the workers go */
+  int demo_size;             /* demo part images, pixels square; 0: 256 */
+  guint demo_defect_every;   /* every Nth demo part is defective; 0: 5 */
   guint64 debug_stall_after; /* tests: the results thread hangs after this many parts
                               * until the stop (shows the watchdog stop pinging); 0: off */
 } InspDaemonOptions;

@@ -24,10 +24,10 @@ static const struct {
   const char *name;
   InspLogLevel level;
 } level_names[] = {
-  { "error", INSP_LOG_LEVEL_ERROR },   { "critical", INSP_LOG_LEVEL_ERROR },
-  { "warning", INSP_LOG_LEVEL_WARNING }, { "info", INSP_LOG_LEVEL_INFO },
-  { "notice", INSP_LOG_LEVEL_INFO },   { "message", INSP_LOG_LEVEL_INFO },
-  { "debug", INSP_LOG_LEVEL_DEBUG },
+    {"error", INSP_LOG_LEVEL_ERROR},     {"critical", INSP_LOG_LEVEL_ERROR},
+    {"warning", INSP_LOG_LEVEL_WARNING}, {"info", INSP_LOG_LEVEL_INFO},
+    {"notice", INSP_LOG_LEVEL_INFO},     {"message", INSP_LOG_LEVEL_INFO},
+    {"debug", INSP_LOG_LEVEL_DEBUG},
 };
 
 gboolean
@@ -161,7 +161,7 @@ writer(GLogLevelFlags flags, const GLogField *fields, gsize n_fields, gpointer u
 
     memcpy(all, fields, n_fields * sizeof *fields);
     g_mutex_lock(&station_lock);
-    all[n_fields] = (GLogField){ "INSPECTD_STATION", station ? station : "", -1 };
+    all[n_fields] = (GLogField){"INSPECTD_STATION", station ? station : "", -1};
     out = g_log_writer_journald(flags, all, station ? n_fields + 1 : n_fields, NULL);
     g_mutex_unlock(&station_lock);
     if (out == G_LOG_WRITER_HANDLED)
@@ -212,11 +212,11 @@ insp_log_part(GLogLevelFlags level, guint64 seq, const char *part_id, const char
   va_end(ap);
   g_snprintf(seq_text, sizeof seq_text, "%" G_GUINT64_FORMAT, seq);
   GLogField fields[] = {
-    { "PRIORITY", priority_of(level), -1 },
-    { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 },
-    { "MESSAGE", message, -1 },
-    { "INSPECTD_SEQ", seq_text, -1 },
-    { "INSPECTD_PART_ID", part_id, -1 },
+      {"PRIORITY", priority_of(level), -1},
+      {"GLIB_DOMAIN", G_LOG_DOMAIN, -1},
+      {"MESSAGE", message, -1},
+      {"INSPECTD_SEQ", seq_text, -1},
+      {"INSPECTD_PART_ID", part_id, -1},
   };
   g_log_structured_array(level, fields, part_id ? G_N_ELEMENTS(fields) : G_N_ELEMENTS(fields) - 1);
 }

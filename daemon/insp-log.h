@@ -35,7 +35,7 @@ void insp_log_set_station(const char *station);
 /* A message about one part: INSPECTD_SEQ and INSPECTD_PART_ID (when not NULL)
  * ride along in the journal and in brackets on stderr. @level is one of
  * G_LOG_LEVEL_{CRITICAL,WARNING,MESSAGE,INFO,DEBUG}. */
-void insp_log_part(GLogLevelFlags level, guint64 seq, const char *part_id, const char *format,
-                   ...) G_GNUC_PRINTF(4, 5);
+void insp_log_part(GLogLevelFlags level, guint64 seq, const char *part_id, const char *format, ...)
+    G_GNUC_PRINTF(4, 5);
 
 G_END_DECLS

@@ -75,8 +75,8 @@ insp_notify_watchdog(void)
 gboolean
 insp_notify_reloading(void)
 {
-  g_autofree char *msg = g_strdup_printf("RELOADING=1\nMONOTONIC_USEC=%" G_GINT64_FORMAT,
-                                         g_get_monotonic_time());
+  g_autofree char *msg =
+      g_strdup_printf("RELOADING=1\nMONOTONIC_USEC=%" G_GINT64_FORMAT, g_get_monotonic_time());
   return send_message(msg);
 }
 

@@ -14,11 +14,11 @@
 #include <glib/gstdio.h>
 #include <math.h>
 
-G_DEFINE_QUARK(insp-synth-error-quark, insp_synth_error)
+G_DEFINE_QUARK(insp - synth - error - quark, insp_synth_error)
 
 #define N_BOLTS 6
 
-static const char *const kind_names[INSP_SYNTH_N_KINDS] = { "good", "scratch", "spot", "missing" };
+static const char *const kind_names[INSP_SYNTH_N_KINDS] = {"good", "scratch", "spot", "missing"};
 
 const char *
 insp_synth_kind_to_string(InspSynthKind kind)
@@ -120,8 +120,8 @@ typedef struct {
 static void
 pick_face_point(Rng *r, const Part *p, double *x, double *y)
 {
-  double rad = rng_range(r, p->bore + 0.35 * (p->bolt_ring - p->bore),
-                         p->bolt_ring - 1.6 * p->bolt_r);
+  double rad =
+      rng_range(r, p->bore + 0.35 * (p->bolt_ring - p->bore), p->bolt_ring - 1.6 * p->bolt_r);
   double ang = rng_range(r, 0.0, 2.0 * G_PI);
   *x = p->cx + rad * cos(ang);
   *y = p->cy + rad * sin(ang);
@@ -130,7 +130,7 @@ pick_face_point(Rng *r, const Part *p, double *x, double *y)
 static void
 part_plan(Part *p, guint64 seed, InspSynthKind kind, int width, int height)
 {
-  Rng r = { mix64(seed ^ G_GUINT64_CONSTANT(0x5eed5eed5eed5eed)) };
+  Rng r = {mix64(seed ^ G_GUINT64_CONSTANT(0x5eed5eed5eed5eed))};
   double s = MIN(width, height);
 
   p->cx = width / 2.0 + rng_range(&r, -0.03, 0.03) * s;
@@ -237,9 +237,9 @@ spot_weight(const Part *p, double px, double py)
 static void
 render(const Part *p, InspImage *img, InspImage *mask)
 {
-  const double bg[3] = { 38.0, 42.0, 48.0 };
-  const double tint[3] = { 1.0, 1.0, 1.04 };
-  const double rust[3] = { 18.0, -4.0, -22.0 };
+  const double bg[3] = {38.0, 42.0, 48.0};
+  const double tint[3] = {1.0, 1.0, 1.04};
+  const double rust[3] = {18.0, -4.0, -22.0};
   double s = MIN(img->width, img->height);
 
   for (int y = 0; y < img->height; y++) {
@@ -248,7 +248,8 @@ render(const Part *p, InspImage *img, InspImage *mask)
     for (int x = 0; x < img->width; x++) {
       double px = x + 0.5, py = y + 0.5, r;
       double clean = metal_coverage(p, px, py, FALSE, &r);
-      double metal = (p->missing_bolt >= 0 || p->notch) ? metal_coverage(p, px, py, TRUE, &r) : clean;
+      double metal =
+          (p->missing_bolt >= 0 || p->notch) ? metal_coverage(p, px, py, TRUE, &r) : clean;
       double dx = px - p->cx, dy = py - p->cy;
       double shade = 0.0, scratch = 0.0, spot = 0.0;
       gboolean defect = fabs(metal - clean) > 0.5;
@@ -294,15 +295,15 @@ insp_synth_part(guint64 seed, InspSynthKind kind, int width, int height, InspIma
   g_return_val_if_fail((int)kind >= 0 && kind < INSP_SYNTH_N_KINDS, FALSE);
   g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
 
-  if (width < INSP_SYNTH_MIN_SIZE || height < INSP_SYNTH_MIN_SIZE ||
-      width > INSP_SYNTH_MAX_SIZE || height > INSP_SYNTH_MAX_SIZE) {
+  if (width < INSP_SYNTH_MIN_SIZE || height < INSP_SYNTH_MIN_SIZE || width > INSP_SYNTH_MAX_SIZE ||
+      height > INSP_SYNTH_MAX_SIZE) {
     g_set_error(error, INSP_SYNTH_ERROR, INSP_SYNTH_ERROR_SIZE,
                 "synthetic part size %dx%d is outside %d..%d pixels", width, height,
                 INSP_SYNTH_MIN_SIZE, INSP_SYNTH_MAX_SIZE);
     return FALSE;
   }
 
-  Part p = { 0 };
+  Part p = {0};
   part_plan(&p, seed, kind, width, height);
   g_autoptr(InspImage) out = insp_image_new(width, height, 3);
   g_autoptr(InspImage) m = insp_image_new(width, height, 1);
@@ -358,8 +359,8 @@ write_set(const char *dir, const char *split, InspSynthKind kind, int n, int siz
     g_autofree char *stem = g_strdup_printf("%03d", i);
     g_autofree char *file = g_strdup_printf("%s.png", stem);
     g_autofree char *img_path = g_build_filename(img_dir, file, NULL);
-    guint64 part_seed = mix64(seed ^ mix64(((guint64)kind << 40) ^ ((guint64)(split[1] == 'r') << 32) ^
-                                           (guint64)i));
+    guint64 part_seed = mix64(
+        seed ^ mix64(((guint64)kind << 40) ^ ((guint64)(split[1] == 'r') << 32) ^ (guint64)i));
 
     if (!insp_synth_part(part_seed, kind, size, size, &img, &mask, error))
       return FALSE;

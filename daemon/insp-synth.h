@@ -42,8 +42,8 @@ gboolean insp_synth_kind_from_string(const char *name, InspSynthKind *kind);
  * 1-channel image of the same size with 255 on defect pixels and 0 elsewhere
  * (all 0 for INSP_SYNTH_GOOD; never all 0 for a defect). The caller owns both.
  * Out-parameters are written only on success. Any thread. */
-gboolean insp_synth_part(guint64 seed, InspSynthKind kind, int width, int height,
-                         InspImage **img, InspImage **mask, GError **error);
+gboolean insp_synth_part(guint64 seed, InspSynthKind kind, int width, int height, InspImage **img,
+                         InspImage **mask, GError **error);
 
 /* The demo line's sequence: part @index (0, 1, 2, ...) is good except every
  * @defect_every-th one (index % defect_every == defect_every - 1), whose kind

@@ -54,7 +54,7 @@ static Fixture fx;
 static int
 free_port(void)
 {
-  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof sa;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -68,8 +68,9 @@ free_port(void)
 static gboolean
 port_open(int port)
 {
-  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((guint16)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((guint16)port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   gboolean ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
 
@@ -102,7 +103,8 @@ train_image(int index, gpointer user_data, GError **error)
   InspImage *img = NULL;
   guint64 base = GPOINTER_TO_UINT(user_data);
 
-  if (!insp_synth_part(base + (guint64)index * 7919, INSP_SYNTH_GOOD, SIZE, SIZE, &img, NULL, error))
+  if (!insp_synth_part(base + (guint64)index * 7919, INSP_SYNTH_GOOD, SIZE, SIZE, &img, NULL,
+                       error))
     return NULL;
   return img;
 }
@@ -117,8 +119,8 @@ train_model(const char *path, guint64 seed, double coreset)
   opt.backbone = "builtin";
   opt.coreset_fraction = coreset;
   opt.seed = seed;
-  g_autoptr(InspModel) m =
-    insp_model_train(&opt, 12, train_image, GUINT_TO_POINTER((guint)seed * 1000u), NULL, NULL, &error);
+  g_autoptr(InspModel) m = insp_model_train(
+      &opt, 12, train_image, GUINT_TO_POINTER((guint)seed * 1000u), NULL, NULL, &error);
   g_assert_no_error(error);
   g_assert_true(insp_model_save(m, path, &error));
   g_assert_no_error(error);
@@ -147,7 +149,7 @@ config_text(const char *model, const char *threshold)
 static void
 notify_open(void)
 {
-  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
   fx.notify_path = g_build_filename(fx.dir, "notify", NULL);
   g_assert_cmpuint(strlen(fx.notify_path), <, sizeof sa.sun_path);
@@ -167,7 +169,7 @@ notify_wait(const char *prefix, double timeout_s)
 
   for (;;) {
     gint64 left = deadline - g_get_monotonic_time();
-    struct pollfd p = { .fd = fx.notify_fd, .events = POLLIN };
+    struct pollfd p = {.fd = fx.notify_fd, .events = POLLIN};
     char buf[4096];
 
     if (left <= 0)
@@ -201,13 +203,14 @@ parse_lines(const char *path)
   GArray *out = g_array_new(FALSE, TRUE, sizeof(Line));
 
   for (char **l = lines; *l; l++) {
-    Line x = { 0 };
+    Line x = {0};
     char verdict[8] = "";
     unsigned regions = 0;
     if (!g_str_has_prefix(*l, "seq="))
       continue;
-    int got = sscanf(*l, "seq=%" G_GUINT64_FORMAT " part=%63s verdict=%7s score=%lf threshold=%lf regions=%u",
-                     &x.seq, x.part, verdict, &x.score, &x.threshold, &regions);
+    int got = sscanf(
+        *l, "seq=%" G_GUINT64_FORMAT " part=%63s verdict=%7s score=%lf threshold=%lf regions=%u",
+        &x.seq, x.part, verdict, &x.score, &x.threshold, &regions);
     g_assert_cmpint(got, ==, 6);
     x.fail = g_str_equal(verdict, "fail");
     g_array_append_val(out, x);
@@ -282,10 +285,11 @@ fixture_setup(void)
   fx.port = free_port();
   g_autofree char *bconf = g_build_filename(fx.dir, "mosquitto.conf", NULL);
   g_autofree char *btext =
-    g_strdup_printf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", fx.port);
+      g_strdup_printf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", fx.port);
   write_file(bconf, btext);
-  fx.broker = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
-                               &error, mosquitto, "-c", bconf, NULL);
+  fx.broker =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                       &error, mosquitto, "-c", bconf, NULL);
   g_assert_no_error(error);
   for (int i = 0; i < 100 && !port_open(fx.port); i++)
     g_usleep(50000);
@@ -504,7 +508,7 @@ test_lifecycle(void)
     missing = 0;
     for (guint i = 0; i < all->len; i++) {
       g_autofree char *needle =
-        g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
+          g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
       missing += strstr(sub, needle) == NULL;
     }
     if (missing == 0)
@@ -532,7 +536,7 @@ test_lifecycle(void)
   guint64 last = g_array_index(all, Line, all->len - 1).seq;
   g_autofree char *out2 = g_build_filename(fx.dir, "run2.out", NULL);
   g_autofree char *err2 = g_build_filename(fx.dir, "run2.err", NULL);
-  const char *count[] = { "--count", "3", NULL };
+  const char *count[] = {"--count", "3", NULL};
   notify_drain();
   g_autoptr(GSubprocess) p2 = spawn_daemon(out2, err2, count);
   g_assert_true(g_subprocess_wait(p2, NULL, &error));
@@ -551,9 +555,9 @@ mqtt_publish(const char *topic, const char *payload)
   g_autoptr(GError) error = NULL;
 
   g_assert_nonnull(pub);
-  g_autoptr(GSubprocess) p = g_subprocess_new(G_SUBPROCESS_FLAGS_NONE, &error, pub, "-h",
-                                              "127.0.0.1", "-p", port, "-q", "1", "-t", topic,
-                                              "-m", payload, NULL);
+  g_autoptr(GSubprocess) p =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_NONE, &error, pub, "-h", "127.0.0.1", "-p", port, "-q",
+                       "1", "-t", topic, "-m", payload, NULL);
   g_assert_no_error(error);
   g_assert_true(g_subprocess_wait_check(p, NULL, &error));
   g_assert_no_error(error);
@@ -604,8 +608,8 @@ test_threshold_command(void)
     g_autofree char *port = g_strdup_printf("%d", fx.port);
     g_autofree char *snap_out = NULL;
     g_autoptr(GSubprocess) snap = g_subprocess_new(
-      G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, subbin, "-h", "127.0.0.1", "-p", port, "-t",
-      "inspectd/" STATION "/snapshot", "-C", "2", "-W", "20", "-F", "%t %l", NULL);
+        G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, subbin, "-h", "127.0.0.1", "-p", port, "-t",
+        "inspectd/" STATION "/snapshot", "-C", "2", "-W", "20", "-F", "%t %l", NULL);
     g_assert_no_error(error);
     g_usleep(300000);
     mqtt_publish("inspectd/" STATION "/cmd/snapshot", "");
@@ -616,8 +620,8 @@ test_threshold_command(void)
     for (int i = 0; i < 2; i++) {
       guint64 len = 0;
       g_assert_true(g_str_has_prefix(lines[i], "inspectd/" STATION "/snapshot "));
-      g_assert_true(g_ascii_string_to_unsigned(strchr(lines[i], ' ') + 1, 10, 100, G_MAXUINT64,
-                                               &len, NULL));
+      g_assert_true(
+          g_ascii_string_to_unsigned(strchr(lines[i], ' ') + 1, 10, 100, G_MAXUINT64, &len, NULL));
     }
   }
 
@@ -640,7 +644,7 @@ test_threshold_command(void)
 
   /* Restart: the command's threshold is still in force. */
   g_autofree char *out2 = g_build_filename(fx.dir, "cmd2.out", NULL);
-  const char *count[] = { "--count", "2", NULL };
+  const char *count[] = {"--count", "2", NULL};
   notify_drain();
   g_autoptr(GSubprocess) p2 = spawn_daemon(out2, err, count);
   g_assert_true(g_subprocess_wait(p2, NULL, &error));
@@ -677,7 +681,7 @@ test_watchdog_stall(void)
   g_autofree char *out = g_build_filename(fx.dir, "stall.out", NULL);
   g_autofree char *err = g_build_filename(fx.dir, "stall.err", NULL);
   g_autofree char *cfg = config_text(fx.model_a, "0.5");
-  const char *stall[] = { "--debug-stall-after", "4", NULL };
+  const char *stall[] = {"--debug-stall-after", "4", NULL};
   write_file(fx.cfg_path, cfg);
   notify_drain();
   g_autoptr(GSubprocess) p = spawn_daemon(out, err, stall);

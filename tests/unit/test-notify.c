@@ -26,7 +26,7 @@ typedef struct {
 static void
 listener_open(Listener *l)
 {
-  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
   g_autoptr(GError) error = NULL;
 
   l->dir = g_dir_make_tmp("test-notify-XXXXXX", &error);
@@ -196,7 +196,8 @@ unit_copy(const char *src, const char *dir, const char *as)
   char *args = strstr(exec, "/inspectd run");
   g_assert_nonnull(args);
   exec[strlen("ExecStart=")] = '\0';
-  g_autofree char *patched = g_strconcat(text, g_getenv("INSPECTD"), args + strlen("/inspectd"), NULL);
+  g_autofree char *patched =
+      g_strconcat(text, g_getenv("INSPECTD"), args + strlen("/inspectd"), NULL);
   char *dst = g_build_filename(dir, as, NULL);
   g_assert_true(g_file_set_contents(dst, patched, -1, &error));
   g_assert_no_error(error);
@@ -210,8 +211,8 @@ test_units(void)
   g_autoptr(GError) error = NULL;
   struct {
     const char *built, *as;
-  } units[] = { { "inspectd.service", "inspectd.service" },
-                { "inspectd@.service", "inspectd@cam1.service" } };
+  } units[] = {{"inspectd.service", "inspectd.service"},
+               {"inspectd@.service", "inspectd@cam1.service"}};
 
   if (sa == NULL) {
     g_test_skip("systemd-analyze is not installed (apt-get install systemd)");
@@ -228,7 +229,7 @@ test_units(void)
     g_assert_cmpint(run(verify, NULL), ==, 0);
     /* The exposure score, 0.0 (best) .. 10.0: at most 2.0. */
     g_autofree char *security =
-      g_strdup_printf("%s security --offline=true --no-pager '%s'", sa, unit);
+        g_strdup_printf("%s security --offline=true --no-pager '%s'", sa, unit);
     run(security, &out);
     const char *at = out ? strstr(out, "Overall exposure level for ") : NULL;
     g_assert_nonnull(at);
@@ -239,7 +240,7 @@ test_units(void)
     g_assert_cmpfloat(score, >, 0.0);
     g_assert_cmpfloat(score, <=, 2.0);
     g_autofree char *threshold =
-      g_strdup_printf("%s security --offline=true --threshold=20 '%s'", sa, unit);
+        g_strdup_printf("%s security --offline=true --threshold=20 '%s'", sa, unit);
     g_autofree char *ignored = NULL;
     g_assert_cmpint(run(threshold, &ignored), ==, 0);
     g_unlink(unit);

@@ -142,7 +142,7 @@ static void
 test_kinds(void)
 {
   InspSynthKind k = INSP_SYNTH_GOOD;
-  int counts[INSP_SYNTH_N_KINDS] = { 0 };
+  int counts[INSP_SYNTH_N_KINDS] = {0};
 
   g_assert_true(insp_synth_kind_from_string("missing", &k));
   g_assert_cmpint(k, ==, INSP_SYNTH_MISSING);
@@ -166,10 +166,14 @@ test_write_dataset(void)
 {
   g_autoptr(GError) error = NULL;
   g_autofree char *dir = g_dir_make_tmp("test-synth-XXXXXX", &error);
-  const char *files[] = { "train/good/000.png", "train/good/002.png", "test/good/001.png",
-                          "test/scratch/000.png", "test/spot/001.png", "test/missing/001.png",
-                          "ground_truth/scratch/000_mask.png",
-                          "ground_truth/missing/001_mask.png" };
+  const char *files[] = {"train/good/000.png",
+                         "train/good/002.png",
+                         "test/good/001.png",
+                         "test/scratch/000.png",
+                         "test/spot/001.png",
+                         "test/missing/001.png",
+                         "ground_truth/scratch/000_mask.png",
+                         "ground_truth/missing/001_mask.png"};
 
   g_assert_no_error(error);
   g_assert_true(insp_synth_write_dataset(dir, 64, 3, 2, 2, 99, &error));
