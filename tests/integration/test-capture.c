@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "insp-image.h"
+#include "insp-model.h"
 #include "insp-pipeline.h"
 
 /* ---- a stub scorer ---------------------------------------------------------------- */
@@ -679,6 +680,137 @@ test_bad_options(void)
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL);
 }
 
+/* ---- the default model scorer, with hot thresholds --------------------------------------- */
+
+static InspImage *
+tiny_good(int index, gpointer data, GError **error)
+{
+  InspImage *img = insp_image_new(64, 64, 3);
+  for (int k = 0; k < img->stride * img->height; k++)
+    img->data[k] = (guint8)(((k / 3) % 64 / 8 + (k / 3) / 64 / 8) % 2 ? 160 + index : 90);
+  return img;
+}
+
+typedef struct {
+  GMutex lock;
+  guint n, n_fail, n_with_mask;
+  gboolean all_ok;
+  char *model_id;
+} ModelSeen;
+
+static void
+on_model_result(InspPipeline *p, const InspResult *r, gpointer data)
+{
+  ModelSeen *m = data;
+  g_mutex_lock(&m->lock);
+  m->n++;
+  if (!r->ok) {
+    m->all_ok = FALSE;
+  } else {
+    if (r->fail)
+      m->n_fail++;
+    if (r->mask != NULL && r->regions != NULL)
+      m->n_with_mask++;
+    if (m->model_id == NULL && r->model_id != NULL)
+      m->model_id = g_strdup(r->model_id);
+  }
+  g_mutex_unlock(&m->lock);
+}
+
+static guint
+model_seen_n(ModelSeen *m, guint *fails)
+{
+  g_mutex_lock(&m->lock);
+  guint n = m->n;
+  if (fails)
+    *fails = m->n_fail;
+  g_mutex_unlock(&m->lock);
+  return n;
+}
+
+static void
+test_model_scorer_hot_params(void)
+{
+  InspTrainOptions topt;
+  insp_train_options_init(&topt);
+  topt.backbone = "builtin";
+  topt.input_size = 64;
+  g_autoptr(GError) err = NULL;
+  g_autoptr(InspModel) model = insp_model_train(&topt, 8, tiny_good, NULL, NULL, NULL, &err);
+  if (model == NULL) {
+    g_test_skip_printf("cannot train a builtin model: %s", err->message);
+    return;
+  }
+  /* Threshold 0: everything fails. */
+  InspInspectParams never_pass = {0.0f, 1e9f, 1, FALSE, {0, 0, 0, 0}};
+  InspInspectParams always_pass = {1e9f, 1e9f, 1, FALSE, {0, 0, 0, 0}};
+  g_autoptr(InspScorer) scorer = insp_model_scorer_new(model, &never_pass);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.fps = 0;
+  opt.width = 64;
+  opt.height = 64;
+  opt.workers = 2;
+  ModelSeen m = {0};
+  g_mutex_init(&m.lock);
+  m.all_ok = TRUE;
+  InspPipelineCallbacks cb = {on_model_result, NULL, NULL, &m, NULL};
+  InspPipeline *p = insp_pipeline_new(&opt, scorer, &cb, &err);
+  g_assert_no_error(err);
+  g_assert_true(insp_pipeline_start(p, &err));
+  gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+  while (model_seen_n(&m, NULL) < 6 && g_get_monotonic_time() < end)
+    g_usleep(10000);
+  guint fails_before;
+  guint n_before = model_seen_n(&m, &fails_before);
+  g_assert_cmpuint(n_before, >=, 6);
+  g_assert_cmpuint(fails_before, ==, n_before);
+  /* Hot: from the next frame on, everything passes. */
+  insp_model_scorer_set_params(scorer, &always_pass);
+  g_usleep(50 * 1000); /* frames already scored may still arrive */
+  guint fails_mid;
+  guint n_mid = model_seen_n(&m, &fails_mid);
+  while (model_seen_n(&m, NULL) < n_mid + 6 && g_get_monotonic_time() < end)
+    g_usleep(10000);
+  insp_pipeline_free(p);
+  guint fails_after;
+  guint n_after = model_seen_n(&m, &fails_after);
+  g_assert_cmpuint(n_after, >=, n_mid + 6);
+  g_assert_cmpuint(fails_after, <=, fails_mid + 2); /* at most the frames in flight */
+  g_assert_true(m.all_ok);
+  g_assert_cmpuint(m.n_with_mask, ==, m.n);
+  g_assert_cmpstr(m.model_id, ==, insp_model_get_id(model));
+  g_autoptr(InspModel) cur = insp_model_scorer_get_model(scorer);
+  g_assert_true(cur == model);
+  g_free(m.model_id);
+  g_mutex_clear(&m.lock);
+}
+
+static void
+test_cameras_command(void)
+{
+  const char *inspectd = g_getenv("INSPECTD");
+  if (inspectd == NULL) {
+    g_test_skip("INSPECTD is not set (run through meson test)");
+    return;
+  }
+  const char *argv[] = {inspectd, "cameras", NULL};
+  g_autofree char *out = NULL;
+  int status = -1;
+  g_autoptr(GError) err = NULL;
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL,
+                             &status, &err));
+  g_assert_no_error(err);
+  g_assert_true(g_spawn_check_wait_status(status, NULL));
+  gboolean v4l2 = g_file_test("/dev/video0", G_FILE_TEST_EXISTS);
+  if (!v4l2)
+    g_assert_nonnull(strstr(out, "no V4L2 devices"));
+  else
+    g_assert_nonnull(strstr(out, "/dev/video0"));
+  g_assert_nonnull(strstr(out, "GenICam"));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -697,5 +829,7 @@ main(int argc, char **argv)
   g_test_add_func("/capture/trigger-refused-in-free-mode", test_trigger_refused_in_free_mode);
   g_test_add_func("/capture/order-and-scorer-swap", test_order_and_scorer_swap);
   g_test_add_func("/capture/bad-options", test_bad_options);
+  g_test_add_func("/capture/model-scorer-hot-params", test_model_scorer_hot_params);
+  g_test_add_func("/capture/cameras-command", test_cameras_command);
   return g_test_run();
 }
