@@ -153,16 +153,18 @@ query_controls(int fd)
 }
 
 static gboolean
-get_control(int fd, guint32 id, gint64 *value)
+get_control(int fd, const struct v4l2_query_ext_ctrl *q, gint64 *value)
 {
   struct v4l2_ext_control c = {0};
   struct v4l2_ext_controls cs = {0};
+  guint32 id = q->id;
   c.id = id;
   cs.which = V4L2_CTRL_WHICH_CUR_VAL;
   cs.count = 1;
   cs.controls = &c;
   if (xioctl(fd, VIDIOC_G_EXT_CTRLS, &cs) == 0) {
-    *value = c.value64 != 0 && c.value == 0 ? c.value64 : c.value;
+    /* value and value64 share a union: read the member of the control's type */
+    *value = q->type == V4L2_CTRL_TYPE_INTEGER64 ? c.value64 : c.value;
     return TRUE;
   }
   struct v4l2_control old = {id, 0};
@@ -284,7 +286,7 @@ insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls,
       continue;
     }
     gint64 back;
-    if (!(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) && get_control(fd, q->id, &back) && back != value)
+    if (!(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) && get_control(fd, q, &back) && back != value)
       g_ptr_array_add(warnings,
                       g_strdup_printf("%s: control %s=%" G_GINT64_FORMAT " did not take: it reads %"
                                       G_GINT64_FORMAT "%s",
@@ -387,7 +389,7 @@ describe_v4l2(GString *s, const char *path)
     gint64 cur = 0;
     gboolean have = !(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) &&
                     q->type != V4L2_CTRL_TYPE_BUTTON && !(q->flags & V4L2_CTRL_FLAG_HAS_PAYLOAD) &&
-                    get_control(fd, q->id, &cur);
+                    get_control(fd, q, &cur);
     g_string_append_printf(s, "    %-32s %-7s min=%" G_GINT64_FORMAT " max=%" G_GINT64_FORMAT
                               " step=%" G_GUINT64_FORMAT " default=%" G_GINT64_FORMAT,
                            name, control_type_name(q->type), (gint64)q->minimum,

@@ -11,6 +11,7 @@
 
 #include "insp-image.h"
 #include "insp-model.h"
+#include "insp-pipeline-private.h"
 #include "insp-pipeline.h"
 
 /* ---- a stub scorer ---------------------------------------------------------------- */
@@ -678,6 +679,23 @@ test_bad_options(void)
   g_clear_error(&err);
   g_assert_null(insp_camera_controls_parse("gain", &err));
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL);
+
+  /* V4L2 control names as v4l2-ctl spells them. */
+  const char *names[][2] = {{"Exposure Time, Absolute", "exposure_time_absolute"},
+                            {"White Balance Temperature, Auto", "white_balance_temperature_auto"},
+                            {"Focus (automatic continuous)", "focus_automatic_continuous"},
+                            {"  Gain  ", "gain"},
+                            {"Power Line Frequency", "power_line_frequency"}};
+  for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+    g_autofree char *n = insp_v4l2_control_name(names[i][0]);
+    g_assert_cmpstr(n, ==, names[i][1]);
+  }
+  /* Controls on a device that is not there: an error, not a crash. */
+  g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
+  g_clear_error(&err);
+  g_assert_false(insp_v4l2_apply_controls("/dev/video-insp-missing",
+                                          (InspCameraControl *)c->data, c->len, warnings, &err));
+  g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_DEVICE);
 }
 
 /* ---- the default model scorer, with hot thresholds --------------------------------------- */
