@@ -1,4 +1,4 @@
-/* Captures from a real GigE Vision camera: arv-fake-gv-camera-0.8 (aravis-tools)
+/* Captures from a real GigE Vision camera, loses it and gets it back: arv-fake-gv-camera-0.8 (aravis-tools)
  * runs in a network namespace of its own, reached over a veth pair (on
  * loopback it is discovered but streams nothing; ../shared/NOTES.md), and
  * pipeline/'s aravis source takes its Bayer frames through aravissrc and
@@ -43,15 +43,12 @@ run(const char *cmdline, char **err_out)
   return TRUE;
 }
 
+static void camera_kill(void);
+
 static void
 net_teardown(void)
 {
-  if (net.camera_pid > 0) {
-    kill(net.camera_pid, SIGTERM);
-    waitpid(net.camera_pid, NULL, 0);
-    g_spawn_close_pid(net.camera_pid);
-    net.camera_pid = 0;
-  }
+  camera_kill();
   if (net.made) {
     g_autofree char *del_ns = g_strdup_printf("ip netns del %s", net.ns);
     g_autofree char *del_if = g_strdup_printf("ip link del %s", net.host_if);
@@ -67,6 +64,35 @@ on_abort(int sig)
   net_teardown();
   signal(sig, SIG_DFL);
   raise(sig);
+}
+
+/* Starts the fake camera in the namespace; NULL on success, else why not. */
+static char *
+camera_start(void)
+{
+  const char *argv[] = {"ip", "netns", "exec", net.ns, "arv-fake-gv-camera-0.8", "-i", net.cam_ip,
+                        "-s", net.serial, NULL};
+  GError *gerr = NULL;
+  if (!g_spawn_async(NULL, (char **)argv, NULL,
+                     G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
+                       G_SPAWN_STDERR_TO_DEV_NULL,
+                     NULL, NULL, &net.camera_pid, &gerr)) {
+    char *m = g_strdup(gerr->message);
+    g_error_free(gerr);
+    return m;
+  }
+  return NULL;
+}
+
+static void
+camera_kill(void)
+{
+  if (net.camera_pid > 0) {
+    kill(net.camera_pid, SIGTERM);
+    waitpid(net.camera_pid, NULL, 0);
+    g_spawn_close_pid(net.camera_pid);
+    net.camera_pid = 0;
+  }
 }
 
 /* NULL on success, else why the namespace could not be made. */
@@ -111,18 +137,7 @@ net_setup(void)
     g_free(cmds[i]);
   if (err != NULL)
     return err;
-  const char *argv[] = {"ip", "netns", "exec", net.ns, "arv-fake-gv-camera-0.8", "-i", net.cam_ip,
-                        "-s", net.serial, NULL};
-  GError *gerr = NULL;
-  if (!g_spawn_async(NULL, (char **)argv, NULL,
-                     G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
-                       G_SPAWN_STDERR_TO_DEV_NULL,
-                     NULL, NULL, &net.camera_pid, &gerr)) {
-    char *m = g_strdup(gerr->message);
-    g_error_free(gerr);
-    return m;
-  }
-  return NULL;
+  return camera_start();
 }
 
 typedef struct {
@@ -133,6 +148,7 @@ typedef struct {
   guint64 last_seq;
   gboolean ordered;
   guint control_warnings;
+  guint restarting;
 } Got;
 
 static void
@@ -155,11 +171,13 @@ on_event(InspPipeline *p, const InspPipelineEvent *ev, gpointer data)
 {
   Got *g = data;
   g_test_message("event %d: %s %s", ev->kind, ev->message, ev->detail ? ev->detail : "");
-  if (ev->kind == INSP_PIPELINE_EVENT_CONTROL) {
-    g_mutex_lock(&g->lock);
+  g_mutex_lock(&g->lock);
+  if (ev->kind == INSP_PIPELINE_EVENT_CONTROL)
     g->control_warnings++;
-    g_mutex_unlock(&g->lock);
-  }
+  if (ev->kind == INSP_PIPELINE_EVENT_RESTARTING)
+    g->restarting++;
+  g_cond_broadcast(&g->cond);
+  g_mutex_unlock(&g->lock);
 }
 
 static gboolean
@@ -216,6 +234,7 @@ test_aravis_capture(void)
   opt.controls = controls;
   opt.n_controls = G_N_ELEMENTS(controls);
   opt.backoff_initial_ms = 200;
+  opt.backoff_max_ms = 1000;
   Got g = {0};
   g_mutex_init(&g.lock);
   g_cond_init(&g.cond);
@@ -235,6 +254,27 @@ test_aravis_capture(void)
     ;
   guint n = g.n;
   g_mutex_unlock(&g.lock);
+  g_assert_cmpuint(n, >=, 10);
+
+  /* The camera goes away: the capture fails and is retried with backoff;
+   * when the camera is back, frames flow again. */
+  camera_kill();
+  end = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+  g_mutex_lock(&g.lock);
+  while (g.restarting < 1 && g_cond_wait_until(&g.cond, &g.lock, end))
+    ;
+  guint restarting = g.restarting;
+  g_mutex_unlock(&g.lock);
+  g_assert_cmpuint(restarting, >=, 1);
+  g_autofree char *again = camera_start();
+  g_assert_null(again);
+  end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+  g_mutex_lock(&g.lock);
+  guint n_lost = g.n;
+  while (g.n < n_lost + 10 && g_cond_wait_until(&g.cond, &g.lock, end))
+    ;
+  guint n_after = g.n - n_lost;
+  g_mutex_unlock(&g.lock);
   InspPipelineStats st;
   insp_pipeline_get_stats(p, &st);
   insp_pipeline_free(p);
@@ -243,7 +283,8 @@ test_aravis_capture(void)
   g_test_message("aravis: %u frames, %dx%d, captured %" G_GUINT64_FORMAT ", restarts %" G_GUINT64_FORMAT
                  ", control warnings %u",
                  n, g.width, g.height, st.frames_captured, st.restarts, g.control_warnings);
-  g_assert_cmpuint(n, >=, 10);
+  g_assert_cmpuint(n_after, >=, 10);
+  g_assert_cmpuint(st.restarts, >=, 1);
   g_assert_cmpint(g.width, ==, 512); /* the fake camera's Bayer 512x512, now RGB */
   g_assert_cmpint(g.height, ==, 512);
   g_assert_true(g.ordered);
