@@ -257,7 +257,9 @@ typedef struct {
 typedef struct _InspPipeline InspPipeline;
 
 /* Called from "insp-results", in frame index order, one at a time; @result
- * is owned by the pipeline and valid only during the call. */
+ * is owned by the pipeline and valid only during the call (take a reference
+ * of result->frame to keep the pixels). It must not wait for the control
+ * context: insp_pipeline_stop() joins this thread from there. */
 typedef void (*InspResultFunc)(InspPipeline *pipe, const InspResult *result, gpointer user_data);
 /* Called from the control context. */
 typedef void (*InspEventFunc)(InspPipeline *pipe, const InspPipelineEvent *event, gpointer user_data);
@@ -274,7 +276,9 @@ typedef struct {
   GMainContext *context;
 } InspPipelineCallbacks;
 
-/* Validates @opt and copies it; starts nothing. Takes a reference of @scorer. */
+/* Validates @opt and copies it; starts nothing. Takes a reference of @scorer.
+ * Starting, stopping and restarts run on the control context; an aravis
+ * (re)start probes the camera there, which can take a second or two. */
 InspPipeline *insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
                                 const InspPipelineCallbacks *callbacks, GError **error);
 /* Starts the workers and the capture. An error building the graph the first
