@@ -44,6 +44,7 @@
 #define FLUSH_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define DEMO_TRAIN_PARTS 20
 #define DEMO_LINE_PARTS 40
+#define CAPTURE_START_TIMEOUT_S 15
 
 typedef struct {
   InspDaemonOptions opt;
@@ -79,6 +80,10 @@ typedef struct {
   double latency_sum_ms;
   guint64 latency_n;
   gint64 last_progress_us;
+
+  /* Start-up: the first capture outcome (main thread). */
+  gboolean capture_started;
+  char *capture_error;
 
   gint snapshot_pending;
   gint count_reached;
@@ -678,20 +683,33 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
 
   switch (ev->kind) {
   case INSP_PIPELINE_EVENT_STARTED:
-    g_info("capture running");
+    if (d->degraded)
+      publish_event(d, "info", "camera_back", ev->message);
+    g_info("%s", ev->message);
+    d->capture_started = TRUE;
     set_degraded(d, FALSE, NULL);
     break;
   case INSP_PIPELINE_EVENT_ERROR:
   case INSP_PIPELINE_EVENT_EOS:
+    if (!d->capture_started && d->capture_error == NULL)
+      d->capture_error = g_strdup(ev->message);
+    /* During start-up the caller reports it, in one line. Once per outage
+     * after that: the restarts that follow log at debug. */
+    if (!d->ready || d->degraded) {
+      g_debug("camera still failing: %s", ev->message);
+      break;
+    }
     g_warning("camera: %s%s%s", ev->message, ev->detail ? " - " : "", ev->detail ? ev->detail : "");
     publish_event(d, "error", "camera_lost", ev->message);
     set_degraded(d, TRUE, ev->message);
     break;
-  case INSP_PIPELINE_EVENT_RESTARTING: {
-    g_autofree char *msg = g_strdup_printf("camera restart %u in %u ms", ev->attempt, ev->delay_ms);
-    g_info("%s", msg);
+  case INSP_PIPELINE_EVENT_RESTARTING:
+    if (ev->attempt <= 1 && d->ready)
+      g_info("restarting the camera (attempt %u in %u ms, then with growing delays)", ev->attempt,
+             ev->delay_ms);
+    else
+      g_debug("camera restart %u in %u ms", ev->attempt, ev->delay_ms);
     break;
-  }
   case INSP_PIPELINE_EVENT_CONTROL:
     g_warning("camera control: %s", ev->message);
     publish_event(d, "warning", "camera_control", ev->message);
@@ -1098,6 +1116,12 @@ start_failed(Daemon *d, const char *what, const GError *error)
 }
 
 static gboolean
+wake_up(gpointer user_data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
 daemon_start(Daemon *d)
 {
   g_autoptr(GError) error = NULL;
@@ -1135,6 +1159,21 @@ daemon_start(Daemon *d)
   d->pipe = pipeline_create(d, d->config, &error);
   if (d->pipe == NULL)
     return start_failed(d, "cannot start the capture", error);
+  /* A camera that cannot be opened fails the start, rather than READY
+   * followed by endless restarts: wait for the first outcome. A camera slower
+   * than CAPTURE_START_TIMEOUT_S to start is not an error. */
+  gint64 deadline = g_get_monotonic_time() + CAPTURE_START_TIMEOUT_S * G_USEC_PER_SEC;
+  guint wake = g_timeout_add(100, wake_up, NULL);
+  while (!d->capture_started && d->capture_error == NULL && !g_atomic_int_get(&d->stopping) &&
+         g_get_monotonic_time() < deadline)
+    g_main_context_iteration(NULL, TRUE);
+  g_source_remove(wake);
+  if (!d->capture_started && d->capture_error) {
+    g_set_error_literal(&error, G_IO_ERROR, G_IO_ERROR_FAILED, d->capture_error);
+    return start_failed(d, "cannot start the capture", error);
+  }
+  if (!d->capture_started)
+    g_info("the camera has not started yet after %d s; going on", CAPTURE_START_TIMEOUT_S);
   d->wd_last_change_us = g_get_monotonic_time();
   return TRUE;
 }
@@ -1167,6 +1206,7 @@ daemon_cleanup(Daemon *d)
   g_free(d->state_dir);
   g_free(d->seq_path);
   g_free(d->config_path);
+  g_free(d->capture_error);
   g_mutex_clear(&d->pub_lock);
   g_mutex_clear(&d->seq_lock);
   g_mutex_clear(&d->stats_lock);

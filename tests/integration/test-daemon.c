@@ -774,6 +774,28 @@ test_start_failure(void)
   g_assert_null(strstr(text, "critical"));
   /* Never READY. */
   g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+
+  /* A camera that cannot be opened (set in a drop-in): exit 1, one line,
+   * never READY. */
+  g_autofree char *good = config_text(fx.model_a, "0.5");
+  g_autofree char *dropins = g_strconcat(fx.cfg_path, ".d", NULL);
+  g_autofree char *dropin = g_build_filename(dropins, "10-camera.conf", NULL);
+  write_file(fx.cfg_path, good);
+  g_assert_cmpint(g_mkdir_with_parents(dropins, 0755), ==, 0);
+  write_file(dropin, "[camera]\nsource = v4l2\ndevice = /dev/video-inspectd-none\n");
+  notify_drain();
+  g_autoptr(GSubprocess) p2 = spawn_daemon(out, err, NULL);
+  g_assert_true(g_subprocess_wait(p2, NULL, &error));
+  g_assert_true(g_subprocess_get_if_exited(p2));
+  g_assert_cmpint(g_subprocess_get_exit_status(p2), ==, 1);
+  g_autofree char *text2 = read_file(err);
+  g_test_message("stderr: %s", text2);
+  g_assert_nonnull(strstr(text2, "cannot start the capture"));
+  g_assert_nonnull(strstr(text2, "/dev/video-inspectd-none"));
+  g_assert_null(strstr(text2, "warning"));
+  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+  g_unlink(dropin);
+  g_rmdir(dropins);
 }
 
 int
