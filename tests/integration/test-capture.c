@@ -456,6 +456,81 @@ test_v4l2_missing_device(void)
   all_clear(&a);
 }
 
+/* A capture that runs longer than stable_ms before it fails starts again from
+ * the first delay. */
+static void
+test_backoff_resets_after_stable_run(void)
+{
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_PIPELINE;
+  opt.pipeline = "videotestsrc is-live=true num-buffers=8 ! video/x-raw,framerate=40/1";
+  opt.backoff_initial_ms = 20;
+  opt.backoff_max_ms = 1000;
+  opt.stable_ms = 100; /* each run lasts ~200 ms */
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_restarts, GUINT_TO_POINTER(3), 10000));
+  insp_pipeline_free(p);
+  for (guint i = 0; i < a.events->len; i++) {
+    InspPipelineEvent *ev = &g_array_index(a.events, InspPipelineEvent, i);
+    if (ev->kind == INSP_PIPELINE_EVENT_RESTARTING) {
+      g_assert_cmpuint(ev->attempt, ==, 1);
+      g_assert_cmpuint(ev->delay_ms, ==, 20);
+    }
+  }
+  g_assert_cmpuint(a.results->len, >=, 16);
+  all_clear(&a);
+}
+
+typedef struct {
+  GThread *thread;
+  gboolean other_thread;
+  guint restarting;
+} CtxSeen;
+
+static void
+on_ctx_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer data)
+{
+  CtxSeen *c = data;
+  if (g_thread_self() != c->thread)
+    c->other_thread = TRUE;
+  if (ev->kind == INSP_PIPELINE_EVENT_RESTARTING)
+    c->restarting++;
+}
+
+/* With the caller's GMainContext, events come from the thread that iterates it. */
+static void
+test_caller_context(void)
+{
+  g_autoptr(GMainContext) ctx = g_main_context_new();
+  g_main_context_push_thread_default(ctx);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_PIPELINE;
+  opt.pipeline = "videotestsrc num-buffers=2";
+  opt.backoff_initial_ms = 10;
+  opt.backoff_max_ms = 20;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  g_autoptr(InspScorer) scorer = insp_scorer_new(&stub_funcs, &stub, NULL);
+  CtxSeen c = {g_thread_self(), FALSE, 0};
+  InspPipelineCallbacks cb = {NULL, on_ctx_event, NULL, &c, ctx};
+  g_autoptr(GError) err = NULL;
+  InspPipeline *p = insp_pipeline_new(&opt, scorer, &cb, &err);
+  g_assert_no_error(err);
+  g_assert_true(insp_pipeline_start(p, &err));
+  gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+  while (c.restarting < 3 && g_get_monotonic_time() < end)
+    g_main_context_iteration(ctx, TRUE);
+  insp_pipeline_stop(p, TRUE);
+  insp_pipeline_free(p);
+  g_main_context_pop_thread_default(ctx);
+  g_assert_cmpuint(c.restarting, >=, 3);
+  g_assert_false(c.other_thread);
+}
+
 static gboolean
 pred_results_and_restart(Seen_all *a, gpointer data)
 {
@@ -841,6 +916,8 @@ main(int argc, char **argv)
   g_test_add_func("/capture/restart-after-eos", test_restart_after_eos);
   g_test_add_func("/capture/restart-after-error", test_restart_after_error);
   g_test_add_func("/capture/files-vanish", test_files_vanish);
+  g_test_add_func("/capture/backoff-resets-after-stable-run", test_backoff_resets_after_stable_run);
+  g_test_add_func("/capture/caller-context", test_caller_context);
   g_test_add_func("/capture/v4l2-missing-device", test_v4l2_missing_device);
   g_test_add_func("/capture/trigger-pairs-part-ids", test_trigger_pairs_part_ids);
   g_test_add_func("/capture/trigger-timeout", test_trigger_timeout);
