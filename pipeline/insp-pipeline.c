@@ -447,17 +447,27 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
   m->sample = sample;
   guint64 offset = GST_BUFFER_OFFSET(buf);
 
-  /* Capture time: for live cameras the buffer's clock time when it is the
-   * monotonic system clock and plausible, else the arrival time. */
+  /* Capture time: for live sources the buffer's clock time (base time + PTS)
+   * when the pipeline runs on the monotonic system clock and the time is
+   * plausible (not ahead of now, less than a second old); else the arrival
+   * time. Replays (files, a non-live test source) use the arrival time. */
   gint64 mono = now_mono;
-  if (p->opt.source == INSP_CAPTURE_SOURCE_V4L2 || p->opt.source == INSP_CAPTURE_SOURCE_ARAVIS) {
+  gboolean live = p->opt.source != INSP_CAPTURE_SOURCE_FILES &&
+                  !(p->opt.source == INSP_CAPTURE_SOURCE_TEST && p->opt.fps <= 0);
+  GstClock *clock = live ? gst_element_get_clock(GST_ELEMENT(sink)) : NULL;
+  if (clock != NULL) {
+    GstClockType type = GST_CLOCK_TYPE_REALTIME;
+    if (GST_IS_SYSTEM_CLOCK(clock))
+      g_object_get(clock, "clock-type", &type, NULL);
     GstClockTime base = gst_element_get_base_time(GST_ELEMENT(sink));
     GstClockTime pts = GST_BUFFER_PTS(buf);
-    if (GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(base)) {
+    if (type == GST_CLOCK_TYPE_MONOTONIC && GST_CLOCK_TIME_IS_VALID(pts) &&
+        GST_CLOCK_TIME_IS_VALID(base)) {
       gint64 t = (gint64)((base + pts) / 1000);
       if (t <= now_mono && now_mono - t < G_USEC_PER_SEC)
         mono = t;
     }
+    gst_object_unref(clock);
   }
 
   InspFrame *f = insp_frame_new_wrapped(GST_VIDEO_FRAME_PLANE_DATA(&m->vframe, 0), w, h,
