@@ -11,7 +11,7 @@ int
 insp_cmd_cameras(int argc, char **argv)
 {
   int status;
-  const GOptionEntry entries[] = { G_OPTION_ENTRY_NULL };
+  const GOptionEntry entries[] = {G_OPTION_ENTRY_NULL};
 
   if (!insp_cli_parse(&argc, &argv, "",
                       "Lists V4L2 devices with their formats and controls (names as\n"

@@ -59,8 +59,8 @@ insp_camera_controls_parse(const char *text, GError **error)
       return NULL;
     }
     if (out->len >= MAX_CONTROLS) {
-      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL,
-                  "more than %d controls", MAX_CONTROLS);
+      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL, "more than %d controls",
+                  MAX_CONTROLS);
       return NULL;
     }
     for (guint k = 0; k < out->len; k++)
@@ -146,8 +146,8 @@ query_controls(int fd)
     }
     if (!(q.flags & V4L2_CTRL_FLAG_DISABLED) && q.type != V4L2_CTRL_TYPE_CTRL_CLASS)
       g_array_append_val(out, q);
-    q.id |= ext ? (V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND)
-                : V4L2_CTRL_FLAG_NEXT_CTRL;
+    q.id |=
+        ext ? (V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND) : V4L2_CTRL_FLAG_NEXT_CTRL;
   }
   return out;
 }
@@ -234,8 +234,8 @@ parse_value(int fd, const struct v4l2_query_ext_ctrl *q, const char *text, gint6
 }
 
 gboolean
-insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls,
-                         guint n_controls, GPtrArray *warnings, GError **error)
+insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls, guint n_controls,
+                         GPtrArray *warnings, GError **error)
 {
   g_return_val_if_fail(device != NULL && warnings != NULL, FALSE);
   int fd = v4l2_open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -257,8 +257,8 @@ insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls,
         q = cand;
     }
     if (q == NULL) {
-      g_ptr_array_add(warnings, g_strdup_printf("%s has no control %s (see `inspectd cameras`)",
-                                                device, want));
+      g_ptr_array_add(
+          warnings, g_strdup_printf("%s has no control %s (see `inspectd cameras`)", device, want));
       continue;
     }
     gint64 value;
@@ -269,14 +269,14 @@ insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls,
     }
     if (value < q->minimum || value > q->maximum) {
       g_ptr_array_add(warnings,
-                      g_strdup_printf("%s: control %s=%" G_GINT64_FORMAT " is out of range %" G_GINT64_FORMAT
-                                      "..%" G_GINT64_FORMAT,
+                      g_strdup_printf("%s: control %s=%" G_GINT64_FORMAT
+                                      " is out of range %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT,
                                       device, want, value, (gint64)q->minimum, (gint64)q->maximum));
       continue;
     }
     if (q->flags & (V4L2_CTRL_FLAG_READ_ONLY | V4L2_CTRL_FLAG_GRABBED)) {
-      g_ptr_array_add(warnings, g_strdup_printf("%s: control %s is read-only or busy", device,
-                                                want));
+      g_ptr_array_add(warnings,
+                      g_strdup_printf("%s: control %s is read-only or busy", device, want));
       continue;
     }
     if (!set_control(fd, q, value)) {
@@ -287,13 +287,12 @@ insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls,
     }
     gint64 back;
     if (!(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) && get_control(fd, q, &back) && back != value)
-      g_ptr_array_add(warnings,
-                      g_strdup_printf("%s: control %s=%" G_GINT64_FORMAT " did not take: it reads %"
-                                      G_GINT64_FORMAT "%s",
-                                      device, want, value, back,
-                                      (q->flags & V4L2_CTRL_FLAG_INACTIVE)
-                                        ? " (inactive: an automatic mode may be on)"
-                                        : ""));
+      g_ptr_array_add(warnings, g_strdup_printf("%s: control %s=%" G_GINT64_FORMAT
+                                                " did not take: it reads %" G_GINT64_FORMAT "%s",
+                                                device, want, value, back,
+                                                (q->flags & V4L2_CTRL_FLAG_INACTIVE)
+                                                    ? " (inactive: an automatic mode may be on)"
+                                                    : ""));
   }
   v4l2_close(fd);
   return TRUE;
@@ -344,8 +343,8 @@ describe_v4l2(GString *s, const char *path)
   g_autofree char *bus = bounded_name((const char *)cap.bus_info, sizeof cap.bus_info);
   guint32 caps = (cap.capabilities & V4L2_CAP_DEVICE_CAPS) ? cap.device_caps : cap.capabilities;
   gboolean capture = (caps & V4L2_CAP_VIDEO_CAPTURE) != 0;
-  g_string_append_printf(s, "%s: %s (driver %s, %s)\n  capabilities:%s%s%s%s\n", path, card,
-                         driver, bus, capture ? " video-capture" : "",
+  g_string_append_printf(s, "%s: %s (driver %s, %s)\n  capabilities:%s%s%s%s\n", path, card, driver,
+                         bus, capture ? " video-capture" : "",
                          (caps & V4L2_CAP_VIDEO_CAPTURE_MPLANE) ? " video-capture-mplane" : "",
                          (caps & V4L2_CAP_STREAMING) ? " streaming" : "",
                          (caps & V4L2_CAP_META_CAPTURE) ? " metadata" : "");
@@ -387,13 +386,13 @@ describe_v4l2(GString *s, const char *path)
     g_autofree char *raw = bounded_name(q->name, sizeof q->name);
     g_autofree char *name = insp_v4l2_control_name(raw);
     gint64 cur = 0;
-    gboolean have = !(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) &&
-                    q->type != V4L2_CTRL_TYPE_BUTTON && !(q->flags & V4L2_CTRL_FLAG_HAS_PAYLOAD) &&
-                    get_control(fd, q, &cur);
-    g_string_append_printf(s, "    %-32s %-7s min=%" G_GINT64_FORMAT " max=%" G_GINT64_FORMAT
-                              " step=%" G_GUINT64_FORMAT " default=%" G_GINT64_FORMAT,
-                           name, control_type_name(q->type), (gint64)q->minimum,
-                           (gint64)q->maximum, (guint64)q->step, (gint64)q->default_value);
+    gboolean have = !(q->flags & V4L2_CTRL_FLAG_WRITE_ONLY) && q->type != V4L2_CTRL_TYPE_BUTTON &&
+                    !(q->flags & V4L2_CTRL_FLAG_HAS_PAYLOAD) && get_control(fd, q, &cur);
+    g_string_append_printf(s,
+                           "    %-32s %-7s min=%" G_GINT64_FORMAT " max=%" G_GINT64_FORMAT
+                           " step=%" G_GUINT64_FORMAT " default=%" G_GINT64_FORMAT,
+                           name, control_type_name(q->type), (gint64)q->minimum, (gint64)q->maximum,
+                           (guint64)q->step, (gint64)q->default_value);
     if (have)
       g_string_append_printf(s, " value=%" G_GINT64_FORMAT, cur);
     if (q->flags & V4L2_CTRL_FLAG_INACTIVE)
@@ -412,8 +411,7 @@ describe_v4l2(GString *s, const char *path)
           g_autofree char *item = bounded_name((const char *)qm.name, sizeof qm.name);
           g_string_append_printf(s, "      %" G_GINT64_FORMAT ": %s\n", m, item);
         } else {
-          g_string_append_printf(s, "      %" G_GINT64_FORMAT ": %lld\n", m,
-                                 (long long)qm.value);
+          g_string_append_printf(s, "      %" G_GINT64_FORMAT ": %lld\n", m, (long long)qm.value);
         }
       }
     }
@@ -460,13 +458,13 @@ insp_cameras_describe(void)
     const char *serial = arv_get_device_serial_nbr(i);
     const char *address = arv_get_device_address(i);
     const char *protocol = arv_get_device_protocol(i);
-    g_string_append_printf(s, "GenICam %s: %s %s (serial %s, %s %s) camera=%s\n",
-                           id ? id : "?", vendor ? vendor : "?", model ? model : "?",
-                           serial ? serial : "?", protocol ? protocol : "?",
-                           address ? address : "?", id ? id : "?");
+    g_string_append_printf(s, "GenICam %s: %s %s (serial %s, %s %s) camera=%s\n", id ? id : "?",
+                           vendor ? vendor : "?", model ? model : "?", serial ? serial : "?",
+                           protocol ? protocol : "?", address ? address : "?", id ? id : "?");
   }
 #else
-  g_string_append(s, "GenICam cameras: not built with Aravis (install libaravis-dev and rebuild)\n");
+  g_string_append(s,
+                  "GenICam cameras: not built with Aravis (install libaravis-dev and rebuild)\n");
 #endif
   return g_string_free(s, FALSE);
 }

@@ -68,8 +68,8 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
   }
 
   InspScoreResult sr;
-  if (!insp_model_score(model, w->scratch, frame->data, frame->width, frame->height,
-                        frame->stride, &sr, error))
+  if (!insp_model_score(model, w->scratch, frame->data, frame->width, frame->height, frame->stride,
+                        &sr, error))
     return FALSE;
 
   gsize n = (gsize)frame->width * (gsize)frame->height;
@@ -80,8 +80,8 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
   }
   r->mask = g_malloc(n);
   r->regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
-  r->fail = insp_inspect(sr.map, sr.map_width, sr.map_height, sr.score, frame->width,
-                         frame->height, &params, w->work, r->mask, r->regions);
+  r->fail = insp_inspect(sr.map, sr.map_width, sr.map_height, sr.score, frame->width, frame->height,
+                         &params, w->work, r->mask, r->regions);
   r->score = sr.score;
   r->threshold = params.threshold;
   r->map_width = sr.map_width;
@@ -92,9 +92,9 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
 }
 
 static const InspScorerFuncs model_scorer_funcs = {
-  .worker_init = model_worker_init,
-  .worker_finalize = model_worker_finalize,
-  .score = model_score,
+    .worker_init = model_worker_init,
+    .worker_finalize = model_worker_finalize,
+    .score = model_score,
 };
 
 static void

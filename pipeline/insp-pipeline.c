@@ -32,7 +32,7 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp-pipeline-error-quark, insp_pipeline_error)
+G_DEFINE_QUARK(insp - pipeline - error - quark, insp_pipeline_error)
 
 #define FPS_WINDOW 64
 
@@ -95,8 +95,8 @@ struct _InspPipeline {
   /* files source: files_lock */
   GMutex files_lock;
   GCond files_cond;
-  GPtrArray *files;        /* this session's sorted paths */
-  char *last_delivered;    /* path of the last file that reached the queue */
+  GPtrArray *files;     /* this session's sorted paths */
+  char *last_delivered; /* path of the last file that reached the queue */
   gboolean feeder_stop;
   GThread *feeder;
   GstElement *appsrc;
@@ -229,12 +229,12 @@ control_clear(gpointer p)
 static gboolean
 check_options(const InspCaptureOptions *o, GError **error)
 {
-#define REQUIRE(cond, ...)                                                                      \
-  do {                                                                                          \
-    if (!(cond)) {                                                                              \
-      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, __VA_ARGS__);        \
-      return FALSE;                                                                             \
-    }                                                                                           \
+#define REQUIRE(cond, ...)                                                                         \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, __VA_ARGS__);           \
+      return FALSE;                                                                                \
+    }                                                                                              \
   } while (0)
   REQUIRE((guint)o->source < G_N_ELEMENTS(source_names), "unknown capture source %d", o->source);
   switch (o->source) {
@@ -264,7 +264,7 @@ check_options(const InspCaptureOptions *o, GError **error)
           "unknown trigger mode");
   REQUIRE(o->n_controls == 0 || o->controls != NULL, "n_controls without controls");
   REQUIRE(o->n_controls == 0 || o->source == INSP_CAPTURE_SOURCE_V4L2 ||
-            o->source == INSP_CAPTURE_SOURCE_ARAVIS,
+              o->source == INSP_CAPTURE_SOURCE_ARAVIS,
           "controls apply to the v4l2 and aravis sources only");
 #undef REQUIRE
   return TRUE;
@@ -332,8 +332,8 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   p->scorer = insp_scorer_ref(scorer);
   g_mutex_init(&p->reorder_lock);
   g_cond_init(&p->reorder_cond);
-  p->reorder = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
-                                     (GDestroyNotify)insp_result_free);
+  p->reorder =
+      g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, (GDestroyNotify)insp_result_free);
   g_mutex_init(&p->files_lock);
   g_cond_init(&p->files_cond);
   g_mutex_init(&p->trig_lock);
@@ -470,9 +470,9 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
     gst_object_unref(clock);
   }
 
-  InspFrame *f = insp_frame_new_wrapped(GST_VIDEO_FRAME_PLANE_DATA(&m->vframe, 0), w, h,
-                                        GST_VIDEO_FRAME_PLANE_STRIDE(&m->vframe, 0),
-                                        mapped_sample_free, m);
+  InspFrame *f =
+      insp_frame_new_wrapped(GST_VIDEO_FRAME_PLANE_DATA(&m->vframe, 0), w, h,
+                             GST_VIDEO_FRAME_PLANE_STRIDE(&m->vframe, 0), mapped_sample_free, m);
   f->mono_us = mono;
   f->wall_us = now_wall - (now_mono - mono);
 
@@ -629,19 +629,17 @@ feeder_main(gpointer data)
         goto out;
       }
       if (img->width != cur_w || img->height != cur_h) {
-        GstCaps *caps = gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB",
-                                            "width", G_TYPE_INT, img->width, "height", G_TYPE_INT,
-                                            img->height, "framerate", GST_TYPE_FRACTION, fps_n,
-                                            fps_d, NULL);
+        GstCaps *caps = gst_caps_new_simple(
+            "video/x-raw", "format", G_TYPE_STRING, "RGB", "width", G_TYPE_INT, img->width,
+            "height", G_TYPE_INT, img->height, "framerate", GST_TYPE_FRACTION, fps_n, fps_d, NULL);
         gst_app_src_set_caps(GST_APP_SRC(src), caps);
         gst_caps_unref(caps);
         cur_w = img->width;
         cur_h = img->height;
       }
       gsize size = (gsize)img->stride * img->height;
-      GstBuffer *buf =
-        gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, img->data, size, 0, size, img,
-                                    image_free);
+      GstBuffer *buf = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, img->data, size, 0,
+                                                   size, img, image_free);
       gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
       gint strides[GST_VIDEO_MAX_PLANES] = {img->stride};
       gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_RGB,
@@ -723,11 +721,16 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
   static const struct {
     const char *control, *property;
   } map[] = {
-    {"exposure", "exposure"},       {"exposure_time", "exposure"},
-    {"exposuretime", "exposure"},   {"gain", "gain"},
-    {"exposure_auto", "exposure-auto"}, {"exposureauto", "exposure-auto"},
-    {"gain_auto", "gain-auto"},     {"gainauto", "gain-auto"},
-    {"trigger", "trigger"},         {"triggersource", "trigger"},
+      {"exposure", "exposure"},
+      {"exposure_time", "exposure"},
+      {"exposuretime", "exposure"},
+      {"gain", "gain"},
+      {"exposure_auto", "exposure-auto"},
+      {"exposureauto", "exposure-auto"},
+      {"gain_auto", "gain-auto"},
+      {"gainauto", "gain-auto"},
+      {"trigger", "trigger"},
+      {"triggersource", "trigger"},
   };
   for (guint i = 0; i < p->controls->len; i++) {
     const InspCameraControl *c = &g_array_index(p->controls, InspCameraControl, i);
@@ -742,8 +745,8 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
     }
     GParamSpec *ps = g_object_class_find_property(G_OBJECT_GET_CLASS(src), prop);
     if (ps == NULL) {
-      g_ptr_array_add(warnings, g_strdup_printf("control %s: aravissrc has no property %s",
-                                                c->name, prop));
+      g_ptr_array_add(warnings,
+                      g_strdup_printf("control %s: aravissrc has no property %s", c->name, prop));
       continue;
     }
     gst_util_set_object_arg(G_OBJECT(src), prop, c->value);
@@ -757,8 +760,8 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
         g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
                                                   c->name, c->value, back));
     } else if (back == NULL || g_ascii_strcasecmp(back, c->value) != 0) {
-      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
-                                                c->name, c->value, back ? back : "nothing"));
+      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s", c->name,
+                                                c->value, back ? back : "nothing"));
     }
   }
   if (features->len > 0)
@@ -996,9 +999,8 @@ schedule_restart(InspPipeline *p)
   p->restart_source = g_timeout_source_new(delay);
   g_source_set_callback(p->restart_source, restart_capture, p, NULL);
   g_source_attach(p->restart_source, p->ctx);
-  g_autofree char *msg =
-    g_strdup_printf("restarting the %s capture in %u ms (attempt %u)",
-                    source_names[p->opt.source], delay, p->attempt);
+  g_autofree char *msg = g_strdup_printf("restarting the %s capture in %u ms (attempt %u)",
+                                         source_names[p->opt.source], delay, p->attempt);
   emit_event(p, INSP_PIPELINE_EVENT_RESTARTING, msg, NULL, p->attempt, delay);
 }
 
@@ -1011,9 +1013,9 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
     g_autoptr(GError) err = NULL;
     g_autofree char *debug = NULL;
     gst_message_parse_error(msg, &err, &debug);
-    g_autofree char *text = g_strdup_printf("%s capture error from %s: %s",
-                                            source_names[p->opt.source],
-                                            GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
+    g_autofree char *text =
+        g_strdup_printf("%s capture error from %s: %s", source_names[p->opt.source],
+                        GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
     teardown_capture(p);
     emit_event(p, INSP_PIPELINE_EVENT_ERROR, text, debug, 0, 0);
     schedule_restart(p);
@@ -1023,8 +1025,8 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
     teardown_capture(p);
     if (p->opt.source == INSP_CAPTURE_SOURCE_FILES && !p->opt.loop) {
       p->finished = TRUE;
-      emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file",
-                 NULL, 0, 0);
+      emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file", NULL,
+                 0, 0);
     } else {
       emit_event(p, INSP_PIPELINE_EVENT_EOS, "the camera stream ended unexpectedly", NULL, 0, 0);
       schedule_restart(p);
@@ -1035,8 +1037,7 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
       GstState old, cur;
       gst_message_parse_state_changed(msg, &old, &cur, NULL);
       if (cur == GST_STATE_PLAYING && old != GST_STATE_PLAYING) {
-        g_autofree char *text =
-          g_strdup_printf("%s capture running", source_names[p->opt.source]);
+        g_autofree char *text = g_strdup_printf("%s capture running", source_names[p->opt.source]);
         emit_event(p, INSP_PIPELINE_EVENT_STARTED, text, NULL, p->attempt, 0);
       }
     }
@@ -1340,8 +1341,8 @@ insp_pipeline_trigger(InspPipeline *p, const char *part_id, GError **error)
   if (p->triggers.length >= INSP_PIPELINE_MAX_TRIGGERS) {
     g_mutex_unlock(&p->trig_lock);
     g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER,
-                "trigger for part %s refused: %d triggers are already waiting for a frame",
-                part_id, INSP_PIPELINE_MAX_TRIGGERS);
+                "trigger for part %s refused: %d triggers are already waiting for a frame", part_id,
+                INSP_PIPELINE_MAX_TRIGGERS);
     return FALSE;
   }
   Trigger *t = g_new0(Trigger, 1);

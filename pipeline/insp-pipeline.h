@@ -49,10 +49,10 @@ typedef struct {
   int width;
   int height;
   int stride;
-  guint64 seq;        /* capture sequence, +1 per frame taken into the queue, across restarts */
-  gint64 mono_us;     /* capture time, g_get_monotonic_time() clock */
-  gint64 wall_us;     /* capture time, g_get_real_time() clock */
-  char *part_id;      /* trigger part id, file stem, or the decimal seq */
+  guint64 seq;          /* capture sequence, +1 per frame taken into the queue, across restarts */
+  gint64 mono_us;       /* capture time, g_get_monotonic_time() clock */
+  gint64 wall_us;       /* capture time, g_get_real_time() clock */
+  char *part_id;        /* trigger part id, file stem, or the decimal seq */
   guint dropped_before; /* frames the queue dropped right before this one (written by the queue) */
   guint64 index;        /* pop order, 0, 1, 2... (written by the queue at pop) */
   /* private */
@@ -111,21 +111,21 @@ guint64 insp_frame_queue_get_dropped(InspFrameQueue *q);
 /* What a scorer fills for one frame. The pipeline owns it and frees mask,
  * map and regions. */
 typedef struct {
-  InspFrame *frame;        /* the frame scored (a reference) */
-  guint64 index;           /* delivery order (= frame->index) */
-  gboolean ok;             /* FALSE: @error says why; the other fields are unset */
+  InspFrame *frame; /* the frame scored (a reference) */
+  guint64 index;    /* delivery order (= frame->index) */
+  gboolean ok;      /* FALSE: @error says why; the other fields are unset */
   GError *error;
-  float score;             /* normalised image score */
-  float threshold;         /* the image threshold the verdict used */
-  gboolean fail;           /* the verdict */
+  float score;     /* normalised image score */
+  float threshold; /* the image threshold the verdict used */
+  gboolean fail;   /* the verdict */
   int map_width, map_height;
-  float *map;              /* g_malloc'd anomaly map or NULL */
-  guint8 *mask;            /* g_malloc'd frame-sized 0/255 mask or NULL */
-  GArray *regions;         /* of InspRegion, or NULL */
-  char *model_id;          /* g_strdup'd, or NULL */
-  int worker;              /* which worker scored it */
-  gint64 done_mono_us;     /* when scoring finished */
-  double latency_ms;       /* capture to scored */
+  float *map;          /* g_malloc'd anomaly map or NULL */
+  guint8 *mask;        /* g_malloc'd frame-sized 0/255 mask or NULL */
+  GArray *regions;     /* of InspRegion, or NULL */
+  char *model_id;      /* g_strdup'd, or NULL */
+  int worker;          /* which worker scored it */
+  gint64 done_mono_us; /* when scoring finished */
+  double latency_ms;   /* capture to scored */
 } InspResult;
 
 void insp_result_free(InspResult *r); /* accepts NULL */
@@ -205,12 +205,13 @@ typedef struct {
   const char *pipeline; /* pipeline: a gst-launch description ending in a source pad */
   const InspCameraControl *controls; /* v4l2 and aravis controls, applied at every start */
   guint n_controls;
-  int width, height;    /* > 0: scale to this size; 0: the camera's own */
-  InspDropPolicy drop;  /* forced to INSP_DROP_NEVER in trigger mode: a triggered part is never dropped */
-  guint queue_size;     /* frames; 0: 4 */
-  guint workers;        /* inspector threads; 0: 1 */
+  int width, height; /* > 0: scale to this size; 0: the camera's own */
+  InspDropPolicy
+      drop; /* forced to INSP_DROP_NEVER in trigger mode: a triggered part is never dropped */
+  guint queue_size; /* frames; 0: 4 */
+  guint workers;    /* inspector threads; 0: 1 */
   InspTriggerMode trigger;
-  guint timeout_ms;     /* trigger timeout; 0: 1000 */
+  guint timeout_ms;         /* trigger timeout; 0: 1000 */
   guint backoff_initial_ms; /* first restart delay; 0: 500 */
   guint backoff_max_ms;     /* cap; 0: 30000 */
   guint stable_ms;          /* a capture that ran this long resets the backoff; 0: 10000 */
@@ -223,35 +224,36 @@ gboolean insp_capture_source_from_string(const char *name, InspCaptureSource *ou
 const char *insp_capture_source_to_string(InspCaptureSource source);
 
 typedef enum {
-  INSP_PIPELINE_EVENT_STARTED,       /* capture is running (first start or after a restart) */
-  INSP_PIPELINE_EVENT_ERROR,         /* the capture failed (message: operator text; detail: debug) */
-  INSP_PIPELINE_EVENT_EOS,           /* unexpected end of stream */
-  INSP_PIPELINE_EVENT_RESTARTING,    /* a restart is scheduled: attempt, delay_ms */
-  INSP_PIPELINE_EVENT_CONTROL,       /* a control did not take or is unknown (warning) */
-  INSP_PIPELINE_EVENT_FINISHED,      /* a files replay without loop has delivered everything */
+  INSP_PIPELINE_EVENT_STARTED,    /* capture is running (first start or after a restart) */
+  INSP_PIPELINE_EVENT_ERROR,      /* the capture failed (message: operator text; detail: debug) */
+  INSP_PIPELINE_EVENT_EOS,        /* unexpected end of stream */
+  INSP_PIPELINE_EVENT_RESTARTING, /* a restart is scheduled: attempt, delay_ms */
+  INSP_PIPELINE_EVENT_CONTROL,    /* a control did not take or is unknown (warning) */
+  INSP_PIPELINE_EVENT_FINISHED,   /* a files replay without loop has delivered everything */
 } InspPipelineEventKind;
 
 typedef struct {
   InspPipelineEventKind kind;
-  const char *message;  /* for a person */
-  const char *detail;   /* debug detail, or NULL */
-  guint attempt;        /* RESTARTING: 1, 2, ... since the last stable run */
-  guint delay_ms;       /* RESTARTING: when the next attempt starts */
+  const char *message; /* for a person */
+  const char *detail;  /* debug detail, or NULL */
+  guint attempt;       /* RESTARTING: 1, 2, ... since the last stable run */
+  guint delay_ms;      /* RESTARTING: when the next attempt starts */
 } InspPipelineEvent;
 
 typedef struct {
-  guint64 frames_captured;  /* frames that reached the appsink */
-  guint64 frames_queued;    /* taken into the queue (got a seq) */
-  guint64 frames_inspected; /* results delivered */
-  guint64 frames_dropped;   /* dropped by the queue (drop = oldest) */
+  guint64 frames_captured;    /* frames that reached the appsink */
+  guint64 frames_queued;      /* taken into the queue (got a seq) */
+  guint64 frames_inspected;   /* results delivered */
+  guint64 frames_dropped;     /* dropped by the queue (drop = oldest) */
   guint64 frames_untriggered; /* trigger mode: frames no trigger was waiting for */
-  guint64 rejected_size;    /* wrong width/height (fixed size configured, or size changed mid-stream) */
-  guint64 rejected_format;  /* not packed RGB / unmappable */
-  guint64 score_errors;     /* the scorer failed */
-  guint64 restarts;         /* capture restarts */
+  guint64
+      rejected_size; /* wrong width/height (fixed size configured, or size changed mid-stream) */
+  guint64 rejected_format; /* not packed RGB / unmappable */
+  guint64 score_errors;    /* the scorer failed */
+  guint64 restarts;        /* capture restarts */
   guint64 trigger_timeouts;
   guint queue_depth;
-  double fps;               /* inspected frames per second over the last few seconds */
+  double fps; /* inspected frames per second over the last few seconds */
 } InspPipelineStats;
 
 typedef struct _InspPipeline InspPipeline;
@@ -262,7 +264,8 @@ typedef struct _InspPipeline InspPipeline;
  * context: insp_pipeline_stop() joins this thread from there. */
 typedef void (*InspResultFunc)(InspPipeline *pipe, const InspResult *result, gpointer user_data);
 /* Called from the control context. */
-typedef void (*InspEventFunc)(InspPipeline *pipe, const InspPipelineEvent *event, gpointer user_data);
+typedef void (*InspEventFunc)(InspPipeline *pipe, const InspPipelineEvent *event,
+                              gpointer user_data);
 /* Called from the control context: no frame came within timeout_ms of the trigger. */
 typedef void (*InspTriggerTimeoutFunc)(InspPipeline *pipe, const char *part_id, gpointer user_data);
 

@@ -66,8 +66,8 @@ quantile(GArray *v, double q)
 
 /* Runs for @seconds after a warm-up; returns results per second. */
 static double
-run(InspScorer *scorer, guint workers, double fps, InspDropPolicy drop, double seconds,
-    double *p50, double *p99, guint64 *dropped)
+run(InspScorer *scorer, guint workers, double fps, InspDropPolicy drop, double seconds, double *p50,
+    double *p99, guint64 *dropped)
 {
   InspCaptureOptions opt;
   insp_capture_options_init(&opt);
@@ -118,7 +118,7 @@ synth_good(int index, gpointer data, GError **error)
       int v = ((x + index) / 16 + y / 16) % 2 ? 170 : 80;
       for (int c = 0; c < 3; c++)
         img->data[y * img->stride + x * 3 + c] =
-          (guint8)CLAMP(v + c * 10 + g_rand_int_range(rng, -8, 9), 0, 255);
+            (guint8)CLAMP(v + c * 10 + g_rand_int_range(rng, -8, 9), 0, 255);
     }
   g_rand_free(rng);
   return img;
@@ -170,10 +170,11 @@ main(int argc, char **argv)
   bench_model("patchcore/builtin", "builtin");
   const char *shared = g_getenv("INSP_SHARED_DIR");
   g_autofree char *mnv2 =
-    shared ? g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL) : NULL;
+      shared ? g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL) : NULL;
   if (mnv2 != NULL && g_file_test(mnv2, G_FILE_TEST_EXISTS))
     bench_model("patchcore/mobilenetv2_100", mnv2);
   else
-    printf("patchcore/mobilenetv2_100: skipped (no INSP_SHARED_DIR/models/mobilenetv2_100.safetensors)\n");
+    printf("patchcore/mobilenetv2_100: skipped (no "
+           "INSP_SHARED_DIR/models/mobilenetv2_100.safetensors)\n");
   return 0;
 }

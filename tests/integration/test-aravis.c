@@ -1,12 +1,11 @@
-/* Captures from a real GigE Vision camera, loses it and gets it back: arv-fake-gv-camera-0.8 (aravis-tools)
- * runs in a network namespace of its own, reached over a veth pair (on
- * loopback it is discovered but streams nothing; ../shared/NOTES.md), and
- * pipeline/'s aravis source takes its Bayer frames through aravissrc and
- * bayer2rgb. Names (insp-ns-<pid>, veth ihv<pid>/icv<pid>) and the subnet
- * 10.77.<100 + pid % 100>.0/24 are this test's own; everything is torn down
- * at the end, also when an assertion fails (g_test_add with a teardown, and
- * an atexit handler). Skips, saying why, when not root, without `ip`, without
- * the fake camera, or without the aravissrc/bayer2rgb elements. */
+/* Captures from a real GigE Vision camera, loses it and gets it back: arv-fake-gv-camera-0.8
+ * (aravis-tools) runs in a network namespace of its own, reached over a veth pair (on loopback it
+ * is discovered but streams nothing; ../shared/NOTES.md), and pipeline/'s aravis source takes its
+ * Bayer frames through aravissrc and bayer2rgb. Names (insp-ns-<pid>, veth ihv<pid>/icv<pid>) and
+ * the subnet 10.77.<100 + pid % 100>.0/24 are this test's own; everything is torn down at the end,
+ * also when an assertion fails (g_test_add with a teardown, and an atexit handler). Skips, saying
+ * why, when not root, without `ip`, without the fake camera, or without the aravissrc/bayer2rgb
+ * elements. */
 #include <glib.h>
 #include <gst/gst.h>
 #include <signal.h>
@@ -70,12 +69,12 @@ on_abort(int sig)
 static char *
 camera_start(void)
 {
-  const char *argv[] = {"ip", "netns", "exec", net.ns, "arv-fake-gv-camera-0.8", "-i", net.cam_ip,
-                        "-s", net.serial, NULL};
+  const char *argv[] = {"ip", "netns",    "exec", net.ns,     "arv-fake-gv-camera-0.8",
+                        "-i", net.cam_ip, "-s",   net.serial, NULL};
   GError *gerr = NULL;
   if (!g_spawn_async(NULL, (char **)argv, NULL,
                      G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
-                       G_SPAWN_STDERR_TO_DEV_NULL,
+                         G_SPAWN_STDERR_TO_DEV_NULL,
                      NULL, NULL, &net.camera_pid, &gerr)) {
     char *m = g_strdup(gerr->message);
     g_error_free(gerr);
@@ -120,13 +119,13 @@ net_setup(void)
     return err ? err : g_strdup("ip netns add failed");
   net.made = TRUE;
   char *cmds[] = {
-    g_strdup_printf("ip link add %s type veth peer name %s", net.host_if, net.cam_if),
-    g_strdup_printf("ip link set %s netns %s", net.cam_if, net.ns),
-    g_strdup_printf("ip addr add %s/24 dev %s", net.host_ip, net.host_if),
-    g_strdup_printf("ip link set %s up", net.host_if),
-    g_strdup_printf("ip netns exec %s ip addr add %s/24 dev %s", net.ns, net.cam_ip, net.cam_if),
-    g_strdup_printf("ip netns exec %s ip link set %s up", net.ns, net.cam_if),
-    g_strdup_printf("ip netns exec %s ip link set lo up", net.ns),
+      g_strdup_printf("ip link add %s type veth peer name %s", net.host_if, net.cam_if),
+      g_strdup_printf("ip link set %s netns %s", net.cam_if, net.ns),
+      g_strdup_printf("ip addr add %s/24 dev %s", net.host_ip, net.host_if),
+      g_strdup_printf("ip link set %s up", net.host_if),
+      g_strdup_printf("ip netns exec %s ip addr add %s/24 dev %s", net.ns, net.cam_ip, net.cam_if),
+      g_strdup_printf("ip netns exec %s ip link set %s up", net.ns, net.cam_if),
+      g_strdup_printf("ip netns exec %s ip link set lo up", net.ns),
   };
   for (guint i = 0; i < G_N_ELEMENTS(cmds); i++) {
     gboolean ok = err == NULL && run(cmds[i], &err);
@@ -280,8 +279,8 @@ test_aravis_capture(void)
   insp_pipeline_free(p);
   net_teardown();
 
-  g_test_message("aravis: %u frames, %dx%d, captured %" G_GUINT64_FORMAT ", restarts %" G_GUINT64_FORMAT
-                 ", control warnings %u",
+  g_test_message("aravis: %u frames, %dx%d, captured %" G_GUINT64_FORMAT
+                 ", restarts %" G_GUINT64_FORMAT ", control warnings %u",
                  n, g.width, g.height, st.frames_captured, st.restarts, g.control_warnings);
   g_assert_cmpuint(n_after, >=, 10);
   g_assert_cmpuint(st.restarts, >=, 1);

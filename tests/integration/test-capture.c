@@ -20,7 +20,7 @@ typedef struct {
   guint sleep_us;  /* per frame */
   guint jitter_us; /* + random 0..jitter */
   gint inits, finalizes;
-  float tag;       /* reported as the score, to tell scorers apart */
+  float tag; /* reported as the score, to tell scorers apart */
 } Stub;
 
 static gpointer
@@ -115,8 +115,14 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer data)
 {
   Seen_all *a = data;
   g_assert_true(r->ok);
-  Seen s = {r->frame->seq,     r->index,          g_strdup(r->frame->part_id), r->frame->data[0],
-            r->frame->dropped_before, r->frame->mono_us, r->score, r->frame->width,
+  Seen s = {r->frame->seq,
+            r->index,
+            g_strdup(r->frame->part_id),
+            r->frame->data[0],
+            r->frame->dropped_before,
+            r->frame->mono_us,
+            r->score,
+            r->frame->width,
             r->frame->height};
   g_mutex_lock(&a->lock);
   if (a->result_thread == NULL)
@@ -645,7 +651,8 @@ test_trigger_timeout(void)
   }
   g_assert_false(insp_pipeline_trigger(p, "one-too-many", &err));
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER);
-  g_assert_true(wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1 + INSP_PIPELINE_MAX_TRIGGERS), 5000));
+  g_assert_true(
+      wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1 + INSP_PIPELINE_MAX_TRIGGERS), 5000));
   InspPipelineStats st;
   insp_pipeline_get_stats(p, &st);
   g_assert_cmpuint(st.trigger_timeouts, ==, 1 + INSP_PIPELINE_MAX_TRIGGERS);
@@ -768,8 +775,8 @@ test_bad_options(void)
   /* Controls on a device that is not there: an error, not a crash. */
   g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
   g_clear_error(&err);
-  g_assert_false(insp_v4l2_apply_controls("/dev/video-insp-missing",
-                                          (InspCameraControl *)c->data, c->len, warnings, &err));
+  g_assert_false(insp_v4l2_apply_controls("/dev/video-insp-missing", (InspCameraControl *)c->data,
+                                          c->len, warnings, &err));
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_DEVICE);
 }
 
