@@ -623,6 +623,18 @@ feeder_main(gpointer data)
       if (stop)
         goto out;
       InspImage *img = insp_image_load(path, 3, &err);
+      if (img == NULL && !g_error_matches(err, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO)) {
+        /* Not an image we can decode: skip it (counted, reported), or the
+         * replay would stop at it after every restart. */
+        count(p, g_error_matches(err, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_TOO_LARGE)
+                     ? &p->stats.rejected_size
+                     : &p->stats.rejected_format);
+        g_autofree char *msg = g_strdup_printf("skipping a file of the replay: %s", err->message);
+        GError *w = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, msg);
+        gst_element_post_message(src, gst_message_new_warning(GST_OBJECT(src), w, NULL));
+        g_error_free(w);
+        continue;
+      }
       if (img == NULL) {
         g_autofree char *msg = g_strdup_printf("cannot read %s", path);
         feeder_post_error(p, src, msg, err->message);
@@ -1045,7 +1057,10 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   case GST_MESSAGE_WARNING: {
     g_autoptr(GError) err = NULL;
     gst_message_parse_warning(msg, &err, NULL);
-    g_debug("capture warning: %s", err->message);
+    if (err->domain == INSP_PIPELINE_ERROR)
+      emit_event(p, INSP_PIPELINE_EVENT_REJECTED, err->message, NULL, 0, 0);
+    else
+      g_debug("capture warning: %s", err->message);
     break;
   }
   default:

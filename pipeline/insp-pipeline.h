@@ -230,6 +230,7 @@ typedef enum {
   INSP_PIPELINE_EVENT_RESTARTING, /* a restart is scheduled: attempt, delay_ms */
   INSP_PIPELINE_EVENT_CONTROL,    /* a control did not take or is unknown (warning) */
   INSP_PIPELINE_EVENT_FINISHED,   /* a files replay without loop has delivered everything */
+  INSP_PIPELINE_EVENT_REJECTED,   /* a file of a replay cannot be decoded: skipped (warning) */
 } InspPipelineEventKind;
 
 typedef struct {

@@ -319,6 +319,41 @@ test_files_slow_workers(void)
   check_files_replay(3, 2000, 8000, 2);
 }
 
+/* A file that does not decode is skipped, counted and reported; the replay
+ * goes on. */
+static void
+test_files_skip_corrupt(void)
+{
+  const guint n = 5;
+  g_autofree char *dir = write_images(n, 20, 10);
+  g_autofree char *bad = g_strdup_printf("%s/part-002b.png", dir);
+  g_assert_true(g_file_set_contents(bad, "not a png at all", -1, NULL));
+  g_autofree char *glob = g_strdup_printf("%s/*.png", dir);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = INSP_CAPTURE_SOURCE_FILES;
+  opt.location = glob;
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_finished, GUINT_TO_POINTER(n), 20000));
+  insp_pipeline_stop(p, TRUE);
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  insp_pipeline_free(p);
+  g_assert_cmpuint(a.results->len, ==, n);
+  for (guint i = 0; i < n; i++) {
+    g_autofree char *stem = g_strdup_printf("part-%03u", i);
+    g_assert_cmpstr(g_array_index(a.results, Seen, i).part_id, ==, stem);
+  }
+  g_assert_cmpuint(st.rejected_format, ==, 1);
+  g_assert_cmpuint(count_events(&a, INSP_PIPELINE_EVENT_REJECTED), ==, 1);
+  g_assert_cmpuint(count_events(&a, INSP_PIPELINE_EVENT_RESTARTING), ==, 0);
+  all_clear(&a);
+  remove_dir(dir);
+}
+
 /* ---- drop policies ---------------------------------------------------------------------- */
 
 static void
@@ -918,6 +953,7 @@ main(int argc, char **argv)
   gst_init(&argc, &argv);
   g_test_add_func("/capture/files-exactly-once", test_files_exactly_once);
   g_test_add_func("/capture/files-slow-workers", test_files_slow_workers);
+  g_test_add_func("/capture/files-skip-corrupt", test_files_skip_corrupt);
   g_test_add_func("/capture/drop-oldest-counts", test_drop_oldest_counts);
   g_test_add_func("/capture/drop-never-keeps-all", test_drop_never_keeps_all);
   g_test_add_func("/capture/restart-after-eos", test_restart_after_eos);
