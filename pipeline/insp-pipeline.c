@@ -12,8 +12,9 @@
  *   - "insp-files": feeds the appsrc of the files source;
  *   - "insp-worker-N": scoring; each keeps its own scorer state;
  *   - "insp-results": the reorder buffer's consumer; the result callback.
- * Locks (never nested except stats_lock inside nothing; no callback runs with
- * one held): trig_lock (pending triggers), files_lock (the replay list and
+ * Locks (never nested with each other; only GLib's own context lock is taken
+ * inside trig_lock, to attach or destroy a timeout; no callback runs with one
+ * held): trig_lock (pending triggers), files_lock (the replay list and
  * resume point), scorer_lock (the current scorer), reorder_lock (results by
  * index), stats_lock (counters).
  * Invariants: every frame popped from the queue yields exactly one InspResult,
@@ -90,7 +91,6 @@ struct _InspPipeline {
   guint attempt;
   guint backoff_ms;
   gint64 capture_started_us;
-  gboolean finished;
 
   /* files source: files_lock */
   GMutex files_lock;
@@ -1036,7 +1036,6 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   case GST_MESSAGE_EOS:
     teardown_capture(p);
     if (p->opt.source == INSP_CAPTURE_SOURCE_FILES && !p->opt.loop) {
-      p->finished = TRUE;
       emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file", NULL,
                  0, 0);
     } else {
