@@ -487,6 +487,27 @@ test_lifecycle(void)
   }
   g_assert_true(swapped);
 
+  /* A camera change (fps, in a drop-in) restarts only the capture: the old
+   * pipeline drains, seq stays contiguous, the model stays B. */
+  g_autofree char *dropins = g_strconcat(fx.cfg_path, ".d", NULL);
+  g_autofree char *dropin = g_build_filename(dropins, "20-fps.conf", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(dropins, 0755), ==, 0);
+  write_file(dropin, "[camera]\nfps = 25\n");
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  mark = c->len;
+  g_autoptr(GArray) d = wait_lines(out, mark + 15, 30);
+  g_assert_cmpuint(d->len, >=, mark + 15);
+  assert_contiguous(d);
+
+  /* SIGHUP reloads too (nothing changed: still RELOADING, then READY). */
+  g_subprocess_send_signal(p, SIGHUP);
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_unlink(dropin);
+  g_assert_cmpint(g_rmdir(dropins), ==, 0);
+  note = wait_reload(); /* the drop-in's removal is a change too */
+
   /* SIGTERM: STOPPING, drain, flush to the broker, exit 0. */
   g_subprocess_send_signal(p, SIGTERM);
   int stopping = notify_wait("STOPPING=1", 30);
@@ -528,7 +549,7 @@ test_lifecycle(void)
     g_assert_true(next_reload < 0 || next_ready < next_reload);
     reloads++;
   }
-  g_assert_cmpint(reloads, >=, 3);
+  g_assert_cmpint(reloads, >=, 6);
   g_assert_cmpint(note_find(stopping + 1, "READY=1"), <, 0);
   g_assert_cmpint(note_find(stopping + 1, "WATCHDOG=1"), <, 0);
 
