@@ -25,8 +25,9 @@
  * better-conditioned reduction than a random one). The seed chooses the
  * start row.
  *
- * Invariants: pure functions; the coreset allocates its working set (n floats
- * and ints, plus the projected copy when d > 128) and frees it; one thread. */
+ * Invariants: pure functions; the coreset allocates its working set (the
+ * rotated copy of the rows, n*min(d,128) floats, and n floats + n ints) and
+ * frees it; one thread (OpenBLAS may use its own for the rotation). */
 #include "insp-detector-private.h"
 
 #include <cblas.h>
@@ -231,7 +232,26 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
 
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
-  z = rotate_rows(x, n, d, dp);
+  if (g_getenv("INSP_CORESET_RANDOM_PROJECTION") != NULL) {
+    /* anomalib's sparse random projection (density 1/sqrt(d), entries
+     * +-sqrt(1/density/dp)) to dp dims first: only to compare with it. */
+    g_autofree float *r = g_new0(float, (gsize)d * dp);
+    g_autofree float *xp = g_new(float, n * (gsize)dp);
+    double density = 1.0 / sqrt((double)d);
+    float v = (float)sqrt(1.0 / density / dp);
+    guint64 pst = seed ^ G_GUINT64_CONSTANT(0x5851F42D4C957F2D);
+
+    for (gsize i = 0; i < (gsize)d * dp; i++) {
+      double u = insp_detector_rand_uniform(&pst);
+
+      r[i] = u < density / 2 ? -v : u < density ? v : 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp,
+                0.0f, xp, dp);
+    z = rotate_rows(xp, n, dp, dp);
+  } else {
+    z = rotate_rows(x, n, d, dp);
+  }
   md = g_new(float, n);
   next = g_new(gint64, n);
   head = g_new(gint64, k + 1);
@@ -264,7 +284,6 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   }
   head[0] = 0;
   n_centres = 1;
-
   while (n_sel < k) {
     gsize best = 0, c;
     float *zc;
@@ -298,7 +317,7 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
     for (gsize j = 0; j < c; j++) {
       float bound = 2.0f * rad[j] * (1.0f + 1e-4f);
       gint64 prev = -1, i;
-      float nr = -1.0f;
+      float nr = -1.0f, dcc2, half;
       gint64 na = -1;
 
       if (!(rad[j] > 0.0f))
@@ -306,16 +325,20 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
       if (fabsf(cn - cnorm[j]) >= bound)
         continue;
       n_centre_dists++;
-      if (dist2_bounded(zc, cz + j * dp, dp, bound * bound) >= bound * bound)
+      dcc2 = dist2_bounded(zc, cz + j * dp, dp, bound * bound);
+      if (dcc2 >= bound * bound)
         continue;
+      /* Per row: |x - c| >= |c - c_j| - |x - c_j|, so a row with
+       * md <= |c - c_j| / 2 cannot get closer (slack for rounding). */
+      half = 0.5f * sqrtf(dcc2) * (1.0f - 1e-4f);
       n_cluster_visits++;
       i = head[j];
       while (i >= 0) {
         gint64 nx = next[i];
         float lim = md[i] * md[i];
-        float dd2 = dist2_bounded(z + (gsize)i * dp, zc, dp, lim);
+        float dd2 = md[i] <= half ? lim : dist2_bounded(z + (gsize)i * dp, zc, dp, lim);
 
-        n_row_dists++;
+        n_row_dists += md[i] > half;
         if (dd2 < lim) {
           float dd = sqrtf(dd2);
 

@@ -159,6 +159,14 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
     for (int h = 0; h < n_hold; h++)
       g_string_append_printf(str, " %.3f", sorted[h]);
     g_debug("%s", str->str);
+    {
+      g_autofree float *ps = g_memdup2(px, sizeof(float) * n_px);
+
+      qsort(ps, n_px, sizeof(float), cmp_float);
+      g_debug("held-out pixel quantiles: q50 %.3f q90 %.3f q99 %.3f q999 %.3f max %.3f",
+              ps[n_px / 2], ps[(gsize)(n_px * 0.9)], ps[(gsize)(n_px * 0.99)],
+              ps[(gsize)(n_px * 0.999)], px_max);
+    }
   }
   fit_norm(img_scores, n_hold, -G_MAXDOUBLE, &m->norm.image_base, &m->norm.image_threshold);
   fit_norm(px, n_px, px_max, &m->norm.pixel_base, &m->norm.pixel_threshold);
