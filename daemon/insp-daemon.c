@@ -751,8 +751,6 @@ reload(Daemon *d, const char *why, GError **error)
   g_autoptr(GError) local = NULL;
   g_autoptr(InspConfig) cfg = NULL;
   g_autoptr(InspModel) model = NULL;
-  InspMqtt *mqtt = NULL;
-  gboolean mqtt_new = FALSE;
   InspConfigChange change;
   g_autofree char *what = NULL;
   g_auto(GStrv) keys = NULL;
@@ -778,11 +776,25 @@ reload(Daemon *d, const char *why, GError **error)
       goto rejected;
     }
   }
-  if ((change & (INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL)) && cfg->mqtt.host[0]) {
-    mqtt = mqtt_for_config(d, cfg, &local);
-    if (mqtt == NULL)
+  if (change & (INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL)) {
+    /* One client per spool folder at a time: the old one goes first (its
+     * unacknowledged results stay in the spool for the new one). The results
+     * thread waits on pub_lock meanwhile; no result is lost. */
+    InspMqtt *fresh = NULL;
+    g_mutex_lock(&d->pub_lock);
+    insp_daemon_mqtt_free(g_steal_pointer(&d->mqtt));
+    d->broker_connected = FALSE;
+    if (cfg->mqtt.host[0])
+      fresh = mqtt_for_config(d, cfg, &local);
+    if (cfg->mqtt.host[0] && fresh == NULL) {
+      g_autoptr(GError) again = NULL;
+      if (d->config->mqtt.host[0] && (d->mqtt = mqtt_for_config(d, d->config, &again)) == NULL)
+        g_warning("the previous MQTT client could not be restored: %s", again->message);
+      g_mutex_unlock(&d->pub_lock);
       goto rejected;
-    mqtt_new = TRUE;
+    }
+    d->mqtt = fresh;
+    g_mutex_unlock(&d->pub_lock);
   }
   if (change & INSP_CONFIG_CHANGE_STATION) {
     replace_string(&d->station, cfg->station.id);
@@ -813,20 +825,10 @@ reload(Daemon *d, const char *why, GError **error)
     d->model = g_steal_pointer(&model);
     g_info("model swapped: now %s", insp_model_get_id(d->model));
   }
-  if (change & (INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL)) {
-    InspMqtt *old;
-    g_mutex_lock(&d->pub_lock);
-    old = d->mqtt;
-    d->mqtt = mqtt;
-    g_mutex_unlock(&d->pub_lock);
-    insp_daemon_mqtt_free(old);
-    mqtt_new = FALSE;
-  } else {
-    g_mutex_lock(&d->pub_lock);
-    if (d->mqtt)
-      insp_daemon_mqtt_set_masks(d->mqtt, cfg->mqtt.masks);
-    g_mutex_unlock(&d->pub_lock);
-  }
+  g_mutex_lock(&d->pub_lock);
+  if (d->mqtt)
+    insp_daemon_mqtt_set_masks(d->mqtt, cfg->mqtt.masks);
+  g_mutex_unlock(&d->pub_lock);
   if (change &
       (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_TRIGGER)) {
     if (d->pipe) {
@@ -855,8 +857,6 @@ reload(Daemon *d, const char *why, GError **error)
   return TRUE;
 
 rejected:
-  if (mqtt_new)
-    insp_daemon_mqtt_free(mqtt);
   g_warning("reload rejected (%s), keeping the config in force: %s", why, local->message);
   {
     g_autofree char *msg = g_strdup_printf("reload rejected: %s", local->message);

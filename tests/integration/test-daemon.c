@@ -500,6 +500,16 @@ test_lifecycle(void)
   g_assert_cmpuint(d->len, >=, mark + 15);
   assert_contiguous(d);
 
+  /* A broker setting changes: only the MQTT client restarts, on the same
+   * spool; every decision still reaches the broker (checked at the end). */
+  write_file(dropin, "[camera]\nfps = 25\n[mqtt]\nkeepalive = 20\n");
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  mark = d->len;
+  g_autoptr(GArray) e = wait_lines(out, mark + 10, 30);
+  g_assert_cmpuint(e->len, >=, mark + 10);
+  assert_contiguous(e);
+
   /* SIGHUP reloads too (nothing changed: still RELOADING, then READY). */
   g_subprocess_send_signal(p, SIGHUP);
   note = wait_reload();
@@ -549,7 +559,7 @@ test_lifecycle(void)
     g_assert_true(next_reload < 0 || next_ready < next_reload);
     reloads++;
   }
-  g_assert_cmpint(reloads, >=, 6);
+  g_assert_cmpint(reloads, >=, 7);
   g_assert_cmpint(note_find(stopping + 1, "READY=1"), <, 0);
   g_assert_cmpint(note_find(stopping + 1, "WATCHDOG=1"), <, 0);
 
