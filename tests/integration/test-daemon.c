@@ -422,7 +422,13 @@ test_lifecycle(void)
     dump_stderr(err);
   g_assert_cmpint(ready, ==, 0); /* nothing before READY */
   g_assert_cmpint(notify_wait("WATCHDOG=1", 10), >, ready);
-  g_assert_cmpint(notify_wait("STATUS=", 10), >, ready);
+  int status = notify_wait("STATUS=", 10);
+  g_assert_cmpint(status, >, ready);
+  const char *status_text = g_ptr_array_index(fx.notes, status);
+  g_assert_true(g_str_has_prefix(status_text, "STATUS=inspecting: "));
+  g_assert_nonnull(strstr(status_text, " fps, latency "));
+  g_assert_nonnull(strstr(status_text, " pass, "));
+  g_assert_nonnull(strstr(status_text, "broker connected"));
   g_autoptr(GArray) before = wait_lines(out, 8, 30);
   g_assert_cmpuint(before->len, >=, 8);
   for (guint i = 0; i < before->len; i++)
