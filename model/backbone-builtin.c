@@ -9,7 +9,8 @@
  * a negative half-wave by the ReLU, so both polarities survive.
  *
  *   s2  (stride 2, 32 ch): 7x7 stride-2 filters, sigma 1.2 px:
- *       0-5   L, RG, BY under a Gaussian (+/-): brightness and colour
+ *       0-5   L, RG, BY under a Gaussian (+/-), weighted LEVEL_GAIN:
+ *             brightness and colour
  *       6-13  first derivative of Gaussian of L at 8 directions (oriented edges,
  *             scratches)
  *       14-15 Laplacian of Gaussian of L (+/-): spots, thin lines
@@ -29,6 +30,13 @@
 
 #include <math.h>
 #include <string.h>
+
+/* Weight of the brightness/colour level channels against the edge and blob
+ * channels. At 1.0 lighting changes dominated the patch distances; PatchCore
+ * image AUROC (inspectd train/eval, default settings) with 1.0 / 0.2 / 0.1:
+ * mvtec_screw 0.44 / 0.70 / 0.74, kolektorsdd 0.76 / 0.78 / 0.80,
+ * mvtec_bottle 0.98 / 0.96 / 0.97. */
+#define LEVEL_GAIN 0.1
 
 #define S2_CH 32
 #define S8_CH 58
@@ -159,8 +167,8 @@ insp_bb_build_builtin(InspBbBuilder *b)
   o = 0;
   spatial_kernel(K_GAUSS, 7, 1.2, 0, kern);
   for (int m = 0; m < 3; m++) {
-    put(w2, 3, 7, o++, kern, 1.0, mixes[m], -1, -1);
-    put(w2, 3, 7, o++, kern, -1.0, mixes[m], -1, -1);
+    put(w2, 3, 7, o++, kern, LEVEL_GAIN, mixes[m], -1, -1);
+    put(w2, 3, 7, o++, kern, -LEVEL_GAIN, mixes[m], -1, -1);
   }
   o = bank_l(w2, 3, 7, 1.2, o, colour_l, -1, -1);
   o = bank_colour(w2, 3, 7, 1.2, o, colour_rg, -1, -1);
