@@ -786,6 +786,53 @@ test_trigger(void)
   g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
 }
 
+/* The embedded demo line: no config, a model trained at start, one line per
+ * decision, seq kept in the user's state folder. Needs no broker. */
+static void
+test_demo(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *tmp = g_dir_make_tmp("test-demo-XXXXXX", &error);
+  g_autofree char *state = g_build_filename(tmp, "state", NULL);
+  g_autofree char *out = g_build_filename(tmp, "demo.out", NULL);
+  g_autofree char *err = g_build_filename(tmp, "demo.err", NULL);
+  guint64 first_seq = 0;
+
+  g_assert_no_error(error);
+  if (g_getenv("INSPECTD") == NULL) {
+    g_test_skip("$INSPECTD is not set (run through meson test)");
+    return;
+  }
+  for (int run = 0; run < 2; run++) {
+    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+    g_subprocess_launcher_set_stdout_file_path(l, out);
+    g_subprocess_launcher_set_stderr_file_path(l, err);
+    g_subprocess_launcher_setenv(l, "XDG_STATE_HOME", state, TRUE);
+    g_subprocess_launcher_unsetenv(l, "NOTIFY_SOCKET");
+    g_subprocess_launcher_unsetenv(l, "STATE_DIRECTORY");
+    g_autoptr(GSubprocess) p =
+        g_subprocess_launcher_spawn(l, &error, g_getenv("INSPECTD"), "run", "--count", "6",
+                                    "--demo-fps", "0", "--demo-size", "128", NULL);
+    g_assert_no_error(error);
+    g_assert_true(g_subprocess_wait(p, NULL, &error));
+    if (!g_subprocess_get_if_exited(p) || g_subprocess_get_exit_status(p) != 0)
+      dump_stderr(err);
+    g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+    g_autoptr(GArray) a = parse_lines(out);
+    g_assert_cmpuint(a->len, ==, 6);
+    assert_contiguous(a);
+    g_assert_cmpstr(g_array_index(a, Line, 0).part, ==, "part0001-good");
+    g_assert_cmpstr(g_array_index(a, Line, 4).part, ==, "part0005-scratch");
+    g_assert_cmpfloat(g_array_index(a, Line, 0).threshold, ==, 0.5);
+    if (run == 0)
+      first_seq = g_array_index(a, Line, 0).seq;
+    else
+      g_assert_cmpuint(g_array_index(a, Line, 0).seq, ==, first_seq + 6);
+  }
+  g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmp);
+  g_assert_cmpint(system(cmd), ==, 0);
+}
+
 static void
 test_start_failure(void)
 {
@@ -847,6 +894,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/threshold-command", test_threshold_command);
   g_test_add_func("/daemon/watchdog-stall", test_watchdog_stall);
   g_test_add_func("/daemon/trigger", test_trigger);
+  g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   status = g_test_run();
   fixture_teardown();
