@@ -20,8 +20,8 @@
 
 #include "insp-model.h"
 
-#define N_TRAIN 100
-#define N_SCORE 40
+#define N_TRAIN 60
+#define N_SCORE 30
 
 typedef struct {
   GPtrArray *train; /* paths, or NULL for generated parts */
@@ -225,7 +225,7 @@ main(int argc, char **argv)
     }
   }
   printf("bench-detector: %s, OPENBLAS_NUM_THREADS=%s\n",
-         data.train ? "mvtec_bottle (first 100 good images), test images scored"
+         data.train ? "mvtec_bottle (first 60 good images), test images scored"
                     : "generated 256x256 parts (no INSP_SHARED_DIR)",
          g_getenv("OPENBLAS_NUM_THREADS") ? g_getenv("OPENBLAS_NUM_THREADS") : "(unset)");
   for (int b = 0; b < 2; b++) {
