@@ -98,6 +98,10 @@ double insp_bb_count_flops(const InspBackbone *bb, int height, int width, const 
 gboolean insp_bb_build_mobilenetv2(InspBbBuilder *b);
 gboolean insp_bb_build_resnet(InspBbBuilder *b, const char *arch);
 gboolean insp_bb_build_builtin(InspBbBuilder *b);
+/* Written as "builtin_version" with a builtin backbone and required equal at
+ * load: bump it whenever the generated filters change, so that a model
+ * trained on other filters is refused instead of scoring garbage. */
+#define INSP_BB_BUILTIN_VERSION "2"
 /* resnet18/34/50/101, wide_resnet50_2/101_2 */
 gboolean insp_bb_resnet_known(const char *arch);
 /* Architecture guessed from the tensor names under the builder's prefix, or NULL. */

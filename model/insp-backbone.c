@@ -518,6 +518,17 @@ insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, cons
     return NULL;
   }
 
+  if (g_str_equal(arch, "builtin") && meta(st, prefix, "architecture") != NULL) {
+    const char *v = meta(st, prefix, "builtin_version");
+    if (v == NULL || !g_str_equal(v, INSP_BB_BUILTIN_VERSION)) {
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
+                  "%s: builtin backbone version '%s', this build has version %s (different "
+                  "filters): train the model again",
+                  insp_safetensors_get_path(st), v != NULL ? v : "(none)",
+                  INSP_BB_BUILTIN_VERSION);
+      return NULL;
+    }
+  }
   bb = bb_alloc(arch);
   if (!g_str_equal(arch, "builtin") && !read_metadata(bb, st, prefix, error))
     return NULL;
@@ -639,6 +650,10 @@ insp_backbone_write(const InspBackbone *bb, InspSafetensorsWriter *w, const char
   insp_safetensors_writer_set_metadata(w, k_std, std);
   insp_safetensors_writer_set_metadata(w, k_size, size);
   insp_safetensors_writer_set_metadata(w, k_eps, eps);
+  if (g_str_equal(bb->arch, "builtin")) {
+    g_autofree char *k_ver = g_strconcat(prefix, "builtin_version", NULL);
+    insp_safetensors_writer_set_metadata(w, k_ver, INSP_BB_BUILTIN_VERSION);
+  }
 }
 
 const char *

@@ -615,6 +615,19 @@ test_write_roundtrip(void)
   g_autoptr(InspBackbone) b2 = insp_backbone_new_from_safetensors(st, "aux.", NULL, &error);
   g_assert_no_error(error);
   g_assert_cmpstr(insp_backbone_get_arch(b2), ==, "builtin");
+
+  /* A builtin of other filters (or of unknown version) is refused. */
+  g_autofree char *old_builtin =
+      weights_save(w, dir, "old.safetensors", NULL, NULL, NULL, NULL,
+                   (const char *const[]){ "aux.architecture", "builtin", "aux.builtin_version",
+                                          "1", NULL });
+  g_autoptr(InspSafetensors) st_old = insp_safetensors_open(old_builtin, &error);
+  g_assert_no_error(error);
+  g_autoptr(InspBackbone) b3 = insp_backbone_new_from_safetensors(st_old, "aux.", NULL, &error);
+  g_assert_null(b3);
+  g_assert_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS);
+  g_assert_nonnull(strstr(error->message, "builtin backbone version '1'"));
+  g_clear_error(&error);
   g_assert_cmpint(insp_backbone_get_input_size(b), ==, 192);
   float mean[3], std[3];
   insp_backbone_get_normalisation(b, mean, std);
