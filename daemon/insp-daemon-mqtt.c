@@ -1,7 +1,7 @@
 /* insp-daemon-mqtt: the daemon's side of the MQTT client: fills
  * InspMqttOptions from the config, turns results and commands into the plain
- * values of insp-daemon-private.h. It exists only because pipeline/ and the
- * MQTT module each define a type called InspResult.
+ * values of insp-daemon-private.h, so that insp-daemon.c deals with the
+ * pipeline and this file alone with the MQTT module's types.
  * Threads: new/free and the command/connection callbacks on the main
  * context; publish/status/event from any thread (the MQTT module allows it). */
 #define G_LOG_DOMAIN "inspectd"
@@ -111,7 +111,7 @@ gboolean
 insp_daemon_mqtt_publish(InspMqtt *mqtt, const InspDaemonVerdict *v, GBytes *mask_png,
                          GError **error)
 {
-  InspResult r = {
+  InspPartResult r = {
       .seq = v->seq,
       .part_id = v->part_id,
       .capture_time_us = v->capture_time_us,

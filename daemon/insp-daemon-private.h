@@ -1,9 +1,8 @@
 /* daemon/ internals shared by insp-daemon.c and insp-daemon-mqtt.c.
  *
- * pipeline/insp-pipeline.h and daemon/insp-result.h both define a type named
- * InspResult, so no file may include both: insp-daemon.c sees the pipeline,
- * insp-daemon-mqtt.c sees the MQTT client, and this header passes plain
- * values between them. */
+ * insp-daemon.c sees the pipeline, insp-daemon-mqtt.c sees the MQTT client
+ * (InspPartResult, InspMqtt), and this header passes plain values between
+ * them. */
 #pragma once
 
 #include <glib.h>

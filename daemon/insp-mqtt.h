@@ -142,7 +142,7 @@ gboolean insp_mqtt_start(InspMqtt *mqtt, GError **error);
  * user properties seq and part_id. When the part was triggered with a v5
  * response topic, the result also goes there with its correlation data.
  * Any thread. Returns FALSE only when the spool cannot be written. */
-gboolean insp_mqtt_publish_result(InspMqtt *mqtt, const InspResult *result, GBytes *mask_png,
+gboolean insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *mask_png,
                                   GError **error);
 /* Retained status; remembered and republished on every reconnect. Any thread. */
 void insp_mqtt_publish_status(InspMqtt *mqtt, const InspMqttStatus *status);

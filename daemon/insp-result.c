@@ -1,4 +1,4 @@
-/* The result payload: an InspResult rendered as the JSON of the MQTT contract
+/* The result payload: an InspPartResult rendered as the JSON of the MQTT contract
  * (DESIGN.md, {prefix}/{station}/result), built with json-glib.
  * Invariants: key names and order are fixed; scores are finite (NaN/inf are
  * written as null, which JSON can carry and consumers can detect).
@@ -38,7 +38,7 @@ add_double(JsonBuilder *b, const char *key, double v)
 }
 
 char *
-insp_result_to_json(const InspResult *r, const char *station, gsize *length)
+insp_result_to_json(const InspPartResult *r, const char *station, gsize *length)
 {
   g_autoptr(JsonBuilder) b = json_builder_new();
   g_autoptr(JsonGenerator) gen = json_generator_new();

@@ -19,13 +19,13 @@ typedef struct {
   double latency_ms;         /* capture to verdict */
   const InspRegion *regions; /* n_regions entries; may be NULL when 0 */
   gsize n_regions;
-} InspResult;
+} InspPartResult;
 
 /* RFC 3339 UTC with milliseconds, e.g. "2026-11-28T20:44:13.123Z". */
 char *insp_result_format_time(gint64 unix_us);
 
 /* {"v":1,"station","seq","part_id","ts","verdict","score","threshold","model",
  * "latency_ms","regions":[{"x","y","w","h","area","score"}]}; caller frees. */
-char *insp_result_to_json(const InspResult *result, const char *station, gsize *length);
+char *insp_result_to_json(const InspPartResult *result, const char *station, gsize *length);
 
 G_END_DECLS

@@ -56,7 +56,7 @@ static void
 one_result(InspMqtt *m, guint64 seq)
 {
   InspRegion reg = {12, 34, 56, 78, 900, 0.87f};
-  InspResult r = {.seq = seq,
+  InspPartResult r = {.seq = seq,
                   .capture_time_us = g_get_real_time(),
                   .fail = TRUE,
                   .score = 0.87,

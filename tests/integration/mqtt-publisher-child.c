@@ -72,7 +72,7 @@ main(int argc, char **argv)
   }
   for (int i = 0; i < count; i++) {
     InspRegion reg = {.x = 1, .y = 2, .w = 3, .h = 4, .area = 5, .score = 0.9f};
-    InspResult r = {.seq = (guint64)(first + i),
+    InspPartResult r = {.seq = (guint64)(first + i),
                     .capture_time_us = g_get_real_time(),
                     .fail = TRUE,
                     .score = 0.9,

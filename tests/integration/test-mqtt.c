@@ -192,7 +192,7 @@ publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *ma
 {
   g_autoptr(GError) error = NULL;
   InspRegion regs[2] = {{10, 20, 30, 40, 500, 0.75f}, {1, 2, 3, 4, 5, 0.5f}};
-  InspResult r = {.seq = seq,
+  InspPartResult r = {.seq = seq,
                   .part_id = part,
                   .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
                   .fail = fail,
