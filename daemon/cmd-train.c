@@ -54,8 +54,8 @@ progress_cb(const char *stage, int done, int total, gpointer user_data)
     for (int i = 0; i < 30; i++)
       bar[i] = i < fill ? '#' : '.';
     bar[30] = '\0';
-    fprintf(stderr, "\r%-10s [%s] %d/%d  %.0fs elapsed, ETA %.0fs   ", stage, bar, done, total,
-            el, eta);
+    fprintf(stderr, "\r%-10s [%s] %d/%d  %.0fs elapsed, ETA %.0fs   ", stage, bar, done, total, el,
+            eta);
     if (done == total)
       fputc('\n', stderr);
   } else {
@@ -109,30 +109,28 @@ insp_cmd_train(int argc, char **argv)
   gint64 seed = 0;
   int status;
   const GOptionEntry entries[] = {
-    { "images", 'i', 0, G_OPTION_ARG_FILENAME, &images, "folder of good images (PNG/JPEG)", "DIR" },
-    { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "model file to write", "MODEL" },
-    { "backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone,
-      "backbone safetensors file, or builtin (default)", "FILE|builtin" },
-    { "detector", 'd', 0, G_OPTION_ARG_STRING, &detector, "patchcore (default) or padim",
-      "NAME" },
-    { "coreset", 0, 0, G_OPTION_ARG_DOUBLE, &coreset,
-      "PatchCore memory-bank fraction kept by coreset selection (default 0.1)", "F" },
-    { "size", 0, 0, G_OPTION_ARG_INT, &size, "model input size in pixels (default: backbone's)",
-      "N" },
-    { "channels", 0, 0, G_OPTION_ARG_INT, &channels,
-      "PaDiM: random subset of N feature channels (default: all)", "N" },
-    { "dim", 0, 0, G_OPTION_ARG_INT, &dim,
-      "PatchCore: reduce features to N dims by channel averaging (default: off)", "N" },
-    { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed for hold-out, coreset, channels (default 0)",
-      "N" },
-    G_OPTION_ENTRY_NULL
-  };
+      {"images", 'i', 0, G_OPTION_ARG_FILENAME, &images, "folder of good images (PNG/JPEG)", "DIR"},
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "model file to write", "MODEL"},
+      {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone,
+       "backbone safetensors file, or builtin (default)", "FILE|builtin"},
+      {"detector", 'd', 0, G_OPTION_ARG_STRING, &detector, "patchcore (default) or padim", "NAME"},
+      {"coreset", 0, 0, G_OPTION_ARG_DOUBLE, &coreset,
+       "PatchCore memory-bank fraction kept by coreset selection (default 0.1)", "F"},
+      {"size", 0, 0, G_OPTION_ARG_INT, &size, "model input size in pixels (default: backbone's)",
+       "N"},
+      {"channels", 0, 0, G_OPTION_ARG_INT, &channels,
+       "PaDiM: random subset of N feature channels (default: all)", "N"},
+      {"dim", 0, 0, G_OPTION_ARG_INT, &dim,
+       "PatchCore: reduce features to N dims by channel averaging (default: off)", "N"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed for hold-out, coreset, channels (default 0)",
+       "N"},
+      G_OPTION_ENTRY_NULL};
   InspTrainOptions opt;
   g_autoptr(GPtrArray) paths = NULL;
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) model = NULL;
   Source src;
-  Progress prog = { 0 };
+  Progress prog = {0};
   gint64 t0;
   double secs;
   GStatBuf sb;

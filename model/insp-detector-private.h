@@ -86,8 +86,7 @@ int insp_padim_accum_get_count(const InspPadimAccum *a);
 /* mean [P,d], inv_cov [P,d,d]: mean, unbiased covariance + eps*I, inverted by
  * Cholesky, all in double; stored float. FALSE if a covariance is not
  * positive definite (cannot happen with eps > 0 and finite features). */
-gboolean insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean,
-                                 float *inv_cov);
+gboolean insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean, float *inv_cov);
 /* Symmetric positive definite a [n,n] (double, row-major) -> inverse in @inv,
  * through Cholesky. @work holds n*n doubles. FALSE if not positive definite. */
 gboolean insp_padim_invert_spd(const double *a, int n, double *inv, double *work);

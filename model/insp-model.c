@@ -25,7 +25,7 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp-model-error-quark, insp_model_error)
+G_DEFINE_QUARK(insp - model - error - quark, insp_model_error)
 
 #define MAX_BANK_ROWS (1 << 24)
 
@@ -147,8 +147,8 @@ set_id(InspModel *m, GBytes *bytes)
   if (bytes != NULL)
     hex = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bytes);
   g_free(m->id);
-  m->id = g_strdup_printf("%s-%s-%.8s", detector_name(m->kind),
-                          insp_backbone_get_arch(m->backbone), hex ? hex : "unsaved");
+  m->id = g_strdup_printf("%s-%s-%.8s", detector_name(m->kind), insp_backbone_get_arch(m->backbone),
+                          hex ? hex : "unsaved");
 }
 
 void
@@ -290,8 +290,8 @@ ms_since(gint64 t0)
 }
 
 void
-insp_model_extract(const InspModel *m, InspModelScratch *s, const float *input,
-                   float *feats_out, double *ms_backbone, double *ms_features)
+insp_model_extract(const InspModel *m, InspModelScratch *s, const float *input, float *feats_out,
+                   double *ms_backbone, double *ms_features)
 {
   const char *last = s->fine_index > s->coarse_index ? m->fine_stage : m->coarse_stage;
   gint64 t0 = g_get_monotonic_time();
@@ -336,8 +336,8 @@ insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *
 }
 
 gboolean
-insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int width,
-                 int height, int stride, InspScoreResult *out, GError **error)
+insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int width, int height,
+                 int stride, InspScoreResult *out, GError **error)
 {
   gint64 t0;
   double ms_pre, ms_feat;
@@ -394,9 +394,9 @@ static void
 meta_set_triple(InspSafetensorsWriter *w, const char *key, const float v[3])
 {
   char a[G_ASCII_DTOSTR_BUF_SIZE], b[G_ASCII_DTOSTR_BUF_SIZE], c[G_ASCII_DTOSTR_BUF_SIZE];
-  g_autofree char *s = g_strdup_printf("%s,%s,%s", g_ascii_dtostr(a, sizeof a, v[0]),
-                                       g_ascii_dtostr(b, sizeof b, v[1]),
-                                       g_ascii_dtostr(c, sizeof c, v[2]));
+  g_autofree char *s =
+      g_strdup_printf("%s,%s,%s", g_ascii_dtostr(a, sizeof a, v[0]),
+                      g_ascii_dtostr(b, sizeof b, v[1]), g_ascii_dtostr(c, sizeof c, v[2]));
 
   insp_safetensors_writer_set_metadata(w, key, s);
 }
@@ -412,18 +412,18 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   g_return_val_if_fail(m != NULL && path != NULL, FALSE);
   insp_backbone_write(m->backbone, w, "backbone.");
   if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    gint64 shape[2] = { m->bank_rows, m->dim };
+    gint64 shape[2] = {m->bank_rows, m->dim};
 
     insp_safetensors_writer_add_f32(w, "patchcore.memory_bank", 2, shape, m->bank);
   } else {
-    gint64 s2[2] = { m->n_patches, m->dim };
-    gint64 s3[3] = { m->n_patches, m->dim, m->dim };
+    gint64 s2[2] = {m->n_patches, m->dim};
+    gint64 s3[3] = {m->n_patches, m->dim, m->dim};
 
     insp_safetensors_writer_add_f32(w, "padim.mean", 2, s2, m->padim_mean);
     insp_safetensors_writer_add_f32(w, "padim.inv_cov", 3, s3, m->padim_inv_cov);
     if (m->channels != NULL) {
       g_autofree float *ch = g_new(float, m->dim);
-      gint64 s1[1] = { m->dim };
+      gint64 s1[1] = {m->dim};
 
       for (int i = 0; i < m->dim; i++)
         ch[i] = (float)m->channels[i];
@@ -447,14 +447,13 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
     meta_set_double(w, "patchcore.coreset_fraction", m->coreset_fraction);
     meta_set_int(w, "patchcore.num_neighbors", m->num_neighbours);
     meta_set_int(w, "patchcore.reduce_dim", m->spec.reduce_dim);
-    insp_safetensors_writer_set_metadata(w, "patchcore.projection",
-                                         "sparse random (density 1/sqrt(D)) to 128 dims when D > 128");
+    insp_safetensors_writer_set_metadata(
+        w, "patchcore.projection", "sparse random (density 1/sqrt(D)) to 128 dims when D > 128");
   } else {
     meta_set_int(w, "padim.channels_total", m->padim_channels_total);
     meta_set_double(w, "padim.eps", 0.01);
   }
-  insp_safetensors_writer_set_metadata(w, "score.rule",
-                                       "normalised = 0.5 * raw / threshold");
+  insp_safetensors_writer_set_metadata(w, "score.rule", "normalised = 0.5 * raw / threshold");
   meta_set_double(w, "score.image_base", m->norm.image_base);
   meta_set_double(w, "score.image_threshold", m->norm.image_threshold);
   meta_set_double(w, "score.pixel_base", m->norm.pixel_base);
@@ -497,8 +496,7 @@ meta_get_int(InspSafetensors *st, const char *path, const char *key, gint64 lo, 
 }
 
 static gboolean
-meta_get_double(InspSafetensors *st, const char *path, const char *key, double *out,
-                GError **error)
+meta_get_double(InspSafetensors *st, const char *path, const char *key, double *out, GError **error)
 {
   const char *v = insp_safetensors_get_metadata(st, key);
   char *end = NULL;
@@ -557,9 +555,8 @@ probe_stages(InspModel *m, GError **error)
   fi = stage_index(m->backbone, m->fine_stage);
   ci = stage_index(m->backbone, m->coarse_stage);
   if (fi < 0 || ci < 0) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "backbone %s has no stage '%s'", insp_backbone_get_arch(m->backbone),
-                fi < 0 ? m->fine_stage : m->coarse_stage);
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT, "backbone %s has no stage '%s'",
+                insp_backbone_get_arch(m->backbone), fi < 0 ? m->fine_stage : m->coarse_stage);
     return FALSE;
   }
   bs = insp_backbone_scratch_new(m->backbone, m->input_size, m->input_size, error);
@@ -651,7 +648,9 @@ insp_model_load(const char *path, GError **error)
                 insp_backbone_get_arch(m->backbone)) != 0) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
                 "%s: metadata names backbone '%s' but the file holds '%s'", path,
-                insp_safetensors_get_metadata(st, "backbone") ? insp_safetensors_get_metadata(st, "backbone") : "(missing)",
+                insp_safetensors_get_metadata(st, "backbone")
+                    ? insp_safetensors_get_metadata(st, "backbone")
+                    : "(missing)",
                 insp_backbone_get_arch(m->backbone));
     return NULL;
   }
@@ -736,11 +735,10 @@ insp_model_load(const char *path, GError **error)
     shape[0] = ti->shape[0];
     shape[1] = m->dim;
     m->bank = insp_safetensors_get_f32(st, "patchcore.memory_bank", 2, shape, &e);
-    if (m->bank == NULL)
-      {
-        tensor_error(error, path, g_steal_pointer(&e));
-        return NULL;
-      }
+    if (m->bank == NULL) {
+      tensor_error(error, path, g_steal_pointer(&e));
+      return NULL;
+    }
     m->bank_rows = (int)shape[0];
     insp_model_finish_setup(m); /* bank norms */
   } else {
@@ -766,15 +764,14 @@ insp_model_load(const char *path, GError **error)
       }
       s1[0] = dim;
       ch = insp_safetensors_get_f32(st, "padim.channels", 1, s1, &e);
-      if (ch == NULL)
-        {
+      if (ch == NULL) {
         tensor_error(error, path, g_steal_pointer(&e));
         return NULL;
       }
       m->channels = g_new(int, dim);
       for (int i = 0; i < dim; i++) {
-        if (!(ch[i] >= 0.0f && ch[i] < (float)m->padim_channels_total) ||
-            ch[i] != floorf(ch[i]) || (i > 0 && ch[i] <= ch[i - 1])) {
+        if (!(ch[i] >= 0.0f && ch[i] < (float)m->padim_channels_total) || ch[i] != floorf(ch[i]) ||
+            (i > 0 && ch[i] <= ch[i - 1])) {
           g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR,
                       "%s: padim.channels must be increasing channel indices below %d", path,
                       m->padim_channels_total);
@@ -796,27 +793,24 @@ insp_model_load(const char *path, GError **error)
     s3[1] = dim;
     s3[2] = dim;
     m->padim_mean = insp_safetensors_get_f32(st, "padim.mean", 2, s2, &e);
-    if (m->padim_mean == NULL)
-      {
-        tensor_error(error, path, g_steal_pointer(&e));
-        return NULL;
-      }
+    if (m->padim_mean == NULL) {
+      tensor_error(error, path, g_steal_pointer(&e));
+      return NULL;
+    }
     m->padim_inv_cov = insp_safetensors_get_f32(st, "padim.inv_cov", 3, s3, &e);
-    if (m->padim_inv_cov == NULL)
-      {
-        tensor_error(error, path, g_steal_pointer(&e));
-        return NULL;
-      }
+    if (m->padim_inv_cov == NULL) {
+      tensor_error(error, path, g_steal_pointer(&e));
+      return NULL;
+    }
   }
-  if (!insp_safetensors_check_all_used(st, NULL, &e))
-    {
-        tensor_error(error, path, g_steal_pointer(&e));
-        return NULL;
-      }
+  if (!insp_safetensors_check_all_used(st, NULL, &e)) {
+    tensor_error(error, path, g_steal_pointer(&e));
+    return NULL;
+  }
   if (fabs(sigma - m->blur_sigma) > 1e-3 * m->blur_sigma) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "%s: blur_sigma %g is not this build's %g for input %d", path, sigma,
-                m->blur_sigma, m->input_size);
+                "%s: blur_sigma %g is not this build's %g for input %d", path, sigma, m->blur_sigma,
+                m->input_size);
     return NULL;
   }
   mf = g_mapped_file_new(path, FALSE, NULL);

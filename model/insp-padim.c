@@ -22,11 +22,11 @@
  * (which streams the whole [P,D,D] sum once per image). */
 struct _InspPadimAccum {
   int p, d, count;
-  int pending;    /* images buffered, not yet in the sums */
-  float *batch;   /* [PADIM_BATCH, P, D] */
-  double *sum;    /* [P, D] */
-  double *outer;  /* [P, D, D], upper triangle */
-  double *rows;   /* [PADIM_BATCH, D] */
+  int pending;   /* images buffered, not yet in the sums */
+  float *batch;  /* [PADIM_BATCH, P, D] */
+  double *sum;   /* [P, D] */
+  double *outer; /* [P, D, D], upper triangle */
+  double *rows;  /* [PADIM_BATCH, D] */
 };
 
 InspPadimAccum *
@@ -36,10 +36,10 @@ insp_padim_accum_new(int n_positions, int d)
 
   a->p = n_positions;
   a->d = d;
-  a->sum = g_new0(double, (gsize)n_positions * d);
-  a->outer = g_new0(double, (gsize)n_positions * d * d);
-  a->rows = g_new0(double, (gsize)PADIM_BATCH * d);
-  a->batch = g_new(float, (gsize)PADIM_BATCH * n_positions * d);
+  a->sum = g_new0(double, (gsize)n_positions *d);
+  a->outer = g_new0(double, (gsize)n_positions *d *d);
+  a->rows = g_new0(double, (gsize)PADIM_BATCH *d);
+  a->batch = g_new(float, (gsize)PADIM_BATCH *n_positions *d);
   return a;
 }
 
@@ -150,9 +150,9 @@ insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean, float *inv_c
 {
   int d = a->d;
   double n = a->count;
-  g_autofree double *cov = g_new(double, (gsize)d * d);
-  g_autofree double *inv = g_new(double, (gsize)d * d);
-  g_autofree double *work = g_new(double, (gsize)d * d);
+  g_autofree double *cov = g_new(double, (gsize)d *d);
+  g_autofree double *inv = g_new(double, (gsize)d *d);
+  g_autofree double *work = g_new(double, (gsize)d *d);
   g_autofree double *mu = g_new(double, d);
 
   g_return_val_if_fail(a->count > 0, FALSE);

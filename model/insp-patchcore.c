@@ -38,7 +38,7 @@
 static inline float
 dist2(const float *a, const float *b, int d)
 {
-  float acc[8] = { 0 };
+  float acc[8] = {0};
   int i = 0;
 
   for (; i + 8 <= d; i += 8)
@@ -89,7 +89,7 @@ static void
 symmetric_eigen(double *a, int n, double *v, double *w)
 {
   g_autofree int *order = g_new(int, n);
-  g_autofree double *vs = g_new(double, (gsize)n * n);
+  g_autofree double *vs = g_new(double, (gsize)n *n);
 
   for (int i = 0; i < n; i++)
     for (int j = 0; j < n; j++)
@@ -163,13 +163,13 @@ rotate_rows(const float *x, gsize n, int d, int dp)
 {
   g_autofree double *mean = g_new0(double, d);
   g_autofree float *meanf = g_new(float, d);
-  g_autofree float *covf = g_new0(float, (gsize)d * d);
-  g_autofree double *cov = g_new(double, (gsize)d * d);
-  g_autofree double *v = g_new(double, (gsize)d * d);
+  g_autofree float *covf = g_new0(float, (gsize)d *d);
+  g_autofree double *cov = g_new(double, (gsize)d *d);
+  g_autofree double *v = g_new(double, (gsize)d *d);
   g_autofree double *w = g_new(double, d);
-  g_autofree float *basis = g_new(float, (gsize)d * dp);
+  g_autofree float *basis = g_new(float, (gsize)d *dp);
   g_autofree float *block = NULL;
-  float *z = g_new(float, n * (gsize)dp);
+  float *z = g_new(float, n *(gsize)dp);
   const gsize bs = 4096;
 
   for (gsize i = 0; i < n; i++)
@@ -178,7 +178,7 @@ rotate_rows(const float *x, gsize n, int d, int dp)
   for (int j = 0; j < d; j++)
     meanf[j] = (float)(mean[j] / (double)n);
   /* Covariance (up to a factor) of the centred rows, in blocks. */
-  block = g_new(float, bs * (gsize)d);
+  block = g_new(float, bs *(gsize)d);
   for (gsize i0 = 0; i0 < n; i0 += bs) {
     gsize m = MIN(bs, n - i0);
 
@@ -200,27 +200,26 @@ rotate_rows(const float *x, gsize n, int d, int dp)
     for (gsize i = 0; i < m; i++)
       for (int j = 0; j < d; j++)
         block[i * d + j] = x[(i0 + i) * d + j] - meanf[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, dp, d, 1.0f, block, d, basis,
-                dp, 0.0f, z + i0 * dp, dp);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, dp, d, 1.0f, block, d, basis, dp,
+                0.0f, z + i0 * dp, dp);
   }
   return z;
 }
 
 gsize *
-insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
-                       gsize *k_out)
+insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed, gsize *k_out)
 {
   int dp = MIN(d, INSP_PATCHCORE_PROJ_DIM);
   gsize k;
   g_autofree float *z = NULL;
-  g_autofree float *md = NULL;     /* distance of each row to its centre */
-  g_autofree gint64 *next = NULL;  /* next row in the same cluster, -1 ends */
-  g_autofree gint64 *head = NULL;  /* first row of each cluster */
-  g_autofree float *rad = NULL;    /* cluster radius (max md of members) */
-  g_autofree gint64 *amax = NULL;  /* member with that radius (earliest on ties) */
-  g_autofree float *cnorm = NULL;  /* norm of each centre */
-  g_autofree float *cz = NULL;     /* the centres' rows, contiguous */
-  g_autofree gint64 *crow = NULL;  /* row of each centre */
+  g_autofree float *md = NULL;    /* distance of each row to its centre */
+  g_autofree gint64 *next = NULL; /* next row in the same cluster, -1 ends */
+  g_autofree gint64 *head = NULL; /* first row of each cluster */
+  g_autofree float *rad = NULL;   /* cluster radius (max md of members) */
+  g_autofree gint64 *amax = NULL; /* member with that radius (earliest on ties) */
+  g_autofree float *cnorm = NULL; /* norm of each centre */
+  g_autofree float *cz = NULL;    /* the centres' rows, contiguous */
+  g_autofree gint64 *crow = NULL; /* row of each centre */
   gsize *sel;
   gsize n_sel = 0, n_centres;
   guint64 st = seed;
@@ -235,8 +234,8 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   if (g_getenv("INSP_CORESET_RANDOM_PROJECTION") != NULL) {
     /* anomalib's sparse random projection (density 1/sqrt(d), entries
      * +-sqrt(1/density/dp)) to dp dims first: only to compare with it. */
-    g_autofree float *r = g_new0(float, (gsize)d * dp);
-    g_autofree float *xp = g_new(float, n * (gsize)dp);
+    g_autofree float *r = g_new0(float, (gsize)d *dp);
+    g_autofree float *xp = g_new(float, n *(gsize)dp);
     double density = 1.0 / sqrt((double)d);
     float v = (float)sqrt(1.0 / density / dp);
     guint64 pst = seed ^ G_GUINT64_CONSTANT(0x5851F42D4C957F2D);
@@ -246,8 +245,8 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
 
       r[i] = u < density / 2 ? -v : u < density ? v : 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp,
-                0.0f, xp, dp);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp, 0.0f,
+                xp, dp);
     z = rotate_rows(xp, n, dp, dp);
   } else {
     z = rotate_rows(x, n, d, dp);

@@ -121,7 +121,7 @@ rgb_of(const InspImage *img, guint8 **tmp, int *stride)
 static float *
 gather_rows(const float *x, int d, const gsize *idx, gsize k)
 {
-  float *out = g_new(float, k * (gsize)d);
+  float *out = g_new(float, k *(gsize)d);
 
   for (gsize i = 0; i < k; i++)
     memcpy(out + i * d, x + idx[i] * d, sizeof(float) * (gsize)d);
@@ -169,8 +169,7 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
     g_debug("%s", b->str);
   }
   g_debug("normalisation: image base %g threshold %g, pixel base %g threshold %g",
-          m->norm.image_base, m->norm.image_threshold, m->norm.pixel_base,
-          m->norm.pixel_threshold);
+          m->norm.image_base, m->norm.image_threshold, m->norm.pixel_base, m->norm.pixel_threshold);
   return TRUE;
 }
 
@@ -178,8 +177,8 @@ static gboolean
 fit_patchcore(InspModel *m, const float *rows, gsize n_rows, GError **error)
 {
   gsize k = 0;
-  g_autofree gsize *sel = insp_patchcore_coreset(rows, n_rows, m->dim, m->coreset_fraction,
-                                                  m->seed, &k);
+  g_autofree gsize *sel =
+      insp_patchcore_coreset(rows, n_rows, m->dim, m->coreset_fraction, m->seed, &k);
 
   if (sel == NULL || k == 0) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
@@ -199,8 +198,8 @@ fit_padim(InspModel *m, InspPadimAccum *acc, GError **error)
   gsize p = (gsize)m->n_patches, d = (gsize)m->dim;
 
   if (m->owned_mean == NULL) {
-    m->owned_mean = g_new(float, p * d);
-    m->owned_inv_cov = g_new(float, p * d * d);
+    m->owned_mean = g_new(float, p *d);
+    m->owned_inv_cov = g_new(float, p *d *d);
   }
   if (!insp_padim_accum_finish(acc, 0.01, m->owned_mean, m->owned_inv_cov)) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
@@ -243,8 +242,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     return NULL;
   }
   if (opt->input_size != 0 && (opt->input_size < 32 || opt->input_size > INSP_MAX_INPUT_SIZE)) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "input size %d is not in [32, %d]", opt->input_size, INSP_MAX_INPUT_SIZE);
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "input size %d is not in [32, %d]",
+                opt->input_size, INSP_MAX_INPUT_SIZE);
     return NULL;
   }
 
@@ -264,8 +263,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     return NULL;
   total_c = m->spec.fine_c + m->spec.coarse_c;
   m->padim_channels_total = total_c;
-  if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 &&
-      opt->padim_channels < total_c) {
+  if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 && opt->padim_channels < total_c) {
     m->channels = g_new(int, opt->padim_channels);
     insp_features_random_channels(total_c, opt->padim_channels, opt->seed, m->channels);
     m->spec.n_channels = opt->padim_channels;
@@ -309,9 +307,9 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
 
   per_img = (gsize)m->n_patches * m->dim;
   if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    rows = g_try_new(float, per_img * n_images);
+    rows = g_try_new(float, per_img *n_images);
   } else {
-    rows = g_try_new(float, per_img * n_hold);
+    rows = g_try_new(float, per_img *n_hold);
     acc = insp_padim_accum_new(m->n_patches, m->dim);
   }
   if (rows == NULL) {
@@ -341,8 +339,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
       return NULL;
     }
     rgb = rgb_of(img, &grey_tmp, &stride);
-    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_size, m->input_size,
-                          1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
+    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_size, m->input_size, 1.0f,
+                          m->mean, m->std, insp_model_scratch_get_input(s));
     if (m->kind == INSP_DETECTOR_PATCHCORE)
       dst = rows + (gsize)slot[i] * per_img;
     else if (held_mask[i])

@@ -117,8 +117,8 @@ child_score(Data *data, const char *path)
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) m = insp_model_load(path, &error);
   g_autoptr(InspModelScratch) s = NULL;
-  double sum[4] = { 0 }, tot[N_SCORE];
-  InspImage *imgs[N_SCORE] = { 0 };
+  double sum[4] = {0}, tot[N_SCORE];
+  InspImage *imgs[N_SCORE] = {0};
 
   if (m == NULL || (s = insp_model_scratch_new(m, &error)) == NULL) {
     printf("  load failed: %s\n", error->message);
@@ -152,8 +152,8 @@ child_score(Data *data, const char *path)
   qsort(tot, N_SCORE, sizeof(double), cmp_double);
   printf("  score: backbone %.1f  features %.1f  distance %.1f  map %.1f  | total p50 %.1f p99 "
          "%.1f ms/image (%s)\n",
-         sum[0] / N_SCORE, sum[1] / N_SCORE, sum[2] / N_SCORE, sum[3] / N_SCORE,
-         tot[N_SCORE / 2], tot[N_SCORE - 1], insp_model_get_id(m));
+         sum[0] / N_SCORE, sum[1] / N_SCORE, sum[2] / N_SCORE, sum[3] / N_SCORE, tot[N_SCORE / 2],
+         tot[N_SCORE - 1], insp_model_get_id(m));
   for (int i = 0; i < N_SCORE; i++)
     insp_image_free(imgs[i]);
   return 0;
@@ -171,8 +171,7 @@ in_child(const char *label, Data *data, int what, InspDetectorKind kind, double 
   fflush(stdout);
   pid = fork();
   if (pid == 0) {
-    int rc = what == 0 ? child_train(data, kind, coreset, channels, path)
-                       : child_score(data, path);
+    int rc = what == 0 ? child_train(data, kind, coreset, channels, path) : child_score(data, path);
 
     fflush(stdout);
     _exit(rc);
@@ -191,19 +190,19 @@ main(int argc, char **argv)
   g_autofree char *model_file = NULL, *ds = NULL;
   g_autofree char *dir = g_dir_make_tmp("bench-detector-XXXXXX", NULL);
   g_autofree char *path = g_build_filename(dir, "model.safetensors", NULL);
-  Data data = { NULL, NULL, "builtin" };
+  Data data = {NULL, NULL, "builtin"};
   struct {
     const char *name;
     InspDetectorKind kind;
     double coreset;
     int channels;
   } configs[] = {
-    { "patchcore coreset 1%", INSP_DETECTOR_PATCHCORE, 0.01, 0 },
-    { "patchcore coreset 10%", INSP_DETECTOR_PATCHCORE, 0.1, 0 },
-    { "padim 100 channels", INSP_DETECTOR_PADIM, 1.0, 100 },
-    { "padim all channels", INSP_DETECTOR_PADIM, 1.0, 0 },
+      {"patchcore coreset 1%", INSP_DETECTOR_PATCHCORE, 0.01, 0},
+      {"patchcore coreset 10%", INSP_DETECTOR_PATCHCORE, 0.1, 0},
+      {"padim 100 channels", INSP_DETECTOR_PADIM, 1.0, 100},
+      {"padim all channels", INSP_DETECTOR_PADIM, 1.0, 0},
   };
-  const char *backbones[2] = { NULL, "builtin" };
+  const char *backbones[2] = {NULL, "builtin"};
 
   if (shared != NULL) {
     model_file = g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL);

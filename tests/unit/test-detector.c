@@ -97,8 +97,8 @@ score_of(InspModel *m, InspModelScratch *s, const InspImage *img, float *raw)
   InspScoreResult r;
   g_autoptr(GError) error = NULL;
 
-  g_assert_true(insp_model_score(m, s, img->data, img->width, img->height, img->stride, &r,
-                                 &error));
+  g_assert_true(
+      insp_model_score(m, s, img->data, img->width, img->height, img->stride, &r, &error));
   g_assert_no_error(error);
   g_assert_cmpint(r.map_width, ==, SIZE);
   g_assert_cmpint(r.map_height, ==, SIZE);
@@ -146,9 +146,8 @@ check_detector(InspDetectorKind kind)
   g_assert_no_error(error);
   g_assert_nonnull(loaded);
   g_assert_cmpstr(insp_model_get_id(loaded), ==, insp_model_get_id(m));
-  g_assert_true(g_str_has_prefix(insp_model_get_id(m),
-                                 kind == INSP_DETECTOR_PADIM ? "padim-builtin-"
-                                                             : "patchcore-builtin-"));
+  g_assert_true(g_str_has_prefix(
+      insp_model_get_id(m), kind == INSP_DETECTOR_PADIM ? "padim-builtin-" : "patchcore-builtin-"));
   ls = insp_model_scratch_new(loaded, &error);
   g_assert_no_error(error);
 
@@ -218,7 +217,7 @@ test_bad_input(void)
   g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
   g_autoptr(GError) error = NULL;
   InspScoreResult r;
-  guint8 px[3] = { 0 };
+  guint8 px[3] = {0};
 
   g_assert_false(insp_model_score(m, s, px, 0, 1, 3, &r, &error));
   g_assert_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_INPUT);
@@ -300,8 +299,8 @@ test_refusals(void)
   /* a plain safetensors file without our metadata */
   {
     g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();
-    gint64 shape[1] = { 2 };
-    float v[2] = { 1, 2 };
+    gint64 shape[1] = {2};
+    float v[2] = {1, 2};
 
     insp_safetensors_writer_add_f32(w, "weight", 1, shape, v);
     g_assert_true(insp_safetensors_writer_save(w, bad, NULL));
@@ -346,7 +345,7 @@ test_coreset(void)
 {
   const gsize n = 3000;
   const int d = 24;
-  g_autofree float *x = g_new(float, n * d);
+  g_autofree float *x = g_new(float, n *d);
   guint64 st = 42;
   gsize k1, k2, k3, kn;
   g_autofree gsize *a = NULL, *b = NULL, *c = NULL, *ref = NULL;
@@ -389,7 +388,7 @@ test_coreset_wide(void)
 {
   const gsize n = 600;
   const int d = 200;
-  g_autofree float *x = g_new(float, n * d);
+  g_autofree float *x = g_new(float, n *d);
   guint64 st = 9;
   gsize k;
   g_autofree gsize *sel = NULL;
@@ -455,7 +454,7 @@ test_padim_fit(void)
   g_assert_cmpint(insp_padim_accum_get_count(acc), ==, n);
   g_assert_true(insp_padim_accum_finish(acc, 0.01, mean, inv_cov));
   for (int q = 0; q < p; q++) {
-    double mu[4] = { 0 }, cov[16] = { 0 }, inv[16], w[16];
+    double mu[4] = {0}, cov[16] = {0}, inv[16], w[16];
 
     for (int i = 0; i < n; i++)
       for (int j = 0; j < d; j++)
@@ -463,8 +462,7 @@ test_padim_fit(void)
     for (int i = 0; i < n; i++)
       for (int j = 0; j < d; j++)
         for (int k = 0; k < d; k++)
-          cov[j * d + k] +=
-            (feats[i][q * d + j] - mu[j]) * (feats[i][q * d + k] - mu[k]) / (n - 1);
+          cov[j * d + k] += (feats[i][q * d + j] - mu[j]) * (feats[i][q * d + k] - mu[k]) / (n - 1);
     for (int j = 0; j < d; j++)
       cov[j * d + j] += 0.01;
     g_assert_true(insp_padim_invert_spd(cov, d, inv, w));
@@ -501,10 +499,10 @@ static void
 test_features(void)
 {
   float fine[2 * 2 * 2], coarse[2 * 1 * 1], out[4 * 4];
-  InspFeatureSpec spec = { .patchcore = FALSE, .fine_c = 2, .coarse_c = 2, .h = 2, .w = 2,
-                           .ch = 1, .cw = 1 };
+  InspFeatureSpec spec = {
+      .patchcore = FALSE, .fine_c = 2, .coarse_c = 2, .h = 2, .w = 2, .ch = 1, .cw = 1};
   float scratch[64];
-  int ch[2] = { 1, 2 };
+  int ch[2] = {1, 2};
 
   for (int i = 0; i < 8; i++)
     fine[i] = (float)i;
@@ -532,8 +530,8 @@ test_features(void)
   g_assert_cmpint(insp_features_get_dim(&spec), ==, 2);
   insp_features_extract(&spec, fine, coarse, scratch, out);
   /* 3x3 avg with pad (count 9) of a 2x2 plane: every cell = sum/9 */
-  g_assert_cmpfloat_with_epsilon(out[0], (0 + 1 + 2 + 3) / 9.0f * 0.5f + (4 + 5 + 6 + 7) / 9.0f * 0.5f,
-                                 1e-5);
+  g_assert_cmpfloat_with_epsilon(
+      out[0], (0 + 1 + 2 + 3) / 9.0f * 0.5f + (4 + 5 + 6 + 7) / 9.0f * 0.5f, 1e-5);
   g_assert_cmpfloat_with_epsilon(out[1], (10.0f / 9.0f + 20.0f / 9.0f) * 0.5f, 1e-5);
 }
 
