@@ -35,18 +35,17 @@ insp_cmd_eval(int argc, char **argv)
   int limit = 0, threads = 0, status;
   gboolean quiet = FALSE;
   const GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path, "model file (from inspectd train)",
-      "FILE" },
-    { "dataset", 'd', 0, G_OPTION_ARG_FILENAME, &dataset,
-      "dataset folder: test/<type>/*.png, ground_truth/<type>/<stem>_mask.png", "DIR" },
-    { "json", 'j', 0, G_OPTION_ARG_FILENAME, &json, "also write the metrics to FILE as JSON",
-      "FILE" },
-    { "limit", 'n', 0, G_OPTION_ARG_INT, &limit, "at most N images of each type (0: all)", "N" },
-    { "threads", 't', 0, G_OPTION_ARG_INT, &threads,
-      "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N" },
-    { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL },
-    G_OPTION_ENTRY_NULL
-  };
+      {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path, "model file (from inspectd train)",
+       "FILE"},
+      {"dataset", 'd', 0, G_OPTION_ARG_FILENAME, &dataset,
+       "dataset folder: test/<type>/*.png, ground_truth/<type>/<stem>_mask.png", "DIR"},
+      {"json", 'j', 0, G_OPTION_ARG_FILENAME, &json, "also write the metrics to FILE as JSON",
+       "FILE"},
+      {"limit", 'n', 0, G_OPTION_ARG_INT, &limit, "at most N images of each type (0: all)", "N"},
+      {"threads", 't', 0, G_OPTION_ARG_INT, &threads,
+       "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N"},
+      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
+      G_OPTION_ENTRY_NULL};
 
   if (!insp_cli_parse(&argc, &argv, "",
                       "Scores every image under DIR/test with the model and prints image AUROC,\n"
@@ -76,9 +75,9 @@ insp_cmd_eval(int argc, char **argv)
     fprintf(stderr, "inspectd eval: %s: %s\n", model_path, error->message);
     return 1;
   }
-  Progress progress = { isatty(STDERR_FILENO) };
+  Progress progress = {isatty(STDERR_FILENO)};
   g_autoptr(InspEvalReport) report =
-    insp_eval_run(model, dataset, limit, quiet ? NULL : progress_cb, &progress, &error);
+      insp_eval_run(model, dataset, limit, quiet ? NULL : progress_cb, &progress, &error);
   if (!report) {
     fprintf(stderr, "inspectd eval: %s\n", error->message);
     return 1;

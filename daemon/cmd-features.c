@@ -26,15 +26,15 @@ insp_cmd_features(int argc, char **argv)
   g_autofree char *backbone = NULL, *image = NULL, *out = NULL;
   gboolean list = FALSE;
   const GOptionEntry entries[] = {
-    { "backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone,
-      "Backbone weights (safetensors) or 'builtin'", "FILE|builtin" },
-    { "image", 'i', 0, G_OPTION_ARG_FILENAME, &image, "Input image (PNG or JPEG)", "PNG" },
-    { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Output safetensors file", "FILE" },
-    { "size", 's', 0, G_OPTION_ARG_INT, &size,
-      "Square input size N (default: the backbone's input_size)", "N" },
-    { "stages", 0, 0, G_OPTION_ARG_NONE, &list,
-      "Print each stage's name, shape and stride (also without --image/--out)", NULL },
-    G_OPTION_ENTRY_NULL,
+      {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone,
+       "Backbone weights (safetensors) or 'builtin'", "FILE|builtin"},
+      {"image", 'i', 0, G_OPTION_ARG_FILENAME, &image, "Input image (PNG or JPEG)", "PNG"},
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Output safetensors file", "FILE"},
+      {"size", 's', 0, G_OPTION_ARG_INT, &size,
+       "Square input size N (default: the backbone's input_size)", "N"},
+      {"stages", 0, 0, G_OPTION_ARG_NONE, &list,
+       "Print each stage's name, shape and stride (also without --image/--out)", NULL},
+      G_OPTION_ENTRY_NULL,
   };
   g_autoptr(GError) error = NULL;
 
@@ -89,11 +89,11 @@ insp_cmd_features(int argc, char **argv)
     return 0;
 
   g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();
-  gint64 in_shape[4] = { 1, 3, size, size };
+  gint64 in_shape[4] = {1, 3, size, size};
   insp_safetensors_writer_add_f32(w, "input", 4, in_shape, input);
   g_autoptr(GString) strides = g_string_new("{");
   for (int i = 0; i < n; i++) {
-    gint64 shape[4] = { 1, fm[i].channels, fm[i].height, fm[i].width };
+    gint64 shape[4] = {1, fm[i].channels, fm[i].height, fm[i].width};
     insp_safetensors_writer_add_f32(w, fm[i].name, 4, shape, fm[i].data);
     g_string_append_printf(strides, "%s\"%s\": %d", i ? ", " : "", fm[i].name, fm[i].stride);
   }
@@ -115,8 +115,9 @@ insp_cmd_features(int argc, char **argv)
   insp_safetensors_writer_set_metadata(w, "std", std_s);
   insp_safetensors_writer_set_metadata(w, "stage_strides", strides->str);
   insp_safetensors_writer_set_metadata(
-      w, "input", "float32 NCHW [1,3,N,N]: bilinear resize (half-pixel, no antialias) of the "
-                  "whole image to N x N, then (pixel/255 - mean)/std");
+      w, "input",
+      "float32 NCHW [1,3,N,N]: bilinear resize (half-pixel, no antialias) of the "
+      "whole image to N x N, then (pixel/255 - mean)/std");
   if (!insp_safetensors_writer_save(w, out, &error))
     return fail(error);
   if (!list)

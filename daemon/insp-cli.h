@@ -19,5 +19,5 @@ int insp_cmd_not_built(const char *name);
  * the help and returns FALSE with *exit_status = 0, on a bad flag prints the
  * error and returns FALSE with *exit_status = 2. */
 #include <glib.h>
-gboolean insp_cli_parse(int *argc, char ***argv, const char *parameter_string,
-                        const char *summary, const GOptionEntry *entries, int *exit_status);
+gboolean insp_cli_parse(int *argc, char ***argv, const char *parameter_string, const char *summary,
+                        const GOptionEntry *entries, int *exit_status);

@@ -1478,7 +1478,8 @@ enqueue(InspMqtt *mqtt, InspSpoolMessage *m, GError **error)
 }
 
 gboolean
-insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *mask_png, GError **error)
+insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *mask_png,
+                         GError **error)
 {
   g_autofree char *json = NULL;
   g_autofree char *part = NULL;

@@ -14,12 +14,12 @@ typedef struct {
 } InspCommand;
 
 static const InspCommand commands[] = {
-  { "run", insp_cmd_run, "run the inspection daemon in the foreground (no -c: the demo line)" },
-  { "train", insp_cmd_train, "fit a model on a folder of good images" },
-  { "eval", insp_cmd_eval, "measure a model on a dataset in MVTec AD layout" },
-  { "check-config", insp_cmd_check_config, "validate a config file and its drop-ins" },
-  { "cameras", insp_cmd_cameras, "list V4L2 and GenICam cameras with formats and controls" },
-  { "features", insp_cmd_features, "dump a backbone's stage outputs for an image" },
+    {"run", insp_cmd_run, "run the inspection daemon in the foreground (no -c: the demo line)"},
+    {"train", insp_cmd_train, "fit a model on a folder of good images"},
+    {"eval", insp_cmd_eval, "measure a model on a dataset in MVTec AD layout"},
+    {"check-config", insp_cmd_check_config, "validate a config file and its drop-ins"},
+    {"cameras", insp_cmd_cameras, "list V4L2 and GenICam cameras with formats and controls"},
+    {"features", insp_cmd_features, "dump a backbone's stage outputs for an image"},
 };
 
 static void

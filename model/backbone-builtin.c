@@ -44,9 +44,9 @@
 #define S8_CH 58
 #define S16_CH 68
 
-static const float colour_l[3] = { 1.0f / 3, 1.0f / 3, 1.0f / 3 };
-static const float colour_rg[3] = { 0.5f, -0.5f, 0.0f };
-static const float colour_by[3] = { 0.25f, 0.25f, -0.5f };
+static const float colour_l[3] = {1.0f / 3, 1.0f / 3, 1.0f / 3};
+static const float colour_rg[3] = {0.5f, -0.5f, 0.0f};
+static const float colour_by[3] = {0.25f, 0.25f, -0.5f};
 
 typedef enum { K_GAUSS, K_DERIV, K_LOG } KernelKind;
 
@@ -92,8 +92,8 @@ spatial_kernel(KernelKind kind, int k, double sigma, double theta, double *out)
  * or to a weighted colour mix when @mix is given, into output @o of @w
  * [cout, cin, k, k]. */
 static void
-put(float *w, int cin, int k, int o, const double *kern, double sign, const float *mix,
-    int cpos, int cneg)
+put(float *w, int cin, int k, int o, const double *kern, double sign, const float *mix, int cpos,
+    int cneg)
 {
   for (int c = 0; c < cin; c++) {
     double m;
@@ -143,8 +143,8 @@ bank_colour(float *w, int cin, int k, double sigma, int o, const float *mix, int
 static void
 blur_identity(float *w, int cin, int n)
 {
-  static const float b[9] = { 1 / 16.f, 2 / 16.f, 1 / 16.f, 2 / 16.f, 4 / 16.f,
-                              2 / 16.f, 1 / 16.f, 2 / 16.f, 1 / 16.f };
+  static const float b[9] = {1 / 16.f, 2 / 16.f, 1 / 16.f, 2 / 16.f, 4 / 16.f,
+                             2 / 16.f, 1 / 16.f, 2 / 16.f, 1 / 16.f};
   for (int c = 0; c < n; c++)
     memcpy(w + ((gsize)c * cin + c) * 9, b, sizeof(b));
 }
@@ -165,7 +165,7 @@ insp_bb_build_builtin(InspBbBuilder *b)
 
   /* s2: 7x7 stride 2 on RGB. */
   g_autofree float *w2 = g_new0(float, (gsize)S2_CH * 3 * 49);
-  const float *mixes[3] = { colour_l, colour_rg, colour_by };
+  const float *mixes[3] = {colour_l, colour_rg, colour_by};
   o = 0;
   spatial_kernel(K_GAUSS, 7, 1.2, 0, kern);
   for (int m = 0; m < 3; m++) {
@@ -188,7 +188,7 @@ insp_bb_build_builtin(InspBbBuilder *b)
   insp_bb_stage(b, "s4", v4, 4);
 
   /* s8: blurred energies + coarse bank on the s4 brightness/colour. */
-  g_autofree float *w8 = g_new0(float, (gsize)S8_CH * S2_CH * 9);
+  g_autofree float *w8 = g_new0(float, (gsize)S8_CH *S2_CH * 9);
   blur_identity(w8, S2_CH, S2_CH);
   o = bank_l(w8, S2_CH, 3, 0.8, S2_CH, NULL, 0, 1);
   o = bank_colour(w8, S2_CH, 3, 0.8, o, NULL, 2, 3);
@@ -198,7 +198,7 @@ insp_bb_build_builtin(InspBbBuilder *b)
   insp_bb_stage(b, "s8", v8, 8);
 
   /* s16: blurred s8 + coarse bank on the s8 brightness. */
-  g_autofree float *w16 = g_new0(float, (gsize)S16_CH * S8_CH * 9);
+  g_autofree float *w16 = g_new0(float, (gsize)S16_CH *S8_CH * 9);
   blur_identity(w16, S8_CH, S8_CH);
   o = bank_l(w16, S8_CH, 3, 0.8, S8_CH, NULL, 0, 1);
   g_assert(o == S16_CH);

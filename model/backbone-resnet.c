@@ -15,12 +15,9 @@ typedef struct {
 } ResnetSpec;
 
 static const ResnetSpec specs[] = {
-  { "resnet18", FALSE, 1, { 2, 2, 2, 2 } },
-  { "resnet34", FALSE, 1, { 3, 4, 6, 3 } },
-  { "resnet50", TRUE, 1, { 3, 4, 6, 3 } },
-  { "resnet101", TRUE, 1, { 3, 4, 23, 3 } },
-  { "wide_resnet50_2", TRUE, 2, { 3, 4, 6, 3 } },
-  { "wide_resnet101_2", TRUE, 2, { 3, 4, 23, 3 } },
+    {"resnet18", FALSE, 1, {2, 2, 2, 2}},       {"resnet34", FALSE, 1, {3, 4, 6, 3}},
+    {"resnet50", TRUE, 1, {3, 4, 6, 3}},        {"resnet101", TRUE, 1, {3, 4, 23, 3}},
+    {"wide_resnet50_2", TRUE, 2, {3, 4, 6, 3}}, {"wide_resnet101_2", TRUE, 2, {3, 4, 23, 3}},
 };
 
 static const ResnetSpec *

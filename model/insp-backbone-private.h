@@ -18,12 +18,12 @@ typedef enum {
 
 typedef struct {
   InspBbKind kind;
-  int src;      /* value read */
-  int dst;      /* value written (= layer index + 1) */
-  int residual; /* value added before the activation, or -1 */
+  int src;                       /* value read */
+  int dst;                       /* value written (= layer index + 1) */
+  int residual;                  /* value added before the activation, or -1 */
   int cin, cout, k, stride, pad; /* pad: symmetric padding (TF SAME computes its own) */
   InspActivation act;
-  gsize w_off, b_off; /* folded weights and bias in the arena */
+  gsize w_off, b_off;    /* folded weights and bias in the arena */
   gboolean has_winograd; /* 3x3 stride 1 with enough channels: u_off valid */
   gsize u_off;           /* Winograd-transformed folded weights [16,cout,cin] */
 } InspBbLayer;
@@ -49,11 +49,11 @@ struct _InspBackbone {
   float bn_eps;
   int input_size;
   float mean[3], std[3];
-  GArray *layers;    /* InspBbLayer */
-  GArray *stages;    /* InspBbStage, forward order */
+  GArray *layers;     /* InspBbLayer */
+  GArray *stages;     /* InspBbStage, forward order */
   char **stage_names; /* NULL-terminated */
   char *fine, *coarse;
-  GArray *arena;     /* float: folded weights, read-only after construction */
+  GArray *arena;      /* float: folded weights, read-only after construction */
   GPtrArray *tensors; /* InspBbTensor *, originals for writing */
 };
 

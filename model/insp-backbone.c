@@ -19,7 +19,7 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
+G_DEFINE_QUARK(insp - backbone - error - quark, insp_backbone_error)
 
 #define BB_MIN_INPUT 16
 #define BB_MAX_INPUT 4096
@@ -30,8 +30,8 @@ G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
 #define WINOGRAD_MIN_CIN 64
 #define WINOGRAD_MIN_TILES 25
 
-static const float imagenet_mean[3] = { 0.485f, 0.456f, 0.406f };
-static const float imagenet_std[3] = { 0.229f, 0.224f, 0.225f };
+static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 
 /* ---- construction ------------------------------------------------------ */
 
@@ -118,12 +118,12 @@ insp_bb_fetch(InspBbBuilder *b, const char *name, int ndim, const gint64 *shape)
     /* The reader's message names the tensor and the expected shape; repeat
      * them in case a reader error did not (dtype). */
     if (strstr(local->message, s->str) != NULL)
-      g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
-                  "%s weights: %s", b->bb->arch, local->message);
+      g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS, "%s weights: %s",
+                  b->bb->arch, local->message);
     else
       g_set_error(&b->error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
-                  "%s weights: %s (tensor '%s', expected shape %s)", b->bb->arch,
-                  local->message, full, s->str);
+                  "%s weights: %s (tensor '%s', expected shape %s)", b->bb->arch, local->message,
+                  full, s->str);
     return NULL;
   }
   g_hash_table_add(b->consumed, g_steal_pointer(&full));
@@ -200,9 +200,9 @@ push_layer(InspBbBuilder *b, InspBbLayer *l)
 static gboolean
 fold_bn(InspBbBuilder *b, const char *bn_name, int c, gsize per_out, gsize w_off, gsize b_off)
 {
-  gint64 shape[1] = { c };
+  gint64 shape[1] = {c};
   const float *p[4];
-  static const char *const parts[4] = { "weight", "bias", "running_mean", "running_var" };
+  static const char *const parts[4] = {"weight", "bias", "running_mean", "running_var"};
 
   for (int i = 0; i < 4; i++) {
     g_autofree char *n = g_strdup_printf("%s.%s", bn_name, parts[i]);
@@ -222,11 +222,18 @@ int
 insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int cin,
                 int cout, int k, int stride, int pad, InspActivation act, int residual)
 {
-  gint64 shape[4] = { cout, cin, k, k };
+  gint64 shape[4] = {cout, cin, k, k};
   g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
   const float *w;
-  InspBbLayer l = { .kind = INSP_BB_CONV, .src = src, .residual = residual, .cin = cin,
-                    .cout = cout, .k = k, .stride = stride, .pad = pad, .act = act };
+  InspBbLayer l = {.kind = INSP_BB_CONV,
+                   .src = src,
+                   .residual = residual,
+                   .cin = cin,
+                   .cout = cout,
+                   .k = k,
+                   .stride = stride,
+                   .pad = pad,
+                   .act = act};
 
   if (b->error != NULL || src < 0)
     return -1;
@@ -250,11 +257,18 @@ int
 insp_bb_dw_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int c,
               int stride, InspActivation act)
 {
-  gint64 shape[4] = { c, 1, 3, 3 };
+  gint64 shape[4] = {c, 1, 3, 3};
   g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
   const float *w;
-  InspBbLayer l = { .kind = INSP_BB_DW3, .src = src, .residual = -1, .cin = c, .cout = c,
-                    .k = 3, .stride = stride, .pad = 1, .act = act };
+  InspBbLayer l = {.kind = INSP_BB_DW3,
+                   .src = src,
+                   .residual = -1,
+                   .cin = c,
+                   .cout = c,
+                   .k = 3,
+                   .stride = stride,
+                   .pad = 1,
+                   .act = act};
 
   if (b->error != NULL || src < 0)
     return -1;
@@ -272,8 +286,15 @@ int
 insp_bb_conv_raw(InspBbBuilder *b, int src, int cin, int cout, int k, int stride, int pad,
                  InspActivation act, const float *weight, const float *bias)
 {
-  InspBbLayer l = { .kind = INSP_BB_CONV, .src = src, .residual = -1, .cin = cin, .cout = cout,
-                    .k = k, .stride = stride, .pad = pad, .act = act };
+  InspBbLayer l = {.kind = INSP_BB_CONV,
+                   .src = src,
+                   .residual = -1,
+                   .cin = cin,
+                   .cout = cout,
+                   .k = k,
+                   .stride = stride,
+                   .pad = pad,
+                   .act = act};
 
   if (b->error != NULL || src < 0)
     return -1;
@@ -286,8 +307,15 @@ int
 insp_bb_dw_raw(InspBbBuilder *b, int src, int c, int stride, InspActivation act,
                const float *weight, const float *bias)
 {
-  InspBbLayer l = { .kind = INSP_BB_DW3, .src = src, .residual = -1, .cin = c, .cout = c,
-                    .k = 3, .stride = stride, .pad = 1, .act = act };
+  InspBbLayer l = {.kind = INSP_BB_DW3,
+                   .src = src,
+                   .residual = -1,
+                   .cin = c,
+                   .cout = c,
+                   .k = 3,
+                   .stride = stride,
+                   .pad = 1,
+                   .act = act};
 
   if (b->error != NULL || src < 0)
     return -1;
@@ -299,8 +327,15 @@ insp_bb_dw_raw(InspBbBuilder *b, int src, int c, int stride, InspActivation act,
 int
 insp_bb_maxpool(InspBbBuilder *b, int src, int c, int k, int stride, int pad)
 {
-  InspBbLayer l = { .kind = INSP_BB_MAXPOOL, .src = src, .residual = -1, .cin = c, .cout = c,
-                    .k = k, .stride = stride, .pad = pad, .act = INSP_ACT_NONE };
+  InspBbLayer l = {.kind = INSP_BB_MAXPOOL,
+                   .src = src,
+                   .residual = -1,
+                   .cin = c,
+                   .cout = c,
+                   .k = k,
+                   .stride = stride,
+                   .pad = pad,
+                   .act = INSP_ACT_NONE};
 
   if (b->error != NULL || src < 0)
     return -1;
@@ -310,7 +345,7 @@ insp_bb_maxpool(InspBbBuilder *b, int src, int c, int k, int stride, int pad)
 void
 insp_bb_stage(InspBbBuilder *b, const char *name, int value, int stride)
 {
-  InspBbStage s = { .name = g_strdup(name), .value = value, .stride = stride };
+  InspBbStage s = {.name = g_strdup(name), .value = value, .stride = stride};
 
   if (b->error != NULL || value < 0) {
     g_free(s.name);
@@ -379,8 +414,7 @@ read_metadata(InspBackbone *bb, InspSafetensors *st, const char *prefix, GError 
       bb->pad_mode = INSP_PAD_SYMMETRIC;
     else {
       g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
-                  "metadata '%spadding' is '%s', expected 'tf_same' or 'symmetric'",
-                  prefix, v);
+                  "metadata '%spadding' is '%s', expected 'tf_same' or 'symmetric'", prefix, v);
       return FALSE;
     }
   }
@@ -489,7 +523,7 @@ insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, cons
                                    GError **error)
 {
   g_autoptr(InspBackbone) bb = NULL;
-  InspBbBuilder b = { 0 };
+  InspBbBuilder b = {0};
 
   g_return_val_if_fail(st != NULL, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
@@ -524,8 +558,7 @@ insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, cons
       g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
                   "%s: builtin backbone version '%s', this build has version %s (different "
                   "filters): train the model again",
-                  insp_safetensors_get_path(st), v != NULL ? v : "(none)",
-                  INSP_BB_BUILTIN_VERSION);
+                  insp_safetensors_get_path(st), v != NULL ? v : "(none)", INSP_BB_BUILTIN_VERSION);
       return NULL;
     }
   }
@@ -542,11 +575,11 @@ insp_backbone_new_from_safetensors(InspSafetensors *st, const char *prefix, cons
     if (b.error != NULL && strstr(b.error->message, insp_safetensors_get_path(st)) != NULL)
       g_propagate_error(error, g_steal_pointer(&b.error));
     else if (b.error != NULL)
-      g_propagate_prefixed_error(error, g_steal_pointer(&b.error), "%s: ",
-                                 insp_safetensors_get_path(st));
+      g_propagate_prefixed_error(error, g_steal_pointer(&b.error),
+                                 "%s: ", insp_safetensors_get_path(st));
     else
-      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS,
-                  "%s: could not build %s", insp_safetensors_get_path(st), arch);
+      g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS, "%s: could not build %s",
+                  insp_safetensors_get_path(st), arch);
     g_hash_table_unref(b.consumed);
     return NULL;
   }
@@ -566,7 +599,7 @@ InspBackbone *
 insp_backbone_new_builtin(void)
 {
   InspBackbone *bb = bb_alloc("builtin");
-  InspBbBuilder b = { .bb = bb, .prefix = "" };
+  InspBbBuilder b = {.bb = bb, .prefix = ""};
 
   b.consumed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   if (!insp_bb_build_builtin(&b) || b.error != NULL)
@@ -688,8 +721,7 @@ insp_backbone_get_stage_names(const InspBackbone *bb)
 }
 
 gboolean
-insp_backbone_get_stage_info(const InspBackbone *bb, const char *name, int *channels,
-                             int *stride)
+insp_backbone_get_stage_info(const InspBackbone *bb, const char *name, int *channels, int *stride)
 {
   g_return_val_if_fail(bb != NULL && name != NULL, FALSE);
 
@@ -767,7 +799,8 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
   g_return_val_if_fail(bb != NULL, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
 
-  if (height < BB_MIN_INPUT || width < BB_MIN_INPUT || height > BB_MAX_INPUT || width > BB_MAX_INPUT) {
+  if (height < BB_MIN_INPUT || width < BB_MIN_INPUT || height > BB_MAX_INPUT ||
+      width > BB_MAX_INPUT) {
     g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
                 "input %dx%d is out of range: each side must be %d..%d pixels", width, height,
                 BB_MIN_INPUT, BB_MAX_INPUT);
@@ -805,8 +838,8 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
     }
     if (g->oh <= 0 || g->ow <= 0 || ih + 2 * l->pad < l->k || iw + 2 * l->pad < l->k) {
       g_set_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_INPUT,
-                  "input %dx%d is too small for %s (layer %u sees %dx%d)", width, height,
-                  bb->arch, i, iw, ih);
+                  "input %dx%d is too small for %s (layer %u sees %dx%d)", width, height, bb->arch,
+                  i, iw, ih);
       return NULL;
     }
     if (l->residual >= 0 && (s->vc[l->residual] != l->cout || s->vh[l->residual] != g->oh ||
@@ -822,11 +855,10 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
     g->winograd = l->has_winograd && ((g->oh + 1) / 2) * ((g->ow + 1) / 2) >= WINOGRAD_MIN_TILES &&
                   (g->ow + 1) / 2 <= INSP_OPS_WINOGRAD_MAX_TILES_X;
     if (g->winograd)
-      col_floats =
-          MAX(col_floats, insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow));
+      col_floats = MAX(col_floats, insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow));
     else if (l->kind == INSP_BB_CONV)
-      col_floats = MAX(col_floats, insp_ops_conv2d_scratch_size(l->cin, l->k, l->k, g->oh, g->ow,
-                                                                l->stride));
+      col_floats = MAX(col_floats,
+                       insp_ops_conv2d_scratch_size(l->cin, l->k, l->k, g->oh, g->ow, l->stride));
   }
 
   /* Liveness: last layer reading each value; stage outputs live forever. */
@@ -964,8 +996,8 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
                       l->stride, g->pt, g->pl, g->oh, g->ow, act, s->col, y);
       break;
     case INSP_BB_DW3:
-      insp_ops_depthwise3x3(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->stride,
-                            g->pt, g->pl, g->oh, g->ow, act, y);
+      insp_ops_depthwise3x3(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->stride, g->pt,
+                            g->pl, g->oh, g->ow, act, y);
       break;
     case INSP_BB_MAXPOOL:
       insp_ops_maxpool(x, l->cin, ih, iw, l->k, l->stride, l->pad, y);

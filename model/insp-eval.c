@@ -99,7 +99,7 @@ scan_dataset(const char *dataset, int limit, GArray *items, GPtrArray *types, GE
     guint n = limit > 0 ? MIN(files->len, (guint)limit) : files->len;
     for (guint f = 0; f < n; f++) {
       const char *file = g_ptr_array_index(files, f);
-      Item it = { 0 };
+      Item it = {0};
       it.rel = g_build_filename("test", type, file, NULL);
       it.path = g_build_filename(tdir, file, NULL);
       it.type = type_index;
@@ -110,8 +110,8 @@ scan_dataset(const char *dataset, int limit, GArray *items, GPtrArray *types, GE
         it.mask = g_build_filename(dataset, "ground_truth", type, mname, NULL);
         if (!g_file_test(it.mask, G_FILE_TEST_IS_REGULAR)) {
           g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
-                      "%s: no mask for the defect image %s (expected ground_truth/%s/%s)",
-                      dataset, it.rel, type, mname);
+                      "%s: no mask for the defect image %s (expected ground_truth/%s/%s)", dataset,
+                      it.rel, type, mname);
           item_clear(&it);
           return FALSE;
         }
@@ -196,7 +196,7 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
   g_autofree float *raw = g_new(float, n);    /* before normalisation */
   g_autofree guint8 *labels = g_new(guint8, n);
   g_autofree double *ms = g_new(double, n);
-  g_autofree float *maps = NULL;  /* [n, mh, mw] */
+  g_autofree float *maps = NULL;   /* [n, mh, mw] */
   g_autofree guint8 *masks = NULL; /* [n, mh, mw], 0/1 */
   int mw = 0, mh = 0;
   gsize plane = 0;
@@ -221,12 +221,11 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
       mw = res.map_width;
       mh = res.map_height;
       plane = (gsize)mw * mh;
-      maps = g_try_new(float, plane * (gsize)n);
+      maps = g_try_new(float, plane *(gsize)n);
       masks = g_try_new0(guint8, plane * (gsize)n);
       if (!maps || !masks) {
         g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
-                    "%s: not enough memory for %d maps of %dx%d (use --limit)", dataset, n, mw,
-                    mh);
+                    "%s: not enough memory for %d maps of %dx%d (use --limit)", dataset, n, mw, mh);
         return NULL;
       }
     }
@@ -293,8 +292,7 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
         count += it->type >= 0;
       }
     }
-    InspEvalType et = { g_strdup(g_ptr_array_index(types, t)), count,
-                        insp_metrics_auroc(ts, tl, k) };
+    InspEvalType et = {g_strdup(g_ptr_array_index(types, t)), count, insp_metrics_auroc(ts, tl, k)};
     g_array_append_val(r->per_type, et);
   }
   return g_steal_pointer(&r);
@@ -374,14 +372,13 @@ insp_eval_report_format(const InspEvalReport *r)
   GString *s = g_string_new(NULL);
   g_string_append_printf(s, "%-14s %s\n", "dataset", r->dataset);
   g_string_append_printf(s, "%-14s %s\n", "model", r->model_id);
-  g_string_append_printf(s, "%-14s %d (%d good, %d defect), maps %dx%d\n", "images",
-                         r->n_images, r->n_good, r->n_defect, r->map_width, r->map_height);
+  g_string_append_printf(s, "%-14s %d (%d good, %d defect), maps %dx%d\n", "images", r->n_images,
+                         r->n_good, r->n_defect, r->map_width, r->map_height);
   append_metric(s, "image AUROC", r->image_auroc);
   append_metric(s, "pixel AUROC", r->pixel_auroc);
   append_metric(s, "AUPRO@0.3", r->aupro);
   if (isfinite(r->f1_max))
-    g_string_append_printf(s, "%-14s %.4f at threshold %.4f\n", "F1-max", r->f1_max,
-                           r->threshold);
+    g_string_append_printf(s, "%-14s %.4f at threshold %.4f\n", "F1-max", r->f1_max, r->threshold);
   g_string_append_printf(s, "%-14s mean %.2f  p50 %.2f  p99 %.2f\n", "latency ms",
                          r->latency_mean_ms, r->latency_p50_ms, r->latency_p99_ms);
   if (r->per_type && r->per_type->len > 0) {

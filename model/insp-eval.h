@@ -52,8 +52,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspEvalReport, insp_eval_report_free)
 
 /* Called after each image: @done of @total, the image's path relative to
  * the dataset, its score and scoring time. */
-typedef void (*InspEvalProgressFunc)(int done, int total, const char *path, float score,
-                                     double ms, gpointer user_data);
+typedef void (*InspEvalProgressFunc)(int done, int total, const char *path, float score, double ms,
+                                     gpointer user_data);
 
 /* Evaluates @m on @dataset. @limit_per_type > 0 takes only the first images
  * (by name) of each type. The layout is checked whole (every mask present)

@@ -47,7 +47,7 @@ gboolean insp_image_save_png(const InspImage *img, const char *path, GError **er
  * centred crop of @crop_fraction (1.0 = no crop), then x = (p/255 - mean)/std.
  * @out holds 3*out_h*out_w floats. */
 void insp_image_preprocess(const guint8 *rgb, int width, int height, int stride, int out_w,
-                           int out_h, float crop_fraction, const float mean[3],
-                           const float std[3], float *out);
+                           int out_h, float crop_fraction, const float mean[3], const float std[3],
+                           float *out);
 
 G_END_DECLS

@@ -50,11 +50,11 @@ int insp_model_get_input_size(const InspModel *m);
 /* What a model was trained with, for summaries and status (strings owned by
  * the model). */
 typedef struct {
-  int train_images;      /* good images it was fitted on */
-  int held_out_images;   /* of which held out to fit the score normalisation */
-  int n_patches;         /* feature positions per image */
+  int train_images;    /* good images it was fitted on */
+  int held_out_images; /* of which held out to fit the score normalisation */
+  int n_patches;       /* feature positions per image */
   int feature_dim;
-  int bank_rows;         /* PatchCore memory bank rows, 0 for PaDiM */
+  int bank_rows; /* PatchCore memory bank rows, 0 for PaDiM */
   double coreset_fraction;
   guint64 seed;
   double image_base, image_threshold; /* median raw score of good held-out parts; raw
@@ -69,9 +69,9 @@ void insp_model_scratch_free(InspModelScratch *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)
 
 typedef struct {
-  float score;      /* normalised image score (0.5 = default threshold) */
-  float raw_score;  /* before normalisation */
-  int map_width;    /* the anomaly map, at the model's input resolution */
+  float score;     /* normalised image score (0.5 = default threshold) */
+  float raw_score; /* before normalisation */
+  int map_width;   /* the anomaly map, at the model's input resolution */
   int map_height;
   const float *map; /* normalised, blurred; owned by the scratch, valid until its next use */
   double ms_backbone, ms_features, ms_distance, ms_map; /* time per step */
@@ -87,20 +87,20 @@ typedef InspImage *(*InspImageSourceFunc)(int index, gpointer user_data, GError 
 typedef void (*InspProgressFunc)(const char *stage, int done, int total, gpointer user_data);
 
 typedef struct {
-  const char *backbone;   /* file or "builtin" */
+  const char *backbone; /* file or "builtin" */
   InspDetectorKind detector;
   double coreset_fraction; /* PatchCore, (0,1] */
   int input_size;          /* 0: the backbone's default */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
-  int patchcore_dim;       /* PatchCore: reduce features to this many dims by adaptive
-                            * averaging over channels, 0: off (default) */
+  int patchcore_dim; /* PatchCore: reduce features to this many dims by adaptive
+                      * averaging over channels, 0: off (default) */
 } InspTrainOptions;
 
 void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */
 InspModel *insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc next,
-                            gpointer source_data, InspProgressFunc progress,
-                            gpointer progress_data, GError **error);
+                            gpointer source_data, InspProgressFunc progress, gpointer progress_data,
+                            GError **error);
 
 /* Masks and regions (model/insp-regions.c). */
 typedef struct {
@@ -112,7 +112,7 @@ typedef struct {
   float pixel_threshold; /* anomaly map at or above: defect pixel */
   int min_region_area;   /* smaller 8-connected components are dropped (pixels) */
   gboolean has_roi;
-  InspRect roi;          /* image pixels; outside it nothing is a defect */
+  InspRect roi; /* image pixels; outside it nothing is a defect */
 } InspInspectParams;
 
 typedef struct {
@@ -128,7 +128,6 @@ typedef struct {
  * the verdict: TRUE (fail) when @score >= threshold or any region survives.
  * @work holds width*height floats. */
 gboolean insp_inspect(const float *map, int map_w, int map_h, float score, int width, int height,
-                      const InspInspectParams *params, float *work, guint8 *mask,
-                      GArray *regions);
+                      const InspInspectParams *params, float *work, guint8 *mask, GArray *regions);
 
 G_END_DECLS

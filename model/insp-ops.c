@@ -206,7 +206,7 @@ insp_ops_winograd_weight_size(int cin, int cout)
 void
 insp_ops_winograd_transform_weights(const float *weight, int cin, int cout, float *u)
 {
-  static const double G[4][3] = { { 1, 0, 0 }, { 0.5, 0.5, 0.5 }, { 0.5, -0.5, 0.5 }, { 0, 0, 1 } };
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
   gsize plane = (gsize)cout * cin;
 
   g_return_if_fail(weight != NULL && u != NULL);
@@ -271,8 +271,10 @@ winograd_input(const float *x, int cin, int h, int w, int pt, int pl, int th, in
       gsize base = (gsize)c * tiles + (gsize)ty * tw;
       for (int i = 0; i < 4; i++) {
         const float *t = tb[i];
-        float *v0 = v + (gsize)(i * 4 + 0) * plane + base, *v1 = v + (gsize)(i * 4 + 1) * plane + base;
-        float *v2 = v + (gsize)(i * 4 + 2) * plane + base, *v3 = v + (gsize)(i * 4 + 3) * plane + base;
+        float *v0 = v + (gsize)(i * 4 + 0) * plane + base,
+              *v1 = v + (gsize)(i * 4 + 1) * plane + base;
+        float *v2 = v + (gsize)(i * 4 + 2) * plane + base,
+              *v3 = v + (gsize)(i * 4 + 3) * plane + base;
         for (int tx = 0; tx < tw; tx++) {
           float a0 = t[2 * tx], a1 = t[2 * tx + 1], a2 = t[2 * tx + 2], a3 = t[2 * tx + 3];
           v0[tx] = a0 - a2;
@@ -338,9 +340,9 @@ winograd_output(const float *m, int cout, int th, int tw, const float *bias, Ins
 }
 
 void
-insp_ops_conv3x3_winograd(const float *x, int cin, int h, int w, const float *u,
-                          const float *bias, int cout, int pad_top, int pad_left, int oh, int ow,
-                          InspActivation act, float *scratch, float *y)
+insp_ops_conv3x3_winograd(const float *x, int cin, int h, int w, const float *u, const float *bias,
+                          int cout, int pad_top, int pad_left, int oh, int ow, InspActivation act,
+                          float *scratch, float *y)
 {
   int th = (oh + 1) / 2, tw = (ow + 1) / 2;
   gsize tiles = (gsize)th * tw;
@@ -382,12 +384,12 @@ dw_row_full(const float *r0, const float *r1, const float *r2, int w, const floa
   } else {
     for (int ox = lo; ox < hi; ox++) {
       int ix = ox * stride - pl;
-      yr[ox] = b + k0 * r0[ix] + k1 * r0[ix + 1] + k2 * r0[ix + 2] + k3 * r1[ix] +
-               k4 * r1[ix + 1] + k5 * r1[ix + 2] + k6 * r2[ix] + k7 * r2[ix + 1] + k8 * r2[ix + 2];
+      yr[ox] = b + k0 * r0[ix] + k1 * r0[ix + 1] + k2 * r0[ix + 2] + k3 * r1[ix] + k4 * r1[ix + 1] +
+               k5 * r1[ix + 2] + k6 * r2[ix] + k7 * r2[ix + 1] + k8 * r2[ix + 2];
     }
   }
   /* Border columns. */
-  const float *rows[3] = { r0, r1, r2 };
+  const float *rows[3] = {r0, r1, r2};
   for (int ox = 0; ox < ow; ox++) {
     if (ox == lo)
       ox = hi > lo ? hi : lo;
@@ -406,8 +408,8 @@ dw_row_full(const float *r0, const float *r1, const float *r2, int w, const floa
 
 /* Output (oy, ox) of a depthwise 3x3 with every bound checked. */
 INSP_OPS_INLINE float
-dw_point(const float *xc, int h, int w, const float *k, float b, int stride, int pt, int pl,
-         int oy, int ox)
+dw_point(const float *xc, int h, int w, const float *k, float b, int stride, int pt, int pl, int oy,
+         int ox)
 {
   float acc = b;
   int iy = oy * stride - pt, ix0 = ox * stride - pl;
@@ -431,7 +433,7 @@ INSP_OPS_INLINE void
 dw_row_s1(const float *restrict ra, const float *restrict rc, const float *restrict rd, int w,
           const float *k, float b, float *restrict yr)
 {
-  const float *rows[3] = { ra, rc, rd };
+  const float *rows[3] = {ra, rc, rd};
 
   for (int ox = 0; ox < w; ox++)
     yr[ox] = b;
@@ -453,8 +455,7 @@ dw_row_s1(const float *restrict ra, const float *restrict rc, const float *restr
  * offset), whose first and last columns read across the row ends and are
  * then recomputed; rows 0 and h-1 go through dw_row_s1. */
 INSP_OPS_INLINE void
-dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
-            float *restrict yc)
+dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b, float *restrict yc)
 {
   const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6],
               k7 = k[7], k8 = k[8];
@@ -467,10 +468,10 @@ dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
   for (int oy = 1; oy < h - 1; oy++) {
     const float *r0 = xc + (gsize)(oy - 1) * w, *r1 = r0 + w, *r2 = r1 + w;
     int e = w - 1;
-    yc[(gsize)oy * w] = b + k1 * r0[0] + k2 * r0[1] + k4 * r1[0] + k5 * r1[1] + k7 * r2[0] +
-                        k8 * r2[1];
-    yc[(gsize)oy * w + e] = b + k0 * r0[e - 1] + k1 * r0[e] + k3 * r1[e - 1] + k4 * r1[e] +
-                            k6 * r2[e - 1] + k7 * r2[e];
+    yc[(gsize)oy * w] =
+        b + k1 * r0[0] + k2 * r0[1] + k4 * r1[0] + k5 * r1[1] + k7 * r2[0] + k8 * r2[1];
+    yc[(gsize)oy * w + e] =
+        b + k0 * r0[e - 1] + k1 * r0[e] + k3 * r1[e - 1] + k4 * r1[e] + k6 * r2[e - 1] + k7 * r2[e];
   }
   dw_row_s1(NULL, xc, xc + w, w, k, b, yc);
   dw_row_s1(xc + (gsize)(h - 2) * w, xc + (gsize)(h - 1) * w, NULL, w, k, b,
@@ -480,8 +481,8 @@ dw_plane_s1(const float *restrict xc, int h, int w, const float *k, float b,
 /* Any stride and padding: rows with all three input rows present go through
  * dw_row_full, the others through checked points. */
 INSP_OPS_INLINE void
-dw_plane_generic(const float *xc, int h, int w, const float *k, float b, int stride, int pt,
-                 int pl, int oh, int ow, int lo, int hi, float *yc)
+dw_plane_generic(const float *xc, int h, int w, const float *k, float b, int stride, int pt, int pl,
+                 int oh, int ow, int lo, int hi, float *yc)
 {
   for (int oy = 0; oy < oh; oy++) {
     int iy = oy * stride - pt;
@@ -548,9 +549,9 @@ insp_ops_depthwise3x3(const float *x, int c, int h, int w, const float *weight, 
 }
 
 void
-insp_ops_fold_batchnorm(float *weight, float *bias, const float *conv_bias, int cout,
-                        gsize per_out, const float *gamma, const float *beta, const float *mean,
-                        const float *var, float eps)
+insp_ops_fold_batchnorm(float *weight, float *bias, const float *conv_bias, int cout, gsize per_out,
+                        const float *gamma, const float *beta, const float *mean, const float *var,
+                        float eps)
 {
   g_return_if_fail(weight != NULL && bias != NULL && gamma != NULL && beta != NULL &&
                    mean != NULL && var != NULL);

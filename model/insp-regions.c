@@ -161,8 +161,8 @@ insp_inspect(const float *map, int map_w, int map_h, float score, int width, int
   int kept = 0;
   if (any) {
     Seed inline_items[STACK_INLINE];
-    SeedStack st = { inline_items, 0, STACK_INLINE, NULL };
-    Fill f = { mask, work, width, height, 0, 0, 0, 0, 0, 0.0f };
+    SeedStack st = {inline_items, 0, STACK_INLINE, NULL};
+    Fill f = {mask, work, width, height, 0, 0, 0, 0, 0, 0.0f};
     for (int y = ry0; y < ry1; y++) {
       const guint8 *m = mask + (gsize)y * width;
       for (int x = rx0; x < rx1; x++) {
@@ -181,7 +181,7 @@ insp_inspect(const float *map, int map_w, int map_h, float score, int width, int
           continue;
         kept++;
         if (regions) {
-          InspRegion r = { f.x0, f.y0, f.x1 - f.x0 + 1, f.y1 - f.y0 + 1, f.area, f.max };
+          InspRegion r = {f.x0, f.y0, f.x1 - f.x0 + 1, f.y1 - f.y0 + 1, f.area, f.max};
           g_array_append_val(regions, r);
         }
       }

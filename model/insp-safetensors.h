@@ -38,7 +38,7 @@ typedef enum {
 #define INSP_SAFETENSORS_MAX_DIMS 8
 
 typedef struct {
-  const char *name;  /* owned by the reader */
+  const char *name; /* owned by the reader */
   InspDtype dtype;
   int ndim;
   gint64 shape[INSP_SAFETENSORS_MAX_DIMS];

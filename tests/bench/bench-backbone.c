@@ -40,7 +40,7 @@ static void
 add(InspSafetensorsWriter *w, const char *name, int ndim, gint64 a, gint64 b, gint64 c, gint64 d,
     double scale, double offset)
 {
-  gint64 shape[4] = { a, b, c, d };
+  gint64 shape[4] = {a, b, c, d};
   gsize n = 1;
   for (int i = 0; i < ndim; i++)
     n *= (gsize)shape[i];
@@ -55,7 +55,7 @@ add_conv_bn(InspSafetensorsWriter *w, const char *conv, const char *bn, int cout
 {
   g_autofree char *cw = g_strdup_printf("%s.weight", conv);
   add(w, cw, 4, cout, cin, k, k, 2.0 * sqrt(3.0 / (cin * k * k)), 0);
-  const char *parts[4] = { "weight", "bias", "running_mean", "running_var" };
+  const char *parts[4] = {"weight", "bias", "running_mean", "running_var"};
   for (int i = 0; i < 4; i++) {
     g_autofree char *n = g_strdup_printf("%s.%s", bn, parts[i]);
     add(w, n, 1, cout, 0, 0, 0, 0.2, i == 0 || i == 3 ? 1.0 : 0.0);
@@ -97,9 +97,8 @@ write_random_resnet18(const char *dir)
 static char *
 write_random_mobilenet(const char *dir)
 {
-  static const int spec[7][4] = { { 1, 16, 1, 1 }, { 6, 24, 2, 2 },  { 6, 32, 3, 2 },
-                                  { 6, 64, 4, 2 }, { 6, 96, 3, 1 },  { 6, 160, 3, 2 },
-                                  { 6, 320, 1, 1 } };
+  static const int spec[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                                 {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
   g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();
   int cin = 32;
 
@@ -107,7 +106,8 @@ write_random_mobilenet(const char *dir)
   for (int s = 0; s < 7; s++)
     for (int i = 0; i < spec[s][2]; i++) {
       g_autofree char *p = g_strdup_printf("blocks.%d.%d", s, i);
-      g_autofree char *pw = g_strconcat(p, ".conv_pw", NULL), *dw = g_strconcat(p, ".conv_dw", NULL);
+      g_autofree char *pw = g_strconcat(p, ".conv_pw", NULL),
+                      *dw = g_strconcat(p, ".conv_dw", NULL);
       g_autofree char *pwl = g_strconcat(p, ".conv_pwl", NULL);
       g_autofree char *b1 = g_strconcat(p, ".bn1", NULL), *b2 = g_strconcat(p, ".bn2", NULL);
       g_autofree char *b3 = g_strconcat(p, ".bn3", NULL);
@@ -150,9 +150,9 @@ static double
 sgemm_peak(void)
 {
   const int n = 1024;
-  g_autofree float *a = g_new(float, (gsize)n * n);
-  g_autofree float *b = g_new(float, (gsize)n * n);
-  g_autofree float *c = g_new(float, (gsize)n * n);
+  g_autofree float *a = g_new(float, (gsize)n *n);
+  g_autofree float *b = g_new(float, (gsize)n *n);
+  g_autofree float *c = g_new(float, (gsize)n *n);
   double best = 1e30;
 
   for (gsize i = 0; i < (gsize)n * n; i++) {

@@ -23,13 +23,13 @@ static void
 bench_nn(GRand *rng, int nb)
 {
   const int nq = 784, d = 128;
-  g_autofree float *q = g_new(float, nq * d);
-  g_autofree float *b = g_new(float, (gsize)nb * d);
+  g_autofree float *q = g_new(float, nq *d);
+  g_autofree float *b = g_new(float, (gsize)nb *d);
   g_autofree float *bn = g_new(float, nb);
   g_autofree float *scratch = g_new(float, insp_ops_nn_scratch_size(nq));
   g_autofree float *dist = g_new(float, nq);
   g_autofree int *arg = g_new(int, nq);
-  g_autofree float *full = g_new(float, (gsize)nq * nb);
+  g_autofree float *full = g_new(float, (gsize)nq *nb);
   double best = G_MAXDOUBLE, best_gemm = G_MAXDOUBLE;
 
   for (int i = 0; i < nq * d; i++)
@@ -80,11 +80,11 @@ static void
 bench_inspect(void)
 {
   const int W = 4000, H = 3000, M = 224;
-  g_autofree float *map = g_new0(float, M * M);
-  g_autofree float *work = g_new(float, (gsize)W * H);
+  g_autofree float *map = g_new0(float, M *M);
+  g_autofree float *work = g_new(float, (gsize)W *H);
   g_autofree guint8 *mask = g_new(guint8, (gsize)W * H);
   g_autoptr(GArray) regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
-  InspInspectParams p = { 0.5f, 0.5f, 50, FALSE, { 0, 0, 0, 0 } };
+  InspInspectParams p = {0.5f, 0.5f, 50, FALSE, {0, 0, 0, 0}};
   double best = G_MAXDOUBLE;
 
   for (int y = 30; y < 60; y++)
@@ -112,8 +112,8 @@ bench_auroc(GRand *rng)
   }
   double t0 = now_ms();
   double a = insp_metrics_auroc(s, l, n);
-  printf("pixel AUROC over %" G_GSIZE_FORMAT " pixels: %.1f ms (AUROC %.4f)\n", n,
-         now_ms() - t0, a);
+  printf("pixel AUROC over %" G_GSIZE_FORMAT " pixels: %.1f ms (AUROC %.4f)\n", n, now_ms() - t0,
+         a);
 }
 
 int

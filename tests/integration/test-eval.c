@@ -144,15 +144,15 @@ train(Fixture *f)
 {
   g_autofree char *out = NULL, *err = NULL;
   g_autofree char *images = g_build_filename(f->dir, "train", "good", NULL);
-  const char *help[] = { "train", "--help", NULL };
+  const char *help[] = {"train", "--help", NULL};
   if (run(help, &out, &err) != 0 || !strstr(out, "--images")) {
     g_test_skip("inspectd train is not built yet (its --help has no --images)");
     return FALSE;
   }
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
-  const char *args[] = { "train", "--images", images, "--out", f->model, "--backbone", "builtin",
-                         NULL };
+  const char *args[] = {"train",  "--images",   images,    "--out",
+                        f->model, "--backbone", "builtin", NULL};
   int rc = run(args, &out, &err);
   if (rc != 0)
     g_error("inspectd train failed (%d): %s", rc, err);
@@ -175,7 +175,7 @@ test_train_eval(Fixture *f, gconstpointer data)
     return;
   g_autofree char *out = NULL, *err = NULL;
   g_autofree char *json = g_build_filename(f->dir, "eval.json", NULL);
-  const char *args[] = { "eval", "--model", f->model, "--dataset", f->dir, "--json", json, NULL };
+  const char *args[] = {"eval", "--model", f->model, "--dataset", f->dir, "--json", json, NULL};
   int rc = run(args, &out, &err);
   if (rc != 0)
     g_error("inspectd eval failed (%d): %s", rc, err);
@@ -191,8 +191,8 @@ test_train_eval(Fixture *f, gconstpointer data)
   g_assert_true(json_parser_load_from_file(parser, json, &error));
   g_assert_no_error(error);
   JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-  const char *keys[] = { "image_auroc", "pixel_auroc", "aupro",  "f1_max",  "threshold",
-                         "latency_ms",  "images",      "per_type", "model", "dataset" };
+  const char *keys[] = {"image_auroc", "pixel_auroc", "aupro",    "f1_max", "threshold",
+                        "latency_ms",  "images",      "per_type", "model",  "dataset"};
   for (gsize i = 0; i < G_N_ELEMENTS(keys); i++)
     if (!json_object_has_member(o, keys[i]))
       g_error("eval JSON lacks \"%s\"", keys[i]);
@@ -223,18 +223,18 @@ test_train_eval(Fixture *f, gconstpointer data)
   /* --limit takes the first N of each type */
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
-  const char *args2[] = { "eval", "-q", "--model", f->model, "--dataset", f->dir, "--json", json,
-                          "--limit", "2", NULL };
+  const char *args2[] = {"eval",   "-q", "--model", f->model, "--dataset", f->dir,
+                         "--json", json, "--limit", "2",      NULL};
   g_assert_cmpint(run(args2, &out, &err), ==, 0);
   g_assert_cmpstr(err, ==, "");
   g_autoptr(JsonParser) p2 = json_parser_new();
   g_assert_true(json_parser_load_from_file(p2, json, &error));
   g_assert_cmpint(
-    json_object_get_int_member(json_node_get_object(json_parser_get_root(p2)), "images"), ==, 4);
+      json_object_get_int_member(json_node_get_object(json_parser_get_root(p2)), "images"), ==, 4);
 
   /* a folder that is not in MVTec layout */
   g_autofree char *train_dir = g_build_filename(f->dir, "train", NULL);
-  const char *args3[] = { "eval", "--model", f->model, "--dataset", train_dir, NULL };
+  const char *args3[] = {"eval", "--model", f->model, "--dataset", train_dir, NULL};
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
   g_assert_cmpint(run(args3, &out, &err), ==, 1);
@@ -254,7 +254,7 @@ static void
 test_usage_errors(Fixture *f, gconstpointer data)
 {
   g_autofree char *out = NULL, *err = NULL;
-  const char *no_model[] = { "eval", "--dataset", f->dir, NULL };
+  const char *no_model[] = {"eval", "--dataset", f->dir, NULL};
   g_assert_cmpint(run(no_model, &out, &err), ==, 2);
   g_assert_nonnull(strstr(err, "--model"));
 
@@ -263,7 +263,7 @@ test_usage_errors(Fixture *f, gconstpointer data)
   g_assert_true(g_file_set_contents(bogus, "not a model", -1, NULL));
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
-  const char *bad_model[] = { "eval", "--model", bogus, "--dataset", f->dir, NULL };
+  const char *bad_model[] = {"eval", "--model", bogus, "--dataset", f->dir, NULL};
   g_assert_cmpint(run(bad_model, &out, &err), ==, 1);
   g_assert_nonnull(strstr(err, bogus));
 }

@@ -193,15 +193,15 @@ publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *ma
   g_autoptr(GError) error = NULL;
   InspRegion regs[2] = {{10, 20, 30, 40, 500, 0.75f}, {1, 2, 3, 4, 5, 0.5f}};
   InspPartResult r = {.seq = seq,
-                  .part_id = part,
-                  .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
-                  .fail = fail,
-                  .score = fail ? 0.8 : 0.2,
-                  .threshold = 0.5,
-                  .model = "m1",
-                  .latency_ms = 12.5,
-                  .regions = fail ? regs : NULL,
-                  .n_regions = fail ? 2 : 0};
+                      .part_id = part,
+                      .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
+                      .fail = fail,
+                      .score = fail ? 0.8 : 0.2,
+                      .threshold = 0.5,
+                      .model = "m1",
+                      .latency_ms = 12.5,
+                      .regions = fail ? regs : NULL,
+                      .n_regions = fail ? 2 : 0};
 
   g_assert_true(insp_mqtt_publish_result(mqtt, &r, mask, &error));
   g_assert_no_error(error);

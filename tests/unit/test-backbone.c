@@ -88,7 +88,7 @@ add_tensor(Weights *w, const char *name, int ndim, const gint64 *shape, double l
 static void
 add_conv(Weights *w, const char *name, int cout, int cin, int kh, int kw)
 {
-  gint64 s[4] = { cout, cin, kh, kw };
+  gint64 s[4] = {cout, cin, kh, kw};
   double a = sqrt(3.0 / (cin * kh * kw)) * 1.5; /* keeps activations O(1) */
   g_autofree char *n = g_strdup_printf("%s.weight", name);
   add_tensor(w, n, 4, s, -a, a);
@@ -97,7 +97,7 @@ add_conv(Weights *w, const char *name, int cout, int cin, int kh, int kw)
 static void
 add_bn(Weights *w, const char *name, int c)
 {
-  gint64 s[1] = { c };
+  gint64 s[1] = {c};
   g_autofree char *a = g_strdup_printf("%s.weight", name);
   g_autofree char *b = g_strdup_printf("%s.bias", name);
   g_autofree char *m = g_strdup_printf("%s.running_mean", name);
@@ -108,8 +108,7 @@ add_bn(Weights *w, const char *name, int c)
   add_tensor(w, v, 1, s, 0.5, 1.5);
 }
 
-static const float *
-get(Weights *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static const float *get(Weights *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 static const float *
 get(Weights *w, const char *fmt, ...)
@@ -130,10 +129,10 @@ typedef struct {
   int blocks[4];
 } ResnetDef;
 
-static const ResnetDef resnet18 = { "resnet18", FALSE, 1, { 2, 2, 2, 2 } };
-static const ResnetDef resnet34 = { "resnet34", FALSE, 1, { 3, 4, 6, 3 } };
-static const ResnetDef resnet50 = { "resnet50", TRUE, 1, { 3, 4, 6, 3 } };
-static const ResnetDef wide50 = { "wide_resnet50_2", TRUE, 2, { 3, 4, 6, 3 } };
+static const ResnetDef resnet18 = {"resnet18", FALSE, 1, {2, 2, 2, 2}};
+static const ResnetDef resnet34 = {"resnet34", FALSE, 1, {3, 4, 6, 3}};
+static const ResnetDef resnet50 = {"resnet50", TRUE, 1, {3, 4, 6, 3}};
+static const ResnetDef wide50 = {"wide_resnet50_2", TRUE, 2, {3, 4, 6, 3}};
 
 static Weights *
 resnet_weights(const ResnetDef *d, guint64 seed)
@@ -174,7 +173,7 @@ resnet_weights(const ResnetDef *d, guint64 seed)
       inplanes = out;
     }
   }
-  gint64 fcs[2] = { 10, inplanes }, fcb[1] = { 10 };
+  gint64 fcs[2] = {10, inplanes}, fcb[1] = {10};
   add_tensor(w, "fc.weight", 2, fcs, -0.1, 0.1);
   add_tensor(w, "fc.bias", 1, fcb, -0.1, 0.1);
   return w;
@@ -183,9 +182,8 @@ resnet_weights(const ResnetDef *d, guint64 seed)
 static Weights *
 mobilenet_weights(guint64 seed)
 {
-  static const int spec[7][4] = { { 1, 16, 1, 1 }, { 6, 24, 2, 2 },  { 6, 32, 3, 2 },
-                                  { 6, 64, 4, 2 }, { 6, 96, 3, 1 },  { 6, 160, 3, 2 },
-                                  { 6, 320, 1, 1 } };
+  static const int spec[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                                 {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
   Weights *w = weights_new(seed);
   int cin = 32;
 
@@ -194,7 +192,8 @@ mobilenet_weights(guint64 seed)
   for (int s = 0; s < 7; s++)
     for (int i = 0; i < spec[s][2]; i++) {
       g_autofree char *p = g_strdup_printf("blocks.%d.%d", s, i);
-      g_autofree char *pw = g_strconcat(p, ".conv_pw", NULL), *dw = g_strconcat(p, ".conv_dw", NULL);
+      g_autofree char *pw = g_strconcat(p, ".conv_pw", NULL),
+                      *dw = g_strconcat(p, ".conv_dw", NULL);
       g_autofree char *pwl = g_strconcat(p, ".conv_pwl", NULL);
       g_autofree char *b1 = g_strconcat(p, ".bn1", NULL), *b2 = g_strconcat(p, ".bn2", NULL);
       g_autofree char *b3 = g_strconcat(p, ".bn3", NULL);
@@ -240,8 +239,8 @@ weights_save(Weights *w, const char *dir, const char *file, const char *skip, co
     insp_safetensors_writer_add_f32(wr, n, (int)sh[0], sh + 1, d);
   }
   if (extra != NULL) {
-    gint64 s[1] = { 4 };
-    float z[4] = { 0 };
+    gint64 s[1] = {4};
+    float z[4] = {0};
     insp_safetensors_writer_add_f32(wr, extra, 1, s, z);
   }
   for (int i = 0; meta != NULL && meta[i] != NULL; i += 2)
@@ -289,8 +288,8 @@ dt_free(DTensor *t)
 static DTensor
 n_conv(const DTensor *x, const float *wt, int cout, int k, int stride, int pad)
 {
-  DTensor y = { cout, (x->h + 2 * pad - k) / stride + 1, (x->w + 2 * pad - k) / stride + 1, NULL };
-  y.d = g_new0(double, (gsize)y.c * y.h * y.w);
+  DTensor y = {cout, (x->h + 2 * pad - k) / stride + 1, (x->w + 2 * pad - k) / stride + 1, NULL};
+  y.d = g_new0(double, (gsize)y.c *y.h *y.w);
   for (int o = 0; o < cout; o++)
     for (int oy = 0; oy < y.h; oy++)
       for (int ox = 0; ox < y.w; ox++) {
@@ -339,8 +338,8 @@ n_conv_bn(Weights *w, const DTensor *x, const char *prefix, const char *conv, co
 static DTensor
 n_maxpool(const DTensor *x)
 {
-  DTensor y = { x->c, (x->h + 2 - 3) / 2 + 1, (x->w + 2 - 3) / 2 + 1, NULL };
-  y.d = g_new(double, (gsize)y.c * y.h * y.w);
+  DTensor y = {x->c, (x->h + 2 - 3) / 2 + 1, (x->w + 2 - 3) / 2 + 1, NULL};
+  y.d = g_new(double, (gsize)y.c *y.h *y.w);
   for (int c = 0; c < y.c; c++)
     for (int oy = 0; oy < y.h; oy++)
       for (int ox = 0; ox < y.w; ox++) {
@@ -360,7 +359,7 @@ n_maxpool(const DTensor *x)
 static void
 resnet_reference(Weights *w, const ResnetDef *d, const float *input, int size, DTensor out[4])
 {
-  DTensor x = { 3, size, size, g_new(double, 3 * (gsize)size * size) };
+  DTensor x = {3, size, size, g_new(double, 3 * (gsize)size * size)};
   for (gsize i = 0; i < 3 * (gsize)size * size; i++)
     x.d[i] = input[i];
   DTensor t = n_conv_bn(w, &x, "", "conv1", "bn1", 64, 7, 2, 3, TRUE);
@@ -426,7 +425,7 @@ static float *
 random_input(guint32 seed, int c, int h, int w)
 {
   g_autoptr(GRand) r = g_rand_new_with_seed(seed);
-  float *x = g_new(float, (gsize)c * h * w);
+  float *x = g_new(float, (gsize)c *h *w);
   for (gsize i = 0; i < (gsize)c * h * w; i++)
     x[i] = (float)g_rand_double_range(r, -2, 2);
   return x;
@@ -534,30 +533,30 @@ test_load_errors(void)
 {
   g_autofree char *dir = make_tmpdir();
   g_autoptr(Weights) w = mobilenet_weights(3);
-  gint64 bad[4] = { 384, 1, 9, 1 };
+  gint64 bad[4] = {384, 1, 9, 1};
 
   g_autofree char *p1 = weights_save(w, dir, "missing.safetensors", "blocks.3.1.bn2.running_var",
                                      NULL, NULL, NULL, NULL);
-  expect_load_error(p1, (const char *const[]){ "blocks.3.1.bn2.running_var", "[384]", NULL });
+  expect_load_error(p1, (const char *const[]){"blocks.3.1.bn2.running_var", "[384]", NULL});
 
-  g_autofree char *p2 = weights_save(w, dir, "shape.safetensors", NULL, "blocks.3.1.conv_dw.weight",
-                                     bad, NULL, NULL);
-  expect_load_error(p2, (const char *const[]){ "blocks.3.1.conv_dw.weight", "[384,1,3,3]", NULL });
+  g_autofree char *p2 =
+      weights_save(w, dir, "shape.safetensors", NULL, "blocks.3.1.conv_dw.weight", bad, NULL, NULL);
+  expect_load_error(p2, (const char *const[]){"blocks.3.1.conv_dw.weight", "[384,1,3,3]", NULL});
 
-  g_autofree char *p3 = weights_save(w, dir, "extra.safetensors", NULL, NULL, NULL,
-                                     "blocks.2.0.extra_scale", NULL);
-  expect_load_error(p3, (const char *const[]){ "blocks.2.0.extra_scale", "[4]", NULL });
+  g_autofree char *p3 =
+      weights_save(w, dir, "extra.safetensors", NULL, NULL, NULL, "blocks.2.0.extra_scale", NULL);
+  expect_load_error(p3, (const char *const[]){"blocks.2.0.extra_scale", "[4]", NULL});
 
   /* A resnet without a downsample BN. */
   g_autoptr(Weights) r = resnet_weights(&resnet18, 5);
-  g_autofree char *p4 = weights_save(r, dir, "r.safetensors", "layer3.0.downsample.1.weight",
-                                     NULL, NULL, NULL, NULL);
-  expect_load_error(p4, (const char *const[]){ "layer3.0.downsample.1.weight", "[256]", NULL });
+  g_autofree char *p4 =
+      weights_save(r, dir, "r.safetensors", "layer3.0.downsample.1.weight", NULL, NULL, NULL, NULL);
+  expect_load_error(p4, (const char *const[]){"layer3.0.downsample.1.weight", "[256]", NULL});
 
   /* Unknown architecture in the metadata. */
   g_autofree char *p5 =
       weights_save(w, dir, "arch.safetensors", NULL, NULL, NULL, NULL,
-                   (const char *const[]){ "architecture", "efficientnet_b9", NULL });
+                   (const char *const[]){"architecture", "efficientnet_b9", NULL});
   g_autoptr(GError) error = NULL;
   g_autoptr(InspBackbone) bb = insp_backbone_new_from_file(p5, &error);
   g_assert_null(bb);
@@ -567,7 +566,7 @@ test_load_errors(void)
 
   /* Bad metadata value. */
   g_autofree char *p6 = weights_save(w, dir, "meta.safetensors", NULL, NULL, NULL, NULL,
-                                     (const char *const[]){ "padding", "reflect", NULL });
+                                     (const char *const[]){"padding", "reflect", NULL});
   bb = insp_backbone_new_from_file(p6, &error);
   g_assert_null(bb);
   g_assert_error(error, INSP_BACKBONE_ERROR, INSP_BACKBONE_ERROR_WEIGHTS);
@@ -590,8 +589,8 @@ test_write_roundtrip(void)
   g_autoptr(Weights) w = mobilenet_weights(11);
   g_autofree char *path =
       weights_save(w, dir, "m.safetensors", NULL, NULL, NULL, NULL,
-                   (const char *const[]){ "padding", "tf_same", "mean", "[0.5, 0.5, 0.5]", "std",
-                                          "[0.5,0.5,0.5]", "input_size", "192", NULL });
+                   (const char *const[]){"padding", "tf_same", "mean", "[0.5, 0.5, 0.5]", "std",
+                                         "[0.5,0.5,0.5]", "input_size", "192", NULL});
   g_autoptr(GError) error = NULL;
   g_autoptr(InspBackbone) a = insp_backbone_new_from_file(path, &error);
   g_assert_no_error(error);
@@ -602,8 +601,8 @@ test_write_roundtrip(void)
   insp_backbone_write(a, wr, "backbone.");
   g_autoptr(InspBackbone) builtin = insp_backbone_new_builtin();
   insp_backbone_write(builtin, wr, "aux.");
-  gint64 other_shape[1] = { 3 };
-  float other[3] = { 1, 2, 3 };
+  gint64 other_shape[1] = {3};
+  float other[3] = {1, 2, 3};
   insp_safetensors_writer_add_f32(wr, "detector.bank", 1, other_shape, other);
   g_autofree char *out = g_build_filename(dir, "model.safetensors", NULL);
   g_assert_true(insp_safetensors_writer_save(wr, out, &error));
@@ -617,10 +616,9 @@ test_write_roundtrip(void)
   g_assert_cmpstr(insp_backbone_get_arch(b2), ==, "builtin");
 
   /* A builtin of other filters (or of unknown version) is refused. */
-  g_autofree char *old_builtin =
-      weights_save(w, dir, "old.safetensors", NULL, NULL, NULL, NULL,
-                   (const char *const[]){ "aux.architecture", "builtin", "aux.builtin_version",
-                                          "1", NULL });
+  g_autofree char *old_builtin = weights_save(
+      w, dir, "old.safetensors", NULL, NULL, NULL, NULL,
+      (const char *const[]){"aux.architecture", "builtin", "aux.builtin_version", "1", NULL});
   g_autoptr(InspSafetensors) st_old = insp_safetensors_open(old_builtin, &error);
   g_assert_no_error(error);
   g_autoptr(InspBackbone) b3 = insp_backbone_new_from_safetensors(st_old, "aux.", NULL, &error);
@@ -684,7 +682,7 @@ test_mobilenet_reference(void)
   g_assert_no_error(error);
   g_autoptr(InspSafetensors) ref = insp_safetensors_open(rpath, &error);
   g_assert_no_error(error);
-  gint64 in_shape[4] = { 1, 3, 224, 224 };
+  gint64 in_shape[4] = {1, 3, 224, 224};
   const float *input = insp_safetensors_get_f32(ref, "input", 4, in_shape, &error);
   g_assert_no_error(error);
 
@@ -710,7 +708,7 @@ test_mobilenet_reference(void)
   int n = insp_backbone_forward(bb, s, input, NULL, fm);
   g_assert_cmpint(n, ==, 9); /* stem, blocks.0..6, head */
   for (int i = 0; i < n; i++) {
-    gint64 shape[4] = { 1, fm[i].channels, fm[i].height, fm[i].width };
+    gint64 shape[4] = {1, fm[i].channels, fm[i].height, fm[i].width};
     const float *r = insp_safetensors_get_f32(ref, fm[i].name, 4, shape, &error);
     g_assert_no_error(error);
     gsize cnt = (gsize)fm[i].channels * fm[i].height * fm[i].width;
@@ -718,8 +716,8 @@ test_mobilenet_reference(void)
     for (gsize k = 0; k < cnt; k++)
       rd[k] = r[k];
     double mx, e = rel_l2(fm[i].data, rd, cnt, &mx);
-    g_test_message("mobilenetv2_100 %s [%d,%d,%d] stride %d: rel L2 %.3g, max abs %.3g",
-                   fm[i].name, fm[i].channels, fm[i].height, fm[i].width, fm[i].stride, e, mx);
+    g_test_message("mobilenetv2_100 %s [%d,%d,%d] stride %d: rel L2 %.3g, max abs %.3g", fm[i].name,
+                   fm[i].channels, fm[i].height, fm[i].width, fm[i].stride, e, mx);
     g_assert_cmpfloat(e, <, MOBILENET_REL_L2_TOL);
   }
   g_assert_cmpstr(fm[3].name, ==, "blocks.2");
@@ -756,8 +754,8 @@ thread_run(gpointer p)
   InspFeatureMap fm[16];
   for (int rep = 0; rep < 3; rep++)
     for (int i = 0; i < j->n_inputs; i++) {
-      int n = insp_backbone_forward(j->bb, s, j->inputs + (gsize)i * 3 * j->size * j->size,
-                                    j->last, fm);
+      int n = insp_backbone_forward(j->bb, s, j->inputs + (gsize)i * 3 * j->size * j->size, j->last,
+                                    fm);
       memcpy(j->outputs + (gsize)i * j->out_floats, fm[n - 1].data, j->out_floats * sizeof(float));
     }
   return NULL;
@@ -778,10 +776,10 @@ test_threads(void)
     memcpy(inputs + (gsize)i * 3 * size * size, x, sizeof(float) * 3 * size * size);
   }
   gsize out_floats = 96 * 6 * 6; /* blocks.4 at 96 px */
-  g_autofree float *single = g_new(float, n * out_floats);
-  g_autofree float *t1 = g_new(float, n * out_floats);
-  g_autofree float *t2 = g_new(float, n * out_floats);
-  ThreadJob js = { bb, inputs, n, size, single, out_floats, "blocks.4" };
+  g_autofree float *single = g_new(float, n *out_floats);
+  g_autofree float *t1 = g_new(float, n *out_floats);
+  g_autofree float *t2 = g_new(float, n *out_floats);
+  ThreadJob js = {bb, inputs, n, size, single, out_floats, "blocks.4"};
   thread_run(&js);
 
   ThreadJob j1 = js, j2 = js;
@@ -889,8 +887,8 @@ test_features_command(void)
   g_assert_true(insp_image_save_png(img, png, &error));
   g_assert_no_error(error);
 
-  const char *argv[] = { exe,  "features", "--backbone", "builtin", "--image", png,
-                         "--out", out, "--size", "64", NULL };
+  const char *argv[] = {exe,     "features", "--backbone", "builtin", "--image", png,
+                        "--out", out,        "--size",     "64",      NULL};
   g_autofree char *sout = NULL, *serr = NULL;
   int status;
   g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &sout, &serr,
@@ -900,7 +898,7 @@ test_features_command(void)
 
   g_autoptr(InspSafetensors) st = insp_safetensors_open(out, &error);
   g_assert_no_error(error);
-  gint64 ins[4] = { 1, 3, 64, 64 };
+  gint64 ins[4] = {1, 3, 64, 64};
   const float *input = insp_safetensors_get_f32(st, "input", 4, ins, &error);
   g_assert_no_error(error);
   g_assert_cmpstr(insp_safetensors_get_metadata(st, "architecture"), ==, "builtin");
@@ -916,7 +914,7 @@ test_features_command(void)
   InspFeatureMap fm[8];
   int n = insp_backbone_forward(bb, s, x, NULL, fm);
   for (int i = 0; i < n; i++) {
-    gint64 shape[4] = { 1, fm[i].channels, fm[i].height, fm[i].width };
+    gint64 shape[4] = {1, fm[i].channels, fm[i].height, fm[i].width};
     const float *d = insp_safetensors_get_f32(st, fm[i].name, 4, shape, &error);
     g_assert_no_error(error);
     g_assert_cmpmem(d, sizeof(float) * shape[1] * shape[2] * shape[3], fm[i].data,
@@ -925,8 +923,8 @@ test_features_command(void)
   g_assert_true(insp_safetensors_check_all_used(st, NULL, &error));
 
   /* A missing image is an error with exit status 1. */
-  const char *argv2[] = { exe, "features", "--backbone", "builtin", "--image", "/nonexistent.png",
-                          "--out", out, NULL };
+  const char *argv2[] = {
+      exe, "features", "--backbone", "builtin", "--image", "/nonexistent.png", "--out", out, NULL};
   g_clear_pointer(&serr, g_free);
   g_assert_true(g_spawn_sync(NULL, (char **)argv2, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
                              NULL, &serr, &status, &error));

@@ -24,8 +24,8 @@ test_help(void)
   g_autofree char *out = NULL, *err = NULL;
 
   g_assert_cmpint(run_inspectd("--help", &out, &err), ==, 0);
-  for (const char *const *c = (const char *const[]){ "run", "train", "eval", "check-config",
-                                                     "cameras", "features", NULL };
+  for (const char *const *c = (const char *const[]){"run", "train", "eval", "check-config",
+                                                    "cameras", "features", NULL};
        *c; c++)
     g_assert_nonnull(strstr(out, *c));
 }
@@ -54,7 +54,7 @@ test_unknown(void)
 static void
 test_subcommand_help(void)
 {
-  const char *cmds[] = { "run", "train", "eval", "check-config", "cameras", "features" };
+  const char *cmds[] = {"run", "train", "eval", "check-config", "cameras", "features"};
 
   for (gsize i = 0; i < G_N_ELEMENTS(cmds); i++) {
     g_autofree char *out = NULL, *err = NULL;

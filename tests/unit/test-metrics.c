@@ -12,33 +12,33 @@
 static void
 test_auroc_hand(void)
 {
-  const float s1[] = { 0.1f, 0.4f, 0.35f, 0.8f };
-  const guint8 l1[] = { 0, 0, 1, 1 };
+  const float s1[] = {0.1f, 0.4f, 0.35f, 0.8f};
+  const guint8 l1[] = {0, 0, 1, 1};
   g_assert_cmpfloat_with_epsilon(insp_metrics_auroc(s1, l1, 4), 0.75, TOL_EXACT);
 
   /* all tied: 0.5 */
-  const float s2[] = { 0.3f, 0.3f, 0.3f, 0.3f, 0.3f };
-  const guint8 l2[] = { 1, 0, 1, 0, 0 };
+  const float s2[] = {0.3f, 0.3f, 0.3f, 0.3f, 0.3f};
+  const guint8 l2[] = {1, 0, 1, 0, 0};
   g_assert_cmpfloat_with_epsilon(insp_metrics_auroc(s2, l2, 5), 0.5, TOL_EXACT);
 
   /* one positive-negative tie counts half: (0.5 + 1 + 1 + 1) / 4 */
-  const float s3[] = { 0.5f, 0.5f, 0.2f, 0.9f };
-  const guint8 l3[] = { 1, 0, 0, 1 };
+  const float s3[] = {0.5f, 0.5f, 0.2f, 0.9f};
+  const guint8 l3[] = {1, 0, 0, 1};
   g_assert_cmpfloat_with_epsilon(insp_metrics_auroc(s3, l3, 4), 0.875, TOL_EXACT);
 
   /* negative scores order correctly; -0 ties with +0 */
-  const float s4[] = { -1.0f, -2.0f, -0.0f, 0.0f };
-  const guint8 l4[] = { 1, 0, 1, 0 };
+  const float s4[] = {-1.0f, -2.0f, -0.0f, 0.0f};
+  const guint8 l4[] = {1, 0, 1, 0};
   /* pairs: (-1 > -2) 1, (-1 < 0) 0, (-0 > -2) 1, (-0 == 0) 0.5 */
   g_assert_cmpfloat_with_epsilon(insp_metrics_auroc(s4, l4, 4), 2.5 / 4, TOL_EXACT);
 
   /* perfectly inverted */
-  const float s5[] = { 1, 2, 3, 4 };
-  const guint8 l5[] = { 1, 1, 0, 0 };
+  const float s5[] = {1, 2, 3, 4};
+  const guint8 l5[] = {1, 1, 0, 0};
   g_assert_cmpfloat_with_epsilon(insp_metrics_auroc(s5, l5, 4), 0.0, TOL_EXACT);
 
   /* one class only: undefined */
-  const guint8 l6[] = { 1, 1, 1, 1 };
+  const guint8 l6[] = {1, 1, 1, 1};
   g_assert_true(isnan(insp_metrics_auroc(s5, l6, 4)));
   g_assert_true(isnan(insp_metrics_auroc(NULL, NULL, 0)));
 }
@@ -99,17 +99,15 @@ test_aupro_hand(void)
    * defect, map .2 .3 .4 .7. One region (size 2), six defect-free pixels.
    * Curve: (0,0) (0,.5)@.9 (1/6,.5)@.7 (1/3,.5)@.6 (1/3,1)@.5 (1/2,1)@.4 ...
    * Up to 0.3: .5 * .3 = .15 -> normalised .5. Up to 1: 1/6 + 2/3 = 5/6. */
-  const float maps[] = { .9f, .5f, .6f, .1f, .2f, .3f, .4f, .7f };
-  const guint8 masks[] = { 1, 1, 0, 0, 0, 0, 0, 0 };
+  const float maps[] = {.9f, .5f, .6f, .1f, .2f, .3f, .4f, .7f};
+  const guint8 masks[] = {1, 1, 0, 0, 0, 0, 0, 0};
   g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 2, 4, 1, 0.3), 0.5, 1e-12);
-  g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 2, 4, 1, 1.0), 5.0 / 6.0,
-                                 1e-12);
+  g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 2, 4, 1, 1.0), 5.0 / 6.0, 1e-12);
 
   /* Interpolation inside a rising segment: limit 0.25 between (1/6,.5) and
    * (1/3,.5) is flat; use max_fpr = 1/3 + 1/12 = 5/12, inside the segment
    * (1/3,1)->(1/2,1): area 1/6 + 1/12 = 1/4, / (5/12) = 0.6. */
-  g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 2, 4, 1, 5.0 / 12.0), 0.6,
-                                 1e-12);
+  g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 2, 4, 1, 5.0 / 12.0), 0.6, 1e-12);
 }
 
 static void
@@ -118,8 +116,8 @@ test_aupro_tied_threshold(void)
   /* A defect-free pixel and a defect pixel share the top score: one curve
    * point (1/3, 1) straight from (0,0), the diagonal; the area up to 0.3 is
    * .5 * .3 * .9 = .135 -> .45. */
-  const float maps[] = { .8f, .8f, .1f, .1f };
-  const guint8 masks[] = { 1, 0, 0, 0 };
+  const float maps[] = {.8f, .8f, .1f, .1f};
+  const guint8 masks[] = {1, 0, 0, 0};
   g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, 1, 4, 1, 0.3), 0.45, 1e-12);
 }
 
@@ -130,7 +128,7 @@ test_aupro_8connected(void)
    * region of 1). Only (0,0) scores high: PRO = (1/2 + 0) / 2 = .25 all the
    * way up to FPR 1 (4-connectivity would say 1/3). */
   float maps[16];
-  guint8 masks[16] = { 0 };
+  guint8 masks[16] = {0};
   for (int i = 0; i < 16; i++)
     maps[i] = 0.1f + 0.05f * (float)i;
   masks[0] = masks[5] = masks[15] = 1;
@@ -227,7 +225,7 @@ test_aupro_random(void)
     masks[0] = 1;
     masks[n - 1] = 0;
     for (int k = 0; k < 3; k++) {
-      double fpr = (double[]){ 0.3, 0.05, 1.0 }[k];
+      double fpr = (double[]){0.3, 0.05, 1.0}[k];
       g_assert_cmpfloat_with_epsilon(insp_metrics_aupro(maps, masks, n_img, w, h, fpr),
                                      ref_aupro(maps, masks, n_img, w, h, fpr), 1e-9);
     }
@@ -237,8 +235,8 @@ test_aupro_random(void)
 static void
 test_aupro_undefined(void)
 {
-  const float maps[] = { .1f, .2f };
-  const guint8 none[] = { 0, 0 }, all[] = { 1, 1 };
+  const float maps[] = {.1f, .2f};
+  const guint8 none[] = {0, 0}, all[] = {1, 1};
   g_assert_true(isnan(insp_metrics_aupro(maps, none, 1, 2, 1, 0.3)));
   g_assert_true(isnan(insp_metrics_aupro(maps, all, 1, 2, 1, 0.3)));
 }
@@ -247,28 +245,28 @@ static void
 test_f1_max(void)
 {
   double f1 = -1, t = -1;
-  const float s1[] = { 0.1f, 0.4f, 0.35f, 0.8f };
-  const guint8 l1[] = { 0, 0, 1, 1 };
+  const float s1[] = {0.1f, 0.4f, 0.35f, 0.8f};
+  const guint8 l1[] = {0, 0, 1, 1};
   /* t=.8: 2/3; t=.4: 1/2; t=.35: 4/5; t=.1: 2/3 */
   g_assert_true(insp_metrics_f1_max(s1, l1, 4, &f1, &t));
   g_assert_cmpfloat_with_epsilon(f1, 0.8, TOL_EXACT);
   g_assert_cmpfloat(t, ==, 0.35f);
 
   /* equal F1 2/3 at .9 and .6: the lower threshold */
-  const float s2[] = { 0.9f, 0.8f, 0.7f, 0.6f };
-  const guint8 l2[] = { 1, 0, 0, 1 };
+  const float s2[] = {0.9f, 0.8f, 0.7f, 0.6f};
+  const guint8 l2[] = {1, 0, 0, 1};
   g_assert_true(insp_metrics_f1_max(s2, l2, 4, &f1, &t));
   g_assert_cmpfloat_with_epsilon(f1, 2.0 / 3.0, TOL_EXACT);
   g_assert_cmpfloat(t, ==, 0.6f);
 
   /* tied scores form one point: {.5 pos, .5 neg} -> t=.5: 2/(2+1+0) */
-  const float s3[] = { 0.5f, 0.5f, 0.1f };
-  const guint8 l3[] = { 1, 0, 0 };
+  const float s3[] = {0.5f, 0.5f, 0.1f};
+  const guint8 l3[] = {1, 0, 0};
   g_assert_true(insp_metrics_f1_max(s3, l3, 3, &f1, &t));
   g_assert_cmpfloat_with_epsilon(f1, 2.0 / 3.0, TOL_EXACT);
   g_assert_cmpfloat(t, ==, 0.5f);
 
-  const guint8 l4[] = { 0, 0, 0 };
+  const guint8 l4[] = {0, 0, 0};
   f1 = t = -7;
   g_assert_false(insp_metrics_f1_max(s3, l4, 3, &f1, &t));
   g_assert_cmpfloat(f1, ==, -7);
@@ -277,7 +275,7 @@ test_f1_max(void)
 static void
 test_quantile(void)
 {
-  const double v[] = { 4, 1, 3, 2 };
+  const double v[] = {4, 1, 3, 2};
   g_assert_cmpfloat_with_epsilon(insp_metrics_quantile(v, 4, 0.5), 2.5, TOL_EXACT);
   g_assert_cmpfloat_with_epsilon(insp_metrics_quantile(v, 4, 0.99), 3.97, 1e-12);
   g_assert_cmpfloat_with_epsilon(insp_metrics_quantile(v, 4, 0.0), 1.0, TOL_EXACT);

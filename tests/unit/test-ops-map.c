@@ -37,8 +37,8 @@ assert_close(const float *got, const double *want, gsize n, double tol, const ch
     }
   }
   if (!(worst <= tol))
-    g_error("%s: |error| %.3g > %.3g at %" G_GSIZE_FORMAT " (got %.9g want %.9g)", what, worst,
-            tol, at, (double)got[at], want[at]);
+    g_error("%s: |error| %.3g > %.3g at %" G_GSIZE_FORMAT " (got %.9g want %.9g)", what, worst, tol,
+            at, (double)got[at], want[at]);
 }
 
 /* ---- avgpool ---- */
@@ -65,9 +65,8 @@ static void
 test_avgpool(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(1);
-  const int shapes[][3] = { { 1, 1, 1 }, { 2, 1, 7 }, { 3, 5, 1 }, { 4, 28, 28 }, { 3, 13, 9 },
-                            { 2, 2, 2 } };
-  const int ks[] = { 1, 3, 5 };
+  const int shapes[][3] = {{1, 1, 1}, {2, 1, 7}, {3, 5, 1}, {4, 28, 28}, {3, 13, 9}, {2, 2, 2}};
+  const int ks[] = {1, 3, 5};
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++)
     for (gsize ki = 0; ki < G_N_ELEMENTS(ks); ki++) {
@@ -111,8 +110,8 @@ ref_bilinear(const float *x, int c, int h, int w, int oh, int ow, double *y)
         double ly = sy - y0, lx = sx - x0;
         const float *p = x + (gsize)ch * h * w;
         y[((gsize)ch * oh + i) * ow + j] =
-          (1 - ly) * ((1 - lx) * p[y0 * w + x0] + lx * p[y0 * w + x1]) +
-          ly * ((1 - lx) * p[y1 * w + x0] + lx * p[y1 * w + x1]);
+            (1 - ly) * ((1 - lx) * p[y0 * w + x0] + lx * p[y0 * w + x1]) +
+            ly * ((1 - lx) * p[y1 * w + x0] + lx * p[y1 * w + x1]);
       }
 }
 
@@ -120,13 +119,12 @@ static void
 test_resize_bilinear(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(2);
-  const int shapes[][5] = { { 1, 28, 28, 224, 224 }, { 3, 7, 5, 13, 11 }, { 2, 9, 13, 4, 3 },
-                            { 1, 1, 1, 5, 7 },       { 1, 3, 1, 3, 600 }, { 1, 14, 14, 28, 28 },
-                            { 2, 5, 3, 5, 3 } };
+  const int shapes[][5] = {{1, 28, 28, 224, 224}, {3, 7, 5, 13, 11}, {2, 9, 13, 4, 3},
+                           {1, 1, 1, 5, 7},       {1, 3, 1, 3, 600}, {1, 14, 14, 28, 28},
+                           {2, 5, 3, 5, 3}};
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
-    int c = shapes[s][0], h = shapes[s][1], w = shapes[s][2], oh = shapes[s][3],
-        ow = shapes[s][4];
+    int c = shapes[s][0], h = shapes[s][1], w = shapes[s][2], oh = shapes[s][3], ow = shapes[s][4];
     g_autofree float *x = random_floats(rng, (gsize)c * h * w, -1, 1);
     gsize n = (gsize)c * oh * ow;
     g_autofree float *y = g_new(float, n);
@@ -141,7 +139,7 @@ static void
 test_resize_bilinear_values(void)
 {
   /* [0 1] to 4 with half-pixel centres: 0, 0.25, 0.75, 1. */
-  const float x[2] = { 0, 1 };
+  const float x[2] = {0, 1};
   float y[4];
   insp_ops_resize_bilinear(x, 1, 1, 2, 1, 4, y);
   g_assert_cmpfloat_with_epsilon(y[0], 0.0, 1e-7);
@@ -154,26 +152,24 @@ static void
 test_resize_nearest(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(3);
-  const int shapes[][5] = { { 1, 14, 14, 28, 28 }, { 2, 7, 5, 13, 11 }, { 1, 9, 13, 4, 3 },
-                            { 1, 1, 1, 3, 3 },     { 3, 5, 7, 5, 7 } };
+  const int shapes[][5] = {
+      {1, 14, 14, 28, 28}, {2, 7, 5, 13, 11}, {1, 9, 13, 4, 3}, {1, 1, 1, 3, 3}, {3, 5, 7, 5, 7}};
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
-    int c = shapes[s][0], h = shapes[s][1], w = shapes[s][2], oh = shapes[s][3],
-        ow = shapes[s][4];
+    int c = shapes[s][0], h = shapes[s][1], w = shapes[s][2], oh = shapes[s][3], ow = shapes[s][4];
     g_autofree float *x = random_floats(rng, (gsize)c * h * w, -1, 1);
-    g_autofree float *y = g_new(float, (gsize)c * oh * ow);
+    g_autofree float *y = g_new(float, (gsize)c *oh *ow);
     insp_ops_resize_nearest(x, c, h, w, oh, ow, y);
     for (int ch = 0; ch < c; ch++)
       for (int i = 0; i < oh; i++)
         for (int j = 0; j < ow; j++) {
           int si = MIN((int)floor(i * (double)h / oh), h - 1);
           int sj = MIN((int)floor(j * (double)w / ow), w - 1);
-          g_assert_cmpfloat(y[((gsize)ch * oh + i) * ow + j], ==,
-                            x[((gsize)ch * h + si) * w + sj]);
+          g_assert_cmpfloat(y[((gsize)ch * oh + i) * ow + j], ==, x[((gsize)ch * h + si) * w + sj]);
         }
   }
   /* 14 -> 28 repeats each cell twice. */
-  float a[2] = { 3, 4 }, b[4];
+  float a[2] = {3, 4}, b[4];
   insp_ops_resize_nearest(a, 1, 1, 2, 1, 4, b);
   g_assert_cmpfloat(b[0], ==, 3);
   g_assert_cmpfloat(b[1], ==, 3);
@@ -250,9 +246,8 @@ static void
 test_gaussian_blur(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(4);
-  const int shapes[][2] = { { 224, 224 }, { 37, 51 }, { 5, 3 }, { 1, 9 }, { 9, 1 }, { 1, 1 },
-                            { 33, 34 },   { 2, 2 } };
-  const float sigmas[] = { 4.0f, 1.0f, 0.5f };
+  const int shapes[][2] = {{224, 224}, {37, 51}, {5, 3}, {1, 9}, {9, 1}, {1, 1}, {33, 34}, {2, 2}};
+  const float sigmas[] = {4.0f, 1.0f, 0.5f};
   float taps[64];
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++)
@@ -281,13 +276,13 @@ test_reflect_no_edge_repeat(void)
 {
   /* 1-D row [a b c d] with a 3-tap kernel [0 0 1] shifted: output at 0 with
    * taps (1,0,0) reads index -1, which torch 'reflect' maps to b (not a). */
-  const float x[4] = { 10, 20, 30, 40 };
-  const float taps[3] = { 1, 0, 0 };
+  const float x[4] = {10, 20, 30, 40};
+  const float taps[3] = {1, 0, 0};
   float y[4], scratch[4];
   insp_ops_gaussian_blur(x, 1, 4, taps, 3, scratch, y);
   g_assert_cmpfloat(y[0], ==, 20);
   g_assert_cmpfloat(y[1], ==, 10);
-  const float taps2[3] = { 0, 0, 1 };
+  const float taps2[3] = {0, 0, 1};
   insp_ops_gaussian_blur(x, 1, 4, taps2, 3, scratch, y);
   g_assert_cmpfloat(y[3], ==, 30);
 }
@@ -349,8 +344,8 @@ test_nn_random(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(5);
   /* nq, nb, d: bank sizes below, at, and not a multiple of any block */
-  const int shapes[][3] = { { 1, 1, 1 },    { 7, 3, 5 },     { 784, 1300, 128 }, { 13, 512, 17 },
-                            { 29, 513, 9 }, { 1100, 37, 3 }, { 5, 2049, 33 } };
+  const int shapes[][3] = {{1, 1, 1},    {7, 3, 5},     {784, 1300, 128}, {13, 512, 17},
+                           {29, 513, 9}, {1100, 37, 3}, {5, 2049, 33}};
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
     int nq = shapes[s][0], nb = shapes[s][1], d = shapes[s][2];
@@ -368,8 +363,8 @@ test_nn_ties(void)
    * the nearest is always the first copy. */
   g_autoptr(GRand) rng = g_rand_new_with_seed(6);
   const int nq = 50, nb = 1500, d = 6;
-  g_autofree float *q = g_new(float, nq * d);
-  g_autofree float *bank = g_new(float, nb * d);
+  g_autofree float *q = g_new(float, nq *d);
+  g_autofree float *bank = g_new(float, nb *d);
 
   for (int j = 0; j < nb; j++)
     for (int k = 0; k < d; k++)

@@ -148,28 +148,28 @@ test_conv2d(void)
 {
   g_autoptr(GRand) r = g_rand_new_with_seed(1);
   const ConvCase fixed[] = {
-    { 3, 32, 17, 19, 3, 2, INSP_PAD_TF_SAME, INSP_ACT_RELU6 },   /* mobilenet stem, odd */
-    { 3, 64, 21, 16, 7, 2, INSP_PAD_SYMMETRIC, INSP_ACT_RELU },  /* resnet stem */
-    { 16, 24, 13, 11, 1, 1, INSP_PAD_SYMMETRIC, INSP_ACT_NONE }, /* direct 1x1 */
-    { 32, 17, 9, 15, 1, 2, INSP_PAD_SYMMETRIC, INSP_ACT_NONE },  /* downsample gather */
-    { 8, 8, 1, 1, 3, 1, INSP_PAD_SYMMETRIC, INSP_ACT_RELU },     /* 1x1 image */
-    { 5, 3, 2, 3, 3, 2, INSP_PAD_TF_SAME, INSP_ACT_NONE },
-    { 1, 1, 5, 5, 5, 1, INSP_PAD_TF_SAME, INSP_ACT_RELU6 },
+      {3, 32, 17, 19, 3, 2, INSP_PAD_TF_SAME, INSP_ACT_RELU6},   /* mobilenet stem, odd */
+      {3, 64, 21, 16, 7, 2, INSP_PAD_SYMMETRIC, INSP_ACT_RELU},  /* resnet stem */
+      {16, 24, 13, 11, 1, 1, INSP_PAD_SYMMETRIC, INSP_ACT_NONE}, /* direct 1x1 */
+      {32, 17, 9, 15, 1, 2, INSP_PAD_SYMMETRIC, INSP_ACT_NONE},  /* downsample gather */
+      {8, 8, 1, 1, 3, 1, INSP_PAD_SYMMETRIC, INSP_ACT_RELU},     /* 1x1 image */
+      {5, 3, 2, 3, 3, 2, INSP_PAD_TF_SAME, INSP_ACT_NONE},
+      {1, 1, 5, 5, 5, 1, INSP_PAD_TF_SAME, INSP_ACT_RELU6},
   };
   for (guint i = 0; i < G_N_ELEMENTS(fixed); i++)
     run_conv_case(r, &fixed[i]);
 
   for (int t = 0; t < 60; t++) {
-    static const int ks[] = { 1, 3, 5, 7 };
+    static const int ks[] = {1, 3, 5, 7};
     ConvCase cc = {
-      .cin = g_rand_int_range(r, 1, 20),
-      .cout = g_rand_int_range(r, 1, 40),
-      .h = g_rand_int_range(r, 1, 24),
-      .w = g_rand_int_range(r, 1, 24),
-      .k = ks[g_rand_int_range(r, 0, 4)],
-      .stride = g_rand_int_range(r, 1, 3),
-      .mode = g_rand_boolean(r) ? INSP_PAD_TF_SAME : INSP_PAD_SYMMETRIC,
-      .act = (InspActivation)g_rand_int_range(r, 0, 3),
+        .cin = g_rand_int_range(r, 1, 20),
+        .cout = g_rand_int_range(r, 1, 40),
+        .h = g_rand_int_range(r, 1, 24),
+        .w = g_rand_int_range(r, 1, 24),
+        .k = ks[g_rand_int_range(r, 0, 4)],
+        .stride = g_rand_int_range(r, 1, 3),
+        .mode = g_rand_boolean(r) ? INSP_PAD_TF_SAME : INSP_PAD_SYMMETRIC,
+        .act = (InspActivation)g_rand_int_range(r, 0, 3),
     };
     if (cc.mode == INSP_PAD_SYMMETRIC && cc.h + 2 * (cc.k / 2) < cc.k)
       continue;
@@ -309,7 +309,7 @@ test_fold_batchnorm(void)
   }
 
   /* Identity BN as in the mobilenet file: weights unchanged, bias passes. */
-  float one = sqrtf(1.0f + eps), zero = 0.0f, unit = 1.0f, w1[4] = { 1, 2, 3, 4 }, b1;
+  float one = sqrtf(1.0f + eps), zero = 0.0f, unit = 1.0f, w1[4] = {1, 2, 3, 4}, b1;
   float bb = 0.25f;
   insp_ops_fold_batchnorm(w1, &b1, NULL, 1, 4, &one, &bb, &zero, &unit, eps);
   g_assert_cmpfloat_with_epsilon(w1[3], 4.0f, 1e-6);
@@ -319,7 +319,7 @@ test_fold_batchnorm(void)
 static void
 test_activation_add(void)
 {
-  float x[7] = { -3, -0.5f, 0, 0.5f, 5.9f, 6, 100 };
+  float x[7] = {-3, -0.5f, 0, 0.5f, 5.9f, 6, 100};
   float a[7], s[7];
 
   memcpy(a, x, sizeof(x));
@@ -345,9 +345,12 @@ static void
 test_maxpool(void)
 {
   g_autoptr(GRand) r = g_rand_new_with_seed(4);
-  const int cases[][5] = { /* c, h, w, k, stride; pad = k/2 and 0 */
-                           { 3, 17, 13, 3, 2 }, { 2, 16, 16, 3, 2 }, { 1, 5, 7, 2, 2 },
-                           { 4, 1, 1, 3, 1 },   { 2, 9, 4, 3, 1 } };
+  const int cases[][5] = {/* c, h, w, k, stride; pad = k/2 and 0 */
+                          {3, 17, 13, 3, 2},
+                          {2, 16, 16, 3, 2},
+                          {1, 5, 7, 2, 2},
+                          {4, 1, 1, 3, 1},
+                          {2, 9, 4, 3, 1}};
 
   for (guint t = 0; t < G_N_ELEMENTS(cases); t++)
     for (int pad = 0; pad <= cases[t][3] / 2; pad++) {
@@ -355,8 +358,8 @@ test_maxpool(void)
       int oh = (h + 2 * pad - k) / s + 1, ow = (w + 2 * pad - k) / s + 1;
       if (oh <= 0 || ow <= 0)
         continue;
-      g_autofree float *x = g_new(float, (gsize)c * h * w);
-      g_autofree float *y = g_new(float, (gsize)c * oh * ow);
+      g_autofree float *x = g_new(float, (gsize)c *h *w);
+      g_autofree float *y = g_new(float, (gsize)c *oh *ow);
       fill_random(r, x, (gsize)c * h * w, -5, -1); /* all negative: padding must not win */
       insp_ops_maxpool(x, c, h, w, k, s, pad, y);
       for (int ch = 0; ch < c; ch++)

@@ -20,8 +20,8 @@ case_new(int w, int h)
   Case *c = g_new0(Case, 1);
   c->w = w;
   c->h = h;
-  c->map = g_new0(float, (gsize)w * h);
-  c->work = g_new(float, (gsize)w * h);
+  c->map = g_new0(float, (gsize)w *h);
+  c->work = g_new(float, (gsize)w *h);
   c->mask = g_new(guint8, (gsize)w * h);
   c->regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
   return c;
@@ -49,7 +49,7 @@ rect(Case *c, int x, int y, int w, int h, float v)
 static InspInspectParams
 params(float threshold, float pixel_threshold, int min_area)
 {
-  InspInspectParams p = { threshold, pixel_threshold, min_area, FALSE, { 0, 0, 0, 0 } };
+  InspInspectParams p = {threshold, pixel_threshold, min_area, FALSE, {0, 0, 0, 0}};
   return p;
 }
 
@@ -71,8 +71,8 @@ static gboolean
 run(Case *c, float score, const InspInspectParams *p)
 {
   g_array_set_size(c->regions, 0);
-  gboolean fail = insp_inspect(c->map, c->w, c->h, score, c->w, c->h, p, c->work, c->mask,
-                               c->regions);
+  gboolean fail =
+      insp_inspect(c->map, c->w, c->h, score, c->w, c->h, p, c->work, c->mask, c->regions);
   check_mask(c);
   return fail;
 }
@@ -187,7 +187,7 @@ test_roi(void)
 
   /* ROI x 7..11, y 0..3 cuts the first blob to x 7..9, y 2..3 */
   p.has_roi = TRUE;
-  p.roi = (InspRect){ 7, 0, 5, 4 };
+  p.roi = (InspRect){7, 0, 5, 4};
   g_assert_true(run(c, 0.0f, &p));
   g_assert_cmpuint(c->regions->len, ==, 1);
   g_assert_cmpint(REGION(c, 0)->x, ==, 7);
@@ -198,22 +198,22 @@ test_roi(void)
   g_assert_cmpint(c->mask[2 * 20 + 5], ==, 0); /* outside the ROI */
 
   /* ROI reaching past the image is clipped */
-  p.roi = (InspRect){ 12, 5, 100, 100 };
+  p.roi = (InspRect){12, 5, 100, 100};
   g_assert_true(run(c, 0.0f, &p));
   g_assert_cmpuint(c->regions->len, ==, 1);
   g_assert_cmpint(REGION(c, 0)->x, ==, 15);
   g_assert_cmpint(REGION(c, 0)->area, ==, 4);
 
   /* ROI outside the image, or empty: nothing; the image score still rules */
-  p.roi = (InspRect){ -50, -50, 10, 10 };
+  p.roi = (InspRect){-50, -50, 10, 10};
   g_assert_false(run(c, 0.2f, &p));
   g_assert_cmpuint(c->regions->len, ==, 0);
-  p.roi = (InspRect){ 5, 5, 0, 3 };
+  p.roi = (InspRect){5, 5, 0, 3};
   g_assert_true(run(c, 0.5f, &p));
   g_assert_cmpuint(c->regions->len, ==, 0);
 
   /* negative origin, reaching in */
-  p.roi = (InspRect){ -3, -3, 10, 7 }; /* x 0..6, y 0..3 */
+  p.roi = (InspRect){-3, -3, 10, 7}; /* x 0..6, y 0..3 */
   g_assert_true(run(c, 0.0f, &p));
   g_assert_cmpuint(c->regions->len, ==, 1);
   g_assert_cmpint(REGION(c, 0)->area, ==, 3 * 2);
@@ -274,7 +274,7 @@ test_upsample(void)
 {
   /* A 4x4 map with one hot cell onto 16x16: bilinear with half-pixel
    * centres spreads it over the cell's 4x4 block and its neighbours. */
-  float map[16] = { 0 };
+  float map[16] = {0};
   map[1 * 4 + 2] = 1.0f;
   g_autofree float *work = g_new(float, 256);
   g_autofree guint8 *mask = g_new(guint8, 256);
@@ -389,8 +389,8 @@ test_large_image_speed(void)
 {
   /* 4000x3000 from a 224x224 map with three blobs. */
   const int W = 4000, H = 3000, M = 224;
-  g_autofree float *map = g_new0(float, M * M);
-  g_autofree float *work = g_new(float, (gsize)W * H);
+  g_autofree float *map = g_new0(float, M *M);
+  g_autofree float *work = g_new(float, (gsize)W *H);
   g_autofree guint8 *mask = g_new(guint8, (gsize)W * H);
   g_autoptr(GArray) regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
   InspInspectParams p = params(0.5f, 0.5f, 100);
