@@ -44,12 +44,10 @@ gsize insp_features_scratch_size(const InspFeatureSpec *spec);
 /* fine [fine_c,h,w], coarse [coarse_c,ch,cw] -> out [h*w, dim]. */
 void insp_features_extract(const InspFeatureSpec *spec, const float *fine, const float *coarse,
                            float *scratch, float *out);
-/* Deterministic sorted random subset of @k of @n channels (Fisher-Yates on a
- * splitmix64 stream seeded with @seed, first k, sorted). */
-void insp_features_random_channels(int n, int k, guint64 seed, int *out);
 
-/* splitmix64: the one seeded generator of the detectors (documented, stable
- * across platforms and GLib versions). */
+/* splitmix64: the seeded generator of the PatchCore coreset (documented,
+ * stable across platforms and GLib versions; PaDiM's channel subset uses
+ * MT19937 below to match PyTorch). */
 guint64 insp_detector_rand_next(guint64 *state);
 double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
 
@@ -94,6 +92,21 @@ gboolean insp_padim_invert_spd(const double *a, int n, double *inv, double *work
  * d = feats[p] - mean[p]. @work holds 2*d floats. */
 void insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
                       const float *inv_cov, float *work, float *out);
+
+/* MT19937 (Matsumoto & Nishimura 1998), 32-bit, seeded by init_genrand:
+ * the generator of PyTorch's CPU torch.Generator. */
+typedef struct {
+  guint32 state[624];
+  int next; /* index of the next untempered word; 624 = regenerate */
+} InspMt19937;
+void insp_mt19937_init(InspMt19937 *mt, guint32 seed);
+guint32 insp_mt19937_next(InspMt19937 *mt);
+/* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into
+ * @perm [n] (n < 2^32 / 20, torch's small-n path). */
+void insp_padim_randperm(int n, guint64 seed, int *perm);
+/* PaDiM's channel subset: the first @k of insp_padim_randperm(@n, @seed),
+ * sorted ascending, as anomalib's PaDiM picks it. */
+void insp_padim_random_channels(int n, int k, guint64 seed, int *out);
 
 /* ---- the model ---- */
 

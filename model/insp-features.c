@@ -10,7 +10,8 @@
  * averaging, nearest upsampling, concatenation, optional sorted channel subset.
  *
  * Also the detectors' seeded generator (splitmix64), so that a seed gives the
- * same coreset and channel subset on every platform.
+ * same coreset on every platform (PaDiM's channel subset uses PyTorch's
+ * MT19937 instead, in insp-padim.c).
  *
  * Invariants: pure functions of their inputs; no allocation; any thread. */
 #include "insp-detector-private.h"
@@ -32,34 +33,6 @@ double
 insp_detector_rand_uniform(guint64 *state)
 {
   return (double)(insp_detector_rand_next(state) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static int
-cmp_int(const void *a, const void *b)
-{
-  int x = *(const int *)a, y = *(const int *)b;
-
-  return (x > y) - (x < y);
-}
-
-void
-insp_features_random_channels(int n, int k, guint64 seed, int *out)
-{
-  g_autofree int *perm = g_new(int, n);
-  guint64 st = seed;
-
-  g_return_if_fail(k > 0 && k <= n);
-  for (int i = 0; i < n; i++)
-    perm[i] = i;
-  for (int i = n - 1; i > 0; i--) {
-    int j = (int)(insp_detector_rand_next(&st) % (guint64)(i + 1));
-    int t = perm[i];
-
-    perm[i] = perm[j];
-    perm[j] = t;
-  }
-  memcpy(out, perm, sizeof(int) * (gsize)k);
-  qsort(out, (gsize)k, sizeof(int), cmp_int);
 }
 
 int

@@ -1,18 +1,21 @@
 /* insp-padim: the PaDiM detector's kernels (Defard et al. 2021): one Gaussian
  * per patch position, fitted from running sums in double precision (mean,
  * unbiased covariance + eps*I, inverted through Cholesky), and the
- * Mahalanobis distance of each position at inference.
+ * Mahalanobis distance of each position at inference. Also the random
+ * channel subset, drawn exactly as torch.randperm draws it (MT19937).
  *
  * Shapes: P positions, D feature dims; mean [P,D], inv_cov [P,D,D]
  * (row-major, symmetric, float32); the accumulator holds sum [P,D] and the
  * upper triangles of sum of outer products [P,D,D] in double.
  *
  * Invariants: an accumulator belongs to one training thread; the scoring
- * kernel is pure and allocation-free, any thread. */
+ * kernel is pure and allocation-free, any thread; the subset functions are
+ * pure functions of (n, k, seed), any thread. */
 #include "insp-detector-private.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PADIM_BATCH 32
@@ -200,4 +203,101 @@ insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
     v = cblas_sdot(d, diff, 1, tmp, 1);
     out[p] = sqrtf(MAX(v, 0.0f));
   }
+}
+
+/* ---- channel subset ----
+ *
+ * anomalib's PaDiM keeps a random subset of the concatenated channels,
+ * torch.randperm(n)[:k] from a generator seeded with the model seed, and we
+ * draw the same indices so that a model trained here selects exactly the
+ * channels PyTorch/anomalib would (torch.Generator().manual_seed(0) for
+ * seed 0). That needs PyTorch's CPU generator bit for bit: a plain 32-bit
+ * MT19937 seeded by init_genrand with the low 32 bits of the seed, and
+ * randperm's small-n Fisher-Yates, which walks forwards, swapping r[i] with
+ * r[i + draw % (n - i)] for i = 0 .. n-2, one 32-bit draw per step. */
+
+#define MT_N 624
+#define MT_M 397
+#define MT_UPPER 0x80000000u
+#define MT_LOWER 0x7fffffffu
+#define MT_MATRIX_A 0x9908b0dfu
+
+void
+insp_mt19937_init(InspMt19937 *mt, guint32 seed)
+{
+  g_return_if_fail(mt != NULL);
+  mt->state[0] = seed;
+  for (guint32 i = 1; i < MT_N; i++) {
+    guint32 prev = mt->state[i - 1];
+
+    mt->state[i] = 1812433253u * (prev ^ (prev >> 30)) + i;
+  }
+  mt->next = MT_N;
+}
+
+/* Regenerates all MT_N words: each is the twist of its upper bit and the next
+ * word's lower 31 bits, xored with the word MT_M places on (mod MT_N). */
+static void
+mt_regenerate(InspMt19937 *mt)
+{
+  for (int i = 0; i < MT_N; i++) {
+    guint32 y = (mt->state[i] & MT_UPPER) | (mt->state[(i + 1) % MT_N] & MT_LOWER);
+
+    mt->state[i] = mt->state[(i + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1u) ? MT_MATRIX_A : 0u);
+  }
+  mt->next = 0;
+}
+
+guint32
+insp_mt19937_next(InspMt19937 *mt)
+{
+  guint32 y;
+
+  g_return_val_if_fail(mt != NULL, 0);
+  if (mt->next >= MT_N)
+    mt_regenerate(mt);
+  y = mt->state[mt->next++];
+  y ^= y >> 11;
+  y ^= (y << 7) & 0x9d2c5680u;
+  y ^= (y << 15) & 0xefc60000u;
+  y ^= y >> 18;
+  return y;
+}
+
+void
+insp_padim_randperm(int n, guint64 seed, int *perm)
+{
+  InspMt19937 mt;
+
+  g_return_if_fail(n >= 0 && (guint64)n < G_MAXUINT32 / 20 && (perm != NULL || n == 0));
+  insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
+  for (int i = 0; i < n; i++)
+    perm[i] = i;
+  for (int i = 0; i + 1 < n; i++) {
+    int z = (int)(insp_mt19937_next(&mt) % (guint32)(n - i));
+    int t = perm[i];
+
+    perm[i] = perm[i + z];
+    perm[i + z] = t;
+  }
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+  int x = *(const int *)a, y = *(const int *)b;
+
+  return (x > y) - (x < y);
+}
+
+void
+insp_padim_random_channels(int n, int k, guint64 seed, int *out)
+{
+  g_autofree int *perm = NULL;
+
+  g_return_if_fail(k > 0 && k <= n && out != NULL);
+  perm = g_new(int, n);
+  insp_padim_randperm(n, seed, perm);
+  memcpy(out, perm, sizeof(int) * (gsize)k);
+  qsort(out, (gsize)k, sizeof(int), cmp_int);
 }

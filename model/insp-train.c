@@ -265,7 +265,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   m->padim_channels_total = total_c;
   if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 && opt->padim_channels < total_c) {
     m->channels = g_new(int, opt->padim_channels);
-    insp_features_random_channels(total_c, opt->padim_channels, opt->seed, m->channels);
+    insp_padim_random_channels(total_c, opt->padim_channels, opt->seed, m->channels);
     m->spec.n_channels = opt->padim_channels;
   } else if (opt->padim_channels < 0 || opt->padim_channels > total_c) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,

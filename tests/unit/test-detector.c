@@ -477,20 +477,77 @@ test_padim_fit(void)
     g_assert_cmpfloat_with_epsilon(dist[q], 0.0, 1e-4);
 }
 
+/* MT19937 against the published outputs of the reference generator
+ * (init_genrand), for the paper's default seed 5489 and for seed 0. */
+static void
+test_mt19937(void)
+{
+  static const guint32 want5489[] = {3499211612u, 581869302u, 3890346734u};
+  static const guint32 want0[] = {2357136044u, 2546248239u, 3071714933u, 3626093760u};
+  InspMt19937 mt;
+  guint32 last = 0;
+
+  insp_mt19937_init(&mt, 5489);
+  for (gsize i = 0; i < G_N_ELEMENTS(want5489); i++)
+    g_assert_cmpuint(insp_mt19937_next(&mt), ==, want5489[i]);
+  insp_mt19937_init(&mt, 0);
+  for (gsize i = 0; i < G_N_ELEMENTS(want0); i++)
+    g_assert_cmpuint(insp_mt19937_next(&mt), ==, want0[i]);
+  /* past the first regeneration (624 words) the stream goes on, and a
+   * reseed restarts it */
+  for (int i = 0; i < 2000; i++)
+    last = insp_mt19937_next(&mt);
+  insp_mt19937_init(&mt, 0);
+  g_assert_cmpuint(insp_mt19937_next(&mt), ==, want0[0]);
+  g_assert_cmpuint(last, !=, 0);
+}
+
+/* torch.randperm's Fisher-Yates for n = 5, seed 0, derived by hand from the
+ * draws above: 2357136044 % 5 = 4 swaps r0,r4 -> 4 1 2 3 0; 2546248239 % 4
+ * = 3 swaps r1,r4 -> 4 0 2 3 1; 3071714933 % 3 = 2 swaps r2,r4 -> 4 0 1 3 2;
+ * 3626093760 % 2 = 0 keeps r3. */
+static void
+test_randperm(void)
+{
+  static const int want[] = {4, 0, 1, 3, 2};
+  int perm[5], seen[128] = {0}, big[128];
+
+  insp_padim_randperm(5, 0, perm);
+  g_assert_cmpmem(perm, sizeof perm, want, sizeof want);
+  /* only the low 32 bits of the seed count, as in torch's mt19937 */
+  insp_padim_randperm(5, G_GUINT64_CONSTANT(1) << 32, perm);
+  g_assert_cmpmem(perm, sizeof perm, want, sizeof want);
+  insp_padim_randperm(128, 0, big);
+  for (int i = 0; i < 128; i++) {
+    g_assert_cmpint(big[i], >=, 0);
+    g_assert_cmpint(big[i], <, 128);
+    g_assert_cmpint(seen[big[i]]++, ==, 0);
+  }
+}
+
 static void
 test_channels(void)
 {
-  int a[100], b[100], c[100];
+  int a[100], b[100], c[100], perm[128];
 
-  insp_features_random_channels(128, 100, 0, a);
-  insp_features_random_channels(128, 100, 0, b);
-  insp_features_random_channels(128, 100, 1, c);
+  insp_padim_random_channels(128, 100, 0, a);
+  insp_padim_random_channels(128, 100, 0, b);
+  insp_padim_random_channels(128, 100, 1, c);
   g_assert_cmpmem(a, sizeof a, b, sizeof b);
   g_assert_true(memcmp(a, c, sizeof a) != 0);
   for (int i = 1; i < 100; i++)
     g_assert_cmpint(a[i], >, a[i - 1]);
   g_assert_cmpint(a[0], >=, 0);
   g_assert_cmpint(a[99], <, 128);
+  /* the subset is the sorted first 100 of the permutation */
+  insp_padim_randperm(128, 0, perm);
+  for (int i = 0; i < 100; i++) {
+    gboolean found = FALSE;
+
+    for (int j = 0; j < 100; j++)
+      found = found || a[j] == perm[i];
+    g_assert_true(found);
+  }
 }
 
 /* Feature layout: PatchCore rows are position-major; the reduction averages
@@ -549,6 +606,8 @@ main(int argc, char **argv)
   g_test_add_func("/detector/coreset-wide", test_coreset_wide);
   g_test_add_func("/detector/padim-inverse", test_padim_inverse);
   g_test_add_func("/detector/padim-fit", test_padim_fit);
+  g_test_add_func("/detector/mt19937", test_mt19937);
+  g_test_add_func("/detector/randperm", test_randperm);
   g_test_add_func("/detector/channels", test_channels);
   g_test_add_func("/detector/features", test_features);
   return g_test_run();
