@@ -69,37 +69,6 @@ progress_cb(const char *stage, int done, int total, gpointer user_data)
   fflush(stderr);
 }
 
-static gboolean
-has_image_ext(const char *name)
-{
-  g_autofree char *lower = g_ascii_strdown(name, -1);
-
-  return g_str_has_suffix(lower, ".png") || g_str_has_suffix(lower, ".jpg") ||
-         g_str_has_suffix(lower, ".jpeg");
-}
-
-static int
-cmp_str(gconstpointer a, gconstpointer b)
-{
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static GPtrArray *
-list_images(const char *dir, GError **error)
-{
-  g_autoptr(GDir) d = g_dir_open(dir, 0, error);
-  g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
-  const char *name;
-
-  if (d == NULL)
-    return NULL;
-  while ((name = g_dir_read_name(d)) != NULL)
-    if (has_image_ext(name))
-      g_ptr_array_add(paths, g_build_filename(dir, name, NULL));
-  g_ptr_array_sort(paths, cmp_str);
-  return g_steal_pointer(&paths);
-}
-
 int
 insp_cmd_train(int argc, char **argv)
 {
@@ -180,7 +149,7 @@ insp_cmd_train(int argc, char **argv)
   opt.patchcore_dim = dim;
   opt.seed = (guint64)seed;
 
-  paths = list_images(images, &error);
+  paths = insp_image_list_folder(images, &error);
   if (paths == NULL) {
     fprintf(stderr, "inspectd train: %s\n", error->message);
     return 1;

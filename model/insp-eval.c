@@ -30,14 +30,6 @@ item_clear(gpointer p)
   g_free(it->mask);
 }
 
-static gboolean
-has_image_ext(const char *name)
-{
-  g_autofree char *lower = g_ascii_strdown(name, -1);
-  return g_str_has_suffix(lower, ".png") || g_str_has_suffix(lower, ".jpg") ||
-         g_str_has_suffix(lower, ".jpeg");
-}
-
 static gint
 cmp_str(gconstpointer a, gconstpointer b)
 {
@@ -58,7 +50,7 @@ list_dir(const char *dir, gboolean dirs, GError **error)
       continue;
     g_autofree char *full = g_build_filename(dir, name, NULL);
     gboolean is_dir = g_file_test(full, G_FILE_TEST_IS_DIR);
-    if (dirs ? is_dir : (!is_dir && has_image_ext(name)))
+    if (dirs ? is_dir : (!is_dir && insp_image_has_image_name(name)))
       g_ptr_array_add(names, g_strdup(name));
   }
   g_ptr_array_sort(names, cmp_str);

@@ -519,3 +519,46 @@ insp_image_preprocess(const guint8 *rgb, int width, int height, int stride, int 
     }
   }
 }
+
+gboolean
+insp_image_has_image_name(const char *name)
+{
+  g_autofree char *lower = NULL;
+
+  g_return_val_if_fail(name != NULL, FALSE);
+  lower = g_ascii_strdown(name, -1);
+  return g_str_has_suffix(lower, ".png") || g_str_has_suffix(lower, ".jpg") ||
+         g_str_has_suffix(lower, ".jpeg");
+}
+
+static gint
+compare_paths(gconstpointer a, gconstpointer b)
+{
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *
+insp_image_list_folder(const char *dir, GError **error)
+{
+  g_autoptr(GDir) d = NULL;
+  g_autoptr(GPtrArray) paths = NULL;
+  const char *name;
+
+  g_return_val_if_fail(dir != NULL, NULL);
+  d = g_dir_open(dir, 0, error);
+  if (d == NULL)
+    return NULL;
+  paths = g_ptr_array_new_with_free_func(g_free);
+  while ((name = g_dir_read_name(d)) != NULL) {
+    g_autofree char *full = NULL;
+
+    if (name[0] == '.' || !insp_image_has_image_name(name))
+      continue;
+    full = g_build_filename(dir, name, NULL);
+    if (g_file_test(full, G_FILE_TEST_IS_DIR))
+      continue;
+    g_ptr_array_add(paths, g_steal_pointer(&full));
+  }
+  g_ptr_array_sort(paths, compare_paths);
+  return g_steal_pointer(&paths);
+}

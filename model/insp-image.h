@@ -41,6 +41,14 @@ InspImage *insp_image_decode(const guint8 *data, gsize len, int channels, GError
 GBytes *insp_image_encode_png(const InspImage *img, GError **error);
 gboolean insp_image_save_png(const InspImage *img, const char *path, GError **error);
 
+/* TRUE when @name ends in .png, .jpg or .jpeg, in any case: the files that
+ * train and eval take from a folder. */
+gboolean insp_image_has_image_name(const char *name);
+/* The image files directly in @dir (by name as above; hidden entries and
+ * folders skipped), as full paths sorted bytewise; a new array that frees its
+ * strings. NULL with @error when @dir cannot be read. */
+GPtrArray *insp_image_list_folder(const char *dir, GError **error);
+
 /* RGB8 (@rgb, @width x @height, rows @stride bytes apart) -> float CHW
  * [3, out_h, out_w]: bilinear resize with half-pixel centres (align_corners =
  * False, no antialias, no rounding back to 8 bits) of the whole image, or of its

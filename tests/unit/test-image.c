@@ -483,6 +483,43 @@ test_preprocess_reference(void)
   g_assert_cmpmem(img->data, 224 * 224 * 3, hwc, 224 * 224 * 3);
 }
 
+/* insp_image_list_folder: image names only, any case, no hidden files or
+ * folders, full paths in bytewise order. */
+static void
+test_list_folder(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("insp-list-XXXXXX", &error);
+  const char *files[] = {"b.png", "A.JPG", "c.jpeg", ".hidden.png", "notes.txt", "d.png.bak"};
+  g_autoptr(GPtrArray) paths = NULL;
+  g_autofree char *sub = NULL;
+
+  g_assert_no_error(error);
+  for (gsize i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autofree char *p = g_build_filename(dir, files[i], NULL);
+    g_assert_true(g_file_set_contents(p, "x", 1, NULL));
+  }
+  sub = g_build_filename(dir, "folder.png", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+
+  paths = insp_image_list_folder(dir, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(paths->len, ==, 3);
+  g_assert_true(g_str_has_suffix(g_ptr_array_index(paths, 0), "/A.JPG"));
+  g_assert_true(g_str_has_suffix(g_ptr_array_index(paths, 1), "/b.png"));
+  g_assert_true(g_str_has_suffix(g_ptr_array_index(paths, 2), "/c.jpeg"));
+
+  g_assert_null(insp_image_list_folder("/nonexistent/insp-folder", &error));
+  g_assert_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+
+  g_rmdir(sub);
+  for (gsize i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autofree char *p = g_build_filename(dir, files[i], NULL);
+    g_unlink(p);
+  }
+  g_rmdir(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -493,5 +530,6 @@ main(int argc, char **argv)
   g_test_add_func("/image/corrupt", test_corrupt);
   g_test_add_func("/image/preprocess", test_preprocess);
   g_test_add_func("/image/preprocess-reference", test_preprocess_reference);
+  g_test_add_func("/image/list-folder", test_list_folder);
   return g_test_run();
 }
