@@ -539,6 +539,22 @@ test_channels(void)
     g_assert_cmpint(a[i], >, a[i - 1]);
   g_assert_cmpint(a[0], >=, 0);
   g_assert_cmpint(a[99], <, 128);
+  /* the 28 channels seed 0 leaves out of 128: with these, padim-100 gives
+   * BENCHMARKS.md's PyTorch numbers within 0.0001 on all three sets,
+   * so this is torch.randperm(128, generator=manual_seed(0))[100:], sorted */
+  {
+    static const int dropped[] = {5,  7,  9,  16, 24, 28, 34, 42, 43, 49,  50,  60,  62,  80,
+                                  82, 83, 85, 86, 88, 89, 90, 91, 93, 100, 113, 117, 122, 124};
+    int j = 0;
+
+    for (int ch = 0, i = 0; ch < 128; ch++) {
+      if (j < (int)G_N_ELEMENTS(dropped) && dropped[j] == ch)
+        j++;
+      else
+        g_assert_cmpint(a[i++], ==, ch);
+    }
+    g_assert_cmpint(j, ==, G_N_ELEMENTS(dropped));
+  }
   /* the subset is the sorted first 100 of the permutation */
   insp_padim_randperm(128, 0, perm);
   for (int i = 0; i < 100; i++) {
