@@ -63,6 +63,18 @@ double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
  * remaining rows all duplicate a centre). */
 gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
                               gsize *k_out);
+/* The same with the knobs: @threads for the streamed phase (0: the
+ * INSP_CORESET_THREADS environment variable, else every processor), and
+ * @brute_switch: the pruned phase hands over to streaming all rows once it
+ * computes more than brute_switch * n row distances per selection (0: from
+ * the first window on; a huge value: never). Same selection whatever they are. */
+gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
+                                    int threads, double brute_switch, gsize *k_out);
+
+/* sklearn's SparseRandomProjection(n_components=d_out, density 1/sqrt(d_in),
+ * random_state=seed) matrix, transposed for x [n, d_in] @ r [d_in, d_out]
+ * (numpy's legacy MT19937 stream reproduced draw for draw). */
+void insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r);
 
 /* Image score with anomalib's reweighting. patch_d2 [P] squared distances of
  * each patch to its nearest bank row, argmin [P] that row, feats [P, d].

@@ -32,7 +32,15 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Pruned phase accounting: every BRUTE_WINDOW selections, switch to streaming
+ * all rows when the window computed more than BRUTE_SWITCH * n row distances
+ * per selection (a pruned distance costs several streamed ones: cluster lists
+ * jump through memory, and the streamed phase uses every core). */
+#define BRUTE_WINDOW 32
+#define BRUTE_SWITCH 0.2
 
 /* Squared Euclidean distance, 8 partial sums so the loop vectorises. */
 static inline float
@@ -206,8 +214,201 @@ rotate_rows(const float *x, gsize n, int d, int dp)
   return z;
 }
 
+/* The brute-force phase of the coreset: every row against the new centre,
+ * md[i] = min(md[i], |z_i - c|) with the same arithmetic as the pruned phase
+ * (dist2_bounded against md^2), and the argmax of md (earliest row on ties).
+ * Rows are split into contiguous ranges, one per thread. */
+typedef struct {
+  const float *z, *c;
+  float *md;
+  int dp;
+  gsize lo, hi;
+  float best_r;
+  gsize best_i;
+} BruteRange;
+
+typedef struct {
+  GMutex lock;
+  GCond done;
+  int pending;
+} BruteSync;
+
+static void
+brute_range(BruteRange *t)
+{
+  float br = -1.0f;
+  gsize bi = G_MAXSIZE;
+
+  for (gsize i = t->lo; i < t->hi; i++) {
+    float m = t->md[i], lim = m * m;
+    float dd2 = dist2_bounded(t->z + i * t->dp, t->c, t->dp, lim);
+
+    if (dd2 < lim)
+      t->md[i] = m = sqrtf(dd2);
+    if (m > br) { /* rows ascend: the first max stays */
+      br = m;
+      bi = i;
+    }
+  }
+  t->best_r = br;
+  t->best_i = bi;
+}
+
+static void
+brute_worker(gpointer data, gpointer user_data)
+{
+  BruteSync *sync = user_data;
+
+  brute_range(data);
+  g_mutex_lock(&sync->lock);
+  if (--sync->pending == 0)
+    g_cond_signal(&sync->done);
+  g_mutex_unlock(&sync->lock);
+}
+
+static int
+coreset_threads(void)
+{
+  const char *e = g_getenv("INSP_CORESET_THREADS");
+  int t = e && atoi(e) > 0 ? atoi(e) : (int)g_get_num_processors();
+
+  return CLAMP(t, 1, 64);
+}
+
+/* numpy's legacy RandomState, as far as sklearn's sparse random matrix uses
+ * it: MT19937 seeded by init_genrand (an integer seed), doubles from two
+ * words (a >> 5, b >> 6), binomial by inversion (n p <= 30, p <= 0.5),
+ * bounded integers by masked rejection, shuffle as Fisher-Yates from the end. */
+typedef struct {
+  InspMt19937 mt;
+  gboolean have_binomial;
+  gint64 bn, bound;
+  double bp, q, qn;
+} NpRandomState;
+
+static double
+np_double(NpRandomState *rs)
+{
+  guint32 a = insp_mt19937_next(&rs->mt) >> 5, b = insp_mt19937_next(&rs->mt) >> 6;
+
+  return (a * 67108864.0 + b) / 9007199254740992.0;
+}
+
+static gint64
+np_binomial(NpRandomState *rs, gint64 n, double p)
+{
+  double px, u;
+  gint64 x = 0;
+
+  g_assert(p <= 0.5 && p * (double)n <= 30.0);
+  if (n == 0 || p == 0.0)
+    return 0;
+  if (!rs->have_binomial || rs->bn != n || rs->bp != p) {
+    double np_ = (double)n * p;
+
+    rs->have_binomial = TRUE;
+    rs->bn = n;
+    rs->bp = p;
+    rs->q = 1.0 - p;
+    rs->qn = exp((double)n * log(rs->q));
+    rs->bound = (gint64)MIN((double)n, np_ + 10.0 * sqrt(np_ * rs->q + 1));
+  }
+  px = rs->qn;
+  u = np_double(rs);
+  while (u > px) {
+    x++;
+    if (x > rs->bound) {
+      x = 0;
+      px = rs->qn;
+      u = np_double(rs);
+    } else {
+      u -= px;
+      px = ((double)(n - x + 1) * p * px) / ((double)x * rs->q);
+    }
+  }
+  return x;
+}
+
+/* A uniform integer in [0, max], max < 2^32. */
+static guint32
+np_interval(NpRandomState *rs, guint32 max)
+{
+  guint32 mask = max, v;
+
+  if (max == 0)
+    return 0;
+  mask |= mask >> 1;
+  mask |= mask >> 2;
+  mask |= mask >> 4;
+  mask |= mask >> 8;
+  mask |= mask >> 16;
+  while ((v = insp_mt19937_next(&rs->mt) & mask) > max)
+    ;
+  return v;
+}
+
+void
+insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
+{
+  NpRandomState rs = {0};
+  double density = 1.0 / sqrt((double)d_in);
+  float v = (float)(sqrt(1.0 / density) / sqrt((double)d_out));
+  g_autofree int *perm = g_new(int, d_in);
+  g_autofree int *cols = g_new(int, (gsize)d_in *d_out);
+  g_autofree int *rows = g_new(int, (gsize)d_in *d_out);
+  gsize nnz = 0;
+
+  insp_mt19937_init(&rs.mt, seed);
+  memset(r, 0, sizeof(float) * (gsize)d_in * d_out);
+  for (int i = 0; i < d_out; i++) {
+    gint64 k = np_binomial(&rs, d_in, density);
+    double ratio = (double)k / d_in;
+
+    if (ratio > 0.01 && ratio < 0.99) {
+      /* sample_without_replacement: permutation(d_in)[:k] */
+      for (int j = 0; j < d_in; j++)
+        perm[j] = j;
+      for (int j = d_in - 1; j >= 1; j--) {
+        int t = (int)np_interval(&rs, (guint32)j), tmp = perm[j];
+
+        perm[j] = perm[t];
+        perm[t] = tmp;
+      }
+    } else {
+      /* tracking selection: randint(d_in) until unseen (k small here) */
+      g_assert(ratio < 0.2);
+      for (gint64 j = 0; j < k; j++) {
+        gboolean seen;
+        int c;
+
+        do {
+          c = (int)np_interval(&rs, (guint32)(d_in - 1));
+          seen = FALSE;
+          for (gint64 t = 0; t < j; t++)
+            seen |= perm[t] == c;
+        } while (seen);
+        perm[j] = c;
+      }
+    }
+    for (gint64 j = 0; j < k; j++) {
+      rows[nnz] = i;
+      cols[nnz++] = perm[j];
+    }
+  }
+  /* Signs: binomial(1, 0.5) * 2 - 1 per non-zero, in row order. */
+  for (gsize t = 0; t < nnz; t++)
+    r[(gsize)cols[t] * d_out + rows[t]] = np_binomial(&rs, 1, 0.5) ? v : -v;
+}
+
 gsize *
 insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed, gsize *k_out)
+{
+  return insp_patchcore_coreset_tuned(x, n, d, fraction, seed, 0, BRUTE_SWITCH, k_out);
+}
+
+gsize *
+insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
+                             int threads, double brute_switch, gsize *k_out)
 {
   int dp = MIN(d, INSP_PATCHCORE_PROJ_DIM);
   gsize k;
@@ -224,27 +425,22 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   gsize n_sel = 0, n_centres;
   guint64 st = seed;
   gsize start;
-  guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0;
+  gboolean reference = g_getenv("INSP_CORESET_RANDOM_PROJECTION") != NULL;
+  guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0, window_dists = 0;
+  gsize n_brute_from = 0;
 
   g_return_val_if_fail(x != NULL && n > 0 && d > 0 && k_out != NULL, NULL);
   g_return_val_if_fail(fraction > 0.0 && fraction <= 1.0, NULL);
 
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
-  if (g_getenv("INSP_CORESET_RANDOM_PROJECTION") != NULL) {
-    /* anomalib's sparse random projection (density 1/sqrt(d), entries
-     * +-sqrt(1/density/dp)) to dp dims first: only to compare with it. */
-    g_autofree float *r = g_new0(float, (gsize)d *dp);
+  if (reference) {
+    /* What the PyTorch reference does: sklearn's sparse random projection
+     * to dp dims first, then the same greedy loop. Only to compare. */
+    g_autofree float *r = g_new(float, (gsize)d *dp);
     g_autofree float *xp = g_new(float, n *(gsize)dp);
-    double density = 1.0 / sqrt((double)d);
-    float v = (float)sqrt(1.0 / density / dp);
-    guint64 pst = seed ^ G_GUINT64_CONSTANT(0x5851F42D4C957F2D);
 
-    for (gsize i = 0; i < (gsize)d * dp; i++) {
-      double u = insp_detector_rand_uniform(&pst);
-
-      r[i] = u < density / 2 ? -v : u < density ? v : 0.0f;
-    }
+    insp_sklearn_sparse_random_matrix(d, dp, (guint32)(seed & 0xffffffffu), r);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp, 0.0f,
                 xp, dp);
     z = rotate_rows(xp, n, dp, dp);
@@ -261,7 +457,16 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   crow = g_new(gint64, k + 1);
   sel = g_new(gsize, k);
 
-  start = (gsize)(insp_detector_rand_next(&st) % n);
+  if (reference) {
+    /* torch.randint(n, (1,), generator seeded with the seed): the first
+     * 32-bit MT19937 word modulo n. */
+    InspMt19937 mt;
+
+    insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
+    start = (gsize)(insp_mt19937_next(&mt) % (guint32)n);
+  } else {
+    start = (gsize)(insp_detector_rand_next(&st) % n);
+  }
   crow[0] = (gint64)start;
   memcpy(cz, z + start * dp, sizeof(float) * dp);
   {
@@ -285,6 +490,18 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
   n_centres = 1;
   while (n_sel < k) {
     gsize best = 0, c;
+
+    /* When the pruning stops paying (the new centres' neighbourhoods hold a
+     * good part of all rows: data of high intrinsic dimension), stream all
+     * rows instead: sequential, vectorised and threaded, it beats chasing
+     * cluster lists through memory. Same selection either way. */
+    if (n_sel > 0 && n_sel % BRUTE_WINDOW == 0) {
+      if (n_row_dists - window_dists > (guint64)(BRUTE_WINDOW * (double)n * brute_switch)) {
+        n_brute_from = n_sel;
+        break;
+      }
+      window_dists = n_row_dists;
+    }
     float *zc;
     float cn;
 
@@ -369,10 +586,64 @@ insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 
       amax[c] = crow[c];
     }
   }
+  if (n_sel < k && n_brute_from > 0) {
+    /* Brute-force phase: md is exact for every row here. */
+    int nt = threads > 0 ? threads : coreset_threads();
+    g_autofree BruteRange *rg = g_new0(BruteRange, nt);
+    BruteSync sync;
+    GThreadPool *pool = NULL;
+    gsize cur = 0;
+    float cur_r = -1.0f;
+
+    for (gsize i = 0; i < n; i++)
+      if (md[i] > cur_r) {
+        cur_r = md[i];
+        cur = i;
+      }
+    g_mutex_init(&sync.lock);
+    g_cond_init(&sync.done);
+    if (nt > 1)
+      pool = g_thread_pool_new(brute_worker, &sync, nt - 1, FALSE, NULL);
+    for (int t = 0; t < nt; t++) {
+      rg[t].z = z;
+      rg[t].md = md;
+      rg[t].dp = dp;
+      rg[t].lo = n * t / nt;
+      rg[t].hi = n * (t + 1) / nt;
+    }
+    while (cur_r > 0.0f) {
+      sel[n_sel++] = cur;
+      if (n_sel == k)
+        break;
+      sync.pending = nt - 1;
+      for (int t = 0; t < nt; t++)
+        rg[t].c = z + cur * dp;
+      for (int t = 1; t < nt; t++)
+        g_thread_pool_push(pool, &rg[t], NULL);
+      brute_range(&rg[0]);
+      g_mutex_lock(&sync.lock);
+      while (sync.pending > 0)
+        g_cond_wait(&sync.done, &sync.lock);
+      g_mutex_unlock(&sync.lock);
+      cur_r = -1.0f;
+      for (int t = 0; t < nt; t++)
+        if (rg[t].best_i != G_MAXSIZE && better(rg[t].best_r, rg[t].best_i, cur_r, cur)) {
+          cur_r = rg[t].best_r;
+          cur = rg[t].best_i;
+        }
+      n_row_dists += n;
+    }
+    if (pool != NULL)
+      g_thread_pool_free(pool, FALSE, TRUE);
+    g_mutex_clear(&sync.lock);
+    g_cond_clear(&sync.done);
+  }
   g_debug("coreset: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows, %" G_GUINT64_FORMAT
           " centre distances, %" G_GUINT64_FORMAT " clusters visited, %" G_GUINT64_FORMAT
-          " row distances (brute force: %" G_GUINT64_FORMAT ")",
-          n_sel, n, n_centre_dists, n_cluster_visits, n_row_dists, (guint64)n * n_sel);
+          " row distances (brute force: %" G_GUINT64_FORMAT "), all rows streamed from "
+          "selection %" G_GSIZE_FORMAT,
+          n_sel, n, n_centre_dists, n_cluster_visits, n_row_dists, (guint64)n * n_sel,
+          n_brute_from);
   *k_out = n_sel;
   return sel;
 }

@@ -7,6 +7,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "insp-detector-private.h"
@@ -373,6 +374,17 @@ test_coreset(void)
   ref = g_new(gsize, kn);
   naive_coreset(x, n, d, kn, start, ref);
   g_assert_cmpmem(a, k1 * sizeof(gsize), ref, kn * sizeof(gsize));
+
+  /* The streamed phase (forced from the first window on), on one thread and
+   * on three, selects exactly the same rows. */
+  for (int t = 1; t <= 3; t += 2) {
+    g_autofree gsize *e = NULL;
+    gsize ke;
+
+    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, t, 0.0, &ke);
+    g_assert_cmpuint(ke, ==, k1);
+    g_assert_cmpmem(a, k1 * sizeof(gsize), e, ke * sizeof(gsize));
+  }
 
   /* all rows identical: stops after the first selection */
   for (gsize i = 0; i < n * d; i++)

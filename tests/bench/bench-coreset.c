@@ -1,0 +1,236 @@
+/* bench-coreset: seconds and distance counts of the PatchCore coreset
+ * selection (training's main cost) on the patch features of a real image
+ * folder, for one or more fractions.
+ *
+ *   bench-coreset [--images DIR] [--fraction F]... [--max-images N]
+ *                 [--cache FILE] [--brute]
+ *
+ * Default data: kolektorsdd/train/good under $INSP_SHARED_DIR/datasets with
+ * the mobilenetv2 backbone under $INSP_SHARED_DIR/models (the hardest set
+ * for the pruning here: large uniform regions); the builtin backbone on
+ * generated parts when those are absent. --cache keeps the extracted
+ * features between runs. --brute also times the brute-force loop (the
+ * definition; O(k N d)) and checks that both select the same rows.
+ * --switch and --threads are the knobs of the selection (see
+ * insp_patchcore_coreset_tuned). Prints numbers, never fails. */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "insp-detector-private.h"
+#include "insp-image.h"
+#include "insp-model.h"
+
+static float *
+extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError **error)
+{
+  g_autoptr(InspModel) m = insp_model_alloc();
+  g_autoptr(InspModelScratch) s = NULL;
+  const char *fine, *coarse;
+  float *rows;
+  gsize per;
+
+  m->kind = INSP_DETECTOR_PATCHCORE;
+  m->backbone = insp_backbone_new_from_file(backbone, error);
+  if (m->backbone == NULL)
+    return NULL;
+  m->input_size = insp_backbone_get_input_size(m->backbone);
+  insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
+  insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
+  m->fine_stage = g_strdup(fine);
+  m->coarse_stage = g_strdup(coarse);
+  if (!insp_model_probe_stages(m, error))
+    return NULL;
+  insp_model_finish_setup(m);
+  s = insp_model_scratch_new(m, error);
+  if (s == NULL)
+    return NULL;
+  per = (gsize)m->n_patches * m->dim;
+  rows = g_new(float, per * paths->len);
+  for (guint i = 0; i < paths->len; i++) {
+    g_autoptr(InspImage) img = NULL;
+    double t1, t2;
+
+    if (g_ptr_array_index(paths, i) == NULL) {
+      /* a generated part: rings with noise */
+      guint64 st = i * 2654435761u + 1;
+
+      img = insp_image_new(256, 256, 3);
+      for (int y = 0; y < 256; y++)
+        for (int x = 0; x < 256; x++) {
+          double dx = x - 128.0, dy = y - 128.0, r = sqrt(dx * dx + dy * dy);
+          double v = r < 90 ? 150 + 40 * sin(atan2(dy, dx) * 12) : 30;
+
+          st = st * 6364136223846793005u + 1442695040888963407u;
+          v += (double)(st >> 58) - 32.0;
+          memset(img->data + (gsize)y * img->stride + 3 * x, (int)CLAMP(v, 0, 255), 3);
+        }
+    } else {
+      img = insp_image_load(g_ptr_array_index(paths, i), 3, error);
+      if (img == NULL) {
+        g_free(rows);
+        return NULL;
+      }
+    }
+    insp_image_preprocess(img->data, img->width, img->height, img->stride, m->input_size,
+                          m->input_size, 1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
+    insp_model_extract(m, s, insp_model_scratch_get_input(s), rows + i * per, &t1, &t2);
+  }
+  *n_rows = (gsize)m->n_patches * paths->len;
+  *dim = m->dim;
+  return rows;
+}
+
+/* The definition: k times the row farthest from all centres, in double. */
+static gsize *
+brute(const float *x, gsize n, int d, gsize k, gsize start)
+{
+  g_autofree double *md = g_new(double, n);
+  gsize *sel = g_new(gsize, k);
+  gsize last = start;
+
+  for (gsize i = 0; i < n; i++)
+    md[i] = INFINITY;
+  for (gsize t = 0; t < k; t++) {
+    gsize best = 0;
+
+    for (gsize i = 0; i < n; i++) {
+      double s = 0;
+
+      for (int j = 0; j < d; j++) {
+        double v = (double)x[i * d + j] - x[last * d + j];
+
+        s += v * v;
+      }
+      md[i] = MIN(md[i], sqrt(s));
+      if (md[i] > md[best])
+        best = i;
+    }
+    sel[t] = best;
+    md[best] = 0;
+    last = best;
+  }
+  return sel;
+}
+
+int
+main(int argc, char **argv)
+{
+  g_autofree char *images = NULL, *cache = NULL;
+  g_auto(GStrv) fractions = NULL;
+  int max_images = 0;
+  gboolean do_brute = FALSE;
+  double brute_switch = 0.2;
+  int threads = 0;
+  const GOptionEntry entries[] = {
+      {"images", 0, 0, G_OPTION_ARG_FILENAME, &images, "folder of good images", "DIR"},
+      {"fraction", 0, 0, G_OPTION_ARG_STRING_ARRAY, &fractions, "coreset fraction (repeat)", "F"},
+      {"max-images", 0, 0, G_OPTION_ARG_INT, &max_images, "use the first N images", "N"},
+      {"cache", 0, 0, G_OPTION_ARG_FILENAME, &cache, "feature cache file", "FILE"},
+      {"brute", 0, 0, G_OPTION_ARG_NONE, &do_brute, "also run the brute-force loop", NULL},
+      {"switch", 0, 0, G_OPTION_ARG_DOUBLE, &brute_switch,
+       "stream all rows once the pruning computes more than F*n distances per selection (0.2)",
+       "F"},
+      {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "threads of the streamed phase (0: all)", "N"},
+      G_OPTION_ENTRY_NULL};
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- time the PatchCore coreset");
+  g_autoptr(GError) error = NULL;
+  g_autofree char *shared = g_strdup(g_getenv("INSP_SHARED_DIR"));
+  g_autofree char *backbone = NULL;
+  g_autofree float *rows = NULL;
+  gsize n = 0;
+  int d = 0;
+  const char *default_fractions[] = {"0.01", "0.1", NULL};
+
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+    fprintf(stderr, "bench-coreset: %s\n", error->message);
+    return 2;
+  }
+  if (shared == NULL)
+    shared = g_strdup("../shared");
+  backbone = g_build_filename(shared, "models", "mobilenetv2_100.safetensors", NULL);
+  if (images == NULL)
+    images = g_build_filename(shared, "datasets", "kolektorsdd", "train", "good", NULL);
+
+  if (cache != NULL && g_file_test(cache, G_FILE_TEST_EXISTS)) {
+    g_autofree char *buf = NULL;
+    gsize len;
+
+    if (g_file_get_contents(cache, &buf, &len, NULL) && len > 8) {
+      memcpy(&d, buf, 4);
+      n = (len - 8) / sizeof(float) / (gsize)d;
+      rows = g_memdup2(buf + 8, len - 8);
+    }
+  }
+  if (rows == NULL) {
+    g_autoptr(GPtrArray) paths = insp_image_list_folder(images, NULL);
+    const char *bb = backbone;
+    gint64 t0 = g_get_monotonic_time();
+
+    if (paths == NULL || paths->len == 0 || !g_file_test(backbone, G_FILE_TEST_EXISTS)) {
+      printf("data: 200 generated parts, builtin backbone (%s or %s absent)\n", images, backbone);
+      if (paths == NULL)
+        paths = g_ptr_array_new_with_free_func(g_free);
+      g_ptr_array_set_size(paths, 0);
+      for (int i = 0; i < 200; i++)
+        g_ptr_array_add(paths, NULL);
+      bb = "builtin";
+    } else {
+      printf("data: %s, %s\n", images, backbone);
+    }
+    if (max_images > 0 && (int)paths->len > max_images)
+      g_ptr_array_set_size(paths, max_images);
+    rows = extract(bb, paths, &n, &d, &error);
+    if (rows == NULL) {
+      fprintf(stderr, "bench-coreset: %s\n", error->message);
+      return 1;
+    }
+    printf("features: %" G_GSIZE_FORMAT " rows x %d dims in %.1f s\n", n, d,
+           (double)(g_get_monotonic_time() - t0) / 1e6);
+    if (cache != NULL) {
+      g_autofree char *buf = g_malloc(8 + n * d * sizeof(float));
+
+      memset(buf, 0, 8);
+      memcpy(buf, &d, 4);
+      memcpy(buf + 8, rows, n * d * sizeof(float));
+      g_file_set_contents(cache, buf, (gssize)(8 + n * d * sizeof(float)), NULL);
+    }
+  } else {
+    printf("features: %" G_GSIZE_FORMAT " rows x %d dims from %s\n", n, d, cache);
+  }
+
+  for (const char *const *f = fractions ? (const char *const *)fractions : default_fractions;
+       *f != NULL; f++) {
+    double frac = g_ascii_strtod(*f, NULL);
+    gsize k = 0;
+    gint64 t0 = g_get_monotonic_time();
+    g_autofree gsize *sel =
+        insp_patchcore_coreset_tuned(rows, n, d, frac, 0, threads, brute_switch, &k);
+    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+
+    printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,
+           secs);
+    fflush(stdout);
+    if (do_brute) {
+      guint64 st = 0;
+      gsize start = (gsize)(insp_detector_rand_next(&st) % n), same = 0, first = k;
+      g_autofree gsize *ref = NULL;
+
+      t0 = g_get_monotonic_time();
+      ref = brute(rows, n, d, k, start);
+      secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+      for (gsize i = 0; i < k; i++) {
+        same += sel[i] == ref[i];
+        if (sel[i] != ref[i] && first == k)
+          first = i;
+      }
+      printf("  brute force (double)   %8.2f s, same selection %" G_GSIZE_FORMAT
+             " of %" G_GSIZE_FORMAT ", first difference at %" G_GSIZE_FORMAT "\n",
+             secs, same, k, first);
+    }
+  }
+  return 0;
+}
