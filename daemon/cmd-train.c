@@ -72,9 +72,9 @@ progress_cb(const char *stage, int done, int total, gpointer user_data)
 int
 insp_cmd_train(int argc, char **argv)
 {
-  g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL;
+  g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL, *stages = NULL;
   double coreset = -1.0;
-  int size = 0, channels = -1, dim = 0;
+  int size = 0, channels = -1, dim = 0, patch = 0;
   gint64 seed = 0;
   int status;
   const GOptionEntry entries[] = {
@@ -91,6 +91,12 @@ insp_cmd_train(int argc, char **argv)
        "PaDiM: random subset of N feature channels (default: all)", "N"},
       {"dim", 0, 0, G_OPTION_ARG_INT, &dim,
        "PatchCore: reduce features to N dims by channel averaging (default: off)", "N"},
+      {"stages", 0, 0, G_OPTION_ARG_STRING, &stages,
+       "the two backbone stages, finer first (default: mobilenetv2 blocks.2,blocks.4; "
+       "resnets layer2,layer3; builtin s8,s16)",
+       "FINE,COARSE"},
+      {"patch", 0, 0, G_OPTION_ARG_INT, &patch,
+       "PatchCore: neighbourhood averaged around each patch, odd (default 3)", "N"},
       {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed for hold-out, coreset, channels (default 0)",
        "N"},
       G_OPTION_ENTRY_NULL};
@@ -147,6 +153,12 @@ insp_cmd_train(int argc, char **argv)
     return 2;
   }
   opt.patchcore_dim = dim;
+  if (patch != 0 && (patch < 1 || patch > 9 || patch % 2 == 0)) {
+    fprintf(stderr, "inspectd train: --patch must be an odd number in [1, 9], got %d\n", patch);
+    return 2;
+  }
+  opt.patch_size = patch;
+  opt.stages = stages;
   opt.seed = (guint64)seed;
 
   paths = insp_image_list_folder(images, &error);

@@ -16,7 +16,9 @@ G_BEGIN_DECLS
 #define INSP_MODEL_FORMAT_VERSION 1
 #define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
 #define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
-#define INSP_BLUR_SIGMA_224 4.0f        /* anomaly-map blur at 224 px input */
+#define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
+#define INSP_PATCHCORE_PATCH_SIZE_MAX 9
+#define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
 #define INSP_MAX_INPUT_SIZE 1024
 
 /* ---- patch features (insp-features.c) ---- */
@@ -35,6 +37,7 @@ typedef struct {
   int h, w;             /* finer stage grid */
   int ch, cw;           /* coarser stage grid */
   int reduce_dim;       /* PatchCore: 0 = off */
+  int patch_size;       /* PatchCore: neighbourhood averaged, odd (3 by default) */
   int n_channels;       /* PaDiM subset size, 0 = all */
   const int *channels;  /* sorted indices into the concatenation, n_channels long */
 } InspFeatureSpec;

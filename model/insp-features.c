@@ -107,8 +107,10 @@ insp_features_extract(const InspFeatureSpec *spec, const float *fine, const floa
   float *cat = coarse_pool + (gsize)spec->coarse_c * spec->ch * spec->cw;
 
   if (spec->patchcore) {
-    insp_ops_avgpool_same(fine, spec->fine_c, spec->h, spec->w, 3, cat);
-    insp_ops_avgpool_same(coarse, spec->coarse_c, spec->ch, spec->cw, 3, coarse_pool);
+    int k = spec->patch_size > 0 ? spec->patch_size : INSP_PATCHCORE_PATCH_SIZE;
+
+    insp_ops_avgpool_same(fine, spec->fine_c, spec->h, spec->w, k, cat);
+    insp_ops_avgpool_same(coarse, spec->coarse_c, spec->ch, spec->cw, k, coarse_pool);
     insp_ops_resize_bilinear(coarse_pool, spec->coarse_c, spec->ch, spec->cw, spec->h, spec->w,
                              cat + (gsize)spec->fine_c * p);
   } else {

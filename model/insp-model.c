@@ -56,6 +56,7 @@ insp_model_alloc(void)
 
   m->ref_count = 1;
   m->num_neighbours = INSP_PATCHCORE_NUM_NEIGHBOURS;
+  m->spec.patch_size = INSP_PATCHCORE_PATCH_SIZE;
   return m;
 }
 
@@ -447,6 +448,7 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
     meta_set_double(w, "patchcore.coreset_fraction", m->coreset_fraction);
     meta_set_int(w, "patchcore.num_neighbors", m->num_neighbours);
     meta_set_int(w, "patchcore.reduce_dim", m->spec.reduce_dim);
+    meta_set_int(w, "patchcore.patch_size", m->spec.patch_size);
     insp_safetensors_writer_set_metadata(
         w, "patchcore.projection", "sparse random (density 1/sqrt(D)) to 128 dims when D > 128");
   } else {
@@ -555,8 +557,11 @@ probe_stages(InspModel *m, GError **error)
   fi = stage_index(m->backbone, m->fine_stage);
   ci = stage_index(m->backbone, m->coarse_stage);
   if (fi < 0 || ci < 0) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT, "backbone %s has no stage '%s'",
-                insp_backbone_get_arch(m->backbone), fi < 0 ? m->fine_stage : m->coarse_stage);
+    g_autofree char *names = g_strjoinv(", ", (char **)insp_backbone_get_stage_names(m->backbone));
+
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "backbone %s has no stage '%s' (it has %s)", insp_backbone_get_arch(m->backbone),
+                fi < 0 ? m->fine_stage : m->coarse_stage, names);
     return FALSE;
   }
   bs = insp_backbone_scratch_new(m->backbone, m->input_size, m->input_size, error);
@@ -719,6 +724,19 @@ insp_model_load(const char *path, GError **error)
     if (!meta_get_int(st, path, "patchcore.reduce_dim", 0, 1 << 16, &iv, error))
       return NULL;
     m->spec.reduce_dim = (int)iv;
+    /* Absent in files written before it could be chosen: the paper's 3. */
+    if (insp_safetensors_get_metadata(st, "patchcore.patch_size") != NULL) {
+      if (!meta_get_int(st, path, "patchcore.patch_size", 1, INSP_PATCHCORE_PATCH_SIZE_MAX, &iv,
+                        error))
+        return NULL;
+      if (iv % 2 == 0) {
+        g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                    "%s: model metadata 'patchcore.patch_size' = %" G_GINT64_FORMAT " is not odd",
+                    path, iv);
+        return NULL;
+      }
+      m->spec.patch_size = (int)iv;
+    }
     insp_model_finish_setup(m);
     if (m->dim != dim) {
       g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,

@@ -93,8 +93,11 @@ typedef struct {
   int input_size;          /* 0: the backbone's default */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
-  int patchcore_dim; /* PatchCore: reduce features to this many dims by adaptive
-                      * averaging over channels, 0: off (default) */
+  int patchcore_dim;  /* PatchCore: reduce features to this many dims by adaptive
+                       * averaging over channels, 0: off (default) */
+  const char *stages; /* "FINE,COARSE" backbone stage names, NULL: the backbone's
+                       * default pair */
+  int patch_size;     /* PatchCore neighbourhood (odd, 1..9), 0: 3 (default) */
 } InspTrainOptions;
 
 void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */

@@ -255,12 +255,40 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   m->input_size = opt->input_size ? opt->input_size : insp_backbone_get_input_size(m->backbone);
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
-  m->fine_stage = g_strdup(fine);
-  m->coarse_stage = g_strdup(coarse);
+  if (opt->stages != NULL) {
+    g_auto(GStrv) sv = g_strsplit(opt->stages, ",", -1);
+
+    if (g_strv_length(sv) != 2 || sv[0][0] == '\0' || sv[1][0] == '\0') {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                  "stages '%s' are not two stage names FINE,COARSE", opt->stages);
+      return NULL;
+    }
+    m->fine_stage = g_strdup(sv[0]);
+    m->coarse_stage = g_strdup(sv[1]);
+  } else {
+    m->fine_stage = g_strdup(fine);
+    m->coarse_stage = g_strdup(coarse);
+  }
+  if (opt->patch_size != 0 &&
+      (opt->patch_size < 1 || opt->patch_size > INSP_PATCHCORE_PATCH_SIZE_MAX ||
+       opt->patch_size % 2 == 0)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "patch size %d is not an odd number in [1, %d]", opt->patch_size,
+                INSP_PATCHCORE_PATCH_SIZE_MAX);
+    return NULL;
+  }
+  if (opt->patch_size != 0)
+    m->spec.patch_size = opt->patch_size;
   m->seed = opt->seed;
   m->coreset_fraction = opt->coreset_fraction;
   if (!insp_model_probe_stages(m, error))
     return NULL;
+  if (m->spec.h < m->spec.ch || m->spec.w < m->spec.cw) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "stage %s (%dx%d) is coarser than %s (%dx%d): give the finer stage first",
+                m->fine_stage, m->spec.w, m->spec.h, m->coarse_stage, m->spec.cw, m->spec.ch);
+    return NULL;
+  }
   total_c = m->spec.fine_c + m->spec.coarse_c;
   m->padim_channels_total = total_c;
   if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 && opt->padim_channels < total_c) {

@@ -416,6 +416,98 @@ test_coreset_wide(void)
   }
 }
 
+/* sklearn's sparse random matrix: entries 0 or +-(1/density)^(1/2) /
+ * sqrt(d_out), about density * d_in non-zeros per output, reproducible. */
+static void
+test_sparse_projection(void)
+{
+  const int d = 128;
+  g_autofree float *r = g_new(float, d *d);
+  g_autofree float *r2 = g_new(float, d *d);
+  float v = (float)(pow(128.0, 0.25) / sqrt(128.0));
+  int nnz = 0, pos = 0;
+
+  insp_sklearn_sparse_random_matrix(d, d, 0, r);
+  insp_sklearn_sparse_random_matrix(d, d, 0, r2);
+  g_assert_cmpmem(r, sizeof(float) * d * d, r2, sizeof(float) * d * d);
+  for (int i = 0; i < d * d; i++) {
+    g_assert_true(r[i] == 0.0f || fabsf(fabsf(r[i]) - v) < 1e-6f);
+    nnz += r[i] != 0.0f;
+    pos += r[i] > 0.0f;
+  }
+  /* expected d * sqrt(d) = 1448 non-zeros, half of them positive */
+  g_assert_cmpint(nnz, >, 1250);
+  g_assert_cmpint(nnz, <, 1650);
+  g_assert_cmpint(abs(2 * pos - nnz), <, 150);
+  insp_sklearn_sparse_random_matrix(d, d, 1, r2);
+  g_assert_true(memcmp(r, r2, sizeof(float) * d * d) != 0);
+}
+
+/* Training options: explicit stages and patch size are kept in the file and
+ * used when it is loaded; bad ones are refused with the reason. */
+static void
+test_train_options(void)
+{
+  InspTrainOptions opt;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(InspModel) m = NULL, loaded = NULL, m3 = NULL;
+  g_autoptr(InspModelScratch) s = NULL, ls = NULL, s3 = NULL;
+  g_autofree char *path = tmp_path("model.safetensors");
+  g_autoptr(InspImage) bad = make_part(2000, TRUE);
+  float raw, lraw, raw3;
+  InspModel *none;
+
+  insp_train_options_init(&opt);
+  opt.input_size = SIZE;
+  opt.coreset_fraction = 0.25;
+  opt.stages = "s8,s16";
+  opt.patch_size = 1;
+  m = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(m->spec.patch_size, ==, 1);
+  g_assert_true(insp_model_save(m, path, &error));
+  loaded = insp_model_load(path, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(loaded->spec.patch_size, ==, 1);
+  g_assert_cmpstr(loaded->fine_stage, ==, "s8");
+  s = insp_model_scratch_new(m, NULL);
+  ls = insp_model_scratch_new(loaded, NULL);
+  score_of(m, s, bad, &raw);
+  score_of(loaded, ls, bad, &lraw);
+  g_assert_cmpfloat(raw, ==, lraw);
+  /* the default neighbourhood (3) scores differently */
+  opt.patch_size = 0;
+  m3 = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(m3->spec.patch_size, ==, 3);
+  s3 = insp_model_scratch_new(m3, NULL);
+  score_of(m3, s3, bad, &raw3);
+  g_assert_cmpfloat(raw3, !=, raw);
+
+  opt.patch_size = 4;
+  none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_null(none);
+  g_assert_nonnull(strstr(error->message, "patch size 4 is not an odd number"));
+  g_clear_error(&error);
+  opt.patch_size = 0;
+  opt.stages = "s8,s32";
+  none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_null(none);
+  g_test_message("%s", error->message);
+  g_assert_nonnull(strstr(error->message, "no stage 's32' (it has "));
+  g_clear_error(&error);
+  opt.stages = "s16,s8";
+  none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_null(none);
+  g_assert_nonnull(strstr(error->message, "give the finer stage first"));
+  g_clear_error(&error);
+  opt.stages = "s8";
+  none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+  g_assert_null(none);
+  g_assert_nonnull(strstr(error->message, "not two stage names"));
+  remove_tmp(path);
+}
+
 static void
 test_padim_inverse(void)
 {
@@ -632,6 +724,8 @@ main(int argc, char **argv)
   g_test_add_func("/detector/refusals", test_refusals);
   g_test_add_func("/detector/coreset", test_coreset);
   g_test_add_func("/detector/coreset-wide", test_coreset_wide);
+  g_test_add_func("/detector/sparse-projection", test_sparse_projection);
+  g_test_add_func("/detector/train-options", test_train_options);
   g_test_add_func("/detector/padim-inverse", test_padim_inverse);
   g_test_add_func("/detector/padim-fit", test_padim_fit);
   g_test_add_func("/detector/mt19937", test_mt19937);
