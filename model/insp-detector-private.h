@@ -16,6 +16,7 @@ G_BEGIN_DECLS
 #define INSP_MODEL_FORMAT_VERSION 1
 #define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
 #define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
+#define INSP_CORESET_BRUTE_SWITCH 0.2   /* see insp_patchcore_coreset_tuned */
 #define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
 #define INSP_PATCHCORE_PATCH_SIZE_MAX 9
 #define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
@@ -57,11 +58,12 @@ double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
 /* ---- PatchCore (insp-patchcore.c) ---- */
 
 /* Greedy k-center coreset (anomalib KCenterGreedy) of the rows of x [n, d]:
- * rows are projected to INSP_PATCHCORE_PROJ_DIM dims by a seeded sparse random
- * projection when d is larger (unchanged otherwise), a random start row is a
- * centre but is not selected, then k = (gsize)(n * fraction) (at least 1)
- * times the row farthest from all centres is selected. Exact result of the
- * brute-force loop (up to ties), computed with triangle-inequality pruning.
+ * rows are projected to min(d, INSP_PATCHCORE_PROJ_DIM) dims by sklearn's
+ * seeded sparse random projection, a random start row (torch.randint's draw
+ * for the seed) is a centre but is not selected, then k = (gsize)(n *
+ * fraction) (at least 1) times the row farthest from all centres is selected.
+ * Exact result of the brute-force loop on the projected rows (up to ties),
+ * computed with triangle-inequality pruning, then streaming.
  * Returns the selected row indices (*k_out of them; fewer than k only when the
  * remaining rows all duplicate a centre). */
 gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
@@ -71,8 +73,16 @@ gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, g
  * @brute_switch: the pruned phase hands over to streaming all rows once it
  * computes more than brute_switch * n row distances per selection (0: from
  * the first window on; a huge value: never). Same selection whatever they are. */
+typedef enum {
+  INSP_CORESET_SPARSE_RANDOM, /* the default, as anomalib */
+  INSP_CORESET_EXACT,         /* no projection (top 128 principal axes when D > 128) */
+} InspCoresetProjection;
 gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
-                                    int threads, double brute_switch, gsize *k_out);
+                                    InspCoresetProjection projection, int threads,
+                                    double brute_switch, gsize *k_out);
+/* The projection training uses: INSP_CORESET_PROJECTION=none in the
+ * environment selects exact distances (for comparisons), else sparse random. */
+InspCoresetProjection insp_patchcore_coreset_projection(void);
 
 /* sklearn's SparseRandomProjection(n_components=d_out, density 1/sqrt(d_in),
  * random_state=seed) matrix, transposed for x [n, d_in] @ r [d_in, d_out]
@@ -142,6 +152,7 @@ struct _InspModel {
   int n_patches;
   float blur_sigma;
   double coreset_fraction;
+  gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
   int num_neighbours;
   guint64 seed;
   int padim_channels_total;

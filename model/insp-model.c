@@ -450,7 +450,9 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
     meta_set_int(w, "patchcore.reduce_dim", m->spec.reduce_dim);
     meta_set_int(w, "patchcore.patch_size", m->spec.patch_size);
     insp_safetensors_writer_set_metadata(
-        w, "patchcore.projection", "sparse random (density 1/sqrt(D)) to 128 dims when D > 128");
+        w, "patchcore.projection",
+        m->coreset_exact ? "none (exact distances; top 128 principal axes when D > 128)"
+                         : "sklearn sparse random (density 1/sqrt(D), seed) to min(D, 128) dims");
   } else {
     meta_set_int(w, "padim.channels_total", m->padim_channels_total);
     meta_set_double(w, "padim.eps", 0.01);

@@ -35,12 +35,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Pruned phase accounting: every BRUTE_WINDOW selections, switch to streaming
- * all rows when the window computed more than BRUTE_SWITCH * n row distances
- * per selection (a pruned distance costs several streamed ones: cluster lists
- * jump through memory, and the streamed phase uses every core). */
+/* Pruned phase accounting: every BRUTE_WINDOW selections, switch to
+ * streaming all rows when the window computed more than brute_switch * n
+ * (default INSP_CORESET_BRUTE_SWITCH) row distances per selection: a pruned
+ * distance costs several streamed ones (cluster lists jump through memory,
+ * and the streamed phase uses every core). */
 #define BRUTE_WINDOW 32
-#define BRUTE_SWITCH 0.2
 
 /* Squared Euclidean distance, 8 partial sums so the loop vectorises. */
 static inline float
@@ -403,12 +403,21 @@ insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
 gsize *
 insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed, gsize *k_out)
 {
-  return insp_patchcore_coreset_tuned(x, n, d, fraction, seed, 0, BRUTE_SWITCH, k_out);
+  return insp_patchcore_coreset_tuned(x, n, d, fraction, seed, insp_patchcore_coreset_projection(),
+                                      0, INSP_CORESET_BRUTE_SWITCH, k_out);
+}
+
+InspCoresetProjection
+insp_patchcore_coreset_projection(void)
+{
+  return g_strcmp0(g_getenv("INSP_CORESET_PROJECTION"), "none") == 0 ? INSP_CORESET_EXACT
+                                                                     : INSP_CORESET_SPARSE_RANDOM;
 }
 
 gsize *
 insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
-                             int threads, double brute_switch, gsize *k_out)
+                             InspCoresetProjection projection, int threads, double brute_switch,
+                             gsize *k_out)
 {
   int dp = MIN(d, INSP_PATCHCORE_PROJ_DIM);
   gsize k;
@@ -423,9 +432,8 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   g_autofree gint64 *crow = NULL; /* row of each centre */
   gsize *sel;
   gsize n_sel = 0, n_centres;
-  guint64 st = seed;
   gsize start;
-  gboolean reference = g_getenv("INSP_CORESET_RANDOM_PROJECTION") != NULL;
+  InspMt19937 mt;
   guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0, window_dists = 0;
   gsize n_brute_from = 0;
 
@@ -434,9 +442,10 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
 
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
-  if (reference) {
-    /* What the PyTorch reference does: sklearn's sparse random projection
-     * to dp dims first, then the same greedy loop. Only to compare. */
+  if (projection == INSP_CORESET_SPARSE_RANDOM) {
+    /* As anomalib and the PyTorch reference: sklearn's sparse random
+     * projection to dp dims first (a near-isometry; at 10 % it also selected
+     * better banks on KolektorSDD than exact distances, see README). */
     g_autofree float *r = g_new(float, (gsize)d *dp);
     g_autofree float *xp = g_new(float, n *(gsize)dp);
 
@@ -457,16 +466,10 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   crow = g_new(gint64, k + 1);
   sel = g_new(gsize, k);
 
-  if (reference) {
-    /* torch.randint(n, (1,), generator seeded with the seed): the first
-     * 32-bit MT19937 word modulo n. */
-    InspMt19937 mt;
-
-    insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
-    start = (gsize)(insp_mt19937_next(&mt) % (guint32)n);
-  } else {
-    start = (gsize)(insp_detector_rand_next(&st) % n);
-  }
+  /* torch.randint(n, (1,), generator seeded with the seed): the first
+   * 32-bit MT19937 word modulo n (n < 2^32 here). */
+  insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
+  start = (gsize)(insp_mt19937_next(&mt) % (guint64)n);
   crow[0] = (gint64)start;
   memcpy(cz, z + start * dp, sizeof(float) * dp);
   {

@@ -177,8 +177,10 @@ static gboolean
 fit_patchcore(InspModel *m, const float *rows, gsize n_rows, GError **error)
 {
   gsize k = 0;
-  g_autofree gsize *sel =
-      insp_patchcore_coreset(rows, n_rows, m->dim, m->coreset_fraction, m->seed, &k);
+  g_autofree gsize *sel = insp_patchcore_coreset_tuned(
+      rows, n_rows, m->dim, m->coreset_fraction, m->seed,
+      m->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM, 0,
+      INSP_CORESET_BRUTE_SWITCH, &k);
 
   if (sel == NULL || k == 0) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
@@ -281,6 +283,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     m->spec.patch_size = opt->patch_size;
   m->seed = opt->seed;
   m->coreset_fraction = opt->coreset_fraction;
+  m->coreset_exact = insp_patchcore_coreset_projection() == INSP_CORESET_EXACT;
   if (!insp_model_probe_stages(m, error))
     return NULL;
   if (m->spec.h < m->spec.ch || m->spec.w < m->spec.cw) {

@@ -11,6 +11,7 @@
  * generated parts when those are absent. --cache keeps the extracted
  * features between runs. --brute also times the brute-force loop (the
  * definition; O(k N d)) and checks that both select the same rows.
+ * INSP_CORESET_PROJECTION=none selects on exact distances, as in training.
  * --switch and --threads are the knobs of the selection (see
  * insp_patchcore_coreset_tuned). Prints numbers, never fails. */
 #include <glib.h>
@@ -207,20 +208,37 @@ main(int argc, char **argv)
     double frac = g_ascii_strtod(*f, NULL);
     gsize k = 0;
     gint64 t0 = g_get_monotonic_time();
-    g_autofree gsize *sel =
-        insp_patchcore_coreset_tuned(rows, n, d, frac, 0, threads, brute_switch, &k);
+    g_autofree gsize *sel = insp_patchcore_coreset_tuned(
+        rows, n, d, frac, 0, insp_patchcore_coreset_projection(), threads, brute_switch, &k);
     double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
 
     printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,
            secs);
     fflush(stdout);
-    if (do_brute) {
-      guint64 st = 0;
-      gsize start = (gsize)(insp_detector_rand_next(&st) % n), same = 0, first = k;
+    if (do_brute && d <= INSP_PATCHCORE_PROJ_DIM) {
+      InspMt19937 mt;
+      gsize start, same = 0, first = k;
       g_autofree gsize *ref = NULL;
+      g_autofree float *xp = NULL;
 
+      insp_mt19937_init(&mt, 0);
+      start = (gsize)(insp_mt19937_next(&mt) % n);
+      if (insp_patchcore_coreset_projection() == INSP_CORESET_SPARSE_RANDOM) {
+        g_autofree float *r = g_new(float, (gsize)d *d);
+
+        insp_sklearn_sparse_random_matrix(d, d, 0, r);
+        xp = g_new(float, n *d);
+        for (gsize i = 0; i < n; i++)
+          for (int o = 0; o < d; o++) {
+            double acc = 0;
+
+            for (int j = 0; j < d; j++)
+              acc += (double)rows[i * d + j] * r[j * d + o];
+            xp[i * d + o] = (float)acc;
+          }
+      }
       t0 = g_get_monotonic_time();
-      ref = brute(rows, n, d, k, start);
+      ref = brute(xp ? xp : rows, n, d, k, start);
       secs = (double)(g_get_monotonic_time() - t0) / 1e6;
       for (gsize i = 0; i < k; i++) {
         same += sel[i] == ref[i];

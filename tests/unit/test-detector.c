@@ -349,8 +349,10 @@ test_coreset(void)
   g_autofree float *x = g_new(float, n *d);
   guint64 st = 42;
   gsize k1, k2, k3, kn;
-  g_autofree gsize *a = NULL, *b = NULL, *c = NULL, *ref = NULL;
-  guint64 seed_state = 7;
+  g_autofree gsize *a = NULL, *b = NULL, *c = NULL, *ref = NULL, *ex = NULL;
+  g_autofree float *r = g_new(float, d *d);
+  g_autofree float *xp = g_new0(float, n *d);
+  InspMt19937 mt;
   gsize start;
 
   /* clustered data: 20 centres plus noise of varying scale */
@@ -369,11 +371,29 @@ test_coreset(void)
   g_assert_cmpmem(a, k1 * sizeof(gsize), b, k2 * sizeof(gsize));
   g_assert_true(memcmp(a, c, k1 * sizeof(gsize)) != 0);
 
-  start = (gsize)(insp_detector_rand_next(&seed_state) % n);
+  /* The definition: the start is torch.randint's draw for the seed; the
+   * default selects on sklearn's sparse projection of the rows, EXACT on
+   * the rows themselves. */
+  insp_mt19937_init(&mt, 7);
+  start = (gsize)(insp_mt19937_next(&mt) % n);
   kn = k1;
   ref = g_new(gsize, kn);
-  naive_coreset(x, n, d, kn, start, ref);
+  insp_sklearn_sparse_random_matrix(d, d, 7, r);
+  for (gsize i = 0; i < n; i++)
+    for (int o = 0; o < d; o++) {
+      double acc = 0;
+
+      for (int j = 0; j < d; j++)
+        acc += (double)x[i * d + j] * r[j * d + o];
+      xp[i * d + o] = (float)acc;
+    }
+  naive_coreset(xp, n, d, kn, start, ref);
   g_assert_cmpmem(a, k1 * sizeof(gsize), ref, kn * sizeof(gsize));
+  ex = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, INSP_CORESET_EXACT, 0, 0.2, &kn);
+  g_assert_cmpuint(kn, ==, k1);
+  naive_coreset(x, n, d, kn, start, ref);
+  g_assert_cmpmem(ex, kn * sizeof(gsize), ref, kn * sizeof(gsize));
+  g_assert_true(memcmp(a, ex, k1 * sizeof(gsize)) != 0);
 
   /* The streamed phase (forced from the first window on), on one thread and
    * on three, selects exactly the same rows. */
@@ -381,7 +401,7 @@ test_coreset(void)
     g_autofree gsize *e = NULL;
     gsize ke;
 
-    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, t, 0.0, &ke);
+    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, INSP_CORESET_SPARSE_RANDOM, t, 0.0, &ke);
     g_assert_cmpuint(ke, ==, k1);
     g_assert_cmpmem(a, k1 * sizeof(gsize), e, ke * sizeof(gsize));
   }
@@ -394,7 +414,7 @@ test_coreset(void)
   g_assert_cmpuint(k3, <=, 1);
 }
 
-/* A wide (D > 128) input: projected to the top 128 principal components. */
+/* A wide (D > 128) input: projected to 128 dims. */
 static void
 test_coreset_wide(void)
 {
