@@ -68,18 +68,30 @@ double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
  * remaining rows all duplicate a centre). */
 gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
                               gsize *k_out);
-/* The same with the knobs: @threads for the streamed phase (0: the
- * INSP_CORESET_THREADS environment variable, else every processor), and
- * @brute_switch: the pruned phase hands over to streaming all rows once it
- * computes more than brute_switch * n row distances per selection (0: from
- * the first window on; a huge value: never). Same selection whatever they are. */
+/* The same with the knobs. */
 typedef enum {
   INSP_CORESET_SPARSE_RANDOM, /* the default, as anomalib */
   INSP_CORESET_EXACT,         /* no projection (top 128 principal axes when D > 128) */
 } InspCoresetProjection;
+typedef struct {
+  InspCoresetProjection projection;
+  /* threads of the streamed phase; 0: INSP_CORESET_THREADS from the
+   * environment, else every processor */
+  int threads;
+  /* the pruned phase hands over to streaming all rows once it computes more
+   * than brute_switch * n row distances per selection (0: from the first
+   * window on; a huge value: never). Same selection whatever it is. */
+  double brute_switch;
+  /* optional: called with (progress_stage, selections done, k) every 1 % */
+  InspProgressFunc progress;
+  const char *progress_stage;
+  gpointer progress_data;
+} InspCoresetOptions;
+/* Defaults: insp_patchcore_coreset_projection(), all threads,
+ * INSP_CORESET_BRUTE_SWITCH, no progress. */
+void insp_coreset_options_init(InspCoresetOptions *o);
 gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
-                                    InspCoresetProjection projection, int threads,
-                                    double brute_switch, gsize *k_out);
+                                    const InspCoresetOptions *o, gsize *k_out);
 /* The projection training uses: INSP_CORESET_PROJECTION=none in the
  * environment selects exact distances (for comparisons), else sparse random. */
 InspCoresetProjection insp_patchcore_coreset_projection(void);

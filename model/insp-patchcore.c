@@ -403,8 +403,18 @@ insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
 gsize *
 insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed, gsize *k_out)
 {
-  return insp_patchcore_coreset_tuned(x, n, d, fraction, seed, insp_patchcore_coreset_projection(),
-                                      0, INSP_CORESET_BRUTE_SWITCH, k_out);
+  InspCoresetOptions o;
+
+  insp_coreset_options_init(&o);
+  return insp_patchcore_coreset_tuned(x, n, d, fraction, seed, &o, k_out);
+}
+
+void
+insp_coreset_options_init(InspCoresetOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->projection = insp_patchcore_coreset_projection();
+  o->brute_switch = INSP_CORESET_BRUTE_SWITCH;
 }
 
 InspCoresetProjection
@@ -416,8 +426,7 @@ insp_patchcore_coreset_projection(void)
 
 gsize *
 insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
-                             InspCoresetProjection projection, int threads, double brute_switch,
-                             gsize *k_out)
+                             const InspCoresetOptions *o, gsize *k_out)
 {
   int dp = MIN(d, INSP_PATCHCORE_PROJ_DIM);
   gsize k;
@@ -435,14 +444,15 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   gsize start;
   InspMt19937 mt;
   guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0, window_dists = 0;
-  gsize n_brute_from = 0;
+  gsize n_brute_from = 0, step;
 
   g_return_val_if_fail(x != NULL && n > 0 && d > 0 && k_out != NULL, NULL);
   g_return_val_if_fail(fraction > 0.0 && fraction <= 1.0, NULL);
 
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
-  if (projection == INSP_CORESET_SPARSE_RANDOM) {
+  step = MAX(k / 100, 1);
+  if (o->projection == INSP_CORESET_SPARSE_RANDOM) {
     /* As anomalib and the PyTorch reference: sklearn's sparse random
      * projection to dp dims first (a near-isometry; at 10 % it also selected
      * better banks on KolektorSDD than exact distances, see README). */
@@ -499,7 +509,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
      * rows instead: sequential, vectorised and threaded, it beats chasing
      * cluster lists through memory. Same selection either way. */
     if (n_sel > 0 && n_sel % BRUTE_WINDOW == 0) {
-      if (n_row_dists - window_dists > (guint64)(BRUTE_WINDOW * (double)n * brute_switch)) {
+      if (n_row_dists - window_dists > (guint64)(BRUTE_WINDOW * (double)n * o->brute_switch)) {
         n_brute_from = n_sel;
         break;
       }
@@ -514,6 +524,8 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
     if (!(rad[best] > 0.0f))
       break; /* every row duplicates a centre */
     sel[n_sel++] = (gsize)amax[best];
+    if (o->progress != NULL && n_sel % step == 0)
+      o->progress(o->progress_stage, (int)n_sel, (int)k, o->progress_data);
     if (n_sel == k)
       break; /* the last selection's update is never used */
 
@@ -591,7 +603,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   }
   if (n_sel < k && n_brute_from > 0) {
     /* Brute-force phase: md is exact for every row here. */
-    int nt = threads > 0 ? threads : coreset_threads();
+    int nt = o->threads > 0 ? o->threads : coreset_threads();
     g_autofree BruteRange *rg = g_new0(BruteRange, nt);
     BruteSync sync;
     GThreadPool *pool = NULL;
@@ -616,6 +628,8 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
     }
     while (cur_r > 0.0f) {
       sel[n_sel++] = cur;
+      if (o->progress != NULL && n_sel % step == 0)
+        o->progress(o->progress_stage, (int)n_sel, (int)k, o->progress_data);
       if (n_sel == k)
         break;
       sync.pending = nt - 1;
@@ -647,6 +661,8 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
           "selection %" G_GSIZE_FORMAT,
           n_sel, n, n_centre_dists, n_cluster_visits, n_row_dists, (guint64)n * n_sel,
           n_brute_from);
+  if (o->progress != NULL && n_sel % step != 0)
+    o->progress(o->progress_stage, (int)n_sel, (int)n_sel, o->progress_data);
   *k_out = n_sel;
   return sel;
 }

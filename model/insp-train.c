@@ -174,13 +174,19 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
 }
 
 static gboolean
-fit_patchcore(InspModel *m, const float *rows, gsize n_rows, GError **error)
+fit_patchcore(InspModel *m, const float *rows, gsize n_rows, const char *stage,
+              InspProgressFunc progress, gpointer progress_data, GError **error)
 {
   gsize k = 0;
-  g_autofree gsize *sel = insp_patchcore_coreset_tuned(
-      rows, n_rows, m->dim, m->coreset_fraction, m->seed,
-      m->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM, 0,
-      INSP_CORESET_BRUTE_SWITCH, &k);
+  InspCoresetOptions o;
+  g_autofree gsize *sel = NULL;
+
+  insp_coreset_options_init(&o);
+  o.projection = m->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM;
+  o.progress = progress;
+  o.progress_stage = stage;
+  o.progress_data = progress_data;
+  sel = insp_patchcore_coreset_tuned(rows, n_rows, m->dim, m->coreset_fraction, m->seed, &o, &k);
 
   if (sel == NULL || k == 0) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
@@ -396,17 +402,13 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   for (int h = 0; h < n_hold; h++)
     held[h] = rows + (gsize)(m->kind == INSP_DETECTOR_PATCHCORE ? n_train + h : h) * per_img;
   if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    if (progress)
-      progress("coreset", 0, 2, progress_data);
-    if (!fit_patchcore(m, rows, (gsize)n_train * m->n_patches, error) ||
+    if (!fit_patchcore(m, rows, (gsize)n_train * m->n_patches, "coreset 1/2", progress,
+                       progress_data, error) ||
         !calibrate(m, held, n_hold, progress, progress_data, error))
       return NULL;
-    if (progress)
-      progress("coreset", 1, 2, progress_data);
-    if (!fit_patchcore(m, rows, (gsize)n_images * m->n_patches, error))
+    if (!fit_patchcore(m, rows, (gsize)n_images * m->n_patches, "coreset 2/2", progress,
+                       progress_data, error))
       return NULL;
-    if (progress)
-      progress("coreset", 2, 2, progress_data);
   } else {
     if (!fit_padim(m, acc, error) || !calibrate(m, held, n_hold, progress, progress_data, error))
       return NULL;

@@ -208,10 +208,15 @@ main(int argc, char **argv)
     double frac = g_ascii_strtod(*f, NULL);
     gsize k = 0;
     gint64 t0 = g_get_monotonic_time();
-    g_autofree gsize *sel = insp_patchcore_coreset_tuned(
-        rows, n, d, frac, 0, insp_patchcore_coreset_projection(), threads, brute_switch, &k);
-    double secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+    InspCoresetOptions o;
+    g_autofree gsize *sel = NULL;
+    double secs;
 
+    insp_coreset_options_init(&o);
+    o.threads = threads;
+    o.brute_switch = brute_switch;
+    sel = insp_patchcore_coreset_tuned(rows, n, d, frac, 0, &o, &k);
+    secs = (double)(g_get_monotonic_time() - t0) / 1e6;
     printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,
            secs);
     fflush(stdout);
@@ -229,12 +234,12 @@ main(int argc, char **argv)
         insp_sklearn_sparse_random_matrix(d, d, 0, r);
         xp = g_new(float, n *d);
         for (gsize i = 0; i < n; i++)
-          for (int o = 0; o < d; o++) {
+          for (int oc = 0; oc < d; oc++) {
             double acc = 0;
 
             for (int j = 0; j < d; j++)
-              acc += (double)rows[i * d + j] * r[j * d + o];
-            xp[i * d + o] = (float)acc;
+              acc += (double)rows[i * d + j] * r[j * d + oc];
+            xp[i * d + oc] = (float)acc;
           }
       }
       t0 = g_get_monotonic_time();

@@ -342,6 +342,14 @@ naive_coreset(const float *x, gsize n, int d, gsize k, gsize start, gsize *out)
 }
 
 static void
+count_progress(const char *stage, int done, int total, gpointer data)
+{
+  g_assert_cmpstr(stage, ==, "coreset");
+  g_assert_cmpint(done, <=, total);
+  (*(int *)data)++;
+}
+
+static void
 test_coreset(void)
 {
   const gsize n = 3000;
@@ -353,6 +361,8 @@ test_coreset(void)
   g_autofree float *r = g_new(float, d *d);
   g_autofree float *xp = g_new0(float, n *d);
   InspMt19937 mt;
+  InspCoresetOptions o;
+  int n_progress = 0;
   gsize start;
 
   /* clustered data: 20 centres plus noise of varying scale */
@@ -380,16 +390,22 @@ test_coreset(void)
   ref = g_new(gsize, kn);
   insp_sklearn_sparse_random_matrix(d, d, 7, r);
   for (gsize i = 0; i < n; i++)
-    for (int o = 0; o < d; o++) {
+    for (int oc = 0; oc < d; oc++) {
       double acc = 0;
 
       for (int j = 0; j < d; j++)
-        acc += (double)x[i * d + j] * r[j * d + o];
-      xp[i * d + o] = (float)acc;
+        acc += (double)x[i * d + j] * r[j * d + oc];
+      xp[i * d + oc] = (float)acc;
     }
   naive_coreset(xp, n, d, kn, start, ref);
   g_assert_cmpmem(a, k1 * sizeof(gsize), ref, kn * sizeof(gsize));
-  ex = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, INSP_CORESET_EXACT, 0, 0.2, &kn);
+  insp_coreset_options_init(&o);
+  o.projection = INSP_CORESET_EXACT;
+  o.progress = count_progress;
+  o.progress_stage = "coreset";
+  o.progress_data = &n_progress;
+  ex = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, &o, &kn);
+  g_assert_cmpint(n_progress, ==, 150); /* every max(k / 100, 1) selections */
   g_assert_cmpuint(kn, ==, k1);
   naive_coreset(x, n, d, kn, start, ref);
   g_assert_cmpmem(ex, kn * sizeof(gsize), ref, kn * sizeof(gsize));
@@ -401,7 +417,11 @@ test_coreset(void)
     g_autofree gsize *e = NULL;
     gsize ke;
 
-    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, INSP_CORESET_SPARSE_RANDOM, t, 0.0, &ke);
+    insp_coreset_options_init(&o);
+    o.projection = INSP_CORESET_SPARSE_RANDOM;
+    o.threads = t;
+    o.brute_switch = 0.0;
+    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, &o, &ke);
     g_assert_cmpuint(ke, ==, k1);
     g_assert_cmpmem(a, k1 * sizeof(gsize), e, ke * sizeof(gsize));
   }
