@@ -300,7 +300,11 @@ np_binomial(NpRandomState *rs, gint64 n, double p)
   double px, u;
   gint64 x = 0;
 
-  g_assert(p <= 0.5 && p * (double)n <= 30.0);
+  /* numpy: p > 0.5 draws the complement; n p > 30 would use BTPE, which is
+   * not reproduced here (inversion instead: the same distribution, another
+   * stream; only d_in > 900, wider than any stage pair inspectd ships). */
+  if (p > 0.5)
+    return n - np_binomial(rs, n, 1.0 - p);
   if (n == 0 || p == 0.0)
     return 0;
   if (!rs->have_binomial || rs->bn != n || rs->bp != p) {
@@ -360,6 +364,12 @@ insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
 
   insp_mt19937_init(&rs.mt, seed);
   memset(r, 0, sizeof(float) * (gsize)d_in * d_out);
+  if (d_in == 1) {
+    /* density 1: dense signs binomial(1, 0.5, (d_out, d_in)) / sqrt(d_out) */
+    for (int i = 0; i < d_out; i++)
+      r[i] = np_binomial(&rs, 1, 0.5) ? v : -v;
+    return;
+  }
   for (int i = 0; i < d_out; i++) {
     gint64 k = np_binomial(&rs, d_in, density);
     double ratio = (double)k / d_in;
@@ -374,9 +384,18 @@ insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
         perm[j] = perm[t];
         perm[t] = tmp;
       }
+    } else if (ratio >= 0.2) {
+      /* reservoir sampling: the first k, then row i replaces a random slot */
+      for (int j = 0; j < d_in; j++)
+        perm[j] = j;
+      for (int j = (int)k; j < d_in; j++) {
+        guint32 t = np_interval(&rs, (guint32)j);
+
+        if (t < (guint32)k)
+          perm[t] = j;
+      }
     } else {
-      /* tracking selection: randint(d_in) until unseen (k small here) */
-      g_assert(ratio < 0.2);
+      /* tracking selection: randint(d_in) until unseen */
       for (gint64 j = 0; j < k; j++) {
         gboolean seen;
         int c;

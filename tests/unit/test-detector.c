@@ -481,6 +481,22 @@ test_sparse_projection(void)
   g_assert_cmpint(abs(2 * pos - nnz), <, 150);
   insp_sklearn_sparse_random_matrix(d, d, 1, r2);
   g_assert_true(memcmp(r, r2, sizeof(float) * d * d) != 0);
+
+  /* narrow inputs (--dim 1..): density 1 is dense signs, > 0.5 draws the
+   * complement, nearly all columns go through reservoir sampling */
+  for (int din = 1; din <= 5; din++) {
+    float vn = (float)(pow((double)din, 0.25) / sqrt((double)din));
+
+    insp_sklearn_sparse_random_matrix(din, din, 3, r);
+    nnz = 0;
+    for (int i = 0; i < din * din; i++) {
+      g_assert_true(r[i] == 0.0f || fabsf(fabsf(r[i]) - vn) < 1e-6f);
+      nnz += r[i] != 0.0f;
+    }
+    g_assert_cmpint(nnz, >, 0);
+    if (din == 1)
+      g_assert_cmpint(nnz, ==, 1);
+  }
 }
 
 /* Training options: explicit stages and patch size are kept in the file and
