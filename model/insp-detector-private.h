@@ -16,7 +16,6 @@ G_BEGIN_DECLS
 #define INSP_MODEL_FORMAT_VERSION 1
 #define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
 #define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
-#define INSP_CORESET_BRUTE_SWITCH 0.2   /* see insp_patchcore_coreset_tuned */
 #define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
 #define INSP_PATCHCORE_PATCH_SIZE_MAX 9
 #define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
@@ -73,22 +72,29 @@ typedef enum {
   INSP_CORESET_SPARSE_RANDOM, /* the default, as anomalib */
   INSP_CORESET_EXACT,         /* no projection (top 128 principal axes when D > 128) */
 } InspCoresetProjection;
+typedef enum {
+  INSP_CORESET_ADAPTIVE,
+  INSP_CORESET_PRUNED,
+  INSP_CORESET_STREAMED,
+  INSP_CORESET_ALTERNATE,
+} InspCoresetStrategy;
 typedef struct {
   InspCoresetProjection projection;
   /* threads of the streamed phase; 0: INSP_CORESET_THREADS from the
    * environment, else every processor */
   int threads;
-  /* the pruned phase hands over to streaming all rows once it computes more
-   * than brute_switch * n row distances per selection (0: from the first
-   * window on; a huge value: never). Same selection whatever it is. */
-  double brute_switch;
+  /* how each new centre is applied: pruned (triangle inequality over
+   * cluster lists), streamed (every row, all threads), or whichever measured
+   * cheaper (the default). ALTERNATE switches every window (for tests).
+   * Same selection whatever it is. */
+  InspCoresetStrategy strategy;
   /* optional: called with (progress_stage, selections done, k) every 1 % */
   InspProgressFunc progress;
   const char *progress_stage;
   gpointer progress_data;
 } InspCoresetOptions;
 /* Defaults: insp_patchcore_coreset_projection(), all threads,
- * INSP_CORESET_BRUTE_SWITCH, no progress. */
+ * adaptive strategy, no progress. */
 void insp_coreset_options_init(InspCoresetOptions *o);
 gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
                                     const InspCoresetOptions *o, gsize *k_out);

@@ -35,12 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Pruned phase accounting: every BRUTE_WINDOW selections, switch to
- * streaming all rows when the window computed more than brute_switch * n
- * (default INSP_CORESET_BRUTE_SWITCH) row distances per selection: a pruned
- * distance costs several streamed ones (cluster lists jump through memory,
- * and the streamed phase uses every core). */
+/* The coreset's two modes (pruned, streamed) are timed and chosen per window
+ * of BRUTE_WINDOW selections. */
 #define BRUTE_WINDOW 32
+#define MODE_PRUNED 0
+#define MODE_STREAMED 1
 
 /* Squared Euclidean distance, 8 partial sums so the loop vectorises. */
 static inline float
@@ -221,6 +220,7 @@ rotate_rows(const float *x, gsize n, int d, int dp)
 typedef struct {
   const float *z, *c;
   float *md;
+  gint64 *owner, c_index;
   int dp;
   gsize lo, hi;
   float best_r;
@@ -243,8 +243,10 @@ brute_range(BruteRange *t)
     float m = t->md[i], lim = m * m;
     float dd2 = dist2_bounded(t->z + i * t->dp, t->c, t->dp, lim);
 
-    if (dd2 < lim)
+    if (dd2 < lim) {
       t->md[i] = m = sqrtf(dd2);
+      t->owner[i] = t->c_index;
+    }
     if (m > br) { /* rows ascend: the first max stays */
       br = m;
       bi = i;
@@ -433,7 +435,7 @@ insp_coreset_options_init(InspCoresetOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->projection = insp_patchcore_coreset_projection();
-  o->brute_switch = INSP_CORESET_BRUTE_SWITCH;
+  o->strategy = INSP_CORESET_ADAPTIVE;
 }
 
 InspCoresetProjection
@@ -462,8 +464,18 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   gsize n_sel = 0, n_centres;
   gsize start;
   InspMt19937 mt;
-  guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0, window_dists = 0;
-  gsize n_brute_from = 0, step;
+  guint64 n_cluster_visits = 0, n_row_dists = 0, n_centre_dists = 0;
+  gsize step, cur, cost_at[2] = {0, 0}, gap[2] = {BRUTE_WINDOW * 8, BRUTE_WINDOW * 8};
+  gsize n_by_mode[2] = {0, 0};
+  g_autofree gint64 *owner = NULL; /* centre (index into crow) each row is nearest to */
+  g_autofree BruteRange *rg = NULL;
+  GThreadPool *pool = NULL;
+  BruteSync sync;
+  int nt = 1, mode = MODE_PRUNED, n_switches = 0;
+  gboolean probing = FALSE;
+  double cost[2] = {-1.0, -1.0}; /* microseconds per selection, last window of each mode */
+  gint64 window_t0;
+  float cur_r;
 
   g_return_val_if_fail(x != NULL && n > 0 && d > 0 && k_out != NULL, NULL);
   g_return_val_if_fail(fraction > 0.0 && fraction <= 1.0, NULL);
@@ -486,6 +498,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
     z = rotate_rows(x, n, d, dp);
   }
   md = g_new(float, n);
+  owner = g_new0(gint64, n);
   next = g_new(gint64, n);
   head = g_new(gint64, k + 1);
   rad = g_new(float, k + 1);
@@ -520,50 +533,166 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   }
   head[0] = 0;
   n_centres = 1;
-  while (n_sel < k) {
-    gsize best = 0, c;
 
-    /* When the pruning stops paying (the new centres' neighbourhoods hold a
-     * good part of all rows: data of high intrinsic dimension), stream all
-     * rows instead: sequential, vectorised and threaded, it beats chasing
-     * cluster lists through memory. Same selection either way. */
-    if (n_sel > 0 && n_sel % BRUTE_WINDOW == 0) {
-      if (n_row_dists - window_dists > (guint64)(BRUTE_WINDOW * (double)n * o->brute_switch)) {
-        n_brute_from = n_sel;
-        break;
+  /* Two ways to apply a new centre, chosen per window of BRUTE_WINDOW
+   * selections by their measured cost (both keep md and owner exact, so they
+   * alternate freely and select the same rows):
+   *   pruned:   visit only the clusters the triangle inequality cannot rule
+   *             out (cheap once clusters are small and far apart, but each
+   *             visited row is a jump through memory);
+   *   streamed: every row, sequentially, vectorised, on all cores (wins on
+   *             data of high intrinsic dimension, where the pruning visits
+   *             most rows anyway).
+   * The mode not in use is probed now and then (gap doubling while it
+   * loses), since the pruning pays off better as the clusters shrink. */
+  if (o->strategy == INSP_CORESET_STREAMED)
+    mode = MODE_STREAMED;
+  cur = 0;
+  cur_r = -1.0f;
+  if (mode == MODE_STREAMED)
+    for (gsize i = 0; i < n; i++)
+      if (md[i] > cur_r) {
+        cur_r = md[i];
+        cur = i;
       }
-      window_dists = n_row_dists;
-    }
+  window_t0 = g_get_monotonic_time();
+  while (n_sel < k) {
+    gsize s, c;
     float *zc;
-    float cn;
 
-    for (gsize j = 1; j < n_centres; j++)
-      if (better(rad[j], (gsize)amax[j], rad[best], (gsize)amax[best]))
-        best = j;
-    if (!(rad[best] > 0.0f))
-      break; /* every row duplicates a centre */
-    sel[n_sel++] = (gsize)amax[best];
+    if (n_sel > 0 && n_sel % BRUTE_WINDOW == 0 && o->strategy != INSP_CORESET_PRUNED &&
+        o->strategy != INSP_CORESET_STREAMED) {
+      gint64 now = g_get_monotonic_time();
+      int other = 1 - mode, next_mode = mode;
+
+      cost[mode] = (double)(now - window_t0) / BRUTE_WINDOW;
+      cost_at[mode] = n_sel;
+      if (o->strategy == INSP_CORESET_ALTERNATE) {
+        next_mode = other;
+      } else if (probing) {
+        /* the probe of this mode ends: keep it if it is cheaper */
+        probing = FALSE;
+        if (cost[mode] >= cost[other]) {
+          gap[mode] *= 2;
+          next_mode = other;
+        } else {
+          gap[other] = BRUTE_WINDOW * 8;
+        }
+      } else if (cost[other] < 0.0 || n_sel - cost_at[other] >= gap[other]) {
+        probing = TRUE;
+        next_mode = other;
+      }
+      if (next_mode != mode) {
+        n_switches++;
+        if (next_mode == MODE_PRUNED) {
+          /* rebuild the cluster lists, radii and farthest members */
+          for (gsize j = 0; j < n_centres; j++) {
+            head[j] = -1;
+            rad[j] = -1.0f;
+            amax[j] = -1;
+          }
+          for (gsize i = n; i-- > 0;) {
+            gint64 ow = owner[i];
+
+            next[i] = head[ow];
+            head[ow] = (gint64)i;
+            if (amax[ow] < 0 || better(md[i], i, rad[ow], (gsize)amax[ow])) {
+              rad[ow] = md[i];
+              amax[ow] = (gint64)i;
+            }
+          }
+          for (gsize j = 0; j < n_centres; j++)
+            if (amax[j] < 0) {
+              rad[j] = 0.0f;
+              amax[j] = crow[j];
+            }
+        } else {
+          cur_r = -1.0f;
+          for (gsize i = 0; i < n; i++)
+            if (md[i] > cur_r) {
+              cur_r = md[i];
+              cur = i;
+            }
+        }
+        mode = next_mode;
+      }
+      window_t0 = now;
+    }
+
+    if (mode == MODE_PRUNED) {
+      gsize best = 0;
+
+      for (gsize j = 1; j < n_centres; j++)
+        if (better(rad[j], (gsize)amax[j], rad[best], (gsize)amax[best]))
+          best = j;
+      if (!(rad[best] > 0.0f))
+        break; /* every row duplicates a centre */
+      s = (gsize)amax[best];
+    } else {
+      if (!(cur_r > 0.0f))
+        break;
+      s = cur;
+    }
+    sel[n_sel++] = s;
+    n_by_mode[mode]++;
     if (o->progress != NULL && n_sel % step == 0)
       o->progress(o->progress_stage, (int)n_sel, (int)k, o->progress_data);
     if (n_sel == k)
       break; /* the last selection's update is never used */
 
     c = n_centres++;
-    crow[c] = amax[best];
+    crow[c] = (gint64)s;
     zc = cz + c * dp;
-    memcpy(zc, z + (gsize)crow[c] * dp, sizeof(float) * dp);
+    memcpy(zc, z + s * dp, sizeof(float) * dp);
     {
-      float s = 0;
+      float sq = 0;
 
       for (int j = 0; j < dp; j++)
-        s += zc[j] * zc[j];
-      cn = sqrtf(s);
+        sq += zc[j] * zc[j];
+      cnorm[c] = sqrtf(sq);
     }
-    cnorm[c] = cn;
+    if (mode == MODE_STREAMED) {
+      if (rg == NULL) {
+        nt = o->threads > 0 ? o->threads : coreset_threads();
+        rg = g_new0(BruteRange, nt);
+        g_mutex_init(&sync.lock);
+        g_cond_init(&sync.done);
+        if (nt > 1)
+          pool = g_thread_pool_new(brute_worker, &sync, nt - 1, FALSE, NULL);
+        for (int t = 0; t < nt; t++) {
+          rg[t].z = z;
+          rg[t].md = md;
+          rg[t].owner = owner;
+          rg[t].dp = dp;
+          rg[t].lo = n * t / nt;
+          rg[t].hi = n * (t + 1) / nt;
+        }
+      }
+      sync.pending = nt - 1;
+      for (int t = 0; t < nt; t++) {
+        rg[t].c = zc;
+        rg[t].c_index = (gint64)c;
+      }
+      for (int t = 1; t < nt; t++)
+        g_thread_pool_push(pool, &rg[t], NULL);
+      brute_range(&rg[0]);
+      g_mutex_lock(&sync.lock);
+      while (sync.pending > 0)
+        g_cond_wait(&sync.done, &sync.lock);
+      g_mutex_unlock(&sync.lock);
+      cur_r = -1.0f;
+      for (int t = 0; t < nt; t++)
+        if (rg[t].best_i != G_MAXSIZE && better(rg[t].best_r, rg[t].best_i, cur_r, cur)) {
+          cur_r = rg[t].best_r;
+          cur = rg[t].best_i;
+        }
+      n_row_dists += n;
+      continue;
+    }
+
     head[c] = -1;
     rad[c] = -1.0f;
     amax[c] = -1;
-
     for (gsize j = 0; j < c; j++) {
       float bound = 2.0f * rad[j] * (1.0f + 1e-4f);
       gint64 prev = -1, i;
@@ -572,7 +701,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
 
       if (!(rad[j] > 0.0f))
         continue;
-      if (fabsf(cn - cnorm[j]) >= bound)
+      if (fabsf(cnorm[c] - cnorm[j]) >= bound)
         continue;
       n_centre_dists++;
       dcc2 = dist2_bounded(zc, cz + j * dp, dp, bound * bound);
@@ -593,6 +722,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
           float dd = sqrtf(dd2);
 
           md[i] = dd;
+          owner[i] = (gint64)c;
           if (prev < 0)
             head[j] = nx;
           else
@@ -620,66 +750,18 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
       amax[c] = crow[c];
     }
   }
-  if (n_sel < k && n_brute_from > 0) {
-    /* Brute-force phase: md is exact for every row here. */
-    int nt = o->threads > 0 ? o->threads : coreset_threads();
-    g_autofree BruteRange *rg = g_new0(BruteRange, nt);
-    BruteSync sync;
-    GThreadPool *pool = NULL;
-    gsize cur = 0;
-    float cur_r = -1.0f;
-
-    for (gsize i = 0; i < n; i++)
-      if (md[i] > cur_r) {
-        cur_r = md[i];
-        cur = i;
-      }
-    g_mutex_init(&sync.lock);
-    g_cond_init(&sync.done);
-    if (nt > 1)
-      pool = g_thread_pool_new(brute_worker, &sync, nt - 1, FALSE, NULL);
-    for (int t = 0; t < nt; t++) {
-      rg[t].z = z;
-      rg[t].md = md;
-      rg[t].dp = dp;
-      rg[t].lo = n * t / nt;
-      rg[t].hi = n * (t + 1) / nt;
-    }
-    while (cur_r > 0.0f) {
-      sel[n_sel++] = cur;
-      if (o->progress != NULL && n_sel % step == 0)
-        o->progress(o->progress_stage, (int)n_sel, (int)k, o->progress_data);
-      if (n_sel == k)
-        break;
-      sync.pending = nt - 1;
-      for (int t = 0; t < nt; t++)
-        rg[t].c = z + cur * dp;
-      for (int t = 1; t < nt; t++)
-        g_thread_pool_push(pool, &rg[t], NULL);
-      brute_range(&rg[0]);
-      g_mutex_lock(&sync.lock);
-      while (sync.pending > 0)
-        g_cond_wait(&sync.done, &sync.lock);
-      g_mutex_unlock(&sync.lock);
-      cur_r = -1.0f;
-      for (int t = 0; t < nt; t++)
-        if (rg[t].best_i != G_MAXSIZE && better(rg[t].best_r, rg[t].best_i, cur_r, cur)) {
-          cur_r = rg[t].best_r;
-          cur = rg[t].best_i;
-        }
-      n_row_dists += n;
-    }
+  if (rg != NULL) {
     if (pool != NULL)
       g_thread_pool_free(pool, FALSE, TRUE);
     g_mutex_clear(&sync.lock);
     g_cond_clear(&sync.done);
   }
-  g_debug("coreset: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows, %" G_GUINT64_FORMAT
+  g_debug("coreset: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows (%" G_GSIZE_FORMAT
+          " pruned, %" G_GSIZE_FORMAT " streamed, %d switches), %" G_GUINT64_FORMAT
           " centre distances, %" G_GUINT64_FORMAT " clusters visited, %" G_GUINT64_FORMAT
-          " row distances (brute force: %" G_GUINT64_FORMAT "), all rows streamed from "
-          "selection %" G_GSIZE_FORMAT,
-          n_sel, n, n_centre_dists, n_cluster_visits, n_row_dists, (guint64)n * n_sel,
-          n_brute_from);
+          " row distances (brute force: %" G_GUINT64_FORMAT ")",
+          n_sel, n, n_by_mode[MODE_PRUNED], n_by_mode[MODE_STREAMED], n_switches, n_centre_dists,
+          n_cluster_visits, n_row_dists, (guint64)n * n_sel);
   if (o->progress != NULL && n_sel % step != 0)
     o->progress(o->progress_stage, (int)n_sel, (int)n_sel, o->progress_data);
   *k_out = n_sel;

@@ -12,8 +12,8 @@
  * features between runs. --brute also times the brute-force loop (the
  * definition; O(k N d)) and checks that both select the same rows.
  * INSP_CORESET_PROJECTION=none selects on exact distances, as in training.
- * --switch and --threads are the knobs of the selection (see
- * insp_patchcore_coreset_tuned). Prints numbers, never fails. */
+ * --strategy and --threads are the knobs of the selection (see
+ * InspCoresetOptions). Prints numbers, never fails. */
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
@@ -123,7 +123,7 @@ main(int argc, char **argv)
   g_auto(GStrv) fractions = NULL;
   int max_images = 0;
   gboolean do_brute = FALSE;
-  double brute_switch = 0.2;
+  g_autofree char *strategy = NULL;
   int threads = 0;
   const GOptionEntry entries[] = {
       {"images", 0, 0, G_OPTION_ARG_FILENAME, &images, "folder of good images", "DIR"},
@@ -131,9 +131,8 @@ main(int argc, char **argv)
       {"max-images", 0, 0, G_OPTION_ARG_INT, &max_images, "use the first N images", "N"},
       {"cache", 0, 0, G_OPTION_ARG_FILENAME, &cache, "feature cache file", "FILE"},
       {"brute", 0, 0, G_OPTION_ARG_NONE, &do_brute, "also run the brute-force loop", NULL},
-      {"switch", 0, 0, G_OPTION_ARG_DOUBLE, &brute_switch,
-       "stream all rows once the pruning computes more than F*n distances per selection (0.2)",
-       "F"},
+      {"strategy", 0, 0, G_OPTION_ARG_STRING, &strategy,
+       "adaptive (default), pruned, streamed or alternate", "S"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "threads of the streamed phase (0: all)", "N"},
       G_OPTION_ENTRY_NULL};
   g_autoptr(GOptionContext) ctx = g_option_context_new("- time the PatchCore coreset");
@@ -214,7 +213,12 @@ main(int argc, char **argv)
 
     insp_coreset_options_init(&o);
     o.threads = threads;
-    o.brute_switch = brute_switch;
+    if (g_strcmp0(strategy, "pruned") == 0)
+      o.strategy = INSP_CORESET_PRUNED;
+    else if (g_strcmp0(strategy, "streamed") == 0)
+      o.strategy = INSP_CORESET_STREAMED;
+    else if (g_strcmp0(strategy, "alternate") == 0)
+      o.strategy = INSP_CORESET_ALTERNATE;
     sel = insp_patchcore_coreset_tuned(rows, n, d, frac, 0, &o, &k);
     secs = (double)(g_get_monotonic_time() - t0) / 1e6;
     printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,

@@ -411,20 +411,22 @@ test_coreset(void)
   g_assert_cmpmem(ex, kn * sizeof(gsize), ref, kn * sizeof(gsize));
   g_assert_true(memcmp(a, ex, k1 * sizeof(gsize)) != 0);
 
-  /* The streamed phase (forced from the first window on), on one thread and
+  /* Every strategy (pruned only, streamed only, alternating every window so
+   * the cluster lists are rebuilt from a streamed state), on one thread and
    * on three, selects exactly the same rows. */
-  for (int t = 1; t <= 3; t += 2) {
-    g_autofree gsize *e = NULL;
-    gsize ke;
+  for (int t = 1; t <= 3; t += 2)
+    for (int strat = INSP_CORESET_ADAPTIVE; strat <= INSP_CORESET_ALTERNATE; strat++) {
+      g_autofree gsize *e = NULL;
+      gsize ke;
 
-    insp_coreset_options_init(&o);
-    o.projection = INSP_CORESET_SPARSE_RANDOM;
-    o.threads = t;
-    o.brute_switch = 0.0;
-    e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, &o, &ke);
-    g_assert_cmpuint(ke, ==, k1);
-    g_assert_cmpmem(a, k1 * sizeof(gsize), e, ke * sizeof(gsize));
-  }
+      insp_coreset_options_init(&o);
+      o.projection = INSP_CORESET_SPARSE_RANDOM;
+      o.threads = t;
+      o.strategy = (InspCoresetStrategy)strat;
+      e = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, &o, &ke);
+      g_assert_cmpuint(ke, ==, k1);
+      g_assert_cmpmem(a, k1 * sizeof(gsize), e, ke * sizeof(gsize));
+    }
 
   /* all rows identical: stops after the first selection */
   for (gsize i = 0; i < n * d; i++)
