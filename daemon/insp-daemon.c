@@ -331,6 +331,10 @@ demo_model_train(Daemon *d, GError **error)
   topt.backbone = "builtin";
   topt.detector = INSP_DETECTOR_PATCHCORE;
   topt.seed = 1;
+  /* the synthetic parts are 256 px with coarse defects: the builtin
+   * backbone's 224 px and a 10 % bank, as measured for the demo */
+  topt.input_size = 224;
+  topt.coreset_fraction = 0.1;
   InspModel *m = insp_model_train(&topt, DEMO_TRAIN_PARTS, demo_train_image, &t, NULL, NULL, error);
   if (m)
     g_info("demo model %s trained on %d good synthetic parts in %.1f s", insp_model_get_id(m),

@@ -17,6 +17,11 @@ G_BEGIN_DECLS
 #define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
 #define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
 #define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
+/* PatchCore defaults, chosen from measurements (README, "Defaults"): at
+ * 320 px a 1 % coreset beats 224 px with 10 % on every data set here, in
+ * about half the time per image. */
+#define INSP_PATCHCORE_DEFAULT_SIZE 320
+#define INSP_PATCHCORE_DEFAULT_CORESET 0.01
 #define INSP_PATCHCORE_PATCH_SIZE_MAX 9
 #define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
 #define INSP_MAX_INPUT_SIZE 1024

@@ -89,8 +89,8 @@ typedef void (*InspProgressFunc)(const char *stage, int done, int total, gpointe
 typedef struct {
   const char *backbone; /* file or "builtin" */
   InspDetectorKind detector;
-  double coreset_fraction; /* PatchCore, (0,1] */
-  int input_size;          /* 0: the backbone's default */
+  double coreset_fraction; /* PatchCore, (0,1]; default 0.01 */
+  int input_size;          /* 0: PatchCore 320, PaDiM the backbone's (224) */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
   int patchcore_dim;  /* PatchCore: reduce features to this many dims by adaptive

@@ -48,7 +48,7 @@ insp_train_options_init(InspTrainOptions *opt)
   memset(opt, 0, sizeof *opt);
   opt->backbone = "builtin";
   opt->detector = INSP_DETECTOR_PATCHCORE;
-  opt->coreset_fraction = 0.1;
+  opt->coreset_fraction = INSP_PATCHCORE_DEFAULT_CORESET;
   opt->input_size = 0;
   opt->padim_channels = 0;
   opt->seed = 0;
@@ -260,7 +260,12 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   m->backbone = insp_backbone_new_from_file(opt->backbone ? opt->backbone : "builtin", error);
   if (m->backbone == NULL)
     return NULL;
-  m->input_size = opt->input_size ? opt->input_size : insp_backbone_get_input_size(m->backbone);
+  if (opt->input_size != 0)
+    m->input_size = opt->input_size;
+  else if (m->kind == INSP_DETECTOR_PATCHCORE)
+    m->input_size = INSP_PATCHCORE_DEFAULT_SIZE;
+  else
+    m->input_size = insp_backbone_get_input_size(m->backbone);
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
   if (opt->stages != NULL) {

@@ -132,6 +132,7 @@ bench_model(const char *label, const char *backbone)
   topt.backbone = backbone;
   topt.detector = INSP_DETECTOR_PATCHCORE;
   topt.coreset_fraction = 0.1;
+  topt.input_size = 224; /* the numbers in the README are at 224 px */
   g_autoptr(GError) err = NULL;
   gint64 t0 = g_get_monotonic_time();
   g_autoptr(InspModel) model = insp_model_train(&topt, 12, synth_good, NULL, NULL, NULL, &err);

@@ -118,6 +118,7 @@ train_model(const char *path, guint64 seed, double coreset)
   insp_train_options_init(&opt);
   opt.backbone = "builtin";
   opt.coreset_fraction = coreset;
+  opt.input_size = 224; /* small and quick: the test is about the daemon */
   opt.seed = seed;
   g_autoptr(InspModel) m = insp_model_train(
       &opt, 12, train_image, GUINT_TO_POINTER((guint)seed * 1000u), NULL, NULL, &error);

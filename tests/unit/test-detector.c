@@ -542,6 +542,28 @@ test_train_options(void)
   score_of(m3, s3, bad, &raw3);
   g_assert_cmpfloat(raw3, !=, raw);
 
+  /* The defaults: PatchCore at 320 px with a 1 % bank, PaDiM at the
+   * backbone's 224 px. */
+  {
+    InspTrainOptions def;
+    g_autoptr(InspModel) md = NULL, mp = NULL;
+    InspModelInfo info;
+
+    insp_train_options_init(&def);
+    g_assert_cmpfloat(def.coreset_fraction, ==, 0.01);
+    md = insp_model_train(&def, 5, source_good, NULL, NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(insp_model_get_input_size(md), ==, 320);
+    insp_model_get_info(md, &info);
+    g_assert_cmpint(info.n_patches, ==, 40 * 40);
+    g_assert_cmpint(info.bank_rows, ==, 5 * 1600 / 100);
+    def.detector = INSP_DETECTOR_PADIM;
+    def.padim_channels = 8;
+    mp = insp_model_train(&def, 5, source_good, NULL, NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(insp_model_get_input_size(mp), ==, 224);
+  }
+
   opt.patch_size = 4;
   none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
   g_assert_null(none);
