@@ -162,18 +162,23 @@ symmetric_eigen(double *a, int n, double *v, double *w)
   memcpy(v, vs, sizeof(double) * (gsize)n * n);
 }
 
-/* z [n, dp] = (x - mean) * V[:, :dp]: the rows centred and rotated onto their
- * principal axes (an orthonormal change of basis: distances are preserved
- * when dp = d; when d > dp the top dp components are kept). */
+/* z [n, dp] = (x - mean) * B, B = R * V[:, :dp]: the rows, optionally
+ * projected by r [d, dp] (NULL: none), centred and rotated onto the principal
+ * axes of the projected rows (an orthonormal change of basis: distances are
+ * those of (x - mean) R; without r and d > dp the top dp components are
+ * kept). The projection is folded into the basis, so no projected copy of
+ * the rows is ever held: the covariance of x R is R^T C R. */
 static float *
-rotate_rows(const float *x, gsize n, int d, int dp)
+rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
 {
+  int e = r ? dp : d; /* dimension of the space the eigenvectors live in */
   g_autofree double *mean = g_new0(double, d);
   g_autofree float *meanf = g_new(float, d);
   g_autofree float *covf = g_new0(float, (gsize)d *d);
   g_autofree double *cov = g_new(double, (gsize)d *d);
-  g_autofree double *v = g_new(double, (gsize)d *d);
-  g_autofree double *w = g_new(double, d);
+  g_autofree double *cp = NULL;
+  g_autofree double *v = g_new(double, (gsize)e *e);
+  g_autofree double *w = g_new(double, e);
   g_autofree float *basis = g_new(float, (gsize)d *dp);
   g_autofree float *block = NULL;
   float *z = g_new(float, n *(gsize)dp);
@@ -197,10 +202,43 @@ rotate_rows(const float *x, gsize n, int d, int dp)
   for (int i = 0; i < d; i++)
     for (int j = i; j < d; j++)
       cov[(gsize)i * d + j] = cov[(gsize)j * d + i] = covf[(gsize)i * d + j] / (double)n;
-  symmetric_eigen(cov, d, v, w);
-  for (int i = 0; i < d; i++)
-    for (int j = 0; j < dp; j++)
-      basis[(gsize)i * dp + j] = (float)v[(gsize)i * d + j];
+  if (r != NULL) {
+    /* cp = R^T C R, [dp, dp] */
+    g_autofree double *cr = g_new0(double, (gsize)d *dp);
+
+    cp = g_new0(double, (gsize)dp *dp);
+    for (int i = 0; i < d; i++)
+      for (int k = 0; k < d; k++) {
+        double c = cov[(gsize)i * d + k];
+
+        if (c != 0.0)
+          for (int j = 0; j < dp; j++)
+            cr[(gsize)i * dp + j] += c * r[(gsize)k * dp + j];
+      }
+    for (int k = 0; k < d; k++)
+      for (int i = 0; i < dp; i++) {
+        double rk = r[(gsize)k * dp + i];
+
+        if (rk != 0.0)
+          for (int j = 0; j < dp; j++)
+            cp[(gsize)i * dp + j] += rk * cr[(gsize)k * dp + j];
+      }
+    symmetric_eigen(cp, dp, v, w);
+    /* basis = R V */
+    for (int i = 0; i < d; i++)
+      for (int j = 0; j < dp; j++) {
+        double acc = 0.0;
+
+        for (int k = 0; k < dp; k++)
+          acc += (double)r[(gsize)i * dp + k] * v[(gsize)k * dp + j];
+        basis[(gsize)i * dp + j] = (float)acc;
+      }
+  } else {
+    symmetric_eigen(cov, d, v, w);
+    for (int i = 0; i < d; i++)
+      for (int j = 0; j < dp; j++)
+        basis[(gsize)i * dp + j] = (float)v[(gsize)i * d + j];
+  }
   for (gsize i0 = 0; i0 < n; i0 += bs) {
     gsize m = MIN(bs, n - i0);
 
@@ -488,14 +526,11 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
      * projection to dp dims first (a near-isometry; at 10 % it also selected
      * better banks on KolektorSDD than exact distances, see README). */
     g_autofree float *r = g_new(float, (gsize)d *dp);
-    g_autofree float *xp = g_new(float, n *(gsize)dp);
 
     insp_sklearn_sparse_random_matrix(d, dp, (guint32)(seed & 0xffffffffu), r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, dp, d, 1.0f, x, d, r, dp, 0.0f,
-                xp, dp);
-    z = rotate_rows(xp, n, dp, dp);
+    z = rotate_rows(x, n, d, r, dp);
   } else {
-    z = rotate_rows(x, n, d, dp);
+    z = rotate_rows(x, n, d, NULL, dp);
   }
   md = g_new(float, n);
   owner = g_new0(gint64, n);
