@@ -173,6 +173,35 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
   return TRUE;
 }
 
+/* Moves the per-image blocks of @rows from slot order (the rows of image i
+ * at position slot[i]) to source order (at position i), in place, one
+ * permutation cycle at a time. */
+static void
+to_source_order(float *rows, gsize per_img, const int *slot, int n_images)
+{
+  g_autofree float *tmp = g_new(float, per_img);
+  g_autofree gboolean *done = g_new0(gboolean, n_images);
+
+  for (int i = 0; i < n_images; i++) {
+    int j = i;
+
+    if (done[i])
+      continue;
+    memcpy(tmp, rows + (gsize)i * per_img, sizeof(float) * per_img);
+    for (;;) {
+      int nx = slot[j];
+
+      done[j] = TRUE;
+      if (nx == i) {
+        memcpy(rows + (gsize)j * per_img, tmp, sizeof(float) * per_img);
+        break;
+      }
+      memcpy(rows + (gsize)j * per_img, rows + (gsize)nx * per_img, sizeof(float) * per_img);
+      j = nx;
+    }
+  }
+}
+
 static gboolean
 fit_patchcore(InspModel *m, const float *rows, gsize n_rows, const char *stage,
               InspProgressFunc progress, gpointer progress_data, GError **error)
@@ -411,6 +440,11 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
                        progress_data, error) ||
         !calibrate(m, held, n_hold, progress, progress_data, error))
       return NULL;
+    /* The final fit sees the images in source (name) order, as a single
+     * fit on all of them would: the bank then does not depend on which
+     * images were held out, and the seed's start row is the same patch as
+     * in a PyTorch fit over the sorted folder. */
+    to_source_order(rows, per_img, slot, n_images);
     if (!fit_patchcore(m, rows, (gsize)n_images * m->n_patches, "coreset 2/2", progress,
                        progress_data, error))
       return NULL;

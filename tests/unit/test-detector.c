@@ -588,6 +588,33 @@ test_train_options(void)
   remove_tmp(path);
 }
 
+/* The final PatchCore bank is the coreset of all images in source order,
+ * whichever images the calibration held out: the same rows a single fit
+ * over the folder selects. */
+static void
+test_final_bank(void)
+{
+  g_autoptr(InspModel) m = train(INSP_DETECTOR_PATCHCORE, 0.25, 20, 3);
+  g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
+  gsize per = (gsize)m->n_patches * m->dim, k = 0;
+  g_autofree float *rows = g_new(float, per * 20);
+  g_autofree gsize *sel = NULL;
+
+  for (int i = 0; i < 20; i++) {
+    g_autoptr(InspImage) img = source_good(i, NULL, NULL);
+    double t1, t2;
+
+    insp_image_preprocess(img->data, img->width, img->height, img->stride, m->input_size,
+                          m->input_size, 1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
+    insp_model_extract(m, s, insp_model_scratch_get_input(s), rows + i * per, &t1, &t2);
+  }
+  sel = insp_patchcore_coreset(rows, 20 * (gsize)m->n_patches, m->dim, 0.25, 3, &k);
+  g_assert_cmpint((int)k, ==, m->bank_rows);
+  for (gsize r = 0; r < k; r++)
+    g_assert_cmpmem(m->bank + r * m->dim, sizeof(float) * m->dim, rows + sel[r] * m->dim,
+                    sizeof(float) * m->dim);
+}
+
 static void
 test_padim_inverse(void)
 {
@@ -806,6 +833,7 @@ main(int argc, char **argv)
   g_test_add_func("/detector/coreset-wide", test_coreset_wide);
   g_test_add_func("/detector/sparse-projection", test_sparse_projection);
   g_test_add_func("/detector/train-options", test_train_options);
+  g_test_add_func("/detector/final-bank", test_final_bank);
   g_test_add_func("/detector/padim-inverse", test_padim_inverse);
   g_test_add_func("/detector/padim-fit", test_padim_fit);
   g_test_add_func("/detector/mt19937", test_mt19937);
