@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../unit/coreset-reference.h"
 #include "insp-detector-private.h"
 #include "insp-image.h"
 #include "insp-model.h"
@@ -82,38 +83,6 @@ extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError 
   *n_rows = (gsize)m->n_patches * paths->len;
   *dim = m->dim;
   return rows;
-}
-
-/* The definition: k times the row farthest from all centres, in double. */
-static gsize *
-brute(const float *x, gsize n, int d, gsize k, gsize start)
-{
-  g_autofree double *md = g_new(double, n);
-  gsize *sel = g_new(gsize, k);
-  gsize last = start;
-
-  for (gsize i = 0; i < n; i++)
-    md[i] = INFINITY;
-  for (gsize t = 0; t < k; t++) {
-    gsize best = 0;
-
-    for (gsize i = 0; i < n; i++) {
-      double s = 0;
-
-      for (int j = 0; j < d; j++) {
-        double v = (double)x[i * d + j] - x[last * d + j];
-
-        s += v * v;
-      }
-      md[i] = MIN(md[i], sqrt(s));
-      if (md[i] > md[best])
-        best = i;
-    }
-    sel[t] = best;
-    md[best] = 0;
-    last = best;
-  }
-  return sel;
 }
 
 int
@@ -225,29 +194,14 @@ main(int argc, char **argv)
            secs);
     fflush(stdout);
     if (do_brute && d <= INSP_PATCHCORE_PROJ_DIM) {
-      InspMt19937 mt;
-      gsize start, same = 0, first = k;
-      g_autofree gsize *ref = NULL;
+      gsize start = insp_test_torch_start(0, n), same = 0, first = k;
+      g_autofree gsize *ref = g_new(gsize, k);
       g_autofree float *xp = NULL;
 
-      insp_mt19937_init(&mt, 0);
-      start = (gsize)(insp_mt19937_next(&mt) % n);
-      if (insp_patchcore_coreset_projection() == INSP_CORESET_SPARSE_RANDOM) {
-        g_autofree float *r = g_new(float, (gsize)d *d);
-
-        insp_sklearn_sparse_random_matrix(d, d, 0, r);
-        xp = g_new(float, n *d);
-        for (gsize i = 0; i < n; i++)
-          for (int oc = 0; oc < d; oc++) {
-            double acc = 0;
-
-            for (int j = 0; j < d; j++)
-              acc += (double)rows[i * d + j] * r[j * d + oc];
-            xp[i * d + oc] = (float)acc;
-          }
-      }
+      if (insp_patchcore_coreset_projection() == INSP_CORESET_SPARSE_RANDOM)
+        xp = insp_test_project(rows, n, d, 0);
       t0 = g_get_monotonic_time();
-      ref = brute(xp ? xp : rows, n, d, k, start);
+      insp_test_greedy_coreset(xp ? xp : rows, n, d, k, start, ref);
       secs = (double)(g_get_monotonic_time() - t0) / 1e6;
       for (gsize i = 0; i < k; i++) {
         same += sel[i] == ref[i];

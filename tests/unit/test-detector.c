@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coreset-reference.h"
 #include "insp-detector-private.h"
 #include "insp-model.h"
 #include "insp-safetensors.h"
@@ -311,36 +312,6 @@ test_refusals(void)
   remove_tmp(path);
 }
 
-/* The brute-force greedy loop of anomalib's KCenterGreedy (no projection). */
-static void
-naive_coreset(const float *x, gsize n, int d, gsize k, gsize start, gsize *out)
-{
-  g_autofree double *md = g_new(double, n);
-  gsize last = start;
-
-  for (gsize i = 0; i < n; i++)
-    md[i] = G_MAXDOUBLE;
-  for (gsize t = 0; t < k; t++) {
-    gsize best = 0;
-
-    for (gsize i = 0; i < n; i++) {
-      double s = 0;
-
-      for (int j = 0; j < d; j++) {
-        double v = (double)x[i * d + j] - x[last * d + j];
-
-        s += v * v;
-      }
-      md[i] = MIN(md[i], sqrt(s));
-      if (md[i] > md[best])
-        best = i;
-    }
-    out[t] = best;
-    md[best] = 0.0;
-    last = best;
-  }
-}
-
 static void
 count_progress(const char *stage, int done, int total, gpointer data)
 {
@@ -358,9 +329,7 @@ test_coreset(void)
   guint64 st = 42;
   gsize k1, k2, k3, kn;
   g_autofree gsize *a = NULL, *b = NULL, *c = NULL, *ref = NULL, *ex = NULL;
-  g_autofree float *r = g_new(float, d *d);
-  g_autofree float *xp = g_new0(float, n *d);
-  InspMt19937 mt;
+  g_autofree float *xp = NULL;
   InspCoresetOptions o;
   int n_progress = 0;
   gsize start;
@@ -384,20 +353,11 @@ test_coreset(void)
   /* The definition: the start is torch.randint's draw for the seed; the
    * default selects on sklearn's sparse projection of the rows, EXACT on
    * the rows themselves. */
-  insp_mt19937_init(&mt, 7);
-  start = (gsize)(insp_mt19937_next(&mt) % n);
+  start = insp_test_torch_start(7, n);
   kn = k1;
   ref = g_new(gsize, kn);
-  insp_sklearn_sparse_random_matrix(d, d, 7, r);
-  for (gsize i = 0; i < n; i++)
-    for (int oc = 0; oc < d; oc++) {
-      double acc = 0;
-
-      for (int j = 0; j < d; j++)
-        acc += (double)x[i * d + j] * r[j * d + oc];
-      xp[i * d + oc] = (float)acc;
-    }
-  naive_coreset(xp, n, d, kn, start, ref);
+  xp = insp_test_project(x, n, d, 7);
+  insp_test_greedy_coreset(xp, n, d, kn, start, ref);
   g_assert_cmpmem(a, k1 * sizeof(gsize), ref, kn * sizeof(gsize));
   insp_coreset_options_init(&o);
   o.projection = INSP_CORESET_EXACT;
@@ -407,7 +367,7 @@ test_coreset(void)
   ex = insp_patchcore_coreset_tuned(x, n, d, 0.05, 7, &o, &kn);
   g_assert_cmpint(n_progress, ==, 150); /* every max(k / 100, 1) selections */
   g_assert_cmpuint(kn, ==, k1);
-  naive_coreset(x, n, d, kn, start, ref);
+  insp_test_greedy_coreset(x, n, d, kn, start, ref);
   g_assert_cmpmem(ex, kn * sizeof(gsize), ref, kn * sizeof(gsize));
   g_assert_true(memcmp(a, ex, k1 * sizeof(gsize)) != 0);
 
