@@ -218,14 +218,17 @@ fold_bn(InspBbBuilder *b, const char *bn_name, int c, gsize per_out, gsize w_off
   return TRUE;
 }
 
-int
-insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int cin,
-                int cout, int k, int stride, int pad, InspActivation act, int residual)
+/* Appends a conv or depthwise layer: its weights (@weight, or the tensor
+ * @conv_name.weight of the file when @weight is NULL) and bias (@bias, or
+ * zeros), BN @bn_name folded in when given, and the Winograd form of a wide
+ * 3x3 stride-1 conv when @winograd. */
+static int
+add_conv(InspBbBuilder *b, InspBbKind kind, int src, int residual, int cin, int cout, int k,
+         int stride, int pad, InspActivation act, const char *conv_name, const float *weight,
+         const float *bias, const char *bn_name, gboolean winograd)
 {
-  gint64 shape[4] = {cout, cin, k, k};
-  g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
-  const float *w;
-  InspBbLayer l = {.kind = INSP_BB_CONV,
+  gsize per_out = kind == INSP_BB_DW3 ? 9 : (gsize)cin * k * k;
+  InspBbLayer l = {.kind = kind,
                    .src = src,
                    .residual = residual,
                    .cin = cin,
@@ -237,14 +240,19 @@ insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn
 
   if (b->error != NULL || src < 0)
     return -1;
-  w = fetch_keep(b, wname, 4, shape);
-  if (w == NULL)
+  if (weight == NULL) {
+    gint64 shape[4] = {cout, kind == INSP_BB_DW3 ? 1 : cin, k, k};
+    g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
+
+    weight = fetch_keep(b, wname, 4, shape);
+    if (weight == NULL)
+      return -1;
+  }
+  l.w_off = arena_append(b->bb, weight, cout * per_out);
+  l.b_off = arena_append(b->bb, bias, cout);
+  if (bn_name != NULL && !fold_bn(b, bn_name, cout, per_out, l.w_off, l.b_off))
     return -1;
-  l.w_off = arena_append(b->bb, w, (gsize)cout * cin * k * k);
-  l.b_off = arena_append(b->bb, NULL, cout);
-  if (bn_name != NULL && !fold_bn(b, bn_name, cout, (gsize)cin * k * k, l.w_off, l.b_off))
-    return -1;
-  if (k == 3 && stride == 1 && cin >= WINOGRAD_MIN_CIN) {
+  if (winograd && kind == INSP_BB_CONV && k == 3 && stride == 1 && cin >= WINOGRAD_MIN_CIN) {
     l.has_winograd = TRUE;
     l.u_off = arena_append(b->bb, NULL, insp_ops_winograd_weight_size(cin, cout));
     insp_ops_winograd_transform_weights(&g_array_index(b->bb->arena, float, l.w_off), cin, cout,
@@ -254,74 +262,35 @@ insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn
 }
 
 int
+insp_bb_conv_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int cin,
+                int cout, int k, int stride, int pad, InspActivation act, int residual)
+{
+  return add_conv(b, INSP_BB_CONV, src, residual, cin, cout, k, stride, pad, act, conv_name, NULL,
+                  NULL, bn_name, TRUE);
+}
+
+int
 insp_bb_dw_bn(InspBbBuilder *b, int src, const char *conv_name, const char *bn_name, int c,
               int stride, InspActivation act)
 {
-  gint64 shape[4] = {c, 1, 3, 3};
-  g_autofree char *wname = g_strdup_printf("%s.weight", conv_name);
-  const float *w;
-  InspBbLayer l = {.kind = INSP_BB_DW3,
-                   .src = src,
-                   .residual = -1,
-                   .cin = c,
-                   .cout = c,
-                   .k = 3,
-                   .stride = stride,
-                   .pad = 1,
-                   .act = act};
-
-  if (b->error != NULL || src < 0)
-    return -1;
-  w = fetch_keep(b, wname, 4, shape);
-  if (w == NULL)
-    return -1;
-  l.w_off = arena_append(b->bb, w, (gsize)c * 9);
-  l.b_off = arena_append(b->bb, NULL, c);
-  if (bn_name != NULL && !fold_bn(b, bn_name, c, 9, l.w_off, l.b_off))
-    return -1;
-  return push_layer(b, &l);
+  return add_conv(b, INSP_BB_DW3, src, -1, c, c, 3, stride, 1, act, conv_name, NULL, NULL, bn_name,
+                  TRUE);
 }
 
 int
 insp_bb_conv_raw(InspBbBuilder *b, int src, int cin, int cout, int k, int stride, int pad,
                  InspActivation act, const float *weight, const float *bias)
 {
-  InspBbLayer l = {.kind = INSP_BB_CONV,
-                   .src = src,
-                   .residual = -1,
-                   .cin = cin,
-                   .cout = cout,
-                   .k = k,
-                   .stride = stride,
-                   .pad = pad,
-                   .act = act};
-
-  if (b->error != NULL || src < 0)
-    return -1;
-  l.w_off = arena_append(b->bb, weight, (gsize)cout * cin * k * k);
-  l.b_off = arena_append(b->bb, bias, cout);
-  return push_layer(b, &l);
+  return add_conv(b, INSP_BB_CONV, src, -1, cin, cout, k, stride, pad, act, NULL, weight, bias,
+                  NULL, FALSE);
 }
 
 int
 insp_bb_dw_raw(InspBbBuilder *b, int src, int c, int stride, InspActivation act,
                const float *weight, const float *bias)
 {
-  InspBbLayer l = {.kind = INSP_BB_DW3,
-                   .src = src,
-                   .residual = -1,
-                   .cin = c,
-                   .cout = c,
-                   .k = 3,
-                   .stride = stride,
-                   .pad = 1,
-                   .act = act};
-
-  if (b->error != NULL || src < 0)
-    return -1;
-  l.w_off = arena_append(b->bb, weight, (gsize)c * 9);
-  l.b_off = arena_append(b->bb, bias, c);
-  return push_layer(b, &l);
+  return add_conv(b, INSP_BB_DW3, src, -1, c, c, 3, stride, 1, act, NULL, weight, bias, NULL,
+                  FALSE);
 }
 
 int
