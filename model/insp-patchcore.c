@@ -162,6 +162,38 @@ symmetric_eigen(double *a, int n, double *v, double *w)
   memcpy(v, vs, sizeof(double) * (gsize)n * n);
 }
 
+/* block [m, d] = x [m, d] - mean */
+static void
+centre_rows(const float *x, gsize m, int d, const float *mean, float *block)
+{
+  for (gsize i = 0; i < m; i++)
+    for (int j = 0; j < d; j++)
+      block[i * d + j] = x[i * d + j] - mean[j];
+}
+
+static float
+norm_of(const float *v, int d)
+{
+  float s = 0;
+
+  for (int j = 0; j < d; j++)
+    s += v[j] * v[j];
+  return sqrtf(s);
+}
+
+/* The row with the largest md (the first of equals), and that md in *r. */
+static gsize
+farthest_row(const float *md, gsize n, float *r)
+{
+  gsize best = 0;
+
+  for (gsize i = 1; i < n; i++)
+    if (md[i] > md[best])
+      best = i;
+  *r = md[best];
+  return best;
+}
+
 /* z [n, dp] = (x - mean) * B, B = R * V[:, :dp]: the rows, optionally
  * projected by r [d, dp] (NULL: none), centred and rotated onto the principal
  * axes of the projected rows (an orthonormal change of basis: distances are
@@ -194,9 +226,7 @@ rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
   for (gsize i0 = 0; i0 < n; i0 += bs) {
     gsize m = MIN(bs, n - i0);
 
-    for (gsize i = 0; i < m; i++)
-      for (int j = 0; j < d; j++)
-        block[i * d + j] = x[(i0 + i) * d + j] - meanf[j];
+    centre_rows(x + i0 * d, m, d, meanf, block);
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)m, 1.0f, block, d, 1.0f, covf, d);
   }
   for (int i = 0; i < d; i++)
@@ -242,9 +272,7 @@ rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
   for (gsize i0 = 0; i0 < n; i0 += bs) {
     gsize m = MIN(bs, n - i0);
 
-    for (gsize i = 0; i < m; i++)
-      for (int j = 0; j < d; j++)
-        block[i * d + j] = x[(i0 + i) * d + j] - meanf[j];
+    centre_rows(x + i0 * d, m, d, meanf, block);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, dp, d, 1.0f, block, d, basis, dp,
                 0.0f, z + i0 * dp, dp);
   }
@@ -513,7 +541,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   gboolean probing = FALSE;
   double cost[2] = {-1.0, -1.0}; /* microseconds per selection, last window of each mode */
   gint64 window_t0;
-  float cur_r;
+  float cur_r = -1.0f;
 
   g_return_val_if_fail(x != NULL && n > 0 && d > 0 && k_out != NULL, NULL);
   g_return_val_if_fail(fraction > 0.0 && fraction <= 1.0, NULL);
@@ -549,13 +577,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   start = (gsize)(insp_mt19937_next(&mt) % (guint64)n);
   crow[0] = (gint64)start;
   memcpy(cz, z + start * dp, sizeof(float) * dp);
-  {
-    float s = 0;
-
-    for (int j = 0; j < dp; j++)
-      s += cz[j] * cz[j];
-    cnorm[0] = sqrtf(s);
-  }
+  cnorm[0] = norm_of(cz, dp);
   rad[0] = -1.0f;
   amax[0] = -1;
   for (gsize i = 0; i < n; i++) {
@@ -582,14 +604,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
    * loses), since the pruning pays off better as the clusters shrink. */
   if (o->strategy == INSP_CORESET_STREAMED)
     mode = MODE_STREAMED;
-  cur = 0;
-  cur_r = -1.0f;
-  if (mode == MODE_STREAMED)
-    for (gsize i = 0; i < n; i++)
-      if (md[i] > cur_r) {
-        cur_r = md[i];
-        cur = i;
-      }
+  cur = mode == MODE_STREAMED ? farthest_row(md, n, &cur_r) : 0;
   window_t0 = g_get_monotonic_time();
   while (n_sel < k) {
     gsize s, c;
@@ -642,12 +657,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
               amax[j] = crow[j];
             }
         } else {
-          cur_r = -1.0f;
-          for (gsize i = 0; i < n; i++)
-            if (md[i] > cur_r) {
-              cur_r = md[i];
-              cur = i;
-            }
+          cur = farthest_row(md, n, &cur_r);
         }
         mode = next_mode;
       }
@@ -679,13 +689,7 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
     crow[c] = (gint64)s;
     zc = cz + c * dp;
     memcpy(zc, z + s * dp, sizeof(float) * dp);
-    {
-      float sq = 0;
-
-      for (int j = 0; j < dp; j++)
-        sq += zc[j] * zc[j];
-      cnorm[c] = sqrtf(sq);
-    }
+    cnorm[c] = norm_of(zc, dp);
     if (mode == MODE_STREAMED) {
       if (rg == NULL) {
         nt = o->threads > 0 ? o->threads : coreset_threads();
