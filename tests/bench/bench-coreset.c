@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../unit/coreset-reference.h"
+#include "bench-parts.h"
 #include "insp-detector-private.h"
 #include "insp-image.h"
 #include "insp-model.h"
@@ -56,19 +57,7 @@ extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError 
     double t1, t2;
 
     if (g_ptr_array_index(paths, i) == NULL) {
-      /* a generated part: rings with noise */
-      guint64 st = i * 2654435761u + 1;
-
-      img = insp_image_new(256, 256, 3);
-      for (int y = 0; y < 256; y++)
-        for (int x = 0; x < 256; x++) {
-          double dx = x - 128.0, dy = y - 128.0, r = sqrt(dx * dx + dy * dy);
-          double v = r < 90 ? 150 + 40 * sin(atan2(dy, dx) * 12) : 30;
-
-          st = st * 6364136223846793005u + 1442695040888963407u;
-          v += (double)(st >> 58) - 32.0;
-          memset(img->data + (gsize)y * img->stride + 3 * x, (int)CLAMP(v, 0, 255), 3);
-        }
+      img = bench_make_part(i);
     } else {
       img = insp_image_load(g_ptr_array_index(paths, i), 3, error);
       if (img == NULL) {

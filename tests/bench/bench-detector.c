@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench-parts.h"
 #include "insp-model.h"
 
 #define N_TRAIN 60
@@ -30,28 +31,10 @@ typedef struct {
 } Data;
 
 static InspImage *
-make_part(guint64 seed)
-{
-  InspImage *img = insp_image_new(256, 256, 3);
-  guint64 st = seed * 2654435761u + 1;
-
-  for (int y = 0; y < 256; y++)
-    for (int x = 0; x < 256; x++) {
-      double dx = x - 128.0, dy = y - 128.0, r = sqrt(dx * dx + dy * dy);
-      double v = r < 90 ? 150 + 40 * sin(atan2(dy, dx) * 12) : 30;
-
-      st = st * 6364136223846793005u + 1442695040888963407u;
-      v += (double)(st >> 58) - 32.0;
-      memset(img->data + (gsize)y * img->stride + 3 * x, (int)CLAMP(v, 0, 255), 3);
-    }
-  return img;
-}
-
-static InspImage *
 load_image(GPtrArray *paths, int index, GError **error)
 {
   if (paths == NULL)
-    return make_part((guint64)index);
+    return bench_make_part((guint64)index);
   return insp_image_load(g_ptr_array_index(paths, index % paths->len), 3, error);
 }
 
