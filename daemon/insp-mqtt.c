@@ -390,6 +390,12 @@ part_id_ok(const char *s, GError **error)
 
   if (n == 0 || n > INSP_MQTT_PART_ID_MAX)
     return cmd_fail(error, "part_id must be 1 to %d bytes", INSP_MQTT_PART_ID_MAX);
+  /* It goes back out in JSON and in MQTT v5 user properties, both UTF-8
+   * only. Checked here, whatever produced the string: json-glib's string
+   * unescaping returns invalid UTF-8 for some long runs of backslashes
+   * (found by fuzz-mqtt-command; the input is in its corpus). */
+  if (!g_utf8_validate(s, (gssize)n, NULL))
+    return cmd_fail(error, "part_id is not valid UTF-8");
   for (gsize i = 0; i < n; i++)
     if ((guchar)s[i] < 0x20 || s[i] == 0x7f)
       return cmd_fail(error, "part_id contains a control character");
