@@ -301,8 +301,12 @@ static gboolean G_GNUC_PRINTF(2, 3) cmd_fail(GError **error, const char *fmt, ..
   va_start(ap, fmt);
   g_set_error_literal(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND, "");
   if (error != NULL && *error != NULL) {
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+
+    /* the reply carries it in JSON: keys and values quoted from a payload
+     * may be anything, the reply must stay UTF-8 */
     g_free((*error)->message);
-    (*error)->message = g_strdup_vprintf(fmt, ap);
+    (*error)->message = g_utf8_make_valid(msg, -1);
   }
   va_end(ap);
   return FALSE;

@@ -2,7 +2,8 @@
  * insp_mqtt_parse_command): the first byte picks the command name (trigger,
  * threshold, reload, snapshot, or an unknown one), the rest is the payload.
  * Every input either yields a command whose values respect the documented
- * limits, or is rejected with a non-empty message in INSP_MQTT_ERROR_COMMAND.
+ * limits, or is rejected with a non-empty UTF-8 message in
+ * INSP_MQTT_ERROR_COMMAND.
  * Also linked into the replay program. */
 #include <math.h>
 #include <string.h>
@@ -26,7 +27,8 @@ LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
   cmd = insp_mqtt_parse_command(name, data + 1, size - 1, &error);
   if (cmd == NULL) {
     g_assert(error != NULL && error->domain == INSP_MQTT_ERROR &&
-             error->code == INSP_MQTT_ERROR_COMMAND && error->message[0] != '\0');
+             error->code == INSP_MQTT_ERROR_COMMAND && error->message[0] != '\0' &&
+             g_utf8_validate(error->message, -1, NULL));
     g_error_free(error);
     return 0;
   }
