@@ -3,7 +3,7 @@
 
 #include <glib.h>
 
-#include "model/insp-model.h"
+#include "insp-model.h"
 
 G_BEGIN_DECLS
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "insp-cli.h"
-#include "insp-config.h"
+#include "insp-daemon-config.h"
 
 typedef struct {
   const char *name;

@@ -8,7 +8,7 @@
  * their length bounded); nothing is cached, so a hot-plugged camera shows up.
  *
  * Threads: any; the functions share no state. */
-#include "insp-config.h"
+#include "insp-pipeline-config.h"
 #include "insp-pipeline-private.h"
 
 #include <errno.h>

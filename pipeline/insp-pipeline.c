@@ -20,7 +20,6 @@
  * Invariants: every frame popped from the queue yields exactly one InspResult,
  * so the reorder buffer never waits on a hole; results leave in pop order,
  * which is push order, which is capture order. */
-#include "insp-config.h"
 #include "insp-pipeline-private.h"
 
 #include <gst/app/gstappsink.h>

@@ -19,10 +19,10 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "model/insp-backbone-private.h"
-#include "model/insp-backbone.h"
-#include "model/insp-ops.h"
-#include "model/insp-safetensors.h"
+#include "insp-backbone-private.h"
+#include "insp-backbone.h"
+#include "insp-ops.h"
+#include "insp-safetensors.h"
 
 #define RUNS 50
 #define WARMUP 5

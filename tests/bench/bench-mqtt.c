@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "daemon/insp-mqtt.h"
-#include "daemon/insp-spool.h"
-#include "tests/integration/mqtt-helpers.h"
+#include "insp-mqtt.h"
+#include "insp-spool.h"
+#include "mqtt-helpers.h"
 
 static InspMqtt *
 make_mqtt(int port, const char *spool, int qos)

@@ -7,9 +7,9 @@
 #include <glib.h>
 #include <stdio.h>
 
-#include "model/insp-metrics.h"
-#include "model/insp-model.h"
-#include "model/insp-ops.h"
+#include "insp-metrics.h"
+#include "insp-model.h"
+#include "insp-ops.h"
 
 #define REPS 10
 

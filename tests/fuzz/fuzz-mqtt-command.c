@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "daemon/insp-mqtt.h"
+#include "insp-mqtt.h"
 
 int LLVMFuzzerTestOneInput(const guint8 *data, size_t size);
 

@@ -10,7 +10,7 @@
 #include <glib.h>
 #include <stdio.h>
 
-#include "daemon/insp-mqtt.h"
+#include "insp-mqtt.h"
 
 int
 main(int argc, char **argv)

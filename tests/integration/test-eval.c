@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "model/insp-image.h"
+#include "insp-image.h"
 
 #define SIZE 96
 #define N_TRAIN 16

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "daemon/insp-mqtt.h"
+#include "insp-mqtt.h"
 #include "mqtt-helpers.h"
 
 static char *child_path;

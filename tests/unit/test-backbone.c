@@ -15,10 +15,10 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "model/insp-backbone.h"
-#include "model/insp-image.h"
-#include "model/insp-ops.h"
-#include "model/insp-safetensors.h"
+#include "insp-backbone.h"
+#include "insp-image.h"
+#include "insp-ops.h"
+#include "insp-safetensors.h"
 
 /* Stage outputs against the float64 reference: relative L2 error. */
 #define MOBILENET_REL_L2_TOL 1e-3

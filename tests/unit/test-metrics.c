@@ -5,7 +5,7 @@
 #include <glib.h>
 #include <math.h>
 
-#include "model/insp-metrics.h"
+#include "insp-metrics.h"
 
 #define TOL_EXACT 1e-12
 

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "model/insp-ops.h"
+#include "insp-ops.h"
 
 /* float kernels vs double references: values are O(1). */
 #define TOL_POOL 1e-5

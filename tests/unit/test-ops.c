@@ -7,7 +7,7 @@
 
 #include <glib.h>
 
-#include "model/insp-ops.h"
+#include "insp-ops.h"
 
 /* |fast - naive| <= TOL * (sum over the taps of |w*x| + |bias|): float32
  * accumulation over K terms in any order stays far below this. */

@@ -4,7 +4,7 @@
 #include <glib.h>
 #include <string.h>
 
-#include "model/insp-model.h"
+#include "insp-model.h"
 
 typedef struct {
   int w, h;

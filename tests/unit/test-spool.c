@@ -5,7 +5,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 
-#include "daemon/insp-spool.h"
+#include "insp-spool.h"
 
 static char *
 make_dir(void)
