@@ -31,7 +31,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-G_DEFINE_QUARK(insp - config - error - quark, insp_config_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-config-error-quark, insp_config_error)
+/* clang-format on */
 
 #define MAX_FILE_SIZE (1024 * 1024)
 #define MAX_DROPINS 256

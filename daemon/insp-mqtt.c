@@ -59,7 +59,10 @@
 #define JSON_MAX_DEPTH 4
 #define COMMAND_NAME_MAX 32
 
-G_DEFINE_QUARK(insp - mqtt - error - quark, insp_mqtt_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-mqtt-error-quark, insp_mqtt_error)
+/* clang-format on */
 
 struct _InspMqttCommand {
   gint ref;

@@ -53,7 +53,10 @@
 #define SPOOL_MAX_CORRELATION 65535u
 #define SPOOL_MAX_PAYLOAD (256u * 1024u * 1024u - 1u) /* MQTT's own limit */
 
-G_DEFINE_QUARK(insp - spool - error - quark, insp_spool_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-spool-error-quark, insp_spool_error)
+/* clang-format on */
 
 typedef struct {
   guint64 id;

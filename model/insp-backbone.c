@@ -19,7 +19,10 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp - backbone - error - quark, insp_backbone_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
+/* clang-format on */
 
 #define BB_MIN_INPUT 16
 #define BB_MAX_INPUT 4096

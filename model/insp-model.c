@@ -25,7 +25,10 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp - model - error - quark, insp_model_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-model-error-quark, insp_model_error)
+/* clang-format on */
 
 #define MAX_BANK_ROWS (1 << 24)
 

@@ -32,7 +32,10 @@
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK(insp - pipeline - error - quark, insp_pipeline_error)
+/* The quark name is dashed; clang-format would split it into "a - b". */
+/* clang-format off */
+G_DEFINE_QUARK(insp-pipeline-error-quark, insp_pipeline_error)
+/* clang-format on */
 
 #define FPS_WINDOW 64
 

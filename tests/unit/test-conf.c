@@ -962,6 +962,13 @@ test_binary(void)
   rm_rf(dir);
 }
 
+/* The error domain's name is what a GError prints in debug output. */
+static void
+test_error_quark(void)
+{
+  g_assert_cmpstr(g_quark_to_string(INSP_CONFIG_ERROR), ==, "insp-config-error-quark");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -971,6 +978,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   tmp = make_tmpdir();
   readable_file = write_file(tmp, "readable.bin", "0123");
+  g_test_add_func("/conf/error-quark", test_error_quark);
   g_test_add_func("/conf/defaults", test_defaults);
   g_test_add_func("/conf/schema", test_schema);
   g_test_add_func("/conf/values", test_values);

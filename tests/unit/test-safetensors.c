@@ -3,6 +3,8 @@
  * class (each must fail with its own message, never crash), shape and usage
  * checks, and the real MobileNetV2 weights when INSP_SHARED_DIR is set. */
 #include "insp-safetensors.h"
+#include "insp-backbone.h"
+#include "insp-model.h"
 
 #include <glib/gstdio.h>
 #include <math.h>
@@ -429,10 +431,19 @@ test_mobilenetv2(void)
   g_assert_cmpfloat_with_epsilon(bw[0], 1.000005f, 1e-7);
 }
 
+/* The error domains' names are what a GError prints in debug output. */
+static void
+test_error_quarks(void)
+{
+  g_assert_cmpstr(g_quark_to_string(INSP_MODEL_ERROR), ==, "insp-model-error-quark");
+  g_assert_cmpstr(g_quark_to_string(INSP_BACKBONE_ERROR), ==, "insp-backbone-error-quark");
+}
+
 int
 main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/safetensors/error-quarks", test_error_quarks);
   g_test_add_func("/safetensors/round-trip", test_round_trip);
   g_test_add_func("/safetensors/conversion", test_conversion);
   g_test_add_func("/safetensors/malformed", test_malformed);
