@@ -394,7 +394,6 @@ static void
 test_limits(void)
 {
   g_autoptr(GString) text = g_string_new("[camera]\ncontrols = ");
-  g_autoptr(InspConfig) ok = NULL;
 
   for (int i = 0; i < INSP_CONFIG_MAX_CONTROLS + 1; i++)
     g_string_append_printf(text, "%sc%d=%d", i ? "," : "", i, i);
@@ -570,6 +569,8 @@ test_dropins(void)
   g_assert_cmpfloat(cfg->inspection.pixel_threshold, ==, 0.4); /* only main sets it */
   g_assert_cmpfloat(cfg->camera.fps, ==, 7);                   /* 10- beats 09- and main */
   g_assert_cmpuint(g_strv_length(cfg->files), ==, 4);
+  g_assert_false(g_strv_contains((const char *const *)cfg->files, ignored));
+  g_assert_false(g_strv_contains((const char *const *)cfg->files, hidden));
   g_assert_cmpstr(cfg->files[0], ==, main);
   g_assert_cmpstr(cfg->files[1], ==, d9);
   g_assert_cmpstr(cfg->files[2], ==, d10);
