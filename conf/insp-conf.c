@@ -221,7 +221,7 @@ static const Key schema[] = {
          "seconds between keep-alive pings"),
      .min = 5, .max = 3600},
     {KEY("mqtt", "topic_prefix", T_STRING, "string", mqtt.topic_prefix, "inspectd",
-         "no '+', '#', leading or trailing '/'", C_MQTT,
+         "no '+', '#', leading '$', empty levels", C_MQTT,
          "first topic level(s): {prefix}/{station}/result ..."),
      .check = check_topic_prefix},
     {KEY("mqtt", "masks", T_ENUM, "enum", mqtt.masks, "fail", "fail, all, none", C_MASKS,
@@ -418,6 +418,14 @@ check_topic_prefix(const char *value, GString *reason)
   }
   if (strpbrk(value, "+#")) {
     g_string_append_printf(reason, "'%s' contains an MQTT wildcard ('+' or '#')", value);
+    return FALSE;
+  }
+  if (value[0] == '$') {
+    /* $SYS/... belongs to the broker and $share/... names a shared
+     * subscription: a broker refuses publishes there, so every result would
+     * be lost. */
+    g_string_append_printf(
+        reason, "'%s' starts with '$' (topics of the broker or shared subscriptions)", value);
     return FALSE;
   }
   if (value[0] == '/' || g_str_has_suffix(value, "/") || strstr(value, "//")) {
@@ -1054,10 +1062,37 @@ compare_names(gconstpointer a, gconstpointer b)
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* TRUE when @path is (a symlink chain to) /dev/null: a masked drop-in. */
+static gboolean
+is_dev_null(const char *path)
+{
+  struct stat st, null_st;
+
+  return stat(path, &st) == 0 && stat("/dev/null", &null_st) == 0 && S_ISCHR(st.st_mode) &&
+         st.st_rdev == null_st.st_rdev;
+}
+
+/* Why a drop-in entry that is not a regular file is refused. */
+static char *
+dropin_kind(const char *path)
+{
+  struct stat st;
+
+  if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && stat(path, &st) != 0)
+    return g_strdup_printf("a symbolic link to nothing (%s): not read; remove it, or link it to "
+                           "/dev/null to mask the name",
+                           g_strerror(errno));
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return g_strdup("a folder, not a file: not read; rename or remove it");
+  return g_strdup("not a regular file (a FIFO, socket or device): not read; remove it, or link "
+                  "it to /dev/null to mask the name");
+}
+
 /* The drop-ins of @path in name order, or NULL with a problem. */
 static GPtrArray *
 list_dropins(Loader *L, const char *path)
 {
+  gboolean bad = FALSE;
   g_autofree char *dir_path = g_strconcat(path, ".d", NULL);
   g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
   g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(g_free);
@@ -1089,12 +1124,23 @@ list_dropins(Loader *L, const char *path)
   for (guint i = 0; i < names->len; i++) {
     char *full = g_build_filename(dir_path, (const char *)names->pdata[i], NULL);
 
-    /* Only regular files count: a symlink to /dev/null masks a name, as in systemd. */
-    if (g_file_test(full, G_FILE_TEST_IS_REGULAR))
+    /* Regular files count and a symlink to /dev/null masks a name, as in
+     * systemd. Anything else (a dangling link, a folder, a FIFO) is a
+     * problem: the settings someone meant to give would be missing. */
+    if (g_file_test(full, G_FILE_TEST_IS_REGULAR)) {
       g_ptr_array_add(out, full);
-    else
-      g_free(full);
+      continue;
+    }
+    if (!is_dev_null(full)) {
+      g_autofree char *reason = dropin_kind(full);
+
+      add_problem(L, full, 0, NULL, NULL, reason);
+      bad = TRUE;
+    }
+    g_free(full);
   }
+  if (bad)
+    return NULL;
   return g_steal_pointer(&out);
 }
 

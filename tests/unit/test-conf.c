@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -378,6 +379,9 @@ test_strings(void)
   assert_one_problem("[mqtt]\ntopic_prefix = /a\n", "mqtt", "topic_prefix", "empty topic level");
   assert_one_problem("[mqtt]\ntopic_prefix = a/\n", "mqtt", "topic_prefix", "empty topic level");
   assert_one_problem("[mqtt]\ntopic_prefix = a//b\n", "mqtt", "topic_prefix", "empty topic level");
+  assert_one_problem("[mqtt]\ntopic_prefix = $SYS/x\n", "mqtt", "topic_prefix", "starts with '$'");
+  assert_one_problem("[mqtt]\ntopic_prefix = $share/g/x\n", "mqtt", "topic_prefix",
+                     "starts with '$'");
   assert_one_problem("[station]\nid = line/3\n", "station", "id", "has the character '/'");
   assert_one_problem("[station]\nid = a+b\n", "station", "id", "has the character '+'");
   assert_one_problem("[mqtt]\nhost = my broker\n", "mqtt", "host", "white space");
@@ -601,6 +605,50 @@ test_dropins(void)
     /* problems come in file order: 15- before 30- */
     g_assert_cmpstr(((InspConfigProblem *)problems->pdata[0])->file, ==, bad2);
   }
+  rm_rf(dir);
+}
+
+/* A drop-in name that is not a regular file is reported, not skipped; only a
+ * link to /dev/null masks it. */
+static void
+test_dropin_not_regular(void)
+{
+  g_autofree char *dir = make_tmpdir();
+  g_autofree char *main = write_file(dir, "inspectd.conf", "[camera]\nfps = 5\n");
+  g_autofree char *d10 = write_file(dir, "inspectd.conf.d/10-line.conf", "[camera]\nfps = 7\n");
+  g_autofree char *masked = g_build_filename(dir, "inspectd.conf.d/20-masked.conf", NULL);
+  g_autofree char *dangling = g_build_filename(dir, "inspectd.conf.d/30-dangling.conf", NULL);
+  g_autofree char *folder = g_build_filename(dir, "inspectd.conf.d/40-folder.conf", NULL);
+  g_autofree char *fifo = g_build_filename(dir, "inspectd.conf.d/50-fifo.conf", NULL);
+
+  g_assert_cmpint(symlink("/dev/null", masked), ==, 0);
+  {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(InspConfig) cfg = insp_config_load(main, NULL, &error);
+
+    g_assert_no_error(error);
+    g_assert_cmpfloat(cfg->camera.fps, ==, 7);
+    g_assert_cmpuint(g_strv_length(cfg->files), ==, 2);
+  }
+  g_assert_cmpint(symlink("/nonexistent/80-line.conf", dangling), ==, 0);
+  g_assert_cmpint(g_mkdir(folder, 0755), ==, 0);
+  g_assert_cmpint(mkfifo(fifo, 0644), ==, 0);
+  {
+    g_autoptr(GPtrArray) problems = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(InspConfig) cfg = insp_config_load(main, &problems, &error);
+
+    g_assert_null(cfg);
+    g_assert_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID);
+    find_problem(problems, dangling, NULL, NULL, "a symbolic link to nothing");
+    find_problem(problems, folder, NULL, NULL, "a folder, not a file");
+    find_problem(problems, fifo, NULL, NULL, "not a regular file");
+    g_assert_cmpuint(problems->len, ==, 3);
+  }
+  g_unlink(dangling);
+  g_unlink(fifo);
+  g_rmdir(folder);
+  g_unlink(masked);
   rm_rf(dir);
 }
 
@@ -998,6 +1046,7 @@ main(int argc, char **argv)
   g_test_add_func("/conf/load/missing-main", test_missing_main);
   g_test_add_func("/conf/load/dropins", test_dropins);
   g_test_add_func("/conf/load/dropin-file-check", test_dropin_origin_of_file_check);
+  g_test_add_func("/conf/load/dropin-not-regular", test_dropin_not_regular);
   g_test_add_func("/conf/diff", test_diff);
   g_test_add_func("/conf/copy", test_copy);
   g_test_add_func("/conf/override", test_override);
