@@ -98,6 +98,15 @@ static const Choice masks_choices[] = {
     {"none", INSP_CONFIG_MASKS_NONE},
     {NULL, 0},
 };
+/* true/false and their spellings are the old boolean key's values. */
+static const Choice commands_choices[] = {
+    {"none", INSP_CONFIG_COMMANDS_NONE}, {"trigger", INSP_CONFIG_COMMANDS_TRIGGER},
+    {"all", INSP_CONFIG_COMMANDS_ALL},   {"true", INSP_CONFIG_COMMANDS_ALL},
+    {"yes", INSP_CONFIG_COMMANDS_ALL},   {"on", INSP_CONFIG_COMMANDS_ALL},
+    {"1", INSP_CONFIG_COMMANDS_ALL},     {"false", INSP_CONFIG_COMMANDS_NONE},
+    {"no", INSP_CONFIG_COMMANDS_NONE},   {"off", INSP_CONFIG_COMMANDS_NONE},
+    {"0", INSP_CONFIG_COMMANDS_NONE},    {NULL, 0},
+};
 static const Choice level_choices[] = {
     {"error", INSP_CONFIG_LOG_LEVEL_ERROR},   {"warning", INSP_CONFIG_LOG_LEVEL_WARNING},
     {"notice", INSP_CONFIG_LOG_LEVEL_NOTICE}, {"info", INSP_CONFIG_LOG_LEVEL_INFO},
@@ -188,6 +197,21 @@ static const Key schema[] = {
     {KEY("inspection", "pixel_threshold", T_DOUBLE, "double", inspection.pixel_threshold, "0.5",
          "0 <= x <= 100", C_INSPECTION, "a pixel is defective when its score >= pixel_threshold"),
      .min = 0, .max = 100},
+    {KEY("inspection", "threshold_min", T_DOUBLE, "double", inspection.threshold_min, "0.25",
+         "0 <= x <= 100", C_INSPECTION,
+         "lowest threshold a command may set (0.25: half the fitted one); the files are not "
+         "bounded"),
+     .min = 0, .max = 100},
+    {KEY("inspection", "threshold_max", T_DOUBLE, "double", inspection.threshold_max, "1",
+         "0 <= x <= 100", C_INSPECTION,
+         "highest threshold a command may set (1: twice the fitted one)"),
+     .min = 0, .max = 100},
+    {KEY("inspection", "pixel_threshold_min", T_DOUBLE, "double", inspection.pixel_threshold_min,
+         "0.25", "0 <= x <= 100", C_INSPECTION, "lowest pixel_threshold a command may set"),
+     .min = 0, .max = 100},
+    {KEY("inspection", "pixel_threshold_max", T_DOUBLE, "double", inspection.pixel_threshold_max,
+         "1", "0 <= x <= 100", C_INSPECTION, "highest pixel_threshold a command may set"),
+     .min = 0, .max = 100},
     {KEY("inspection", "min_region_area", T_INT, "int", inspection.min_region_area, "16",
          "0 <= x <= 100000000", C_INSPECTION,
          "defect regions smaller than this (pixels) are ignored"),
@@ -227,8 +251,20 @@ static const Key schema[] = {
     {KEY("mqtt", "masks", T_ENUM, "enum", mqtt.masks, "fail", "fail, all, none", C_MASKS,
          "which parts' defect masks are published"),
      .choices = masks_choices},
-    {KEY("mqtt", "commands", T_BOOL, "bool", mqtt.commands, "true", "true, false", C_MQTT,
-         "accept commands on {prefix}/{station}/cmd/...")},
+    {KEY("mqtt", "commands", T_ENUM, "enum", mqtt.commands, "trigger",
+         "none, trigger, all (true = all, false = none)", C_MQTT,
+         "commands accepted on {prefix}/{station}/cmd/...: trigger = cmd/trigger only; all adds "
+         "threshold, reload and snapshot and needs an authenticated connection"),
+     .choices = commands_choices},
+    {KEY("mqtt", "insecure_commands", T_BOOL, "bool", mqtt.insecure_commands, "false",
+         "true, false", C_MQTT,
+         "allow commands = all on an anonymous connection: anyone on the broker may then change "
+         "how parts are judged")},
+    {KEY("mqtt", "reply_prefix", T_STRING, "string", mqtt.reply_prefix, "",
+         "no '+', '#', leading '$', empty levels", C_MQTT,
+         "response topics of commands must start with this; empty = any topic outside "
+         "{topic_prefix}/"),
+     .check = check_topic_prefix},
 
     {KEY("spool", "dir", T_PATH, "path", spool.dir, "/var/lib/inspectd/spool", "", C_SPOOL,
          "where results wait while the broker is down")},
@@ -1237,6 +1273,22 @@ was_rejected(Loader *L, const char *section, const char *key)
   return g_hash_table_contains(L->bad, id);
 }
 
+/* [inspection] NAME_min must not exceed NAME_max. */
+static void
+check_bounds(Loader *L, const char *name, double min, double max)
+{
+  g_autofree char *min_key = g_strconcat(name, "_min", NULL);
+  g_autofree char *max_key = g_strconcat(name, "_max", NULL);
+
+  if (min > max && !was_rejected(L, "inspection", min_key) &&
+      !was_rejected(L, "inspection", max_key)) {
+    g_autofree char *reason =
+        g_strdup_printf("%g is above [inspection] %s = %g", min, max_key, max);
+
+    key_problem(L, "inspection", min_key, reason);
+  }
+}
+
 static void
 check_rules(Loader *L)
 {
@@ -1279,10 +1331,25 @@ check_rules(Loader *L)
     add_problem(L, origin_file(L, "mqtt", "tls_key"), 0, "mqtt", "tls_cert",
                 "required when [mqtt] tls_key is set");
   if (cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT &&
-      (cfg->mqtt.host[0] == '\0' || !cfg->mqtt.commands) && !was_rejected(L, "mqtt", "host") &&
-      !was_rejected(L, "mqtt", "commands"))
+      (cfg->mqtt.host[0] == '\0' || cfg->mqtt.commands == INSP_CONFIG_COMMANDS_NONE) &&
+      !was_rejected(L, "mqtt", "host") && !was_rejected(L, "mqtt", "commands"))
     key_problem(L, "trigger", "mode",
-                "mqtt needs MQTT enabled ([mqtt] host set) and [mqtt] commands = true");
+                "mqtt needs MQTT enabled ([mqtt] host set) and [mqtt] commands = trigger or all");
+  check_bounds(L, "threshold", cfg->inspection.threshold_min, cfg->inspection.threshold_max);
+  check_bounds(L, "pixel_threshold", cfg->inspection.pixel_threshold_min,
+               cfg->inspection.pixel_threshold_max);
+  if (cfg->mqtt.reply_prefix[0] != '\0' && !was_rejected(L, "mqtt", "reply_prefix") &&
+      !was_rejected(L, "mqtt", "topic_prefix") &&
+      (strcmp(cfg->mqtt.reply_prefix, cfg->mqtt.topic_prefix) == 0 ||
+       (g_str_has_prefix(cfg->mqtt.reply_prefix, cfg->mqtt.topic_prefix) &&
+        cfg->mqtt.reply_prefix[strlen(cfg->mqtt.topic_prefix)] == '/'))) {
+    g_autofree char *reason = g_strdup_printf(
+        "'%s' lies under [mqtt] topic_prefix '%s': replies there would land in the stations' "
+        "own topics",
+        cfg->mqtt.reply_prefix, cfg->mqtt.topic_prefix);
+
+    key_problem(L, "mqtt", "reply_prefix", reason);
+  }
   if (cfg->model.path[0] == '\0' && src != INSP_CONFIG_CAMERA_SOURCE_TEST &&
       !was_rejected(L, "model", "path")) {
     g_autofree char *reason = g_strdup_printf(

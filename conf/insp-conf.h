@@ -58,6 +58,13 @@ typedef enum {
   INSP_CONFIG_MASKS_NONE,
 } InspConfigMasks;
 
+/* Which commands the daemon subscribes to ([mqtt] commands). */
+typedef enum {
+  INSP_CONFIG_COMMANDS_NONE,    /* none (old configs: false) */
+  INSP_CONFIG_COMMANDS_TRIGGER, /* cmd/trigger only (the default) */
+  INSP_CONFIG_COMMANDS_ALL,     /* trigger, threshold, reload, snapshot (old configs: true) */
+} InspConfigCommands;
+
 /* Values are the syslog/journal priorities. */
 typedef enum {
   INSP_CONFIG_LOG_LEVEL_ERROR = 3,
@@ -111,12 +118,14 @@ typedef struct {
     int blas_threads; /* OpenBLAS threads per worker */
   } model;
   struct {
-    double threshold;                  /* effective image threshold (override applied) */
-    double pixel_threshold;            /* effective pixel threshold for the mask */
-    int min_region_area;               /* pixels; smaller regions are dropped */
-    InspConfigRect roi;                /* w == 0: the whole image */
-    double configured_threshold;       /* what the config files say (before override) */
-    double configured_pixel_threshold; /* idem */
+    double threshold;                    /* effective image threshold (override applied) */
+    double pixel_threshold;              /* effective pixel threshold for the mask */
+    int min_region_area;                 /* pixels; smaller regions are dropped */
+    InspConfigRect roi;                  /* w == 0: the whole image */
+    double configured_threshold;         /* what the config files say (before override) */
+    double configured_pixel_threshold;   /* idem */
+    double threshold_min, threshold_max; /* bounds of a threshold set by a command */
+    double pixel_threshold_min, pixel_threshold_max; /* idem, pixel threshold */
   } inspection;
   struct {
     char *host; /* "" = MQTT disabled */
@@ -129,7 +138,9 @@ typedef struct {
     int keepalive; /* seconds */
     char *topic_prefix;
     InspConfigMasks masks;
-    gboolean commands; /* accept {prefix}/{station}/cmd/... */
+    InspConfigCommands commands; /* which of {prefix}/{station}/cmd/... are accepted */
+    gboolean insecure_commands;  /* commands = all allowed on an anonymous connection */
+    char *reply_prefix;          /* "" = any response topic outside {prefix}/ */
   } mqtt;
   struct {
     char *dir; /* absolute */

@@ -191,7 +191,13 @@ test_defaults(void)
   g_assert_cmpint(cfg->mqtt.keepalive, ==, 30);
   g_assert_cmpstr(cfg->mqtt.topic_prefix, ==, "inspectd");
   g_assert_cmpint(cfg->mqtt.masks, ==, INSP_CONFIG_MASKS_FAIL);
-  g_assert_true(cfg->mqtt.commands);
+  g_assert_cmpint(cfg->mqtt.commands, ==, INSP_CONFIG_COMMANDS_TRIGGER);
+  g_assert_false(cfg->mqtt.insecure_commands);
+  g_assert_cmpstr(cfg->mqtt.reply_prefix, ==, "");
+  g_assert_cmpfloat(cfg->inspection.threshold_min, ==, 0.25);
+  g_assert_cmpfloat(cfg->inspection.threshold_max, ==, 1.0);
+  g_assert_cmpfloat(cfg->inspection.pixel_threshold_min, ==, 0.25);
+  g_assert_cmpfloat(cfg->inspection.pixel_threshold_max, ==, 1.0);
   g_assert_cmpstr(cfg->spool.dir, ==, "/var/lib/inspectd/spool");
   g_assert_cmpint(cfg->spool.max_mb, ==, 256);
   g_assert_cmpint(cfg->log.level, ==, INSP_CONFIG_LOG_LEVEL_INFO);
@@ -219,7 +225,7 @@ test_schema(void)
                     strcmp(k->key, "level") == 0);
     }
   }
-  g_assert_cmpuint(hot, ==, 6); /* 4 in [inspection], masks, level */
+  g_assert_cmpuint(hot, ==, 10); /* 8 in [inspection], masks, level */
   g_assert_null(insp_config_schema_lookup("inspection", "treshold"));
   g_assert_true(insp_config_schema_lookup("model", "path")->change == INSP_CONFIG_CHANGE_MODEL);
 }
@@ -258,7 +264,7 @@ test_values(void)
   g_assert_cmpstr(cfg->mqtt.host, ==, "");
   g_assert_cmpint(cfg->mqtt.qos, ==, 0);
   g_assert_cmpint(cfg->mqtt.masks, ==, INSP_CONFIG_MASKS_ALL);
-  g_assert_false(cfg->mqtt.commands);
+  g_assert_cmpint(cfg->mqtt.commands, ==, INSP_CONFIG_COMMANDS_NONE); /* old boolean spelling */
   g_assert_cmpstr(cfg->mqtt.topic_prefix, ==, "plant/hall-2");
   g_assert_cmpint(cfg->log.level, ==, INSP_CONFIG_LOG_LEVEL_DEBUG);
 }
@@ -464,7 +470,7 @@ test_cross_key(void)
   assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\nhost =\n", "trigger", "mode",
                      "needs MQTT enabled");
   assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\ncommands = false\n", "trigger", "mode",
-                     "commands = true");
+                     "commands = trigger or all");
   g_autoptr(InspConfig) ok =
       load_ok("[trigger]\nmode = mqtt\n[camera]\nsource = pipeline\npipeline = videotestsrc\n"
               "[model]\npath = @FILE@\n[mqtt]\ntls_cert = @FILE@\ntls_key = @FILE@\n");
@@ -606,6 +612,48 @@ test_dropins(void)
     g_assert_cmpstr(((InspConfigProblem *)problems->pdata[0])->file, ==, bad2);
   }
   rm_rf(dir);
+}
+
+/* [mqtt] commands: three levels, the old boolean spellings, and the rules on
+ * bounds and reply topics. */
+static void
+test_commands(void)
+{
+  static const struct {
+    const char *value;
+    InspConfigCommands want;
+  } cases[] = {
+      {"none", INSP_CONFIG_COMMANDS_NONE}, {"trigger", INSP_CONFIG_COMMANDS_TRIGGER},
+      {"all", INSP_CONFIG_COMMANDS_ALL},   {"true", INSP_CONFIG_COMMANDS_ALL},
+      {"yes", INSP_CONFIG_COMMANDS_ALL},   {"false", INSP_CONFIG_COMMANDS_NONE},
+      {"off", INSP_CONFIG_COMMANDS_NONE},
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *text =
+        g_strdup_printf("[mqtt]\ncommands = %s\ninsecure_commands = true\n", cases[i].value);
+    g_autoptr(InspConfig) cfg = load_ok(text);
+
+    g_assert_cmpint(cfg->mqtt.commands, ==, cases[i].want);
+  }
+  assert_one_problem("[mqtt]\ncommands = some\n", "mqtt", "commands",
+                     "not one of the allowed values");
+  assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\ncommands = none\n", "trigger", "mode",
+                     "commands = trigger or all");
+  assert_one_problem("[inspection]\nthreshold_min = 0.6\nthreshold_max = 0.5\n", "inspection",
+                     "threshold_min", "above [inspection] threshold_max");
+  assert_one_problem("[inspection]\npixel_threshold_max = 0.1\n", "inspection",
+                     "pixel_threshold_min", "above [inspection] pixel_threshold_max");
+  assert_one_problem("[mqtt]\nreply_prefix = inspectd/plc\n", "mqtt", "reply_prefix",
+                     "lies under [mqtt] topic_prefix");
+  assert_one_problem("[mqtt]\nreply_prefix = inspectd\n", "mqtt", "reply_prefix",
+                     "lies under [mqtt] topic_prefix");
+  assert_one_problem("[mqtt]\nreply_prefix = plc/#\n", "mqtt", "reply_prefix", "wildcard");
+  {
+    g_autoptr(InspConfig) cfg = load_ok("[mqtt]\nreply_prefix = inspectd-replies/plc1\n");
+
+    g_assert_cmpstr(cfg->mqtt.reply_prefix, ==, "inspectd-replies/plc1");
+  }
 }
 
 /* A drop-in name that is not a regular file is reported, not skipped; only a
@@ -1047,6 +1095,7 @@ main(int argc, char **argv)
   g_test_add_func("/conf/load/dropins", test_dropins);
   g_test_add_func("/conf/load/dropin-file-check", test_dropin_origin_of_file_check);
   g_test_add_func("/conf/load/dropin-not-regular", test_dropin_not_regular);
+  g_test_add_func("/conf/mqtt-commands", test_commands);
   g_test_add_func("/conf/diff", test_diff);
   g_test_add_func("/conf/copy", test_copy);
   g_test_add_func("/conf/override", test_override);
