@@ -35,6 +35,7 @@
 #include "insp-model.h"
 #include "insp-notify.h"
 #include "insp-ops.h"
+#include "insp-model-scorer.h"
 #include "insp-pipeline.h"
 #include "insp-synth.h"
 

@@ -9,7 +9,7 @@
  *
  * Threads: any; the functions share no state. */
 #include "insp-pipeline-config.h"
-#include "insp-pipeline-private.h"
+#include "insp-camera.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -9,7 +9,7 @@
  * Threads: score()/worker_*() from "insp-worker-N"; the setters from any
  * thread. Kept in a file of its own so that programs which never use the
  * model scorer do not link the model code. */
-#include "insp-pipeline-private.h"
+#include "insp-model-scorer.h"
 
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* The capture pipeline: builds the GStreamer graph from InspCaptureOptions,
  * turns appsink samples into InspFrames (trigger pairing, seq, part id, size
- * and format checks), feeds the bounded frame queue, runs the inspector
- * workers and the in-order result delivery, and restarts a failing capture
- * with exponential backoff.
+ * and format checks), feeds the bounded frame queue that the worker pool
+ * (insp-workers.c) drains, and restarts a failing capture with exponential
+ * backoff.
  *
  * Threads and what they own:
  *   - control context (callbacks->context, or our "insp-bus" thread): the
@@ -10,34 +10,26 @@
  *     timeouts; the event and trigger-timeout callbacks;
  *   - the appsink streaming thread: on_new_sample() only;
  *   - "insp-files": feeds the appsrc of the files source;
- *   - "insp-worker-N": scoring; each keeps its own scorer state;
- *   - "insp-results": the reorder buffer's consumer; the result callback.
+ *   - "insp-worker-N", "insp-results": the worker pool's; the result callback
+ *     is called from "insp-results" through on_worker_result().
  * Locks (never nested with each other; only GLib's own context lock is taken
  * inside trig_lock, to attach or destroy a timeout; no callback runs with one
  * held): trig_lock (pending triggers), files_lock (the replay list and
- * resume point), scorer_lock (the current scorer), reorder_lock (results by
- * index), stats_lock (counters).
- * Invariants: every frame popped from the queue yields exactly one InspResult,
- * so the reorder buffer never waits on a hole; results leave in pop order,
- * which is push order, which is capture order. */
-#include "insp-pipeline-private.h"
+ * resume point), stats_lock (counters).
+ * Invariants: frames enter the queue in capture order with dense seq numbers;
+ * the worker pool delivers one result per popped frame in pop order. */
+#include "insp-pipeline.h"
 
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <glob.h>
-#include <signal.h>
-#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
-/* The quark name is dashed; clang-format would split it into "a - b". */
-/* clang-format off */
-G_DEFINE_QUARK(insp-pipeline-error-quark, insp_pipeline_error)
-/* clang-format on */
-
-#define FPS_WINDOW 64
+#include "insp-image.h"
+#include "insp-workers.h"
 
 typedef struct {
   guint64 id;
@@ -51,13 +43,6 @@ typedef struct {
   GstSample *sample;
 } MappedSample;
 
-struct _InspScorer {
-  gint ref_count;
-  const InspScorerFuncs *funcs;
-  gpointer data;
-  GDestroyNotify data_free;
-};
-
 struct _InspPipeline {
   /* options (copied) */
   InspCaptureOptions opt;
@@ -70,20 +55,8 @@ struct _InspPipeline {
   GThread *bus_thread;
 
   InspFrameQueue *queue;
-  GThread **workers;
-  GThread *results_thread;
+  InspWorkers *workers;
   gboolean running;
-
-  /* scorer_lock */
-  GMutex scorer_lock;
-  InspScorer *scorer;
-
-  /* reorder_lock */
-  GMutex reorder_lock;
-  GCond reorder_cond;
-  GHashTable *reorder; /* index -> InspResult */
-  guint64 next_index;
-  guint workers_alive;
 
   /* control context only */
   GstElement *gst;
@@ -114,62 +87,7 @@ struct _InspPipeline {
   /* stats_lock */
   GMutex stats_lock;
   InspPipelineStats stats;
-  gint64 done_times[FPS_WINDOW];
-  guint n_done_times;
 };
-
-/* ---- scorers ---------------------------------------------------------------- */
-
-InspScorer *
-insp_scorer_new(const InspScorerFuncs *funcs, gpointer data, GDestroyNotify data_free)
-{
-  g_return_val_if_fail(funcs != NULL && funcs->score != NULL, NULL);
-  InspScorer *s = g_new0(InspScorer, 1);
-  s->ref_count = 1;
-  s->funcs = funcs;
-  s->data = data;
-  s->data_free = data_free;
-  return s;
-}
-
-InspScorer *
-insp_scorer_ref(InspScorer *s)
-{
-  g_return_val_if_fail(s != NULL, NULL);
-  g_atomic_int_inc(&s->ref_count);
-  return s;
-}
-
-void
-insp_scorer_unref(InspScorer *s)
-{
-  if (s == NULL || !g_atomic_int_dec_and_test(&s->ref_count))
-    return;
-  if (s->data_free != NULL)
-    s->data_free(s->data);
-  g_free(s);
-}
-
-gpointer
-insp_scorer_get_data(InspScorer *s)
-{
-  return s->data;
-}
-
-void
-insp_result_free(InspResult *r)
-{
-  if (r == NULL)
-    return;
-  insp_frame_unref(r->frame);
-  g_clear_error(&r->error);
-  g_free(r->map);
-  g_free(r->mask);
-  if (r->regions != NULL)
-    g_array_unref(r->regions);
-  g_free(r->model_id);
-  g_free(r);
-}
 
 /* ---- options ---------------------------------------------------------------- */
 
@@ -212,14 +130,6 @@ insp_capture_options_init(InspCaptureOptions *opt)
   opt->stable_ms = 10000;
 }
 
-void
-insp_pipeline_block_signals(void)
-{
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-}
-
 static void
 control_clear(gpointer p)
 {
@@ -227,6 +137,8 @@ control_clear(gpointer p)
   g_free(c->name);
   g_free(c->value);
 }
+
+static void on_worker_result(const InspResult *result, gpointer user_data);
 
 static gboolean
 check_options(const InspCaptureOptions *o, GError **error)
@@ -330,12 +242,7 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   if (p->opt.trigger == INSP_TRIGGER_EXTERNAL)
     p->opt.drop = INSP_DROP_NEVER;
   p->queue = insp_frame_queue_new(p->opt.queue_size, p->opt.drop);
-  g_mutex_init(&p->scorer_lock);
-  p->scorer = insp_scorer_ref(scorer);
-  g_mutex_init(&p->reorder_lock);
-  g_cond_init(&p->reorder_cond);
-  p->reorder =
-      g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, (GDestroyNotify)insp_result_free);
+  p->workers = insp_workers_new(p->opt.workers, scorer, on_worker_result, p);
   g_mutex_init(&p->files_lock);
   g_cond_init(&p->files_cond);
   g_mutex_init(&p->trig_lock);
@@ -343,6 +250,16 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   g_mutex_init(&p->stats_lock);
   p->backoff_ms = p->opt.backoff_initial_ms;
   return p;
+}
+
+/* ---- results ("insp-results") ---------------------------------------------------- */
+
+static void
+on_worker_result(const InspResult *result, gpointer user_data)
+{
+  InspPipeline *p = user_data;
+  if (p->cb.result != NULL)
+    p->cb.result(p, result, p->cb.user_data);
 }
 
 /* ---- events ------------------------------------------------------------------- */
@@ -588,7 +505,7 @@ feeder_main(gpointer data)
 {
   InspPipeline *p = data;
   GstElement *src = gst_object_ref(p->appsrc);
-  insp_pipeline_block_signals();
+  insp_workers_block_signals();
 
   g_mutex_lock(&p->files_lock);
   GPtrArray *files = g_ptr_array_ref(p->files);
@@ -1070,129 +987,13 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
-/* ---- workers ("insp-worker-N") and results ("insp-results") ---------------------- */
-
-typedef struct {
-  InspPipeline *p;
-  int index;
-} WorkerArg;
-
-static void
-reorder_put(InspPipeline *p, InspResult *r)
-{
-  g_mutex_lock(&p->reorder_lock);
-  g_hash_table_insert(p->reorder, &r->index, r);
-  if (r->index == p->next_index)
-    g_cond_signal(&p->reorder_cond);
-  g_mutex_unlock(&p->reorder_lock);
-}
-
-static gpointer
-worker_main(gpointer data)
-{
-  WorkerArg *arg = data;
-  InspPipeline *p = arg->p;
-  int w = arg->index;
-  g_free(arg);
-  insp_pipeline_block_signals();
-
-  InspScorer *cur = NULL;
-  gpointer state = NULL;
-  gboolean state_ok = FALSE;
-  for (;;) {
-    InspFrame *f = insp_frame_queue_pop(p->queue);
-    if (f == NULL)
-      break;
-    g_mutex_lock(&p->scorer_lock);
-    InspScorer *s = insp_scorer_ref(p->scorer);
-    g_mutex_unlock(&p->scorer_lock);
-
-    InspResult *r = g_new0(InspResult, 1);
-    r->frame = f;
-    r->index = f->index;
-    r->worker = w;
-    GError *err = NULL;
-    if (s != cur || !state_ok) {
-      if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
-        cur->funcs->worker_finalize(cur->data, state);
-      if (cur != s) {
-        insp_scorer_unref(cur);
-        cur = insp_scorer_ref(s);
-      }
-      state = NULL;
-      state_ok = TRUE;
-      if (s->funcs->worker_init != NULL) {
-        state = s->funcs->worker_init(s->data, w, &err);
-        state_ok = err == NULL;
-      }
-    }
-    if (state_ok)
-      r->ok = s->funcs->score(s->data, state, f, r, &err);
-    insp_scorer_unref(s);
-    if (!r->ok) {
-      if (err == NULL)
-        err = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_SCORE,
-                                  "the scorer failed without saying why");
-      r->error = err;
-      count(p, &p->stats.score_errors);
-    } else {
-      g_clear_error(&err);
-    }
-    r->done_mono_us = g_get_monotonic_time();
-    r->latency_ms = (double)(r->done_mono_us - f->mono_us) / 1000.0;
-    reorder_put(p, r);
-  }
-  if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
-    cur->funcs->worker_finalize(cur->data, state);
-  insp_scorer_unref(cur);
-
-  g_mutex_lock(&p->reorder_lock);
-  p->workers_alive--;
-  g_cond_broadcast(&p->reorder_cond);
-  g_mutex_unlock(&p->reorder_lock);
-  return NULL;
-}
-
-static gpointer
-results_main(gpointer data)
-{
-  InspPipeline *p = data;
-  insp_pipeline_block_signals();
-  for (;;) {
-    g_mutex_lock(&p->reorder_lock);
-    InspResult *r = NULL;
-    for (;;) {
-      guint64 key = p->next_index;
-      if (g_hash_table_steal_extended(p->reorder, &key, NULL, (gpointer *)&r))
-        break;
-      if (p->workers_alive == 0)
-        break;
-      g_cond_wait(&p->reorder_cond, &p->reorder_lock);
-    }
-    if (r != NULL)
-      p->next_index++;
-    g_mutex_unlock(&p->reorder_lock);
-    if (r == NULL)
-      break;
-    if (p->cb.result != NULL)
-      p->cb.result(p, r, p->cb.user_data);
-    g_mutex_lock(&p->stats_lock);
-    p->stats.frames_inspected++;
-    p->done_times[p->n_done_times % FPS_WINDOW] = g_get_monotonic_time();
-    p->n_done_times++;
-    g_mutex_unlock(&p->stats_lock);
-    insp_result_free(r);
-  }
-  return NULL;
-}
-
 /* ---- the own control thread ("insp-bus") ----------------------------------------- */
 
 static gpointer
 bus_main(gpointer data)
 {
   InspPipeline *p = data;
-  insp_pipeline_block_signals();
+  insp_workers_block_signals();
   g_main_context_push_thread_default(p->ctx);
   g_main_loop_run(p->own_loop);
   g_main_context_pop_thread_default(p->ctx);
@@ -1218,16 +1019,7 @@ insp_pipeline_start(InspPipeline *p, GError **error)
     return FALSE;
   }
   p->running = TRUE;
-  p->workers_alive = p->opt.workers;
-  p->workers = g_new0(GThread *, p->opt.workers);
-  for (guint i = 0; i < p->opt.workers; i++) {
-    WorkerArg *arg = g_new0(WorkerArg, 1);
-    arg->p = p;
-    arg->index = (int)i;
-    g_autofree char *name = g_strdup_printf("insp-worker-%u", i);
-    p->workers[i] = g_thread_new(name, worker_main, arg);
-  }
-  p->results_thread = g_thread_new("insp-results", results_main, p);
+  insp_workers_start(p->workers, p->queue);
   queue_play(p);
   if (p->cb.context == NULL) {
     p->own_loop = g_main_loop_new(p->ctx, FALSE);
@@ -1266,11 +1058,7 @@ insp_pipeline_stop(InspPipeline *p, gboolean drain)
     insp_frame_queue_set_flushing(p->queue, TRUE);
     teardown_capture(p);
   }
-  for (guint i = 0; i < p->opt.workers; i++)
-    g_thread_join(p->workers[i]);
-  g_clear_pointer(&p->workers, g_free);
-  g_thread_join(p->results_thread);
-  p->results_thread = NULL;
+  insp_workers_join(p->workers);
 
   g_mutex_lock(&p->trig_lock);
   GQueue pending = p->triggers;
@@ -1288,8 +1076,7 @@ insp_pipeline_free(InspPipeline *p)
   teardown_capture(p);
   g_queue_clear_full(&p->triggers, (GDestroyNotify)trigger_free);
   insp_frame_queue_free(p->queue);
-  insp_scorer_unref(p->scorer);
-  g_hash_table_unref(p->reorder);
+  insp_workers_free(p->workers);
   if (p->files != NULL)
     g_ptr_array_unref(p->files);
   g_free(p->last_delivered);
@@ -1300,9 +1087,6 @@ insp_pipeline_free(InspPipeline *p)
   g_free(p->location);
   g_free(p->pipeline_desc);
   g_main_context_unref(p->ctx);
-  g_mutex_clear(&p->scorer_lock);
-  g_mutex_clear(&p->reorder_lock);
-  g_cond_clear(&p->reorder_cond);
   g_mutex_clear(&p->files_lock);
   g_cond_clear(&p->files_cond);
   g_mutex_clear(&p->trig_lock);
@@ -1380,12 +1164,7 @@ void
 insp_pipeline_set_scorer(InspPipeline *p, InspScorer *scorer)
 {
   g_return_if_fail(p != NULL && scorer != NULL);
-  insp_scorer_ref(scorer);
-  g_mutex_lock(&p->scorer_lock);
-  InspScorer *old = p->scorer;
-  p->scorer = scorer;
-  g_mutex_unlock(&p->scorer_lock);
-  insp_scorer_unref(old);
+  insp_workers_set_scorer(p->workers, scorer);
 }
 
 void
@@ -1394,16 +1173,12 @@ insp_pipeline_get_stats(InspPipeline *p, InspPipelineStats *out)
   g_return_if_fail(p != NULL && out != NULL);
   g_mutex_lock(&p->stats_lock);
   *out = p->stats;
-  guint n = MIN(p->n_done_times, FPS_WINDOW);
-  gint64 now = g_get_monotonic_time();
-  out->fps = 0;
-  if (n >= 2) {
-    gint64 last = p->done_times[(p->n_done_times - 1) % FPS_WINDOW];
-    gint64 first = p->done_times[(p->n_done_times - n) % FPS_WINDOW];
-    if (last > first && now - last < 5 * G_USEC_PER_SEC)
-      out->fps = (double)(n - 1) * G_USEC_PER_SEC / (double)(last - first);
-  }
   g_mutex_unlock(&p->stats_lock);
+  InspWorkersStats ws;
+  insp_workers_get_stats(p->workers, &ws);
+  out->frames_inspected = ws.inspected;
+  out->score_errors = ws.score_errors;
+  out->fps = ws.fps;
   out->frames_dropped = insp_frame_queue_get_dropped(p->queue);
   out->queue_depth = insp_frame_queue_get_depth(p->queue);
 }

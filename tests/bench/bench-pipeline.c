@@ -21,6 +21,7 @@
 #include "insp-image.h"
 #include "insp-model.h"
 #include "insp-ops.h"
+#include "insp-model-scorer.h"
 #include "insp-pipeline.h"
 
 typedef struct {

@@ -11,7 +11,8 @@
 
 #include "insp-image.h"
 #include "insp-model.h"
-#include "insp-pipeline-private.h"
+#include "insp-camera.h"
+#include "insp-model-scorer.h"
 #include "insp-pipeline.h"
 
 /* ---- a stub scorer ---------------------------------------------------------------- */

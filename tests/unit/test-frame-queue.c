@@ -4,7 +4,7 @@
  * flushing and close wake-ups, pop indices. */
 #include <glib.h>
 
-#include "insp-pipeline.h"
+#include "insp-frame-queue.h"
 
 static InspFrame *
 frame_with_seq(guint64 seq)
