@@ -1175,6 +1175,15 @@ check_readable(Loader *L, const char *section, const char *key, const char *path
     key_problem(L, section, key, reason);
 }
 
+const char *
+insp_config_camera_source_to_string(InspConfigCameraSource source)
+{
+  for (gsize i = 0; source_choices[i].name; i++)
+    if (source_choices[i].value == (int)source)
+      return source_choices[i].name;
+  return NULL;
+}
+
 static const char *
 source_name(const InspConfig *cfg)
 {

@@ -39,6 +39,10 @@ typedef enum {
   INSP_CONFIG_CAMERA_SOURCE_PIPELINE,
 } InspConfigCameraSource;
 
+/* The name [camera] source gives @source ("v4l2", "files"...), static; NULL
+ * for a value that is not one of the enum's. */
+const char *insp_config_camera_source_to_string(InspConfigCameraSource source);
+
 /* What the frame queue does when full. The key also takes "auto" (the
  * default), which resolves at load time: oldest for live sources (v4l2,
  * aravis, rtsp, pipeline), never for replays (files, test). */

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "insp-image.h"
+#include "insp-pipeline-config.h"
 #include "insp-workers.h"
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
 struct _InspPipeline {
   /* options (copied) */
   InspCaptureOptions opt;
+  const InspCaptureSourceClass *source; /* of the table, checked by check_options() */
   char *device, *camera, *uri, *location, *pipeline_desc;
   GArray *controls; /* of InspCameraControl */
   InspPipelineCallbacks cb;
@@ -91,26 +93,115 @@ struct _InspPipeline {
 
 /* ---- options ---------------------------------------------------------------- */
 
-static const char *const source_names[] = {"v4l2", "aravis", "rtsp", "files", "test", "pipeline"};
+/* The capture sources. Each launch template is followed by " ! " and the
+ * tail (conversion to RGB, appsink). In a template, {pipeline} is the user's
+ * description, {bayer} becomes " ! bayer2rgb" when the aravis camera offers
+ * only Bayer caps (probed at start), {rate} " is-live=true ! video/x-raw,
+ * framerate=N/D" at fps > 0 and " is-live=false" otherwise. The element named
+ * insp_src gets the option @key in its property @property (when set). */
+typedef enum {
+  KEY_NONE,
+  KEY_DEVICE,
+  KEY_CAMERA,
+  KEY_URI,
+  KEY_LOCATION,
+  KEY_PIPELINE,
+} SourceKey;
 
-gboolean
-insp_capture_source_from_string(const char *name, InspCaptureSource *out)
+typedef enum {
+  CONTROLS_NONE,
+  CONTROLS_V4L2,   /* through libv4l2 on the device, after READY */
+  CONTROLS_ARAVIS, /* aravissrc properties and features, before READY */
+} SourceControls;
+
+typedef enum {
+  LIVE_NEVER,    /* a replay: capture time is the arrival time */
+  LIVE_ALWAYS,   /* a camera: capture time from the buffer's clock time */
+  LIVE_WITH_FPS, /* live only when fps > 0 */
+} SourceLive;
+
+struct _InspCaptureSourceClass {
+  const char *name;
+  const char *launch;
+  SourceKey key;
+  gboolean key_required;
+  const char *key_name; /* for the message when it is missing */
+  const char *property; /* of insp_src, set from @key when it is set; NULL: none */
+  SourceLive live;
+  SourceControls controls;
+  gboolean replay; /* the files feeder: part ids from file stems, EOS = finished */
+  gboolean built;
+};
+
+#ifdef INSP_HAVE_ARAVIS
+#define ARAVIS_BUILT TRUE
+#else
+#define ARAVIS_BUILT FALSE
+#endif
+
+static const InspCaptureSourceClass source_table[] = {
+    {"v4l2", "v4l2src name=insp_src ! decodebin", KEY_DEVICE, TRUE, "a device", "device",
+     LIVE_ALWAYS, CONTROLS_V4L2, FALSE, TRUE},
+    {"aravis", "aravissrc name=insp_src{bayer}", KEY_CAMERA, FALSE, "a camera", "camera-name",
+     LIVE_ALWAYS, CONTROLS_ARAVIS, FALSE, ARAVIS_BUILT},
+    {"rtsp", "rtspsrc name=insp_src ! decodebin", KEY_URI, TRUE, "a uri", "location", LIVE_ALWAYS,
+     CONTROLS_NONE, FALSE, TRUE},
+    {"files", "appsrc name=insp_src format=time max-buffers=2 block=true", KEY_LOCATION, TRUE,
+     "a location (a glob)", NULL, LIVE_NEVER, CONTROLS_NONE, TRUE, TRUE},
+    {"test", "videotestsrc name=insp_src{rate}", KEY_NONE, FALSE, NULL, NULL, LIVE_WITH_FPS,
+     CONTROLS_NONE, FALSE, TRUE},
+    {"pipeline", "{pipeline}", KEY_PIPELINE, TRUE, "a pipeline description", NULL, LIVE_ALWAYS,
+     CONTROLS_NONE, FALSE, TRUE},
+};
+
+const InspCaptureSourceClass *
+insp_capture_source_lookup(const char *name, GError **error)
 {
-  g_return_val_if_fail(name != NULL && out != NULL, FALSE);
-  for (guint i = 0; i < G_N_ELEMENTS(source_names); i++)
-    if (g_str_equal(name, source_names[i])) {
-      *out = (InspCaptureSource)i;
-      return TRUE;
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  for (guint i = 0; name != NULL && i < G_N_ELEMENTS(source_table); i++) {
+    if (!g_str_equal(name, source_table[i].name))
+      continue;
+    if (!source_table[i].built) {
+      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_NOT_BUILT,
+                  "capture source %s is not built in (inspectd was built without it)", name);
+      return NULL;
     }
-  return FALSE;
+    return &source_table[i];
+  }
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; i < G_N_ELEMENTS(source_table); i++)
+    if (source_table[i].built)
+      g_string_append_printf(names, "%s%s", names->len ? ", " : "", source_table[i].name);
+  g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS,
+              "unknown capture source %s (this build has %s)", name ? name : "(none)", names->str);
+  return NULL;
 }
 
-const char *
-insp_capture_source_to_string(InspCaptureSource source)
+gboolean
+insp_capture_source_class_is_replay(const InspCaptureSourceClass *klass)
 {
-  if ((guint)source >= G_N_ELEMENTS(source_names))
-    return NULL;
-  return source_names[source];
+  g_return_val_if_fail(klass != NULL, FALSE);
+  return klass->replay;
+}
+
+static const char *
+source_key_value(const InspCaptureOptions *o, SourceKey key)
+{
+  switch (key) {
+  case KEY_DEVICE:
+    return o->device;
+  case KEY_CAMERA:
+    return o->camera;
+  case KEY_URI:
+    return o->uri;
+  case KEY_LOCATION:
+    return o->location;
+  case KEY_PIPELINE:
+    return o->pipeline;
+  case KEY_NONE:
+    break;
+  }
+  return NULL;
 }
 
 void
@@ -118,7 +209,7 @@ insp_capture_options_init(InspCaptureOptions *opt)
 {
   g_return_if_fail(opt != NULL);
   memset(opt, 0, sizeof *opt);
-  opt->source = INSP_CAPTURE_SOURCE_TEST;
+  opt->source = "test";
   opt->fps = 0;
   opt->drop = INSP_DROP_NEVER;
   opt->queue_size = 4;
@@ -150,23 +241,12 @@ check_options(const InspCaptureOptions *o, GError **error)
       return FALSE;                                                                                \
     }                                                                                              \
   } while (0)
-  REQUIRE((guint)o->source < G_N_ELEMENTS(source_names), "unknown capture source %d", o->source);
-  switch (o->source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    REQUIRE(o->device != NULL && *o->device, "source v4l2 needs a device");
-    break;
-  case INSP_CAPTURE_SOURCE_RTSP:
-    REQUIRE(o->uri != NULL && *o->uri, "source rtsp needs a uri");
-    break;
-  case INSP_CAPTURE_SOURCE_FILES:
-    REQUIRE(o->location != NULL && *o->location, "source files needs a location (a glob)");
-    break;
-  case INSP_CAPTURE_SOURCE_PIPELINE:
-    REQUIRE(o->pipeline != NULL && *o->pipeline, "source pipeline needs a pipeline description");
-    break;
-  default:
-    break;
-  }
+  const InspCaptureSourceClass *src = insp_capture_source_lookup(o->source, error);
+  if (src == NULL)
+    return FALSE;
+  const char *key = source_key_value(o, src->key);
+  REQUIRE(!src->key_required || (key != NULL && *key), "source %s needs %s", src->name,
+          src->key_name);
   REQUIRE(o->fps >= 0 && o->fps <= 1000, "fps %g is out of range 0..1000", o->fps);
   REQUIRE(o->width >= 0 && o->height >= 0 && o->width <= 16384 && o->height <= 16384,
           "width/height %dx%d out of range 0..16384", o->width, o->height);
@@ -177,8 +257,7 @@ check_options(const InspCaptureOptions *o, GError **error)
   REQUIRE(o->trigger == INSP_TRIGGER_FREE || o->trigger == INSP_TRIGGER_EXTERNAL,
           "unknown trigger mode");
   REQUIRE(o->n_controls == 0 || o->controls != NULL, "n_controls without controls");
-  REQUIRE(o->n_controls == 0 || o->source == INSP_CAPTURE_SOURCE_V4L2 ||
-              o->source == INSP_CAPTURE_SOURCE_ARAVIS,
+  REQUIRE(o->n_controls == 0 || src->controls != CONTROLS_NONE,
           "controls apply to the v4l2 and aravis sources only");
 #undef REQUIRE
   return TRUE;
@@ -199,6 +278,8 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
 
   InspPipeline *p = g_new0(InspPipeline, 1);
   p->opt = *opt;
+  p->source = insp_capture_source_lookup(opt->source, NULL);
+  p->opt.source = p->source->name;
   p->device = g_strdup(opt->device);
   p->camera = g_strdup(opt->camera);
   p->uri = g_strdup(opt->uri);
@@ -371,8 +452,8 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
    * plausible (not ahead of now, less than a second old); else the arrival
    * time. Replays (files, a non-live test source) use the arrival time. */
   gint64 mono = now_mono;
-  gboolean live = p->opt.source != INSP_CAPTURE_SOURCE_FILES &&
-                  !(p->opt.source == INSP_CAPTURE_SOURCE_TEST && p->opt.fps <= 0);
+  gboolean live =
+      p->source->live == LIVE_ALWAYS || (p->source->live == LIVE_WITH_FPS && p->opt.fps > 0);
   GstClock *clock = live ? gst_element_get_clock(GST_ELEMENT(sink)) : NULL;
   if (clock != NULL) {
     GstClockType type = GST_CLOCK_TYPE_REALTIME;
@@ -396,7 +477,7 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
   f->wall_us = now_wall - (now_mono - mono);
 
   char *file_path = NULL;
-  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+  if (p->source->replay) {
     g_mutex_lock(&p->files_lock);
     if (p->files != NULL && offset < p->files->len)
       file_path = g_strdup(g_ptr_array_index(p->files, offset));
@@ -702,49 +783,46 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
 
 static gboolean on_bus_message(GstBus *bus, GstMessage *msg, gpointer data);
 
+/* The source's launch template with its placeholders expanded. */
+static char *
+launch_head(const InspPipeline *p, GError **error)
+{
+  g_autoptr(GString) s = g_string_new(p->source->launch);
+  if (strstr(s->str, "{bayer}") != NULL) {
+    gboolean bayer = FALSE;
+    if (!aravis_probe_bayer(p, &bayer, error))
+      return NULL;
+    g_string_replace(s, "{bayer}", bayer ? " ! bayer2rgb" : "", 1);
+  }
+  if (strstr(s->str, "{rate}") != NULL) {
+    g_autofree char *rate = NULL;
+    if (p->opt.fps > 0) {
+      int n, d;
+      gst_util_double_to_fraction(p->opt.fps, &n, &d);
+      rate = g_strdup_printf(" is-live=true ! video/x-raw,framerate=%d/%d", n, d);
+    } else {
+      rate = g_strdup(" is-live=false");
+    }
+    g_string_replace(s, "{rate}", rate, 1);
+  }
+  g_string_replace(s, "{pipeline}", p->pipeline_desc != NULL ? p->pipeline_desc : "", 1);
+  return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
 static GstElement *
 build_graph(InspPipeline *p, GError **error)
 {
   g_autofree char *tail = tail_description(p);
-  g_autofree char *desc = NULL;
-  switch (p->opt.source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    desc = g_strdup_printf("v4l2src name=insp_src ! decodebin ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_ARAVIS: {
-    gboolean bayer = FALSE;
-    if (!aravis_probe_bayer(p, &bayer, error))
-      return NULL;
-    desc = g_strdup_printf("aravissrc name=insp_src ! %s%s", bayer ? "bayer2rgb ! " : "", tail);
-    break;
-  }
-  case INSP_CAPTURE_SOURCE_RTSP:
-    desc = g_strdup_printf("rtspsrc name=insp_src ! decodebin ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_FILES:
-    desc = g_strdup_printf("appsrc name=insp_src format=time max-buffers=2 block=true ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_TEST:
-    if (p->opt.fps > 0) {
-      int n, d;
-      gst_util_double_to_fraction(p->opt.fps, &n, &d);
-      desc = g_strdup_printf("videotestsrc name=insp_src is-live=true ! "
-                             "video/x-raw,framerate=%d/%d ! %s",
-                             n, d, tail);
-    } else {
-      desc = g_strdup_printf("videotestsrc name=insp_src is-live=false ! %s", tail);
-    }
-    break;
-  case INSP_CAPTURE_SOURCE_PIPELINE:
-    desc = g_strdup_printf("%s ! %s", p->pipeline_desc, tail);
-    break;
-  }
+  g_autofree char *head = launch_head(p, error);
+  if (head == NULL)
+    return NULL;
+  g_autofree char *desc = g_strdup_printf("%s ! %s", head, tail);
 
   GError *perr = NULL;
   GstElement *gst = gst_parse_launch_full(desc, NULL, GST_PARSE_FLAG_FATAL_ERRORS, &perr);
   if (gst == NULL || perr != NULL) {
     g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_GRAPH,
-                "cannot build the %s capture graph: %s", source_names[p->opt.source],
+                "cannot build the %s capture graph: %s", p->source->name,
                 perr ? perr->message : "unknown error");
     g_clear_error(&perr);
     if (gst != NULL)
@@ -757,20 +835,9 @@ build_graph(InspPipeline *p, GError **error)
     gst = wrap;
   }
   GstElement *src = gst_bin_get_by_name(GST_BIN(gst), "insp_src");
-  switch (p->opt.source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    g_object_set(src, "device", p->device, NULL);
-    break;
-  case INSP_CAPTURE_SOURCE_ARAVIS:
-    if (p->camera != NULL)
-      g_object_set(src, "camera-name", p->camera, NULL);
-    break;
-  case INSP_CAPTURE_SOURCE_RTSP:
-    g_object_set(src, "location", p->uri, NULL);
-    break;
-  default:
-    break;
-  }
+  const char *key = source_key_value(&p->opt, p->source->key);
+  if (src != NULL && p->source->property != NULL && key != NULL)
+    g_object_set(src, p->source->property, key, NULL);
   if (src != NULL)
     gst_object_unref(src);
 
@@ -820,7 +887,7 @@ teardown_capture(InspPipeline *p)
 static gboolean
 setup_capture(InspPipeline *p, GError **error)
 {
-  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+  if (p->source->replay) {
     g_autoptr(GPtrArray) files = glob_sorted(p->location, error);
     if (files == NULL)
       return FALSE;
@@ -850,10 +917,10 @@ play_capture(gpointer data)
   g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
   GstElement *src = gst_bin_get_by_name(GST_BIN(p->gst), "insp_src");
 
-  if (p->opt.source == INSP_CAPTURE_SOURCE_ARAVIS && src != NULL && p->controls->len > 0)
+  if (p->source->controls == CONTROLS_ARAVIS && src != NULL && p->controls->len > 0)
     aravis_apply_controls(p, src, warnings);
   GstStateChangeReturn r = gst_element_set_state(p->gst, GST_STATE_READY);
-  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_V4L2 &&
+  if (r != GST_STATE_CHANGE_FAILURE && p->source->controls == CONTROLS_V4L2 &&
       p->controls->len > 0) {
     g_autoptr(GError) err = NULL;
     if (!insp_v4l2_apply_controls(p->device, (InspCameraControl *)p->controls->data,
@@ -864,7 +931,7 @@ play_capture(gpointer data)
   if (r != GST_STATE_CHANGE_FAILURE)
     r = gst_element_set_state(p->gst, GST_STATE_PLAYING);
   /* appsrc takes buffers once started (READY -> PAUSED, done above). */
-  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_FILES && src != NULL) {
+  if (r != GST_STATE_CHANGE_FAILURE && p->source->replay && src != NULL) {
     p->appsrc = gst_object_ref(src);
     p->feeder = g_thread_new("insp-files", feeder_main, p);
   }
@@ -931,7 +998,7 @@ schedule_restart(InspPipeline *p)
   g_source_set_callback(p->restart_source, restart_capture, p, NULL);
   g_source_attach(p->restart_source, p->ctx);
   g_autofree char *msg = g_strdup_printf("restarting the %s capture in %u ms (attempt %u)",
-                                         source_names[p->opt.source], delay, p->attempt);
+                                         p->source->name, delay, p->attempt);
   emit_event(p, INSP_PIPELINE_EVENT_RESTARTING, msg, NULL, p->attempt, delay);
 }
 
@@ -944,9 +1011,8 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
     g_autoptr(GError) err = NULL;
     g_autofree char *debug = NULL;
     gst_message_parse_error(msg, &err, &debug);
-    g_autofree char *text =
-        g_strdup_printf("%s capture error from %s: %s", source_names[p->opt.source],
-                        GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
+    g_autofree char *text = g_strdup_printf("%s capture error from %s: %s", p->source->name,
+                                            GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
     teardown_capture(p);
     emit_event(p, INSP_PIPELINE_EVENT_ERROR, text, debug, 0, 0);
     schedule_restart(p);
@@ -954,7 +1020,7 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   }
   case GST_MESSAGE_EOS:
     teardown_capture(p);
-    if (p->opt.source == INSP_CAPTURE_SOURCE_FILES && !p->opt.loop) {
+    if (p->source->replay && !p->opt.loop) {
       emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file", NULL,
                  0, 0);
     } else {
@@ -967,7 +1033,7 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
       GstState old, cur;
       gst_message_parse_state_changed(msg, &old, &cur, NULL);
       if (cur == GST_STATE_PLAYING && old != GST_STATE_PLAYING) {
-        g_autofree char *text = g_strdup_printf("%s capture running", source_names[p->opt.source]);
+        g_autofree char *text = g_strdup_printf("%s capture running", p->source->name);
         emit_event(p, INSP_PIPELINE_EVENT_STARTED, text, NULL, p->attempt, 0);
       }
     }

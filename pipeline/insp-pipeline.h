@@ -33,14 +33,18 @@ G_BEGIN_DECLS
 
 /* ---- The pipeline ------------------------------------------------------------ */
 
-typedef enum {
-  INSP_CAPTURE_SOURCE_V4L2,
-  INSP_CAPTURE_SOURCE_ARAVIS,
-  INSP_CAPTURE_SOURCE_RTSP,
-  INSP_CAPTURE_SOURCE_FILES,
-  INSP_CAPTURE_SOURCE_TEST,
-  INSP_CAPTURE_SOURCE_PIPELINE,
-} InspCaptureSource;
+/* The capture sources (v4l2, aravis, rtsp, files, test, pipeline) are one
+ * table in insp-pipeline.c: name, launch template, the option that names what
+ * to capture, live or replay, controls. A row is static data. */
+typedef struct _InspCaptureSourceClass InspCaptureSourceClass;
+
+/* The row named @name, or NULL with INSP_PIPELINE_ERROR_OPTIONS for a name
+ * the table lacks and INSP_PIPELINE_ERROR_NOT_BUILT for a source this build
+ * left out (aravis without -Daravis). */
+const InspCaptureSourceClass *insp_capture_source_lookup(const char *name, GError **error);
+/* Whether the source replays files (part ids are file stems, its end is
+ * FINISHED rather than an error). */
+gboolean insp_capture_source_class_is_replay(const InspCaptureSourceClass *klass);
 
 typedef enum {
   INSP_TRIGGER_FREE,     /* every frame is inspected */
@@ -50,7 +54,7 @@ typedef enum {
 /* Everything the pipeline needs, filled by the daemon from [camera],
  * [trigger] and [model]. Strings are copied by insp_pipeline_new(). */
 typedef struct {
-  InspCaptureSource source;
+  const char *source;   /* a name of the capture source table: "v4l2", "files"... */
   const char *device;   /* v4l2: /dev/videoN */
   const char *camera;   /* aravis: camera name (NULL: the first one) */
   const char *uri;      /* rtsp: rtsp://... */
@@ -72,11 +76,7 @@ typedef struct {
   guint stable_ms;          /* a capture that ran this long resets the backoff; 0: 10000 */
 } InspCaptureOptions;
 
-void insp_capture_options_init(InspCaptureOptions *opt); /* the defaults above, source test */
-
-/* "v4l2", "aravis"... <-> enum; FALSE/NULL for an unknown name. */
-gboolean insp_capture_source_from_string(const char *name, InspCaptureSource *out);
-const char *insp_capture_source_to_string(InspCaptureSource source);
+void insp_capture_options_init(InspCaptureOptions *opt); /* the defaults above, source "test" */
 
 typedef enum {
   INSP_PIPELINE_EVENT_STARTED,    /* capture is running (first start or after a restart) */
@@ -135,7 +135,8 @@ typedef struct {
   GMainContext *context;
 } InspPipelineCallbacks;
 
-/* Validates @opt and copies it; starts nothing. Takes a reference of @scorer.
+/* Validates @opt (an unknown or unbuilt source is an error, see
+ * insp_capture_source_lookup()) and copies it; starts nothing. Takes a reference of @scorer.
  * Starting, stopping and restarts run on the control context; an aravis
  * (re)start probes the camera there, which can take a second or two. */
 InspPipeline *insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
