@@ -513,8 +513,6 @@ static InspPipeline *
 pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
 {
   InspCaptureOptions o;
-  g_autofree InspCameraControl *controls = g_new0(InspCameraControl, cfg->camera.n_controls + 1);
-  g_autoptr(GPtrArray) strings = g_ptr_array_new_with_free_func(g_free);
   InspPipelineCallbacks cb = {
       .result = on_result,
       .event = on_pipeline_event,
@@ -537,13 +535,7 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   o.loop = cfg->camera.loop;
   o.fps = cfg->camera.fps;
   o.pipeline = nonempty(cfg->camera.pipeline);
-  for (guint i = 0; i < cfg->camera.n_controls; i++) {
-    char *value = g_strdup_printf("%" G_GINT64_FORMAT, cfg->camera.controls[i].value);
-    g_ptr_array_add(strings, value);
-    controls[i].name = cfg->camera.controls[i].name;
-    controls[i].value = value;
-  }
-  o.controls = controls;
+  o.controls = cfg->camera.controls;
   o.n_controls = cfg->camera.n_controls;
   o.width = cfg->camera.width;
   o.height = cfg->camera.height;

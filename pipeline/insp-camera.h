@@ -1,5 +1,6 @@
 /* Cameras: [camera] controls applied to a V4L2 device through libv4l2 (with
- * read-back), and the listing behind `inspectd cameras`.
+ * read-back; the controls come parsed and typed from conf/'s parser), and
+ * the listing behind `inspectd cameras`.
  *
  * Ownership: strings returned are owned by the caller. Threads: any; nothing
  * is shared or cached (a hot-plugged camera shows up). */
@@ -7,20 +8,10 @@
 
 #include <glib.h>
 
+#include "insp-camera-controls.h"
 #include "insp-pipeline-error.h"
 
 G_BEGIN_DECLS
-
-typedef struct {
-  char *name;  /* v4l2-ctl style: lower case, spaces to underscores */
-  char *value; /* integer, or for menus an integer or the item's name */
-} InspCameraControl;
-
-/* Parses "name=value, name=value" (commas or newlines) into a GArray of
- * InspCameraControl (its clear func frees the strings; the caller owns the
- * array); an empty string gives an empty array. Rejects a missing '=', an
- * empty name, a duplicate. */
-GArray *insp_camera_controls_parse(const char *text, GError **error);
 
 /* Applies @controls to the V4L2 device @device through libv4l2, reads each one
  * back, and appends a message to @warnings (of char *) for every control that

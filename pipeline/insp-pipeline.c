@@ -49,7 +49,8 @@ struct _InspPipeline {
   InspCaptureOptions opt;
   const InspCaptureSourceClass *source; /* of the table, checked by check_options() */
   char *device, *camera, *uri, *location, *pipeline_desc;
-  GArray *controls; /* of InspCameraControl */
+  InspCameraControl *controls; /* n_controls, a copy of the options' */
+  guint n_controls;
   InspPipelineCallbacks cb;
 
   GMainContext *ctx;
@@ -221,14 +222,6 @@ insp_capture_options_init(InspCaptureOptions *opt)
   opt->stable_ms = 10000;
 }
 
-static void
-control_clear(gpointer p)
-{
-  InspCameraControl *c = p;
-  g_free(c->name);
-  g_free(c->value);
-}
-
 static void on_worker_result(const InspResult *result, gpointer user_data);
 
 static gboolean
@@ -290,12 +283,8 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   p->opt.uri = p->uri;
   p->opt.location = p->location;
   p->opt.pipeline = p->pipeline_desc;
-  p->controls = g_array_new(FALSE, TRUE, sizeof(InspCameraControl));
-  g_array_set_clear_func(p->controls, control_clear);
-  for (guint i = 0; i < opt->n_controls; i++) {
-    InspCameraControl c = {g_strdup(opt->controls[i].name), g_strdup(opt->controls[i].value)};
-    g_array_append_val(p->controls, c);
-  }
+  p->controls = insp_camera_controls_copy(opt->controls, opt->n_controls);
+  p->n_controls = opt->n_controls;
   p->opt.controls = NULL;
   p->opt.n_controls = 0;
   if (p->opt.queue_size == 0)
@@ -744,36 +733,36 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
       {"trigger", "trigger"},
       {"triggersource", "trigger"},
   };
-  for (guint i = 0; i < p->controls->len; i++) {
-    const InspCameraControl *c = &g_array_index(p->controls, InspCameraControl, i);
-    g_autofree char *lname = g_ascii_strdown(c->name, -1);
+  for (guint i = 0; i < p->n_controls; i++) {
+    const InspCameraControl *c = &p->controls[i];
     const char *prop = NULL;
     for (guint k = 0; k < G_N_ELEMENTS(map); k++)
-      if (g_str_equal(lname, map[k].control))
+      if (g_str_equal(c->name, map[k].control))
         prop = map[k].property;
     if (prop == NULL) {
-      g_string_append_printf(features, "%s%s=%s", features->len ? " " : "", c->name, c->value);
+      /* A GenICam feature: its name keeps the case it was written with. */
+      g_string_append_printf(features, "%s%s=%s", features->len ? " " : "", c->feature, c->text);
       continue;
     }
     GParamSpec *ps = g_object_class_find_property(G_OBJECT_GET_CLASS(src), prop);
     if (ps == NULL) {
-      g_ptr_array_add(warnings,
-                      g_strdup_printf("control %s: aravissrc has no property %s", c->name, prop));
+      g_ptr_array_add(
+          warnings, g_strdup_printf("control %s: aravissrc has no property %s", c->feature, prop));
       continue;
     }
-    gst_util_set_object_arg(G_OBJECT(src), prop, c->value);
+    gst_util_set_object_arg(G_OBJECT(src), prop, c->text);
     GValue v = G_VALUE_INIT;
     g_value_init(&v, ps->value_type);
     g_object_get_property(G_OBJECT(src), prop, &v);
     g_autofree char *back = gst_value_serialize(&v);
     g_value_unset(&v);
     if (G_IS_PARAM_SPEC_DOUBLE(ps) || G_IS_PARAM_SPEC_FLOAT(ps)) {
-      if (fabs(g_ascii_strtod(back, NULL) - g_ascii_strtod(c->value, NULL)) > 1e-3)
+      if (fabs(g_ascii_strtod(back, NULL) - g_ascii_strtod(c->text, NULL)) > 1e-3)
         g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
-                                                  c->name, c->value, back));
-    } else if (back == NULL || g_ascii_strcasecmp(back, c->value) != 0) {
-      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s", c->name,
-                                                c->value, back ? back : "nothing"));
+                                                  c->feature, c->text, back));
+    } else if (back == NULL || g_ascii_strcasecmp(back, c->text) != 0) {
+      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
+                                                c->feature, c->text, back ? back : "nothing"));
     }
   }
   if (features->len > 0)
@@ -917,14 +906,12 @@ play_capture(gpointer data)
   g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
   GstElement *src = gst_bin_get_by_name(GST_BIN(p->gst), "insp_src");
 
-  if (p->source->controls == CONTROLS_ARAVIS && src != NULL && p->controls->len > 0)
+  if (p->source->controls == CONTROLS_ARAVIS && src != NULL && p->n_controls > 0)
     aravis_apply_controls(p, src, warnings);
   GstStateChangeReturn r = gst_element_set_state(p->gst, GST_STATE_READY);
-  if (r != GST_STATE_CHANGE_FAILURE && p->source->controls == CONTROLS_V4L2 &&
-      p->controls->len > 0) {
+  if (r != GST_STATE_CHANGE_FAILURE && p->source->controls == CONTROLS_V4L2 && p->n_controls > 0) {
     g_autoptr(GError) err = NULL;
-    if (!insp_v4l2_apply_controls(p->device, (InspCameraControl *)p->controls->data,
-                                  p->controls->len, warnings, &err))
+    if (!insp_v4l2_apply_controls(p->device, p->controls, p->n_controls, warnings, &err))
       g_ptr_array_add(warnings, g_strdup(err->message));
   }
   p->capture_started_us = g_get_monotonic_time();
@@ -1146,7 +1133,7 @@ insp_pipeline_free(InspPipeline *p)
   if (p->files != NULL)
     g_ptr_array_unref(p->files);
   g_free(p->last_delivered);
-  g_array_unref(p->controls);
+  insp_camera_controls_free(p->controls, p->n_controls);
   g_free(p->device);
   g_free(p->camera);
   g_free(p->uri);

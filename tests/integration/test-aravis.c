@@ -231,15 +231,16 @@ test_aravis_capture(void)
   }
   g_usleep(500 * 1000); /* let the fake camera bind */
 
-  InspCameraControl controls[] = {{(char *)"Gain", (char *)"2"},
-                                  {(char *)"exposure", (char *)"10000"}};
+  InspCameraControl *controls = NULL;
+  guint n_controls = 0;
+  g_assert_true(insp_camera_controls_parse("Gain=2, exposure=10000", &controls, &n_controls, NULL));
   InspCaptureOptions opt;
   insp_capture_options_init(&opt);
   opt.source = "aravis";
   opt.camera = net.camera_name;
   opt.drop = INSP_DROP_OLDEST;
   opt.controls = controls;
-  opt.n_controls = G_N_ELEMENTS(controls);
+  opt.n_controls = n_controls;
   opt.backoff_initial_ms = 200;
   opt.backoff_max_ms = 1000;
   Got g = {0};
@@ -285,6 +286,7 @@ test_aravis_capture(void)
   InspPipelineStats st;
   insp_pipeline_get_stats(p, &st);
   insp_pipeline_free(p);
+  insp_camera_controls_free(controls, n_controls);
   net_teardown();
 
   g_test_message("aravis: %u frames, %dx%d, captured %" G_GUINT64_FORMAT
