@@ -64,10 +64,14 @@ insp_result_free(InspResult *r)
     return;
   insp_frame_unref(r->frame);
   g_clear_error(&r->error);
-  g_free(r->map);
-  g_free(r->mask);
-  if (r->regions != NULL)
-    g_array_unref(r->regions);
-  g_free(r->model_id);
+  if (r->lent_release != NULL) {
+    r->lent_release(r->lent);
+  } else {
+    g_free(r->map);
+    g_free(r->mask);
+    if (r->regions != NULL)
+      g_array_unref(r->regions);
+    g_free(r->model_id);
+  }
   g_free(r);
 }

@@ -14,7 +14,9 @@
 G_BEGIN_DECLS
 
 /* What a scorer fills for one frame. The worker pool owns it (and frees mask,
- * map and regions with it); a result callback only borrows it. */
+ * map and regions with it); a result callback only borrows it, and must not
+ * keep a pointer to map, mask, regions or model_id past the call: they may
+ * be the scorer's recycled buffers. */
 typedef struct {
   InspFrame *frame; /* the frame scored (a reference) */
   guint64 index;    /* delivery order (= frame->index) */
@@ -31,9 +33,16 @@ typedef struct {
   int worker;          /* which worker scored it */
   gint64 done_mono_us; /* when scoring finished */
   double latency_ms;   /* capture to scored */
+  /* private: a scorer that lends @map, @mask, @regions and @model_id (from
+   * buffers it recycles) rather than handing them over sets @lent_release;
+   * insp_result_free() then calls it with @lent instead of freeing those. */
+  GDestroyNotify lent_release;
+  gpointer lent;
 } InspResult;
 
-void insp_result_free(InspResult *r); /* accepts NULL; frees everything it points to */
+/* Accepts NULL; frees the frame reference, the error, and map, mask, regions
+ * and model_id (or gives them back to the scorer that lent them). */
+void insp_result_free(InspResult *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspResult, insp_result_free)
 
 /* The scorer interface the workers call. Every function is called from a

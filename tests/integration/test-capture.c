@@ -15,6 +15,7 @@
 #include "insp-model-scorer.h"
 #include "insp-pipeline-config.h"
 #include "insp-pipeline.h"
+#include "insp-workers.h"
 
 /* ---- a stub scorer ---------------------------------------------------------------- */
 
@@ -971,6 +972,127 @@ test_model_scorer_hot_params(void)
   g_mutex_clear(&m.lock);
 }
 
+/* The model scorer lends each result a recycled set of buffers (mask,
+ * regions, map copy; model_id is the model's own string): the results are
+ * those of a fresh scoring of each frame, and the buffers are reused. */
+typedef struct {
+  InspModel *model;
+  InspInspectParams params;
+  InspModelScratch *scratch; /* the reference's, used on "insp-results" only */
+  guint n, n_equal, n_regions;
+  GHashTable *masks; /* distinct mask pointers seen */
+  guint64 last_index;
+  gboolean ordered;
+} RecycleSeen;
+
+static void
+on_recycled_result(const InspResult *r, gpointer data)
+{
+  RecycleSeen *s = data;
+  if (s->n > 0 && r->index != s->last_index + 1)
+    s->ordered = FALSE;
+  s->last_index = r->index;
+  s->n++;
+  g_assert_true(r->ok);
+  InspFrame *f = r->frame;
+  InspScoreResult sr;
+  g_autoptr(GError) err = NULL;
+  g_assert_true(
+      insp_model_score(s->model, s->scratch, f->data, f->width, f->height, f->stride, &sr, &err));
+  gsize n = (gsize)f->width * (gsize)f->height;
+  g_autofree float *work = g_new(float, n);
+  g_autofree guint8 *mask = g_malloc(n);
+  g_autoptr(GArray) regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
+  gboolean fail = insp_inspect(sr.map, sr.map_width, sr.map_height, sr.score, f->width, f->height,
+                               &s->params, work, mask, regions);
+  gboolean equal =
+      r->score == sr.score && r->fail == fail && r->map_width == sr.map_width &&
+      r->map_height == sr.map_height &&
+      memcmp(r->map, sr.map, (gsize)sr.map_width * sr.map_height * sizeof(float)) == 0 &&
+      memcmp(r->mask, mask, n) == 0 && r->regions->len == regions->len &&
+      memcmp(r->regions->data, regions->data, regions->len * sizeof(InspRegion)) == 0 &&
+      g_strcmp0(r->model_id, insp_model_get_id(s->model)) == 0;
+  if (equal)
+    s->n_equal++;
+  s->n_regions += regions->len;
+  g_hash_table_add(s->masks, r->mask);
+}
+
+/* Good parts, and every third one with a bright defect that moves. */
+static InspFrame *
+recycle_frame(guint i)
+{
+  g_autoptr(InspImage) img = tiny_good((int)i % 8, NULL, NULL);
+  if (i % 3 == 0)
+    for (int y = 8 + (int)i % 40; y < 16 + (int)i % 40; y++)
+      memset(img->data + y * img->stride + (8 + i % 40) * 3, 255, 8 * 3);
+  InspFrame *f = insp_frame_new(img->width, img->height);
+  memcpy((guint8 *)f->data, img->data, (gsize)img->stride * img->height);
+  f->seq = i;
+  return f;
+}
+
+static void
+test_model_scorer_recycles_buffers(void)
+{
+  InspTrainOptions topt;
+  insp_train_options_init(&topt);
+  topt.backbone = "builtin";
+  topt.input_size = 64;
+  g_autoptr(GError) err = NULL;
+  g_autoptr(InspModel) model = insp_model_train(&topt, 8, tiny_good, NULL, NULL, NULL, &err);
+  g_assert_no_error(err);
+  g_assert_nonnull(model);
+  RecycleSeen s = {0};
+  s.model = model;
+  s.params = (InspInspectParams){0.5f, 0.2f, 4, FALSE, {0, 0, 0, 0}};
+  s.scratch = insp_model_scratch_new(model, &err);
+  g_assert_no_error(err);
+  s.masks = g_hash_table_new(NULL, NULL);
+  s.ordered = TRUE;
+  g_autoptr(InspScorer) scorer = insp_model_scorer_new(model, &s.params);
+  const guint n_frames = 40;
+
+  /* Two workers, as fast as they go: every result equals a fresh scoring. */
+  g_autoptr(InspFrameQueue) q = insp_frame_queue_new(4, INSP_DROP_NEVER);
+  InspWorkers *w = insp_workers_new(2, scorer, on_recycled_result, &s);
+  insp_workers_start(w, q);
+  for (guint i = 0; i < n_frames; i++)
+    g_assert_true(insp_frame_queue_push(q, recycle_frame(i)));
+  insp_frame_queue_close(q);
+  insp_workers_free(w);
+  g_assert_cmpuint(s.n, ==, n_frames);
+  g_assert_true(s.ordered);
+  g_assert_cmpuint(s.n_equal, ==, n_frames);
+
+  /* One worker, one frame at a time: each result has given its buffers back
+   * before the next frame is scored, so the same set serves every frame. */
+  g_hash_table_remove_all(s.masks);
+  s.n = s.n_equal = 0;
+  g_autoptr(InspFrameQueue) q1 = insp_frame_queue_new(1, INSP_DROP_NEVER);
+  w = insp_workers_new(1, scorer, on_recycled_result, &s);
+  insp_workers_start(w, q1);
+  for (guint i = 0; i < 12; i++) {
+    g_assert_true(insp_frame_queue_push(q1, recycle_frame(i)));
+    InspWorkersStats st = {0};
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (st.inspected < i + 1 && g_get_monotonic_time() < end) {
+      g_usleep(2000);
+      insp_workers_get_stats(w, &st);
+    }
+    g_usleep(5000); /* the result is freed right after it is counted */
+  }
+  insp_frame_queue_close(q1);
+  insp_workers_free(w);
+  g_assert_cmpuint(s.n, ==, 12);
+  g_assert_cmpuint(s.n_equal, ==, 12);
+  g_test_message("recycling: %u regions, %u distinct masks over 12 sequential frames", s.n_regions,
+                 g_hash_table_size(s.masks));
+  g_assert_cmpuint(g_hash_table_size(s.masks), ==, 1);
+  g_hash_table_unref(s.masks);
+  insp_model_scratch_free(s.scratch);
+}
+
 static void
 test_cameras_command(void)
 {
@@ -1018,6 +1140,7 @@ main(int argc, char **argv)
   g_test_add_func("/capture/bad-options", test_bad_options);
   g_test_add_func("/capture/unknown-source-is-an-error", test_unknown_source_is_an_error);
   g_test_add_func("/capture/model-scorer-hot-params", test_model_scorer_hot_params);
+  g_test_add_func("/capture/model-scorer-recycles-buffers", test_model_scorer_recycles_buffers);
   g_test_add_func("/capture/cameras-command", test_cameras_command);
   return g_test_run();
 }
