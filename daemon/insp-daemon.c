@@ -32,10 +32,10 @@
 #include "insp-daemon-private.h"
 #include "insp-image.h"
 #include "insp-log.h"
+#include "insp-model-scorer.h"
 #include "insp-model.h"
 #include "insp-notify.h"
 #include "insp-ops.h"
-#include "insp-model-scorer.h"
 #include "insp-pipeline.h"
 #include "insp-synth.h"
 
