@@ -162,8 +162,10 @@ static const Key schema[] = {
      .min = 0, .max = 1000},
     {KEY("camera", "pipeline", T_STRING, "string", camera.pipeline, "", "", C_CAMERA,
          "pipeline: a gst-launch source description; inspectd appends conversion and its sink")},
-    {KEY("camera", "controls", T_LIST, "list", camera.controls, "", "name=integer, comma-separated",
-         C_CAMERA, "v4l2: controls set at start, e.g. exposure_time_absolute=300,gain=10")},
+    {KEY("camera", "controls", T_LIST, "list", camera.controls, "", "name=value, comma-separated",
+         C_CAMERA,
+         "v4l2/aravis: controls set at every start, e.g. "
+         "exposure_time_absolute=300,auto_exposure=manual_mode")},
     {KEY("camera", "width", T_INT, "int", camera.width, "0", "0 <= x <= 16384", C_CAMERA,
          "frame width in pixels; 0 = the camera's own (set width and height together)"),
      .min = 0, .max = 16384},
@@ -489,68 +491,15 @@ check_uri(const char *value, GString *reason)
   return TRUE;
 }
 
-static void
-controls_free(InspConfigControl *controls, guint n)
-{
-  for (guint i = 0; i < n; i++)
-    g_free(controls[i].name);
-  g_free(controls);
-}
-
 static gboolean
-parse_controls(const char *value, InspConfigControl **out, guint *n_out, GString *reason)
+parse_controls(const char *value, InspCameraControl **out, guint *n_out, GString *reason)
 {
-  g_auto(GStrv) items = NULL;
-  g_autoptr(GArray) controls = NULL;
+  g_autoptr(GError) error = NULL;
 
-  *out = NULL;
-  *n_out = 0;
-  if (*value == '\0')
-    return TRUE;
-  items = g_strsplit(value, ",", -1);
-  if (g_strv_length(items) > INSP_CONFIG_MAX_CONTROLS) {
-    g_string_append_printf(reason, "more than %d controls", INSP_CONFIG_MAX_CONTROLS);
+  if (!insp_camera_controls_parse(value, out, n_out, &error)) {
+    g_string_append(reason, error->message);
     return FALSE;
   }
-  controls = g_array_new(FALSE, TRUE, sizeof(InspConfigControl));
-  for (guint i = 0; items[i]; i++) {
-    char *item = g_strstrip(items[i]);
-    char *eq = strchr(item, '=');
-    InspConfigControl c = {NULL, 0};
-    gboolean ok = eq != NULL && eq != item;
-
-    if (ok) {
-      *eq = '\0';
-      g_strstrip(item);
-      for (const char *p = item; *p && ok; p++)
-        ok = g_ascii_isalnum(*p) || *p == '_';
-      ok = ok && parse_int64(g_strstrip(eq + 1), &c.value);
-    }
-    if (!ok) {
-      if (eq)
-        *eq = '=';
-      g_string_append_printf(
-          reason, "item %u '%s' is not name=integer (names are letters, digits, '_')", i + 1, item);
-      break;
-    }
-    c.name = g_ascii_strdown(item, -1);
-    for (guint j = 0; j < controls->len; j++) {
-      if (strcmp(g_array_index(controls, InspConfigControl, j).name, c.name) == 0) {
-        g_string_append_printf(reason, "control '%s' is set twice", c.name);
-        ok = FALSE;
-      }
-    }
-    g_array_append_val(controls, c);
-    if (!ok)
-      break;
-  }
-  if (reason->len > 0) {
-    guint n = controls->len;
-    controls_free((InspConfigControl *)(void *)g_array_free(g_steal_pointer(&controls), FALSE), n);
-    return FALSE;
-  }
-  *n_out = controls->len;
-  *out = (InspConfigControl *)(void *)g_array_free(g_steal_pointer(&controls), FALSE);
   return TRUE;
 }
 
@@ -679,12 +628,12 @@ store_value(InspConfig *cfg, const Key *k, const char *raw, const char *base_dir
     return FALSE;
   }
   case T_LIST: {
-    InspConfigControl *controls;
+    InspCameraControl *controls;
     guint n;
 
     if (!parse_controls(value, &controls, &n, reason))
       return FALSE;
-    controls_free(cfg->camera.controls, cfg->camera.n_controls);
+    insp_camera_controls_free(cfg->camera.controls, cfg->camera.n_controls);
     cfg->camera.controls = controls;
     cfg->camera.n_controls = n;
     return TRUE;
@@ -1257,6 +1206,15 @@ check_readable(Loader *L, const char *section, const char *key, const char *path
     key_problem(L, section, key, reason);
 }
 
+const char *
+insp_config_camera_source_to_string(InspConfigCameraSource source)
+{
+  for (gsize i = 0; source_choices[i].name; i++)
+    if (source_choices[i].value == (int)source)
+      return source_choices[i].name;
+  return NULL;
+}
+
 static const char *
 source_name(const InspConfig *cfg)
 {
@@ -1483,11 +1441,8 @@ insp_config_copy(const InspConfig *config)
     if (k->type == T_STRING || k->type == T_PATH)
       *FIELD(copy, k, char *) = g_strdup(*FIELD(config, k, char *));
   }
-  copy->camera.controls = g_new0(InspConfigControl, MAX(config->camera.n_controls, 1));
-  for (guint i = 0; i < config->camera.n_controls; i++) {
-    copy->camera.controls[i].name = g_strdup(config->camera.controls[i].name);
-    copy->camera.controls[i].value = config->camera.controls[i].value;
-  }
+  copy->camera.controls =
+      insp_camera_controls_copy(config->camera.controls, config->camera.n_controls);
   copy->path = g_strdup(config->path);
   copy->files = g_strdupv(config->files);
   return copy;
@@ -1504,7 +1459,7 @@ insp_config_free(InspConfig *config)
     if (k->type == T_STRING || k->type == T_PATH)
       g_free(*FIELD(config, k, char *));
   }
-  controls_free(config->camera.controls, config->camera.n_controls);
+  insp_camera_controls_free(config->camera.controls, config->camera.n_controls);
   g_free(config->path);
   g_strfreev(config->files);
   g_free(config);
@@ -1530,13 +1485,8 @@ key_equal(const Key *k, const InspConfig *a, const InspConfig *b)
     return memcmp(FIELD(a, k, InspConfigRect), FIELD(b, k, InspConfigRect),
                   sizeof(InspConfigRect)) == 0;
   case T_LIST:
-    if (a->camera.n_controls != b->camera.n_controls)
-      return FALSE;
-    for (guint i = 0; i < a->camera.n_controls; i++)
-      if (strcmp(a->camera.controls[i].name, b->camera.controls[i].name) != 0 ||
-          a->camera.controls[i].value != b->camera.controls[i].value)
-        return FALSE;
-    return TRUE;
+    return insp_camera_controls_equal(a->camera.controls, a->camera.n_controls, b->camera.controls,
+                                      b->camera.n_controls);
   default:
     g_assert_not_reached();
   }

@@ -20,6 +20,8 @@
 
 #include <glib.h>
 
+#include "insp-camera-controls.h"
+
 G_BEGIN_DECLS
 
 #define INSP_CONFIG_ERROR (insp_config_error_quark())
@@ -38,6 +40,10 @@ typedef enum {
   INSP_CONFIG_CAMERA_SOURCE_TEST,
   INSP_CONFIG_CAMERA_SOURCE_PIPELINE,
 } InspConfigCameraSource;
+
+/* The name [camera] source gives @source ("v4l2", "files"...), static; NULL
+ * for a value that is not one of the enum's. */
+const char *insp_config_camera_source_to_string(InspConfigCameraSource source);
 
 /* What the frame queue does when full. The key also takes "auto" (the
  * default), which resolves at load time: oldest for live sources (v4l2,
@@ -74,20 +80,13 @@ typedef enum {
   INSP_CONFIG_LOG_LEVEL_DEBUG = 7,
 } InspConfigLogLevel;
 
-/* One V4L2 control from [camera] controls, e.g. exposure_time_absolute=300.
- * @name is lower case [a-z0-9_], as `v4l2-ctl --list-ctrls` prints it. */
-typedef struct {
-  char *name;
-  gint64 value;
-} InspConfigControl;
-
 /* A rectangle in image pixels; w == 0 (and h == 0) means "the whole image". */
 typedef struct {
   int x, y, w, h;
 } InspConfigRect;
 
 /* The most controls [camera] controls may list. */
-#define INSP_CONFIG_MAX_CONTROLS 64
+#define INSP_CONFIG_MAX_CONTROLS INSP_CAMERA_CONTROLS_MAX
 
 typedef struct {
   struct {
@@ -103,7 +102,7 @@ typedef struct {
     gboolean loop;  /* files/test: start again at the end */
     double fps;     /* 0 = camera's own rate; for files/test as fast as workers take frames */
     char *pipeline; /* pipeline: GStreamer source description producing video */
-    InspConfigControl *controls; /* n_controls entries, in file order, names unique */
+    InspCameraControl *controls; /* n_controls entries, in file order, names unique */
     guint n_controls;
     int width, height;   /* 0 = the camera's own resolution */
     InspConfigDrop drop; /* resolved; never "auto" */

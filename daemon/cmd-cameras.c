@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "insp-cli.h"
-#include "insp-pipeline.h"
+#include "insp-camera.h"
 
 int
 insp_cmd_cameras(int argc, char **argv)

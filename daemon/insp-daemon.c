@@ -32,6 +32,7 @@
 #include "insp-daemon-private.h"
 #include "insp-image.h"
 #include "insp-log.h"
+#include "insp-model-scorer.h"
 #include "insp-model.h"
 #include "insp-notify.h"
 #include "insp-ops.h"
@@ -499,26 +500,6 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
 
 /* ---- pipeline --------------------------------------------------------------- */
 
-static InspCaptureSource
-capture_source(InspConfigCameraSource s)
-{
-  switch (s) {
-  case INSP_CONFIG_CAMERA_SOURCE_V4L2:
-    return INSP_CAPTURE_SOURCE_V4L2;
-  case INSP_CONFIG_CAMERA_SOURCE_ARAVIS:
-    return INSP_CAPTURE_SOURCE_ARAVIS;
-  case INSP_CONFIG_CAMERA_SOURCE_RTSP:
-    return INSP_CAPTURE_SOURCE_RTSP;
-  case INSP_CONFIG_CAMERA_SOURCE_FILES:
-    return INSP_CAPTURE_SOURCE_FILES;
-  case INSP_CONFIG_CAMERA_SOURCE_PIPELINE:
-    return INSP_CAPTURE_SOURCE_PIPELINE;
-  case INSP_CONFIG_CAMERA_SOURCE_TEST:
-  default:
-    return INSP_CAPTURE_SOURCE_TEST;
-  }
-}
-
 static void on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user_data);
 static void on_trigger_timeout(InspPipeline *pipe, const char *part_id, gpointer user_data);
 
@@ -532,8 +513,6 @@ static InspPipeline *
 pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
 {
   InspCaptureOptions o;
-  g_autofree InspCameraControl *controls = g_new0(InspCameraControl, cfg->camera.n_controls + 1);
-  g_autoptr(GPtrArray) strings = g_ptr_array_new_with_free_func(g_free);
   InspPipelineCallbacks cb = {
       .result = on_result,
       .event = on_pipeline_event,
@@ -546,7 +525,9 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
    * our main loop. */
   cb.context = g_main_context_default();
   insp_capture_options_init(&o);
-  o.source = capture_source(cfg->camera.source);
+  /* By name through the pipeline's source table: a source it lacks (or one
+   * this build left out) fails insp_pipeline_new(). */
+  o.source = insp_config_camera_source_to_string(cfg->camera.source);
   o.device = nonempty(cfg->camera.device);
   o.camera = nonempty(cfg->camera.camera);
   o.uri = nonempty(cfg->camera.uri);
@@ -554,13 +535,7 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   o.loop = cfg->camera.loop;
   o.fps = cfg->camera.fps;
   o.pipeline = nonempty(cfg->camera.pipeline);
-  for (guint i = 0; i < cfg->camera.n_controls; i++) {
-    char *value = g_strdup_printf("%" G_GINT64_FORMAT, cfg->camera.controls[i].value);
-    g_ptr_array_add(strings, value);
-    controls[i].name = cfg->camera.controls[i].name;
-    controls[i].value = value;
-  }
-  o.controls = controls;
+  o.controls = cfg->camera.controls;
   o.n_controls = cfg->camera.n_controls;
   o.width = cfg->camera.width;
   o.height = cfg->camera.height;
@@ -569,8 +544,11 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   o.trigger = cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT ? INSP_TRIGGER_EXTERNAL
                                                                  : INSP_TRIGGER_FREE;
   o.timeout_ms = (guint)MAX(cfg->trigger.timeout_ms, 0);
+  const InspCaptureSourceClass *source = insp_capture_source_lookup(o.source, error);
+  if (source == NULL)
+    return NULL;
   d->use_frame_part_id =
-      o.source == INSP_CAPTURE_SOURCE_FILES || o.trigger == INSP_TRIGGER_EXTERNAL;
+      insp_capture_source_class_is_replay(source) || o.trigger == INSP_TRIGGER_EXTERNAL;
   if (cfg->model.blas_threads > 0)
     insp_ops_set_blas_threads(cfg->model.blas_threads);
 

@@ -1,7 +1,7 @@
-/* Camera control and discovery: [camera] controls parsing, applying controls to
- * a V4L2 device through libv4l2 (with read-back), and the listing behind
- * `inspectd cameras` (V4L2 devices, and GenICam cameras through Aravis when
- * built with it).
+/* Camera control and discovery: applying [camera] controls (parsed and typed
+ * by conf/insp-camera-controls.c) to a V4L2 device through libv4l2 (with
+ * read-back), and the listing behind `inspectd cameras` (V4L2 devices, and GenICam cameras through
+ * Aravis when built with it).
  *
  * Invariants: every device fd opened here is closed before return; every
  * value from the driver is treated as untrusted text (names are copied with
@@ -9,7 +9,7 @@
  *
  * Threads: any; the functions share no state. */
 #include "insp-pipeline-config.h"
-#include "insp-pipeline-private.h"
+#include "insp-camera.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,60 +20,6 @@
 #ifdef INSP_HAVE_ARAVIS
 #include <arv.h>
 #endif
-
-#define MAX_CONTROLS 256
-
-/* ---- parsing ------------------------------------------------------------------------ */
-
-static void
-camera_control_clear(gpointer p)
-{
-  InspCameraControl *c = p;
-  g_free(c->name);
-  g_free(c->value);
-}
-
-GArray *
-insp_camera_controls_parse(const char *text, GError **error)
-{
-  g_return_val_if_fail(text != NULL, NULL);
-  g_autoptr(GArray) out = g_array_new(FALSE, TRUE, sizeof(InspCameraControl));
-  g_array_set_clear_func(out, camera_control_clear);
-  g_auto(GStrv) items = g_regex_split_simple("[,\n]", text, 0, 0);
-  for (guint i = 0; items[i] != NULL; i++) {
-    g_autofree char *item = g_strstrip(g_strdup(items[i]));
-    if (*item == '\0')
-      continue;
-    char *eq = strchr(item, '=');
-    if (eq == NULL) {
-      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL,
-                  "control \"%s\" has no '=' (expected name=value)", item);
-      return NULL;
-    }
-    *eq = '\0';
-    g_autofree char *name = g_strstrip(g_strdup(item));
-    g_autofree char *value = g_strstrip(g_strdup(eq + 1));
-    if (*name == '\0' || *value == '\0') {
-      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL,
-                  "control \"%s=%s\" has an empty name or value", name, value);
-      return NULL;
-    }
-    if (out->len >= MAX_CONTROLS) {
-      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL, "more than %d controls",
-                  MAX_CONTROLS);
-      return NULL;
-    }
-    for (guint k = 0; k < out->len; k++)
-      if (g_ascii_strcasecmp(g_array_index(out, InspCameraControl, k).name, name) == 0) {
-        g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_CONTROL,
-                    "control %s is given twice", name);
-        return NULL;
-      }
-    InspCameraControl c = {g_steal_pointer(&name), g_steal_pointer(&value)};
-    g_array_append_val(out, c);
-  }
-  return g_steal_pointer(&out);
-}
 
 char *
 insp_v4l2_control_name(const char *name)
@@ -196,26 +142,18 @@ set_control(int fd, const struct v4l2_query_ext_ctrl *q, gint64 value)
   return xioctl(fd, VIDIOC_S_CTRL, &old) == 0;
 }
 
-/* A control's value from text: an integer, a boolean word, or a menu item. */
+/* A control's value: an integer as it is, a boolean for a boolean control,
+ * else (a name, or a boolean word such as "off") a menu item by its name. */
 static gboolean
-parse_value(int fd, const struct v4l2_query_ext_ctrl *q, const char *text, gint64 *out)
+parse_value(int fd, const struct v4l2_query_ext_ctrl *q, const InspCameraControl *c, gint64 *out)
 {
-  if (g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, out, NULL))
+  if (c->type == INSP_CAMERA_CONTROL_INTEGER ||
+      (c->type == INSP_CAMERA_CONTROL_BOOLEAN && q->type == V4L2_CTRL_TYPE_BOOLEAN)) {
+    *out = c->value;
     return TRUE;
-  if (q->type == V4L2_CTRL_TYPE_BOOLEAN) {
-    if (!g_ascii_strcasecmp(text, "true") || !g_ascii_strcasecmp(text, "on") ||
-        !g_ascii_strcasecmp(text, "yes")) {
-      *out = 1;
-      return TRUE;
-    }
-    if (!g_ascii_strcasecmp(text, "false") || !g_ascii_strcasecmp(text, "off") ||
-        !g_ascii_strcasecmp(text, "no")) {
-      *out = 0;
-      return TRUE;
-    }
   }
   if (q->type == V4L2_CTRL_TYPE_MENU) {
-    g_autofree char *want = insp_v4l2_control_name(text);
+    g_autofree char *want = insp_v4l2_control_name(c->text);
     for (gint64 i = q->minimum; i <= q->maximum && i - q->minimum < 256; i++) {
       struct v4l2_querymenu m = {0};
       m.id = q->id;
@@ -262,9 +200,9 @@ insp_v4l2_apply_controls(const char *device, const InspCameraControl *controls, 
       continue;
     }
     gint64 value;
-    if (!parse_value(fd, q, controls[i].value, &value)) {
+    if (!parse_value(fd, q, &controls[i], &value)) {
       g_ptr_array_add(warnings, g_strdup_printf("%s: control %s: \"%s\" is not a valid value",
-                                                device, want, controls[i].value));
+                                                device, want, controls[i].text));
       continue;
     }
     if (value < q->minimum || value > q->maximum) {

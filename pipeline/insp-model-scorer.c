@@ -5,11 +5,13 @@
  * each frame copies both under it once, so a frame is scored by one model with
  * one set of params; a swap applies from the next frame; a worker's scratch
  * belongs to the model it was made for and is rebuilt when the model changes.
+ * A result's mask, regions and map are a set of its worker's recycled
+ * buffers, lent until the result is freed; a set is never lent twice at once.
  *
  * Threads: score()/worker_*() from "insp-worker-N"; the setters from any
  * thread. Kept in a file of its own so that programs which never use the
  * model scorer do not link the model code. */
-#include "insp-pipeline-private.h"
+#include "insp-model-scorer.h"
 
 #include <string.h>
 
@@ -19,17 +21,110 @@ typedef struct {
   InspInspectParams params;
 } ModelScorer;
 
+/* The buffers one result borrows: its mask, regions and map copy, and the
+ * model whose id it names. They go back to the pool of the worker that lent
+ * them when the result is freed (on "insp-results"), and are reused by that
+ * worker's next frames: no allocation per frame once the pool holds as many
+ * sets as the worker has results in flight. */
+typedef struct _BufPool BufPool;
+
+typedef struct {
+  BufPool *pool; /* a reference */
+  guint8 *mask;
+  gsize mask_len;
+  float *map;
+  gsize map_len;
+  GArray *regions;  /* of InspRegion */
+  InspModel *model; /* a reference while lent: result->model_id is its id */
+} Bufs;
+
+#define POOL_KEEP 16 /* sets a pool keeps; more in flight are freed on return */
+
+struct _BufPool {
+  gint ref_count;
+  GMutex lock;
+  GPtrArray *free; /* of Bufs *, ready for reuse */
+};
+
+static void
+bufs_free(Bufs *b)
+{
+  g_free(b->mask);
+  g_free(b->map);
+  g_array_unref(b->regions);
+  g_clear_pointer(&b->model, insp_model_unref);
+  g_free(b);
+}
+
+static BufPool *
+pool_new(void)
+{
+  BufPool *pool = g_new0(BufPool, 1);
+  pool->ref_count = 1;
+  g_mutex_init(&pool->lock);
+  pool->free = g_ptr_array_new_with_free_func((GDestroyNotify)bufs_free);
+  return pool;
+}
+
+static void
+pool_unref(BufPool *pool)
+{
+  if (pool == NULL || !g_atomic_int_dec_and_test(&pool->ref_count))
+    return;
+  g_ptr_array_unref(pool->free);
+  g_mutex_clear(&pool->lock);
+  g_free(pool);
+}
+
+/* A set of buffers from @pool (reused, or new when all are lent). */
+static Bufs *
+pool_take(BufPool *pool)
+{
+  Bufs *b = NULL;
+  g_mutex_lock(&pool->lock);
+  if (pool->free->len > 0)
+    b = g_ptr_array_steal_index_fast(pool->free, pool->free->len - 1);
+  g_mutex_unlock(&pool->lock);
+  if (b == NULL) {
+    b = g_new0(Bufs, 1);
+    b->regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
+  }
+  g_atomic_int_inc(&pool->ref_count);
+  b->pool = pool;
+  return b;
+}
+
+/* The result's lent_release: back to the pool (any thread). */
+static void
+bufs_return(gpointer data)
+{
+  Bufs *b = data;
+  BufPool *pool = g_steal_pointer(&b->pool);
+  g_clear_pointer(&b->model, insp_model_unref);
+  g_mutex_lock(&pool->lock);
+  gboolean keep = pool->free->len < POOL_KEEP;
+  if (keep)
+    g_ptr_array_add(pool->free, b);
+  g_mutex_unlock(&pool->lock);
+  if (!keep)
+    bufs_free(b);
+  pool_unref(pool);
+}
+
 typedef struct {
   InspModel *model; /* the model @scratch was made for (a reference) */
   InspModelScratch *scratch;
   float *work;
   gsize work_len;
+  BufPool *pool; /* the buffers this worker lends to its results */
 } ModelWorker;
 
 static gpointer
 model_worker_init(gpointer data, int worker, GError **error)
 {
-  return g_new0(ModelWorker, 1);
+  ModelWorker *w = g_new0(ModelWorker, 1);
+  w->pool = pool_new();
+  return w;
 }
 
 static void
@@ -42,6 +137,7 @@ model_worker_finalize(gpointer data, gpointer state)
   if (w->model != NULL)
     insp_model_unref(w->model);
   g_free(w->work);
+  pool_unref(w->pool); /* results still in flight hold it until they return */
   g_free(w);
 }
 
@@ -78,16 +174,37 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
     w->work = g_new(float, n);
     w->work_len = n;
   }
-  r->mask = g_malloc(n);
-  r->regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
+  /* Mask, regions and the map copy (the scratch's map is overwritten by the
+   * next frame) come from the worker's recycled buffers; model_id is the
+   * model's own string, kept alive by the reference the buffers hold. */
+  Bufs *b = pool_take(w->pool);
+  gsize map_n = (gsize)sr.map_width * (gsize)sr.map_height;
+  if (b->mask_len < n) {
+    g_free(b->mask);
+    b->mask = g_malloc(n);
+    b->mask_len = n;
+  }
+  if (b->map_len < map_n) {
+    g_free(b->map);
+    b->map = g_new(float, map_n);
+    b->map_len = map_n;
+  }
+  g_array_set_size(b->regions, 0);
+  b->model = insp_model_ref(model);
+  r->mask = b->mask;
+  r->regions = b->regions;
   r->fail = insp_inspect(sr.map, sr.map_width, sr.map_height, sr.score, frame->width, frame->height,
                          &params, w->work, r->mask, r->regions);
   r->score = sr.score;
   r->threshold = params.threshold;
   r->map_width = sr.map_width;
   r->map_height = sr.map_height;
-  r->map = g_memdup2(sr.map, (gsize)sr.map_width * (gsize)sr.map_height * sizeof(float));
-  r->model_id = g_strdup(insp_model_get_id(model));
+  if (map_n > 0)
+    memcpy(b->map, sr.map, map_n * sizeof(float));
+  r->map = map_n > 0 ? b->map : NULL;
+  r->model_id = (char *)insp_model_get_id(model);
+  r->lent_release = bufs_return;
+  r->lent = b;
   return TRUE;
 }
 

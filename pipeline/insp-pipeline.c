@@ -1,8 +1,8 @@
 /* The capture pipeline: builds the GStreamer graph from InspCaptureOptions,
  * turns appsink samples into InspFrames (trigger pairing, seq, part id, size
- * and format checks), feeds the bounded frame queue, runs the inspector
- * workers and the in-order result delivery, and restarts a failing capture
- * with exponential backoff.
+ * and format checks), feeds the bounded frame queue that the worker pool
+ * (insp-workers.c) drains, and restarts a failing capture with exponential
+ * backoff.
  *
  * Threads and what they own:
  *   - control context (callbacks->context, or our "insp-bus" thread): the
@@ -10,34 +10,27 @@
  *     timeouts; the event and trigger-timeout callbacks;
  *   - the appsink streaming thread: on_new_sample() only;
  *   - "insp-files": feeds the appsrc of the files source;
- *   - "insp-worker-N": scoring; each keeps its own scorer state;
- *   - "insp-results": the reorder buffer's consumer; the result callback.
+ *   - "insp-worker-N", "insp-results": the worker pool's; the result callback
+ *     is called from "insp-results" through on_worker_result().
  * Locks (never nested with each other; only GLib's own context lock is taken
  * inside trig_lock, to attach or destroy a timeout; no callback runs with one
  * held): trig_lock (pending triggers), files_lock (the replay list and
- * resume point), scorer_lock (the current scorer), reorder_lock (results by
- * index), stats_lock (counters).
- * Invariants: every frame popped from the queue yields exactly one InspResult,
- * so the reorder buffer never waits on a hole; results leave in pop order,
- * which is push order, which is capture order. */
-#include "insp-pipeline-private.h"
+ * resume point), stats_lock (counters).
+ * Invariants: frames enter the queue in capture order with dense seq numbers;
+ * the worker pool delivers one result per popped frame in pop order. */
+#include "insp-pipeline.h"
 
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <glob.h>
-#include <signal.h>
-#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
-/* The quark name is dashed; clang-format would split it into "a - b". */
-/* clang-format off */
-G_DEFINE_QUARK(insp-pipeline-error-quark, insp_pipeline_error)
-/* clang-format on */
-
-#define FPS_WINDOW 64
+#include "insp-image.h"
+#include "insp-pipeline-config.h"
+#include "insp-workers.h"
 
 typedef struct {
   guint64 id;
@@ -51,18 +44,13 @@ typedef struct {
   GstSample *sample;
 } MappedSample;
 
-struct _InspScorer {
-  gint ref_count;
-  const InspScorerFuncs *funcs;
-  gpointer data;
-  GDestroyNotify data_free;
-};
-
 struct _InspPipeline {
   /* options (copied) */
   InspCaptureOptions opt;
+  const InspCaptureSourceClass *source; /* of the table, checked by check_options() */
   char *device, *camera, *uri, *location, *pipeline_desc;
-  GArray *controls; /* of InspCameraControl */
+  InspCameraControl *controls; /* n_controls, a copy of the options' */
+  guint n_controls;
   InspPipelineCallbacks cb;
 
   GMainContext *ctx;
@@ -70,20 +58,8 @@ struct _InspPipeline {
   GThread *bus_thread;
 
   InspFrameQueue *queue;
-  GThread **workers;
-  GThread *results_thread;
+  InspWorkers *workers;
   gboolean running;
-
-  /* scorer_lock */
-  GMutex scorer_lock;
-  InspScorer *scorer;
-
-  /* reorder_lock */
-  GMutex reorder_lock;
-  GCond reorder_cond;
-  GHashTable *reorder; /* index -> InspResult */
-  guint64 next_index;
-  guint workers_alive;
 
   /* control context only */
   GstElement *gst;
@@ -114,85 +90,119 @@ struct _InspPipeline {
   /* stats_lock */
   GMutex stats_lock;
   InspPipelineStats stats;
-  gint64 done_times[FPS_WINDOW];
-  guint n_done_times;
 };
-
-/* ---- scorers ---------------------------------------------------------------- */
-
-InspScorer *
-insp_scorer_new(const InspScorerFuncs *funcs, gpointer data, GDestroyNotify data_free)
-{
-  g_return_val_if_fail(funcs != NULL && funcs->score != NULL, NULL);
-  InspScorer *s = g_new0(InspScorer, 1);
-  s->ref_count = 1;
-  s->funcs = funcs;
-  s->data = data;
-  s->data_free = data_free;
-  return s;
-}
-
-InspScorer *
-insp_scorer_ref(InspScorer *s)
-{
-  g_return_val_if_fail(s != NULL, NULL);
-  g_atomic_int_inc(&s->ref_count);
-  return s;
-}
-
-void
-insp_scorer_unref(InspScorer *s)
-{
-  if (s == NULL || !g_atomic_int_dec_and_test(&s->ref_count))
-    return;
-  if (s->data_free != NULL)
-    s->data_free(s->data);
-  g_free(s);
-}
-
-gpointer
-insp_scorer_get_data(InspScorer *s)
-{
-  return s->data;
-}
-
-void
-insp_result_free(InspResult *r)
-{
-  if (r == NULL)
-    return;
-  insp_frame_unref(r->frame);
-  g_clear_error(&r->error);
-  g_free(r->map);
-  g_free(r->mask);
-  if (r->regions != NULL)
-    g_array_unref(r->regions);
-  g_free(r->model_id);
-  g_free(r);
-}
 
 /* ---- options ---------------------------------------------------------------- */
 
-static const char *const source_names[] = {"v4l2", "aravis", "rtsp", "files", "test", "pipeline"};
+/* The capture sources. Each launch template is followed by " ! " and the
+ * tail (conversion to RGB, appsink). In a template, {pipeline} is the user's
+ * description, {bayer} becomes " ! bayer2rgb" when the aravis camera offers
+ * only Bayer caps (probed at start), {rate} " is-live=true ! video/x-raw,
+ * framerate=N/D" at fps > 0 and " is-live=false" otherwise. The element named
+ * insp_src gets the option @key in its property @property (when set). */
+typedef enum {
+  KEY_NONE,
+  KEY_DEVICE,
+  KEY_CAMERA,
+  KEY_URI,
+  KEY_LOCATION,
+  KEY_PIPELINE,
+} SourceKey;
 
-gboolean
-insp_capture_source_from_string(const char *name, InspCaptureSource *out)
+typedef enum {
+  CONTROLS_NONE,
+  CONTROLS_V4L2,   /* through libv4l2 on the device, after READY */
+  CONTROLS_ARAVIS, /* aravissrc properties and features, before READY */
+} SourceControls;
+
+typedef enum {
+  LIVE_NEVER,    /* a replay: capture time is the arrival time */
+  LIVE_ALWAYS,   /* a camera: capture time from the buffer's clock time */
+  LIVE_WITH_FPS, /* live only when fps > 0 */
+} SourceLive;
+
+struct _InspCaptureSourceClass {
+  const char *name;
+  const char *launch;
+  SourceKey key;
+  gboolean key_required;
+  const char *key_name; /* for the message when it is missing */
+  const char *property; /* of insp_src, set from @key when it is set; NULL: none */
+  SourceLive live;
+  SourceControls controls;
+  gboolean replay; /* the files feeder: part ids from file stems, EOS = finished */
+  gboolean built;
+};
+
+#ifdef INSP_HAVE_ARAVIS
+#define ARAVIS_BUILT TRUE
+#else
+#define ARAVIS_BUILT FALSE
+#endif
+
+static const InspCaptureSourceClass source_table[] = {
+    {"v4l2", "v4l2src name=insp_src ! decodebin", KEY_DEVICE, TRUE, "a device", "device",
+     LIVE_ALWAYS, CONTROLS_V4L2, FALSE, TRUE},
+    {"aravis", "aravissrc name=insp_src{bayer}", KEY_CAMERA, FALSE, "a camera", "camera-name",
+     LIVE_ALWAYS, CONTROLS_ARAVIS, FALSE, ARAVIS_BUILT},
+    {"rtsp", "rtspsrc name=insp_src ! decodebin", KEY_URI, TRUE, "a uri", "location", LIVE_ALWAYS,
+     CONTROLS_NONE, FALSE, TRUE},
+    {"files", "appsrc name=insp_src format=time max-buffers=2 block=true", KEY_LOCATION, TRUE,
+     "a location (a glob)", NULL, LIVE_NEVER, CONTROLS_NONE, TRUE, TRUE},
+    {"test", "videotestsrc name=insp_src{rate}", KEY_NONE, FALSE, NULL, NULL, LIVE_WITH_FPS,
+     CONTROLS_NONE, FALSE, TRUE},
+    {"pipeline", "{pipeline}", KEY_PIPELINE, TRUE, "a pipeline description", NULL, LIVE_ALWAYS,
+     CONTROLS_NONE, FALSE, TRUE},
+};
+
+const InspCaptureSourceClass *
+insp_capture_source_lookup(const char *name, GError **error)
 {
-  g_return_val_if_fail(name != NULL && out != NULL, FALSE);
-  for (guint i = 0; i < G_N_ELEMENTS(source_names); i++)
-    if (g_str_equal(name, source_names[i])) {
-      *out = (InspCaptureSource)i;
-      return TRUE;
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  for (guint i = 0; name != NULL && i < G_N_ELEMENTS(source_table); i++) {
+    if (!g_str_equal(name, source_table[i].name))
+      continue;
+    if (!source_table[i].built) {
+      g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_NOT_BUILT,
+                  "capture source %s is not built in (inspectd was built without it)", name);
+      return NULL;
     }
-  return FALSE;
+    return &source_table[i];
+  }
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; i < G_N_ELEMENTS(source_table); i++)
+    if (source_table[i].built)
+      g_string_append_printf(names, "%s%s", names->len ? ", " : "", source_table[i].name);
+  g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS,
+              "unknown capture source %s (this build has %s)", name ? name : "(none)", names->str);
+  return NULL;
 }
 
-const char *
-insp_capture_source_to_string(InspCaptureSource source)
+gboolean
+insp_capture_source_class_is_replay(const InspCaptureSourceClass *klass)
 {
-  if ((guint)source >= G_N_ELEMENTS(source_names))
-    return NULL;
-  return source_names[source];
+  g_return_val_if_fail(klass != NULL, FALSE);
+  return klass->replay;
+}
+
+static const char *
+source_key_value(const InspCaptureOptions *o, SourceKey key)
+{
+  switch (key) {
+  case KEY_DEVICE:
+    return o->device;
+  case KEY_CAMERA:
+    return o->camera;
+  case KEY_URI:
+    return o->uri;
+  case KEY_LOCATION:
+    return o->location;
+  case KEY_PIPELINE:
+    return o->pipeline;
+  case KEY_NONE:
+    break;
+  }
+  return NULL;
 }
 
 void
@@ -200,7 +210,7 @@ insp_capture_options_init(InspCaptureOptions *opt)
 {
   g_return_if_fail(opt != NULL);
   memset(opt, 0, sizeof *opt);
-  opt->source = INSP_CAPTURE_SOURCE_TEST;
+  opt->source = "test";
   opt->fps = 0;
   opt->drop = INSP_DROP_NEVER;
   opt->queue_size = 4;
@@ -212,21 +222,7 @@ insp_capture_options_init(InspCaptureOptions *opt)
   opt->stable_ms = 10000;
 }
 
-void
-insp_pipeline_block_signals(void)
-{
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-}
-
-static void
-control_clear(gpointer p)
-{
-  InspCameraControl *c = p;
-  g_free(c->name);
-  g_free(c->value);
-}
+static void on_worker_result(const InspResult *result, gpointer user_data);
 
 static gboolean
 check_options(const InspCaptureOptions *o, GError **error)
@@ -238,23 +234,12 @@ check_options(const InspCaptureOptions *o, GError **error)
       return FALSE;                                                                                \
     }                                                                                              \
   } while (0)
-  REQUIRE((guint)o->source < G_N_ELEMENTS(source_names), "unknown capture source %d", o->source);
-  switch (o->source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    REQUIRE(o->device != NULL && *o->device, "source v4l2 needs a device");
-    break;
-  case INSP_CAPTURE_SOURCE_RTSP:
-    REQUIRE(o->uri != NULL && *o->uri, "source rtsp needs a uri");
-    break;
-  case INSP_CAPTURE_SOURCE_FILES:
-    REQUIRE(o->location != NULL && *o->location, "source files needs a location (a glob)");
-    break;
-  case INSP_CAPTURE_SOURCE_PIPELINE:
-    REQUIRE(o->pipeline != NULL && *o->pipeline, "source pipeline needs a pipeline description");
-    break;
-  default:
-    break;
-  }
+  const InspCaptureSourceClass *src = insp_capture_source_lookup(o->source, error);
+  if (src == NULL)
+    return FALSE;
+  const char *key = source_key_value(o, src->key);
+  REQUIRE(!src->key_required || (key != NULL && *key), "source %s needs %s", src->name,
+          src->key_name);
   REQUIRE(o->fps >= 0 && o->fps <= 1000, "fps %g is out of range 0..1000", o->fps);
   REQUIRE(o->width >= 0 && o->height >= 0 && o->width <= 16384 && o->height <= 16384,
           "width/height %dx%d out of range 0..16384", o->width, o->height);
@@ -265,8 +250,7 @@ check_options(const InspCaptureOptions *o, GError **error)
   REQUIRE(o->trigger == INSP_TRIGGER_FREE || o->trigger == INSP_TRIGGER_EXTERNAL,
           "unknown trigger mode");
   REQUIRE(o->n_controls == 0 || o->controls != NULL, "n_controls without controls");
-  REQUIRE(o->n_controls == 0 || o->source == INSP_CAPTURE_SOURCE_V4L2 ||
-              o->source == INSP_CAPTURE_SOURCE_ARAVIS,
+  REQUIRE(o->n_controls == 0 || src->controls != CONTROLS_NONE,
           "controls apply to the v4l2 and aravis sources only");
 #undef REQUIRE
   return TRUE;
@@ -287,6 +271,8 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
 
   InspPipeline *p = g_new0(InspPipeline, 1);
   p->opt = *opt;
+  p->source = insp_capture_source_lookup(opt->source, NULL);
+  p->opt.source = p->source->name;
   p->device = g_strdup(opt->device);
   p->camera = g_strdup(opt->camera);
   p->uri = g_strdup(opt->uri);
@@ -297,12 +283,8 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   p->opt.uri = p->uri;
   p->opt.location = p->location;
   p->opt.pipeline = p->pipeline_desc;
-  p->controls = g_array_new(FALSE, TRUE, sizeof(InspCameraControl));
-  g_array_set_clear_func(p->controls, control_clear);
-  for (guint i = 0; i < opt->n_controls; i++) {
-    InspCameraControl c = {g_strdup(opt->controls[i].name), g_strdup(opt->controls[i].value)};
-    g_array_append_val(p->controls, c);
-  }
+  p->controls = insp_camera_controls_copy(opt->controls, opt->n_controls);
+  p->n_controls = opt->n_controls;
   p->opt.controls = NULL;
   p->opt.n_controls = 0;
   if (p->opt.queue_size == 0)
@@ -330,12 +312,7 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   if (p->opt.trigger == INSP_TRIGGER_EXTERNAL)
     p->opt.drop = INSP_DROP_NEVER;
   p->queue = insp_frame_queue_new(p->opt.queue_size, p->opt.drop);
-  g_mutex_init(&p->scorer_lock);
-  p->scorer = insp_scorer_ref(scorer);
-  g_mutex_init(&p->reorder_lock);
-  g_cond_init(&p->reorder_cond);
-  p->reorder =
-      g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, (GDestroyNotify)insp_result_free);
+  p->workers = insp_workers_new(p->opt.workers, scorer, on_worker_result, p);
   g_mutex_init(&p->files_lock);
   g_cond_init(&p->files_cond);
   g_mutex_init(&p->trig_lock);
@@ -343,6 +320,16 @@ insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
   g_mutex_init(&p->stats_lock);
   p->backoff_ms = p->opt.backoff_initial_ms;
   return p;
+}
+
+/* ---- results ("insp-results") ---------------------------------------------------- */
+
+static void
+on_worker_result(const InspResult *result, gpointer user_data)
+{
+  InspPipeline *p = user_data;
+  if (p->cb.result != NULL)
+    p->cb.result(p, result, p->cb.user_data);
 }
 
 /* ---- events ------------------------------------------------------------------- */
@@ -454,8 +441,8 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
    * plausible (not ahead of now, less than a second old); else the arrival
    * time. Replays (files, a non-live test source) use the arrival time. */
   gint64 mono = now_mono;
-  gboolean live = p->opt.source != INSP_CAPTURE_SOURCE_FILES &&
-                  !(p->opt.source == INSP_CAPTURE_SOURCE_TEST && p->opt.fps <= 0);
+  gboolean live =
+      p->source->live == LIVE_ALWAYS || (p->source->live == LIVE_WITH_FPS && p->opt.fps > 0);
   GstClock *clock = live ? gst_element_get_clock(GST_ELEMENT(sink)) : NULL;
   if (clock != NULL) {
     GstClockType type = GST_CLOCK_TYPE_REALTIME;
@@ -479,7 +466,7 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
   f->wall_us = now_wall - (now_mono - mono);
 
   char *file_path = NULL;
-  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+  if (p->source->replay) {
     g_mutex_lock(&p->files_lock);
     if (p->files != NULL && offset < p->files->len)
       file_path = g_strdup(g_ptr_array_index(p->files, offset));
@@ -588,7 +575,7 @@ feeder_main(gpointer data)
 {
   InspPipeline *p = data;
   GstElement *src = gst_object_ref(p->appsrc);
-  insp_pipeline_block_signals();
+  insp_workers_block_signals();
 
   g_mutex_lock(&p->files_lock);
   GPtrArray *files = g_ptr_array_ref(p->files);
@@ -746,36 +733,36 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
       {"trigger", "trigger"},
       {"triggersource", "trigger"},
   };
-  for (guint i = 0; i < p->controls->len; i++) {
-    const InspCameraControl *c = &g_array_index(p->controls, InspCameraControl, i);
-    g_autofree char *lname = g_ascii_strdown(c->name, -1);
+  for (guint i = 0; i < p->n_controls; i++) {
+    const InspCameraControl *c = &p->controls[i];
     const char *prop = NULL;
     for (guint k = 0; k < G_N_ELEMENTS(map); k++)
-      if (g_str_equal(lname, map[k].control))
+      if (g_str_equal(c->name, map[k].control))
         prop = map[k].property;
     if (prop == NULL) {
-      g_string_append_printf(features, "%s%s=%s", features->len ? " " : "", c->name, c->value);
+      /* A GenICam feature: its name keeps the case it was written with. */
+      g_string_append_printf(features, "%s%s=%s", features->len ? " " : "", c->feature, c->text);
       continue;
     }
     GParamSpec *ps = g_object_class_find_property(G_OBJECT_GET_CLASS(src), prop);
     if (ps == NULL) {
-      g_ptr_array_add(warnings,
-                      g_strdup_printf("control %s: aravissrc has no property %s", c->name, prop));
+      g_ptr_array_add(
+          warnings, g_strdup_printf("control %s: aravissrc has no property %s", c->feature, prop));
       continue;
     }
-    gst_util_set_object_arg(G_OBJECT(src), prop, c->value);
+    gst_util_set_object_arg(G_OBJECT(src), prop, c->text);
     GValue v = G_VALUE_INIT;
     g_value_init(&v, ps->value_type);
     g_object_get_property(G_OBJECT(src), prop, &v);
     g_autofree char *back = gst_value_serialize(&v);
     g_value_unset(&v);
     if (G_IS_PARAM_SPEC_DOUBLE(ps) || G_IS_PARAM_SPEC_FLOAT(ps)) {
-      if (fabs(g_ascii_strtod(back, NULL) - g_ascii_strtod(c->value, NULL)) > 1e-3)
+      if (fabs(g_ascii_strtod(back, NULL) - g_ascii_strtod(c->text, NULL)) > 1e-3)
         g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
-                                                  c->name, c->value, back));
-    } else if (back == NULL || g_ascii_strcasecmp(back, c->value) != 0) {
-      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s", c->name,
-                                                c->value, back ? back : "nothing"));
+                                                  c->feature, c->text, back));
+    } else if (back == NULL || g_ascii_strcasecmp(back, c->text) != 0) {
+      g_ptr_array_add(warnings, g_strdup_printf("control %s=%s did not take: it reads %s",
+                                                c->feature, c->text, back ? back : "nothing"));
     }
   }
   if (features->len > 0)
@@ -785,49 +772,46 @@ aravis_apply_controls(InspPipeline *p, GstElement *src, GPtrArray *warnings)
 
 static gboolean on_bus_message(GstBus *bus, GstMessage *msg, gpointer data);
 
+/* The source's launch template with its placeholders expanded. */
+static char *
+launch_head(const InspPipeline *p, GError **error)
+{
+  g_autoptr(GString) s = g_string_new(p->source->launch);
+  if (strstr(s->str, "{bayer}") != NULL) {
+    gboolean bayer = FALSE;
+    if (!aravis_probe_bayer(p, &bayer, error))
+      return NULL;
+    g_string_replace(s, "{bayer}", bayer ? " ! bayer2rgb" : "", 1);
+  }
+  if (strstr(s->str, "{rate}") != NULL) {
+    g_autofree char *rate = NULL;
+    if (p->opt.fps > 0) {
+      int n, d;
+      gst_util_double_to_fraction(p->opt.fps, &n, &d);
+      rate = g_strdup_printf(" is-live=true ! video/x-raw,framerate=%d/%d", n, d);
+    } else {
+      rate = g_strdup(" is-live=false");
+    }
+    g_string_replace(s, "{rate}", rate, 1);
+  }
+  g_string_replace(s, "{pipeline}", p->pipeline_desc != NULL ? p->pipeline_desc : "", 1);
+  return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
 static GstElement *
 build_graph(InspPipeline *p, GError **error)
 {
   g_autofree char *tail = tail_description(p);
-  g_autofree char *desc = NULL;
-  switch (p->opt.source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    desc = g_strdup_printf("v4l2src name=insp_src ! decodebin ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_ARAVIS: {
-    gboolean bayer = FALSE;
-    if (!aravis_probe_bayer(p, &bayer, error))
-      return NULL;
-    desc = g_strdup_printf("aravissrc name=insp_src ! %s%s", bayer ? "bayer2rgb ! " : "", tail);
-    break;
-  }
-  case INSP_CAPTURE_SOURCE_RTSP:
-    desc = g_strdup_printf("rtspsrc name=insp_src ! decodebin ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_FILES:
-    desc = g_strdup_printf("appsrc name=insp_src format=time max-buffers=2 block=true ! %s", tail);
-    break;
-  case INSP_CAPTURE_SOURCE_TEST:
-    if (p->opt.fps > 0) {
-      int n, d;
-      gst_util_double_to_fraction(p->opt.fps, &n, &d);
-      desc = g_strdup_printf("videotestsrc name=insp_src is-live=true ! "
-                             "video/x-raw,framerate=%d/%d ! %s",
-                             n, d, tail);
-    } else {
-      desc = g_strdup_printf("videotestsrc name=insp_src is-live=false ! %s", tail);
-    }
-    break;
-  case INSP_CAPTURE_SOURCE_PIPELINE:
-    desc = g_strdup_printf("%s ! %s", p->pipeline_desc, tail);
-    break;
-  }
+  g_autofree char *head = launch_head(p, error);
+  if (head == NULL)
+    return NULL;
+  g_autofree char *desc = g_strdup_printf("%s ! %s", head, tail);
 
   GError *perr = NULL;
   GstElement *gst = gst_parse_launch_full(desc, NULL, GST_PARSE_FLAG_FATAL_ERRORS, &perr);
   if (gst == NULL || perr != NULL) {
     g_set_error(error, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_GRAPH,
-                "cannot build the %s capture graph: %s", source_names[p->opt.source],
+                "cannot build the %s capture graph: %s", p->source->name,
                 perr ? perr->message : "unknown error");
     g_clear_error(&perr);
     if (gst != NULL)
@@ -840,20 +824,9 @@ build_graph(InspPipeline *p, GError **error)
     gst = wrap;
   }
   GstElement *src = gst_bin_get_by_name(GST_BIN(gst), "insp_src");
-  switch (p->opt.source) {
-  case INSP_CAPTURE_SOURCE_V4L2:
-    g_object_set(src, "device", p->device, NULL);
-    break;
-  case INSP_CAPTURE_SOURCE_ARAVIS:
-    if (p->camera != NULL)
-      g_object_set(src, "camera-name", p->camera, NULL);
-    break;
-  case INSP_CAPTURE_SOURCE_RTSP:
-    g_object_set(src, "location", p->uri, NULL);
-    break;
-  default:
-    break;
-  }
+  const char *key = source_key_value(&p->opt, p->source->key);
+  if (src != NULL && p->source->property != NULL && key != NULL)
+    g_object_set(src, p->source->property, key, NULL);
   if (src != NULL)
     gst_object_unref(src);
 
@@ -903,7 +876,7 @@ teardown_capture(InspPipeline *p)
 static gboolean
 setup_capture(InspPipeline *p, GError **error)
 {
-  if (p->opt.source == INSP_CAPTURE_SOURCE_FILES) {
+  if (p->source->replay) {
     g_autoptr(GPtrArray) files = glob_sorted(p->location, error);
     if (files == NULL)
       return FALSE;
@@ -933,21 +906,19 @@ play_capture(gpointer data)
   g_autoptr(GPtrArray) warnings = g_ptr_array_new_with_free_func(g_free);
   GstElement *src = gst_bin_get_by_name(GST_BIN(p->gst), "insp_src");
 
-  if (p->opt.source == INSP_CAPTURE_SOURCE_ARAVIS && src != NULL && p->controls->len > 0)
+  if (p->source->controls == CONTROLS_ARAVIS && src != NULL && p->n_controls > 0)
     aravis_apply_controls(p, src, warnings);
   GstStateChangeReturn r = gst_element_set_state(p->gst, GST_STATE_READY);
-  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_V4L2 &&
-      p->controls->len > 0) {
+  if (r != GST_STATE_CHANGE_FAILURE && p->source->controls == CONTROLS_V4L2 && p->n_controls > 0) {
     g_autoptr(GError) err = NULL;
-    if (!insp_v4l2_apply_controls(p->device, (InspCameraControl *)p->controls->data,
-                                  p->controls->len, warnings, &err))
+    if (!insp_v4l2_apply_controls(p->device, p->controls, p->n_controls, warnings, &err))
       g_ptr_array_add(warnings, g_strdup(err->message));
   }
   p->capture_started_us = g_get_monotonic_time();
   if (r != GST_STATE_CHANGE_FAILURE)
     r = gst_element_set_state(p->gst, GST_STATE_PLAYING);
   /* appsrc takes buffers once started (READY -> PAUSED, done above). */
-  if (r != GST_STATE_CHANGE_FAILURE && p->opt.source == INSP_CAPTURE_SOURCE_FILES && src != NULL) {
+  if (r != GST_STATE_CHANGE_FAILURE && p->source->replay && src != NULL) {
     p->appsrc = gst_object_ref(src);
     p->feeder = g_thread_new("insp-files", feeder_main, p);
   }
@@ -1014,7 +985,7 @@ schedule_restart(InspPipeline *p)
   g_source_set_callback(p->restart_source, restart_capture, p, NULL);
   g_source_attach(p->restart_source, p->ctx);
   g_autofree char *msg = g_strdup_printf("restarting the %s capture in %u ms (attempt %u)",
-                                         source_names[p->opt.source], delay, p->attempt);
+                                         p->source->name, delay, p->attempt);
   emit_event(p, INSP_PIPELINE_EVENT_RESTARTING, msg, NULL, p->attempt, delay);
 }
 
@@ -1027,9 +998,8 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
     g_autoptr(GError) err = NULL;
     g_autofree char *debug = NULL;
     gst_message_parse_error(msg, &err, &debug);
-    g_autofree char *text =
-        g_strdup_printf("%s capture error from %s: %s", source_names[p->opt.source],
-                        GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
+    g_autofree char *text = g_strdup_printf("%s capture error from %s: %s", p->source->name,
+                                            GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)), err->message);
     teardown_capture(p);
     emit_event(p, INSP_PIPELINE_EVENT_ERROR, text, debug, 0, 0);
     schedule_restart(p);
@@ -1037,7 +1007,7 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   }
   case GST_MESSAGE_EOS:
     teardown_capture(p);
-    if (p->opt.source == INSP_CAPTURE_SOURCE_FILES && !p->opt.loop) {
+    if (p->source->replay && !p->opt.loop) {
       emit_event(p, INSP_PIPELINE_EVENT_FINISHED, "the files replay has delivered every file", NULL,
                  0, 0);
     } else {
@@ -1050,7 +1020,7 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
       GstState old, cur;
       gst_message_parse_state_changed(msg, &old, &cur, NULL);
       if (cur == GST_STATE_PLAYING && old != GST_STATE_PLAYING) {
-        g_autofree char *text = g_strdup_printf("%s capture running", source_names[p->opt.source]);
+        g_autofree char *text = g_strdup_printf("%s capture running", p->source->name);
         emit_event(p, INSP_PIPELINE_EVENT_STARTED, text, NULL, p->attempt, 0);
       }
     }
@@ -1070,129 +1040,13 @@ on_bus_message(GstBus *bus, GstMessage *msg, gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
-/* ---- workers ("insp-worker-N") and results ("insp-results") ---------------------- */
-
-typedef struct {
-  InspPipeline *p;
-  int index;
-} WorkerArg;
-
-static void
-reorder_put(InspPipeline *p, InspResult *r)
-{
-  g_mutex_lock(&p->reorder_lock);
-  g_hash_table_insert(p->reorder, &r->index, r);
-  if (r->index == p->next_index)
-    g_cond_signal(&p->reorder_cond);
-  g_mutex_unlock(&p->reorder_lock);
-}
-
-static gpointer
-worker_main(gpointer data)
-{
-  WorkerArg *arg = data;
-  InspPipeline *p = arg->p;
-  int w = arg->index;
-  g_free(arg);
-  insp_pipeline_block_signals();
-
-  InspScorer *cur = NULL;
-  gpointer state = NULL;
-  gboolean state_ok = FALSE;
-  for (;;) {
-    InspFrame *f = insp_frame_queue_pop(p->queue);
-    if (f == NULL)
-      break;
-    g_mutex_lock(&p->scorer_lock);
-    InspScorer *s = insp_scorer_ref(p->scorer);
-    g_mutex_unlock(&p->scorer_lock);
-
-    InspResult *r = g_new0(InspResult, 1);
-    r->frame = f;
-    r->index = f->index;
-    r->worker = w;
-    GError *err = NULL;
-    if (s != cur || !state_ok) {
-      if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
-        cur->funcs->worker_finalize(cur->data, state);
-      if (cur != s) {
-        insp_scorer_unref(cur);
-        cur = insp_scorer_ref(s);
-      }
-      state = NULL;
-      state_ok = TRUE;
-      if (s->funcs->worker_init != NULL) {
-        state = s->funcs->worker_init(s->data, w, &err);
-        state_ok = err == NULL;
-      }
-    }
-    if (state_ok)
-      r->ok = s->funcs->score(s->data, state, f, r, &err);
-    insp_scorer_unref(s);
-    if (!r->ok) {
-      if (err == NULL)
-        err = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_SCORE,
-                                  "the scorer failed without saying why");
-      r->error = err;
-      count(p, &p->stats.score_errors);
-    } else {
-      g_clear_error(&err);
-    }
-    r->done_mono_us = g_get_monotonic_time();
-    r->latency_ms = (double)(r->done_mono_us - f->mono_us) / 1000.0;
-    reorder_put(p, r);
-  }
-  if (cur != NULL && state_ok && cur->funcs->worker_finalize != NULL)
-    cur->funcs->worker_finalize(cur->data, state);
-  insp_scorer_unref(cur);
-
-  g_mutex_lock(&p->reorder_lock);
-  p->workers_alive--;
-  g_cond_broadcast(&p->reorder_cond);
-  g_mutex_unlock(&p->reorder_lock);
-  return NULL;
-}
-
-static gpointer
-results_main(gpointer data)
-{
-  InspPipeline *p = data;
-  insp_pipeline_block_signals();
-  for (;;) {
-    g_mutex_lock(&p->reorder_lock);
-    InspResult *r = NULL;
-    for (;;) {
-      guint64 key = p->next_index;
-      if (g_hash_table_steal_extended(p->reorder, &key, NULL, (gpointer *)&r))
-        break;
-      if (p->workers_alive == 0)
-        break;
-      g_cond_wait(&p->reorder_cond, &p->reorder_lock);
-    }
-    if (r != NULL)
-      p->next_index++;
-    g_mutex_unlock(&p->reorder_lock);
-    if (r == NULL)
-      break;
-    if (p->cb.result != NULL)
-      p->cb.result(p, r, p->cb.user_data);
-    g_mutex_lock(&p->stats_lock);
-    p->stats.frames_inspected++;
-    p->done_times[p->n_done_times % FPS_WINDOW] = g_get_monotonic_time();
-    p->n_done_times++;
-    g_mutex_unlock(&p->stats_lock);
-    insp_result_free(r);
-  }
-  return NULL;
-}
-
 /* ---- the own control thread ("insp-bus") ----------------------------------------- */
 
 static gpointer
 bus_main(gpointer data)
 {
   InspPipeline *p = data;
-  insp_pipeline_block_signals();
+  insp_workers_block_signals();
   g_main_context_push_thread_default(p->ctx);
   g_main_loop_run(p->own_loop);
   g_main_context_pop_thread_default(p->ctx);
@@ -1218,16 +1072,7 @@ insp_pipeline_start(InspPipeline *p, GError **error)
     return FALSE;
   }
   p->running = TRUE;
-  p->workers_alive = p->opt.workers;
-  p->workers = g_new0(GThread *, p->opt.workers);
-  for (guint i = 0; i < p->opt.workers; i++) {
-    WorkerArg *arg = g_new0(WorkerArg, 1);
-    arg->p = p;
-    arg->index = (int)i;
-    g_autofree char *name = g_strdup_printf("insp-worker-%u", i);
-    p->workers[i] = g_thread_new(name, worker_main, arg);
-  }
-  p->results_thread = g_thread_new("insp-results", results_main, p);
+  insp_workers_start(p->workers, p->queue);
   queue_play(p);
   if (p->cb.context == NULL) {
     p->own_loop = g_main_loop_new(p->ctx, FALSE);
@@ -1266,11 +1111,7 @@ insp_pipeline_stop(InspPipeline *p, gboolean drain)
     insp_frame_queue_set_flushing(p->queue, TRUE);
     teardown_capture(p);
   }
-  for (guint i = 0; i < p->opt.workers; i++)
-    g_thread_join(p->workers[i]);
-  g_clear_pointer(&p->workers, g_free);
-  g_thread_join(p->results_thread);
-  p->results_thread = NULL;
+  insp_workers_join(p->workers);
 
   g_mutex_lock(&p->trig_lock);
   GQueue pending = p->triggers;
@@ -1288,21 +1129,17 @@ insp_pipeline_free(InspPipeline *p)
   teardown_capture(p);
   g_queue_clear_full(&p->triggers, (GDestroyNotify)trigger_free);
   insp_frame_queue_free(p->queue);
-  insp_scorer_unref(p->scorer);
-  g_hash_table_unref(p->reorder);
+  insp_workers_free(p->workers);
   if (p->files != NULL)
     g_ptr_array_unref(p->files);
   g_free(p->last_delivered);
-  g_array_unref(p->controls);
+  insp_camera_controls_free(p->controls, p->n_controls);
   g_free(p->device);
   g_free(p->camera);
   g_free(p->uri);
   g_free(p->location);
   g_free(p->pipeline_desc);
   g_main_context_unref(p->ctx);
-  g_mutex_clear(&p->scorer_lock);
-  g_mutex_clear(&p->reorder_lock);
-  g_cond_clear(&p->reorder_cond);
   g_mutex_clear(&p->files_lock);
   g_cond_clear(&p->files_cond);
   g_mutex_clear(&p->trig_lock);
@@ -1380,12 +1217,7 @@ void
 insp_pipeline_set_scorer(InspPipeline *p, InspScorer *scorer)
 {
   g_return_if_fail(p != NULL && scorer != NULL);
-  insp_scorer_ref(scorer);
-  g_mutex_lock(&p->scorer_lock);
-  InspScorer *old = p->scorer;
-  p->scorer = scorer;
-  g_mutex_unlock(&p->scorer_lock);
-  insp_scorer_unref(old);
+  insp_workers_set_scorer(p->workers, scorer);
 }
 
 void
@@ -1394,16 +1226,12 @@ insp_pipeline_get_stats(InspPipeline *p, InspPipelineStats *out)
   g_return_if_fail(p != NULL && out != NULL);
   g_mutex_lock(&p->stats_lock);
   *out = p->stats;
-  guint n = MIN(p->n_done_times, FPS_WINDOW);
-  gint64 now = g_get_monotonic_time();
-  out->fps = 0;
-  if (n >= 2) {
-    gint64 last = p->done_times[(p->n_done_times - 1) % FPS_WINDOW];
-    gint64 first = p->done_times[(p->n_done_times - n) % FPS_WINDOW];
-    if (last > first && now - last < 5 * G_USEC_PER_SEC)
-      out->fps = (double)(n - 1) * G_USEC_PER_SEC / (double)(last - first);
-  }
   g_mutex_unlock(&p->stats_lock);
+  InspWorkersStats ws;
+  insp_workers_get_stats(p->workers, &ws);
+  out->frames_inspected = ws.inspected;
+  out->score_errors = ws.score_errors;
+  out->fps = ws.fps;
   out->frames_dropped = insp_frame_queue_get_dropped(p->queue);
   out->queue_depth = insp_frame_queue_get_depth(p->queue);
 }

@@ -1,14 +1,13 @@
 /* The capture pipeline: a GStreamer graph built from InspCaptureOptions that
- * delivers packed RGB frames, a bounded frame queue, N inspector worker
- * threads that score frames through an InspScorer, and a reorder stage that
- * hands results out in capture order. Also camera control (libv4l2), the
- * trigger interface, restart-with-backoff on camera faults, and the camera
- * listing behind `inspectd cameras`.
+ * delivers packed RGB frames into a bounded frame queue, drained by a worker
+ * pool (insp-workers.h) that scores frames through an InspScorer and hands
+ * results out in capture order. Also the trigger interface and
+ * restart-with-backoff on camera faults.
  *
  * pipeline/ may use model/; it knows no MQTT, systemd or config file: the
  * daemon fills InspCaptureOptions from the config.
  *
- * Threads (all created and joined here, each named):
+ * Threads (all created and joined here or in the worker pool, each named):
  *   - GStreamer streaming threads ("insp-capture" side): take frames off the
  *     appsink, apply the trigger, push into the frame queue (may block under
  *     drop = never);
@@ -23,169 +22,29 @@
 #pragma once
 
 #include <glib.h>
-#include "insp-model.h"
+
+#include "insp-camera.h"
+#include "insp-frame-queue.h"
+#include "insp-frame.h"
+#include "insp-pipeline-error.h"
+#include "insp-scorer.h"
 
 G_BEGIN_DECLS
 
-#define INSP_PIPELINE_ERROR (insp_pipeline_error_quark())
-GQuark insp_pipeline_error_quark(void);
-
-typedef enum {
-  INSP_PIPELINE_ERROR_OPTIONS,   /* an option is missing or invalid (named) */
-  INSP_PIPELINE_ERROR_GRAPH,     /* the capture graph cannot be built (missing element...) */
-  INSP_PIPELINE_ERROR_DEVICE,    /* a camera device cannot be opened or queried */
-  INSP_PIPELINE_ERROR_CONTROL,   /* a control is unknown, out of range, or did not take */
-  INSP_PIPELINE_ERROR_TRIGGER,   /* trigger queue full, or not in trigger mode */
-  INSP_PIPELINE_ERROR_NOT_BUILT, /* Aravis support not compiled in */
-  INSP_PIPELINE_ERROR_SCORE,     /* a scorer failed on a frame */
-} InspPipelineError;
-
-/* ---- Frames -------------------------------------------------------------- */
-
-/* One captured image, packed RGB8. Reference-counted; immutable once it is in
- * the frame queue (except the fields the queue itself writes, documented). */
-typedef struct {
-  const guint8 *data; /* width*height RGB pixels, rows @stride bytes apart */
-  int width;
-  int height;
-  int stride;
-  guint64 seq;          /* capture sequence, +1 per frame taken into the queue, across restarts */
-  gint64 mono_us;       /* capture time, g_get_monotonic_time() clock */
-  gint64 wall_us;       /* capture time, g_get_real_time() clock */
-  char *part_id;        /* trigger part id, file stem, or the decimal seq */
-  guint dropped_before; /* frames the queue dropped right before this one (written by the queue) */
-  guint64 index;        /* pop order, 0, 1, 2... (written by the queue at pop) */
-  /* private */
-  gint ref_count;
-  GDestroyNotify data_free;
-  gpointer data_owner;
-} InspFrame;
-
-/* A new frame of @width x @height with its own zeroed pixels (stride = 3*width).
- * The caller owns the returned reference. */
-InspFrame *insp_frame_new(int width, int height);
-/* A frame over pixels the caller keeps alive until @data_free(@data_owner) is
- * called when the last reference goes. */
-InspFrame *insp_frame_new_wrapped(const guint8 *data, int width, int height, int stride,
-                                  GDestroyNotify data_free, gpointer data_owner);
-InspFrame *insp_frame_ref(InspFrame *frame);
-void insp_frame_unref(InspFrame *frame); /* accepts NULL */
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspFrame, insp_frame_unref)
-
-/* ---- The bounded frame queue ---------------------------------------------- */
-
-typedef enum {
-  INSP_DROP_NEVER,  /* full queue: the pusher blocks (backpressure), nothing is lost */
-  INSP_DROP_OLDEST, /* full queue: the oldest queued frame is dropped, the newest wins */
-} InspDropPolicy;
-
-typedef struct _InspFrameQueue InspFrameQueue;
-
-/* A queue of at most @capacity (>= 1) frames. */
-InspFrameQueue *insp_frame_queue_new(guint capacity, InspDropPolicy policy);
-void insp_frame_queue_free(InspFrameQueue *q); /* accepts NULL; unrefs queued frames */
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspFrameQueue, insp_frame_queue_free)
-
-/* Takes @frame (transfer full). When full: INSP_DROP_OLDEST unrefs the oldest
- * queued frame, counts it, and adds it (and the drops before it) to the
- * dropped_before of the frame that followed it; INSP_DROP_NEVER blocks until
- * there is room. Returns FALSE (and unrefs @frame) when the queue or its input
- * is flushing. */
-gboolean insp_frame_queue_push(InspFrameQueue *q, InspFrame *frame);
-/* Blocks for the oldest frame (transfer full, its index set) or returns NULL
- * when the queue is flushing. */
-InspFrame *insp_frame_queue_pop(InspFrameQueue *q);
-/* Flushing: every blocked push and pop returns at once, queued frames are
- * dropped (not counted), new pushes and pops fail until unset. */
-void insp_frame_queue_set_flushing(InspFrameQueue *q, gboolean flushing);
-/* Input flushing: only pushes fail (blocked ones return); pops go on draining. */
-void insp_frame_queue_set_input_flushing(InspFrameQueue *q, gboolean flushing);
-/* Closes the input for good: pushes fail, pops drain what is queued, then
- * return NULL. */
-void insp_frame_queue_close(InspFrameQueue *q);
-guint insp_frame_queue_get_depth(InspFrameQueue *q);
-guint64 insp_frame_queue_get_dropped(InspFrameQueue *q);
-
-/* ---- Scorers --------------------------------------------------------------- */
-
-/* What a scorer fills for one frame. The pipeline owns it and frees mask,
- * map and regions. */
-typedef struct {
-  InspFrame *frame; /* the frame scored (a reference) */
-  guint64 index;    /* delivery order (= frame->index) */
-  gboolean ok;      /* FALSE: @error says why; the other fields are unset */
-  GError *error;
-  float score;     /* normalised image score */
-  float threshold; /* the image threshold the verdict used */
-  gboolean fail;   /* the verdict */
-  int map_width, map_height;
-  float *map;          /* g_malloc'd anomaly map or NULL */
-  guint8 *mask;        /* g_malloc'd frame-sized 0/255 mask or NULL */
-  GArray *regions;     /* of InspRegion, or NULL */
-  char *model_id;      /* g_strdup'd, or NULL */
-  int worker;          /* which worker scored it */
-  gint64 done_mono_us; /* when scoring finished */
-  double latency_ms;   /* capture to scored */
-} InspResult;
-
-void insp_result_free(InspResult *r); /* accepts NULL */
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspResult, insp_result_free)
-
-/* The scorer interface the workers call. Every function is called from a
- * worker thread ("insp-worker-N"), concurrently from different workers with
- * different @worker_state; @scorer_data is shared and must be thread-safe. */
-typedef struct {
-  /* Creates one worker's scratch state (may return NULL as a valid state). */
-  gpointer (*worker_init)(gpointer scorer_data, int worker, GError **error);
-  void (*worker_finalize)(gpointer scorer_data, gpointer worker_state);
-  /* Scores @frame into @result (score, threshold, fail, map, mask, regions,
-   * model_id); returns FALSE with @error set on failure. */
-  gboolean (*score)(gpointer scorer_data, gpointer worker_state, const InspFrame *frame,
-                    InspResult *result, GError **error);
-} InspScorerFuncs;
-
-typedef struct _InspScorer InspScorer;
-
-/* @funcs must outlive the scorer; @data_free(@data) runs with the last unref. */
-InspScorer *insp_scorer_new(const InspScorerFuncs *funcs, gpointer data, GDestroyNotify data_free);
-InspScorer *insp_scorer_ref(InspScorer *s);
-void insp_scorer_unref(InspScorer *s);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspScorer, insp_scorer_unref)
-
-/* The default scorer over an InspModel: insp_model_score, then insp_inspect
- * with the current params. Takes its own reference of @model. */
-InspScorer *insp_model_scorer_new(InspModel *model, const InspInspectParams *params);
-/* Swaps the model atomically: each frame takes a reference of the model
- * current when its scoring starts, so frames in flight finish on the old one;
- * a worker rebuilds its scratch on its next frame. Any thread. */
-void insp_model_scorer_set_model(InspScorer *s, InspModel *model);
-/* Sets thresholds/ROI atomically; they apply from the next frame. Any thread. */
-void insp_model_scorer_set_params(InspScorer *s, const InspInspectParams *params);
-/* Returns a new reference of the current model. */
-InspModel *insp_model_scorer_get_model(InspScorer *s);
-
-/* ---- Camera controls ------------------------------------------------------- */
-
-typedef struct {
-  char *name;  /* v4l2-ctl style: lower case, spaces to underscores */
-  char *value; /* integer, or for menus an integer or the item's name */
-} InspCameraControl;
-
-/* Parses "name=value, name=value" (commas or newlines) into a GArray of
- * InspCameraControl (its clear func frees the strings); an empty string gives
- * an empty array. Rejects a missing '=', an empty name, a duplicate. */
-GArray *insp_camera_controls_parse(const char *text, GError **error);
-
 /* ---- The pipeline ------------------------------------------------------------ */
 
-typedef enum {
-  INSP_CAPTURE_SOURCE_V4L2,
-  INSP_CAPTURE_SOURCE_ARAVIS,
-  INSP_CAPTURE_SOURCE_RTSP,
-  INSP_CAPTURE_SOURCE_FILES,
-  INSP_CAPTURE_SOURCE_TEST,
-  INSP_CAPTURE_SOURCE_PIPELINE,
-} InspCaptureSource;
+/* The capture sources (v4l2, aravis, rtsp, files, test, pipeline) are one
+ * table in insp-pipeline.c: name, launch template, the option that names what
+ * to capture, live or replay, controls. A row is static data. */
+typedef struct _InspCaptureSourceClass InspCaptureSourceClass;
+
+/* The row named @name, or NULL with INSP_PIPELINE_ERROR_OPTIONS for a name
+ * the table lacks and INSP_PIPELINE_ERROR_NOT_BUILT for a source this build
+ * left out (aravis without -Daravis). */
+const InspCaptureSourceClass *insp_capture_source_lookup(const char *name, GError **error);
+/* Whether the source replays files (part ids are file stems, its end is
+ * FINISHED rather than an error). */
+gboolean insp_capture_source_class_is_replay(const InspCaptureSourceClass *klass);
 
 typedef enum {
   INSP_TRIGGER_FREE,     /* every frame is inspected */
@@ -195,7 +54,7 @@ typedef enum {
 /* Everything the pipeline needs, filled by the daemon from [camera],
  * [trigger] and [model]. Strings are copied by insp_pipeline_new(). */
 typedef struct {
-  InspCaptureSource source;
+  const char *source;   /* a name of the capture source table: "v4l2", "files"... */
   const char *device;   /* v4l2: /dev/videoN */
   const char *camera;   /* aravis: camera name (NULL: the first one) */
   const char *uri;      /* rtsp: rtsp://... */
@@ -217,11 +76,7 @@ typedef struct {
   guint stable_ms;          /* a capture that ran this long resets the backoff; 0: 10000 */
 } InspCaptureOptions;
 
-void insp_capture_options_init(InspCaptureOptions *opt); /* the defaults above, source test */
-
-/* "v4l2", "aravis"... <-> enum; FALSE/NULL for an unknown name. */
-gboolean insp_capture_source_from_string(const char *name, InspCaptureSource *out);
-const char *insp_capture_source_to_string(InspCaptureSource source);
+void insp_capture_options_init(InspCaptureOptions *opt); /* the defaults above, source "test" */
 
 typedef enum {
   INSP_PIPELINE_EVENT_STARTED,    /* capture is running (first start or after a restart) */
@@ -280,7 +135,8 @@ typedef struct {
   GMainContext *context;
 } InspPipelineCallbacks;
 
-/* Validates @opt and copies it; starts nothing. Takes a reference of @scorer.
+/* Validates @opt (an unknown or unbuilt source is an error, see
+ * insp_capture_source_lookup()) and copies it; starts nothing. Takes a reference of @scorer.
  * Starting, stopping and restarts run on the control context; an aravis
  * (re)start probes the camera there, which can take a second or two. */
 InspPipeline *insp_pipeline_new(const InspCaptureOptions *opt, InspScorer *scorer,
@@ -306,13 +162,5 @@ gboolean insp_pipeline_trigger(InspPipeline *pipe, const char *part_id, GError *
 void insp_pipeline_set_scorer(InspPipeline *pipe, InspScorer *scorer);
 
 void insp_pipeline_get_stats(InspPipeline *pipe, InspPipelineStats *out);
-
-/* ---- Cameras --------------------------------------------------------------- */
-
-/* A human-readable listing for `inspectd cameras`: every /dev/video* device
- * with its capabilities, formats, frame sizes and controls (range, step,
- * default, current), then the GenICam cameras Aravis finds (when built with
- * Aravis). With no device it says "no V4L2 devices". */
-char *insp_cameras_describe(void);
 
 G_END_DECLS

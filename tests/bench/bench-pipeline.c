@@ -21,6 +21,7 @@
 #include "insp-image.h"
 #include "insp-model.h"
 #include "insp-ops.h"
+#include "insp-model-scorer.h"
 #include "insp-pipeline.h"
 
 typedef struct {
@@ -71,7 +72,7 @@ run(InspScorer *scorer, guint workers, double fps, InspDropPolicy drop, double s
 {
   InspCaptureOptions opt;
   insp_capture_options_init(&opt);
-  opt.source = INSP_CAPTURE_SOURCE_TEST;
+  opt.source = "test";
   opt.width = 640;
   opt.height = 480;
   opt.fps = fps;

@@ -327,7 +327,7 @@ test_wrong_type(void)
 {
   g_autoptr(GPtrArray) problems =
       load_bad("[inspection]\nthreshold = abc\nmin_region_area = 1.5\nroi = 1,2,3\n"
-               "[camera]\nloop = maybe\ncontrols = gain=10,exposure=abc\nfps = nan\n"
+               "[camera]\nloop = maybe\ncontrols = gain=10,exposure=1.5\nfps = nan\n"
                "[mqtt]\nport = 18 83\n");
 
   find_problem(problems, "test.conf", "inspection", "threshold", "expected a number, got 'abc'");
@@ -335,7 +335,7 @@ test_wrong_type(void)
                "expected an integer, got '1.5'");
   find_problem(problems, "test.conf", "inspection", "roi", "expected x,y,w,h");
   find_problem(problems, "test.conf", "camera", "loop", "expected true or false, got 'maybe'");
-  find_problem(problems, "test.conf", "camera", "controls", "item 2 'exposure=abc'");
+  find_problem(problems, "test.conf", "camera", "controls", "item 2 'exposure=1.5'");
   find_problem(problems, "test.conf", "camera", "fps", "expected a number, got 'nan'");
   find_problem(problems, "test.conf", "mqtt", "port", "expected an integer, got '18 83'");
   g_assert_cmpuint(problems->len, ==, 7);
@@ -395,9 +395,9 @@ test_strings(void)
                      "camera", "uri", "not an rtsp:// URI");
   assert_one_problem("[camera]\ncontrols = gain=1,gain=2\n", "camera", "controls",
                      "'gain' is set twice");
-  assert_one_problem("[camera]\ncontrols = gain\n", "camera", "controls", "not name=integer");
-  assert_one_problem("[camera]\ncontrols = =3\n", "camera", "controls", "not name=integer");
-  assert_one_problem("[camera]\ncontrols = ga-in=3\n", "camera", "controls", "not name=integer");
+  assert_one_problem("[camera]\ncontrols = gain\n", "camera", "controls", "not name=value");
+  assert_one_problem("[camera]\ncontrols = =3\n", "camera", "controls", "not name=value");
+  assert_one_problem("[camera]\ncontrols = ga-in=3\n", "camera", "controls", "not name=value");
 }
 
 static void

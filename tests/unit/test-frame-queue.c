@@ -1,10 +1,11 @@
 /* Unit tests of the bounded frame queue (pipeline/insp-frame-queue.c): which
  * frame is dropped under drop = oldest and how the drop is recorded, reference
- * counts of dropped and flushed frames, backpressure under drop = never,
+ * counts of dropped and flushed frames, pushes that never block under
+ * drop = oldest, backpressure under drop = never,
  * flushing and close wake-ups, pop indices. */
 #include <glib.h>
 
-#include "insp-pipeline.h"
+#include "insp-frame-queue.h"
 
 static InspFrame *
 frame_with_seq(guint64 seq)
@@ -90,8 +91,34 @@ pusher_main(gpointer data)
   return NULL;
 }
 
+/* drop = oldest: a push never blocks, however full the queue is and with no
+ * one popping; every frame beyond the capacity is a counted drop. */
 static void
 test_never_blocks(void)
+{
+  g_autoptr(InspFrameQueue) q = insp_frame_queue_new(2, INSP_DROP_OLDEST);
+  Pusher p = {q, 0, 1000};
+  GThread *t = g_thread_new("pusher", pusher_main, &p);
+  gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+  while (g_atomic_int_get(&p.pushed) < 1000 && g_get_monotonic_time() < deadline)
+    g_usleep(1000);
+  /* All 1000 pushes returned with nobody popping: none waited for room. */
+  g_assert_cmpint(g_atomic_int_get(&p.pushed), ==, 1000);
+  g_thread_join(t);
+  g_assert_cmpuint(insp_frame_queue_get_depth(q), ==, 2);
+  g_assert_cmpuint(insp_frame_queue_get_dropped(q), ==, 998);
+  g_autoptr(InspFrame) a = insp_frame_queue_pop(q);
+  g_autoptr(InspFrame) b = insp_frame_queue_pop(q);
+  g_assert_cmpuint(a->seq, ==, 998);
+  g_assert_cmpuint(a->dropped_before, ==, 998);
+  g_assert_cmpuint(b->seq, ==, 999);
+  g_assert_cmpuint(b->dropped_before, ==, 0);
+}
+
+/* drop = never: a full queue blocks the pusher (backpressure) until a pop
+ * makes room, and nothing is lost. */
+static void
+test_drop_never_blocks_the_pusher(void)
 {
   g_autoptr(InspFrameQueue) q = insp_frame_queue_new(2, INSP_DROP_NEVER);
   Pusher p = {q, 0, 50};
@@ -187,6 +214,7 @@ main(int argc, char **argv)
   g_test_add_func("/frame-queue/drop-oldest", test_drop_oldest);
   g_test_add_func("/frame-queue/drop-oldest-capacity-one", test_drop_oldest_capacity_one);
   g_test_add_func("/frame-queue/never-blocks", test_never_blocks);
+  g_test_add_func("/frame-queue/drop-never-blocks-the-pusher", test_drop_never_blocks_the_pusher);
   g_test_add_func("/frame-queue/flushing-wakes-pusher", test_flushing_wakes_pusher);
   g_test_add_func("/frame-queue/close-drains", test_close_drains);
   g_test_add_func("/frame-queue/frame-wrapped", test_frame_wrapped);
