@@ -677,6 +677,7 @@ test_dropin_not_regular(void)
     g_assert_no_error(error);
     g_assert_cmpfloat(cfg->camera.fps, ==, 7);
     g_assert_cmpuint(g_strv_length(cfg->files), ==, 2);
+    g_assert_cmpstr(cfg->files[1], ==, d10); /* the masked name is not read */
   }
   g_assert_cmpint(symlink("/nonexistent/80-line.conf", dangling), ==, 0);
   g_assert_cmpint(g_mkdir(folder, 0755), ==, 0);
