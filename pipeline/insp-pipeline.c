@@ -363,14 +363,34 @@ count(InspPipeline *p, guint64 *field)
   g_mutex_unlock(&p->stats_lock);
 }
 
-static char *
-file_stem(const char *path)
+/* Length of @pattern's fixed folder: up to and including the last '/' before
+ * the first glob character (the whole folder part when there is none). */
+static gsize
+glob_fixed_prefix_len(const char *pattern)
 {
-  g_autofree char *base = g_path_get_basename(path);
-  char *dot = strrchr(base, '.');
-  if (dot != NULL && dot != base)
+  gsize meta = strcspn(pattern, "*?[");
+  gsize slash = 0;
+
+  for (gsize i = 0; i < meta; i++)
+    if (pattern[i] == '/')
+      slash = i + 1;
+  return slash;
+}
+
+/* A file's part id: its path below the glob's fixed folder without the
+ * extension ("good/000" and "broken_large/000" for test/STAR/STAR.png), so
+ * that two files never share a part id; the bare stem when the glob has no
+ * folder wildcard. */
+static char *
+file_part_id(const char *path, gsize prefix_len)
+{
+  g_autofree char *rel = g_strdup(strlen(path) >= prefix_len ? path + prefix_len : path);
+  char *slash = strrchr(rel, '/');
+  char *dot = strrchr(slash ? slash + 1 : rel, '.');
+
+  if (dot != NULL && dot != (slash ? slash + 1 : rel))
     *dot = '\0';
-  return g_strdup(base);
+  return g_steal_pointer(&rel);
 }
 
 /* Pops the oldest trigger that arrived at or before @mono_us; NULL if none. */
@@ -487,7 +507,7 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
   if (t != NULL)
     f->part_id = g_strdup(t->part_id);
   else if (file_path != NULL)
-    f->part_id = file_stem(file_path);
+    f->part_id = file_part_id(file_path, glob_fixed_prefix_len(p->location));
   else
     f->part_id = g_strdup_printf("%" G_GUINT64_FORMAT, f->seq);
 

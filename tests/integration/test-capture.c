@@ -322,6 +322,56 @@ test_files_slow_workers(void)
   check_files_replay(3, 2000, 8000, 2);
 }
 
+/* Files of the same name in different folders of the glob get different
+ * part ids: their path below the glob's fixed folder, without extension. */
+static void
+test_files_part_ids_unique(void)
+{
+  g_autoptr(GError) err = NULL;
+  g_autofree char *dir = g_dir_make_tmp("insp-capture-XXXXXX", &err);
+  const char *const sub[] = {"broken_large", "good"};
+  g_autoptr(InspImage) img = insp_image_new(16, 12, 3);
+
+  g_assert_no_error(err);
+  memset(img->data, 90, (gsize)img->stride * img->height);
+  for (guint d = 0; d < G_N_ELEMENTS(sub); d++) {
+    g_autofree char *folder = g_build_filename(dir, sub[d], NULL);
+
+    g_assert_cmpint(g_mkdir(folder, 0755), ==, 0);
+    for (guint i = 0; i < 2; i++) {
+      g_autofree char *path = g_strdup_printf("%s/%03u.png", folder, i);
+
+      g_assert_true(insp_image_save_png(img, path, &err));
+      g_assert_no_error(err);
+    }
+  }
+  g_autofree char *glob = g_strdup_printf("%s/*/*.png", dir);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = "files";
+  opt.location = glob;
+  opt.drop = INSP_DROP_NEVER;
+  opt.workers = 1;
+  Stub stub = {0, 0, 0, 0, 0.25f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_finished, GUINT_TO_POINTER(4), 20000));
+  insp_pipeline_stop(p, TRUE);
+  insp_pipeline_free(p);
+
+  const char *const want[] = {"broken_large/000", "broken_large/001", "good/000", "good/001"};
+  g_assert_cmpuint(a.results->len, ==, G_N_ELEMENTS(want));
+  for (guint i = 0; i < G_N_ELEMENTS(want); i++)
+    g_assert_cmpstr(g_array_index(a.results, Seen, i).part_id, ==, want[i]);
+  all_clear(&a);
+  for (guint d = 0; d < G_N_ELEMENTS(sub); d++) {
+    g_autofree char *folder = g_build_filename(dir, sub[d], NULL);
+    remove_dir(folder);
+  }
+  g_rmdir(dir);
+}
+
 /* A file that does not decode is skipped, counted and reported; the replay
  * goes on. */
 static void
@@ -1124,6 +1174,7 @@ main(int argc, char **argv)
   gst_init(&argc, &argv);
   g_test_add_func("/capture/files-exactly-once", test_files_exactly_once);
   g_test_add_func("/capture/files-slow-workers", test_files_slow_workers);
+  g_test_add_func("/capture/files-part-ids-unique", test_files_part_ids_unique);
   g_test_add_func("/capture/files-skip-corrupt", test_files_skip_corrupt);
   g_test_add_func("/capture/drop-oldest-counts", test_drop_oldest_counts);
   g_test_add_func("/capture/drop-never-keeps-all", test_drop_never_keeps_all);
