@@ -172,6 +172,11 @@ static const Key schema[] = {
     {KEY("camera", "height", T_INT, "int", camera.height, "0", "0 <= x <= 16384", C_CAMERA,
          "frame height in pixels; 0 = the camera's own"),
      .min = 0, .max = 16384},
+    {KEY("camera", "max_pixels", T_INT, "int", camera.max_pixels, "16777216", "1 <= x <= 67108864",
+         C_CAMERA,
+         "larger frames and image files are rejected (counted, logged); bounds memory: about "
+         "(queue + 1) x 3 + workers x 9 bytes per pixel"),
+     .min = 1, .max = 67108864},
     {KEY("camera", "drop", T_ENUM, "enum", camera.drop, "auto", "never, oldest, auto", C_CAMERA,
          "queue full: never = wait, oldest = drop the oldest frame; auto = oldest for live "
          "cameras, never for files/test"),
@@ -1279,6 +1284,14 @@ check_rules(Loader *L)
     g_autofree char *reason = g_strdup_printf("required when [camera] %s is set", set);
 
     add_problem(L, origin_file(L, "camera", set), 0, "camera", unset, reason);
+  }
+  if ((gint64)cfg->camera.width * cfg->camera.height > cfg->camera.max_pixels &&
+      !was_rejected(L, "camera", "width") && !was_rejected(L, "camera", "max_pixels")) {
+    g_autofree char *reason =
+        g_strdup_printf("%dx%d is over [camera] max_pixels = %d", cfg->camera.width,
+                        cfg->camera.height, cfg->camera.max_pixels);
+
+    add_problem(L, origin_file(L, "camera", "width"), 0, "camera", "width", reason);
   }
   if (cfg->mqtt.tls_cert[0] != '\0' && cfg->mqtt.tls_key[0] == '\0' &&
       !was_rejected(L, "mqtt", "tls_key"))

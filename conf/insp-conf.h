@@ -105,6 +105,7 @@ typedef struct {
     InspCameraControl *controls; /* n_controls entries, in file order, names unique */
     guint n_controls;
     int width, height;   /* 0 = the camera's own resolution */
+    int max_pixels;      /* larger frames and image files are rejected */
     InspConfigDrop drop; /* resolved; never "auto" */
   } camera;
   struct {

@@ -539,6 +539,7 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
   o.n_controls = cfg->camera.n_controls;
   o.width = cfg->camera.width;
   o.height = cfg->camera.height;
+  o.max_pixels = cfg->camera.max_pixels;
   o.drop = cfg->camera.drop == INSP_CONFIG_DROP_OLDEST ? INSP_DROP_OLDEST : INSP_DROP_NEVER;
   o.workers = (guint)MAX(cfg->model.workers, 1);
   o.trigger = cfg->trigger.mode == INSP_CONFIG_TRIGGER_MODE_MQTT ? INSP_TRIGGER_EXTERNAL

@@ -381,6 +381,14 @@ glob_fixed_prefix_len(const char *pattern)
  * extension ("good/000" and "broken_large/000" for test/STAR/STAR.png), so
  * that two files never share a part id; the bare stem when the glob has no
  * folder wildcard. */
+/* The largest frame accepted, in pixels. */
+static gint64
+max_pixels(const InspPipeline *p)
+{
+  return p->opt.max_pixels > 0 ? MIN(p->opt.max_pixels, INSP_IMAGE_MAX_PIXELS)
+                               : INSP_IMAGE_MAX_PIXELS;
+}
+
 static char *
 file_part_id(const char *path, gsize prefix_len)
 {
@@ -440,7 +448,7 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
     return GST_FLOW_OK;
   }
   int w = GST_VIDEO_INFO_WIDTH(&info), h = GST_VIDEO_INFO_HEIGHT(&info);
-  if (w <= 0 || h <= 0 || (gint64)w * h > INSP_IMAGE_MAX_PIXELS ||
+  if (w <= 0 || h <= 0 || (gint64)w * h > max_pixels(p) ||
       (p->opt.width > 0 && (w != p->opt.width || h != p->opt.height))) {
     count(p, &p->stats.rejected_size);
     gst_sample_unref(sample);
@@ -640,6 +648,17 @@ feeder_main(gpointer data)
                      : &p->stats.rejected_format);
         g_autofree char *msg = g_strdup_printf("skipping a file of the replay: %s", err->message);
         GError *w = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, msg);
+        gst_element_post_message(src, gst_message_new_warning(GST_OBJECT(src), w, NULL));
+        g_error_free(w);
+        continue;
+      }
+      if (img != NULL && (gint64)img->width * img->height > max_pixels(p)) {
+        count(p, &p->stats.rejected_size);
+        g_autofree char *msg = g_strdup_printf("skipping a file of the replay: %s: %dx%d is over "
+                                               "[camera] max_pixels = %" G_GINT64_FORMAT,
+                                               path, img->width, img->height, max_pixels(p));
+        GError *w = g_error_new_literal(INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_OPTIONS, msg);
+        insp_image_free(img);
         gst_element_post_message(src, gst_message_new_warning(GST_OBJECT(src), w, NULL));
         g_error_free(w);
         continue;

@@ -65,6 +65,7 @@ typedef struct {
   const InspCameraControl *controls; /* v4l2 and aravis controls, applied at every start */
   guint n_controls;
   int width, height; /* > 0: scale to this size; 0: the camera's own */
+  gint64 max_pixels; /* larger frames and files are rejected (counted); 0: INSP_IMAGE_MAX_PIXELS */
   InspDropPolicy
       drop; /* forced to INSP_DROP_NEVER in trigger mode: a triggered part is never dropped */
   guint queue_size; /* frames; 0: 4 */

@@ -322,6 +322,46 @@ test_files_slow_workers(void)
   check_files_replay(3, 2000, 8000, 2);
 }
 
+/* A file over max_pixels is skipped before it is queued, counted as a
+ * wrong size and reported; the replay goes on. Live frames are checked by
+ * the same limit at the appsink. */
+static void
+test_files_over_max_pixels(void)
+{
+  const guint n = 3;
+  g_autofree char *dir = write_images(n, 20, 10);
+  g_autofree char *big = g_strdup_printf("%s/part-001b.png", dir);
+  g_autoptr(GError) err = NULL;
+  g_autoptr(InspImage) img = insp_image_new(40, 30, 3);
+  memset(img->data, 7, (gsize)img->stride * img->height);
+  g_assert_true(insp_image_save_png(img, big, &err));
+  g_assert_no_error(err);
+  g_autofree char *glob = g_strdup_printf("%s/*.png", dir);
+  InspCaptureOptions opt;
+  insp_capture_options_init(&opt);
+  opt.source = "files";
+  opt.location = glob;
+  opt.max_pixels = 22 * 10; /* the 20x10 and 22x10 parts pass, 40x30 does not */
+  Stub stub = {0, 0, 0, 0, 0.5f};
+  Seen_all a;
+  all_init(&a);
+  InspPipeline *p = make_pipeline(&opt, &stub, &a);
+  g_assert_true(wait_for(&a, pred_finished, GUINT_TO_POINTER(n), 20000));
+  insp_pipeline_stop(p, TRUE);
+  InspPipelineStats st;
+  insp_pipeline_get_stats(p, &st);
+  insp_pipeline_free(p);
+  g_assert_cmpuint(a.results->len, ==, n);
+  for (guint i = 0; i < n; i++) {
+    g_autofree char *stem = g_strdup_printf("part-%03u", i);
+    g_assert_cmpstr(g_array_index(a.results, Seen, i).part_id, ==, stem);
+  }
+  g_assert_cmpuint(st.rejected_size, ==, 1);
+  g_assert_cmpuint(count_events(&a, INSP_PIPELINE_EVENT_REJECTED), ==, 1);
+  all_clear(&a);
+  remove_dir(dir);
+}
+
 /* Files of the same name in different folders of the glob get different
  * part ids: their path below the glob's fixed folder, without extension. */
 static void
@@ -1176,6 +1216,7 @@ main(int argc, char **argv)
   g_test_add_func("/capture/files-slow-workers", test_files_slow_workers);
   g_test_add_func("/capture/files-part-ids-unique", test_files_part_ids_unique);
   g_test_add_func("/capture/files-skip-corrupt", test_files_skip_corrupt);
+  g_test_add_func("/capture/files-over-max-pixels", test_files_over_max_pixels);
   g_test_add_func("/capture/drop-oldest-counts", test_drop_oldest_counts);
   g_test_add_func("/capture/drop-never-keeps-all", test_drop_never_keeps_all);
   g_test_add_func("/capture/restart-after-eos", test_restart_after_eos);

@@ -640,6 +640,8 @@ test_commands(void)
                      "not one of the allowed values");
   assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\ncommands = none\n", "trigger", "mode",
                      "commands = trigger or all");
+  assert_one_problem("[camera]\nwidth = 4000\nheight = 3000\nmax_pixels = 1000000\n", "camera",
+                     "width", "4000x3000 is over [camera] max_pixels = 1000000");
   assert_one_problem("[inspection]\nthreshold_min = 0.6\nthreshold_max = 0.5\n", "inspection",
                      "threshold_min", "above [inspection] threshold_max");
   assert_one_problem("[inspection]\npixel_threshold_max = 0.1\n", "inspection",
