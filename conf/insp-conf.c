@@ -1306,6 +1306,14 @@ check_rules(Loader *L)
       !was_rejected(L, "mqtt", "host") && !was_rejected(L, "mqtt", "commands"))
     key_problem(L, "trigger", "mode",
                 "mqtt needs MQTT enabled ([mqtt] host set) and [mqtt] commands = trigger or all");
+  if (cfg->mqtt.commands == INSP_CONFIG_COMMANDS_ALL && !cfg->mqtt.insecure_commands &&
+      cfg->mqtt.host[0] != '\0' &&
+      (cfg->mqtt.username[0] == '\0' || cfg->mqtt.password_file[0] == '\0') &&
+      cfg->mqtt.tls_cert[0] == '\0' && !was_rejected(L, "mqtt", "commands"))
+    key_problem(L, "mqtt", "commands",
+                "all needs an authenticated connection ([mqtt] username and password_file, or "
+                "tls_cert and tls_key) so that only who the broker allows may change thresholds; "
+                "set [mqtt] insecure_commands = true to accept the risk");
   check_bounds(L, "threshold", cfg->inspection.threshold_min, cfg->inspection.threshold_max);
   check_bounds(L, "pixel_threshold", cfg->inspection.pixel_threshold_min,
                cfg->inspection.pixel_threshold_max);

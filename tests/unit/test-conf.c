@@ -636,6 +636,24 @@ test_commands(void)
 
     g_assert_cmpint(cfg->mqtt.commands, ==, cases[i].want);
   }
+  assert_one_problem("[mqtt]\ncommands = all\n", "mqtt", "commands",
+                     "needs an authenticated connection");
+  assert_one_problem("[mqtt]\ncommands = true\nusername = line\n", "mqtt", "commands",
+                     "set [mqtt] insecure_commands = true");
+  {
+    g_autoptr(InspConfig) off = load_ok("[mqtt]\nhost =\ncommands = all\n");
+
+    g_assert_cmpint(off->mqtt.commands, ==, INSP_CONFIG_COMMANDS_ALL); /* MQTT off: no risk */
+  }
+  {
+    g_autoptr(InspConfig) user =
+        load_ok("[mqtt]\ncommands = all\nusername = line\npassword_file = @FILE@\n");
+    g_autoptr(InspConfig) cert =
+        load_ok("[mqtt]\ncommands = all\ntls_ca = @FILE@\ntls_cert = @FILE@\ntls_key = @FILE@\n");
+
+    g_assert_cmpint(user->mqtt.commands, ==, INSP_CONFIG_COMMANDS_ALL);
+    g_assert_cmpint(cert->mqtt.commands, ==, INSP_CONFIG_COMMANDS_ALL);
+  }
   assert_one_problem("[mqtt]\ncommands = some\n", "mqtt", "commands",
                      "not one of the allowed values");
   assert_one_problem("[trigger]\nmode = mqtt\n[mqtt]\ncommands = none\n", "trigger", "mode",
