@@ -83,7 +83,10 @@ insp_daemon_mqtt_new(const InspConfig *config, const char *station, const char *
   o.masks = config->mqtt.masks == INSP_CONFIG_MASKS_ALL    ? INSP_MQTT_MASKS_ALL
             : config->mqtt.masks == INSP_CONFIG_MASKS_NONE ? INSP_MQTT_MASKS_NONE
                                                            : INSP_MQTT_MASKS_FAIL;
-  o.commands = config->mqtt.commands;
+  o.commands = config->mqtt.commands == INSP_CONFIG_COMMANDS_ALL       ? INSP_MQTT_COMMANDS_ALL
+               : config->mqtt.commands == INSP_CONFIG_COMMANDS_TRIGGER ? INSP_MQTT_COMMANDS_TRIGGER
+                                                                       : INSP_MQTT_COMMANDS_NONE;
+  o.reply_prefix = nonempty(config->mqtt.reply_prefix);
   o.spool_dir = spool_dir ? spool_dir : config->spool.dir;
   o.spool_max_mb = (guint)MAX(config->spool.max_mb, 1);
 

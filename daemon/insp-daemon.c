@@ -99,6 +99,11 @@ typedef struct {
   gint64 wd_last_change_us;
   gboolean wd_stalled;
   guint64 trigger_counter;
+
+  /* Threshold override, saved coalesced off the main loop (main thread). */
+  guint override_timer;
+  gboolean override_saving, override_dirty;
+  double override_t, override_pt; /* NaN: not set since the last save */
 } Daemon;
 
 void
@@ -932,6 +937,111 @@ reload_command_idle(gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* ---- the threshold override, written off the main loop ------------------------------ */
+
+/* At most one write per OVERRIDE_SAVE_MS however many threshold commands
+ * arrive, and never on the main loop: a flood of commands must not delay the
+ * watchdog ping. */
+#define OVERRIDE_SAVE_MS 200
+
+typedef struct {
+  InspConfig *config;
+  double t, pt;
+} OverrideSave;
+
+static void
+override_save_free(gpointer data)
+{
+  OverrideSave *o = data;
+
+  insp_config_free(o->config);
+  g_free(o);
+}
+
+static void
+override_save_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+  OverrideSave *o = data;
+  GError *error = NULL;
+
+  if (insp_config_override_save(o->config, o->t, o->pt, &error))
+    g_task_return_boolean(task, TRUE);
+  else
+    g_task_return_error(task, error);
+}
+
+static void override_schedule(Daemon *d);
+
+static void
+override_saved(GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  Daemon *d = user_data;
+  g_autoptr(GError) error = NULL;
+
+  d->override_saving = FALSE;
+  if (!g_task_propagate_boolean(G_TASK(res), &error)) {
+    g_autofree char *msg = g_strdup_printf(
+        "the threshold set by command is in force but not saved (it is lost on restart): %s",
+        error->message);
+    g_warning("%s", msg);
+    publish_event(d, "error", "threshold_not_saved", msg);
+  }
+  if (d->override_dirty)
+    override_schedule(d);
+}
+
+static gboolean
+override_timer_cb(gpointer user_data)
+{
+  Daemon *d = user_data;
+  OverrideSave *o = g_new0(OverrideSave, 1);
+  g_autoptr(GTask) task = g_task_new(NULL, NULL, override_saved, d);
+
+  d->override_timer = 0;
+  d->override_dirty = FALSE;
+  d->override_saving = TRUE;
+  o->config = insp_config_copy(d->config);
+  o->t = d->override_t;
+  o->pt = d->override_pt;
+  d->override_t = d->override_pt = NAN;
+  g_task_set_task_data(task, o, override_save_free);
+  g_task_run_in_thread(task, override_save_thread);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+override_schedule(Daemon *d)
+{
+  d->override_dirty = TRUE;
+  if (d->override_timer == 0 && !d->override_saving)
+    d->override_timer = g_timeout_add(OVERRIDE_SAVE_MS, override_timer_cb, d);
+}
+
+/* Waits for the last write at stop, so that a threshold set just before is
+ * not lost. */
+static void
+override_flush(Daemon *d)
+{
+  if (d->override_timer) {
+    g_clear_handle_id(&d->override_timer, g_source_remove);
+    override_timer_cb(d);
+  }
+  while (d->override_saving)
+    g_main_context_iteration(NULL, TRUE);
+}
+
+/* NULL when @value is within [inspection] @name_min..@name_max, else the
+ * refusal. */
+static char *
+threshold_refusal(const char *name, double value, double min, double max)
+{
+  if (isnan(value) || (value >= min && value <= max))
+    return NULL;
+  return g_strdup_printf("%s %g refused: outside [inspection] %s_min .. %s_max = %g .. %g (set in "
+                         "the config files)",
+                         name, value, name, name, min, max);
+}
+
 static void
 on_command(const InspDaemonCmd *c, gpointer user_data)
 {
@@ -955,13 +1065,24 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
   case INSP_DAEMON_CMD_THRESHOLD: {
     double t = c->has_threshold ? c->threshold : NAN;
     double pt = c->has_pixel_threshold ? c->pixel_threshold : NAN;
+    const InspConfig *now = d->config;
     g_autoptr(InspConfig) cfg = NULL;
+    g_autofree char *refused = threshold_refusal("threshold", t, now->inspection.threshold_min,
+                                                 now->inspection.threshold_max);
 
-    if (!insp_config_override_save(d->config, t, pt, &error)) {
-      g_warning("threshold command: %s", error->message);
-      insp_daemon_mqtt_reply_error(d->mqtt, c->cmd, error->message);
+    if (refused == NULL)
+      refused = threshold_refusal("pixel_threshold", pt, now->inspection.pixel_threshold_min,
+                                  now->inspection.pixel_threshold_max);
+    if (refused != NULL) {
+      g_info("threshold command: %s", refused);
+      insp_daemon_mqtt_reply_error(d->mqtt, c->cmd, refused);
       return;
     }
+    if (!isnan(t))
+      d->override_t = t;
+    if (!isnan(pt))
+      d->override_pt = pt;
+    override_schedule(d);
     cfg = insp_config_copy(d->config);
     if (c->has_threshold)
       cfg->inspection.threshold = t;
@@ -972,7 +1093,7 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
     insp_model_scorer_set_params(d->scorer, &params);
     insp_config_free(d->config);
     d->config = g_steal_pointer(&cfg);
-    g_info("threshold set by command: %.4f, pixel threshold %.4f (persisted)",
+    g_info("threshold set by command: %.4f, pixel threshold %.4f (saved within a second)",
            d->config->inspection.threshold, d->config->inspection.pixel_threshold);
     insp_daemon_mqtt_reply(d->mqtt, c->cmd, NULL, NULL, "threshold",
                            d->config->inspection.threshold);
@@ -1170,6 +1291,7 @@ daemon_cleanup(Daemon *d)
   g_clear_handle_id(&d->status_timer, g_source_remove);
   g_clear_handle_id(&d->watchdog_timer, g_source_remove);
   g_clear_handle_id(&d->reload_timer, g_source_remove);
+  override_flush(d);
   g_clear_object(&d->file_monitor);
   g_clear_object(&d->dir_monitor);
   if (d->pipe)
@@ -1208,6 +1330,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
   g_mutex_init(&d->pub_lock);
   g_mutex_init(&d->seq_lock);
   g_mutex_init(&d->stats_lock);
+  d->override_t = d->override_pt = NAN;
   d->loop = g_main_loop_new(NULL, FALSE);
   insp_log_init();
 

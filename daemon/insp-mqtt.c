@@ -98,7 +98,11 @@ struct _InspMqtt {
   int qos;
   int keepalive;
   char *station;
-  gboolean commands;
+  InspMqttCommands commands;
+  char *topic_prefix; /* no response topic at or below it */
+  char *reply_prefix; /* NULL: none */
+  double cmd_tokens;  /* token bucket of INSP_MQTT_COMMANDS_PER_S; net thread only */
+  gint64 cmd_tokens_time;
   guint reconnect_min_s, reconnect_max_s;
   char *t_base, *t_result, *t_mask, *t_status, *t_event, *t_snapshot, *t_cmd_sub, *t_cmd_base;
   GMainContext *context;
@@ -161,7 +165,7 @@ insp_mqtt_options_init(InspMqttOptions *opts)
   opts->keepalive = 30;
   opts->topic_prefix = "inspectd";
   opts->masks = INSP_MQTT_MASKS_FAIL;
-  opts->commands = TRUE;
+  opts->commands = INSP_MQTT_COMMANDS_ALL;
   opts->spool_max_mb = 100;
   opts->reconnect_min_s = 1;
   opts->reconnect_max_s = 30;
@@ -902,7 +906,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
   while (g_hash_table_iter_next(&it, &key, &value))
     if (((Inflight *)value)->qos > 0)
       mqtt->barrier = TRUE;
-  if (mqtt->commands)
+  if (mqtt->commands != INSP_MQTT_COMMANDS_NONE)
     mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
   publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_MQTT_STATE_ONLINE,
                         NULL);
@@ -1001,6 +1005,66 @@ reply_error_raw(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message)
   send_reply(mqtt, cmd, o);
 }
 
+/* TRUE when @topic is @prefix or lies below it. */
+static gboolean
+topic_at_or_below(const char *topic, const char *prefix)
+{
+  gsize n = strlen(prefix);
+
+  return strncmp(topic, prefix, n) == 0 && (topic[n] == '\0' || topic[n] == '/');
+}
+
+/* Net thread. FALSE with the reply's error text when @cmd is refused: over
+ * the rate, not enabled by the commands level, or with a response topic that
+ * could point the daemon's publish at another station or a wildcard. */
+static gboolean
+command_allowed(InspMqtt *mqtt, const InspMqttCommand *cmd, const char *response_topic,
+                GError **error)
+{
+  gint64 now = g_get_monotonic_time();
+
+  mqtt->cmd_tokens = MIN((double)INSP_MQTT_COMMANDS_PER_S,
+                         mqtt->cmd_tokens + (double)(now - mqtt->cmd_tokens_time) *
+                                                INSP_MQTT_COMMANDS_PER_S / G_USEC_PER_SEC);
+  mqtt->cmd_tokens_time = now;
+  if (mqtt->cmd_tokens < 1.0) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND,
+                "too many commands: at most %d per second are accepted, this one is refused",
+                INSP_MQTT_COMMANDS_PER_S);
+    return FALSE;
+  }
+  mqtt->cmd_tokens -= 1.0;
+  if (mqtt->commands == INSP_MQTT_COMMANDS_TRIGGER && cmd->kind != INSP_MQTT_COMMAND_TRIGGER) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND,
+                "command '%s' is not enabled: [mqtt] commands = all enables it (on an "
+                "authenticated connection)",
+                cmd->name);
+    return FALSE;
+  }
+  if (response_topic == NULL)
+    return TRUE;
+  if (mosquitto_pub_topic_check(response_topic) != MOSQ_ERR_SUCCESS ||
+      !g_utf8_validate(response_topic, -1, NULL)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
+                "response topic refused: not a topic one may publish to (wildcard or empty)");
+    return FALSE;
+  }
+  if (response_topic[0] == '$' || topic_at_or_below(response_topic, mqtt->topic_prefix)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
+                "response topic refused: '%s' lies under '%s/' (the stations' own topics) or "
+                "starts with '$'",
+                response_topic, mqtt->topic_prefix);
+    return FALSE;
+  }
+  if (mqtt->reply_prefix != NULL && !topic_at_or_below(response_topic, mqtt->reply_prefix)) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
+                "response topic refused: '%s' is not under [mqtt] reply_prefix '%s'",
+                response_topic, mqtt->reply_prefix);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static void
 on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
            const mosquitto_property *props)
@@ -1015,7 +1079,8 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
   gsize base_len = strlen(mqtt->t_cmd_base);
   Dispatch *d;
 
-  if (!mqtt->commands || msg->topic == NULL || !g_str_has_prefix(msg->topic, mqtt->t_cmd_base))
+  if (mqtt->commands == INSP_MQTT_COMMANDS_NONE || msg->topic == NULL ||
+      !g_str_has_prefix(msg->topic, mqtt->t_cmd_base))
     return;
   name = g_strdup(msg->topic + base_len);
   if (*name == '\0' || strchr(name, '/') != NULL)
@@ -1028,11 +1093,16 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
 
   mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
   mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
-  if (response_topic != NULL && mosquitto_pub_topic_check(response_topic) != MOSQ_ERR_SUCCESS)
-    g_clear_pointer(&response_topic, free);
 
   cmd = insp_mqtt_parse_command(name, msg->payload ? msg->payload : (const void *)"",
                                 msg->payloadlen > 0 ? (gsize)msg->payloadlen : 0, &error);
+  if (cmd != NULL && !command_allowed(mqtt, cmd, response_topic, &error)) {
+    /* Refused: answered on the station's own reply topic, never on a
+     * response topic that was itself refused. */
+    if (error->code == INSP_MQTT_ERROR_RESPONSE_TOPIC)
+      g_clear_pointer(&response_topic, free);
+    g_clear_pointer(&cmd, insp_mqtt_command_unref);
+  }
   if (cmd == NULL) {
     /* Answer malformed commands here, on the name the sender used. */
     cmd = g_new0(InspMqttCommand, 1);
@@ -1068,6 +1138,19 @@ net_thread(gpointer data)
 
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  {
+    /* Maximum-Packet-Size in every CONNECT, so that the broker never delivers
+     * a command larger than we read (a 200 MB publish would otherwise be
+     * buffered whole before it is refused). libmosquitto takes CONNECT
+     * properties only from the blocking mosquitto_connect_bind_v5(), which
+     * stores them for every later (re)connect before it checks the port:
+     * call it with an invalid port, then connect without blocking. */
+    mosquitto_property *props = NULL;
+
+    mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, INSP_MQTT_MAX_PACKET_SIZE);
+    (void)mosquitto_connect_bind_v5(mqtt->mosq, mqtt->host, -1, mqtt->keepalive, NULL, props);
+    mosquitto_property_free_all(&props);
+  }
   (void)mosquitto_connect_async(mqtt->mosq, mqtt->host, mqtt->port, mqtt->keepalive);
   for (;;) {
     int rc;
@@ -1126,6 +1209,8 @@ mqtt_unref(InspMqtt *mqtt)
     return;
   g_free(mqtt->host);
   g_free(mqtt->client_id);
+  g_free(mqtt->topic_prefix);
+  g_free(mqtt->reply_prefix);
   g_free(mqtt->username);
   if (mqtt->password != NULL) {
     explicit_bzero(mqtt->password, strlen(mqtt->password));
@@ -1279,6 +1364,11 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->qos = opts->qos;
   mqtt->keepalive = opts->keepalive ? opts->keepalive : 30;
   mqtt->commands = opts->commands;
+  mqtt->topic_prefix = g_strdup(prefix);
+  mqtt->reply_prefix =
+      opts->reply_prefix && *opts->reply_prefix ? g_strdup(opts->reply_prefix) : NULL;
+  mqtt->cmd_tokens = INSP_MQTT_COMMANDS_PER_S;
+  mqtt->cmd_tokens_time = g_get_monotonic_time();
   mqtt->reconnect_min_s = MAX(opts->reconnect_min_s, 1u);
   mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
   mqtt->masks = opts->masks;

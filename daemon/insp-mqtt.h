@@ -15,11 +15,12 @@ G_BEGIN_DECLS
 GQuark insp_mqtt_error_quark(void);
 
 typedef enum {
-  INSP_MQTT_ERROR_OPTIONS, /* an option is invalid (message names it) */
-  INSP_MQTT_ERROR_FILE,    /* password/TLS file unreadable (message names the file) */
-  INSP_MQTT_ERROR_SPOOL,   /* the spool could not be opened or written */
-  INSP_MQTT_ERROR_CLIENT,  /* libmosquitto refused a setting */
-  INSP_MQTT_ERROR_COMMAND, /* a command payload is malformed or out of range */
+  INSP_MQTT_ERROR_OPTIONS,        /* an option is invalid (message names it) */
+  INSP_MQTT_ERROR_FILE,           /* password/TLS file unreadable (message names the file) */
+  INSP_MQTT_ERROR_SPOOL,          /* the spool could not be opened or written */
+  INSP_MQTT_ERROR_CLIENT,         /* libmosquitto refused a setting */
+  INSP_MQTT_ERROR_COMMAND,        /* a command payload is malformed or out of range */
+  INSP_MQTT_ERROR_RESPONSE_TOPIC, /* a command's response topic is refused */
 } InspMqttError;
 
 typedef enum {
@@ -27,6 +28,22 @@ typedef enum {
   INSP_MQTT_MASKS_ALL,
   INSP_MQTT_MASKS_NONE,
 } InspMqttMasks;
+
+/* Which commands are accepted. Each level answers the commands it does not
+ * accept with an error naming [mqtt] commands. */
+typedef enum {
+  INSP_MQTT_COMMANDS_NONE = 0, /* no subscription */
+  INSP_MQTT_COMMANDS_TRIGGER,  /* cmd/trigger; threshold, reload, snapshot refused */
+  INSP_MQTT_COMMANDS_ALL,
+} InspMqttCommands;
+
+/* Commands accepted per second (a token bucket of this many); the excess is
+ * answered with an error and not dispatched, so a flood cannot starve the
+ * main loop. */
+#define INSP_MQTT_COMMANDS_PER_S 200
+/* Maximum-Packet-Size announced in CONNECT: the broker does not deliver a
+ * larger packet (a command is at most INSP_MQTT_COMMAND_MAX_PAYLOAD). */
+#define INSP_MQTT_MAX_PACKET_SIZE (INSP_MQTT_COMMAND_MAX_PAYLOAD + 4096)
 
 /* Caller-owned; insp_mqtt_new() copies what it keeps. Strings may be NULL. */
 typedef struct {
@@ -44,7 +61,11 @@ typedef struct {
   const char *topic_prefix; /* default "inspectd" */
   const char *station;      /* default the host name */
   InspMqttMasks masks;
-  gboolean commands;     /* subscribe to {prefix}/{station}/cmd/+ */
+  InspMqttCommands commands; /* default all */
+  /* Response topics must be this or below it; NULL: any topic outside
+   * {topic_prefix}/. Wildcards and topics under {topic_prefix}/ are always
+   * refused. */
+  const char *reply_prefix;
   const char *spool_dir; /* required */
   guint spool_max_mb;    /* default 100 */
   gboolean spool_fsync;  /* fsync each spooled message (power-loss safe) */
@@ -52,7 +73,7 @@ typedef struct {
   guint reconnect_max_s;
 } InspMqttOptions;
 
-/* Fills the defaults above (commands on, masks fail, qos 1, spool_dir NULL). */
+/* Fills the defaults above (commands all, masks fail, qos 1, spool_dir NULL). */
 void insp_mqtt_options_init(InspMqttOptions *opts);
 
 typedef enum {

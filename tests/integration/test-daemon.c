@@ -134,15 +134,16 @@ train_model(const char *path, guint64 seed, double coreset)
 static char *
 config_text(const char *model, const char *threshold)
 {
-  return g_strdup_printf("[station]\nid = " STATION "\nstate_dir = %s\n"
-                         "[camera]\nsource = files\nlocation = %s/*.png\nloop = true\nfps = 15\n"
-                         "drop = never\n"
-                         "[model]\npath = %s\nworkers = 1\n"
-                         "[inspection]\nthreshold = %s\n"
-                         "[mqtt]\nhost = 127.0.0.1\nport = %d\n"
-                         "[spool]\ndir = %s/spool\n"
-                         "[log]\nlevel = info\n",
-                         fx.state_dir, fx.images, model, threshold, fx.port, fx.state_dir);
+  return g_strdup_printf(
+      "[station]\nid = " STATION "\nstate_dir = %s\n"
+      "[camera]\nsource = files\nlocation = %s/*.png\nloop = true\nfps = 15\n"
+      "drop = never\n"
+      "[model]\npath = %s\nworkers = 1\n"
+      "[inspection]\nthreshold = %s\n"
+      "[mqtt]\nhost = 127.0.0.1\nport = %d\ncommands = all\ninsecure_commands = true\n"
+      "[spool]\ndir = %s/spool\n"
+      "[log]\nlevel = info\n",
+      fx.state_dir, fx.images, model, threshold, fx.port, fx.state_dir);
 }
 
 /* ---- notify socket ------------------------------------------------------------- */
@@ -639,6 +640,19 @@ test_threshold_command(void)
   g_usleep(500000);
   g_autoptr(GArray) still = wait_lines(out, 0, 0);
   g_assert_cmpfloat(g_array_index(still, Line, still->len - 1).threshold, ==, 0.25);
+  /* Within the syntax but outside [inspection] threshold_min..threshold_max:
+   * refused, naming the keys. */
+  mqtt_publish("inspectd/" STATION "/cmd/threshold", "0.1");
+  gboolean bounded = FALSE;
+  for (int i = 0; i < 50 && !bounded; i++) {
+    g_autofree char *text = read_file(fx.sub_out);
+    bounded = strstr(text, "threshold 0.1 refused: outside [inspection] threshold_min") != NULL;
+    if (!bounded)
+      g_usleep(100000);
+  }
+  g_assert_true(bounded);
+  g_autoptr(GArray) bounded_lines = wait_lines(out, 0, 0);
+  g_assert_cmpfloat(g_array_index(bounded_lines, Line, bounded_lines->len - 1).threshold, ==, 0.25);
 
   /* Snapshot: the next frame's image and anomaly map as PNGs. */
   {

@@ -615,10 +615,19 @@ test_commands(void)
       NULL, "nest");
   assert_error_reply(command(&f, c, "threshold", "", 0, NULL, NULL, "t/st/cmd/threshold/reply"),
                      NULL, "threshold");
-  big = g_malloc(70000);
-  memset(big, '1', 70000);
-  assert_error_reply(command(&f, c, "threshold", big, 70000, "resp/e", NULL, "resp/e"), NULL,
+  /* Over the payload limit but within the Maximum-Packet-Size of CONNECT:
+   * read and refused. */
+  big = g_malloc(1 << 20);
+  memset(big, '1', 1 << 20);
+  assert_error_reply(command(&f, c, "threshold", big, 66000, "resp/e", NULL, "resp/e"), NULL,
                      "too large");
+  /* Over the Maximum-Packet-Size: the broker never delivers it (no reply),
+   * and the next command is answered as usual. */
+  {
+    g_autoptr(MqttMsg) none = command(&f, c, "threshold", big, 1 << 20, "resp/e", NULL, "resp/e");
+
+    g_assert_null(none);
+  }
   assert_error_reply(command(&f, c, "bogus", "", 0, "resp/e", "b1", "resp/e"), "b1",
                      "unknown command");
   assert_error_reply(command(&f, c, "bogus", "", 0, NULL, NULL, "t/st/cmd/bogus/reply"), NULL,
@@ -712,7 +721,7 @@ test_commands(void)
 static void
 no_commands(InspMqttOptions *o, gpointer data)
 {
-  o->commands = FALSE;
+  o->commands = INSP_MQTT_COMMANDS_NONE;
 }
 
 static void
@@ -740,6 +749,75 @@ test_commands_disabled(void)
   g_assert_cmpuint(f.n_handled, ==, 0);
   insp_mqtt_get_stats(f.mqtt, &st);
   g_assert_cmpuint(st.commands, ==, 0);
+  fixture_teardown(&f);
+}
+
+static void
+trigger_only(InspMqttOptions *o, gpointer data)
+{
+  o->commands = INSP_MQTT_COMMANDS_TRIGGER;
+  o->reply_prefix = "resp";
+}
+
+/* What the commands level, the reply prefix and the rate refuse, each answered
+ * with the key that allows it, on the station's own reply topic when the
+ * response topic itself is refused. */
+static void
+test_commands_guarded(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) c = NULL;
+  guint too_many = 0, answered = 0;
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  c = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                      (const char *const[]){"resp/#", "t/#", "elsewhere/#", NULL});
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  f.mqtt = start_mqtt(&f, trigger_only, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  g_usleep(100000);
+
+  assert_error_reply(command(&f, c, "threshold", "0.1", -1, "resp/g", "g1", "resp/g"), "g1",
+                     "[mqtt] commands = all");
+  assert_error_reply(command(&f, c, "reload", "", 0, "resp/g", NULL, "resp/g"), NULL,
+                     "[mqtt] commands = all");
+  assert_error_reply(
+      command(&f, c, "trigger", "P", -1, "t/other/cmd/threshold", NULL, "t/st/cmd/trigger/reply"),
+      NULL, "lies under 't/'");
+  g_assert_cmpuint(mqtt_client_count(c, "t/other/cmd/threshold"), ==, 0); /* nothing went there */
+  assert_error_reply(
+      command(&f, c, "trigger", "P", -1, "elsewhere/x", NULL, "t/st/cmd/trigger/reply"), NULL,
+      "[mqtt] reply_prefix 'resp'");
+  g_assert_cmpuint(mqtt_client_count(c, "elsewhere/x"), ==, 0);
+  g_assert_cmpuint(f.n_handled, ==, 0);
+  {
+    g_autoptr(MqttMsg) ok = command(&f, c, "trigger", "P-ok", -1, "resp/plc", NULL, "resp/plc");
+
+    g_assert_nonnull(ok);
+    g_assert_cmpuint(f.n_handled, ==, 1);
+  }
+
+  /* A flood: the bucket lets INSP_MQTT_COMMANDS_PER_S through, the rest is
+   * answered "too many commands" without reaching the handler. */
+  for (int i = 0; i < 3 * INSP_MQTT_COMMANDS_PER_S; i++)
+    mqtt_client_publish(c, "t/st/cmd/threshold", "0.5", 3, "resp/flood", NULL, 0, FALSE);
+  for (;;) {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(c, "resp/flood", 3000, f.ctx);
+
+    if (m == NULL)
+      break;
+    answered++;
+    if (g_strstr_len(g_bytes_get_data(m->payload, NULL), (gssize)g_bytes_get_size(m->payload),
+                     "too many commands: at most") != NULL)
+      too_many++;
+  }
+  g_assert_cmpuint(answered, ==, 3 * INSP_MQTT_COMMANDS_PER_S);
+  g_assert_cmpuint(too_many, >=, INSP_MQTT_COMMANDS_PER_S);
+  g_assert_cmpuint(f.n_handled, ==, 1); /* threshold is refused either way */
   fixture_teardown(&f);
 }
 
@@ -1273,6 +1351,7 @@ main(int argc, char **argv)
   g_test_add_func("/mqtt/will", test_will);
   g_test_add_func("/mqtt/commands", test_commands);
   g_test_add_func("/mqtt/commands-disabled", test_commands_disabled);
+  g_test_add_func("/mqtt/commands-guarded", test_commands_guarded);
   g_test_add_func("/mqtt/auth", test_auth);
   g_test_add_func("/mqtt/tls", test_tls);
   g_test_add_func("/mqtt/outage", test_outage);
