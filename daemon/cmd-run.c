@@ -5,6 +5,7 @@
  * instead, for `inspectd train` / `inspectd eval` and the tests.
  * Main thread only. */
 #include <stdio.h>
+#include <string.h>
 
 #include "insp-cli.h"
 #include "insp-daemon.h"
@@ -22,7 +23,12 @@ insp_cmd_run(int argc, char **argv)
   int demo_size = 0, demo_every = -1;
   int ds_train = 30, ds_test = 10;
   gint64 stall_after = 0;
+  g_autofree char *station = NULL;
   const GOptionEntry entries[] = {
+      {"station", 0, 0, G_OPTION_ARG_STRING, &station,
+       "station id when the config sets no [station] id (inspectd@NAME passes NAME); "
+       "default: the host name",
+       "NAME"},
       {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config,
        "the config file (drop-ins in FILE.d/); without it, the demo line", "FILE"},
       {"count", 'n', 0, G_OPTION_ARG_INT64, &count,
@@ -62,6 +68,17 @@ insp_cmd_run(int argc, char **argv)
     return 2;
   }
 
+  if (station != NULL) {
+    gboolean ok = *station != '\0' && strlen(station) <= 64;
+
+    for (const char *c = station; ok && *c; c++)
+      ok = g_ascii_isalnum(*c) || *c == '.' || *c == '_' || *c == '-';
+    if (!ok) {
+      fprintf(stderr, "inspectd run: --station '%s': use 1-64 letters, digits, '.', '_', '-'\n",
+              station);
+      return 2;
+    }
+  }
   if (dataset) {
     g_autoptr(GError) error = NULL;
     int size = demo_size > 0 ? demo_size : 256;
@@ -78,6 +95,7 @@ insp_cmd_run(int argc, char **argv)
   InspDaemonOptions opt;
   insp_daemon_options_init(&opt);
   opt.config_path = config;
+  opt.station = station;
   opt.print_decisions = verbose || config == NULL;
   opt.count = (guint64)count;
   opt.debug_stall_after = (guint64)stall_after;

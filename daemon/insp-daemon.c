@@ -215,6 +215,22 @@ config_fixup(Daemon *d, InspConfig *cfg)
 {
   const char *state_env = g_getenv("STATE_DIRECTORY");
 
+  if (d->opt.station != NULL) {
+    /* The config resolved an unset [station] id to the host name: the
+     * instance name stands in for it, and so in the default client id, so
+     * that two instances on one host never share either. */
+    g_autoptr(InspConfig) def = insp_config_new_default();
+    g_autofree char *def_client = g_strconcat("inspectd-", def->station.id, NULL);
+
+    if (g_strcmp0(cfg->station.id, def->station.id) == 0) {
+      replace_string(&cfg->station.id, d->opt.station);
+      if (g_strcmp0(cfg->mqtt.client_id, def_client) == 0) {
+        g_autofree char *client = g_strconcat("inspectd-", d->opt.station, NULL);
+        replace_string(&cfg->mqtt.client_id, client);
+      }
+    }
+  }
+
   if (d->demo) {
     g_autofree char *dir = state_env && *state_env
                                ? g_strdup(state_env)

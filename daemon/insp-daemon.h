@@ -21,6 +21,7 @@ typedef struct {
   double demo_fps;           /* demo line speed; 0: as fast as the workers go */
   int demo_size;             /* demo part images, pixels square; 0: 256 */
   guint demo_defect_every;   /* every Nth demo part is defective; 0: 5 */
+  const char *station;       /* station id when the config sets no [station] id; NULL: host */
   guint64 debug_stall_after; /* tests: the results thread hangs after this many parts
                               * until the stop (shows the watchdog stop pinging); 0: off */
 } InspDaemonOptions;
