@@ -191,15 +191,29 @@ unit_copy(const char *src, const char *dir, const char *as)
   g_assert_nonnull(strstr(text, "Type=notify\n"));
   g_assert_nonnull(strstr(text, "WatchdogSec="));
   g_assert_null(strstr(text, "@bindir@"));
+  /* A reload validates the config first, so that a bad one fails it. */
+  {
+    const char *check = strstr(text, "/inspectd check-config ");
+    const char *hup = strstr(text, "ExecReload=/bin/kill -HUP $MAINPID");
+
+    g_assert_nonnull(check);
+    g_assert_nonnull(hup);
+    g_assert_true(check < hup);
+  }
   char *exec = strstr(text, "ExecStart=");
   g_assert_nonnull(exec);
   char *args = strstr(exec, "/inspectd run");
   g_assert_nonnull(args);
-  exec[strlen("ExecStart=")] = '\0';
-  g_autofree char *patched =
-      g_strconcat(text, g_getenv("INSPECTD"), args + strlen("/inspectd"), NULL);
+  /* Every command line of the unit (ExecStart, ExecReload) runs the
+   * installed binary: point them all at the built one. */
+  g_autofree char *installed =
+      g_strndup(exec + strlen("ExecStart="), (gsize)(args - exec) - strlen("ExecStart="));
+  g_autofree char *installed_bin = g_strconcat(installed, "/inspectd ", NULL);
+  g_autofree char *built_bin = g_strconcat(g_getenv("INSPECTD"), " ", NULL);
+  g_autoptr(GString) patched = g_string_new(text);
+  g_assert_cmpuint(g_string_replace(patched, installed_bin, built_bin, 0), >=, 1);
   char *dst = g_build_filename(dir, as, NULL);
-  g_assert_true(g_file_set_contents(dst, patched, -1, &error));
+  g_assert_true(g_file_set_contents(dst, patched->str, -1, &error));
   g_assert_no_error(error);
   return dst;
 }
