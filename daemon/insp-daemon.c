@@ -268,6 +268,8 @@ problems_to_string(GPtrArray *problems, const char *sep)
   return g_string_free(s, FALSE);
 }
 
+static void publish_event(Daemon *d, const char *level, const char *code, const char *message);
+
 /* Loads, fixes up and applies the threshold override: the whole new config,
  * or NULL with one message (all problems, joined with @sep). */
 static InspConfig *
@@ -289,8 +291,15 @@ config_load(Daemon *d, const char *sep, GError **error)
     }
   }
   config_fixup(d, cfg);
-  if (!insp_config_override_apply(cfg, NULL, error))
-    return NULL;
+  if (!insp_config_override_apply(cfg, NULL, &local)) {
+    /* A damaged or unreadable override must not keep the daemon from
+     * starting (check-config cannot see it): the config files' thresholds
+     * apply, and the next threshold command replaces the file. */
+    g_autofree char *msg = g_strdup_printf(
+        "threshold override ignored, the config files' thresholds apply: %s", local->message);
+    g_warning("%s", msg);
+    publish_event(d, "warning", "threshold_override_ignored", msg);
+  }
   return g_steal_pointer(&cfg);
 }
 

@@ -897,6 +897,38 @@ test_start_failure(void)
   g_rmdir(dropins);
 }
 
+/* A damaged threshold override does not keep the daemon from starting: it
+ * is ignored with a warning, and the config file's threshold applies. */
+static void
+test_damaged_override(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "ovr.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "ovr.err", NULL);
+  g_autofree char *ovr = g_build_filename(fx.state_dir, "threshold-override.conf", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  g_autoptr(GError) error = NULL;
+
+  write_file(fx.cfg_path, cfg);
+  write_file(ovr, "[inspection]\nthreshold=0.3\nconfigured_threshold=\x01garbage\n");
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) lines = wait_lines(out, 2, 30);
+  g_assert_cmpuint(lines->len, >=, 2);
+  g_assert_cmpfloat(g_array_index(lines, Line, lines->len - 1).threshold, ==, 0.5);
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_autofree char *text = read_file(err);
+  g_test_message("stderr: %s", text);
+  g_assert_nonnull(strstr(text, "threshold override ignored, the config files' thresholds apply"));
+  g_assert_nonnull(strstr(text, "threshold-override.conf"));
+  g_unlink(ovr);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -911,6 +943,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/trigger", test_trigger);
   g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
+  g_test_add_func("/daemon/damaged-override", test_damaged_override);
   status = g_test_run();
   fixture_teardown();
   return status;
