@@ -267,6 +267,9 @@ insp_metrics_f1_max(const float *scores, const guint8 *labels, gsize n, double *
   if (npos == 0)
     return FALSE;
 
+  for (gsize i = 0; i < n; i++)
+    if (isnan(scores[i]))
+      return FALSE; /* no order, so no threshold (and NaN == t never ends a run) */
   g_autofree ScoredLabel *v = g_new(ScoredLabel, n);
   for (gsize i = 0; i < n; i++) {
     v[i].score = scores[i];

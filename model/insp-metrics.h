@@ -37,7 +37,8 @@ double insp_metrics_aupro(const float *maps, const guint8 *masks, int n_images, 
  * positive when score >= threshold; one point per distinct score) and the
  * threshold that reaches it; on equal F1 the lowest such threshold (as
  * sklearn's precision_recall_curve + argmax). Returns FALSE (outputs
- * untouched) when there is no positive sample. */
+ * untouched) when there is no positive sample or a score is NaN (NaN has no
+ * order, so no threshold). */
 gboolean insp_metrics_f1_max(const float *scores, const guint8 *labels, gsize n, double *f1,
                              double *threshold);
 

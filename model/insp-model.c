@@ -502,6 +502,24 @@ meta_get_int(InspSafetensors *st, const char *path, const char *key, gint64 lo, 
   return TRUE;
 }
 
+/* FALSE, naming the tensor and the first bad element, when @data holds a NaN
+ * or an infinity: such a model scores every part NaN (and metrics on NaN
+ * have no order). */
+static gboolean
+check_finite(const char *path, const char *name, const float *data, gsize n, GError **error)
+{
+  for (gsize i = 0; i < n; i++) {
+    if (!isfinite(data[i])) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR,
+                  "%s: tensor '%s' holds a non-finite value (%g at element %" G_GSIZE_FORMAT
+                  "): the file is damaged or was written by a failed training",
+                  path, name, (double)data[i], i);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 static gboolean
 meta_get_double(InspSafetensors *st, const char *path, const char *key, double *out, GError **error)
 {
@@ -687,6 +705,13 @@ insp_model_load(const char *path, GError **error)
       !meta_get_double(st, path, "score.pixel_base", &m->norm.pixel_base, error) ||
       !meta_get_double(st, path, "score.pixel_threshold", &m->norm.pixel_threshold, error))
     return NULL;
+  if (!(m->norm.image_threshold > 0) || !(m->norm.pixel_threshold > 0)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "%s: model metadata 'score.image_threshold' = %g and 'score.pixel_threshold' = %g "
+                "must be positive (scores are normalised by them)",
+                path, m->norm.image_threshold, m->norm.pixel_threshold);
+    return NULL;
+  }
   for (int i = 0; i < 3; i++)
     if (!(m->std[i] != 0.0f)) {
       g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
@@ -763,6 +788,9 @@ insp_model_load(const char *path, GError **error)
       return NULL;
     }
     m->bank_rows = (int)shape[0];
+    if (!check_finite(path, "patchcore.memory_bank", m->bank, (gsize)shape[0] * (gsize)shape[1],
+                      error))
+      return NULL;
     insp_model_finish_setup(m); /* bank norms */
   } else {
     gint64 s1[1], s2[2], s3[3];
@@ -825,6 +853,10 @@ insp_model_load(const char *path, GError **error)
       tensor_error(error, path, g_steal_pointer(&e));
       return NULL;
     }
+    if (!check_finite(path, "padim.mean", m->padim_mean, (gsize)s2[0] * (gsize)s2[1], error) ||
+        !check_finite(path, "padim.inv_cov", m->padim_inv_cov,
+                      (gsize)s3[0] * (gsize)s3[1] * (gsize)s3[2], error))
+      return NULL;
   }
   if (!insp_safetensors_check_all_used(st, NULL, &e)) {
     tensor_error(error, path, g_steal_pointer(&e));

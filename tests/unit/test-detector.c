@@ -298,6 +298,36 @@ test_refusals(void)
   /* a tensor renamed: missing */
   write_patched(bad, data, len, "patchcore.memory_bank", "patchcore.memory_bonk");
   expect_refusal(bad, "memory_bank");
+  /* a NaN in the memory bank: refused at load, naming the tensor */
+  {
+    g_autofree char *copy = g_memdup2(data, len);
+    guint64 header_len = 0;
+    const char *entry, *offsets;
+    unsigned long long begin = 0;
+    const float nan_value = NAN;
+
+    memcpy(&header_len, copy, 8); /* little-endian on the machines we build for */
+    entry = g_strstr_len(copy + 8, (gssize)header_len, "\"patchcore.memory_bank\"");
+    g_assert_nonnull(entry);
+    offsets = strstr(entry, "\"data_offsets\":[");
+    g_assert_nonnull(offsets);
+    g_assert_cmpint(sscanf(offsets + strlen("\"data_offsets\":["), "%llu", &begin), ==, 1);
+    g_assert_cmpuint(8 + header_len + begin + 4 * 5 + 4, <=, len);
+    memcpy(copy + 8 + header_len + begin + 4 * 5, &nan_value, 4);
+    g_assert_true(g_file_set_contents(bad, copy, (gssize)len, NULL));
+    expect_refusal(bad, "tensor 'patchcore.memory_bank' holds a non-finite value");
+  }
+  /* a negative score normalisation */
+  {
+    g_autofree char *copy = g_memdup2(data, len);
+    char *value = memmem(copy, MIN(len, 1 << 20), "\"score.image_threshold\":\"",
+                         strlen("\"score.image_threshold\":\""));
+
+    g_assert_nonnull(value);
+    value[strlen("\"score.image_threshold\":\"")] = '-';
+    g_assert_true(g_file_set_contents(bad, copy, (gssize)len, NULL));
+    expect_refusal(bad, "must be positive");
+  }
   /* a plain safetensors file without our metadata */
   {
     g_autoptr(InspSafetensorsWriter) w = insp_safetensors_writer_new();

@@ -270,6 +270,16 @@ test_f1_max(void)
   f1 = t = -7;
   g_assert_false(insp_metrics_f1_max(s3, l4, 3, &f1, &t));
   g_assert_cmpfloat(f1, ==, -7);
+  /* A NaN score has no order: no threshold, and the call returns. */
+  {
+    const float nan_scores[] = {0.9f, NAN, 0.1f, 0.4f};
+    const guint8 nan_labels[] = {1, 0, 0, 1};
+    double nan_f1 = -1, nan_t = -1;
+
+    g_assert_false(insp_metrics_f1_max(nan_scores, nan_labels, 4, &nan_f1, &nan_t));
+    g_assert_cmpfloat(nan_f1, ==, -1);
+    g_assert_cmpfloat(nan_t, ==, -1);
+  }
 }
 
 static void
