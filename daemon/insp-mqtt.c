@@ -49,6 +49,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "insp-json.h"
 #include "insp-spool.h"
 
 #define WINDOW 64            /* unacknowledged spooled messages in flight */
@@ -205,13 +206,11 @@ static GBytes *
 json_object_to_bytes(JsonObject *obj)
 {
   g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
-  g_autoptr(JsonGenerator) gen = json_generator_new();
   gsize len = 0;
   char *data;
 
   json_node_set_object(node, obj);
-  json_generator_set_root(gen, node);
-  data = json_generator_to_data(gen, &len);
+  data = insp_json_to_data(node, &len);
   return g_bytes_new_take(data, len);
 }
 

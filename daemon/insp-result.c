@@ -9,6 +9,8 @@
 #include <json-glib/json-glib.h>
 #include <math.h>
 
+#include "insp-json.h"
+
 char *
 insp_result_format_time(gint64 unix_us)
 {
@@ -41,7 +43,6 @@ char *
 insp_result_to_json(const InspPartResult *r, const char *station, gsize *length)
 {
   g_autoptr(JsonBuilder) b = json_builder_new();
-  g_autoptr(JsonGenerator) gen = json_generator_new();
   g_autoptr(JsonNode) root = NULL;
   g_autofree char *ts = NULL;
   g_autofree char *seq_str = NULL;
@@ -95,6 +96,5 @@ insp_result_to_json(const InspPartResult *r, const char *station, gsize *length)
   json_builder_end_object(b);
 
   root = json_builder_get_root(b);
-  json_generator_set_root(gen, root);
-  return json_generator_to_data(gen, length);
+  return insp_json_to_data(root, length);
 }

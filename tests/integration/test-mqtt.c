@@ -6,6 +6,7 @@
  * with a generated CA, a broker outage while results keep coming (at least
  * once, in order), and a publisher SIGKILLed while the broker is down whose
  * spool is delivered by the next start. */
+#include <math.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "insp-json.h"
 #include "insp-mqtt.h"
 #include "mqtt-helpers.h"
 
@@ -752,6 +754,54 @@ test_commands_disabled(void)
   fixture_teardown(&f);
 }
 
+/* Numbers go out in their shortest form: a threshold configured as 0.93 reads
+ * 0.93 whether it went through a float or not, and every text reads back to
+ * the same value. */
+static void
+test_json_numbers(void)
+{
+  static const struct {
+    double v;
+    const char *want;
+  } cases[] = {
+      {0.93, "0.93"},
+      {(double)0.93f, "0.93"},
+      {0.1 + 0.2, "0.30000000000000004"},
+      {0.5, "0.5"},
+      {0, "0"},
+      {-2.5e-7, "-2.5e-07"},
+      {123456789.0, "123456789"},
+      {NAN, "null"},
+      {INFINITY, "null"},
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(GString) out = g_string_new(NULL);
+
+    insp_json_append_number(out, cases[i].v);
+    g_assert_cmpstr(out->str, ==, cases[i].want);
+  }
+  {
+    g_autoptr(JsonObject) o = json_object_new();
+    g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
+    g_autofree char *text = NULL;
+
+    json_object_set_string_member(o, "s", "a\"b\\c\n\x01\xc3\xa9");
+    json_object_set_int_member(o, "n", -(G_GINT64_CONSTANT(1) << 53));
+    json_object_set_double_member(o, "t", (double)0.93f);
+    json_object_set_boolean_member(o, "ok", TRUE);
+    json_object_set_null_member(o, "z");
+    json_node_set_object(node, json_object_ref(o));
+    text = insp_json_to_data(node, NULL);
+    g_assert_cmpstr(text, ==,
+                    "{\"s\":\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\",\"n\":-9007199254740992,"
+                    "\"t\":0.93,\"ok\":true,\"z\":null}");
+    g_autoptr(GBytes) bytes = g_bytes_new_static(text, strlen(text));
+    g_autoptr(JsonObject) back = parse_object(bytes);
+    g_assert_cmpstr(json_object_get_string_member(back, "s"), ==, "a\"b\\c\n\x01\xc3\xa9");
+  }
+}
+
 static void
 trigger_only(InspMqttOptions *o, gpointer data)
 {
@@ -1352,6 +1402,7 @@ main(int argc, char **argv)
   g_test_add_func("/mqtt/commands", test_commands);
   g_test_add_func("/mqtt/commands-disabled", test_commands_disabled);
   g_test_add_func("/mqtt/commands-guarded", test_commands_guarded);
+  g_test_add_func("/mqtt/json-numbers", test_json_numbers);
   g_test_add_func("/mqtt/auth", test_auth);
   g_test_add_func("/mqtt/tls", test_tls);
   g_test_add_func("/mqtt/outage", test_outage);
