@@ -70,6 +70,8 @@ typedef struct {
   InspMqtt *mqtt;
   gint masks; /* InspConfigMasks, hot */
   gboolean broker_connected;
+  gboolean broker_known;    /* a first state was reported */
+  char *broker_lost_reason; /* why the connection was last lost */
 
   GMutex seq_lock;
   char *seq_path;
@@ -797,6 +799,7 @@ reload(Daemon *d, const char *why, GError **error)
     g_mutex_lock(&d->pub_lock);
     insp_daemon_mqtt_free(g_steal_pointer(&d->mqtt));
     d->broker_connected = FALSE;
+    d->broker_known = FALSE;
     if (cfg->mqtt.host[0])
       fresh = mqtt_for_config(d, cfg, &local);
     if (cfg->mqtt.host[0] && fresh == NULL) {
@@ -1148,13 +1151,26 @@ on_connection(gboolean connected, const char *message, gpointer user_data)
 {
   Daemon *d = user_data;
 
-  if (connected == d->broker_connected)
+  const char *host = d->config ? d->config->mqtt.host : "";
+  int port = d->config ? d->config->mqtt.port : 0;
+
+  if (d->broker_known && connected == d->broker_connected)
     return;
+  if (connected) {
+    g_info("broker %s:%d connected", host, port);
+    if (d->broker_known) {
+      g_autofree char *msg = g_strdup_printf("broker %s:%d connected again (was: %s)", host, port,
+                                             d->broker_lost_reason ? d->broker_lost_reason : "?");
+      publish_event(d, "info", "broker_connected", msg);
+    }
+  } else {
+    g_warning("broker %s:%d unreachable, results are spooled: %s", host, port,
+              message ? message : "");
+    g_free(d->broker_lost_reason);
+    d->broker_lost_reason = g_strdup(message ? message : "");
+  }
+  d->broker_known = TRUE;
   d->broker_connected = connected;
-  if (connected)
-    g_info("broker connected");
-  else
-    g_warning("broker unreachable, results are spooled: %s", message ? message : "");
 }
 
 static InspMqtt *
@@ -1337,6 +1353,7 @@ daemon_cleanup(Daemon *d)
   g_free(d->seq_path);
   g_free(d->config_path);
   g_free(d->capture_error);
+  g_free(d->broker_lost_reason);
   g_mutex_clear(&d->pub_lock);
   g_mutex_clear(&d->seq_lock);
   g_mutex_clear(&d->stats_lock);

@@ -936,8 +936,13 @@ on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_propert
     }
   g_cond_broadcast(&mqtt->cond);
   g_mutex_unlock(&mqtt->lock);
+  /* rc is a libmosquitto error, or the v5 reason code of the broker's
+   * DISCONNECT (0x8E: another client took over our client id). */
   if (was)
-    post_connection(mqtt, FALSE, rc, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+    post_connection(mqtt, FALSE, rc,
+                    rc == 0      ? "disconnected"
+                    : rc >= 0x80 ? mosquitto_reason_string(rc)
+                                 : mosquitto_strerror(rc));
 }
 
 static void
@@ -1164,6 +1169,14 @@ net_thread(gpointer data)
     rc = mosquitto_loop(mqtt->mosq, 100, 1);
     if (rc == MOSQ_ERR_SUCCESS)
       continue;
+    {
+      /* Every failed attempt is reported; the daemon logs a change of
+       * state once (a broker unreachable from the start included). */
+      int e = errno;
+      const char *why = rc == MOSQ_ERR_ERRNO ? g_strerror(e) : mosquitto_strerror(rc);
+
+      post_connection(mqtt, FALSE, rc, why);
+    }
     g_mutex_lock(&mqtt->lock);
     if (mqtt->connected) {
       /* The loop failed without a disconnect callback (e.g. NO_CONN). */

@@ -897,6 +897,38 @@ test_start_failure(void)
   g_rmdir(dropins);
 }
 
+/* A broker that is not there at the start is said at once, with its address
+ * and the reason, and the parts go on being inspected (results spooled). */
+static void
+test_broker_unreachable_at_start(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "dead.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "dead.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  g_autofree char *live = g_strdup_printf("port = %d\n", fx.port);
+  int dead_port = free_port();
+  g_autofree char *dead = g_strdup_printf("port = %d\n", dead_port);
+  g_autoptr(GString) text = g_string_new(cfg);
+  g_autoptr(GError) error = NULL;
+  const char *const extra[] = {"-n", "3", NULL};
+
+  g_assert_cmpuint(g_string_replace(text, live, dead, 1), ==, 1);
+  write_file(fx.cfg_path, text->str);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, extra);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_autofree char *log = read_file(err);
+  g_autofree char *want = g_strdup_printf(
+      "broker 127.0.0.1:%d unreachable, results are spooled: Connection refused", dead_port);
+  g_test_message("stderr: %s", log);
+  g_assert_nonnull(strstr(log, want));
+  g_assert_null(strstr(strstr(log, want) + 1, want)); /* once, not per attempt */
+}
+
 /* A damaged threshold override does not keep the daemon from starting: it
  * is ignored with a warning, and the config file's threshold applies. */
 static void
@@ -944,6 +976,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
+  g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
   status = g_test_run();
   fixture_teardown();
   return status;
