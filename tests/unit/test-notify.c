@@ -178,8 +178,8 @@ run(const char *cmd, char **out)
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Copies the built unit to @dir/@as with ExecStart pointing at the built
- * binary (verify checks that the command exists). */
+/* Copies the built unit to @dir/@as with ExecStart and ExecReload pointing
+ * at the built binary (verify checks that the command exists). */
 static char *
 unit_copy(const char *src, const char *dir, const char *as)
 {
@@ -195,9 +195,13 @@ unit_copy(const char *src, const char *dir, const char *as)
   g_assert_nonnull(exec);
   char *args = strstr(exec, "/inspectd run");
   g_assert_nonnull(args);
-  exec[strlen("ExecStart=")] = '\0';
-  g_autofree char *patched =
-      g_strconcat(text, g_getenv("INSPECTD"), args + strlen("/inspectd"), NULL);
+  /* Every command line naming the installed binary (ExecStart, ExecReload). */
+  g_autofree char *installed =
+      g_strndup(exec + strlen("ExecStart="), (gsize)(args - exec) - strlen("ExecStart="));
+  g_autofree char *needle = g_strconcat(installed, "/inspectd ", NULL);
+  g_autofree char *with = g_strconcat(g_getenv("INSPECTD"), " ", NULL);
+  g_auto(GStrv) pieces = g_strsplit(text, needle, -1);
+  g_autofree char *patched = g_strjoinv(with, pieces);
   char *dst = g_build_filename(dir, as, NULL);
   g_assert_true(g_file_set_contents(dst, patched, -1, &error));
   g_assert_no_error(error);
