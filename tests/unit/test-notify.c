@@ -178,8 +178,8 @@ run(const char *cmd, char **out)
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Copies the built unit to @dir/@as with ExecStart pointing at the built
- * binary (verify checks that the command exists). */
+/* Copies the built unit to @dir/@as with ExecStart and ExecReload pointing
+ * at the built binary (verify checks that the command exists). */
 static char *
 unit_copy(const char *src, const char *dir, const char *as)
 {
