@@ -20,6 +20,11 @@ runtime="libglib2.0-0 libjson-glib-1.0-0 libopenblas0-pthread libpng16-16 libjpe
   libsystemd0 libusb-1.0-0 libssl3 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   mosquitto mosquitto-clients procps"
 
+# One line: the list goes into an `sh -c` string, where a newline would end
+# the apt-get command.
+# shellcheck disable=SC2086
+runtime=$(echo $runtime)
+
 tmp="$root.new"
 rm -rf "$tmp"
 mkdir -p "$(dirname "$root")"
