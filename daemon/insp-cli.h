@@ -1,8 +1,7 @@
 /* The subcommands of the inspectd binary. Each takes the arguments after its
  * name (argv[0] is the subcommand name), parses its own flags with GOption,
  * prints its own errors, and returns the process exit status:
- * 0 success, 1 the work failed (invalid config, bad model...), 2 usage error or
- * not built. */
+ * 0 success, 1 the work failed (invalid config, bad model...), 2 usage error. */
 #pragma once
 
 int insp_cmd_run(int argc, char **argv);
@@ -11,9 +10,6 @@ int insp_cmd_eval(int argc, char **argv);
 int insp_cmd_check_config(int argc, char **argv);
 int insp_cmd_cameras(int argc, char **argv);
 int insp_cmd_features(int argc, char **argv);
-
-/* For subcommands that are not built yet: says so on stderr, returns 2. */
-int insp_cmd_not_built(const char *name);
 
 /* Parses @argc/@argv with @entries under the summary @summary; on --help prints
  * the help and returns FALSE with *exit_status = 0, on a bad flag prints the

@@ -20,48 +20,6 @@ static gboolean to_journal;
 static GMutex station_lock;
 static char *station;
 
-static const struct {
-  const char *name;
-  InspLogLevel level;
-} level_names[] = {
-    {"error", INSP_LOG_LEVEL_ERROR},     {"critical", INSP_LOG_LEVEL_ERROR},
-    {"warning", INSP_LOG_LEVEL_WARNING}, {"info", INSP_LOG_LEVEL_INFO},
-    {"notice", INSP_LOG_LEVEL_INFO},     {"message", INSP_LOG_LEVEL_INFO},
-    {"debug", INSP_LOG_LEVEL_DEBUG},
-};
-
-gboolean
-insp_log_level_from_string(const char *name, InspLogLevel *level)
-{
-  g_return_val_if_fail(level != NULL, FALSE);
-  if (name == NULL)
-    return FALSE;
-  for (gsize i = 0; i < G_N_ELEMENTS(level_names); i++) {
-    if (g_ascii_strcasecmp(name, level_names[i].name) == 0) {
-      *level = level_names[i].level;
-      return TRUE;
-    }
-  }
-  return FALSE;
-}
-
-const char *
-insp_log_level_to_string(InspLogLevel level)
-{
-  switch (level) {
-  case INSP_LOG_LEVEL_ERROR:
-    return "error";
-  case INSP_LOG_LEVEL_WARNING:
-    return "warning";
-  case INSP_LOG_LEVEL_INFO:
-    return "info";
-  case INSP_LOG_LEVEL_DEBUG:
-    return "debug";
-  default:
-    return "info";
-  }
-}
-
 void
 insp_log_set_level(InspLogLevel level)
 {

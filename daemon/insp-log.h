@@ -22,10 +22,6 @@ void insp_log_init(void);
 /* TRUE when messages go to the journal (stderr is the journal's stream). */
 gboolean insp_log_is_journal(void);
 
-/* "error", "warning", "info" (or "notice", "message"), "debug"; FALSE and
- * *level untouched for anything else. */
-gboolean insp_log_level_from_string(const char *name, InspLogLevel *level);
-const char *insp_log_level_to_string(InspLogLevel level);
 void insp_log_set_level(InspLogLevel level);
 InspLogLevel insp_log_get_level(void);
 

@@ -37,13 +37,6 @@ print_usage(FILE *out)
                "'inspectd COMMAND --help' documents each command's flags.\n");
 }
 
-int
-insp_cmd_not_built(const char *name)
-{
-  fprintf(stderr, "inspectd %s: not built yet in this version (%s)\n", name, INSP_VERSION);
-  return 2;
-}
-
 gboolean
 insp_cli_parse(int *argc, char ***argv, const char *parameter_string, const char *summary,
                const GOptionEntry *entries, int *exit_status)

@@ -1,7 +1,6 @@
 /* MQTT client of the daemon: results, masks, status, events, snapshots and
  * commands over MQTT v5 (libmosquitto, threaded loop), with the
- * store-and-forward spool. Topics and payloads: DESIGN.md and
- * notes/mqtt-readme.md. */
+ * store-and-forward spool. Topics and payloads: DESIGN.md. */
 #pragma once
 
 #include <gio/gio.h>
@@ -200,8 +199,5 @@ typedef struct {
 } InspMqttStats;
 
 void insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats);
-
-/* Topic helpers: "{prefix}/{station}/{leaf}", caller frees. */
-char *insp_mqtt_get_topic(InspMqtt *mqtt, const char *leaf);
 
 G_END_DECLS

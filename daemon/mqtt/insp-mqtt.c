@@ -1796,10 +1796,3 @@ insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats)
   stats->dropped_masks = ss.dropped_masks;
   stats->dropped_results = ss.dropped_results;
 }
-
-char *
-insp_mqtt_get_topic(InspMqtt *mqtt, const char *leaf)
-{
-  g_return_val_if_fail(mqtt != NULL && leaf != NULL, NULL);
-  return g_strconcat(mqtt->t_base, leaf, NULL);
-}
