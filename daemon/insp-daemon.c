@@ -5,13 +5,12 @@
  * pipeline's events, the STATUS and watchdog timers, reloads and the stop.
  * The config in force (d->config) is read and replaced on the main thread
  * only. Other threads enter here only through on_result() ("insp-results",
- * one result at a time, in capture order), which takes:
- *   - seq_lock: the sequence counter and its reservation file, so a seq is
- *     never reused after a crash (blocks of SEQ_BLOCK are reserved on disk
- *     ahead of use) and carries on exactly after a clean stop;
- *   - pub_lock: the publisher pointer, which a reload may replace;
- *   - stats_lock: pass/fail counts, latency sums, the progress time the
- *     watchdog looks at.
+ * one result at a time, in capture order), which takes a seq from the seq
+ * store (insp-seq.c), builds the part record (InspPart) once, outside any
+ * lock, and hands it to the outputs (insp-outputs.h: MQTT, the decision
+ * lines), whose list a reload changes under the list's own lock;
+ * stats_lock guards pass/fail counts, latency sums, the progress time the
+ * watchdog looks at, and the seq store pointer a reload may replace.
  * No lock is held while calling into pipeline/ from the main thread.
  *
  * The watchdog is pinged only while the inspector makes progress: when frames
@@ -29,23 +28,27 @@
 #include <string.h>
 
 #include "insp-conf.h"
-#include "insp-daemon-private.h"
+#include "insp-demo.h"
 #include "insp-image.h"
 #include "insp-log.h"
 #include "insp-model-scorer.h"
 #include "insp-model.h"
 #include "insp-notify.h"
 #include "insp-ops.h"
+#include "insp-outputs.h"
 #include "insp-pipeline.h"
-#include "insp-synth.h"
+#include "insp-seq.h"
 
-#define SEQ_BLOCK 1000
 #define STATUS_INTERVAL_S 5
 #define RELOAD_DEBOUNCE_MS 300
 #define FLUSH_TIMEOUT_US (10 * G_USEC_PER_SEC)
-#define DEMO_TRAIN_PARTS 20
-#define DEMO_LINE_PARTS 40
 #define CAPTURE_START_TIMEOUT_S 15
+
+/* Why the daemon is degraded: a bit each. */
+enum {
+  DEGRADED_CAMERA = 1 << 0, /* the camera is lost */
+  DEGRADED_SEQ = 1 << 1,    /* no seq can be saved: results are not published */
+};
 
 typedef struct {
   InspDaemonOptions opt;
@@ -58,25 +61,24 @@ typedef struct {
   char *station;      /* main thread */
   char *state_dir;
 
-  /* Demo line. */
-  char *demo_dir;
+  InspDemo *demo_line; /* the demo line, NULL with a config file */
 
   InspModel *model; /* current (the scorer holds its own reference) */
   InspScorer *scorer;
   InspPipeline *pipe;
   gboolean use_frame_part_id; /* files replay or trigger mode: part ids come from frames */
 
-  GMutex pub_lock;
-  InspMqtt *mqtt;
-  gint masks; /* InspConfigMasks, hot */
+  InspOutputs *outputs; /* every thread; its own lock */
+  InspOutput *mqtt_out; /* the MQTT output in @outputs, NULL when off; main thread */
+  InspMqtt *mqtt;       /* its client (commands, counters); main thread */
+  gint masks;           /* InspConfigMasks, hot */
   gboolean broker_connected;
   gboolean broker_known;    /* a first state was reported */
   char *broker_lost_reason; /* why the connection was last lost */
 
-  GMutex seq_lock;
-  char *seq_path;
-  guint64 next_seq;
-  guint64 reserved_until; /* seqs below this are reserved on disk */
+  InspSeq *seq;          /* replaced by a reload under stats_lock */
+  gint seq_failing;      /* no seq could be saved: results are not published */
+  guint64 n_unpublished; /* parts not published for the lack of a seq (stats_lock) */
 
   GMutex stats_lock;
   guint64 n_pass, n_fail, n_done, n_errors;
@@ -90,8 +92,8 @@ typedef struct {
 
   gint snapshot_pending;
   gint count_reached;
-  gboolean degraded;
-  gint stopping; /* set on the main thread, read by the results thread */
+  guint degraded; /* DEGRADED_* bits; main thread */
+  gint stopping;  /* set on the main thread, read by the results thread */
   gboolean ready;
 
   guint sig_hup, sig_term, sig_int;
@@ -116,86 +118,6 @@ insp_daemon_options_init(InspDaemonOptions *opt)
   opt->demo_fps = 4.0;
   opt->demo_size = 256;
   opt->demo_defect_every = 5;
-}
-
-/* ---- seq persistence --------------------------------------------------- */
-
-static gboolean
-seq_write(const char *path, guint64 value, GError **error)
-{
-  char text[32];
-
-  g_snprintf(text, sizeof text, "%" G_GUINT64_FORMAT "\n", value);
-  return g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error);
-}
-
-/* Reads the next seq from <state_dir>/seq and reserves a block ahead. */
-static gboolean
-seq_open(Daemon *d, GError **error)
-{
-  g_autofree char *text = NULL;
-  g_autoptr(GError) local = NULL;
-  guint64 next = 0;
-
-  if (g_mkdir_with_parents(d->state_dir, 0750) != 0) {
-    int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
-                "cannot create the state folder %s: %s", d->state_dir, g_strerror(e));
-    return FALSE;
-  }
-  g_free(d->seq_path);
-  d->seq_path = g_build_filename(d->state_dir, "seq", NULL);
-  if (g_file_get_contents(d->seq_path, &text, NULL, &local)) {
-    g_strstrip(text);
-    if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64 - 2 * SEQ_BLOCK, &next, NULL)) {
-      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                  "%s does not hold a sequence number (remove it to start again at 0)",
-                  d->seq_path);
-      return FALSE;
-    }
-  } else if (!g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
-    g_propagate_error(error, g_steal_pointer(&local));
-    return FALSE;
-  }
-  if (!seq_write(d->seq_path, next + SEQ_BLOCK, error))
-    return FALSE;
-  d->next_seq = next;
-  d->reserved_until = next + SEQ_BLOCK;
-  return TRUE;
-}
-
-/* Results thread. */
-static guint64
-seq_take(Daemon *d)
-{
-  guint64 seq;
-
-  g_mutex_lock(&d->seq_lock);
-  seq = d->next_seq++;
-  if (d->next_seq >= d->reserved_until) {
-    g_autoptr(GError) error = NULL;
-    /* Reserve before any seq of the new block is used. */
-    if (seq_write(d->seq_path, d->next_seq + SEQ_BLOCK, &error))
-      d->reserved_until = d->next_seq + SEQ_BLOCK;
-    else
-      g_warning("cannot reserve sequence numbers in %s: %s", d->seq_path, error->message);
-  }
-  g_mutex_unlock(&d->seq_lock);
-  return seq;
-}
-
-/* At a clean stop: the next start carries on exactly. */
-static void
-seq_close(Daemon *d)
-{
-  g_autoptr(GError) error = NULL;
-
-  if (d->seq_path == NULL)
-    return;
-  g_mutex_lock(&d->seq_lock);
-  if (!seq_write(d->seq_path, d->next_seq, &error))
-    g_warning("cannot save the sequence number in %s: %s", d->seq_path, error->message);
-  g_mutex_unlock(&d->seq_lock);
 }
 
 /* ---- config ------------------------------------------------------------- */
@@ -234,18 +156,7 @@ config_fixup(Daemon *d, InspConfig *cfg)
   }
 
   if (d->demo) {
-    g_autofree char *dir = state_env && *state_env
-                               ? g_strdup(state_env)
-                               : g_build_filename(g_get_user_state_dir(), "inspectd", NULL);
-    g_autofree char *spool = g_build_filename(dir, "spool", NULL);
-    g_autofree char *glob = g_build_filename(d->demo_dir, "*.png", NULL);
-    replace_string(&cfg->station.state_dir, dir);
-    replace_string(&cfg->spool.dir, spool);
-    cfg->camera.source = INSP_CONFIG_CAMERA_SOURCE_FILES;
-    replace_string(&cfg->camera.location, glob);
-    cfg->camera.loop = TRUE;
-    cfg->camera.fps = d->opt.demo_fps;
-    cfg->camera.drop = INSP_CONFIG_DROP_NEVER;
+    insp_demo_fixup_config(d->demo_line, cfg);
     return;
   }
   if (state_env && *state_env && strchr(state_env, ':') == NULL) {
@@ -334,86 +245,6 @@ log_level_from_config(const InspConfig *cfg)
   }
 }
 
-/* ---- the demo line -------------------------------------------------------- */
-
-typedef struct {
-  int size;
-} DemoTrain;
-
-static InspImage *
-demo_train_image(int index, gpointer user_data, GError **error)
-{
-  DemoTrain *t = user_data;
-  InspImage *img = NULL;
-
-  /* Seeds apart from the line's, so the model never saw a replayed part. */
-  if (!insp_synth_part(insp_synth_line_seed(0x7ea1u, (guint64)index), INSP_SYNTH_GOOD, t->size,
-                       t->size, &img, NULL, error))
-    return NULL;
-  return img;
-}
-
-static InspModel *
-demo_model_train(Daemon *d, GError **error)
-{
-  InspTrainOptions topt;
-  DemoTrain t = {d->opt.demo_size > 0 ? d->opt.demo_size : 256};
-  gint64 t0 = g_get_monotonic_time();
-
-  insp_train_options_init(&topt);
-  topt.backbone = "builtin";
-  topt.detector = INSP_DETECTOR_PATCHCORE;
-  topt.seed = 1;
-  /* the synthetic parts are 256 px with coarse defects: the builtin
-   * backbone's 224 px and a 10 % bank, as measured for the demo */
-  topt.input_size = 224;
-  topt.coreset_fraction = 0.1;
-  InspModel *m = insp_model_train(&topt, DEMO_TRAIN_PARTS, demo_train_image, &t, NULL, NULL, error);
-  if (m)
-    g_info("demo model %s trained on %d good synthetic parts in %.1f s", insp_model_get_id(m),
-           DEMO_TRAIN_PARTS, (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);
-  return m;
-}
-
-/* Writes the replayed line: part NNNN-KIND.png, every Nth one defective. */
-static gboolean
-demo_line_write(Daemon *d, GError **error)
-{
-  int size = d->opt.demo_size > 0 ? d->opt.demo_size : 256;
-  guint every = d->opt.demo_defect_every;
-
-  d->demo_dir = g_dir_make_tmp("inspectd-demo-XXXXXX", error);
-  if (d->demo_dir == NULL)
-    return FALSE;
-  for (guint64 i = 0; i < DEMO_LINE_PARTS; i++) {
-    g_autoptr(InspImage) img = NULL;
-    InspSynthKind kind = insp_synth_line_kind(i, every);
-    g_autofree char *name = g_strdup_printf("part%04" G_GUINT64_FORMAT "-%s.png", i + 1,
-                                            insp_synth_kind_to_string(kind));
-    g_autofree char *path = g_build_filename(d->demo_dir, name, NULL);
-
-    if (!insp_synth_part(insp_synth_line_seed(0x11e5u, i), kind, size, size, &img, NULL, error) ||
-        !insp_image_save_png(img, path, error))
-      return FALSE;
-  }
-  return TRUE;
-}
-
-static void
-demo_line_remove(Daemon *d)
-{
-  if (d->demo_dir == NULL)
-    return;
-  g_autoptr(GDir) dir = g_dir_open(d->demo_dir, 0, NULL);
-  const char *name;
-  while (dir && (name = g_dir_read_name(dir))) {
-    g_autofree char *p = g_build_filename(d->demo_dir, name, NULL);
-    g_unlink(p);
-  }
-  g_rmdir(d->demo_dir);
-  g_clear_pointer(&d->demo_dir, g_free);
-}
-
 /* ---- results (thread "insp-results") ----------------------------------------- */
 
 static GBytes *
@@ -424,79 +255,143 @@ encode_mask(const InspResult *r)
   GBytes *png = insp_image_encode_png(&img, &error);
 
   if (png == NULL)
-    g_debug("mask of seq %" G_GUINT64_FORMAT " not encoded: %s", r->frame->seq, error->message);
+    g_debug("mask of frame %" G_GUINT64_FORMAT " not encoded: %s", r->frame->seq, error->message);
   return png;
 }
 
+/* The snapshot command's answer: the frame and its anomaly map as PNGs. */
 static void
-publish_snapshot(Daemon *d, InspMqtt *mqtt, guint64 seq, const char *part_id, const InspResult *r)
+encode_snapshot(const InspResult *r, InspPart *part)
 {
   InspImage img = {r->frame->width, r->frame->height, 3, r->frame->stride,
                    (guint8 *)r->frame->data};
-  g_autoptr(GBytes) image = insp_image_encode_png(&img, NULL);
-  g_autoptr(GBytes) map = NULL;
 
+  part->image_png = insp_image_encode_png(&img, NULL);
   if (r->map && r->map_width > 0 && r->map_height > 0) {
     g_autoptr(InspImage) grey = insp_image_new(r->map_width, r->map_height, 1);
     for (int i = 0; i < r->map_width * r->map_height; i++)
       grey->data[i] = (guint8)CLAMP(lrintf(r->map[i] * 255.0f), 0, 255);
-    map = insp_image_encode_png(grey, NULL);
+    part->map_png = insp_image_encode_png(grey, NULL);
   }
-  insp_daemon_mqtt_snapshot(mqtt, seq, part_id, image, map);
 }
 
+static void set_degraded(Daemon *d, guint reason, gboolean on, const char *why);
 static gboolean stop_idle(gpointer data);
+
+typedef struct {
+  Daemon *d;
+  gboolean failing;
+  char *message;
+} SeqChange;
+
+/* Main thread: the results thread found the seq store failing or back. */
+static gboolean
+seq_change_idle(gpointer data)
+{
+  SeqChange *c = data;
+
+  set_degraded(c->d, DEGRADED_SEQ, c->failing, c->message);
+  g_free(c->message);
+  g_free(c);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+seq_change(Daemon *d, gboolean failing, const char *code, const char *message)
+{
+  SeqChange *c = g_new0(SeqChange, 1);
+
+  if (failing)
+    g_warning("%s", message);
+  else
+    g_info("%s", message);
+  insp_outputs_event_simple(d->outputs, failing ? "error" : "info", code, message);
+  c->d = d;
+  c->failing = failing;
+  c->message = g_strdup(message);
+  g_idle_add(seq_change_idle, c);
+}
+
+/* A seq for @r, or FALSE when none can be saved: the part is then not
+ * published under any seq (a seq handed out past what is saved could name
+ * another part after a crash), counted and announced once per outage. */
+static gboolean
+take_seq(Daemon *d, const InspResult *r, guint64 *seq)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean ok;
+  guint64 lost = 0;
+
+  g_mutex_lock(&d->stats_lock);
+  ok = insp_seq_take(d->seq, seq, &error);
+  if (!ok)
+    d->n_unpublished++;
+  lost = d->n_unpublished;
+  g_mutex_unlock(&d->stats_lock);
+  if (!ok && g_atomic_int_compare_and_exchange(&d->seq_failing, 0, 1)) {
+    g_autofree char *msg = g_strdup_printf(
+        "results are not published from part %s on: %s (they go on when the state folder is "
+        "writable again)",
+        r->frame->part_id, error->message);
+    seq_change(d, TRUE, "seq_not_saved", msg);
+  } else if (ok && g_atomic_int_compare_and_exchange(&d->seq_failing, 1, 0)) {
+    g_autofree char *msg = g_strdup_printf(
+        "sequence numbers are saved again, results are published from seq %" G_GUINT64_FORMAT
+        " on; %" G_GUINT64_FORMAT " parts in all were inspected and not published",
+        *seq, lost);
+    seq_change(d, FALSE, "seq_saved", msg);
+  }
+  return ok;
+}
 
 static void
 on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
 {
   Daemon *d = user_data;
-  char seq_text[24];
+  guint64 seq;
 
   if (g_atomic_int_get(&d->count_reached))
     return;
-  if (!r->ok) {
+  if (!r->ok || !take_seq(d, r, &seq)) {
     g_mutex_lock(&d->stats_lock);
-    d->n_errors++;
+    if (!r->ok)
+      d->n_errors++;
     d->last_progress_us = g_get_monotonic_time();
     g_mutex_unlock(&d->stats_lock);
-    g_warning("frame %s not inspected: %s", r->frame->part_id,
-              r->error ? r->error->message : "unknown error");
+    if (!r->ok)
+      g_warning("frame %s not inspected: %s", r->frame->part_id,
+                r->error ? r->error->message : "unknown error");
     return;
   }
 
-  guint64 seq = seq_take(d);
-  g_snprintf(seq_text, sizeof seq_text, "%" G_GUINT64_FORMAT, seq);
-  const char *part_id = d->use_frame_part_id && r->frame->part_id ? r->frame->part_id : seq_text;
+  /* The part record, built once here, outside any lock. */
+  g_autoptr(InspPart) part = insp_part_new();
   guint n_regions = r->regions ? r->regions->len : 0;
   InspConfigMasks masks = (InspConfigMasks)g_atomic_int_get(&d->masks);
-  g_autoptr(GBytes) mask_png = NULL;
 
-  if (r->mask && (masks == INSP_CONFIG_MASKS_ALL || (masks == INSP_CONFIG_MASKS_FAIL && r->fail)))
-    mask_png = encode_mask(r);
-
-  InspDaemonVerdict v = {
-      .seq = seq,
-      .part_id = part_id,
-      .capture_time_us = r->frame->wall_us,
-      .fail = r->fail,
-      .score = r->score,
-      .threshold = r->threshold,
-      .model = r->model_id,
-      .latency_ms = r->latency_ms,
-      .regions = n_regions ? (const InspRegion *)r->regions->data : NULL,
-      .n_regions = n_regions,
-  };
-  g_mutex_lock(&d->pub_lock);
-  if (d->mqtt) {
-    g_autoptr(GError) error = NULL;
-    if (!insp_daemon_mqtt_publish(d->mqtt, &v, mask_png, &error))
-      insp_log_part(G_LOG_LEVEL_WARNING, seq, part_id, "result not published or spooled: %s",
-                    error->message);
-    if (g_atomic_int_compare_and_exchange(&d->snapshot_pending, 1, 0))
-      publish_snapshot(d, d->mqtt, seq, part_id, r);
+  part->seq = seq;
+  part->part_id = d->use_frame_part_id && r->frame->part_id
+                      ? g_strdup(r->frame->part_id)
+                      : g_strdup_printf("%" G_GUINT64_FORMAT, seq);
+  part->capture_time_us = r->frame->wall_us;
+  part->fail = r->fail;
+  part->score = r->score;
+  part->threshold = r->threshold;
+  part->model = g_strdup(r->model_id ? r->model_id : "");
+  part->latency_ms = r->latency_ms;
+  if (n_regions > 0) {
+    part->regions = g_memdup2(r->regions->data, n_regions * sizeof(InspRegion));
+    part->n_regions = n_regions;
   }
-  g_mutex_unlock(&d->pub_lock);
+  part->dropped_before = r->frame->dropped_before;
+  part->width = r->frame->width;
+  part->height = r->frame->height;
+  if (r->mask && (masks == INSP_CONFIG_MASKS_ALL || (masks == INSP_CONFIG_MASKS_FAIL && r->fail)))
+    part->mask_png = encode_mask(r);
+  if (g_atomic_int_compare_and_exchange(&d->snapshot_pending, 1, 0))
+    encode_snapshot(r, part);
+
+  insp_outputs_part(d->outputs, part);
 
   g_mutex_lock(&d->stats_lock);
   if (r->fail)
@@ -510,15 +405,8 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
   guint64 done = d->n_done;
   g_mutex_unlock(&d->stats_lock);
 
-  insp_log_part(G_LOG_LEVEL_DEBUG, seq, part_id, "%s score %.3f threshold %.3f, %u regions",
+  insp_log_part(G_LOG_LEVEL_DEBUG, seq, part->part_id, "%s score %.3f threshold %.3f, %u regions",
                 r->fail ? "fail" : "pass", r->score, r->threshold, n_regions);
-  if (d->opt.print_decisions) {
-    printf("seq=%" G_GUINT64_FORMAT " part=%s verdict=%s score=%.2f threshold=%.2f regions=%u "
-           "latency=%.1fms\n",
-           seq, part_id, r->fail ? "fail" : "pass", r->score, r->threshold, n_regions,
-           r->latency_ms);
-    fflush(stdout);
-  }
   if (d->opt.debug_stall_after > 0 && done == d->opt.debug_stall_after) {
     g_warning("--debug-stall-after %" G_GUINT64_FORMAT ": the results thread hangs until the stop",
               done);
@@ -596,22 +484,26 @@ pipeline_create(Daemon *d, const InspConfig *cfg, GError **error)
 static void
 publish_event(Daemon *d, const char *level, const char *code, const char *message)
 {
-  g_mutex_lock(&d->pub_lock);
-  if (d->mqtt)
-    insp_daemon_mqtt_event(d->mqtt, level, code, message);
-  g_mutex_unlock(&d->pub_lock);
+  insp_outputs_event_simple(d->outputs, level, code, message);
 }
 
+static gboolean status_tick(gpointer user_data);
+
+/* Main thread. @reason is a DEGRADED_* bit; the status goes out at once. */
 static void
-set_degraded(Daemon *d, gboolean degraded, const char *why)
+set_degraded(Daemon *d, guint reason, gboolean on, const char *why)
 {
-  if (d->degraded == degraded)
+  guint was = d->degraded;
+
+  d->degraded = on ? was | reason : was & ~reason;
+  if (d->degraded == was)
     return;
-  d->degraded = degraded;
-  if (degraded)
+  if (on)
     g_warning("degraded: %s", why);
-  else
+  else if (d->degraded == 0)
     g_info("back online");
+  if (d->ready)
+    status_tick(d);
 }
 
 static gboolean
@@ -619,10 +511,9 @@ status_tick(gpointer user_data)
 {
   Daemon *d = user_data;
   InspPipelineStats st = {0};
-  guint64 pass, fail, errors;
+  InspMqttStats ms = {0};
+  guint64 pass, fail, errors, unpublished;
   double lat;
-  gboolean connected = FALSE;
-  guint pending = 0;
 
   if (d->pipe)
     insp_pipeline_get_stats(d->pipe, &st);
@@ -630,29 +521,39 @@ status_tick(gpointer user_data)
   pass = d->n_pass;
   fail = d->n_fail;
   errors = d->n_errors;
+  unpublished = d->n_unpublished;
   lat = d->latency_n ? d->latency_sum_ms / (double)d->latency_n : 0.0;
   d->latency_sum_ms = 0.0;
   d->latency_n = 0;
   g_mutex_unlock(&d->stats_lock);
 
-  g_mutex_lock(&d->pub_lock);
-  if (d->mqtt) {
-    pending = insp_daemon_mqtt_pending(d->mqtt, &connected);
-    insp_daemon_mqtt_status(d->mqtt, d->degraded, d->model ? insp_model_get_id(d->model) : "",
-                            d->config->inspection.threshold, st.fps, pass + fail, st.frames_dropped,
-                            pass, fail);
-  }
-  g_mutex_unlock(&d->pub_lock);
+  InspStatus status = {
+      .state = d->degraded ? INSP_STATE_DEGRADED : INSP_STATE_ONLINE,
+      .model = d->model ? insp_model_get_id(d->model) : "",
+      .threshold = d->config->inspection.threshold,
+      .fps = st.fps,
+      .frames = pass + fail,
+      .dropped = st.frames_dropped,
+      .pass = pass,
+      .fail = fail,
+  };
+  insp_outputs_status(d->outputs, &status);
+  if (d->mqtt)
+    insp_mqtt_get_stats(d->mqtt, &ms);
 
+  g_autofree char *unpub = unpublished ? g_strdup_printf(", %" G_GUINT64_FORMAT " not published "
+                                                         "(no seq can be saved)",
+                                                         unpublished)
+                                       : g_strdup("");
   insp_notify_status("%s: %.1f fps, latency %.1f ms, %" G_GUINT64_FORMAT " pass, %" G_GUINT64_FORMAT
                      " fail, %" G_GUINT64_FORMAT " dropped, %" G_GUINT64_FORMAT
-                     " errors, threshold %.3f, broker %s%s",
+                     " errors%s, threshold %.3f, broker %s%s",
                      d->degraded ? "degraded" : "inspecting", st.fps, lat, pass, fail,
-                     st.frames_dropped, errors, d->config->inspection.threshold,
+                     st.frames_dropped, errors, unpub, d->config->inspection.threshold,
                      d->mqtt == NULL ? "off"
-                     : connected     ? "connected"
+                     : ms.connected  ? "connected"
                                      : "unreachable",
-                     pending ? ", results spooled" : "");
+                     ms.spooled ? ", results spooled" : "");
   return G_SOURCE_CONTINUE;
 }
 
@@ -698,11 +599,11 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
 
   switch (ev->kind) {
   case INSP_PIPELINE_EVENT_STARTED:
-    if (d->degraded)
+    if (d->degraded & DEGRADED_CAMERA)
       publish_event(d, "info", "camera_back", ev->message);
     g_info("%s", ev->message);
     d->capture_started = TRUE;
-    set_degraded(d, FALSE, NULL);
+    set_degraded(d, DEGRADED_CAMERA, FALSE, NULL);
     break;
   case INSP_PIPELINE_EVENT_ERROR:
   case INSP_PIPELINE_EVENT_EOS:
@@ -710,13 +611,13 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
       d->capture_error = g_strdup(ev->message);
     /* During start-up the caller reports it, in one line. Once per outage
      * after that: the restarts that follow log at debug. */
-    if (!d->ready || d->degraded) {
+    if (!d->ready || (d->degraded & DEGRADED_CAMERA)) {
       g_debug("camera still failing: %s", ev->message);
       break;
     }
     g_warning("camera: %s%s%s", ev->message, ev->detail ? " - " : "", ev->detail ? ev->detail : "");
     publish_event(d, "error", "camera_lost", ev->message);
-    set_degraded(d, TRUE, ev->message);
+    set_degraded(d, DEGRADED_CAMERA, TRUE, ev->message);
     break;
   case INSP_PIPELINE_EVENT_RESTARTING:
     if (ev->attempt <= 1 && d->ready)
@@ -753,11 +654,12 @@ static InspModel *
 model_for_config(Daemon *d, const InspConfig *cfg, GError **error)
 {
   if (cfg->model.path[0] == '\0')
-    return demo_model_train(d, error);
+    return insp_demo_train_model(d->demo_line, error);
   return insp_model_load(cfg->model.path, error);
 }
 
-static InspMqtt *mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
+static InspOutput *mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
+static void mqtt_output_set(Daemon *d, InspOutput *out);
 
 /* Validates @why's new config whole and applies it, or keeps the old one. */
 static gboolean
@@ -794,37 +696,45 @@ reload(Daemon *d, const char *why, GError **error)
   if (change & (INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL)) {
     /* One client per spool folder at a time: the old one goes first (its
      * unacknowledged results stay in the spool for the new one). The results
-     * thread waits on pub_lock meanwhile; no result is lost. */
-    InspMqtt *fresh = NULL;
-    g_mutex_lock(&d->pub_lock);
-    insp_daemon_mqtt_free(g_steal_pointer(&d->mqtt));
+     * thread waits on the outputs' lock meanwhile; no result is lost. */
+    InspOutput *fresh = NULL;
+    if (d->mqtt_out) {
+      insp_outputs_replace(d->outputs, d->mqtt_out, NULL);
+      mqtt_output_set(d, NULL);
+    }
     d->broker_connected = FALSE;
     d->broker_known = FALSE;
     if (cfg->mqtt.host[0])
       fresh = mqtt_for_config(d, cfg, &local);
     if (cfg->mqtt.host[0] && fresh == NULL) {
       g_autoptr(GError) again = NULL;
-      if (d->config->mqtt.host[0] && (d->mqtt = mqtt_for_config(d, d->config, &again)) == NULL)
+      InspOutput *old = NULL;
+      if (d->config->mqtt.host[0] && (old = mqtt_for_config(d, d->config, &again)) == NULL)
         g_warning("the previous MQTT client could not be restored: %s", again->message);
-      g_mutex_unlock(&d->pub_lock);
+      mqtt_output_set(d, old);
       goto rejected;
     }
-    d->mqtt = fresh;
-    g_mutex_unlock(&d->pub_lock);
+    mqtt_output_set(d, fresh);
   }
   if (change & INSP_CONFIG_CHANGE_STATION) {
     replace_string(&d->station, cfg->station.id);
     insp_log_set_station(d->station);
     if (g_strcmp0(cfg->station.state_dir, d->state_dir) != 0) {
-      seq_close(d);
-      g_mutex_lock(&d->seq_lock);
-      replace_string(&d->state_dir, cfg->station.state_dir);
-      gboolean ok = seq_open(d, &local);
-      g_mutex_unlock(&d->seq_lock);
-      if (!ok) {
-        g_warning("state folder: %s", local->message);
+      /* The seq carries on from the old folder's when the new one has none
+       * higher: a seq never names two parts of one station. */
+      InspSeq *fresh = insp_seq_open(cfg->station.state_dir, &local);
+      if (fresh == NULL) {
+        g_warning("state folder %s not used, the old one stays: %s", cfg->station.state_dir,
+                  local->message);
         publish_event(d, "error", "state_dir", local->message);
         g_clear_error(&local);
+      } else {
+        g_mutex_lock(&d->stats_lock);
+        InspSeq *old = d->seq;
+        d->seq = fresh;
+        g_mutex_unlock(&d->stats_lock);
+        insp_seq_close(old);
+        replace_string(&d->state_dir, cfg->station.state_dir);
       }
     }
   }
@@ -841,10 +751,8 @@ reload(Daemon *d, const char *why, GError **error)
     d->model = g_steal_pointer(&model);
     g_info("model swapped: now %s", insp_model_get_id(d->model));
   }
-  g_mutex_lock(&d->pub_lock);
-  if (d->mqtt)
-    insp_daemon_mqtt_set_masks(d->mqtt, cfg->mqtt.masks);
-  g_mutex_unlock(&d->pub_lock);
+  if (d->mqtt_out)
+    insp_output_mqtt_set_masks(d->mqtt_out, cfg->mqtt.masks);
   if (change &
       (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_TRIGGER)) {
     if (d->pipe) {
@@ -857,7 +765,7 @@ reload(Daemon *d, const char *why, GError **error)
     if (d->pipe == NULL) {
       g_warning("capture not restarted: %s", local->message);
       publish_event(d, "error", "camera_lost", local->message);
-      set_degraded(d, TRUE, local->message);
+      set_degraded(d, DEGRADED_CAMERA, TRUE, local->message);
       g_clear_error(&local);
     }
   }
@@ -943,6 +851,7 @@ watch_config(Daemon *d)
 
 typedef struct {
   Daemon *d;
+  InspMqtt *mqtt; /* the client it came from, compared only */
   InspMqttCommand *cmd;
 } ReloadRequest;
 
@@ -954,13 +863,12 @@ reload_command_idle(gpointer user_data)
   g_autoptr(GError) error = NULL;
   gboolean ok = reload(d, "MQTT command", &error);
 
-  g_mutex_lock(&d->pub_lock);
-  if (d->mqtt && ok)
-    insp_daemon_mqtt_reply(d->mqtt, req->cmd, NULL, NULL, NULL, 0.0);
-  else if (d->mqtt)
-    insp_daemon_mqtt_reply_error(d->mqtt, req->cmd, error->message);
-  g_mutex_unlock(&d->pub_lock);
-  insp_daemon_mqtt_command_unref(req->cmd);
+  /* The client the command came from may be gone with the reload. */
+  if (d->mqtt == req->mqtt && ok)
+    insp_mqtt_command_reply(d->mqtt, req->cmd, NULL);
+  else if (d->mqtt == req->mqtt)
+    insp_mqtt_command_reply_error(d->mqtt, req->cmd, error->message);
+  insp_mqtt_command_unref(req->cmd);
   g_free(req);
   return G_SOURCE_REMOVE;
 }
@@ -1070,29 +978,42 @@ threshold_refusal(const char *name, double value, double min, double max)
                          name, value, name, name, min, max);
 }
 
+/* Replies {"ok":true, @key: @value} (nothing more when @key is NULL). */
 static void
-on_command(const InspDaemonCmd *c, gpointer user_data)
+reply_string(InspMqtt *mqtt, InspMqttCommand *cmd, const char *key, const char *value)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+
+  if (key)
+    json_object_set_string_member(o, key, value);
+  insp_mqtt_command_reply(mqtt, cmd, o);
+}
+
+/* Main thread: every command the MQTT client accepted, answered once. */
+static void
+on_command(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer user_data)
 {
   Daemon *d = user_data;
   g_autoptr(GError) error = NULL;
 
-  switch (c->kind) {
-  case INSP_DAEMON_CMD_TRIGGER: {
+  switch (insp_mqtt_command_get_kind(cmd)) {
+  case INSP_MQTT_COMMAND_TRIGGER: {
+    const char *asked = insp_mqtt_command_get_part_id(cmd);
     g_autofree char *id =
-        c->part_id ? g_strdup(c->part_id)
-                   : g_strdup_printf("trigger-%" G_GINT64_FORMAT "-%" G_GUINT64_FORMAT,
-                                     g_get_real_time() / G_USEC_PER_SEC, ++d->trigger_counter);
+        asked ? g_strdup(asked)
+              : g_strdup_printf("trigger-%" G_GINT64_FORMAT "-%" G_GUINT64_FORMAT,
+                                g_get_real_time() / G_USEC_PER_SEC, ++d->trigger_counter);
     if (d->pipe == NULL || !insp_pipeline_trigger(d->pipe, id, &error)) {
-      insp_daemon_mqtt_reply_error(d->mqtt, c->cmd,
-                                   error ? error->message : "capture is not running");
+      insp_mqtt_command_reply_error(mqtt, cmd, error ? error->message : "capture is not running");
       return;
     }
-    insp_daemon_mqtt_reply(d->mqtt, c->cmd, "part_id", id, NULL, 0.0);
+    reply_string(mqtt, cmd, "part_id", id);
     return;
   }
-  case INSP_DAEMON_CMD_THRESHOLD: {
-    double t = c->has_threshold ? c->threshold : NAN;
-    double pt = c->has_pixel_threshold ? c->pixel_threshold : NAN;
+  case INSP_MQTT_COMMAND_THRESHOLD: {
+    double t = NAN, pt = NAN;
+    gboolean has_t = insp_mqtt_command_get_threshold(cmd, &t);
+    gboolean has_pt = insp_mqtt_command_get_pixel_threshold(cmd, &pt);
     const InspConfig *now = d->config;
     g_autoptr(InspConfig) cfg = NULL;
     g_autofree char *refused = threshold_refusal("threshold", t, now->inspection.threshold_min,
@@ -1103,18 +1024,18 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
                                   now->inspection.pixel_threshold_max);
     if (refused != NULL) {
       g_info("threshold command: %s", refused);
-      insp_daemon_mqtt_reply_error(d->mqtt, c->cmd, refused);
+      insp_mqtt_command_reply_error(mqtt, cmd, refused);
       return;
     }
-    if (!isnan(t))
+    if (has_t)
       d->override_t = t;
-    if (!isnan(pt))
+    if (has_pt)
       d->override_pt = pt;
     override_schedule(d);
     cfg = insp_config_copy(d->config);
-    if (c->has_threshold)
+    if (has_t)
       cfg->inspection.threshold = t;
-    if (c->has_pixel_threshold)
+    if (has_pt)
       cfg->inspection.pixel_threshold = pt;
     InspInspectParams params;
     params_from_config(cfg, &params);
@@ -1123,31 +1044,34 @@ on_command(const InspDaemonCmd *c, gpointer user_data)
     d->config = g_steal_pointer(&cfg);
     g_info("threshold set by command: %.4f, pixel threshold %.4f (saved within a second)",
            d->config->inspection.threshold, d->config->inspection.pixel_threshold);
-    insp_daemon_mqtt_reply(d->mqtt, c->cmd, NULL, NULL, "threshold",
-                           d->config->inspection.threshold);
+    g_autoptr(JsonObject) o = json_object_new();
+    json_object_set_double_member(o, "threshold", d->config->inspection.threshold);
+    insp_mqtt_command_reply(mqtt, cmd, o);
     return;
   }
-  case INSP_DAEMON_CMD_RELOAD: {
+  case INSP_MQTT_COMMAND_RELOAD: {
     /* Not from inside the client's callback: the reload may replace the
      * client itself. */
     ReloadRequest *req = g_new0(ReloadRequest, 1);
     req->d = d;
-    req->cmd = insp_daemon_mqtt_command_ref(c->cmd);
+    req->mqtt = mqtt;
+    req->cmd = insp_mqtt_command_ref(cmd);
     g_idle_add(reload_command_idle, req);
     return;
   }
-  case INSP_DAEMON_CMD_SNAPSHOT:
+  case INSP_MQTT_COMMAND_SNAPSHOT:
     g_atomic_int_set(&d->snapshot_pending, 1);
-    insp_daemon_mqtt_reply(d->mqtt, c->cmd, "snapshot", "next frame", NULL, 0.0);
+    reply_string(mqtt, cmd, "snapshot", "next frame");
     return;
   default:
-    insp_daemon_mqtt_reply_error(d->mqtt, c->cmd, "unknown command");
+    insp_mqtt_command_reply_error(mqtt, cmd, "unknown command");
     return;
   }
 }
 
 static void
-on_connection(gboolean connected, const char *message, gpointer user_data)
+on_connection(InspMqtt *mqtt, gboolean connected, int reason, const char *message,
+              gpointer user_data)
 {
   Daemon *d = user_data;
 
@@ -1173,13 +1097,23 @@ on_connection(gboolean connected, const char *message, gpointer user_data)
   d->broker_connected = connected;
 }
 
-static InspMqtt *
+static InspOutput *
 mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error)
 {
   const char *station = cfg->station.id[0] ? cfg->station.id : d->station;
 
-  return insp_daemon_mqtt_new(cfg, station, NULL, g_main_context_default(), on_command,
-                              on_connection, d, error);
+  return insp_output_mqtt_new(cfg, station, g_main_context_default(), on_command, on_connection, d,
+                              error);
+}
+
+/* Main thread: @out (nullable) becomes the MQTT output, added to the list. */
+static void
+mqtt_output_set(Daemon *d, InspOutput *out)
+{
+  d->mqtt_out = out;
+  d->mqtt = out ? insp_output_mqtt_get_client(out) : NULL;
+  if (out)
+    insp_outputs_add(d->outputs, out);
 }
 
 /* ---- stop ------------------------------------------------------------------------------ */
@@ -1199,9 +1133,10 @@ daemon_stop(Daemon *d, const char *why)
    * broker is there; what remains stays spooled for the next start. */
   gint64 deadline = g_get_monotonic_time() + FLUSH_TIMEOUT_US;
   while (d->mqtt) {
-    gboolean connected = FALSE;
-    guint pending = insp_daemon_mqtt_pending(d->mqtt, &connected);
-    if (pending == 0 || !connected || g_get_monotonic_time() > deadline) {
+    InspMqttStats ms = {0};
+    insp_mqtt_get_stats(d->mqtt, &ms);
+    guint pending = ms.spooled;
+    if (pending == 0 || !ms.connected || g_get_monotonic_time() > deadline) {
       if (pending)
         g_info("%u results stay spooled for the next start", pending);
       break;
@@ -1271,7 +1206,8 @@ daemon_start(Daemon *d)
 {
   g_autoptr(GError) error = NULL;
 
-  if (d->demo && !demo_line_write(d, &error))
+  if (d->demo && (d->demo_line = insp_demo_new(d->opt.demo_size, d->opt.demo_defect_every,
+                                               d->opt.demo_fps, &error)) == NULL)
     return start_failed(d, "cannot write the demo line", error);
 
   d->config = config_load(d, "\ninspectd: ", &error);
@@ -1281,7 +1217,7 @@ daemon_start(Daemon *d)
   insp_log_set_station(d->station);
   insp_log_set_level(log_level_from_config(d->config));
   d->state_dir = g_strdup(d->config->station.state_dir);
-  if (!seq_open(d, &error))
+  if ((d->seq = insp_seq_open(d->state_dir, &error)) == NULL)
     return start_failed(d, "state folder", error);
 
   d->model = model_for_config(d, d->config, &error);
@@ -1296,10 +1232,13 @@ daemon_start(Daemon *d)
   d->scorer = insp_model_scorer_new(d->model, &params);
   g_atomic_int_set(&d->masks, (gint)d->config->mqtt.masks);
 
+  if (d->opt.print_decisions)
+    insp_outputs_add(d->outputs, insp_output_print_new(stdout));
   if (d->config->mqtt.host[0]) {
-    d->mqtt = mqtt_for_config(d, d->config, &error);
-    if (d->mqtt == NULL)
+    InspOutput *out = mqtt_for_config(d, d->config, &error);
+    if (out == NULL)
       return start_failed(d, "MQTT", error);
+    mqtt_output_set(d, out);
   }
   d->pipe = pipeline_create(d, d->config, &error);
   if (d->pipe == NULL)
@@ -1338,24 +1277,20 @@ daemon_cleanup(Daemon *d)
   if (d->pipe)
     insp_pipeline_stop(d->pipe, d->exit_status == 0);
   g_clear_pointer(&d->pipe, insp_pipeline_free);
-  g_mutex_lock(&d->pub_lock);
-  InspMqtt *mqtt = g_steal_pointer(&d->mqtt);
-  g_mutex_unlock(&d->pub_lock);
-  insp_daemon_mqtt_free(mqtt);
-  seq_close(d);
+  d->mqtt = NULL;
+  d->mqtt_out = NULL;
+  g_clear_pointer(&d->outputs, insp_outputs_free);
+  g_clear_pointer(&d->seq, insp_seq_close);
   g_clear_pointer(&d->scorer, insp_scorer_unref);
   g_clear_pointer(&d->model, insp_model_unref);
   g_clear_pointer(&d->config, insp_config_free);
-  demo_line_remove(d);
+  g_clear_pointer(&d->demo_line, insp_demo_free);
   g_clear_pointer(&d->loop, g_main_loop_unref);
   g_free(d->station);
   g_free(d->state_dir);
-  g_free(d->seq_path);
   g_free(d->config_path);
   g_free(d->capture_error);
   g_free(d->broker_lost_reason);
-  g_mutex_clear(&d->pub_lock);
-  g_mutex_clear(&d->seq_lock);
   g_mutex_clear(&d->stats_lock);
 }
 
@@ -1369,8 +1304,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
   d->config_path = g_strdup(opt->config_path);
   d->opt.config_path = d->config_path;
   d->demo = opt->config_path == NULL;
-  g_mutex_init(&d->pub_lock);
-  g_mutex_init(&d->seq_lock);
+  d->outputs = insp_outputs_new();
   g_mutex_init(&d->stats_lock);
   d->override_t = d->override_pt = NAN;
   d->loop = g_main_loop_new(NULL, FALSE);
@@ -1392,7 +1326,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
     g_autofree char *ready =
         g_strdup_printf("inspecting with %s, threshold %.3f%s", insp_model_get_id(d->model),
                         d->config->inspection.threshold, d->mqtt ? "" : ", MQTT off");
-    g_info("%s (seq from %" G_GUINT64_FORMAT ")", ready, d->next_seq);
+    g_info("%s (seq from %" G_GUINT64_FORMAT ")", ready, insp_seq_peek(d->seq));
     insp_notify_ready(ready);
     d->ready = TRUE;
     if (!d->stopping)

@@ -40,7 +40,7 @@
  * dispatches and commands hold references, and check `stopping` so nothing
  * reaches the daemon after insp_mqtt_free().
  */
-#include "insp-mqtt.h"
+#include "insp-mqtt-private.h"
 
 #include <errno.h>
 #include <math.h>
@@ -57,25 +57,11 @@
 #define TRIGGER_MAP_MAX 1024 /* triggers waiting for their part's result */
 #define BARRIER_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define PUMP_TICK_US (500 * G_TIME_SPAN_MILLISECOND)
-#define JSON_MAX_DEPTH 4
-#define COMMAND_NAME_MAX 32
 
 /* The quark name is dashed; clang-format would split it into "a - b". */
 /* clang-format off */
 G_DEFINE_QUARK(insp-mqtt-error-quark, insp_mqtt_error)
 /* clang-format on */
-
-struct _InspMqttCommand {
-  gint ref;
-  InspMqttCommandKind kind;
-  char *name;
-  char *part_id;
-  gboolean has_threshold, has_pixel_threshold;
-  double threshold, pixel_threshold;
-  char *response_topic; /* v5 response topic, NULL: the fallback reply topic */
-  GBytes *correlation;
-  gint replied;
-};
 
 typedef struct {
   guint64 spool_id;
@@ -102,8 +88,7 @@ struct _InspMqtt {
   InspMqttCommands commands;
   char *topic_prefix; /* no response topic at or below it */
   char *reply_prefix; /* NULL: none */
-  double cmd_tokens;  /* token bucket of INSP_MQTT_COMMANDS_PER_S; net thread only */
-  gint64 cmd_tokens_time;
+  InspMqttRate rate;  /* of commands; net thread only */
   guint reconnect_min_s, reconnect_max_s;
   char *t_base, *t_result, *t_mask, *t_status, *t_event, *t_snapshot, *t_cmd_sub, *t_cmd_base;
   GMainContext *context;
@@ -137,7 +122,7 @@ struct _InspMqtt {
   GHashTable *triggers; /* part_id -> PendingTrigger */
   GQueue trigger_order; /* part ids, oldest first */
   gboolean have_status;
-  InspMqttStatus status;
+  InspStatus status;
   char *status_model;
   int offline_mid; /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
@@ -198,386 +183,6 @@ read_named_file(const char *what, const char *path, gsize *len, GError **error)
     return NULL;
   }
   return data;
-}
-
-/* ---------- JSON helpers ---------- */
-
-static GBytes *
-json_object_to_bytes(JsonObject *obj)
-{
-  g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
-  gsize len = 0;
-  char *data;
-
-  json_node_set_object(node, obj);
-  data = insp_json_to_data(node, &len);
-  return g_bytes_new_take(data, len);
-}
-
-static void
-obj_set_double(JsonObject *o, const char *key, double v)
-{
-  if (isfinite(v))
-    json_object_set_double_member(o, key, v);
-  else
-    json_object_set_null_member(o, key);
-}
-
-static void
-object_merge(JsonObject *dst, JsonObject *src)
-{
-  g_autoptr(GList) members = NULL;
-
-  if (src == NULL)
-    return;
-  members = json_object_get_members(src);
-  for (GList *l = members; l != NULL; l = l->next) {
-    const char *k = l->data;
-    if (json_object_has_member(dst, k))
-      continue; /* the fixed keys win */
-    json_object_set_member(dst, k, json_node_copy(json_object_get_member(src, k)));
-  }
-}
-
-/* ---------- command parsing (no I/O; fuzz entry point) ---------- */
-
-InspMqttCommand *
-insp_mqtt_command_ref(InspMqttCommand *cmd)
-{
-  g_return_val_if_fail(cmd != NULL, NULL);
-  g_atomic_int_inc(&cmd->ref);
-  return cmd;
-}
-
-void
-insp_mqtt_command_unref(InspMqttCommand *cmd)
-{
-  if (cmd == NULL || !g_atomic_int_dec_and_test(&cmd->ref))
-    return;
-  g_free(cmd->name);
-  g_free(cmd->part_id);
-  g_free(cmd->response_topic);
-  g_clear_pointer(&cmd->correlation, g_bytes_unref);
-  g_free(cmd);
-}
-
-InspMqttCommandKind
-insp_mqtt_command_get_kind(const InspMqttCommand *cmd)
-{
-  g_return_val_if_fail(cmd != NULL, INSP_MQTT_COMMAND_TRIGGER);
-  return cmd->kind;
-}
-
-const char *
-insp_mqtt_command_get_name(const InspMqttCommand *cmd)
-{
-  g_return_val_if_fail(cmd != NULL, NULL);
-  return cmd->name;
-}
-
-const char *
-insp_mqtt_command_get_part_id(const InspMqttCommand *cmd)
-{
-  g_return_val_if_fail(cmd != NULL, NULL);
-  return cmd->part_id;
-}
-
-gboolean
-insp_mqtt_command_get_threshold(const InspMqttCommand *cmd, double *value)
-{
-  g_return_val_if_fail(cmd != NULL, FALSE);
-  if (cmd->has_threshold && value != NULL)
-    *value = cmd->threshold;
-  return cmd->has_threshold;
-}
-
-gboolean
-insp_mqtt_command_get_pixel_threshold(const InspMqttCommand *cmd, double *value)
-{
-  g_return_val_if_fail(cmd != NULL, FALSE);
-  if (cmd->has_pixel_threshold && value != NULL)
-    *value = cmd->pixel_threshold;
-  return cmd->has_pixel_threshold;
-}
-
-static gboolean G_GNUC_PRINTF(2, 3) cmd_fail(GError **error, const char *fmt, ...)
-{
-  va_list ap;
-
-  va_start(ap, fmt);
-  g_set_error_literal(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND, "");
-  if (error != NULL && *error != NULL) {
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-
-    /* the reply carries it in JSON: keys and values quoted from a payload
-     * may be anything, the reply must stay UTF-8 */
-    g_free((*error)->message);
-    (*error)->message = g_utf8_make_valid(msg, -1);
-  }
-  va_end(ap);
-  return FALSE;
-}
-
-/* Nesting depth of [ and { outside strings: json-glib recurses, so deep
- * nesting is refused before it parses. */
-static int
-json_depth(const char *s, gsize n)
-{
-  int depth = 0, max = 0;
-  gboolean in_str = FALSE;
-
-  for (gsize i = 0; i < n; i++) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_str = FALSE;
-    } else if (c == '"') {
-      in_str = TRUE;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max)
-        max = depth;
-    } else if (c == '}' || c == ']') {
-      depth--;
-    }
-  }
-  return max;
-}
-
-static void
-count_member(JsonParser *parser, JsonObject *object, char *name, gpointer data)
-{
-  (*(guint *)data)++;
-}
-
-/* Parses a flat JSON object: no duplicate keys, scalar values only. */
-static JsonObject *
-parse_flat_object(const char *text, gsize n, GError **error)
-{
-  g_autoptr(JsonParser) parser = NULL;
-  g_autoptr(GError) local = NULL;
-  JsonNode *root;
-  JsonObject *obj;
-  g_autoptr(GList) members = NULL;
-  guint n_members = 0;
-
-  if (json_depth(text, n) > JSON_MAX_DEPTH) {
-    cmd_fail(error, "payload nests too deeply");
-    return NULL;
-  }
-  parser = json_parser_new_immutable();
-  g_signal_connect(parser, "object-member", G_CALLBACK(count_member), &n_members);
-  if (!json_parser_load_from_data(parser, text, (gssize)n, &local)) {
-    cmd_fail(error, "payload is not valid JSON: %s", local->message);
-    return NULL;
-  }
-  root = json_parser_get_root(parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT(root)) {
-    cmd_fail(error, "payload must be a JSON object");
-    return NULL;
-  }
-  obj = json_node_get_object(root);
-  if (n_members != json_object_get_size(obj)) {
-    cmd_fail(error, "payload has a duplicate key");
-    return NULL;
-  }
-  members = json_object_get_members(obj);
-  for (GList *l = members; l != NULL; l = l->next) {
-    JsonNode *v = json_object_get_member(obj, l->data);
-    if (!JSON_NODE_HOLDS_VALUE(v) && !JSON_NODE_HOLDS_NULL(v)) {
-      cmd_fail(error, "key '%s' must hold a number or a string", (const char *)l->data);
-      return NULL;
-    }
-  }
-  return json_object_ref(obj);
-}
-
-static gboolean
-part_id_ok(const char *s, GError **error)
-{
-  gsize n = strlen(s);
-
-  if (n == 0 || n > INSP_MQTT_PART_ID_MAX)
-    return cmd_fail(error, "part_id must be 1 to %d bytes", INSP_MQTT_PART_ID_MAX);
-  /* It goes back out in JSON and in MQTT v5 user properties, both UTF-8
-   * only. Checked here, whatever produced the string: json-glib's string
-   * unescaping returns invalid UTF-8 for some long runs of backslashes
-   * (found by fuzz-mqtt-command; the input is in its corpus). */
-  if (!g_utf8_validate(s, (gssize)n, NULL))
-    return cmd_fail(error, "part_id is not valid UTF-8");
-  for (gsize i = 0; i < n; i++)
-    if ((guchar)s[i] < 0x20 || s[i] == 0x7f)
-      return cmd_fail(error, "part_id contains a control character");
-  return TRUE;
-}
-
-static gboolean
-parse_trigger(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
-{
-  if (n == 0)
-    return TRUE;
-  if (text[0] == '{') {
-    g_autoptr(JsonObject) obj = parse_flat_object(text, n, error);
-    g_autoptr(GList) members = NULL;
-    if (obj == NULL)
-      return FALSE;
-    members = json_object_get_members(obj);
-    for (GList *l = members; l != NULL; l = l->next)
-      if (strcmp(l->data, "part_id") != 0)
-        return cmd_fail(error, "unknown key '%s'", (const char *)l->data);
-    if (json_object_has_member(obj, "part_id")) {
-      JsonNode *v = json_object_get_member(obj, "part_id");
-      GType t = json_node_get_value_type(v);
-      if (JSON_NODE_HOLDS_NULL(v))
-        return TRUE;
-      if (t == G_TYPE_STRING)
-        cmd->part_id = g_strdup(json_node_get_string(v));
-      else if (t == G_TYPE_INT64)
-        cmd->part_id = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v));
-      else
-        return cmd_fail(error, "part_id must be a string or an integer");
-      return part_id_ok(cmd->part_id, error);
-    }
-    return TRUE;
-  }
-  if (text[0] == '"') {
-    g_autoptr(JsonParser) parser = json_parser_new_immutable();
-    JsonNode *root;
-    if (!json_parser_load_from_data(parser, text, (gssize)n, NULL) ||
-        (root = json_parser_get_root(parser)) == NULL || !JSON_NODE_HOLDS_VALUE(root) ||
-        json_node_get_value_type(root) != G_TYPE_STRING)
-      return cmd_fail(error, "part_id is not a valid JSON string");
-    cmd->part_id = g_strdup(json_node_get_string(root));
-    return part_id_ok(cmd->part_id, error);
-  }
-  cmd->part_id = g_strndup(text, n);
-  return part_id_ok(cmd->part_id, error);
-}
-
-static gboolean
-threshold_value(const char *key, JsonNode *v, double *out, GError **error)
-{
-  GType t;
-
-  if (!JSON_NODE_HOLDS_VALUE(v))
-    return cmd_fail(error, "%s must be a number", key);
-  t = json_node_get_value_type(v);
-  if (t == G_TYPE_INT64)
-    *out = (double)json_node_get_int(v);
-  else if (t == G_TYPE_DOUBLE)
-    *out = json_node_get_double(v);
-  else
-    return cmd_fail(error, "%s must be a number", key);
-  if (!isfinite(*out) || *out < INSP_MQTT_THRESHOLD_MIN || *out > INSP_MQTT_THRESHOLD_MAX)
-    return cmd_fail(error, "%s %g is out of range [%g, %g]", key, *out, INSP_MQTT_THRESHOLD_MIN,
-                    INSP_MQTT_THRESHOLD_MAX);
-  return TRUE;
-}
-
-static gboolean
-parse_threshold(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
-{
-  if (n == 0)
-    return cmd_fail(error, "threshold needs a number or {\"threshold\":…, \"pixel_threshold\":…}");
-  if (text[0] == '{') {
-    g_autoptr(JsonObject) obj = parse_flat_object(text, n, error);
-    g_autoptr(GList) members = NULL;
-    if (obj == NULL)
-      return FALSE;
-    members = json_object_get_members(obj);
-    for (GList *l = members; l != NULL; l = l->next)
-      if (strcmp(l->data, "threshold") != 0 && strcmp(l->data, "pixel_threshold") != 0)
-        return cmd_fail(error, "unknown key '%s'", (const char *)l->data);
-    if (json_object_has_member(obj, "threshold")) {
-      if (!threshold_value("threshold", json_object_get_member(obj, "threshold"), &cmd->threshold,
-                           error))
-        return FALSE;
-      cmd->has_threshold = TRUE;
-    }
-    if (json_object_has_member(obj, "pixel_threshold")) {
-      if (!threshold_value("pixel_threshold", json_object_get_member(obj, "pixel_threshold"),
-                           &cmd->pixel_threshold, error))
-        return FALSE;
-      cmd->has_pixel_threshold = TRUE;
-    }
-    if (!cmd->has_threshold && !cmd->has_pixel_threshold)
-      return cmd_fail(error, "threshold needs \"threshold\" or \"pixel_threshold\"");
-    return TRUE;
-  } else {
-    g_autofree char *s = g_strndup(text, n);
-    char *end = NULL;
-    double v;
-    if (!(g_ascii_isdigit(s[0]) || s[0] == '-' || s[0] == '+' || s[0] == '.'))
-      return cmd_fail(error, "threshold must be a number");
-    errno = 0;
-    v = g_ascii_strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE)
-      return cmd_fail(error, "threshold must be a number");
-    if (!isfinite(v) || v < INSP_MQTT_THRESHOLD_MIN || v > INSP_MQTT_THRESHOLD_MAX)
-      return cmd_fail(error, "threshold %g is out of range [%g, %g]", v, INSP_MQTT_THRESHOLD_MIN,
-                      INSP_MQTT_THRESHOLD_MAX);
-    cmd->threshold = v;
-    cmd->has_threshold = TRUE;
-    return TRUE;
-  }
-}
-
-InspMqttCommand *
-insp_mqtt_parse_command(const char *name, const guint8 *payload, gsize length, GError **error)
-{
-  g_autoptr(InspMqttCommand) cmd = NULL;
-  const char *text = (const char *)payload;
-  gsize n = length;
-
-  g_return_val_if_fail(name != NULL, NULL);
-  g_return_val_if_fail(payload != NULL || length == 0, NULL);
-  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-
-  cmd = g_new0(InspMqttCommand, 1);
-  cmd->ref = 1;
-  if (strcmp(name, "trigger") == 0)
-    cmd->kind = INSP_MQTT_COMMAND_TRIGGER;
-  else if (strcmp(name, "threshold") == 0)
-    cmd->kind = INSP_MQTT_COMMAND_THRESHOLD;
-  else if (strcmp(name, "reload") == 0)
-    cmd->kind = INSP_MQTT_COMMAND_RELOAD;
-  else if (strcmp(name, "snapshot") == 0)
-    cmd->kind = INSP_MQTT_COMMAND_SNAPSHOT;
-  else {
-    if (strlen(name) <= COMMAND_NAME_MAX && g_utf8_validate(name, -1, NULL))
-      cmd_fail(error, "unknown command '%s' (trigger, threshold, reload, snapshot)", name);
-    else
-      cmd_fail(error, "unknown command (trigger, threshold, reload, snapshot)");
-    return NULL;
-  }
-  cmd->name = g_strdup(name);
-  if (length > INSP_MQTT_COMMAND_MAX_PAYLOAD) {
-    cmd_fail(error, "payload of %" G_GSIZE_FORMAT " bytes is too large (at most %d)", length,
-             INSP_MQTT_COMMAND_MAX_PAYLOAD);
-    return NULL;
-  }
-  /* reload and snapshot take no arguments; their payload is ignored. */
-  if (cmd->kind == INSP_MQTT_COMMAND_RELOAD || cmd->kind == INSP_MQTT_COMMAND_SNAPSHOT)
-    return g_steal_pointer(&cmd);
-  if (!g_utf8_validate_len(text, n, NULL)) {
-    cmd_fail(error, "payload is not UTF-8 text");
-    return NULL;
-  }
-  while (n > 0 && g_ascii_isspace(text[0])) {
-    text++;
-    n--;
-  }
-  while (n > 0 && g_ascii_isspace(text[n - 1]))
-    n--;
-  if (memchr(text, '\0', n) != NULL) {
-    cmd_fail(error, "payload contains a NUL byte");
-    return NULL;
-  }
-  if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER ? !parse_trigger(cmd, text, n, error)
-                                             : !parse_threshold(cmd, text, n, error))
-    return NULL;
-  return g_steal_pointer(&cmd);
 }
 
 /* ---------- dispatch to the daemon's main context ---------- */
@@ -667,37 +272,19 @@ publish_locked(InspMqtt *mqtt, int *mid, const char *topic, GBytes *payload, int
 }
 
 static GBytes *
-status_payload_locked(InspMqtt *mqtt, InspMqttState state)
+status_payload_locked(InspMqtt *mqtt, InspState state)
 {
-  static const char *const names[] = {"online", "degraded", "offline"};
-  g_autoptr(JsonObject) o = json_object_new();
-  g_autofree char *ts = insp_result_format_time(g_get_real_time());
   InspSpoolStats ss;
-  const InspMqttStatus *s = &mqtt->status;
+  InspStatus status = mqtt->status;
 
   insp_spool_get_stats(mqtt->spool, &ss);
-  json_object_set_int_member(o, "v", 1);
-  json_object_set_string_member(o, "station", mqtt->station);
-  json_object_set_string_member(o, "ts", ts);
-  json_object_set_string_member(o, "state", names[state]);
-  if (mqtt->status_model != NULL)
-    json_object_set_string_member(o, "model", mqtt->status_model);
-  else
-    json_object_set_null_member(o, "model");
-  obj_set_double(o, "threshold", s->threshold);
-  obj_set_double(o, "fps", s->fps);
-  json_object_set_int_member(o, "frames", (gint64)s->frames);
-  json_object_set_int_member(o, "dropped", (gint64)s->dropped);
-  json_object_set_int_member(o, "pass", (gint64)s->pass);
-  json_object_set_int_member(o, "fail", (gint64)s->fail);
-  json_object_set_int_member(o, "spooled", ss.n_messages);
-  json_object_set_int_member(o, "uptime",
-                             (g_get_monotonic_time() - mqtt->start_time) / G_USEC_PER_SEC);
-  return json_object_to_bytes(o);
+  status.model = mqtt->status_model;
+  return insp_mqtt_status_payload(&status, state, mqtt->station, ss.n_messages,
+                                  (g_get_monotonic_time() - mqtt->start_time) / G_USEC_PER_SEC);
 }
 
 static int
-publish_status_locked(InspMqtt *mqtt, InspMqttState state, int *mid)
+publish_status_locked(InspMqtt *mqtt, InspState state, int *mid)
 {
   g_autoptr(GBytes) payload = status_payload_locked(mqtt, state);
   mosquitto_property *props = NULL;
@@ -712,22 +299,10 @@ publish_status_locked(InspMqtt *mqtt, InspMqttState state, int *mid)
 static void
 props_for_spooled(const InspSpoolMessage *msg, mosquitto_property **props)
 {
-  if (msg->kind == INSP_SPOOL_KIND_MASK) {
-    char seq[24];
-    g_snprintf(seq, sizeof seq, "%" G_GUINT64_FORMAT, msg->seq);
-    mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE, "image/png");
-    mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, "seq", seq);
-    mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, "part_id",
-                                       msg->part_id ? msg->part_id : seq);
-  } else {
-    mosquitto_property_add_byte(props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
-    mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE, "application/json");
-    if (msg->correlation != NULL) {
-      gsize n = 0;
-      const void *p = g_bytes_get_data(msg->correlation, &n);
-      mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, p, (guint16)n);
-    }
-  }
+  if (msg->kind == INSP_SPOOL_KIND_MASK)
+    insp_mqtt_props_png(props, msg->seq, msg->part_id, NULL);
+  else
+    insp_mqtt_props_json(props, msg->correlation);
 }
 
 /* Sends one spooled message; records its mid. Returns the libmosquitto code. */
@@ -770,29 +345,11 @@ send_event_locked(InspMqtt *mqtt, GBytes *payload)
     queue_event_locked(mqtt, payload);
     return;
   }
-  mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
-  mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json");
+  insp_mqtt_props_json(&props, NULL);
   rc = publish_locked(mqtt, NULL, mqtt->t_event, payload, 1, FALSE, props);
   mosquitto_property_free_all(&props);
   if (rc != MOSQ_ERR_SUCCESS)
     queue_event_locked(mqtt, payload);
-}
-
-static GBytes *
-event_payload(InspMqtt *mqtt, const char *level, const char *code, const char *message,
-              JsonObject *extra)
-{
-  g_autoptr(JsonObject) o = json_object_new();
-  g_autofree char *ts = insp_result_format_time(g_get_real_time());
-
-  json_object_set_int_member(o, "v", 1);
-  json_object_set_string_member(o, "station", mqtt->station);
-  json_object_set_string_member(o, "ts", ts);
-  json_object_set_string_member(o, "level", level);
-  json_object_set_string_member(o, "code", code);
-  json_object_set_string_member(o, "message", message);
-  object_merge(o, extra);
-  return json_object_to_bytes(o);
 }
 
 /* The pump's work: barrier, queued events, spooled messages. */
@@ -907,8 +464,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
       mqtt->barrier = TRUE;
   if (mqtt->commands != INSP_MQTT_COMMANDS_NONE)
     mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
-  publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_MQTT_STATE_ONLINE,
-                        NULL);
+  publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_STATE_ONLINE, NULL);
   kick_locked(mqtt);
   g_mutex_unlock(&mqtt->lock);
   post_connection(mqtt, TRUE, 0, "connected");
@@ -966,7 +522,7 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquit
       g_autofree char *text =
           g_strdup_printf("the broker refused a message: %s", mosquitto_reason_string(reason));
       mqtt->rejected++;
-      ev = event_payload(mqtt, "error", "publish_rejected", text, NULL);
+      ev = insp_mqtt_event_payload(mqtt->station, "error", "publish_rejected", text, NULL);
       send_event_locked(mqtt, ev);
     }
     g_hash_table_remove(mqtt->inflight, GINT_TO_POINTER(mid));
@@ -975,23 +531,18 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquit
   g_mutex_unlock(&mqtt->lock);
 }
 
+/* Sends a reply payload on @cmd's response topic or the fallback
+ * .../cmd/{name}/reply, with its correlation data. */
 static void
-send_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *o)
+send_reply(InspMqtt *mqtt, InspMqttCommand *cmd, GBytes *payload)
 {
-  g_autoptr(GBytes) payload = json_object_to_bytes(o);
   g_autofree char *fallback = NULL;
   mosquitto_property *props = NULL;
   const char *topic = cmd->response_topic;
 
   if (topic == NULL)
     topic = fallback = g_strconcat(mqtt->t_cmd_base, cmd->name, "/reply", NULL);
-  mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
-  mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json");
-  if (cmd->correlation != NULL) {
-    gsize n = 0;
-    const void *p = g_bytes_get_data(cmd->correlation, &n);
-    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, p, (guint16)n);
-  }
+  insp_mqtt_props_json(&props, cmd->correlation);
   g_mutex_lock(&mqtt->lock);
   if (!mqtt->stopping || mqtt->connected)
     publish_locked(mqtt, NULL, topic, payload, 1, FALSE, props);
@@ -1002,71 +553,9 @@ send_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *o)
 static void
 reply_error_raw(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message)
 {
-  g_autoptr(JsonObject) o = json_object_new();
+  g_autoptr(GBytes) payload = insp_mqtt_reply_payload(NULL, message);
 
-  json_object_set_boolean_member(o, "ok", FALSE);
-  json_object_set_string_member(o, "error", message);
-  send_reply(mqtt, cmd, o);
-}
-
-/* TRUE when @topic is @prefix or lies below it. */
-static gboolean
-topic_at_or_below(const char *topic, const char *prefix)
-{
-  gsize n = strlen(prefix);
-
-  return strncmp(topic, prefix, n) == 0 && (topic[n] == '\0' || topic[n] == '/');
-}
-
-/* Net thread. FALSE with the reply's error text when @cmd is refused: over
- * the rate, not enabled by the commands level, or with a response topic that
- * could point the daemon's publish at another station or a wildcard. */
-static gboolean
-command_allowed(InspMqtt *mqtt, const InspMqttCommand *cmd, const char *response_topic,
-                GError **error)
-{
-  gint64 now = g_get_monotonic_time();
-
-  mqtt->cmd_tokens = MIN((double)INSP_MQTT_COMMANDS_PER_S,
-                         mqtt->cmd_tokens + (double)(now - mqtt->cmd_tokens_time) *
-                                                INSP_MQTT_COMMANDS_PER_S / G_USEC_PER_SEC);
-  mqtt->cmd_tokens_time = now;
-  if (mqtt->cmd_tokens < 1.0) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND,
-                "too many commands: at most %d per second are accepted, this one is refused",
-                INSP_MQTT_COMMANDS_PER_S);
-    return FALSE;
-  }
-  mqtt->cmd_tokens -= 1.0;
-  if (mqtt->commands == INSP_MQTT_COMMANDS_TRIGGER && cmd->kind != INSP_MQTT_COMMAND_TRIGGER) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_COMMAND,
-                "command '%s' is not enabled: [mqtt] commands = all enables it (on an "
-                "authenticated connection)",
-                cmd->name);
-    return FALSE;
-  }
-  if (response_topic == NULL)
-    return TRUE;
-  if (mosquitto_pub_topic_check(response_topic) != MOSQ_ERR_SUCCESS ||
-      !g_utf8_validate(response_topic, -1, NULL)) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
-                "response topic refused: not a topic one may publish to (wildcard or empty)");
-    return FALSE;
-  }
-  if (response_topic[0] == '$' || topic_at_or_below(response_topic, mqtt->topic_prefix)) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
-                "response topic refused: '%s' lies under '%s/' (the stations' own topics) or "
-                "starts with '$'",
-                response_topic, mqtt->topic_prefix);
-    return FALSE;
-  }
-  if (mqtt->reply_prefix != NULL && !topic_at_or_below(response_topic, mqtt->reply_prefix)) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
-                "response topic refused: '%s' is not under [mqtt] reply_prefix '%s'",
-                response_topic, mqtt->reply_prefix);
-    return FALSE;
-  }
-  return TRUE;
+  send_reply(mqtt, cmd, payload);
 }
 
 static void
@@ -1100,7 +589,8 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
 
   cmd = insp_mqtt_parse_command(name, msg->payload ? msg->payload : (const void *)"",
                                 msg->payloadlen > 0 ? (gsize)msg->payloadlen : 0, &error);
-  if (cmd != NULL && !command_allowed(mqtt, cmd, response_topic, &error)) {
+  if (cmd != NULL && !insp_mqtt_command_check(&mqtt->rate, mqtt->commands, mqtt->topic_prefix,
+                                              mqtt->reply_prefix, cmd, response_topic, &error)) {
     /* Refused: answered on the station's own reply topic, never on a
      * response topic that was itself refused. */
     if (error->code == INSP_MQTT_ERROR_RESPONSE_TOPIC)
@@ -1109,14 +599,12 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
   }
   if (cmd == NULL) {
     /* Answer malformed commands here, on the name the sender used. */
-    cmd = g_new0(InspMqttCommand, 1);
-    cmd->ref = 1;
-    cmd->name = g_strdup(name);
+    cmd = insp_mqtt_command_new_unparsed(name);
     if (response_topic)
       cmd->response_topic = g_strdup(response_topic);
     if (corr)
       cmd->correlation = g_bytes_new(corr, corr_len);
-    if (cmd->response_topic != NULL || strlen(name) <= COMMAND_NAME_MAX)
+    if (cmd->response_topic != NULL || strlen(name) <= INSP_MQTT_COMMAND_NAME_MAX)
       reply_error_raw(mqtt, cmd, error->message);
     free(corr);
     return;
@@ -1268,46 +756,25 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   g_return_val_if_fail(opts != NULL, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
 
+  /* What conf/ validates is a programming error here. */
+  g_return_val_if_fail(opts->qos >= 0 && opts->qos <= 2, NULL);
+  g_return_val_if_fail(opts->port >= 0 && opts->port <= 65535, NULL);
+  g_return_val_if_fail(opts->keepalive >= 0 && opts->keepalive <= 65535, NULL);
+  g_return_val_if_fail(opts->masks <= INSP_MQTT_MASKS_NONE, NULL);
+  g_return_val_if_fail(opts->commands <= INSP_MQTT_COMMANDS_ALL, NULL);
+  g_return_val_if_fail(opts->spool_dir != NULL && *opts->spool_dir != '\0', NULL);
+  prefix = opts->topic_prefix ? opts->topic_prefix : "inspectd";
+  g_return_val_if_fail(topic_part_ok(prefix, TRUE) && prefix[0] != '$', NULL);
+
   if (g_once_init_enter(&lib_init_once)) {
     mosquitto_lib_init();
     g_once_init_leave(&lib_init_once, 1);
   }
-
-  prefix = opts->topic_prefix ? opts->topic_prefix : "inspectd";
+  /* The station may come from the host name, which conf does not see. */
   station = g_strdup(opts->station ? opts->station : g_get_host_name());
-  if (!topic_part_ok(prefix, TRUE)) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
-                "topic_prefix '%s' is not a valid topic prefix (no +, #, empty levels at the ends)",
-                prefix);
-    return NULL;
-  }
   if (!topic_part_ok(station, FALSE)) {
     g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS,
                 "station '%s' cannot be a topic level (no /, +, #)", station);
-    return NULL;
-  }
-  if (opts->qos < 0 || opts->qos > 2) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "qos %d is not 0, 1 or 2",
-                opts->qos);
-    return NULL;
-  }
-  if (opts->port < 0 || opts->port > 65535) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "port %d is out of range",
-                opts->port);
-    return NULL;
-  }
-  if (opts->keepalive < 0 || opts->keepalive > 65535) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "keepalive %d is out of range",
-                opts->keepalive);
-    return NULL;
-  }
-  if ((opts->masks != INSP_MQTT_MASKS_FAIL && opts->masks != INSP_MQTT_MASKS_ALL &&
-       opts->masks != INSP_MQTT_MASKS_NONE)) {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "masks policy is invalid");
-    return NULL;
-  }
-  if (opts->spool_dir == NULL || *opts->spool_dir == '\0') {
-    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS, "spool directory is not set");
     return NULL;
   }
   if (opts->password != NULL && opts->password_file != NULL) {
@@ -1379,8 +846,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->topic_prefix = g_strdup(prefix);
   mqtt->reply_prefix =
       opts->reply_prefix && *opts->reply_prefix ? g_strdup(opts->reply_prefix) : NULL;
-  mqtt->cmd_tokens = INSP_MQTT_COMMANDS_PER_S;
-  mqtt->cmd_tokens_time = g_get_monotonic_time();
+  insp_mqtt_rate_init(&mqtt->rate);
   mqtt->reconnect_min_s = MAX(opts->reconnect_min_s, 1u);
   mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
   mqtt->masks = opts->masks;
@@ -1504,7 +970,7 @@ insp_mqtt_free(InspMqtt *mqtt)
     g_mutex_lock(&mqtt->lock);
     if (mqtt->connected) {
       int mid = 0;
-      if (publish_status_locked(mqtt, INSP_MQTT_STATE_OFFLINE, &mid) == MOSQ_ERR_SUCCESS) {
+      if (publish_status_locked(mqtt, INSP_STATE_OFFLINE, &mid) == MOSQ_ERR_SUCCESS) {
         mqtt->offline_mid = mid;
         while (!mqtt->offline_acked && mqtt->connected &&
                g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
@@ -1593,12 +1059,9 @@ enqueue(InspMqtt *mqtt, InspSpoolMessage *m, GError **error)
 }
 
 gboolean
-insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *mask_png,
-                         GError **error)
+insp_mqtt_publish_result(InspMqtt *mqtt, const InspPart *result, GError **error)
 {
-  g_autofree char *json = NULL;
   g_autofree char *part = NULL;
-  gsize len = 0;
   InspSpoolMessage m = {0};
   PendingTrigger *pt = NULL;
   gpointer stolen_key = NULL;
@@ -1609,8 +1072,7 @@ insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *m
   g_return_val_if_fail(mqtt != NULL && result != NULL, FALSE);
   g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
 
-  json = insp_result_to_json(result, mqtt->station, &len);
-  payload = g_bytes_new_take(g_steal_pointer(&json), len);
+  payload = insp_mqtt_result_payload(result, mqtt->station);
   part = result->part_id ? g_strdup(result->part_id)
                          : g_strdup_printf("%" G_GUINT64_FORMAT, result->seq);
   if (strlen(part) > 1024)
@@ -1647,12 +1109,12 @@ insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *m
   }
 
   policy = (InspMqttMasks)g_atomic_int_get(&mqtt->masks);
-  if (mask_png != NULL &&
+  if (result->mask_png != NULL &&
       (policy == INSP_MQTT_MASKS_ALL || (policy == INSP_MQTT_MASKS_FAIL && result->fail))) {
     InspSpoolMessage k = m;
     k.kind = INSP_SPOOL_KIND_MASK;
     k.topic = mqtt->t_mask;
-    k.payload = mask_png;
+    k.payload = result->mask_png;
     if (!enqueue(mqtt, &k, ok ? error : NULL))
       ok = FALSE;
   }
@@ -1660,10 +1122,10 @@ insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *m
 }
 
 void
-insp_mqtt_publish_status(InspMqtt *mqtt, const InspMqttStatus *status)
+insp_mqtt_publish_status(InspMqtt *mqtt, const InspStatus *status)
 {
   g_return_if_fail(mqtt != NULL && status != NULL);
-  g_return_if_fail(status->state <= INSP_MQTT_STATE_OFFLINE);
+  g_return_if_fail(status->state <= INSP_STATE_OFFLINE);
 
   g_mutex_lock(&mqtt->lock);
   mqtt->status = *status;
@@ -1683,7 +1145,7 @@ insp_mqtt_publish_event(InspMqtt *mqtt, const char *level, const char *code, con
   g_autoptr(GBytes) payload = NULL;
 
   g_return_if_fail(mqtt != NULL && level != NULL && code != NULL && message != NULL);
-  payload = event_payload(mqtt, level, code, message, extra);
+  payload = insp_mqtt_event_payload(mqtt->station, level, code, message, extra);
   g_mutex_lock(&mqtt->lock);
   send_event_locked(mqtt, payload);
   g_mutex_unlock(&mqtt->lock);
@@ -1693,22 +1155,16 @@ void
 insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id, GBytes *image_png,
                            GBytes *map_png)
 {
-  char seq_s[24];
   GBytes *parts[2] = {image_png, map_png};
   static const char *const kinds[2] = {"image", "anomaly_map"};
 
   g_return_if_fail(mqtt != NULL);
-  g_snprintf(seq_s, sizeof seq_s, "%" G_GUINT64_FORMAT, seq);
   g_mutex_lock(&mqtt->lock);
   for (int i = 0; i < 2; i++) {
     mosquitto_property *props = NULL;
     if (parts[i] == NULL)
       continue;
-    mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "image/png");
-    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "kind", kinds[i]);
-    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "seq", seq_s);
-    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "part_id",
-                                       part_id ? part_id : seq_s);
+    insp_mqtt_props_png(&props, seq, part_id, kinds[i]);
     if (mqtt->connected)
       publish_locked(mqtt, NULL, mqtt->t_snapshot, parts[i], 1, FALSE, props);
     mosquitto_property_free_all(&props);
@@ -1728,14 +1184,14 @@ void
 insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields)
 {
   g_autoptr(JsonObject) o = json_object_new();
+  g_autoptr(GBytes) payload = NULL;
 
   g_return_if_fail(mqtt != NULL && cmd != NULL);
   if (!g_atomic_int_compare_and_exchange(&cmd->replied, 0, 1)) {
     g_debug("mqtt: command %s answered twice", cmd->name);
     return;
   }
-  json_object_set_boolean_member(o, "ok", TRUE);
-  object_merge(o, fields);
+  insp_mqtt_json_object_merge(o, fields);
   if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER) {
     const char *part = NULL;
     if (fields != NULL && json_object_has_member(fields, "part_id") &&
@@ -1762,7 +1218,8 @@ insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields
       g_mutex_unlock(&mqtt->lock);
     }
   }
-  send_reply(mqtt, cmd, o);
+  payload = insp_mqtt_reply_payload(o, NULL);
+  send_reply(mqtt, cmd, payload);
 }
 
 void

@@ -1,12 +1,18 @@
 /* MQTT client of the daemon: results, masks, status, events, snapshots and
  * commands over MQTT v5 (libmosquitto, threaded loop), with the
- * store-and-forward spool. Topics and payloads: DESIGN.md. */
+ * store-and-forward spool. Topics and payloads: DESIGN.md. It renders the
+ * records of daemon/output/insp-part.h; the daemon's MQTT output
+ * (daemon/insp-output-mqtt.c) is its one user besides the tests.
+ *
+ * Options are validated by conf/ (the only validator of config values): here
+ * a value conf would refuse is a programming error (g_return_val_if_fail);
+ * only what conf cannot see (files, the station name) is a GError. */
 #pragma once
 
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
 
-#include "insp-result.h"
+#include "insp-part.h"
 
 G_BEGIN_DECLS
 
@@ -76,21 +82,6 @@ typedef struct {
 void insp_mqtt_options_init(InspMqttOptions *opts);
 
 typedef enum {
-  INSP_MQTT_STATE_ONLINE = 0,
-  INSP_MQTT_STATE_DEGRADED,
-  INSP_MQTT_STATE_OFFLINE,
-} InspMqttState;
-
-/* The retained status; `spooled` and `uptime` are filled in by the module. */
-typedef struct {
-  InspMqttState state;
-  const char *model;
-  double threshold;
-  double fps;
-  guint64 frames, dropped, pass, fail;
-} InspMqttStatus;
-
-typedef enum {
   INSP_MQTT_COMMAND_TRIGGER,
   INSP_MQTT_COMMAND_THRESHOLD,
   INSP_MQTT_COMMAND_RELOAD,
@@ -158,14 +149,14 @@ void insp_mqtt_set_connection_handler(InspMqtt *mqtt, InspMqttConnectionFunc fun
 gboolean insp_mqtt_start(InspMqtt *mqtt, GError **error);
 
 /* Result (spooled first for QoS > 0, sent in seq order, deleted on PUBACK)
- * and, per the masks policy, @mask_png (nullable, borrowed) on .../mask with
+ * and, per the masks policy, @part's mask_png (when not NULL) on .../mask with
  * user properties seq and part_id. When the part was triggered with a v5
  * response topic, the result also goes there with its correlation data.
  * Any thread. Returns FALSE only when the spool cannot be written. */
-gboolean insp_mqtt_publish_result(InspMqtt *mqtt, const InspPartResult *result, GBytes *mask_png,
-                                  GError **error);
-/* Retained status; remembered and republished on every reconnect. Any thread. */
-void insp_mqtt_publish_status(InspMqtt *mqtt, const InspMqttStatus *status);
+gboolean insp_mqtt_publish_result(InspMqtt *mqtt, const InspPart *part, GError **error);
+/* Retained status (spooled and uptime added here); remembered and
+ * republished on every reconnect. Any thread. */
+void insp_mqtt_publish_status(InspMqtt *mqtt, const InspStatus *status);
 /* {"v":1,"station","ts","level","code","message", ...@extra}; @extra
  * (nullable, borrowed) adds members. Kept in a small bounded queue while
  * disconnected. @level: "info" | "warning" | "error". Any thread. */

@@ -56,17 +56,17 @@ static void
 one_result(InspMqtt *m, guint64 seq)
 {
   InspRegion reg = {12, 34, 56, 78, 900, 0.87f};
-  InspPartResult r = {.seq = seq,
-                      .capture_time_us = g_get_real_time(),
-                      .fail = TRUE,
-                      .score = 0.87,
-                      .threshold = 0.5,
-                      .model = "bench",
-                      .latency_ms = 9.5,
-                      .regions = &reg,
-                      .n_regions = 1};
+  InspPart r = {.seq = seq,
+                .capture_time_us = g_get_real_time(),
+                .fail = TRUE,
+                .score = 0.87,
+                .threshold = 0.5,
+                .model = (char *)"bench",
+                .latency_ms = 9.5,
+                .regions = &reg,
+                .n_regions = 1};
 
-  insp_mqtt_publish_result(m, &r, NULL, NULL);
+  insp_mqtt_publish_result(m, &r, NULL);
 }
 
 static void

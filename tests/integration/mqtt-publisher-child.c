@@ -72,16 +72,16 @@ main(int argc, char **argv)
   }
   for (int i = 0; i < count; i++) {
     InspRegion reg = {.x = 1, .y = 2, .w = 3, .h = 4, .area = 5, .score = 0.9f};
-    InspPartResult r = {.seq = (guint64)(first + i),
-                        .capture_time_us = g_get_real_time(),
-                        .fail = TRUE,
-                        .score = 0.9,
-                        .threshold = 0.5,
-                        .model = "child",
-                        .latency_ms = 1.5,
-                        .regions = &reg,
-                        .n_regions = 1};
-    if (!insp_mqtt_publish_result(mqtt, &r, NULL, &error)) {
+    InspPart r = {.seq = (guint64)(first + i),
+                  .capture_time_us = g_get_real_time(),
+                  .fail = TRUE,
+                  .score = 0.9,
+                  .threshold = 0.5,
+                  .model = (char *)"child",
+                  .latency_ms = 1.5,
+                  .regions = &reg,
+                  .n_regions = 1};
+    if (!insp_mqtt_publish_result(mqtt, &r, &error)) {
       fprintf(stderr, "child: %s\n", error->message);
       return 1;
     }

@@ -194,18 +194,19 @@ publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *ma
 {
   g_autoptr(GError) error = NULL;
   InspRegion regs[2] = {{10, 20, 30, 40, 500, 0.75f}, {1, 2, 3, 4, 5, 0.5f}};
-  InspPartResult r = {.seq = seq,
-                      .part_id = part,
-                      .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
-                      .fail = fail,
-                      .score = fail ? 0.8 : 0.2,
-                      .threshold = 0.5,
-                      .model = "m1",
-                      .latency_ms = 12.5,
-                      .regions = fail ? regs : NULL,
-                      .n_regions = fail ? 2 : 0};
+  InspPart r = {.seq = seq,
+                .part_id = (char *)part,
+                .capture_time_us = 1764362653123456, /* 2025-11-28T20:44:13.123Z */
+                .fail = fail,
+                .score = fail ? 0.8 : 0.2,
+                .threshold = 0.5,
+                .model = (char *)"m1",
+                .latency_ms = 12.5,
+                .regions = fail ? regs : NULL,
+                .n_regions = fail ? 2 : 0,
+                .mask_png = mask};
 
-  g_assert_true(insp_mqtt_publish_result(mqtt, &r, mask, &error));
+  g_assert_true(insp_mqtt_publish_result(mqtt, &r, &error));
   g_assert_no_error(error);
 }
 
@@ -224,7 +225,7 @@ test_schema(void)
   static const char *const status_keys[] = {"v",         "station", "ts",     "state",   "model",
                                             "threshold", "fps",     "frames", "dropped", "pass",
                                             "fail",      "spooled", "uptime", NULL};
-  InspMqttStatus status = {INSP_MQTT_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
+  InspStatus status = {INSP_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
 
   fixture_setup(&f, NULL);
   if (f.broker == NULL)

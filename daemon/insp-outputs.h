@@ -1,0 +1,30 @@
+/* The daemon's outputs (daemon/output/insp-output.h): one file each.
+ *   insp-output-mqtt.c   results, masks, status, events, snapshots over MQTT,
+ *                        and the client whose commands the daemon answers;
+ *   insp-output-print.c  one decision line per part on stdout. */
+#pragma once
+
+#include <stdio.h>
+
+#include "insp-conf.h"
+#include "insp-mqtt.h"
+#include "insp-output.h"
+
+G_BEGIN_DECLS
+
+/* The MQTT output for @config's [mqtt] and [spool], its client started;
+ * @cmd_func and @conn_func run on @context (see insp-mqtt.h). NULL with
+ * @error (naming the file for bad TLS or password files). */
+InspOutput *insp_output_mqtt_new(const InspConfig *config, const char *station,
+                                 GMainContext *context, InspMqttCommandFunc cmd_func,
+                                 InspMqttConnectionFunc conn_func, gpointer user_data,
+                                 GError **error);
+/* The client, to answer commands and read its counters; owned by @out. */
+InspMqtt *insp_output_mqtt_get_client(InspOutput *out);
+void insp_output_mqtt_set_masks(InspOutput *out, InspConfigMasks masks);
+
+/* "seq=N part=ID verdict=pass|fail score=S threshold=T regions=R latency=Lms"
+ * per part on @stream, flushed. */
+InspOutput *insp_output_print_new(FILE *stream);
+
+G_END_DECLS

@@ -1,0 +1,87 @@
+/* Private to daemon/mqtt/: what the three parts of the MQTT library share.
+ *   insp-mqtt-command.c  the command protocol: parsing, the policy that
+ *                        refuses commands (level, rate, response topics),
+ *                        reply payloads; no libmosquitto, no I/O;
+ *   insp-mqtt-payload.c  the payloads of every topic (JSON) and their MQTT v5
+ *                        properties;
+ *   insp-mqtt.c          the session: connection, backoff, threads, in-flight
+ *                        bookkeeping, the spool, trigger replies.
+ * Not installed; tests use insp-mqtt.h only. */
+#pragma once
+
+#include <mosquitto.h>
+
+#include "insp-mqtt.h"
+#include "insp-part.h"
+
+G_BEGIN_DECLS
+
+#define INSP_MQTT_COMMAND_NAME_MAX 32
+
+struct _InspMqttCommand {
+  gint ref;
+  InspMqttCommandKind kind;
+  char *name;
+  char *part_id;
+  gboolean has_threshold, has_pixel_threshold;
+  double threshold, pixel_threshold;
+  char *response_topic; /* v5 response topic, NULL: the fallback reply topic */
+  GBytes *correlation;
+  gint replied;
+};
+
+/* ---- insp-mqtt-command.c ---- */
+
+/* A command answered with an error although it could not be parsed: named
+ * as the sender named it. */
+InspMqttCommand *insp_mqtt_command_new_unparsed(const char *name);
+
+/* The token bucket of INSP_MQTT_COMMANDS_PER_S. */
+typedef struct {
+  double tokens;
+  gint64 time_us;
+} InspMqttRate;
+
+void insp_mqtt_rate_init(InspMqttRate *rate);
+
+/* Decides whether @cmd may run. FALSE with the reply's error text:
+ * INSP_MQTT_ERROR_COMMAND when over the rate or not enabled by @commands,
+ * INSP_MQTT_ERROR_RESPONSE_TOPIC when @response_topic (nullable) could point
+ * the daemon's publish at a wildcard, a '$' topic, any station's topics
+ * (under @topic_prefix) or outside @reply_prefix (nullable). */
+gboolean insp_mqtt_command_check(InspMqttRate *rate, InspMqttCommands commands,
+                                 const char *topic_prefix, const char *reply_prefix,
+                                 const InspMqttCommand *cmd, const char *response_topic,
+                                 GError **error);
+
+/* TRUE when @topic is @prefix or lies below it. */
+gboolean insp_mqtt_topic_at_or_below(const char *topic, const char *prefix);
+
+/* ---- insp-mqtt-payload.c ---- */
+
+/* RFC 3339 UTC with milliseconds, e.g. "2026-11-28T20:44:13.123Z". */
+char *insp_mqtt_format_time(gint64 unix_us);
+GBytes *insp_mqtt_json_object_to_bytes(JsonObject *obj);
+/* Copies the members of @src (nullable) that @dst does not have. */
+void insp_mqtt_json_object_merge(JsonObject *dst, JsonObject *src);
+
+/* {prefix}/{station}/result. */
+GBytes *insp_mqtt_result_payload(const InspPart *part, const char *station);
+/* {prefix}/{station}/status; @spooled and @uptime_s are the session's. */
+GBytes *insp_mqtt_status_payload(const InspStatus *status, InspState state, const char *station,
+                                 guint spooled, gint64 uptime_s);
+/* {prefix}/{station}/event. */
+GBytes *insp_mqtt_event_payload(const char *station, const char *level, const char *code,
+                                const char *message, JsonObject *extra);
+/* A command's reply: {"ok":true, ...@fields} or, with @error_message,
+ * {"ok":false,"error":...}. */
+GBytes *insp_mqtt_reply_payload(JsonObject *fields, const char *error_message);
+
+/* v5 properties: JSON (payload format UTF-8, content type, correlation data
+ * when not NULL) and PNG (content type, user properties seq, part_id, and
+ * kind when not NULL). */
+void insp_mqtt_props_json(mosquitto_property **props, GBytes *correlation);
+void insp_mqtt_props_png(mosquitto_property **props, guint64 seq, const char *part_id,
+                         const char *kind);
+
+G_END_DECLS
