@@ -22,7 +22,7 @@ insp_cmd_run(int argc, char **argv)
   double demo_fps = -1.0;
   int demo_size = 0, demo_every = -1;
   int ds_train = 30, ds_test = 10;
-  gint64 stall_after = 0;
+  gint64 stall_after = 0, seq_block = 0;
   g_autofree char *station = NULL;
   const GOptionEntry entries[] = {
       {"station", 0, 0, G_OPTION_ARG_STRING, &station,
@@ -47,6 +47,8 @@ insp_cmd_run(int argc, char **argv)
        "with --demo-write-dataset: good training images", "N"},
       {"dataset-test", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &ds_test,
        "with --demo-write-dataset: test images per type", "N"},
+      {"debug-seq-block", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &seq_block,
+       "tests: reserve sequence numbers N at a time (default 1000)", "N"},
       {"debug-stall-after", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &stall_after,
        "tests: hang the results thread after N parts (the watchdog must stop)", "N"},
       G_OPTION_ENTRY_NULL};
@@ -63,7 +65,8 @@ insp_cmd_run(int argc, char **argv)
     fprintf(stderr, "inspectd run: unexpected argument '%s'\n", argv[1]);
     return 2;
   }
-  if (count < 0 || stall_after < 0 || demo_size < 0 || (demo_fps < 0 && demo_fps != -1.0)) {
+  if (count < 0 || stall_after < 0 || seq_block < 0 || seq_block > 1000000 || demo_size < 0 ||
+      (demo_fps < 0 && demo_fps != -1.0)) {
     fprintf(stderr, "inspectd run: --count, --demo-size and --demo-fps must not be negative\n");
     return 2;
   }
@@ -99,6 +102,7 @@ insp_cmd_run(int argc, char **argv)
   opt.print_decisions = verbose || config == NULL;
   opt.count = (guint64)count;
   opt.debug_stall_after = (guint64)stall_after;
+  opt.debug_seq_block = (guint)seq_block;
   if (demo_fps >= 0)
     opt.demo_fps = demo_fps;
   if (demo_size > 0)

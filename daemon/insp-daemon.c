@@ -722,7 +722,7 @@ reload(Daemon *d, const char *why, GError **error)
     if (g_strcmp0(cfg->station.state_dir, d->state_dir) != 0) {
       /* The seq carries on from the old folder's when the new one has none
        * higher: a seq never names two parts of one station. */
-      InspSeq *fresh = insp_seq_open(cfg->station.state_dir, &local);
+      InspSeq *fresh = insp_seq_open(cfg->station.state_dir, d->opt.debug_seq_block, &local);
       if (fresh == NULL) {
         g_warning("state folder %s not used, the old one stays: %s", cfg->station.state_dir,
                   local->message);
@@ -1217,7 +1217,7 @@ daemon_start(Daemon *d)
   insp_log_set_station(d->station);
   insp_log_set_level(log_level_from_config(d->config));
   d->state_dir = g_strdup(d->config->station.state_dir);
-  if ((d->seq = insp_seq_open(d->state_dir, &error)) == NULL)
+  if ((d->seq = insp_seq_open(d->state_dir, d->opt.debug_seq_block, &error)) == NULL)
     return start_failed(d, "state folder", error);
 
   d->model = model_for_config(d, d->config, &error);

@@ -24,6 +24,7 @@ typedef struct {
   const char *station;       /* station id when the config sets no [station] id; NULL: host */
   guint64 debug_stall_after; /* tests: the results thread hangs after this many parts
                               * until the stop (shows the watchdog stop pinging); 0: off */
+  guint debug_seq_block;     /* tests: seqs reserved at a time; 0: INSP_SEQ_BLOCK */
 } InspDaemonOptions;
 
 void insp_daemon_options_init(InspDaemonOptions *opt);

@@ -8,6 +8,7 @@
 struct _InspSeq {
   GMutex lock;
   char *path;
+  guint64 block;          /* seqs reserved at a time */
   guint64 next;           /* the next seq to hand out */
   guint64 reserved_until; /* seqs below this are reserved on disk */
 };
@@ -18,11 +19,14 @@ seq_write(const char *path, guint64 value, GError **error)
   char text[32];
 
   g_snprintf(text, sizeof text, "%" G_GUINT64_FORMAT "\n", value);
-  return g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error);
+  if (g_file_set_contents_full(path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, error))
+    return TRUE;
+  g_prefix_error(error, "cannot save %s: ", path);
+  return FALSE;
 }
 
 InspSeq *
-insp_seq_open(const char *state_dir, GError **error)
+insp_seq_open(const char *state_dir, guint block, GError **error)
 {
   g_autofree char *text = NULL;
   g_autofree char *path = NULL;
@@ -31,6 +35,8 @@ insp_seq_open(const char *state_dir, GError **error)
   InspSeq *store;
 
   g_return_val_if_fail(state_dir != NULL, NULL);
+  if (block == 0)
+    block = INSP_SEQ_BLOCK;
   if (g_mkdir_with_parents(state_dir, 0750) != 0) {
     int e = errno;
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
@@ -40,7 +46,7 @@ insp_seq_open(const char *state_dir, GError **error)
   path = g_build_filename(state_dir, "seq", NULL);
   if (g_file_get_contents(path, &text, NULL, &local)) {
     g_strstrip(text);
-    if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64 - 2 * INSP_SEQ_BLOCK, &next, NULL)) {
+    if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64 - 2 * (guint64)block, &next, NULL)) {
       g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                   "%s does not hold a sequence number (remove it to start again at 0)", path);
       return NULL;
@@ -49,13 +55,14 @@ insp_seq_open(const char *state_dir, GError **error)
     g_propagate_error(error, g_steal_pointer(&local));
     return NULL;
   }
-  if (!seq_write(path, next + INSP_SEQ_BLOCK, error))
+  if (!seq_write(path, next + block, error))
     return NULL;
   store = g_new0(InspSeq, 1);
   g_mutex_init(&store->lock);
   store->path = g_steal_pointer(&path);
   store->next = next;
-  store->reserved_until = next + INSP_SEQ_BLOCK;
+  store->block = block;
+  store->reserved_until = next + block;
   return store;
 }
 
@@ -69,8 +76,8 @@ insp_seq_take(InspSeq *store, guint64 *seq, GError **error)
   g_mutex_lock(&store->lock);
   /* Reserve the next block once half of this one is used: before any seq
    * past what is saved is handed out, with room for failed attempts. */
-  if (store->reserved_until - store->next <= INSP_SEQ_BLOCK / 2) {
-    guint64 until = store->next + INSP_SEQ_BLOCK;
+  if (store->reserved_until - store->next <= store->block / 2) {
+    guint64 until = store->next + store->block;
     if (seq_write(store->path, until, &local))
       store->reserved_until = until;
   }
@@ -79,7 +86,7 @@ insp_seq_take(InspSeq *store, guint64 *seq, GError **error)
   } else {
     ok = FALSE;
     g_propagate_prefixed_error(error, g_steal_pointer(&local),
-                               "no sequence number can be reserved in %s: ", store->path);
+                               "no sequence number can be reserved: ");
   }
   g_mutex_unlock(&store->lock);
   return ok;

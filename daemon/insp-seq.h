@@ -19,10 +19,11 @@ G_BEGIN_DECLS
 
 typedef struct _InspSeq InspSeq;
 
-/* Creates @state_dir if needed, reads the next seq and reserves a block.
+/* Creates @state_dir if needed, reads the next seq and reserves a block of
+ * @block seqs (0: INSP_SEQ_BLOCK; tests use small ones).
  * NULL with @error naming the file when the folder or file cannot be
  * written, or the file does not hold a seq. */
-InspSeq *insp_seq_open(const char *state_dir, GError **error);
+InspSeq *insp_seq_open(const char *state_dir, guint block, GError **error);
 /* Takes the next seq into @seq. FALSE with @error (the save that failed)
  * when no reserved seq is left and no new block could be saved: the part
  * must not be published under any seq. */

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -44,6 +46,7 @@ typedef struct {
   char *sub_out;
   int port;
   gboolean ready;
+  gboolean can_mount; /* in a private mount namespace, as root */
   char *skip_reason;
 } Fixture;
 
@@ -961,11 +964,152 @@ test_damaged_override(void)
   g_unlink(ovr);
 }
 
+/* The state folder turns read-only while inspecting (a real read-only
+ * remount of a tmpfs): results stop being published, and the operator hears
+ * it (journal line, event, STATUS=degraded); writable again, publishing goes
+ * on after the last seq handed out. Read-only again, SIGKILL, restart: the
+ * daemon refuses to start while the folder is read-only, and once it is
+ * writable no seq names two parts. */
+static guint
+count_in(const char *path, const char *needle)
+{
+  g_autofree char *text = read_file(path);
+  guint n = 0;
+
+  for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
+  return n;
+}
+
+static gboolean
+wait_count(const char *path, const char *needle, guint at_least, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+
+  while (count_in(path, needle) < at_least) {
+    if (g_get_monotonic_time() > deadline)
+      return FALSE;
+    g_usleep(50000);
+  }
+  return TRUE;
+}
+
+static void
+remount(const char *dir, gboolean read_only)
+{
+  g_assert_cmpint(mount(NULL, dir, NULL, MS_REMOUNT | (read_only ? MS_RDONLY : 0), "size=1m"), ==,
+                  0);
+}
+
+static guint64
+max_seq(GArray *a)
+{
+  guint64 m = 0;
+
+  for (guint i = 0; i < a->len; i++)
+    m = MAX(m, g_array_index(a, Line, i).seq);
+  return m;
+}
+
+static void
+test_state_read_only(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  if (!fx.can_mount) {
+    g_test_skip("a private mount namespace is needed to remount a tmpfs read-only (run as root)");
+    return;
+  }
+  g_autofree char *state = g_build_filename(fx.dir, "ro-state", NULL);
+  g_autofree char *out1 = g_build_filename(fx.dir, "ro1.out", NULL);
+  g_autofree char *err1 = g_build_filename(fx.dir, "ro1.err", NULL);
+  g_autofree char *out2 = g_build_filename(fx.dir, "ro2.out", NULL);
+  g_autofree char *err2 = g_build_filename(fx.dir, "ro2.err", NULL);
+  g_autofree char *out3 = g_build_filename(fx.dir, "ro3.out", NULL);
+  g_autofree char *err3 = g_build_filename(fx.dir, "ro3.err", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *spool = g_strdup_printf("%s/spool", fx.state_dir);
+  g_autoptr(GError) error = NULL;
+  /* The state folder on its own tmpfs; the spool stays where it was. */
+  g_autofree char *from = g_strdup_printf("state_dir = %s\n", fx.state_dir);
+  g_autofree char *to = g_strdup_printf("state_dir = %s\n", state);
+  g_autoptr(GString) cfg = g_string_new(base);
+  const char *const extra[] = {"--debug-seq-block", "20", NULL};
+
+  g_string_replace(cfg, from, to, 1);
+  write_file(fx.cfg_path, cfg->str);
+  g_assert_cmpint(g_mkdir_with_parents(state, 0755), ==, 0);
+  g_assert_cmpint(mount("none", state, "tmpfs", 0, "size=1m"), ==, 0);
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out1, err1, extra);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) before = wait_lines(out1, 3, 30);
+  g_assert_cmpuint(before->len, >=, 3);
+
+  /* Read-only while running: within seconds the operator is told. */
+  remount(state, TRUE);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_true(wait_count(err1, "results are not published", 1, 15));
+  g_test_message("not published announced %.1f s after the remount",
+                 (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);
+  g_assert_cmpint(notify_wait("STATUS=degraded", 10), >=, 0);
+  g_assert_true(wait_count(fx.sub_out, "\"code\":\"seq_not_saved\"", 1, 10));
+  g_autoptr(GArray) stopped = parse_lines(out1);
+  g_usleep(1500000);
+  g_autoptr(GArray) still = parse_lines(out1);
+  g_assert_cmpuint(still->len, ==, stopped->len); /* nothing published meanwhile */
+
+  /* Writable again: publishing goes on right after the last seq. */
+  remount(state, FALSE);
+  g_assert_true(wait_count(err1, "sequence numbers are saved again", 1, 15));
+  g_assert_true(wait_count(fx.sub_out, "\"code\":\"seq_saved\"", 1, 10));
+  g_autoptr(GArray) again = wait_lines(out1, still->len + 3, 30);
+  g_assert_cmpuint(again->len, >=, still->len + 3);
+  assert_contiguous(again);
+  g_assert_cmpint(notify_wait("STATUS=inspecting", 10), >=, 0);
+
+  /* Read-only again, then a crash. */
+  remount(state, TRUE);
+  g_assert_true(wait_count(err1, "results are not published", 2, 15));
+  g_subprocess_force_exit(p);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_autoptr(GArray) run1 = parse_lines(out1);
+  guint64 last = max_seq(run1);
+
+  /* Restart while read-only: refused, saying why. */
+  g_autoptr(GSubprocess) q = spawn_daemon(out2, err2, extra);
+  g_assert_true(g_subprocess_wait(q, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(q), ==, 1);
+  g_autofree char *why = read_file(err2);
+  g_test_message("restart while read-only: %s", why);
+  g_assert_nonnull(strstr(why, "state folder"));
+
+  /* Writable: the seq carries on past every seq handed out. */
+  remount(state, FALSE);
+  notify_drain();
+  g_autoptr(GSubprocess) r = spawn_daemon(out3, err3, extra);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) run3 = wait_lines(out3, 3, 30);
+  g_assert_cmpuint(run3->len, >=, 3);
+  g_assert_cmpuint(g_array_index(run3, Line, 0).seq, >, last);
+  g_subprocess_send_signal(r, SIGTERM);
+  g_assert_true(g_subprocess_wait(r, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(r), ==, 0);
+  g_assert_cmpint(umount2(state, MNT_DETACH), ==, 0);
+}
+
 int
 main(int argc, char **argv)
 {
   int status;
 
+  /* Before any thread: a mount namespace of our own, so that a tmpfs can be
+   * remounted read-only under the daemon without touching the machine. */
+  fx.can_mount = geteuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
+                 mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
   g_test_init(&argc, &argv, NULL);
   signal(SIGPIPE, SIG_IGN);
   fixture_setup();
@@ -977,6 +1121,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/start-failure", test_start_failure);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
   g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
+  g_test_add_func("/daemon/state-read-only", test_state_read_only);
   status = g_test_run();
   fixture_teardown();
   return status;
