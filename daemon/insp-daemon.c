@@ -82,6 +82,7 @@ typedef struct {
 
   GMutex stats_lock;
   guint64 n_pass, n_fail, n_done, n_errors;
+  guint64 n_triggers, n_trigger_timeouts, n_trigger_failures;
   double latency_sum_ms;
   guint64 latency_n;
   gint64 last_progress_us;
@@ -102,7 +103,8 @@ typedef struct {
   guint64 wd_last_inspected;
   gint64 wd_last_change_us;
   gboolean wd_stalled;
-  guint64 trigger_counter;
+  guint64 trigger_counter; /* names triggers that came without a part id */
+  guint64 next_trigger_id; /* InspPart.trigger_id of the next trigger; main thread */
 
   /* Threshold override, saved coalesced off the main loop (main thread). */
   guint override_timer;
@@ -353,14 +355,29 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
   if (g_atomic_int_get(&d->count_reached))
     return;
   if (!r->ok || !take_seq(d, r, &seq)) {
+    g_autofree char *why =
+        !r->ok ? g_strdup_printf("inspection failed: %s",
+                                 r->error ? r->error->message : "unknown error")
+               : g_strdup("not published: no sequence number can be saved in the state folder");
     g_mutex_lock(&d->stats_lock);
     if (!r->ok)
       d->n_errors++;
+    if (r->frame->trigger_id != 0)
+      d->n_trigger_failures++;
     d->last_progress_us = g_get_monotonic_time();
     g_mutex_unlock(&d->stats_lock);
-    if (!r->ok)
+    if (!r->ok) {
+      InspEvent ev = {.level = "error",
+                      .code = "inspection_failed",
+                      .message = why,
+                      .part_id = r->frame->part_id};
       g_warning("frame %s not inspected: %s", r->frame->part_id,
                 r->error ? r->error->message : "unknown error");
+      insp_outputs_event(d->outputs, &ev);
+    }
+    /* The PLC that triggered it is answered all the same. */
+    if (r->frame->trigger_id != 0)
+      insp_outputs_trigger_failed(d->outputs, r->frame->trigger_id, why);
     return;
   }
 
@@ -370,6 +387,7 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
   InspConfigMasks masks = (InspConfigMasks)g_atomic_int_get(&d->masks);
 
   part->seq = seq;
+  part->trigger_id = r->frame->trigger_id;
   part->part_id = d->use_frame_part_id && r->frame->part_id
                       ? g_strdup(r->frame->part_id)
                       : g_strdup_printf("%" G_GUINT64_FORMAT, seq);
@@ -421,7 +439,8 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
 /* ---- pipeline --------------------------------------------------------------- */
 
 static void on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user_data);
-static void on_trigger_timeout(InspPipeline *pipe, const char *part_id, gpointer user_data);
+static void on_trigger_timeout(InspPipeline *pipe, guint64 trigger_id, const char *part_id,
+                               gpointer user_data);
 
 static const char *
 nonempty(const char *s)
@@ -512,7 +531,7 @@ status_tick(gpointer user_data)
   Daemon *d = user_data;
   InspPipelineStats st = {0};
   InspMqttStats ms = {0};
-  guint64 pass, fail, errors, unpublished;
+  guint64 pass, fail, errors, unpublished, triggers, timeouts, trigger_failures;
   double lat;
 
   if (d->pipe)
@@ -522,6 +541,9 @@ status_tick(gpointer user_data)
   fail = d->n_fail;
   errors = d->n_errors;
   unpublished = d->n_unpublished;
+  triggers = d->n_triggers;
+  timeouts = d->n_trigger_timeouts;
+  trigger_failures = d->n_trigger_failures;
   lat = d->latency_n ? d->latency_sum_ms / (double)d->latency_n : 0.0;
   d->latency_sum_ms = 0.0;
   d->latency_n = 0;
@@ -536,6 +558,9 @@ status_tick(gpointer user_data)
       .dropped = st.frames_dropped,
       .pass = pass,
       .fail = fail,
+      .triggers = triggers,
+      .trigger_timeouts = timeouts,
+      .trigger_failures = trigger_failures,
   };
   insp_outputs_status(d->outputs, &status);
   if (d->mqtt)
@@ -639,13 +664,36 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
 }
 
 static void
-on_trigger_timeout(InspPipeline *pipe, const char *part_id, gpointer user_data)
+on_trigger_timeout(InspPipeline *pipe, guint64 trigger_id, const char *part_id,
+                   gpointer user_data)
 {
   Daemon *d = user_data;
-  g_autofree char *msg = g_strdup_printf("no frame came for the trigger of part %s", part_id);
+  g_autofree char *msg = g_strdup_printf("no frame came within [trigger] timeout_ms = %d for the "
+                                         "trigger of part %s",
+                                         d->config->trigger.timeout_ms, part_id);
+  InspEvent ev = {.level = "warning", .code = "trigger_timeout", .message = msg, .part_id = part_id};
 
+  g_mutex_lock(&d->stats_lock);
+  d->n_trigger_timeouts++;
+  g_mutex_unlock(&d->stats_lock);
   g_warning("%s", msg);
-  publish_event(d, "warning", "trigger_timeout", msg);
+  insp_outputs_event(d->outputs, &ev);
+  insp_outputs_trigger_failed(d->outputs, trigger_id, "timeout");
+}
+
+/* Main thread, after the pipeline stopped (all its results delivered): the
+ * triggers still waiting will get no frame; their PLCs are told. */
+static void
+fail_waiting_triggers(Daemon *d, const char *why)
+{
+  guint n = d->mqtt ? insp_mqtt_trigger_fail_all(d->mqtt, why) : 0;
+
+  if (n == 0)
+    return;
+  g_mutex_lock(&d->stats_lock);
+  d->n_trigger_failures += n;
+  g_mutex_unlock(&d->stats_lock);
+  g_info("%u waiting triggers answered: %s", n, why);
 }
 
 /* ---- reload ---------------------------------------------------------------------- */
@@ -699,6 +747,7 @@ reload(Daemon *d, const char *why, GError **error)
      * thread waits on the outputs' lock meanwhile; no result is lost. */
     InspOutput *fresh = NULL;
     if (d->mqtt_out) {
+      fail_waiting_triggers(d, "the MQTT settings were reloaded before the part was inspected");
       insp_outputs_replace(d->outputs, d->mqtt_out, NULL);
       mqtt_output_set(d, NULL);
     }
@@ -758,6 +807,7 @@ reload(Daemon *d, const char *why, GError **error)
     if (d->pipe) {
       insp_pipeline_stop(d->pipe, TRUE);
       g_clear_pointer(&d->pipe, insp_pipeline_free);
+      fail_waiting_triggers(d, "capture restarted by a reload before a frame came");
     }
     d->pipe = pipeline_create(d, cfg, &local);
     d->wd_last_inspected = 0;
@@ -1003,11 +1053,28 @@ on_command(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer user_data)
         asked ? g_strdup(asked)
               : g_strdup_printf("trigger-%" G_GINT64_FORMAT "-%" G_GUINT64_FORMAT,
                                 g_get_real_time() / G_USEC_PER_SEC, ++d->trigger_counter);
-    if (d->pipe == NULL || !insp_pipeline_trigger(d->pipe, id, &error)) {
-      insp_mqtt_command_reply_error(mqtt, cmd, error ? error->message : "capture is not running");
+    if (d->pipe == NULL) {
+      insp_mqtt_command_reply_error(mqtt, cmd, "capture is not running");
       return;
     }
-    reply_string(mqtt, cmd, "part_id", id);
+    if (d->config->trigger.mode != INSP_CONFIG_TRIGGER_MODE_MQTT) {
+      insp_mqtt_command_reply_error(mqtt, cmd,
+                                    "trigger refused: the camera runs free; [trigger] mode = mqtt "
+                                    "inspects one frame per trigger");
+      return;
+    }
+    /* The route of the final answer is in place before a frame can come. */
+    guint64 trigger_id = ++d->next_trigger_id;
+    insp_mqtt_command_reply_trigger(mqtt, cmd, id, trigger_id);
+    g_mutex_lock(&d->stats_lock);
+    d->n_triggers++;
+    g_mutex_unlock(&d->stats_lock);
+    if (!insp_pipeline_trigger(d->pipe, id, trigger_id, &error)) {
+      g_mutex_lock(&d->stats_lock);
+      d->n_trigger_failures++;
+      g_mutex_unlock(&d->stats_lock);
+      insp_mqtt_trigger_fail(mqtt, trigger_id, error->message);
+    }
     return;
   }
   case INSP_MQTT_COMMAND_THRESHOLD: {
@@ -1128,6 +1195,7 @@ daemon_stop(Daemon *d, const char *why)
   insp_notify_stopping("stopping: draining the queue and flushing results");
   if (d->pipe)
     insp_pipeline_stop(d->pipe, TRUE);
+  fail_waiting_triggers(d, "the daemon is stopping");
 
   /* Flush: wait (bounded) until the broker acknowledged everything, while the
    * broker is there; what remains stays spooled for the next start. */

@@ -37,13 +37,21 @@ mqtt_event(InspOutput *out, const InspEvent *ev)
 
   if (ev->part_id != NULL)
     json_object_set_string_member(extra, "part_id", ev->part_id);
-  if (ev->has_seq && ev->seq_first == ev->seq_last) {
+  if (ev->part_id != NULL && !ev->has_seq) {
+    json_object_set_null_member(extra, "seq"); /* about a part that got none */
+  } else if (ev->has_seq && ev->seq_first == ev->seq_last) {
     json_object_set_int_member(extra, "seq", (gint64)ev->seq_first);
   } else if (ev->has_seq) {
     json_object_set_int_member(extra, "seq_first", (gint64)ev->seq_first);
     json_object_set_int_member(extra, "seq_last", (gint64)ev->seq_last);
   }
   insp_mqtt_publish_event(((OutputMqtt *)out)->mqtt, ev->level, ev->code, ev->message, extra);
+}
+
+static void
+mqtt_trigger_failed(InspOutput *out, guint64 trigger_id, const char *message)
+{
+  insp_mqtt_trigger_fail(((OutputMqtt *)out)->mqtt, trigger_id, message);
 }
 
 static void
@@ -60,6 +68,7 @@ static const InspOutputClass mqtt_class = {
     .part = mqtt_part,
     .status = mqtt_status,
     .event = mqtt_event,
+    .trigger_failed = mqtt_trigger_failed,
     .close = mqtt_close,
 };
 

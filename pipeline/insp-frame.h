@@ -20,6 +20,7 @@ typedef struct {
   gint64 mono_us;       /* capture time, g_get_monotonic_time() clock */
   gint64 wall_us;       /* capture time, g_get_real_time() clock */
   char *part_id;        /* trigger part id, file stem, or the decimal seq (owned by the frame) */
+  guint64 trigger_id;   /* the trigger this frame answers (insp_pipeline_trigger), 0: none */
   guint dropped_before; /* frames the queue dropped right before this one (written by the queue) */
   guint64 index;        /* pop order, 0, 1, 2... (written by the queue at pop) */
   /* private */

@@ -33,7 +33,8 @@
 #include "insp-workers.h"
 
 typedef struct {
-  guint64 id;
+  guint64 id;         /* ours, for the timeout */
+  guint64 trigger_id; /* the caller's */
   char *part_id;
   gint64 mono_us; /* when the trigger arrived */
   GSource *timeout;
@@ -512,8 +513,10 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
     }
   }
   f->seq = p->next_seq++;
-  if (t != NULL)
+  if (t != NULL) {
     f->part_id = g_strdup(t->part_id);
+    f->trigger_id = t->trigger_id;
+  }
   else if (file_path != NULL)
     f->part_id = file_part_id(file_path, glob_fixed_prefix_len(p->location));
   else
@@ -1199,6 +1202,7 @@ on_trigger_timeout(gpointer data)
   TimeoutArg *a = data;
   InspPipeline *p = a->p;
   char *part_id = NULL;
+  guint64 trigger_id = 0;
   g_mutex_lock(&p->trig_lock);
   GList *link = p->triggers.head;
   while (link != NULL && ((Trigger *)link->data)->id != a->id)
@@ -1207,20 +1211,21 @@ on_trigger_timeout(gpointer data)
     Trigger *t = link->data;
     g_queue_delete_link(&p->triggers, link);
     part_id = g_steal_pointer(&t->part_id);
+    trigger_id = t->trigger_id;
     trigger_free(t); /* destroys this source, which is allowed while it runs */
   }
   g_mutex_unlock(&p->trig_lock);
   if (part_id != NULL) {
     count(p, &p->stats.trigger_timeouts);
     if (p->cb.trigger_timeout != NULL)
-      p->cb.trigger_timeout(p, part_id, p->cb.user_data);
+      p->cb.trigger_timeout(p, trigger_id, part_id, p->cb.user_data);
     g_free(part_id);
   }
   return G_SOURCE_REMOVE;
 }
 
 gboolean
-insp_pipeline_trigger(InspPipeline *p, const char *part_id, GError **error)
+insp_pipeline_trigger(InspPipeline *p, const char *part_id, guint64 trigger_id, GError **error)
 {
   g_return_val_if_fail(p != NULL, FALSE);
   g_return_val_if_fail(part_id != NULL, FALSE);
@@ -1241,6 +1246,7 @@ insp_pipeline_trigger(InspPipeline *p, const char *part_id, GError **error)
   t->part_id = g_strdup(part_id);
   t->mono_us = g_get_monotonic_time();
   t->id = p->next_trigger_id++;
+  t->trigger_id = trigger_id;
   TimeoutArg *a = g_new0(TimeoutArg, 1);
   a->p = p;
   a->id = t->id;

@@ -124,7 +124,9 @@ typedef void (*InspResultFunc)(InspPipeline *pipe, const InspResult *result, gpo
 typedef void (*InspEventFunc)(InspPipeline *pipe, const InspPipelineEvent *event,
                               gpointer user_data);
 /* Called from the control context: no frame came within timeout_ms of the trigger. */
-typedef void (*InspTriggerTimeoutFunc)(InspPipeline *pipe, const char *part_id, gpointer user_data);
+/* @trigger_id is the one given to insp_pipeline_trigger(). */
+typedef void (*InspTriggerTimeoutFunc)(InspPipeline *pipe, guint64 trigger_id, const char *part_id,
+                                       gpointer user_data);
 
 typedef struct {
   InspResultFunc result;
@@ -153,10 +155,14 @@ void insp_pipeline_stop(InspPipeline *pipe, gboolean drain);
 void insp_pipeline_free(InspPipeline *pipe); /* stops (without drain) first; accepts NULL */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspPipeline, insp_pipeline_free)
 
-/* Trigger mode: arms the first frame captured after now with @part_id.
+/* Trigger mode: arms the first frame captured after now with @part_id and
+ * @trigger_id (the caller's name for this trigger, 0 when it needs none),
+ * which the frame carries (InspFrame.trigger_id) and the timeout callback
+ * receives, so that two triggers with one part id stay apart.
  * Triggers queue (at most INSP_PIPELINE_MAX_TRIGGERS pending); any thread. */
 #define INSP_PIPELINE_MAX_TRIGGERS 64
-gboolean insp_pipeline_trigger(InspPipeline *pipe, const char *part_id, GError **error);
+gboolean insp_pipeline_trigger(InspPipeline *pipe, const char *part_id, guint64 trigger_id,
+                               GError **error);
 
 /* Swaps the scorer (e.g. a new model scorer) for the frames that start
  * scoring after this call; each worker re-inits its state. Any thread. */

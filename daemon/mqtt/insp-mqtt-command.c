@@ -184,11 +184,74 @@ part_id_ok(const char *s, GError **error)
   return TRUE;
 }
 
+/* TRUE when a JSON string in @text escapes a NUL (\u0000): json-glib would
+ * cut the string there ("a\u0000b" would become "a"). */
+static gboolean
+json_has_nul_escape(const char *s, gsize n)
+{
+  for (gsize i = 0; i + 5 < n; i++) {
+    if (s[i] != '\\')
+      continue;
+    if (s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' &&
+        s[i + 5] == '0')
+      return TRUE;
+    i++; /* skip the escaped character, so "\\u0000" is text */
+  }
+  return FALSE;
+}
+
+/* The first number token outside strings in @s (the trigger object holds one
+ * value only), as written; NULL when there is none. */
+static char *
+json_first_number(const char *s, gsize n)
+{
+  gboolean in_str = FALSE;
+
+  for (gsize i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_str = FALSE;
+    } else if (c == '"') {
+      in_str = TRUE;
+    } else if (c == '-' || g_ascii_isdigit(c)) {
+      gsize j = i;
+      while (j < n && (g_ascii_isdigit(s[j]) || strchr("+-.eE", s[j]) != NULL))
+        j++;
+      return g_strndup(s + i, j - i);
+    }
+  }
+  return NULL;
+}
+
+/* A part id given as a JSON number: an integer JSON carries exactly
+ * (|n| <= 2^53), written in decimal; anything else is refused rather than
+ * rounded or wrapped. */
+static gboolean
+part_id_from_number(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
+{
+  g_autofree char *token = json_first_number(text, n);
+  gint64 v = 0;
+
+  if (token == NULL || strpbrk(token, ".eE+") != NULL ||
+      !g_ascii_string_to_signed(token, 10, -(G_GINT64_CONSTANT(1) << 53),
+                                G_GINT64_CONSTANT(1) << 53, &v, NULL))
+    return cmd_fail(error, "part_id must be a string of 1 to %d bytes or an integer of at most "
+                           "2^53 in magnitude",
+                    INSP_MQTT_PART_ID_MAX);
+  cmd->part_id = g_strdup_printf("%" G_GINT64_FORMAT, v);
+  return TRUE;
+}
+
 static gboolean
 parse_trigger(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
 {
   if (n == 0)
     return TRUE;
+  if ((text[0] == '{' || text[0] == '"') && json_has_nul_escape(text, n))
+    return cmd_fail(error, "part_id contains a NUL character");
   if (text[0] == '{') {
     g_autoptr(JsonObject) obj = parse_flat_object(text, n, error);
     g_autoptr(GList) members = NULL;
@@ -205,8 +268,8 @@ parse_trigger(InspMqttCommand *cmd, const char *text, gsize n, GError **error)
         return TRUE;
       if (t == G_TYPE_STRING)
         cmd->part_id = g_strdup(json_node_get_string(v));
-      else if (t == G_TYPE_INT64)
-        cmd->part_id = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v));
+      else if (t == G_TYPE_INT64 || t == G_TYPE_DOUBLE)
+        return part_id_from_number(cmd, text, n, error);
       else
         return cmd_fail(error, "part_id must be a string or an integer");
       return part_id_ok(cmd->part_id, error);

@@ -69,9 +69,12 @@ typedef struct {
   guint generation; /* connection it was sent on */
 } Inflight;
 
+/* Where a trigger's final answer goes. */
 typedef struct {
+  guint64 id; /* the caller's trigger id */
   char *topic;
   GBytes *correlation;
+  char *part_id;
 } PendingTrigger;
 
 struct _InspMqtt {
@@ -119,8 +122,8 @@ struct _InspMqtt {
   guint reconnects;     /* since the last successful CONNACK */
   GHashTable *inflight; /* mid -> Inflight */
   GQueue events;        /* GBytes payloads waiting for a connection */
-  GHashTable *triggers; /* part_id -> PendingTrigger */
-  GQueue trigger_order; /* part ids, oldest first */
+  GHashTable *triggers; /* &PendingTrigger.id -> PendingTrigger */
+  GQueue trigger_order; /* PendingTrigger*, oldest first (borrowed from triggers) */
   gboolean have_status;
   InspStatus status;
   char *status_model;
@@ -699,6 +702,7 @@ pending_trigger_free(gpointer data)
 
   g_free(t->topic);
   g_clear_pointer(&t->correlation, g_bytes_unref);
+  g_free(t->part_id);
   g_free(t);
 }
 
@@ -729,7 +733,7 @@ mqtt_unref(InspMqtt *mqtt)
   g_clear_pointer(&mqtt->spool, insp_spool_free);
   g_clear_pointer(&mqtt->inflight, g_hash_table_unref);
   g_clear_pointer(&mqtt->triggers, g_hash_table_unref);
-  g_queue_clear_full(&mqtt->trigger_order, g_free);
+  g_queue_clear(&mqtt->trigger_order);
   g_queue_clear_full(&mqtt->events, (GDestroyNotify)g_bytes_unref);
   if (mqtt->context)
     g_main_context_unref(mqtt->context);
@@ -862,7 +866,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->t_cmd_sub = g_strdup_printf("%s/%s/cmd/+", prefix, mqtt->station);
   mqtt->t_cmd_base = g_strdup_printf("%s/%s/cmd/", prefix, mqtt->station);
   mqtt->inflight = g_hash_table_new_full(NULL, NULL, NULL, g_free);
-  mqtt->triggers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pending_trigger_free);
+  mqtt->triggers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, pending_trigger_free);
   g_queue_init(&mqtt->events);
   g_queue_init(&mqtt->trigger_order);
 
@@ -1058,13 +1062,120 @@ enqueue(InspMqtt *mqtt, InspSpoolMessage *m, GError **error)
   return TRUE;
 }
 
+/* ---------- the PLC handshake: every trigger answered once ---------- */
+
+/* The route of trigger @id, removed from the table; NULL when unknown. */
+static PendingTrigger *
+take_trigger_locked(InspMqtt *mqtt, guint64 id)
+{
+  PendingTrigger *t = NULL;
+
+  if (!g_hash_table_steal_extended(mqtt->triggers, &id, NULL, (gpointer *)&t))
+    return NULL;
+  g_queue_remove(&mqtt->trigger_order, t);
+  return t;
+}
+
+/* {"ok":false,"error":@message,"part_id":...} on @t's route, QoS >= 1. */
+static void
+send_trigger_failure(InspMqtt *mqtt, PendingTrigger *t, const char *message)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+  g_autoptr(GBytes) payload = NULL;
+  mosquitto_property *props = NULL;
+
+  json_object_set_boolean_member(o, "ok", FALSE);
+  json_object_set_string_member(o, "error", message);
+  json_object_set_string_member(o, "part_id", t->part_id);
+  payload = insp_mqtt_json_object_to_bytes(o);
+  insp_mqtt_props_json(&props, t->correlation);
+  g_mutex_lock(&mqtt->lock);
+  publish_locked(mqtt, NULL, t->topic, payload, MAX(mqtt->qos, 1), FALSE, props);
+  g_mutex_unlock(&mqtt->lock);
+  mosquitto_property_free_all(&props);
+}
+
+void
+insp_mqtt_command_reply_trigger(InspMqtt *mqtt, InspMqttCommand *cmd, const char *part_id,
+                                guint64 trigger_id)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+  g_autoptr(GBytes) payload = NULL;
+  PendingTrigger *evicted = NULL;
+
+  g_return_if_fail(mqtt != NULL && cmd != NULL && part_id != NULL);
+  g_return_if_fail(cmd->kind == INSP_MQTT_COMMAND_TRIGGER);
+  if (!g_atomic_int_compare_and_exchange(&cmd->replied, 0, 1)) {
+    g_debug("mqtt: command %s answered twice", cmd->name);
+    return;
+  }
+  json_object_set_string_member(o, "part_id", part_id);
+  if (trigger_id != 0) {
+    PendingTrigger *t = g_new0(PendingTrigger, 1);
+    t->id = trigger_id;
+    t->topic = cmd->response_topic ? g_strdup(cmd->response_topic)
+                                   : g_strconcat(mqtt->t_cmd_base, cmd->name, "/reply", NULL);
+    t->correlation = cmd->correlation ? g_bytes_ref(cmd->correlation) : NULL;
+    t->part_id = g_strdup(part_id);
+    g_mutex_lock(&mqtt->lock);
+    PendingTrigger *old = take_trigger_locked(mqtt, trigger_id);
+    if (old != NULL)
+      pending_trigger_free(old); /* the caller reused an id: the newer one wins */
+    g_hash_table_insert(mqtt->triggers, &t->id, t);
+    g_queue_push_tail(&mqtt->trigger_order, t);
+    if (mqtt->trigger_order.length > TRIGGER_MAP_MAX)
+      evicted = take_trigger_locked(mqtt, ((PendingTrigger *)mqtt->trigger_order.head->data)->id);
+    g_mutex_unlock(&mqtt->lock);
+  }
+  payload = insp_mqtt_reply_payload(o, NULL);
+  send_reply(mqtt, cmd, payload);
+  if (evicted != NULL) {
+    send_trigger_failure(mqtt, evicted, "too many triggers waiting for their part");
+    pending_trigger_free(evicted);
+  }
+}
+
+gboolean
+insp_mqtt_trigger_fail(InspMqtt *mqtt, guint64 trigger_id, const char *message)
+{
+  PendingTrigger *t;
+
+  g_return_val_if_fail(mqtt != NULL && message != NULL, FALSE);
+  g_mutex_lock(&mqtt->lock);
+  t = take_trigger_locked(mqtt, trigger_id);
+  g_mutex_unlock(&mqtt->lock);
+  if (t == NULL)
+    return FALSE;
+  send_trigger_failure(mqtt, t, message);
+  pending_trigger_free(t);
+  return TRUE;
+}
+
+guint
+insp_mqtt_trigger_fail_all(InspMqtt *mqtt, const char *message)
+{
+  GQueue all = G_QUEUE_INIT;
+  guint n = 0;
+
+  g_return_val_if_fail(mqtt != NULL && message != NULL, 0);
+  g_mutex_lock(&mqtt->lock);
+  while (mqtt->trigger_order.length > 0)
+    g_queue_push_tail(&all, take_trigger_locked(
+                                mqtt, ((PendingTrigger *)mqtt->trigger_order.head->data)->id));
+  g_mutex_unlock(&mqtt->lock);
+  for (PendingTrigger *t; (t = g_queue_pop_head(&all)) != NULL; n++) {
+    send_trigger_failure(mqtt, t, message);
+    pending_trigger_free(t);
+  }
+  return n;
+}
+
 gboolean
 insp_mqtt_publish_result(InspMqtt *mqtt, const InspPart *result, GError **error)
 {
   g_autofree char *part = NULL;
   InspSpoolMessage m = {0};
   PendingTrigger *pt = NULL;
-  gpointer stolen_key = NULL;
   InspMqttMasks policy;
   gboolean ok;
   g_autoptr(GBytes) payload = NULL;
@@ -1086,17 +1197,11 @@ insp_mqtt_publish_result(InspMqtt *mqtt, const InspPart *result, GError **error)
   m.payload = payload;
   ok = enqueue(mqtt, &m, error);
 
-  g_mutex_lock(&mqtt->lock);
-  if (g_hash_table_steal_extended(mqtt->triggers, part, &stolen_key, (gpointer *)&pt)) {
-    g_free(stolen_key);
-    for (GList *l = mqtt->trigger_order.head; l != NULL; l = l->next)
-      if (strcmp(l->data, part) == 0) {
-        g_free(l->data);
-        g_queue_delete_link(&mqtt->trigger_order, l);
-        break;
-      }
+  if (result->trigger_id != 0) {
+    g_mutex_lock(&mqtt->lock);
+    pt = take_trigger_locked(mqtt, result->trigger_id);
+    g_mutex_unlock(&mqtt->lock);
   }
-  g_mutex_unlock(&mqtt->lock);
   if (pt != NULL) {
     InspSpoolMessage r = m;
     r.kind = INSP_SPOOL_KIND_REPLY;
@@ -1192,32 +1297,6 @@ insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields
     return;
   }
   insp_mqtt_json_object_merge(o, fields);
-  if (cmd->kind == INSP_MQTT_COMMAND_TRIGGER) {
-    const char *part = NULL;
-    if (fields != NULL && json_object_has_member(fields, "part_id") &&
-        JSON_NODE_HOLDS_VALUE(json_object_get_member(fields, "part_id")) &&
-        json_node_get_value_type(json_object_get_member(fields, "part_id")) == G_TYPE_STRING)
-      part = json_object_get_string_member(fields, "part_id");
-    if (part == NULL)
-      part = cmd->part_id;
-    if (part != NULL) {
-      PendingTrigger *t = g_new0(PendingTrigger, 1);
-      if (!json_object_has_member(o, "part_id"))
-        json_object_set_string_member(o, "part_id", part);
-      t->topic = cmd->response_topic ? g_strdup(cmd->response_topic)
-                                     : g_strconcat(mqtt->t_cmd_base, cmd->name, "/reply", NULL);
-      t->correlation = cmd->correlation ? g_bytes_ref(cmd->correlation) : NULL;
-      g_mutex_lock(&mqtt->lock);
-      if (!g_hash_table_contains(mqtt->triggers, part))
-        g_queue_push_tail(&mqtt->trigger_order, g_strdup(part));
-      g_hash_table_replace(mqtt->triggers, g_strdup(part), t);
-      while (mqtt->trigger_order.length > TRIGGER_MAP_MAX) {
-        g_autofree char *old = g_queue_pop_head(&mqtt->trigger_order);
-        g_hash_table_remove(mqtt->triggers, old);
-      }
-      g_mutex_unlock(&mqtt->lock);
-    }
-  }
   payload = insp_mqtt_reply_payload(o, NULL);
   send_reply(mqtt, cmd, payload);
 }

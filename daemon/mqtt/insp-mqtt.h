@@ -169,10 +169,25 @@ void insp_mqtt_publish_snapshot(InspMqtt *mqtt, guint64 seq, const char *part_id
 /* Hot. Any thread. */
 void insp_mqtt_set_masks(InspMqtt *mqtt, InspMqttMasks masks);
 
-/* {"ok":true, ...@fields} (nullable, borrowed). For a trigger, @fields should
- * carry "part_id" (the id the part's result will carry); the module then
- * remembers the trigger's response topic for that part. Any thread. */
+/* {"ok":true, ...@fields} (nullable, borrowed). Any thread. */
 void insp_mqtt_command_reply(InspMqtt *mqtt, InspMqttCommand *cmd, JsonObject *fields);
+
+/* The PLC handshake: every trigger is answered twice on its own response
+ * topic (or .../cmd/trigger/reply) with its own correlation data: at once
+ * {"ok":true,"part_id":@part_id}, and finally exactly one of
+ *   - the result of the part whose InspPart.trigger_id is @trigger_id,
+ *   - {"ok":false,"error":...,"part_id":@part_id} from insp_mqtt_trigger_fail()
+ *     ("timeout" when no frame came, "inspection failed: ..." ...).
+ * Routing is by @trigger_id (nonzero, unique per trigger), never by part id:
+ * two triggers with one part id each get their own answer. Any thread. */
+void insp_mqtt_command_reply_trigger(InspMqtt *mqtt, InspMqttCommand *cmd, const char *part_id,
+                                     guint64 trigger_id);
+/* The final answer of trigger @trigger_id is a failure; FALSE when it is not
+ * waiting (already answered, or unknown). */
+gboolean insp_mqtt_trigger_fail(InspMqtt *mqtt, guint64 trigger_id, const char *message);
+/* Every trigger still waiting fails with @message (capture restarted, stop);
+ * returns how many. */
+guint insp_mqtt_trigger_fail_all(InspMqtt *mqtt, const char *message);
 /* {"ok":false,"error":@message}. Any thread. */
 void insp_mqtt_command_reply_error(InspMqtt *mqtt, InspMqttCommand *cmd, const char *message);
 

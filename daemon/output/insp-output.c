@@ -107,6 +107,19 @@ insp_outputs_event(InspOutputs *outs, const InspEvent *event)
 }
 
 void
+insp_outputs_trigger_failed(InspOutputs *outs, guint64 trigger_id, const char *message)
+{
+  g_return_if_fail(outs != NULL && message != NULL);
+  g_mutex_lock(&outs->lock);
+  for (guint i = 0; i < outs->outputs->len; i++) {
+    InspOutput *out = g_ptr_array_index(outs->outputs, i);
+    if (out->klass->trigger_failed)
+      out->klass->trigger_failed(out, trigger_id, message);
+  }
+  g_mutex_unlock(&outs->lock);
+}
+
+void
 insp_outputs_event_simple(InspOutputs *outs, const char *level, const char *code,
                           const char *message)
 {

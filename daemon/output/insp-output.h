@@ -26,6 +26,9 @@ typedef struct {
   void (*part)(InspOutput *out, InspPart *part);
   void (*status)(InspOutput *out, const InspStatus *status);
   void (*event)(InspOutput *out, const InspEvent *event);
+  /* The trigger @trigger_id (InspPart.trigger_id) gets no part: no frame came
+   * ("timeout"), scoring failed, or the capture stopped. Any thread. */
+  void (*trigger_failed)(InspOutput *out, guint64 trigger_id, const char *message);
   /* Flushes what can be flushed quickly and frees the output. */
   void (*close)(InspOutput *out);
 } InspOutputClass;
@@ -50,6 +53,7 @@ void insp_outputs_replace(InspOutputs *outs, InspOutput *old, InspOutput *fresh)
 void insp_outputs_part(InspOutputs *outs, InspPart *part);
 void insp_outputs_status(InspOutputs *outs, const InspStatus *status);
 void insp_outputs_event(InspOutputs *outs, const InspEvent *event);
+void insp_outputs_trigger_failed(InspOutputs *outs, guint64 trigger_id, const char *message);
 /* Shorthand for an event that concerns no particular part. */
 void insp_outputs_event_simple(InspOutputs *outs, const char *level, const char *code,
                                const char *message);

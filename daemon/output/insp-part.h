@@ -17,6 +17,7 @@ G_BEGIN_DECLS
 typedef struct {
   guint64 seq;            /* per station, +1 per part, never reused */
   char *part_id;          /* never NULL: trigger id, file name, or the seq in decimal */
+  guint64 trigger_id;     /* the trigger this part answers (insp_pipeline_trigger), 0: none */
   gint64 capture_time_us; /* g_get_real_time() clock, when the frame was captured */
   gboolean fail;          /* the verdict */
   double score;           /* normalised image score (0.5 = the model's own threshold) */
@@ -57,6 +58,9 @@ typedef struct {
   double threshold;
   double fps;
   guint64 frames, dropped, pass, fail;
+  guint64 triggers;         /* accepted since start */
+  guint64 trigger_timeouts; /* answered "timeout": no frame came */
+  guint64 trigger_failures; /* answered with another failure (scoring, no seq, stop) */
 } InspStatus;
 
 /* Something an operator must hear about (the journal has it too). */

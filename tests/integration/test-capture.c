@@ -69,6 +69,7 @@ typedef struct {
   gint64 mono_us;
   float score;
   int width, height;
+  guint64 trigger_id;
 } Seen;
 
 typedef struct {
@@ -126,7 +127,8 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer data)
             r->frame->mono_us,
             r->score,
             r->frame->width,
-            r->frame->height};
+            r->frame->height,
+            r->frame->trigger_id};
   g_mutex_lock(&a->lock);
   if (a->result_thread == NULL)
     a->result_thread = g_thread_self();
@@ -155,7 +157,7 @@ on_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer data)
 }
 
 static void
-on_timeout(InspPipeline *pipe, const char *part_id, gpointer data)
+on_timeout(InspPipeline *pipe, guint64 trigger_id, const char *part_id, gpointer data)
 {
   Seen_all *a = data;
   gint64 now = g_get_monotonic_time();
@@ -731,7 +733,7 @@ test_trigger_pairs_part_ids(void)
   for (guint i = 0; i < 3; i++) {
     g_autoptr(GError) err = NULL;
     t_trig[i] = g_get_monotonic_time();
-    g_assert_true(insp_pipeline_trigger(p, ids[i], &err));
+    g_assert_true(insp_pipeline_trigger(p, ids[i], 100 + i, &err));
     g_assert_no_error(err);
     g_usleep(100 * 1000);
   }
@@ -744,6 +746,7 @@ test_trigger_pairs_part_ids(void)
   for (guint i = 0; i < 3; i++) {
     Seen *s = &g_array_index(a.results, Seen, i);
     g_assert_cmpstr(s->part_id, ==, ids[i]);
+    g_assert_cmpuint(s->trigger_id, ==, 100 + i); /* the frame names its trigger */
     g_assert_cmpint(s->mono_us, >=, t_trig[i]);
     g_assert_cmpint(s->mono_us, <, t_trig[i] + 100 * 1000); /* the next frame at 30 fps */
   }
@@ -768,7 +771,7 @@ test_trigger_timeout(void)
   InspPipeline *p = make_pipeline(&opt, &stub, &a);
   g_autoptr(GError) err = NULL;
   gint64 t0 = g_get_monotonic_time();
-  g_assert_true(insp_pipeline_trigger(p, "late-part", &err));
+  g_assert_true(insp_pipeline_trigger(p, "late-part", 0, &err));
   g_assert_no_error(err);
   g_assert_true(wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1), 5000));
   gint64 dt = g_array_index(a.timeout_times, gint64, 0) - t0;
@@ -779,9 +782,9 @@ test_trigger_timeout(void)
   /* The trigger queue is bounded, with a clear error. */
   for (guint i = 0; i < INSP_PIPELINE_MAX_TRIGGERS; i++) {
     g_autofree char *id = g_strdup_printf("p%u", i);
-    g_assert_true(insp_pipeline_trigger(p, id, NULL));
+    g_assert_true(insp_pipeline_trigger(p, id, 0, NULL));
   }
-  g_assert_false(insp_pipeline_trigger(p, "one-too-many", &err));
+  g_assert_false(insp_pipeline_trigger(p, "one-too-many", 0, &err));
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER);
   g_assert_true(
       wait_for(&a, pred_timeouts, GUINT_TO_POINTER(1 + INSP_PIPELINE_MAX_TRIGGERS), 5000));
@@ -805,7 +808,7 @@ test_trigger_refused_in_free_mode(void)
   all_init(&a);
   InspPipeline *p = make_pipeline(&opt, &stub, &a);
   g_autoptr(GError) err = NULL;
-  g_assert_false(insp_pipeline_trigger(p, "x", &err));
+  g_assert_false(insp_pipeline_trigger(p, "x", 0, &err));
   g_assert_error(err, INSP_PIPELINE_ERROR, INSP_PIPELINE_ERROR_TRIGGER);
   insp_pipeline_free(p);
   all_clear(&a);

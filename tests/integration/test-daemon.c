@@ -39,6 +39,8 @@ typedef struct {
   char *images, *cfg_dir, *cfg_path, *state_dir, *model_a, *model_b;
   char *model_a_id, *model_b_id;
   int notify_fd;
+  GAsyncQueue *notify_queue; /* datagrams read by the notify thread */
+  GThread *notify_thread;
   char *notify_path;
   GPtrArray *notes; /* every datagram received, in order */
   GSubprocess *broker;
@@ -151,6 +153,23 @@ config_text(const char *model, const char *threshold)
 
 /* ---- notify socket ------------------------------------------------------------- */
 
+/* Reads every datagram as it comes, as systemd does: a unix datagram queue
+ * holds only a few, and a full one would block the daemon's sd_notify(). */
+static gpointer
+notify_reader(gpointer data)
+{
+  for (;;) {
+    char buf[4096];
+    ssize_t n = recv(fx.notify_fd, buf, sizeof buf - 1, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return NULL; /* closed at teardown */
+    buf[n] = '\0';
+    g_async_queue_push(fx.notify_queue, g_strdup(buf));
+  }
+}
+
 static void
 notify_open(void)
 {
@@ -163,6 +182,8 @@ notify_open(void)
   g_assert_cmpint(fx.notify_fd, >=, 0);
   g_assert_cmpint(bind(fx.notify_fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
   fx.notes = g_ptr_array_new_with_free_func(g_free);
+  fx.notify_queue = g_async_queue_new_full(g_free);
+  fx.notify_thread = g_thread_new("notify-reader", notify_reader, NULL);
 }
 
 /* Receives datagrams until one starts with @prefix (returns its index in
@@ -174,19 +195,15 @@ notify_wait(const char *prefix, double timeout_s)
 
   for (;;) {
     gint64 left = deadline - g_get_monotonic_time();
-    struct pollfd p = {.fd = fx.notify_fd, .events = POLLIN};
-    char buf[4096];
+    char *note;
 
     if (left <= 0)
       return -1;
-    if (poll(&p, 1, (int)(left / 1000) + 1) <= 0)
-      continue;
-    ssize_t n = recv(fx.notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
-    if (n < 0)
-      continue;
-    buf[n] = '\0';
-    g_ptr_array_add(fx.notes, g_strdup(buf));
-    if (g_str_has_prefix(buf, prefix))
+    note = g_async_queue_timeout_pop(fx.notify_queue, (guint64)left);
+    if (note == NULL)
+      return -1;
+    g_ptr_array_add(fx.notes, note);
+    if (g_str_has_prefix(note, prefix))
       return (int)fx.notes->len - 1;
   }
 }
@@ -330,8 +347,14 @@ fixture_teardown(void)
   }
   g_clear_object(&fx.sub);
   g_clear_object(&fx.broker);
-  if (fx.notify_fd > 0)
+  if (fx.notify_fd > 0) {
+    shutdown(fx.notify_fd, SHUT_RDWR);
     close(fx.notify_fd);
+  }
+  if (fx.notify_thread)
+    g_thread_join(fx.notify_thread);
+  if (fx.notify_queue)
+    g_async_queue_unref(fx.notify_queue);
   if (fx.dir && !g_getenv("INSP_TEST_KEEP")) {
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", fx.dir);
     if (system(cmd) != 0)
@@ -378,10 +401,10 @@ dump_stderr(const char *path)
 static void
 notify_drain(void)
 {
-  char buf[4096];
+  char *note;
 
-  while (recv(fx.notify_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
-    ;
+  while ((note = g_async_queue_try_pop(fx.notify_queue)) != NULL)
+    g_free(note);
   g_ptr_array_set_size(fx.notes, 0);
 }
 
@@ -964,6 +987,121 @@ test_damaged_override(void)
   g_unlink(ovr);
 }
 
+/* Every trigger is answered on its reply topic, once, finally: with the
+ * result (two triggers with one part id each get theirs), with
+ * {"ok":false,"error":"timeout"} when no frame comes, and with an error when
+ * the daemon stops first; the retained status counts them, and the timeout
+ * event names the part. */
+static gsize sub_mark; /* count_lines_with() looks past this offset only */
+
+static guint
+count_lines_with(const char *path, const char *a, const char *b)
+{
+  g_autofree char *text = read_file(path);
+  g_auto(GStrv) lines = g_strsplit(text + MIN(sub_mark, strlen(text)), "\n", -1);
+  guint n = 0;
+
+  for (char **l = lines; *l; l++)
+    if (strstr(*l, a) && (b == NULL || strstr(*l, b)))
+      n++;
+  return n;
+}
+
+static gboolean
+wait_lines_with(const char *path, const char *a, const char *b, guint n, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+
+  while (count_lines_with(path, a, b) < n)
+    if (g_get_monotonic_time() > deadline)
+      return FALSE;
+    else
+      g_usleep(50000);
+  return TRUE;
+}
+
+static char *
+retained_status(void)
+{
+  g_autofree char *sub = g_find_program_in_path("mosquitto_sub");
+  g_autofree char *port = g_strdup_printf("%d", fx.port);
+  g_autoptr(GError) error = NULL;
+  char *out = NULL;
+  g_autoptr(GSubprocess) p =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, sub, "-h", "127.0.0.1", "-p", port,
+                       "-C", "1", "-W", "10", "-t", "inspectd/" STATION "/status", NULL);
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &out, NULL, &error));
+  return out;
+}
+
+static void
+test_trigger_outcomes(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  const char *reply = "inspectd/" STATION "/cmd/trigger/reply ";
+  g_autofree char *out = g_build_filename(fx.dir, "outcome.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "outcome.err", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autoptr(GString) cfg = g_string_new(base);
+
+  /* What earlier tests left in the subscriber's file does not count. */
+  g_autofree char *before = read_file(fx.sub_out);
+  sub_mark = strlen(before);
+  /* The files are replayed once: after that no frame comes. */
+  g_string_replace(cfg, "loop = true", "loop = false", 1);
+  g_string_append(cfg, "[trigger]\nmode = mqtt\ntimeout_ms = 800\n");
+  write_file(fx.cfg_path, cfg->str);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+
+  /* Two triggers with one part id while frames come: two results. */
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "dup-1");
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "dup-1");
+  gboolean two = wait_lines_with(fx.sub_out, reply, "\"verdict\"", 2, 10);
+  g_autofree char *sub = read_file(fx.sub_out);
+  if (!two)
+    g_test_message("subscriber saw:\n%s", sub);
+  g_assert_true(two);
+  g_assert_cmpuint(count_lines_with(fx.sub_out, reply, "\"part_id\":\"dup-1\""), ==, 4);
+
+  /* The replay is over: a trigger times out, and says so. */
+  g_usleep(1500000);
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "{\"part_id\":\"late-1\"}");
+  g_assert_true(wait_lines_with(fx.sub_out, reply, "\"error\":\"timeout\"", 1, 10));
+  g_assert_cmpuint(count_lines_with(fx.sub_out,
+                                    "{\"ok\":false,\"error\":\"timeout\",\"part_id\":\"late-1\"}",
+                                    NULL),
+                   ==, 1);
+  g_assert_true(
+      wait_lines_with(fx.sub_out, "\"code\":\"trigger_timeout\"", "\"part_id\":\"late-1\"", 1, 5));
+  g_assert_cmpuint(count_lines_with(fx.sub_out, "\"code\":\"trigger_timeout\"", "\"seq\":null"), ==,
+                   1);
+
+  /* The retained status counts them (it goes out every few seconds). */
+  g_usleep(5500000);
+  g_autofree char *status = retained_status();
+  g_test_message("status: %s", status);
+  g_assert_nonnull(strstr(status, "\"triggers\":3"));
+  g_assert_nonnull(strstr(status, "\"trigger_timeouts\":1"));
+
+  /* A trigger still waiting when the daemon stops is answered too. */
+  mqtt_publish("inspectd/" STATION "/cmd/trigger", "last-1");
+  g_assert_true(wait_lines_with(fx.sub_out, reply, "\"ok\":true,\"part_id\":\"last-1\"", 1, 5));
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_assert_true(wait_lines_with(fx.sub_out, reply, "\"error\":\"the daemon is stopping\"", 1, 5));
+  /* Once each: nothing more came for the timed-out trigger. */
+  g_assert_cmpuint(count_lines_with(fx.sub_out, reply, "late-1"), ==, 2);
+}
+
 /* The state folder turns read-only while inspecting (a real read-only
  * remount of a tmpfs): results stop being published, and the operator hears
  * it (journal line, event, STATUS=degraded); writable again, publishing goes
@@ -1117,6 +1255,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/threshold-command", test_threshold_command);
   g_test_add_func("/daemon/watchdog-stall", test_watchdog_stall);
   g_test_add_func("/daemon/trigger", test_trigger);
+  g_test_add_func("/daemon/trigger-outcomes", test_trigger_outcomes);
   g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);

@@ -31,6 +31,7 @@ typedef struct {
   double last_threshold, last_pixel;
   gboolean last_has_threshold, last_has_pixel;
   guint auto_part;
+  guint64 last_trigger_id; /* what the handler gave the last trigger */
 } Fixture;
 
 static void
@@ -74,8 +75,7 @@ handler(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer data)
   case INSP_MQTT_COMMAND_TRIGGER: {
     const char *p = insp_mqtt_command_get_part_id(cmd);
     g_autofree char *auto_id = p ? NULL : g_strdup_printf("auto-%u", ++f->auto_part);
-    json_object_set_string_member(o, "part_id", p ? p : auto_id);
-    insp_mqtt_command_reply(mqtt, cmd, o);
+    insp_mqtt_command_reply_trigger(mqtt, cmd, p ? p : auto_id, ++f->last_trigger_id);
     break;
   }
   case INSP_MQTT_COMMAND_THRESHOLD:
@@ -190,7 +190,8 @@ assert_ts(const char *ts)
 }
 
 static void
-publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *mask)
+publish_for(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *mask,
+            guint64 trigger_id)
 {
   g_autoptr(GError) error = NULL;
   InspRegion regs[2] = {{10, 20, 30, 40, 500, 0.75f}, {1, 2, 3, 4, 5, 0.5f}};
@@ -204,10 +205,17 @@ publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *ma
                 .latency_ms = 12.5,
                 .regions = fail ? regs : NULL,
                 .n_regions = fail ? 2 : 0,
-                .mask_png = mask};
+                .mask_png = mask,
+                .trigger_id = trigger_id};
 
   g_assert_true(insp_mqtt_publish_result(mqtt, &r, &error));
   g_assert_no_error(error);
+}
+
+static void
+publish(InspMqtt *mqtt, guint64 seq, const char *part, gboolean fail, GBytes *mask)
+{
+  publish_for(mqtt, seq, part, fail, mask, 0);
 }
 
 static void
@@ -222,9 +230,10 @@ test_schema(void)
                                             "ts",    "verdict",    "score",   "threshold",
                                             "model", "latency_ms", "regions", NULL};
   static const char *const region_keys[] = {"x", "y", "w", "h", "area", "score", NULL};
-  static const char *const status_keys[] = {"v",         "station", "ts",     "state",   "model",
-                                            "threshold", "fps",     "frames", "dropped", "pass",
-                                            "fail",      "spooled", "uptime", NULL};
+  static const char *const status_keys[] = {
+      "v",       "station", "ts",   "state", "model",    "threshold",        "fps",
+      "frames",  "dropped", "pass", "fail",  "triggers", "trigger_timeouts", "trigger_failures",
+      "spooled", "uptime",  NULL};
   InspStatus status = {INSP_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
 
   fixture_setup(&f, NULL);
@@ -667,7 +676,8 @@ test_commands(void)
                     "xyz", 3);
     g_clear_pointer(&o, json_object_unref);
     publish(f.mqtt, 100, "P-0", FALSE, NULL); /* another part: not sent there */
-    publish(f.mqtt, 101, "P-1", TRUE, NULL);
+    publish(f.mqtt, 99, "P-1", FALSE, NULL);  /* the same part id, another trigger: not there */
+    publish_for(f.mqtt, 101, "P-1", TRUE, NULL, f.last_trigger_id);
     res = mqtt_client_wait(c, "resp/plc", 3000, f.ctx);
     g_assert_nonnull(res);
     o = parse_object(res->payload);
@@ -676,6 +686,9 @@ test_commands(void)
     g_assert_cmpstr(json_object_get_string_member(o, "verdict"), ==, "fail");
     g_assert_cmpmem(g_bytes_get_data(res->correlation, NULL), g_bytes_get_size(res->correlation),
                     "xyz", 3);
+    plain = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
+    g_assert_nonnull(plain);
+    g_clear_pointer(&plain, mqtt_msg_free);
     plain = mqtt_client_wait(c, "t/st/result", 3000, f.ctx);
     g_assert_nonnull(plain);
     g_clear_pointer(&plain, mqtt_msg_free);
@@ -693,11 +706,45 @@ test_commands(void)
     o = parse_object(ack->payload);
     g_assert_cmpstr(json_object_get_string_member(o, "part_id"), ==, "P-2");
     g_clear_pointer(&o, json_object_unref);
-    publish(f.mqtt, 102, "P-2", FALSE, NULL);
+    publish_for(f.mqtt, 102, "P-2", FALSE, NULL, f.last_trigger_id);
     res = mqtt_client_wait(c, "t/st/cmd/trigger/reply", 3000, f.ctx);
     g_assert_nonnull(res);
     o = parse_object(res->payload);
     g_assert_cmpint(json_object_get_int_member(o, "seq"), ==, 102);
+  }
+  /* Two triggers with one part id (a PLC's retry): each gets its own
+   * answer, with its own correlation data; one times out. */
+  {
+    g_autoptr(MqttMsg) a1 = command(&f, c, "trigger", "R-7", -1, "resp/r", "one", "resp/r");
+    guint64 first = f.last_trigger_id;
+    g_autoptr(MqttMsg) a2 = command(&f, c, "trigger", "R-7", -1, "resp/r", "two", "resp/r");
+    guint64 second = f.last_trigger_id;
+    g_autoptr(MqttMsg) r1 = NULL, r2 = NULL;
+    g_autoptr(JsonObject) o1 = NULL, o2 = NULL;
+
+    g_assert_nonnull(a1);
+    g_assert_nonnull(a2);
+    g_assert_cmpuint(first, !=, second);
+    publish_for(f.mqtt, 103, "R-7", FALSE, NULL, second);
+    r2 = mqtt_client_wait(c, "resp/r", 3000, f.ctx);
+    g_assert_nonnull(r2);
+    g_assert_cmpmem(g_bytes_get_data(r2->correlation, NULL), g_bytes_get_size(r2->correlation),
+                    "two", 3);
+    o2 = parse_object(r2->payload);
+    g_assert_cmpint(json_object_get_int_member(o2, "seq"), ==, 103);
+    g_assert_true(insp_mqtt_trigger_fail(f.mqtt, first, "timeout"));
+    r1 = mqtt_client_wait(c, "resp/r", 3000, f.ctx);
+    g_assert_nonnull(r1);
+    g_assert_cmpmem(g_bytes_get_data(r1->correlation, NULL), g_bytes_get_size(r1->correlation),
+                    "one", 3);
+    o1 = parse_object(r1->payload);
+    g_assert_false(json_object_get_boolean_member(o1, "ok"));
+    g_assert_cmpstr(json_object_get_string_member(o1, "error"), ==, "timeout");
+    g_assert_cmpstr(json_object_get_string_member(o1, "part_id"), ==, "R-7");
+    /* Answered once: a second failure or a late result goes nowhere. */
+    g_assert_false(insp_mqtt_trigger_fail(f.mqtt, first, "timeout"));
+    publish_for(f.mqtt, 104, "R-7", FALSE, NULL, first);
+    g_assert_null(mqtt_client_wait(c, "resp/r", 500, f.ctx));
   }
   /* trigger without a part id: the daemon names it. */
   {
@@ -1349,6 +1396,15 @@ test_parse_command(void)
       {"trigger", "{\"part_id\":12}", TRUE},
       {"trigger", "{\"part_id\":null}", TRUE},
       {"trigger", "{\"part_id\":1.5}", FALSE},
+      /* part_id: an integer JSON carries exactly, or a string without NUL */
+      {"trigger", "{\"part_id\":99999999999999999999}", FALSE},
+      {"trigger", "{\"part_id\":9007199254740992}", TRUE},
+      {"trigger", "{\"part_id\":9007199254740993}", FALSE},
+      {"trigger", "{\"part_id\":-9007199254740992}", TRUE},
+      {"trigger", "{\"part_id\":1e3}", FALSE},
+      {"trigger", "{\"part_id\":\"a\\u0000b\"}", FALSE},
+      {"trigger", "\"a\\u0000b\"", FALSE},
+      {"trigger", "{\"part_id\":\"a\\\\u0000b\"}", TRUE},
       {"trigger", "{\"part_id\":\"a\",\"part_id\":\"b\"}", FALSE},
       {"trigger", "{\"part_id\":{\"x\":1}}", FALSE},
       {"trigger", "bad\x01id", FALSE},
@@ -1386,6 +1442,12 @@ test_parse_command(void)
     g_autoptr(InspMqttCommand) cmd =
         insp_mqtt_parse_command("trigger", (const guint8 *)"  A-1 \n", 7, NULL);
     g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "A-1");
+  }
+  {
+    const char *big = "{\"part_id\":-9007199254740992}";
+    g_autoptr(InspMqttCommand) cmd =
+        insp_mqtt_parse_command("trigger", (const guint8 *)big, strlen(big), NULL);
+    g_assert_cmpstr(insp_mqtt_command_get_part_id(cmd), ==, "-9007199254740992");
   }
 }
 

@@ -50,9 +50,11 @@ t_close(InspOutput *out)
   g_free(t);
 }
 
-static const InspOutputClass test_class = {"test", t_part, t_status, t_event, t_close};
+static const InspOutputClass test_class = {
+    .name = "test", .part = t_part, .status = t_status, .event = t_event, .close = t_close};
 /* An output with nothing but a part function: the list skips the rest. */
-static const InspOutputClass part_only_class = {"part-only", t_part, NULL, NULL, t_close};
+static const InspOutputClass part_only_class = {
+    .name = "part-only", .part = t_part, .close = t_close};
 
 static InspOutput *
 test_output(const InspOutputClass *klass, const char *tag, GString *log, GPtrArray *kept,
