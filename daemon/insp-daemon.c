@@ -664,14 +664,14 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
 }
 
 static void
-on_trigger_timeout(InspPipeline *pipe, guint64 trigger_id, const char *part_id,
-                   gpointer user_data)
+on_trigger_timeout(InspPipeline *pipe, guint64 trigger_id, const char *part_id, gpointer user_data)
 {
   Daemon *d = user_data;
   g_autofree char *msg = g_strdup_printf("no frame came within [trigger] timeout_ms = %d for the "
                                          "trigger of part %s",
                                          d->config->trigger.timeout_ms, part_id);
-  InspEvent ev = {.level = "warning", .code = "trigger_timeout", .message = msg, .part_id = part_id};
+  InspEvent ev = {
+      .level = "warning", .code = "trigger_timeout", .message = msg, .part_id = part_id};
 
   g_mutex_lock(&d->stats_lock);
   d->n_trigger_timeouts++;

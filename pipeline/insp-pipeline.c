@@ -516,8 +516,7 @@ on_new_sample(GstAppSink *sink, gpointer user_data)
   if (t != NULL) {
     f->part_id = g_strdup(t->part_id);
     f->trigger_id = t->trigger_id;
-  }
-  else if (file_path != NULL)
+  } else if (file_path != NULL)
     f->part_id = file_part_id(file_path, glob_fixed_prefix_len(p->location));
   else
     f->part_id = g_strdup_printf("%" G_GUINT64_FORMAT, f->seq);

@@ -192,8 +192,7 @@ json_has_nul_escape(const char *s, gsize n)
   for (gsize i = 0; i + 5 < n; i++) {
     if (s[i] != '\\')
       continue;
-    if (s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' &&
-        s[i + 5] == '0')
+    if (s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' && s[i + 5] == '0')
       return TRUE;
     i++; /* skip the escaped character, so "\\u0000" is text */
   }
@@ -238,8 +237,9 @@ part_id_from_number(InspMqttCommand *cmd, const char *text, gsize n, GError **er
   if (token == NULL || strpbrk(token, ".eE+") != NULL ||
       !g_ascii_string_to_signed(token, 10, -(G_GINT64_CONSTANT(1) << 53),
                                 G_GINT64_CONSTANT(1) << 53, &v, NULL))
-    return cmd_fail(error, "part_id must be a string of 1 to %d bytes or an integer of at most "
-                           "2^53 in magnitude",
+    return cmd_fail(error,
+                    "part_id must be a string of 1 to %d bytes or an integer of at most "
+                    "2^53 in magnitude",
                     INSP_MQTT_PART_ID_MAX);
   cmd->part_id = g_strdup_printf("%" G_GINT64_FORMAT, v);
   return TRUE;

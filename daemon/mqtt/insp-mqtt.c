@@ -1160,8 +1160,8 @@ insp_mqtt_trigger_fail_all(InspMqtt *mqtt, const char *message)
   g_return_val_if_fail(mqtt != NULL && message != NULL, 0);
   g_mutex_lock(&mqtt->lock);
   while (mqtt->trigger_order.length > 0)
-    g_queue_push_tail(&all, take_trigger_locked(
-                                mqtt, ((PendingTrigger *)mqtt->trigger_order.head->data)->id));
+    g_queue_push_tail(
+        &all, take_trigger_locked(mqtt, ((PendingTrigger *)mqtt->trigger_order.head->data)->id));
   g_mutex_unlock(&mqtt->lock);
   for (PendingTrigger *t; (t = g_queue_pop_head(&all)) != NULL; n++) {
     send_trigger_failure(mqtt, t, message);
