@@ -4,6 +4,8 @@
 #define G_LOG_DOMAIN "inspectd"
 #include "insp-outputs.h"
 
+#include <sys/stat.h>
+
 #include "insp-log.h"
 
 typedef struct {
@@ -86,6 +88,21 @@ masks_from_config(InspConfigMasks masks)
                                            : INSP_MQTT_MASKS_FAIL;
 }
 
+/* The broker password protects who may command the line: said once, at
+ * start and reload, when others than its owner can read it. */
+static void
+check_password_file(const char *path)
+{
+  struct stat st;
+
+  if (path == NULL || stat(path, &st) != 0)
+    return; /* unreadable: the client's error names it */
+  if ((st.st_mode & 077) != 0)
+    g_warning("[mqtt] password_file %s can be read by its group or by others (mode %04o): "
+              "chmod 600 it (or 640 with a group only the daemon is in)",
+              path, (unsigned)(st.st_mode & 07777));
+}
+
 InspOutput *
 insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext *context,
                      InspMqttCommandFunc cmd_func, InspMqttConnectionFunc conn_func,
@@ -117,6 +134,7 @@ insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext
   opt.spool_dir = config->spool.dir;
   opt.spool_max_mb = (guint)MAX(config->spool.max_mb, 1);
 
+  check_password_file(opt.password_file);
   g_autoptr(InspMqtt) mqtt = insp_mqtt_new(&opt, context, error);
   if (mqtt == NULL)
     return NULL;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "insp-model.h"
+#include "mqtt-helpers.h"
 #include "insp-synth.h"
 
 #define SIZE 128
@@ -41,6 +42,8 @@ typedef struct {
   int notify_fd;
   GAsyncQueue *notify_queue; /* datagrams read by the notify thread */
   GThread *notify_thread;
+  GMutex wd_lock;
+  GArray *wd_times; /* gint64 monotonic time of each WATCHDOG=1 received */
   char *notify_path;
   GPtrArray *notes; /* every datagram received, in order */
   GSubprocess *broker;
@@ -55,33 +58,6 @@ typedef struct {
 static Fixture fx;
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static int
-free_port(void)
-{
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof sa;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  g_assert_cmpint(fd, >=, 0);
-  g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
-  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&sa, &len), ==, 0);
-  close(fd);
-  return ntohs(sa.sin_port);
-}
-
-static gboolean
-port_open(int port)
-{
-  struct sockaddr_in sa = {.sin_family = AF_INET,
-                           .sin_port = htons((guint16)port),
-                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  gboolean ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-
-  close(fd);
-  return ok;
-}
 
 static void
 write_file(const char *path, const char *text)
@@ -166,6 +142,12 @@ notify_reader(gpointer data)
     if (n < 0)
       return NULL; /* closed at teardown */
     buf[n] = '\0';
+    if (strcmp(buf, "WATCHDOG=1") == 0) {
+      gint64 now = g_get_monotonic_time();
+      g_mutex_lock(&fx.wd_lock);
+      g_array_append_val(fx.wd_times, now);
+      g_mutex_unlock(&fx.wd_lock);
+    }
     g_async_queue_push(fx.notify_queue, g_strdup(buf));
   }
 }
@@ -183,6 +165,8 @@ notify_open(void)
   g_assert_cmpint(bind(fx.notify_fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
   fx.notes = g_ptr_array_new_with_free_func(g_free);
   fx.notify_queue = g_async_queue_new_full(g_free);
+  g_mutex_init(&fx.wd_lock);
+  fx.wd_times = g_array_new(FALSE, FALSE, sizeof(gint64));
   fx.notify_thread = g_thread_new("notify-reader", notify_reader, NULL);
 }
 
@@ -304,7 +288,7 @@ fixture_setup(void)
   g_assert_cmpstr(fx.model_a_id, !=, fx.model_b_id);
 
   /* The broker. */
-  fx.port = free_port();
+  fx.port = mqtt_test_free_port();
   g_autofree char *bconf = g_build_filename(fx.dir, "mosquitto.conf", NULL);
   g_autofree char *btext =
       g_strdup_printf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", fx.port);
@@ -313,9 +297,9 @@ fixture_setup(void)
       g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
                        &error, mosquitto, "-c", bconf, NULL);
   g_assert_no_error(error);
-  for (int i = 0; i < 100 && !port_open(fx.port); i++)
+  for (int i = 0; i < 100 && !mqtt_test_port_accepts(fx.port); i++)
     g_usleep(50000);
-  g_assert_true(port_open(fx.port));
+  g_assert_true(mqtt_test_port_accepts(fx.port));
 
   /* A subscriber that records results and events. */
   fx.sub_out = g_build_filename(fx.dir, "sub.txt", NULL);
@@ -936,7 +920,7 @@ test_broker_unreachable_at_start(void)
   g_autofree char *err = g_build_filename(fx.dir, "dead.err", NULL);
   g_autofree char *cfg = config_text(fx.model_a, "0.5");
   g_autofree char *live = g_strdup_printf("port = %d\n", fx.port);
-  int dead_port = free_port();
+  int dead_port = mqtt_test_free_port();
   g_autofree char *dead = g_strdup_printf("port = %d\n", dead_port);
   g_autoptr(GString) text = g_string_new(cfg);
   g_autoptr(GError) error = NULL;
@@ -1102,6 +1086,195 @@ test_trigger_outcomes(void)
   g_assert_cmpuint(count_lines_with(fx.sub_out, reply, "late-1"), ==, 2);
 }
 
+/* On a broker with users and an ACL (mosquitto password_file + acl_file, as
+ * the README shows): the daemon logs in with its own user (commands = all
+ * needs no insecure_commands then), warns about a password file others can
+ * read, an outsider's threshold is refused by the broker and never reaches
+ * the daemon, the PLC's is accepted. */
+static void
+passwd_add(const char *file, const char *user, const char *password, gboolean create)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocess) p =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                       &error, "mosquitto_passwd", "-b", create ? "-c" : file, create ? file : user,
+                       create ? user : password, create ? password : NULL, NULL);
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_wait_check(p, NULL, &error));
+}
+
+static void
+test_broker_acl(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *mp = g_find_program_in_path("mosquitto_passwd");
+  if (mp == NULL) {
+    g_test_skip("mosquitto_passwd is needed (apt-get install mosquitto)");
+    return;
+  }
+  g_autofree char *dir = g_build_filename(fx.dir, "acl", NULL);
+  g_autofree char *users = g_build_filename(dir, "users", NULL);
+  g_autofree char *acl = g_build_filename(dir, "acl", NULL);
+  g_autofree char *daemon_pw = g_build_filename(dir, "inspectd.pw", NULL);
+  g_autofree char *out = g_build_filename(fx.dir, "acl.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "acl.err", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(dir, 0700), ==, 0);
+  passwd_add(users, "inspectd", "d-pass", TRUE);
+  passwd_add(users, "plc", "p-pass", FALSE);
+  passwd_add(users, "outsider", "o-pass", FALSE);
+  write_file(acl, "user inspectd\n"
+                  "topic readwrite inspectd/" STATION "/#\n"
+                  "user plc\n"
+                  "topic write inspectd/" STATION "/cmd/#\n"
+                  "topic read inspectd/" STATION "/#\n"
+                  "user outsider\n"
+                  "topic read inspectd/" STATION "/#\n");
+  write_file(daemon_pw, "d-pass\n");
+  g_assert_cmpint(g_chmod(daemon_pw, 0644), ==, 0); /* too open: warned about */
+  MqttBrokerOptions bo = {.password_file = users, .acl_file = acl};
+  g_autoptr(MqttBroker) broker = mqtt_broker_start(&bo, &error);
+  g_assert_no_error(error);
+  int port = mqtt_broker_get_port(broker);
+
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autoptr(GString) cfg = g_string_new(base);
+  g_autofree char *from =
+      g_strdup_printf("port = %d\ncommands = all\ninsecure_commands = true\n", fx.port);
+  g_autofree char *to = g_strdup_printf("port = %d\ncommands = all\nusername = inspectd\n"
+                                        "password_file = %s\n",
+                                        port, daemon_pw);
+  g_assert_cmpuint(g_string_replace(cfg, from, to, 1), ==, 1);
+  write_file(fx.cfg_path, cfg->str);
+  /* check-config agrees: an authenticated connection may take commands. */
+  {
+    g_autoptr(GSubprocess) c =
+        g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE, &error, g_getenv("INSPECTD"),
+                         "check-config", fx.cfg_path, NULL);
+    g_assert_no_error(error);
+    g_assert_true(g_subprocess_wait_check(c, NULL, &error));
+  }
+
+  const char *replies[] = {"inspectd/" STATION "/cmd/threshold/reply", NULL};
+  g_autoptr(MqttClient) plc =
+      mqtt_client_new(port, &(MqttClientOptions){.username = "plc", .password = "p-pass"}, replies);
+  g_autoptr(MqttClient) outsider = mqtt_client_new(
+      port, &(MqttClientOptions){.username = "outsider", .password = "o-pass"}, replies);
+  g_assert_true(mqtt_client_wait_connected(plc, 5000));
+  g_assert_true(mqtt_client_wait_connected(outsider, 5000));
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) first = wait_lines(out, 2, 30);
+  g_assert_cmpuint(first->len, >=, 2);
+
+  /* The outsider may read, not write: the broker drops its command. */
+  mqtt_client_publish(outsider, "inspectd/" STATION "/cmd/threshold", "0.9", 3, NULL, NULL, 0,
+                      FALSE);
+  g_assert_null(mqtt_client_wait(outsider, replies[0], 1500, NULL));
+  g_assert_cmpuint(mqtt_client_count(plc, replies[0]), ==, 0);
+  g_autoptr(GArray) mid = parse_lines(out);
+  g_assert_cmpfloat(g_array_index(mid, Line, mid->len - 1).threshold, ==, 0.5);
+
+  /* The PLC's is taken, answered, and holds for later parts. */
+  mqtt_client_publish(plc, "inspectd/" STATION "/cmd/threshold", "0.6", 3, NULL, NULL, 0, FALSE);
+  g_autoptr(MqttMsg) ok = mqtt_client_wait(plc, replies[0], 5000, NULL);
+  g_assert_nonnull(ok);
+  g_autofree char *text =
+      g_strndup(g_bytes_get_data(ok->payload, NULL), g_bytes_get_size(ok->payload));
+  g_assert_cmpstr(text, ==, "{\"ok\":true,\"threshold\":0.6}");
+  g_autoptr(GArray) later = wait_lines(out, mid->len + 3, 30);
+  g_assert_cmpfloat(g_array_index(later, Line, later->len - 1).threshold, ==, 0.6);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_autofree char *log = read_file(err);
+  g_assert_nonnull(strstr(log, "can be read by its group or by others (mode 0644)"));
+  g_autofree char *ovr = g_build_filename(fx.state_dir, "threshold-override.conf", NULL);
+  g_unlink(ovr);
+}
+
+/* 16,000 commands in about a second do not starve the main loop: the
+ * watchdog ping keeps its period (half of WATCHDOG_USEC = 1 s) within 1 s,
+ * the excess is refused with a reply, and inspection goes on. */
+static void
+test_command_flood(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "flood.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "flood.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  write_file(fx.cfg_path, cfg);
+  const char *replies[] = {"inspectd/" STATION "/cmd/threshold/reply", NULL};
+  g_autoptr(MqttClient) c = mqtt_client_new(fx.port, NULL, replies);
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) before = wait_lines(out, 2, 30);
+  g_assert_cmpuint(before->len, >=, 2);
+
+  g_mutex_lock(&fx.wd_lock);
+  g_array_set_size(fx.wd_times, 0);
+  g_mutex_unlock(&fx.wd_lock);
+  gint64 t0 = g_get_monotonic_time();
+  for (int i = 0; i < 16000; i++) {
+    char v[16];
+    int n = g_snprintf(v, sizeof v, "0.%d", 5 + i % 3);
+    mqtt_client_publish(c, "inspectd/" STATION "/cmd/threshold", v, n, NULL, NULL, 0, FALSE);
+  }
+  double flood_s = (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC;
+  /* Pings for a while after the flood: every command is answered
+   * meanwhile, the excess with a refusal naming the rate. */
+  guint n_replies = 0, n_refused = 0;
+  for (int i = 0; i < 100 && (i < 60 || n_replies < 16000); i++) {
+    g_autoptr(GPtrArray) got = mqtt_client_take(c, replies[0]);
+    for (guint k = 0; k < got->len; k++) {
+      MqttMsg *m = g_ptr_array_index(got, k);
+      n_replies++;
+      if (g_strstr_len(g_bytes_get_data(m->payload, NULL), (gssize)g_bytes_get_size(m->payload),
+                       "too many commands") != NULL)
+        n_refused++;
+    }
+    g_usleep(100000);
+  }
+  g_mutex_lock(&fx.wd_lock);
+  gint64 max_gap = 0;
+  guint n_pings = fx.wd_times->len;
+  for (guint i = 1; i < fx.wd_times->len; i++)
+    max_gap = MAX(max_gap, g_array_index(fx.wd_times, gint64, i) -
+                               g_array_index(fx.wd_times, gint64, i - 1));
+  g_mutex_unlock(&fx.wd_lock);
+  g_test_message("16000 commands sent in %.2f s, %u answered (%u refused over the rate); %u "
+                 "watchdog pings, largest gap %.3f s",
+                 flood_s, n_replies, n_refused, n_pings, (double)max_gap / G_USEC_PER_SEC);
+  g_assert_cmpuint(n_replies, ==, 16000);
+  g_assert_cmpuint(n_refused, >, 10000);
+  g_assert_cmpuint(n_pings, >=, 8);
+  g_assert_cmpint(max_gap, <=, 500000 + G_USEC_PER_SEC);
+  g_autoptr(GArray) after = wait_lines(out, before->len + 5, 30);
+  g_assert_cmpuint(after->len, >=, before->len + 5); /* inspection went on */
+  g_autofree char *log = read_file(err);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_autofree char *ovr = g_build_filename(fx.state_dir, "threshold-override.conf", NULL);
+  g_unlink(ovr);
+}
+
 /* The state folder turns read-only while inspecting (a real read-only
  * remount of a tmpfs): results stop being published, and the operator hears
  * it (journal line, event, STATUS=degraded); writable again, publishing goes
@@ -1261,6 +1434,8 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
   g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
   g_test_add_func("/daemon/state-read-only", test_state_read_only);
+  g_test_add_func("/daemon/broker-acl", test_broker_acl);
+  g_test_add_func("/daemon/command-flood", test_command_flood);
   status = g_test_run();
   fixture_teardown();
   return status;

@@ -1,6 +1,6 @@
-/* Test helpers: a real mosquitto broker on a free loopback port, and a
+/* tests/support: a real mosquitto broker on a free loopback port, and a
  * collecting MQTT v5 client (libmosquitto) that keeps every message with its
- * properties. Used by test-mqtt.c and bench-mqtt.c. */
+ * properties. Linked by the integration tests and the benchmarks. */
 #pragma once
 
 #include <glib.h>
@@ -74,5 +74,9 @@ gboolean mqtt_test_wait_until(gboolean (*done)(gpointer), gpointer data, guint t
                               GMainContext *context);
 /* rm -rf of a temp dir the tests made. */
 void mqtt_test_rm_rf(const char *dir);
+/* A TCP port on 127.0.0.1 free right now (0 when none could be had). */
+int mqtt_test_free_port(void);
+/* Whether something accepts connections on 127.0.0.1:@port. */
+gboolean mqtt_test_port_accepts(int port);
 
 G_END_DECLS

@@ -37,8 +37,8 @@ lib_init(void)
   }
 }
 
-static int
-free_port(void)
+int
+mqtt_test_free_port(void)
 {
   struct sockaddr_in a = {0};
   socklen_t len = sizeof a;
@@ -54,8 +54,8 @@ free_port(void)
   return port;
 }
 
-static gboolean
-port_accepts(int port)
+gboolean
+mqtt_test_port_accepts(int port)
 {
   struct sockaddr_in a = {0};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -90,7 +90,7 @@ broker_spawn(MqttBroker *b, GError **error)
                   "mosquitto exited at start (see %s/mosquitto.log)", b->dir);
       return FALSE;
     }
-    if (port_accepts(b->port))
+    if (mqtt_test_port_accepts(b->port))
       return TRUE;
     g_usleep(10000);
   }
@@ -116,7 +116,7 @@ mqtt_broker_start(const MqttBrokerOptions *opts, GError **error)
   }
   b->conf = g_build_filename(b->dir, "mosquitto.conf", NULL);
   for (int attempt = 0; attempt < 5; attempt++) {
-    b->port = free_port();
+    b->port = mqtt_test_free_port();
     g_string_truncate(conf, 0);
     g_string_append_printf(conf, "user root\nlistener %d 127.0.0.1\n", b->port);
     g_string_append_printf(conf, "allow_anonymous %s\n", opts->password_file ? "false" : "true");
