@@ -702,7 +702,7 @@ static InspModel *
 model_for_config(Daemon *d, const InspConfig *cfg, GError **error)
 {
   if (cfg->model.path[0] == '\0')
-    return insp_demo_train_model(d->demo_line, error);
+    return insp_demo_train_model(d->opt.demo_size, error);
   return insp_model_load(cfg->model.path, error);
 }
 

@@ -20,23 +20,24 @@ struct _InspDemo {
 static InspImage *
 train_image(int index, gpointer user_data, GError **error)
 {
-  InspDemo *demo = user_data;
+  const int *size = user_data;
   InspImage *img = NULL;
 
   /* Seeds apart from the line's, so the model never saw a replayed part. */
-  if (!insp_synth_part(insp_synth_line_seed(0x7ea1u, (guint64)index), INSP_SYNTH_GOOD, demo->size,
-                       demo->size, &img, NULL, error))
+  if (!insp_synth_part(insp_synth_line_seed(0x7ea1u, (guint64)index), INSP_SYNTH_GOOD, *size, *size,
+                       &img, NULL, error))
     return NULL;
   return img;
 }
 
 InspModel *
-insp_demo_train_model(InspDemo *demo, GError **error)
+insp_demo_train_model(int size, GError **error)
 {
   InspTrainOptions topt;
   gint64 t0 = g_get_monotonic_time();
 
-  g_return_val_if_fail(demo != NULL, NULL);
+  if (size <= 0)
+    size = 256;
   insp_train_options_init(&topt);
   topt.backbone = "builtin";
   topt.detector = INSP_DETECTOR_PATCHCORE;
@@ -45,7 +46,7 @@ insp_demo_train_model(InspDemo *demo, GError **error)
    * backbone's 224 px and a 10 % bank, as measured for the demo */
   topt.input_size = 224;
   topt.coreset_fraction = 0.1;
-  InspModel *m = insp_model_train(&topt, DEMO_TRAIN_PARTS, train_image, demo, NULL, NULL, error);
+  InspModel *m = insp_model_train(&topt, DEMO_TRAIN_PARTS, train_image, &size, NULL, NULL, error);
   if (m)
     g_info("demo model %s trained on %d good synthetic parts in %.1f s", insp_model_get_id(m),
            DEMO_TRAIN_PARTS, (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);

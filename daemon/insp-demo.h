@@ -23,7 +23,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspDemo, insp_demo_free)
 /* Points @cfg at the line: files source looping over its parts, state and
  * spool in $STATE_DIRECTORY or the user's state folder. */
 void insp_demo_fixup_config(InspDemo *demo, InspConfig *cfg);
-/* A model trained on good synthetic parts the line never replays. */
-InspModel *insp_demo_train_model(InspDemo *demo, GError **error);
+/* A model trained on good synthetic parts of @size px (<= 0: 256) that the
+ * demo line never replays; also the model of a config without [model] path. */
+InspModel *insp_demo_train_model(int size, GError **error);
 
 G_END_DECLS

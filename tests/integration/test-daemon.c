@@ -1422,6 +1422,38 @@ test_state_read_only(void)
   g_assert_cmpint(umount2(state, MNT_DETACH), ==, 0);
 }
 
+/* A config without [model] path (the packaged default outside demo mode)
+ * inspects with a model trained on synthetic parts at start. */
+static void
+test_no_model_path(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *path = g_build_filename(fx.dir, "no-model.conf", NULL);
+  g_autofree char *cfg =
+      g_strdup_printf("[station]\nid = nomodel\nstate_dir = %s/nomodel-state\n"
+                      "[camera]\nsource = test\nloop = true\nfps = 20\n[model]\nworkers = 1\n"
+                      "[mqtt]\nhost = 127.0.0.1\nport = %d\n[spool]\ndir = %s/nomodel-spool\n",
+                      fx.dir, mqtt_test_free_port(), fx.dir);
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  write_file(path, cfg);
+  g_autoptr(GSubprocess) p =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error,
+                       g_getenv("INSPECTD"), "run", "-c", path, "-n", "3", "-v", NULL);
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &out, &err, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_assert_nonnull(strstr(err, "trained on 20 good synthetic parts"));
+  g_assert_nonnull(strstr(out, "seq=2 part=2 verdict="));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1435,6 +1467,7 @@ main(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   fixture_setup();
   g_test_add_func("/daemon/lifecycle", test_lifecycle);
+  g_test_add_func("/daemon/no-model-path", test_no_model_path);
   g_test_add_func("/daemon/threshold-command", test_threshold_command);
   g_test_add_func("/daemon/watchdog-stall", test_watchdog_stall);
   g_test_add_func("/daemon/trigger", test_trigger);
