@@ -43,6 +43,9 @@
 #define RELOAD_DEBOUNCE_MS 300
 #define FLUSH_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define CAPTURE_START_TIMEOUT_S 15
+/* A connection the broker closes this soon after accepting it was most
+ * likely taken over by another client with the same client id. */
+#define INSP_TAKEOVER_SUSPECT_S 10.0
 
 /* Why the daemon is degraded: a bit each. */
 enum {
@@ -73,8 +76,13 @@ typedef struct {
   InspMqtt *mqtt;       /* its client (commands, counters); main thread */
   gint masks;           /* InspConfigMasks, hot */
   gboolean broker_connected;
-  gboolean broker_known;    /* a first state was reported */
-  char *broker_lost_reason; /* why the connection was last lost */
+  gboolean broker_known;       /* a first state was reported */
+  char *broker_lost_reason;    /* why the connection was last lost */
+  guint takeovers;             /* session takeovers not yet announced by an event */
+  guint takeovers_unlogged;    /* of those, not in the journal (one line a minute) */
+  gint64 takeover_logged;      /* monotonic time of the last such line */
+  gboolean takeover_event_due; /* a takeover was logged, the event is not out yet */
+  gint64 broker_connected_at;  /* monotonic time of the last connect */
 
   InspSeq *seq;          /* replaced by a reload under stats_lock */
   gint seq_failing;      /* no seq could be saved: results are not published */
@@ -747,6 +755,13 @@ reload(Daemon *d, const char *why, GError **error)
      * thread waits on the outputs' lock meanwhile; no result is lost. */
     InspOutput *fresh = NULL;
     if (d->mqtt_out) {
+      const char *old_station = d->config->station.id[0] ? d->config->station.id : d->station;
+      const char *new_station = cfg->station.id[0] ? cfg->station.id : d->station;
+      if (g_strcmp0(d->config->mqtt.host, cfg->mqtt.host) == 0 &&
+          d->config->mqtt.port == cfg->mqtt.port &&
+          g_strcmp0(d->config->mqtt.topic_prefix, cfg->mqtt.topic_prefix) == 0 &&
+          g_strcmp0(old_station, new_station) == 0)
+        insp_mqtt_keep_status(d->mqtt); /* the new client says "online" again */
       fail_waiting_triggers(d, "the MQTT settings were reloaded before the part was inspected");
       insp_outputs_replace(d->outputs, d->mqtt_out, NULL);
       mqtt_output_set(d, NULL);
@@ -1147,6 +1162,72 @@ on_connection(InspMqtt *mqtt, gboolean connected, int reason, const char *messag
 
   if (d->broker_known && connected == d->broker_connected)
     return;
+  gint64 now = g_get_monotonic_time();
+  double lasted =
+      d->broker_connected_at ? (double)(now - d->broker_connected_at) / G_USEC_PER_SEC : -1;
+  /* Another client uses our client id: each connection kicks the other off.
+   * A v5 broker says so (DISCONNECT 0x8E); mosquitto 2.0 just closes the
+   * older connection, which then ends moments after it was accepted. */
+  gboolean taken = !connected && reason == INSP_MQTT_REASON_SESSION_TAKEN_OVER;
+  gboolean closed_soon = !connected && d->broker_connected && lasted >= 0 &&
+                         lasted < INSP_TAKEOVER_SUSPECT_S &&
+                         reason == INSP_MQTT_REASON_CONNECTION_LOST;
+  if (taken || closed_soon) {
+    /* The journal hears it once a minute at most, the event topic once the
+     * daemon is back; the flapping is not logged as outages. */
+    const char *client_id = d->config ? d->config->mqtt.client_id : "";
+    d->takeovers++;
+    if (d->takeover_logged == 0 || now - d->takeover_logged >= 60 * G_USEC_PER_SEC) {
+      g_autofree char *more =
+          d->takeovers_unlogged > 0
+              ? g_strdup_printf(" (%u more times since the last such line)", d->takeovers_unlogged)
+              : NULL;
+      if (taken)
+        g_warning("broker %s:%d: another client connected with this daemon's client id '%s' and "
+                  "took over its session (MQTT reason 0x8E)%s; reconnecting, results are spooled "
+                  "meanwhile; give every client its own [mqtt] client_id",
+                  host, port, client_id, more ? more : "");
+      else
+        g_warning("broker %s:%d closed the connection %.1f s after accepting it%s: most likely "
+                  "another client connected with this daemon's client id '%s' and took over its "
+                  "session (the broker gave no reason; a v5 broker that does says 0x8E); "
+                  "reconnecting, results are spooled meanwhile; give every client its own "
+                  "[mqtt] client_id",
+                  host, port, lasted, more ? more : "", client_id);
+      d->takeover_logged = now;
+      d->takeovers_unlogged = 0;
+      d->takeover_event_due = TRUE;
+    } else {
+      d->takeovers_unlogged++;
+    }
+    g_free(d->broker_lost_reason);
+    d->broker_lost_reason = g_strdup(message ? message : "");
+    d->broker_known = TRUE;
+    d->broker_connected = FALSE;
+    return;
+  }
+  if (connected)
+    d->broker_connected_at = now;
+  if (connected && d->takeover_event_due) {
+    const char *client_id = d->config ? d->config->mqtt.client_id : "";
+    g_autofree char *msg = g_strdup_printf(
+        "another client connected with this daemon's client id '%s' and took over its session "
+        "%u time%s; connected again. Give every client its own [mqtt] client_id",
+        client_id, d->takeovers, d->takeovers == 1 ? "" : "s");
+    g_info("broker %s:%d connected again after the takeover", host, port);
+    publish_event(d, "warning", "session_taken_over", msg);
+    d->takeovers = 0;
+    d->takeover_event_due = FALSE;
+    d->broker_known = TRUE;
+    d->broker_connected = TRUE;
+    return;
+  }
+  if (connected && d->takeovers > 0) {
+    /* Kicked again within the minute: counted, announced with the next line. */
+    d->broker_known = TRUE;
+    d->broker_connected = TRUE;
+    return;
+  }
   if (connected) {
     g_info("broker %s:%d connected", host, port);
     if (d->broker_known) {

@@ -127,7 +127,8 @@ struct _InspMqtt {
   gboolean have_status;
   InspStatus status;
   char *status_model;
-  int offline_mid; /* mid of the final offline status, 0 when none */
+  gboolean keep_status; /* free without the offline status */
+  int offline_mid;      /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
   int last_reason;
   guint64 published, rejected, events_dropped, n_commands;
@@ -473,6 +474,9 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
   post_connection(mqtt, TRUE, 0, "connected");
 }
 
+G_STATIC_ASSERT(INSP_MQTT_REASON_CONNECTION_LOST == MOSQ_ERR_CONN_LOST);
+G_STATIC_ASSERT(INSP_MQTT_REASON_SESSION_TAKEN_OVER == MQTT_RC_SESSION_TAKEN_OVER);
+
 static void
 on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
@@ -643,6 +647,7 @@ net_thread(gpointer data)
     mosquitto_property *props = NULL;
 
     mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, INSP_MQTT_MAX_PACKET_SIZE);
+    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, INSP_MQTT_WILL_DELAY_S);
     (void)mosquitto_connect_bind_v5(mqtt->mosq, mqtt->host, -1, mqtt->keepalive, NULL, props);
     mosquitto_property_free_all(&props);
   }
@@ -884,8 +889,15 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mosquitto_message_v5_callback_set(mqtt->mosq, on_message);
   {
     static const char will[] = "{\"state\":\"offline\"}";
-    rc = mosquitto_will_set_v5(mqtt->mosq, mqtt->t_status, (int)strlen(will), will, 1, true, NULL);
+    mosquitto_property *will_props = NULL;
+
+    mosquitto_property_add_int32(&will_props, MQTT_PROP_WILL_DELAY_INTERVAL,
+                                 INSP_MQTT_WILL_DELAY_S);
+    /* On success the client owns the properties. */
+    rc = mosquitto_will_set_v5(mqtt->mosq, mqtt->t_status, (int)strlen(will), will, 1, true,
+                               will_props);
     if (rc != MOSQ_ERR_SUCCESS) {
+      mosquitto_property_free_all(&will_props);
       g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot set the last will: %s",
                   mosquitto_strerror(rc));
       goto fail;
@@ -956,6 +968,15 @@ insp_mqtt_start(InspMqtt *mqtt, GError **error)
 }
 
 void
+insp_mqtt_keep_status(InspMqtt *mqtt)
+{
+  g_return_if_fail(mqtt != NULL);
+  g_mutex_lock(&mqtt->lock);
+  mqtt->keep_status = TRUE;
+  g_mutex_unlock(&mqtt->lock);
+}
+
+void
 insp_mqtt_free(InspMqtt *mqtt)
 {
   struct mosquitto *mosq;
@@ -972,7 +993,7 @@ insp_mqtt_free(InspMqtt *mqtt)
   if (mqtt->net_thread) {
     gint64 until = g_get_monotonic_time() + G_USEC_PER_SEC;
     g_mutex_lock(&mqtt->lock);
-    if (mqtt->connected) {
+    if (mqtt->connected && !mqtt->keep_status) {
       int mid = 0;
       if (publish_status_locked(mqtt, INSP_STATE_OFFLINE, &mid) == MOSQ_ERR_SUCCESS) {
         mqtt->offline_mid = mid;

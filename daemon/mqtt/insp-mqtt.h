@@ -49,6 +49,20 @@ typedef enum {
 /* Maximum-Packet-Size announced in CONNECT: the broker does not deliver a
  * larger packet (a command is at most INSP_MQTT_COMMAND_MAX_PAYLOAD). */
 #define INSP_MQTT_MAX_PACKET_SIZE (INSP_MQTT_COMMAND_MAX_PAYLOAD + 4096)
+/* The last will ("offline", retained) is sent this long after the connection
+ * is lost, and only if the daemon has not connected again by then; the
+ * session outlives the connection as long (Session Expiry Interval), which a
+ * v5 broker needs to delay the will. A takeover of the client id, a broker
+ * restart or a short network fault thus never leaves the retained status
+ * "offline" while the daemon runs; a crashed daemon reads "offline" 10 s
+ * later. */
+#define INSP_MQTT_WILL_DELAY_S 10
+/* The reason of a broker's DISCONNECT when another client connected with
+ * this client id (v5 "Session taken over"). */
+#define INSP_MQTT_REASON_SESSION_TAKEN_OVER 0x8E
+/* The broker closed the socket without a DISCONNECT (libmosquitto's
+ * MOSQ_ERR_CONN_LOST); mosquitto 2.0 does so on a takeover. */
+#define INSP_MQTT_REASON_CONNECTION_LOST 7
 
 /* Caller-owned; insp_mqtt_new() copies what it keeps. Strings may be NULL. */
 typedef struct {
@@ -136,6 +150,11 @@ InspMqtt *insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GErr
  * Spooled messages stay on disk for the next start. NULL is fine. */
 void insp_mqtt_free(InspMqtt *mqtt);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspMqtt, insp_mqtt_free)
+/* insp_mqtt_free() leaves the retained status as it is: a successor on the
+ * same broker with the same status topic is about to connect and publish its
+ * own (a reload that restarts the client), so subscribers never read
+ * "offline" while the daemon runs. */
+void insp_mqtt_keep_status(InspMqtt *mqtt);
 
 /* Before insp_mqtt_start(). */
 void insp_mqtt_set_command_handler(InspMqtt *mqtt, InspMqttCommandFunc func, gpointer user_data,

@@ -1479,6 +1479,103 @@ test_no_model_path(void)
   g_assert_nonnull(strstr(out, "seq=2 part=2 verdict="));
 }
 
+/* Another client connects with the daemon's client id (a copied config, a
+ * second instance): the broker kicks one off whenever the other connects.
+ * The daemon says so once in the journal, raises session_taken_over once
+ * it is back, and the retained status never reads "offline" meanwhile (the
+ * will is delayed; a reload that restarts the client leaves it too). Killed,
+ * the daemon's will does read "offline", after the delay. */
+static gboolean
+has_offline(GPtrArray *msgs)
+{
+  for (guint i = 0; i < msgs->len; i++) {
+    MqttMsg *m = g_ptr_array_index(msgs, i);
+    if (g_strstr_len(g_bytes_get_data(m->payload, NULL), (gssize)g_bytes_get_size(m->payload),
+                     "\"offline\"") != NULL)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+static void
+test_session_takeover(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "takeover.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "takeover.err", NULL);
+  g_autofree char *cfg = config_text(fx.model_a, "0.5");
+  const char *status_topic = "inspectd/" STATION "/status";
+  const char *const status[] = {status_topic, NULL};
+  write_file(fx.cfg_path, cfg);
+  sub_mark = 0;
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) before = wait_lines(out, 2, 30);
+  g_assert_cmpuint(before->len, >=, 2);
+  g_autoptr(MqttClient) watcher = mqtt_client_new(fx.port, NULL, status);
+  g_assert_true(mqtt_client_wait_connected(watcher, 5000));
+  g_autoptr(MqttMsg) first = mqtt_client_wait(watcher, status_topic, 5000, NULL);
+  g_assert_nonnull(first);
+  g_assert_nonnull(g_strstr_len(g_bytes_get_data(first->payload, NULL),
+                                (gssize)g_bytes_get_size(first->payload), "\"online\""));
+  g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func((GDestroyNotify)mqtt_msg_free);
+
+  /* The intruder, reconnecting by itself, for 4 s. */
+  MqttClientOptions intruder_opts = {.client_id = "inspectd-" STATION};
+  MqttClient *intruder = mqtt_client_new(fx.port, &intruder_opts, NULL);
+  g_usleep(4 * G_USEC_PER_SEC);
+  mqtt_client_free(intruder);
+
+  g_assert_true(wait_lines_with(fx.sub_out, "session_taken_over", "inspectd-" STATION, 1, 20));
+  /* One line says what happened (mosquitto 2.0 gives no reason code: the
+   * daemon infers it); the first kick may read as an outage, the flapping
+   * after it does not. */
+  g_assert_cmpuint(count_lines_with(err, "took over its session", "client_id"), ==, 1);
+  g_assert_cmpuint(count_lines_with(err, "unreachable", NULL), <=, 1);
+  g_autoptr(GArray) now = parse_lines(out);
+  guint mark = now->len;
+  g_autoptr(GArray) after = wait_lines(out, mark + 5, 30);
+  g_assert_cmpuint(after->len, >=, mark + 5); /* inspection went on */
+
+  /* A reload that restarts the MQTT client. */
+  g_autofree char *cfg2 = g_strconcat(cfg, "[mqtt]\nkeepalive = 25\n", NULL);
+  write_file(fx.cfg_path, cfg2);
+  const char *note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_autoptr(MqttMsg) again = mqtt_client_wait(watcher, status_topic, 10000, NULL);
+  g_assert_nonnull(again); /* the new client's "online" */
+  g_ptr_array_add(seen, g_steal_pointer(&again));
+  g_autoptr(GPtrArray) rest = mqtt_client_take(watcher, status_topic);
+  g_ptr_array_extend_and_steal(seen, g_steal_pointer(&rest));
+  g_assert_false(has_offline(seen));
+
+  /* Killed: nobody says goodbye, the will does, after its delay. */
+  gint64 killed = g_get_monotonic_time();
+  g_subprocess_send_signal(p, SIGKILL);
+  g_assert_true(g_subprocess_wait(p, NULL, NULL));
+  MqttMsg *offline = NULL;
+  while (offline == NULL && g_get_monotonic_time() - killed < 20 * G_USEC_PER_SEC) {
+    MqttMsg *m = mqtt_client_wait(watcher, status_topic, 500, NULL);
+    if (m == NULL)
+      continue;
+    if (g_strstr_len(g_bytes_get_data(m->payload, NULL), (gssize)g_bytes_get_size(m->payload),
+                     "\"offline\"") != NULL)
+      offline = m;
+    else
+      mqtt_msg_free(m);
+  }
+  double after_s = (double)(g_get_monotonic_time() - killed) / G_USEC_PER_SEC;
+  g_test_message("the will came %.1f s after SIGKILL", after_s);
+  g_assert_nonnull(offline);
+  g_assert_cmpfloat(after_s, >=, 8.0);
+  mqtt_msg_free(offline);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1504,6 +1601,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/state-read-only", test_state_read_only);
   g_test_add_func("/daemon/broker-acl", test_broker_acl);
   g_test_add_func("/daemon/command-flood", test_command_flood);
+  g_test_add_func("/daemon/session-takeover", test_session_takeover);
   status = g_test_run();
   fixture_teardown();
   return status;
