@@ -760,7 +760,8 @@ reload(Daemon *d, const char *why, GError **error)
       if (g_strcmp0(d->config->mqtt.host, cfg->mqtt.host) == 0 &&
           d->config->mqtt.port == cfg->mqtt.port &&
           g_strcmp0(d->config->mqtt.topic_prefix, cfg->mqtt.topic_prefix) == 0 &&
-          g_strcmp0(old_station, new_station) == 0)
+          g_strcmp0(old_station, new_station) == 0 &&
+          g_strcmp0(d->config->mqtt.client_id, cfg->mqtt.client_id) == 0)
         insp_mqtt_keep_status(d->mqtt); /* the new client says "online" again */
       fail_waiting_triggers(d, "the MQTT settings were reloaded before the part was inspected");
       insp_outputs_replace(d->outputs, d->mqtt_out, NULL);

@@ -1002,8 +1002,16 @@ insp_mqtt_free(InspMqtt *mqtt)
           ;
       }
     }
+    /* Kept status: the will stays armed (v5 0x04), so that if the client
+     * meant to say "online" next never connects (the daemon is killed in
+     * between), the broker still says "offline" after the will delay; a
+     * new connection with the same client id within it cancels the will. */
+    gboolean with_will = mqtt->keep_status;
     g_mutex_unlock(&mqtt->lock);
-    mosquitto_disconnect(mqtt->mosq);
+    if (with_will)
+      mosquitto_disconnect_v5(mqtt->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
+    else
+      mosquitto_disconnect(mqtt->mosq);
     g_mutex_lock(&mqtt->lock);
     while (mqtt->connected && g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
       ;

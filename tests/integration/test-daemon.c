@@ -1542,7 +1542,10 @@ test_session_takeover(void)
   g_autoptr(GArray) after = wait_lines(out, mark + 5, 30);
   g_assert_cmpuint(after->len, >=, mark + 5); /* inspection went on */
 
-  /* A reload that restarts the MQTT client. */
+  /* A reload that restarts the MQTT client: the old one leaves without a
+   * word, the new one says "online". */
+  g_autoptr(GPtrArray) so_far = mqtt_client_take(watcher, status_topic);
+  g_ptr_array_extend_and_steal(seen, g_steal_pointer(&so_far));
   g_autofree char *cfg2 = g_strconcat(cfg, "[mqtt]\nkeepalive = 25\n", NULL);
   write_file(fx.cfg_path, cfg2);
   const char *note = wait_reload();
@@ -1550,11 +1553,19 @@ test_session_takeover(void)
   g_autoptr(MqttMsg) again = mqtt_client_wait(watcher, status_topic, 10000, NULL);
   g_assert_nonnull(again); /* the new client's "online" */
   g_ptr_array_add(seen, g_steal_pointer(&again));
+  /* ... and past the will delay too: the new connection cancelled the
+   * old client's armed will. */
+  g_usleep(12 * G_USEC_PER_SEC); /* the will delay is 10 s */
   g_autoptr(GPtrArray) rest = mqtt_client_take(watcher, status_topic);
   g_ptr_array_extend_and_steal(seen, g_steal_pointer(&rest));
   g_assert_false(has_offline(seen));
 
-  /* Killed: nobody says goodbye, the will does, after its delay. */
+  /* Killed just after another such reload, whether or not the new client
+   * got to connect: nobody says goodbye, the will does, after its delay. */
+  g_autofree char *cfg3 = g_strconcat(cfg, "[mqtt]\nkeepalive = 20\n", NULL);
+  write_file(fx.cfg_path, cfg3);
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
   gint64 killed = g_get_monotonic_time();
   g_subprocess_send_signal(p, SIGKILL);
   g_assert_true(g_subprocess_wait(p, NULL, NULL));

@@ -496,11 +496,13 @@ test_will(void)
     o = parse_object(m->payload);
     g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "online");
   }
-  /* Abrupt end: the broker sees the socket close and sends the will. */
+  /* Abrupt end: the broker sees the socket close and sends the will, after
+   * its delay (a restart within it would have said nothing). */
   kill(pid, SIGKILL);
   reap(pid);
   {
-    g_autoptr(MqttMsg) m = mqtt_client_wait(sub, "t/child/status", 5000, NULL);
+    g_autoptr(MqttMsg) m =
+        mqtt_client_wait(sub, "t/child/status", (INSP_MQTT_WILL_DELAY_S + 8) * 1000, NULL);
     g_autoptr(JsonObject) o = NULL;
     g_assert_nonnull(m);
     g_assert_true(m->retain); /* retain as published */
