@@ -122,12 +122,9 @@ insp_cmd_train(int argc, char **argv)
   insp_train_options_init(&opt);
   if (backbone != NULL)
     opt.backbone = backbone;
-  if (detector == NULL || strcmp(detector, "patchcore") == 0) {
-    opt.detector = INSP_DETECTOR_PATCHCORE;
-  } else if (strcmp(detector, "padim") == 0) {
-    opt.detector = INSP_DETECTOR_PADIM;
-  } else {
-    fprintf(stderr, "inspectd train: --detector must be patchcore or padim, not '%s'\n", detector);
+  if (detector != NULL && !insp_detector_kind_from_string(detector, &opt.detector)) {
+    fprintf(stderr, "inspectd train: --detector must be %s, not '%s'\n", insp_detector_kind_list(),
+            detector);
     return 2;
   }
   if (coreset != -1.0) {
@@ -189,16 +186,15 @@ insp_cmd_train(int argc, char **argv)
   printf("model      %s\n", out);
   printf("id         %s\n", insp_model_get_id(model));
   printf("detector   %s on %s, input %d px, features %d x %d\n",
-         insp_model_get_detector(model) == INSP_DETECTOR_PADIM ? "padim" : "patchcore",
+         insp_detector_kind_to_string(insp_model_get_detector(model)),
          insp_model_get_backbone_arch(model), insp_model_get_input_size(model), info.n_patches,
          info.feature_dim);
   printf("images     %d (%d held out for score normalisation, then added back)\n",
          info.train_images, info.held_out_images);
-  if (insp_model_get_detector(model) == INSP_DETECTOR_PATCHCORE)
-    printf("bank       %d rows (coreset %g of %d patches, seed %" G_GUINT64_FORMAT ")\n",
-           info.bank_rows, info.coreset_fraction, info.train_images * info.n_patches, info.seed);
-  else
-    printf("gaussians  %d positions x %d dims\n", info.n_patches, info.feature_dim);
+  {
+    g_autofree char *state = insp_model_describe(model);
+    printf("%s\n", state);
+  }
   printf("normalise  image raw %.4g -> 0, %.4g -> 0.5; pixel raw %.4g -> 0, %.4g -> 0.5\n",
          info.image_base, info.image_threshold, info.pixel_base, info.pixel_threshold);
   if (g_stat(out, &sb) == 0)

@@ -1,12 +1,14 @@
-/* Private to the detector files of model/ (insp-features.c, insp-patchcore.c,
- * insp-padim.c, insp-model.c, insp-train.c) and their unit test: the layout of
- * InspModel, the patch-feature extraction, and the detector kernels that
- * training and scoring share. Not installed, not used outside model/ except by
- * tests/unit/test-detector.c and tests/bench/bench-detector.c. */
+/* Private to model/'s model files (insp-model.c, insp-train.c, the detector
+ * classes detector-*.c) and their unit tests: the layout of InspModel and the
+ * detector class table. A detector is one detector-NAME.c that fills an
+ * InspDetectorClass, plus one row in insp_detector_classes (insp-model.c).
+ * Not installed, not used outside model/ except by tests/unit/ and
+ * tests/bench/. */
 #pragma once
 
 #include <glib.h>
 #include "insp-backbone.h"
+#include "insp-kernels.h"
 #include "insp-model.h"
 #include "insp-safetensors.h"
 
@@ -14,148 +16,6 @@ G_BEGIN_DECLS
 
 #define INSP_MODEL_FORMAT "inspectd-model"
 #define INSP_MODEL_FORMAT_VERSION 1
-#define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
-#define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
-#define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
-/* PatchCore defaults, chosen from measurements (README, "Defaults"): at
- * 320 px a 1 % coreset beats 224 px with 10 % on every data set here, in
- * about half the time per image. */
-#define INSP_PATCHCORE_DEFAULT_SIZE 320
-#define INSP_PATCHCORE_DEFAULT_CORESET 0.01
-#define INSP_PATCHCORE_PATCH_SIZE_MAX 9
-#define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
-#define INSP_MAX_INPUT_SIZE 1024
-
-/* ---- patch features (insp-features.c) ---- */
-
-/* How two backbone stages become one [P, D] patch matrix, P = h*w (the finer
- * stage's grid), rows position-major (y, x), D = dim.
- *   PatchCore: 3x3 average (count_include_pad) on each stage, the coarser one
- *              upsampled bilinearly (align_corners False), concatenated
- *              [fine channels, coarse channels], then optionally reduced to
- *              reduce_dim by adaptive averaging over channels.
- *   PaDiM:     no averaging, coarser upsampled nearest, concatenated, then
- *              optionally the sorted channel subset @channels. */
-typedef struct {
-  gboolean patchcore;
-  int fine_c, coarse_c; /* stage channels */
-  int h, w;             /* finer stage grid */
-  int ch, cw;           /* coarser stage grid */
-  int reduce_dim;       /* PatchCore: 0 = off */
-  int patch_size;       /* PatchCore: neighbourhood averaged, odd (3 by default) */
-  int n_channels;       /* PaDiM subset size, 0 = all */
-  const int *channels;  /* sorted indices into the concatenation, n_channels long */
-} InspFeatureSpec;
-
-int insp_features_get_dim(const InspFeatureSpec *spec);
-gsize insp_features_scratch_size(const InspFeatureSpec *spec);
-/* fine [fine_c,h,w], coarse [coarse_c,ch,cw] -> out [h*w, dim]. */
-void insp_features_extract(const InspFeatureSpec *spec, const float *fine, const float *coarse,
-                           float *scratch, float *out);
-
-/* splitmix64: the seeded generator of the PatchCore coreset (documented,
- * stable across platforms and GLib versions; PaDiM's channel subset uses
- * MT19937 below to match PyTorch). */
-guint64 insp_detector_rand_next(guint64 *state);
-double insp_detector_rand_uniform(guint64 *state); /* [0, 1) */
-
-/* ---- PatchCore (insp-patchcore.c) ---- */
-
-/* Greedy k-center coreset (anomalib KCenterGreedy) of the rows of x [n, d]:
- * rows are projected to min(d, INSP_PATCHCORE_PROJ_DIM) dims by sklearn's
- * seeded sparse random projection, a random start row (torch.randint's draw
- * for the seed) is a centre but is not selected, then k = (gsize)(n *
- * fraction) (at least 1) times the row farthest from all centres is selected.
- * Exact result of the brute-force loop on the projected rows (up to ties),
- * computed with triangle-inequality pruning, then streaming.
- * Returns the selected row indices (*k_out of them; fewer than k only when the
- * remaining rows all duplicate a centre). */
-gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
-                              gsize *k_out);
-/* The same with the knobs. */
-typedef enum {
-  INSP_CORESET_SPARSE_RANDOM, /* the default, as anomalib */
-  INSP_CORESET_EXACT,         /* no projection (top 128 principal axes when D > 128) */
-} InspCoresetProjection;
-typedef enum {
-  INSP_CORESET_ADAPTIVE,
-  INSP_CORESET_PRUNED,
-  INSP_CORESET_STREAMED,
-  INSP_CORESET_ALTERNATE,
-} InspCoresetStrategy;
-typedef struct {
-  InspCoresetProjection projection;
-  /* threads of the streamed phase; 0: INSP_CORESET_THREADS from the
-   * environment, else every processor */
-  int threads;
-  /* how each new centre is applied: pruned (triangle inequality over
-   * cluster lists), streamed (every row, all threads), or whichever measured
-   * cheaper (the default). ALTERNATE switches every window (for tests).
-   * Same selection whatever it is. */
-  InspCoresetStrategy strategy;
-  /* optional: called with (progress_stage, selections done, k) every 1 % */
-  InspProgressFunc progress;
-  const char *progress_stage;
-  gpointer progress_data;
-} InspCoresetOptions;
-/* Defaults: insp_patchcore_coreset_projection(), all threads,
- * adaptive strategy, no progress. */
-void insp_coreset_options_init(InspCoresetOptions *o);
-gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
-                                    const InspCoresetOptions *o, gsize *k_out);
-/* The projection training uses: INSP_CORESET_PROJECTION=none in the
- * environment selects exact distances (for comparisons), else sparse random. */
-InspCoresetProjection insp_patchcore_coreset_projection(void);
-
-/* sklearn's SparseRandomProjection(n_components=d_out, density 1/sqrt(d_in),
- * random_state=seed) matrix, transposed for x [n, d_in] @ r [d_in, d_out]
- * (numpy's legacy MT19937 stream reproduced draw for draw). */
-void insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r);
-
-/* Image score with anomalib's reweighting. patch_d2 [P] squared distances of
- * each patch to its nearest bank row, argmin [P] that row, feats [P, d].
- * Fills patch_scores [P] (sqrt). @knn_scratch holds bank_rows floats. */
-float insp_patchcore_image_score(const float *feats, int n_patches, int d, const float *patch_d2,
-                                 const int *argmin, const float *bank, const float *bank_sqnorm,
-                                 int bank_rows, float *knn_scratch, float *patch_scores);
-
-/* ---- PaDiM (insp-padim.c) ---- */
-
-/* Running sums of a per-position Gaussian fit, in double. */
-typedef struct _InspPadimAccum InspPadimAccum;
-InspPadimAccum *insp_padim_accum_new(int n_positions, int d);
-void insp_padim_accum_free(InspPadimAccum *a);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspPadimAccum, insp_padim_accum_free)
-/* Adds one image's features [P, d]. */
-void insp_padim_accum_add(InspPadimAccum *a, const float *feats);
-int insp_padim_accum_get_count(const InspPadimAccum *a);
-/* mean [P,d], inv_cov [P,d,d]: mean, unbiased covariance + eps*I, inverted by
- * Cholesky, all in double; stored float. FALSE if a covariance is not
- * positive definite (cannot happen with eps > 0 and finite features). */
-gboolean insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean, float *inv_cov);
-/* Symmetric positive definite a [n,n] (double, row-major) -> inverse in @inv,
- * through Cholesky. @work holds n*n doubles. FALSE if not positive definite. */
-gboolean insp_padim_invert_spd(const double *a, int n, double *inv, double *work);
-/* Mahalanobis distance per position: out[p] = sqrt(max(d^T S^-1 d, 0)),
- * d = feats[p] - mean[p]. @work holds 2*d floats. */
-void insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
-                      const float *inv_cov, float *work, float *out);
-
-/* MT19937 (Matsumoto & Nishimura 1998), 32-bit, seeded by init_genrand:
- * the generator of PyTorch's CPU torch.Generator. */
-typedef struct {
-  guint32 state[624];
-  int next; /* index of the next untempered word; 624 = regenerate */
-} InspMt19937;
-void insp_mt19937_init(InspMt19937 *mt, guint32 seed);
-guint32 insp_mt19937_next(InspMt19937 *mt);
-/* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into
- * @perm [n] (n < 2^32 / 20, torch's small-n path). */
-void insp_padim_randperm(int n, guint64 seed, int *perm);
-/* PaDiM's channel subset: the first @k of insp_padim_randperm(@n, @seed),
- * sorted ascending, as anomalib's PaDiM picks it. */
-void insp_padim_random_channels(int n, int k, guint64 seed, int *out);
-
 /* ---- the model ---- */
 
 typedef struct {
@@ -163,9 +23,13 @@ typedef struct {
   double pixel_base, pixel_threshold;
 } InspScoreNorm;
 
+typedef struct _InspDetectorClass InspDetectorClass;
+typedef struct _InspDetectorFit InspDetectorFit; /* a detector's training state */
+
 struct _InspModel {
   gint ref_count;
-  InspDetectorKind kind;
+  const InspDetectorClass *klass;
+  gpointer det; /* the detector's own state (klass->free) */
   InspBackbone *backbone;
   char *fine_stage, *coarse_stage;
   int input_size;
@@ -174,34 +38,73 @@ struct _InspModel {
   int dim;
   int n_patches;
   float blur_sigma;
-  double coreset_fraction;
-  gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
-  int num_neighbours;
   guint64 seed;
-  int padim_channels_total;
-  int *channels; /* PaDiM subset, NULL = all */
-  /* PatchCore */
-  int bank_rows;
-  const float *bank; /* [bank_rows, dim] */
-  float *bank_sqnorm;
-  /* PaDiM */
-  const float *padim_mean;    /* [n_patches, dim] */
-  const float *padim_inv_cov; /* [n_patches, dim, dim] */
+  int *channels; /* feature channel subset, NULL = all */
   InspScoreNorm norm;
   int train_images, held_out_images;
   char *train_date;
   char *id;
-  /* storage: either owned arrays (trained) or the mapped file (loaded) */
-  float *owned_bank, *owned_mean, *owned_inv_cov;
-  InspSafetensors *st;
+  InspSafetensors *st; /* a loaded model's file; the detector's tensors point into it */
 };
 
-/* Builds everything derived (spec, sqnorms) once the fields above are set. */
+/* What a detector is. Training (insp-train.c) streams each image's features
+ * once: fit_new, then for image i fit_dest (where its [P, D] features go)
+ * and fit_add once they are there; fit without the held-out images, the
+ * score normalisation from the held-out features (fit_held), and the final
+ * fit with them. A model file holds the generic part (insp-model.c) and
+ * the detector's tensors and "NAME."-prefixed metadata (write_*, read). */
+struct _InspDetectorClass {
+  InspDetectorKind kind;
+  const char *name;            /* in files, ids and the CLI */
+  gboolean patchcore_features; /* spec.patchcore: neighbourhood averaging, bilinear */
+  int default_input_size;      /* training without a size; 0: the backbone's */
+
+  /* Checks the training options that concern the detector and applies them
+   * to @m (before insp_model_finish_setup; the stages are probed). */
+  gboolean (*configure)(InspModel *m, const InspTrainOptions *opt, GError **error);
+  /* @slot[i] < @n_train: image i trains; else it is held out. */
+  InspDetectorFit *(*fit_new)(InspModel *m, int n_images, int n_train, const int *slot,
+                              GError **error);
+  float *(*fit_dest)(InspDetectorFit *f, int image, float *scratch_feats);
+  void (*fit_add)(InspDetectorFit *f, int image, const float *feats);
+  const float *(*fit_held)(InspDetectorFit *f, int h);
+  gboolean (*fit)(InspModel *m, InspDetectorFit *f, gboolean final, InspProgressFunc progress,
+                  gpointer progress_data, GError **error);
+  void (*fit_free)(InspDetectorFit *f);
+
+  /* Derived state once the detector's data is set (may be NULL). */
+  void (*setup)(InspModel *m);
+  void (*free)(gpointer det);
+  void (*info)(const InspModel *m, InspModelInfo *info);
+  char *(*describe)(const InspModel *m);
+  void (*write_tensors)(const InspModel *m, InspSafetensorsWriter *w);
+  void (*write_metadata)(const InspModel *m, InspSafetensorsWriter *w);
+  /* Reads and validates the detector's part of m->st (the generic part is
+   * read, the stages probed); calls insp_model_finish_setup. */
+  gboolean (*read)(InspModel *m, const char *path, gint64 feature_dim, GError **error);
+
+  /* Bytes of per-worker scratch for score. */
+  gsize (*scratch_size)(const InspModel *m);
+  /* Patch scores [P] from features [P, D]; returns the raw image score, or
+   * NAN when the image score is the maximum of the blurred map. */
+  float (*score)(const InspModel *m, void *scratch, const float *feats, float *patch_scores);
+};
+
+extern const InspDetectorClass insp_detector_patchcore; /* detector-patchcore.c */
+extern const InspDetectorClass insp_detector_padim;     /* detector-padim.c */
+const InspDetectorClass *insp_detector_class_for_kind(InspDetectorKind kind);
+const InspDetectorClass *insp_detector_class_for_name(const char *name);
+
+/* PatchCore's memory bank (tests). */
+const float *insp_patchcore_get_bank(const InspModel *m, int *rows);
+
+/* Builds everything derived (spec, the detector's setup) once the fields
+ * above are set. */
 void insp_model_finish_setup(InspModel *m);
 /* Sets spec.{fine_c,coarse_c,h,w,ch,cw} from one forward pass on zeros at
  * m->input_size; FALSE if a stage is unknown or the size is refused. */
 gboolean insp_model_probe_stages(InspModel *m, GError **error);
-InspModel *insp_model_alloc(void);
+InspModel *insp_model_alloc(const InspDetectorClass *klass);
 
 /* Raw scoring from features (training's hold-out and insp_model_score):
  * fills raw map [S*S] (blurred, not normalised) and returns the raw image score. */
@@ -215,5 +118,17 @@ float *insp_model_scratch_get_input(InspModelScratch *s);
 
 double insp_score_norm_apply_image(const InspScoreNorm *n, double raw);
 float insp_score_norm_apply_pixel(const InspScoreNorm *n, float raw);
+
+/* Model-file helpers for the detector classes: metadata read with a message
+ * naming the file and key, a tensor of m->st with its shape checked and
+ * every value finite. */
+gboolean insp_model_meta_get_int(InspSafetensors *st, const char *path, const char *key, gint64 lo,
+                                 gint64 hi, gint64 *out, GError **error);
+gboolean insp_model_meta_get_double(InspSafetensors *st, const char *path, const char *key,
+                                    double *out, GError **error);
+void insp_model_meta_set_int(InspSafetensorsWriter *w, const char *key, gint64 v);
+void insp_model_meta_set_double(InspSafetensorsWriter *w, const char *key, double v);
+const float *insp_model_get_tensor(InspModel *m, const char *path, const char *name, int ndim,
+                                   const gint64 *shape, GError **error);
 
 G_END_DECLS

@@ -8,32 +8,13 @@
  * coarse], optionally reduced to reduce_dim by adaptive averaging over the
  * channel axis (torch adaptive_avg_pool1d windows). PaDiM (Defard et al.): no
  * averaging, nearest upsampling, concatenation, optional sorted channel subset.
- *
- * Also the detectors' seeded generator (splitmix64), so that a seed gives the
- * same coreset on every platform (PaDiM's channel subset uses PyTorch's
- * MT19937 instead, in insp-padim.c).
+
  *
  * Invariants: pure functions of their inputs; no allocation; any thread. */
-#include "insp-detector-private.h"
+#include "insp-kernels.h"
 #include "insp-ops.h"
 
 #include <string.h>
-
-guint64
-insp_detector_rand_next(guint64 *state)
-{
-  guint64 z = (*state += G_GUINT64_CONSTANT(0x9E3779B97F4A7C15));
-
-  z = (z ^ (z >> 30)) * G_GUINT64_CONSTANT(0xBF58476D1CE4E5B9);
-  z = (z ^ (z >> 27)) * G_GUINT64_CONSTANT(0x94D049BB133111EB);
-  return z ^ (z >> 31);
-}
-
-double
-insp_detector_rand_uniform(guint64 *state)
-{
-  return (double)(insp_detector_rand_next(state) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 int
 insp_features_get_dim(const InspFeatureSpec *spec)

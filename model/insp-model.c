@@ -30,7 +30,65 @@
 G_DEFINE_QUARK(insp-model-error-quark, insp_model_error)
 /* clang-format on */
 
-#define MAX_BANK_ROWS (1 << 24)
+/* The detectors: one row each (and one detector-NAME.c). */
+static const InspDetectorClass *const detector_classes[] = {
+    &insp_detector_patchcore,
+    &insp_detector_padim,
+};
+
+const InspDetectorClass *
+insp_detector_class_for_kind(InspDetectorKind kind)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS(detector_classes); i++)
+    if (detector_classes[i]->kind == kind)
+      return detector_classes[i];
+  return NULL;
+}
+
+const InspDetectorClass *
+insp_detector_class_for_name(const char *name)
+{
+  for (gsize i = 0; name != NULL && i < G_N_ELEMENTS(detector_classes); i++)
+    if (strcmp(detector_classes[i]->name, name) == 0)
+      return detector_classes[i];
+  return NULL;
+}
+
+const char *
+insp_detector_kind_to_string(InspDetectorKind kind)
+{
+  const InspDetectorClass *k = insp_detector_class_for_kind(kind);
+
+  return k ? k->name : NULL;
+}
+
+gboolean
+insp_detector_kind_from_string(const char *name, InspDetectorKind *kind)
+{
+  const InspDetectorClass *k = insp_detector_class_for_name(name);
+
+  if (k != NULL && kind != NULL)
+    *kind = k->kind;
+  return k != NULL;
+}
+
+const char *
+insp_detector_kind_list(void)
+{
+  static char *list;
+
+  if (g_once_init_enter(&list)) {
+    g_autoptr(GString) s = g_string_new(NULL);
+
+    for (gsize i = 0; i < G_N_ELEMENTS(detector_classes); i++) {
+      if (i > 0)
+        g_string_append(s, i + 1 == G_N_ELEMENTS(detector_classes) ? " or " : ", ");
+      g_string_append(s, detector_classes[i]->name);
+    }
+    g_once_init_leave(&list, g_string_free(g_steal_pointer(&s), FALSE));
+  }
+  return list;
+}
 
 struct _InspModelScratch {
   InspModel *model;
@@ -40,25 +98,21 @@ struct _InspModelScratch {
   float *input;
   float *feat_scratch;
   float *feats;
-  float *nn_scratch;
-  float *min_d2;
-  int *argmin;
-  float *knn;
+  void *det_scratch; /* the detector's (klass->scratch_size bytes) */
   float *patch;
   float *map;
   float *blur_scratch;
   float *taps;
   int n_taps;
-  float *padim_work;
 };
 
 InspModel *
-insp_model_alloc(void)
+insp_model_alloc(const InspDetectorClass *klass)
 {
   InspModel *m = g_new0(InspModel, 1);
 
   m->ref_count = 1;
-  m->num_neighbours = INSP_PATCHCORE_NUM_NEIGHBOURS;
+  m->klass = klass;
   m->spec.patch_size = INSP_PATCHCORE_PATCH_SIZE;
   return m;
 }
@@ -80,12 +134,10 @@ insp_model_unref(InspModel *m)
   g_free(m->fine_stage);
   g_free(m->coarse_stage);
   g_free(m->channels);
-  g_free(m->bank_sqnorm);
   g_free(m->train_date);
   g_free(m->id);
-  g_free(m->owned_bank);
-  g_free(m->owned_mean);
-  g_free(m->owned_inv_cov);
+  if (m->klass != NULL && m->det != NULL)
+    m->klass->free(m->det);
   insp_safetensors_free(m->st);
   g_free(m);
 }
@@ -101,7 +153,14 @@ InspDetectorKind
 insp_model_get_detector(const InspModel *m)
 {
   g_return_val_if_fail(m != NULL, INSP_DETECTOR_PATCHCORE);
-  return m->kind;
+  return m->klass->kind;
+}
+
+char *
+insp_model_describe(const InspModel *m)
+{
+  g_return_val_if_fail(m != NULL, NULL);
+  return m->klass->describe(m);
 }
 
 const char *
@@ -126,20 +185,13 @@ insp_model_get_info(const InspModel *m, InspModelInfo *info)
   info->held_out_images = m->held_out_images;
   info->n_patches = m->n_patches;
   info->feature_dim = m->dim;
-  info->bank_rows = m->kind == INSP_DETECTOR_PATCHCORE ? m->bank_rows : 0;
-  info->coreset_fraction = m->coreset_fraction;
+  m->klass->info(m, info);
   info->seed = m->seed;
   info->image_base = m->norm.image_base;
   info->image_threshold = m->norm.image_threshold;
   info->pixel_base = m->norm.pixel_base;
   info->pixel_threshold = m->norm.pixel_threshold;
   info->train_date = m->train_date;
-}
-
-static const char *
-detector_name(InspDetectorKind k)
-{
-  return k == INSP_DETECTOR_PADIM ? "padim" : "patchcore";
 }
 
 /* Sets the id from the SHA-256 of @bytes, or "unsaved" when NULL. */
@@ -151,30 +203,20 @@ set_id(InspModel *m, GBytes *bytes)
   if (bytes != NULL)
     hex = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, bytes);
   g_free(m->id);
-  m->id = g_strdup_printf("%s-%s-%.8s", detector_name(m->kind), insp_backbone_get_arch(m->backbone),
+  m->id = g_strdup_printf("%s-%s-%.8s", m->klass->name, insp_backbone_get_arch(m->backbone),
                           hex ? hex : "unsaved");
 }
 
 void
 insp_model_finish_setup(InspModel *m)
 {
-  m->spec.patchcore = m->kind == INSP_DETECTOR_PATCHCORE;
+  m->spec.patchcore = m->klass->patchcore_features;
   m->spec.channels = m->channels;
   m->dim = insp_features_get_dim(&m->spec);
   m->n_patches = m->spec.h * m->spec.w;
   m->blur_sigma = INSP_BLUR_SIGMA_224 * (float)m->input_size / 224.0f;
-  g_clear_pointer(&m->bank_sqnorm, g_free);
-  if (m->kind == INSP_DETECTOR_PATCHCORE && m->bank != NULL) {
-    m->bank_sqnorm = g_new(float, m->bank_rows);
-    for (int r = 0; r < m->bank_rows; r++) {
-      const float *b = m->bank + (gsize)r * m->dim;
-      float s = 0.0f;
-
-      for (int j = 0; j < m->dim; j++)
-        s += b[j] * b[j];
-      m->bank_sqnorm[r] = s;
-    }
-  }
+  if (m->klass->setup != NULL)
+    m->klass->setup(m);
   if (m->id == NULL)
     set_id(m, NULL);
 }
@@ -214,15 +256,11 @@ insp_model_scratch_free(InspModelScratch *s)
   g_free(s->input);
   g_free(s->feat_scratch);
   g_free(s->feats);
-  g_free(s->nn_scratch);
-  g_free(s->min_d2);
-  g_free(s->argmin);
-  g_free(s->knn);
+  g_free(s->det_scratch);
   g_free(s->patch);
   g_free(s->map);
   g_free(s->blur_scratch);
   g_free(s->taps);
-  g_free(s->padim_work);
   insp_model_unref(s->model);
   g_free(s);
 }
@@ -259,14 +297,7 @@ insp_model_scratch_new(const InspModel *m, GError **error)
   s->input = g_new(float, 3 * pixels);
   s->feat_scratch = g_new(float, insp_features_scratch_size(&m->spec));
   s->feats = g_new(float, (gsize)p * m->dim);
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    s->nn_scratch = g_new(float, insp_ops_nn_scratch_size(p));
-    s->min_d2 = g_new(float, p);
-    s->argmin = g_new(int, p);
-    s->knn = g_new(float, MAX(m->bank_rows, 1));
-  } else {
-    s->padim_work = g_new(float, 2 * (gsize)m->dim);
-  }
+  s->det_scratch = g_malloc(MAX(m->klass->scratch_size(m), 1));
   s->patch = g_new(float, p);
   s->map = g_new(float, pixels);
   s->blur_scratch = g_new(float, pixels);
@@ -315,22 +346,15 @@ insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *
                           float *map_out, double *ms_distance, double *ms_map)
 {
   gint64 t0 = g_get_monotonic_time();
-  int sz = m->input_size, p = m->n_patches;
+  int sz = m->input_size;
   float image = 0.0f;
 
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    insp_ops_nearest_neighbour(feats, p, m->bank, m->bank_sqnorm, m->bank_rows, m->dim,
-                               s->nn_scratch, s->min_d2, s->argmin);
-    image = insp_patchcore_image_score(feats, p, m->dim, s->min_d2, s->argmin, m->bank,
-                                       m->bank_sqnorm, m->bank_rows, s->knn, s->patch);
-  } else {
-    insp_padim_score(feats, p, m->dim, m->padim_mean, m->padim_inv_cov, s->padim_work, s->patch);
-  }
+  image = m->klass->score(m, s->det_scratch, feats, s->patch);
   *ms_distance = ms_since(t0);
   t0 = g_get_monotonic_time();
   insp_ops_resize_bilinear(s->patch, 1, m->spec.h, m->spec.w, sz, sz, map_out);
   insp_ops_gaussian_blur(map_out, sz, sz, s->taps, s->n_taps, s->blur_scratch, map_out);
-  if (m->kind == INSP_DETECTOR_PADIM) {
+  if (isnan(image)) {
     image = map_out[0];
     for (gsize i = 1; i < (gsize)sz * sz; i++)
       image = MAX(image, map_out[i]);
@@ -378,16 +402,16 @@ insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int
 
 /* ---- file ---- */
 
-static void
-meta_set_double(InspSafetensorsWriter *w, const char *key, double v)
+void
+insp_model_meta_set_double(InspSafetensorsWriter *w, const char *key, double v)
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
   insp_safetensors_writer_set_metadata(w, key, g_ascii_dtostr(buf, sizeof buf, v));
 }
 
-static void
-meta_set_int(InspSafetensorsWriter *w, const char *key, gint64 v)
+void
+insp_model_meta_set_int(InspSafetensorsWriter *w, const char *key, gint64 v)
 {
   g_autofree char *s = g_strdup_printf("%" G_GINT64_FORMAT, v);
 
@@ -415,58 +439,28 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
 
   g_return_val_if_fail(m != NULL && path != NULL, FALSE);
   insp_backbone_write(m->backbone, w, "backbone.");
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    gint64 shape[2] = {m->bank_rows, m->dim};
-
-    insp_safetensors_writer_add_f32(w, "patchcore.memory_bank", 2, shape, m->bank);
-  } else {
-    gint64 s2[2] = {m->n_patches, m->dim};
-    gint64 s3[3] = {m->n_patches, m->dim, m->dim};
-
-    insp_safetensors_writer_add_f32(w, "padim.mean", 2, s2, m->padim_mean);
-    insp_safetensors_writer_add_f32(w, "padim.inv_cov", 3, s3, m->padim_inv_cov);
-    if (m->channels != NULL) {
-      g_autofree float *ch = g_new(float, m->dim);
-      gint64 s1[1] = {m->dim};
-
-      for (int i = 0; i < m->dim; i++)
-        ch[i] = (float)m->channels[i];
-      insp_safetensors_writer_add_f32(w, "padim.channels", 1, s1, ch);
-    }
-  }
+  m->klass->write_tensors(m, w);
   insp_safetensors_writer_set_metadata(w, "format", INSP_MODEL_FORMAT);
-  meta_set_int(w, "format_version", INSP_MODEL_FORMAT_VERSION);
-  insp_safetensors_writer_set_metadata(w, "detector", detector_name(m->kind));
+  insp_model_meta_set_int(w, "format_version", INSP_MODEL_FORMAT_VERSION);
+  insp_safetensors_writer_set_metadata(w, "detector", m->klass->name);
   insp_safetensors_writer_set_metadata(w, "backbone", insp_backbone_get_arch(m->backbone));
   stages = g_strdup_printf("%s,%s", m->fine_stage, m->coarse_stage);
   insp_safetensors_writer_set_metadata(w, "stages", stages);
-  meta_set_int(w, "input_size", m->input_size);
+  insp_model_meta_set_int(w, "input_size", m->input_size);
   meta_set_triple(w, "mean", m->mean);
   meta_set_triple(w, "std", m->std);
-  meta_set_int(w, "feature_dim", m->dim);
-  meta_set_int(w, "feature_grid", m->spec.h);
-  meta_set_double(w, "blur_sigma", m->blur_sigma);
-  meta_set_int(w, "seed", (gint64)m->seed);
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    meta_set_double(w, "patchcore.coreset_fraction", m->coreset_fraction);
-    meta_set_int(w, "patchcore.num_neighbors", m->num_neighbours);
-    meta_set_int(w, "patchcore.reduce_dim", m->spec.reduce_dim);
-    meta_set_int(w, "patchcore.patch_size", m->spec.patch_size);
-    insp_safetensors_writer_set_metadata(
-        w, "patchcore.projection",
-        m->coreset_exact ? "none (exact distances; top 128 principal axes when D > 128)"
-                         : "sklearn sparse random (density 1/sqrt(D), seed) to min(D, 128) dims");
-  } else {
-    meta_set_int(w, "padim.channels_total", m->padim_channels_total);
-    meta_set_double(w, "padim.eps", 0.01);
-  }
+  insp_model_meta_set_int(w, "feature_dim", m->dim);
+  insp_model_meta_set_int(w, "feature_grid", m->spec.h);
+  insp_model_meta_set_double(w, "blur_sigma", m->blur_sigma);
+  insp_model_meta_set_int(w, "seed", (gint64)m->seed);
+  m->klass->write_metadata(m, w);
   insp_safetensors_writer_set_metadata(w, "score.rule", "normalised = 0.5 * raw / threshold");
-  meta_set_double(w, "score.image_base", m->norm.image_base);
-  meta_set_double(w, "score.image_threshold", m->norm.image_threshold);
-  meta_set_double(w, "score.pixel_base", m->norm.pixel_base);
-  meta_set_double(w, "score.pixel_threshold", m->norm.pixel_threshold);
-  meta_set_int(w, "train.images", m->train_images);
-  meta_set_int(w, "train.held_out", m->held_out_images);
+  insp_model_meta_set_double(w, "score.image_base", m->norm.image_base);
+  insp_model_meta_set_double(w, "score.image_threshold", m->norm.image_threshold);
+  insp_model_meta_set_double(w, "score.pixel_base", m->norm.pixel_base);
+  insp_model_meta_set_double(w, "score.pixel_threshold", m->norm.pixel_threshold);
+  insp_model_meta_set_int(w, "train.images", m->train_images);
+  insp_model_meta_set_int(w, "train.held_out", m->held_out_images);
   if (m->train_date != NULL)
     insp_safetensors_writer_set_metadata(w, "train.date", m->train_date);
   if (!insp_safetensors_writer_save(w, path, error))
@@ -480,9 +474,9 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   return TRUE;
 }
 
-static gboolean
-meta_get_int(InspSafetensors *st, const char *path, const char *key, gint64 lo, gint64 hi,
-             gint64 *out, GError **error)
+gboolean
+insp_model_meta_get_int(InspSafetensors *st, const char *path, const char *key, gint64 lo,
+                        gint64 hi, gint64 *out, GError **error)
 {
   const char *v = insp_safetensors_get_metadata(st, key);
   g_autoptr(GError) e = NULL;
@@ -521,7 +515,33 @@ check_finite(const char *path, const char *name, const float *data, gsize n, GEr
 }
 
 static gboolean
-meta_get_double(InspSafetensors *st, const char *path, const char *key, double *out, GError **error)
+tensor_error(GError **error, const char *path, GError *e)
+{
+  g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR, "%s: %s", path, e->message);
+  g_error_free(e);
+  return FALSE;
+}
+
+const float *
+insp_model_get_tensor(InspModel *m, const char *path, const char *name, int ndim,
+                      const gint64 *shape, GError **error)
+{
+  g_autoptr(GError) e = NULL;
+  const float *t = insp_safetensors_get_f32(m->st, name, ndim, shape, &e);
+  gsize n = 1;
+
+  if (t == NULL) {
+    tensor_error(error, path, g_steal_pointer(&e));
+    return NULL;
+  }
+  for (int i = 0; i < ndim; i++)
+    n *= (gsize)shape[i];
+  return check_finite(path, name, t, n, error) ? t : NULL;
+}
+
+gboolean
+insp_model_meta_get_double(InspSafetensors *st, const char *path, const char *key, double *out,
+                           GError **error)
 {
   const char *v = insp_safetensors_get_metadata(st, key);
   char *end = NULL;
@@ -611,18 +631,10 @@ insp_model_probe_stages(InspModel *m, GError **error)
   return probe_stages(m, error);
 }
 
-static gboolean
-tensor_error(GError **error, const char *path, GError *e)
-{
-  g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR, "%s: %s", path, e->message);
-  g_error_free(e);
-  return FALSE;
-}
-
 InspModel *
 insp_model_load(const char *path, GError **error)
 {
-  g_autoptr(InspModel) m = insp_model_alloc();
+  g_autoptr(InspModel) m = insp_model_alloc(NULL);
   g_autoptr(GError) e = NULL;
   g_autoptr(GMappedFile) mf = NULL;
   g_autoptr(GBytes) bytes = NULL;
@@ -646,7 +658,7 @@ insp_model_load(const char *path, GError **error)
                 path, fmt ? "'" : "", fmt ? fmt : "missing", fmt ? "'" : "", INSP_MODEL_FORMAT);
     return NULL;
   }
-  if (!meta_get_int(st, path, "format_version", 1, G_MAXINT32, &version, error))
+  if (!insp_model_meta_get_int(st, path, "format_version", 1, G_MAXINT32, &version, error))
     return NULL;
   if (version > INSP_MODEL_FORMAT_VERSION) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
@@ -656,14 +668,11 @@ insp_model_load(const char *path, GError **error)
     return NULL;
   }
   det = insp_safetensors_get_metadata(st, "detector");
-  if (g_strcmp0(det, "patchcore") == 0) {
-    m->kind = INSP_DETECTOR_PATCHCORE;
-  } else if (g_strcmp0(det, "padim") == 0) {
-    m->kind = INSP_DETECTOR_PADIM;
-  } else {
+  m->klass = insp_detector_class_for_name(det);
+  if (m->klass == NULL) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "%s: unknown detector '%s' (expected patchcore or padim)", path,
-                det ? det : "(missing)");
+                "%s: unknown detector '%s' (expected %s)", path, det ? det : "(missing)",
+                insp_detector_kind_list());
     return NULL;
   }
   m->backbone = insp_backbone_new_from_safetensors(st, "backbone.", NULL, &e);
@@ -693,17 +702,19 @@ insp_model_load(const char *path, GError **error)
   }
   m->fine_stage = g_strdup(sv[0]);
   m->coarse_stage = g_strdup(sv[1]);
-  if (!meta_get_int(st, path, "input_size", 32, INSP_MAX_INPUT_SIZE, &size, error) ||
+  if (!insp_model_meta_get_int(st, path, "input_size", 32, INSP_MAX_INPUT_SIZE, &size, error) ||
       !meta_get_triple(st, path, "mean", m->mean, error) ||
       !meta_get_triple(st, path, "std", m->std, error) ||
-      !meta_get_int(st, path, "feature_dim", 1, 1 << 16, &dim, error) ||
-      !meta_get_int(st, path, "feature_grid", 1, INSP_MAX_INPUT_SIZE, &grid, error) ||
-      !meta_get_int(st, path, "seed", G_MININT64, G_MAXINT64, &seed, error) ||
-      !meta_get_double(st, path, "blur_sigma", &sigma, error) ||
-      !meta_get_double(st, path, "score.image_base", &m->norm.image_base, error) ||
-      !meta_get_double(st, path, "score.image_threshold", &m->norm.image_threshold, error) ||
-      !meta_get_double(st, path, "score.pixel_base", &m->norm.pixel_base, error) ||
-      !meta_get_double(st, path, "score.pixel_threshold", &m->norm.pixel_threshold, error))
+      !insp_model_meta_get_int(st, path, "feature_dim", 1, 1 << 16, &dim, error) ||
+      !insp_model_meta_get_int(st, path, "feature_grid", 1, INSP_MAX_INPUT_SIZE, &grid, error) ||
+      !insp_model_meta_get_int(st, path, "seed", G_MININT64, G_MAXINT64, &seed, error) ||
+      !insp_model_meta_get_double(st, path, "blur_sigma", &sigma, error) ||
+      !insp_model_meta_get_double(st, path, "score.image_base", &m->norm.image_base, error) ||
+      !insp_model_meta_get_double(st, path, "score.image_threshold", &m->norm.image_threshold,
+                                  error) ||
+      !insp_model_meta_get_double(st, path, "score.pixel_base", &m->norm.pixel_base, error) ||
+      !insp_model_meta_get_double(st, path, "score.pixel_threshold", &m->norm.pixel_threshold,
+                                  error))
     return NULL;
   if (!(m->norm.image_threshold > 0) || !(m->norm.pixel_threshold > 0)) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
@@ -720,9 +731,9 @@ insp_model_load(const char *path, GError **error)
     }
   m->input_size = (int)size;
   m->seed = (guint64)seed;
-  if (meta_get_int(st, path, "train.images", 0, G_MAXINT32, &iv, NULL))
+  if (insp_model_meta_get_int(st, path, "train.images", 0, G_MAXINT32, &iv, NULL))
     m->train_images = (int)iv;
-  if (meta_get_int(st, path, "train.held_out", 0, G_MAXINT32, &iv, NULL))
+  if (insp_model_meta_get_int(st, path, "train.held_out", 0, G_MAXINT32, &iv, NULL))
     m->held_out_images = (int)iv;
   m->train_date = g_strdup(insp_safetensors_get_metadata(st, "train.date"));
   if (!probe_stages(m, error))
@@ -735,129 +746,8 @@ insp_model_load(const char *path, GError **error)
     return NULL;
   }
 
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    const InspTensorInfo *ti = insp_safetensors_lookup(st, "patchcore.memory_bank");
-    gint64 shape[2];
-    double frac;
-
-    if (!meta_get_double(st, path, "patchcore.coreset_fraction", &frac, error) ||
-        !meta_get_int(st, path, "patchcore.num_neighbors", 1, 1024, &iv, error))
-      return NULL;
-    m->coreset_fraction = frac;
-    if (iv != INSP_PATCHCORE_NUM_NEIGHBOURS) {
-      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                  "%s: patchcore.num_neighbors = %" G_GINT64_FORMAT
-                  " is not supported (this build uses %d)",
-                  path, iv, INSP_PATCHCORE_NUM_NEIGHBOURS);
-      return NULL;
-    }
-    if (!meta_get_int(st, path, "patchcore.reduce_dim", 0, 1 << 16, &iv, error))
-      return NULL;
-    m->spec.reduce_dim = (int)iv;
-    /* Absent in files written before it could be chosen: the paper's 3. */
-    if (insp_safetensors_get_metadata(st, "patchcore.patch_size") != NULL) {
-      if (!meta_get_int(st, path, "patchcore.patch_size", 1, INSP_PATCHCORE_PATCH_SIZE_MAX, &iv,
-                        error))
-        return NULL;
-      if (iv % 2 == 0) {
-        g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                    "%s: model metadata 'patchcore.patch_size' = %" G_GINT64_FORMAT " is not odd",
-                    path, iv);
-        return NULL;
-      }
-      m->spec.patch_size = (int)iv;
-    }
-    insp_model_finish_setup(m);
-    if (m->dim != dim) {
-      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                  "%s: feature_dim %" G_GINT64_FORMAT " does not match the backbone's %d", path,
-                  dim, m->dim);
-      return NULL;
-    }
-    if (ti == NULL || ti->ndim != 2 || ti->shape[0] < 1 || ti->shape[0] > MAX_BANK_ROWS) {
-      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR,
-                  "%s: tensor 'patchcore.memory_bank' is %s, expected [K,%d] with 1 <= K <= %d",
-                  path, ti ? "misshapen" : "missing", m->dim, MAX_BANK_ROWS);
-      return NULL;
-    }
-    shape[0] = ti->shape[0];
-    shape[1] = m->dim;
-    m->bank = insp_safetensors_get_f32(st, "patchcore.memory_bank", 2, shape, &e);
-    if (m->bank == NULL) {
-      tensor_error(error, path, g_steal_pointer(&e));
-      return NULL;
-    }
-    m->bank_rows = (int)shape[0];
-    if (!check_finite(path, "patchcore.memory_bank", m->bank, (gsize)shape[0] * (gsize)shape[1],
-                      error))
-      return NULL;
-    insp_model_finish_setup(m); /* bank norms */
-  } else {
-    gint64 s1[1], s2[2], s3[3];
-
-    if (!meta_get_int(st, path, "padim.channels_total", 1, 1 << 16, &iv, error))
-      return NULL;
-    m->padim_channels_total = (int)iv;
-    if (m->padim_channels_total != m->spec.fine_c + m->spec.coarse_c) {
-      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                  "%s: padim.channels_total %d does not match the backbone's %d", path,
-                  m->padim_channels_total, m->spec.fine_c + m->spec.coarse_c);
-      return NULL;
-    }
-    if (insp_safetensors_lookup(st, "padim.channels") != NULL) {
-      const float *ch;
-
-      if (dim >= m->padim_channels_total) {
-        g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR,
-                    "%s: padim.channels with feature_dim %" G_GINT64_FORMAT " of %d", path, dim,
-                    m->padim_channels_total);
-        return NULL;
-      }
-      s1[0] = dim;
-      ch = insp_safetensors_get_f32(st, "padim.channels", 1, s1, &e);
-      if (ch == NULL) {
-        tensor_error(error, path, g_steal_pointer(&e));
-        return NULL;
-      }
-      m->channels = g_new(int, dim);
-      for (int i = 0; i < dim; i++) {
-        if (!(ch[i] >= 0.0f && ch[i] < (float)m->padim_channels_total) || ch[i] != floorf(ch[i]) ||
-            (i > 0 && ch[i] <= ch[i - 1])) {
-          g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TENSOR,
-                      "%s: padim.channels must be increasing channel indices below %d", path,
-                      m->padim_channels_total);
-          return NULL;
-        }
-        m->channels[i] = (int)ch[i];
-      }
-      m->spec.n_channels = (int)dim;
-    }
-    insp_model_finish_setup(m);
-    if (m->dim != dim) {
-      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                  "%s: feature_dim %" G_GINT64_FORMAT " does not match %d", path, dim, m->dim);
-      return NULL;
-    }
-    s2[0] = m->n_patches;
-    s2[1] = dim;
-    s3[0] = m->n_patches;
-    s3[1] = dim;
-    s3[2] = dim;
-    m->padim_mean = insp_safetensors_get_f32(st, "padim.mean", 2, s2, &e);
-    if (m->padim_mean == NULL) {
-      tensor_error(error, path, g_steal_pointer(&e));
-      return NULL;
-    }
-    m->padim_inv_cov = insp_safetensors_get_f32(st, "padim.inv_cov", 3, s3, &e);
-    if (m->padim_inv_cov == NULL) {
-      tensor_error(error, path, g_steal_pointer(&e));
-      return NULL;
-    }
-    if (!check_finite(path, "padim.mean", m->padim_mean, (gsize)s2[0] * (gsize)s2[1], error) ||
-        !check_finite(path, "padim.inv_cov", m->padim_inv_cov,
-                      (gsize)s3[0] * (gsize)s3[1] * (gsize)s3[2], error))
-      return NULL;
-  }
+  if (!m->klass->read(m, path, dim, error))
+    return NULL;
   if (!insp_safetensors_check_all_used(st, NULL, &e)) {
     tensor_error(error, path, g_steal_pointer(&e));
     return NULL;

@@ -31,6 +31,13 @@ typedef enum {
   INSP_DETECTOR_PADIM,
 } InspDetectorKind;
 
+/* The detector's name ("patchcore", "padim": in files, ids and the CLI);
+ * NULL / FALSE for a kind or name this build does not have. The list reads
+ * "patchcore or padim", for messages. */
+const char *insp_detector_kind_to_string(InspDetectorKind kind);
+gboolean insp_detector_kind_from_string(const char *name, InspDetectorKind *kind);
+const char *insp_detector_kind_list(void);
+
 typedef struct _InspModel InspModel;
 typedef struct _InspModelScratch InspModelScratch;
 
@@ -45,6 +52,9 @@ gboolean insp_model_save(const InspModel *m, const char *path, GError **error);
 const char *insp_model_get_id(const InspModel *m);
 InspDetectorKind insp_model_get_detector(const InspModel *m);
 const char *insp_model_get_backbone_arch(const InspModel *m);
+/* One line on the detector's fitted state, labelled for a summary
+ * ("bank       2870 rows (coreset ...)"); free with g_free. */
+char *insp_model_describe(const InspModel *m);
 int insp_model_get_input_size(const InspModel *m);
 
 /* What a model was trained with, for summaries and status (strings owned by

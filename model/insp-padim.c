@@ -11,7 +11,7 @@
  * Invariants: an accumulator belongs to one training thread; the scoring
  * kernel is pure and allocation-free, any thread; the subset functions are
  * pure functions of (n, k, seed), any thread. */
-#include "insp-detector-private.h"
+#include "insp-kernels.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -215,54 +215,6 @@ insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
  * MT19937 seeded by init_genrand with the low 32 bits of the seed, and
  * randperm's small-n Fisher-Yates, which walks forwards, swapping r[i] with
  * r[i + draw % (n - i)] for i = 0 .. n-2, one 32-bit draw per step. */
-
-#define MT_N 624
-#define MT_M 397
-#define MT_UPPER 0x80000000u
-#define MT_LOWER 0x7fffffffu
-#define MT_MATRIX_A 0x9908b0dfu
-
-void
-insp_mt19937_init(InspMt19937 *mt, guint32 seed)
-{
-  g_return_if_fail(mt != NULL);
-  mt->state[0] = seed;
-  for (guint32 i = 1; i < MT_N; i++) {
-    guint32 prev = mt->state[i - 1];
-
-    mt->state[i] = 1812433253u * (prev ^ (prev >> 30)) + i;
-  }
-  mt->next = MT_N;
-}
-
-/* Regenerates all MT_N words: each is the twist of its upper bit and the next
- * word's lower 31 bits, xored with the word MT_M places on (mod MT_N). */
-static void
-mt_regenerate(InspMt19937 *mt)
-{
-  for (int i = 0; i < MT_N; i++) {
-    guint32 y = (mt->state[i] & MT_UPPER) | (mt->state[(i + 1) % MT_N] & MT_LOWER);
-
-    mt->state[i] = mt->state[(i + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1u) ? MT_MATRIX_A : 0u);
-  }
-  mt->next = 0;
-}
-
-guint32
-insp_mt19937_next(InspMt19937 *mt)
-{
-  guint32 y;
-
-  g_return_val_if_fail(mt != NULL, 0);
-  if (mt->next >= MT_N)
-    mt_regenerate(mt);
-  y = mt->state[mt->next++];
-  y ^= y >> 11;
-  y ^= (y << 7) & 0x9d2c5680u;
-  y ^= (y << 15) & 0xefc60000u;
-  y ^= y >> 18;
-  return y;
-}
 
 void
 insp_padim_randperm(int n, guint64 seed, int *perm)

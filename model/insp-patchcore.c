@@ -19,16 +19,22 @@
  * dims at a time stops as soon as it passes the bound (most of it lies in
  * the first dims). Bounds carry a relative slack of 1e-4 so rounding never
  * skips a row the brute force would update.
- * Projection: anomalib projects to 128 dims with a sparse random projection
- * before the greedy loop, for speed; here the rotation keeps distances exact
- * for D <= 128 and keeps the top 128 principal components when D > 128 (a
- * better-conditioned reduction than a random one). The seed chooses the
- * start row.
+ * Projection: by default, as anomalib, the rows are first projected to
+ * min(D, 128) dims by sklearn's seeded sparse random projection (numpy's
+ * stream reproduced draw for draw, below), so that the selection is the one
+ * a PyTorch fit makes; INSP_CORESET_PROJECTION=none instead keeps distances
+ * exact (the rotation alone for D <= 128, the top 128 principal axes when
+ * D > 128). The seed chooses the projection and the start row. Once the
+ * pruning stops paying (late selections, where every cluster is near the
+ * new centre), the loop streams every row over all threads instead, and
+ * the adaptive strategy picks whichever measured cheaper; the selection is
+ * the same either way.
  *
  * Invariants: pure functions; the coreset allocates its working set (the
- * rotated copy of the rows, n*min(d,128) floats, and n floats + n ints) and
- * frees it; one thread (OpenBLAS may use its own for the rotation). */
-#include "insp-detector-private.h"
+ * projected copy of the rows, n*min(d,128) floats, and n floats + n ints)
+ * and frees it; its streamed phase uses INSP_CORESET_THREADS threads
+ * (default every processor), OpenBLAS may use its own. */
+#include "insp-kernels.h"
 
 #include <cblas.h>
 #include <math.h>

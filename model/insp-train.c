@@ -3,14 +3,10 @@
  *
  * Images are streamed: each is decoded by the caller's source, preprocessed
  * (insp_image_preprocess, the same path as scoring), run through the backbone
- * and turned into patch features, then dropped. What stays in memory:
- *   PatchCore: the features of every training patch, n * P * D floats (300
- *     images at 224 px with mobilenetv2: 300 * 784 * 128 * 4 B = 120 MB; it
- *     does not grow with the image resolution, only with --size), plus the
- *     coreset's working set (n*P floats and ints; a projected copy when D >
- *     128), then the selected bank.
- *   PaDiM: double sums [P,D] and [P,D,D] (784*128*128*8 B = 100 MB) and the
- *     held-out images' features.
+ * and turned into patch features, which go where the detector class says
+ * (fit_dest: PatchCore keeps every image's, PaDiM sums them; what that
+ * costs in memory is in detector-*.c), then dropped. Nothing here knows
+ * which detector it trains.
  *
  * Score normalisation (so that 0.5 is a sensible default threshold for every
  * model): a seeded random hold-out of the good images (15 %, at least 1, at
@@ -118,16 +114,6 @@ rgb_of(const InspImage *img, guint8 **tmp, int *stride)
   return *tmp;
 }
 
-static float *
-gather_rows(const float *x, int d, const gsize *idx, gsize k)
-{
-  float *out = g_new(float, k *(gsize)d);
-
-  for (gsize i = 0; i < k; i++)
-    memcpy(out + i * d, x + idx[i] * d, sizeof(float) * (gsize)d);
-  return out;
-}
-
 /* Scores the held-out images' features held[h] with the model fitted
  * without them and sets m->norm from their image scores and the maxima of
  * their anomaly maps. */
@@ -173,98 +159,37 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
   return TRUE;
 }
 
-/* Moves the per-image blocks of @rows from slot order (the rows of image i
- * at position slot[i]) to source order (at position i), in place, one
- * permutation cycle at a time. */
+/* A fit in progress, freed on every way out. */
+typedef struct {
+  const InspDetectorClass *klass;
+  InspDetectorFit *fit;
+} FitGuard;
+
 static void
-to_source_order(float *rows, gsize per_img, const int *slot, int n_images)
+fit_guard_clear(FitGuard *g)
 {
-  g_autofree float *tmp = g_new(float, per_img);
-  g_autofree gboolean *done = g_new0(gboolean, n_images);
-
-  for (int i = 0; i < n_images; i++) {
-    int j = i;
-
-    if (done[i])
-      continue;
-    memcpy(tmp, rows + (gsize)i * per_img, sizeof(float) * per_img);
-    for (;;) {
-      int nx = slot[j];
-
-      done[j] = TRUE;
-      if (nx == i) {
-        memcpy(rows + (gsize)j * per_img, tmp, sizeof(float) * per_img);
-        break;
-      }
-      memcpy(rows + (gsize)j * per_img, rows + (gsize)nx * per_img, sizeof(float) * per_img);
-      j = nx;
-    }
-  }
+  if (g->fit != NULL)
+    g->klass->fit_free(g_steal_pointer(&g->fit));
 }
-
-static gboolean
-fit_patchcore(InspModel *m, const float *rows, gsize n_rows, const char *stage,
-              InspProgressFunc progress, gpointer progress_data, GError **error)
-{
-  gsize k = 0;
-  InspCoresetOptions o;
-  g_autofree gsize *sel = NULL;
-
-  insp_coreset_options_init(&o);
-  o.projection = m->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM;
-  o.progress = progress;
-  o.progress_stage = stage;
-  o.progress_data = progress_data;
-  sel = insp_patchcore_coreset_tuned(rows, n_rows, m->dim, m->coreset_fraction, m->seed, &o, &k);
-
-  if (sel == NULL || k == 0) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
-    return FALSE;
-  }
-  g_free(m->owned_bank);
-  m->owned_bank = gather_rows(rows, m->dim, sel, k);
-  m->bank = m->owned_bank;
-  m->bank_rows = (int)k;
-  insp_model_finish_setup(m);
-  return TRUE;
-}
-
-static gboolean
-fit_padim(InspModel *m, InspPadimAccum *acc, GError **error)
-{
-  gsize p = (gsize)m->n_patches, d = (gsize)m->dim;
-
-  if (m->owned_mean == NULL) {
-    m->owned_mean = g_new(float, p *d);
-    m->owned_inv_cov = g_new(float, p *d *d);
-  }
-  if (!insp_padim_accum_finish(acc, 0.01, m->owned_mean, m->owned_inv_cov)) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "a covariance is not positive definite (non-finite features?)");
-    return FALSE;
-  }
-  m->padim_mean = m->owned_mean;
-  m->padim_inv_cov = m->owned_inv_cov;
-  return TRUE;
-}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(FitGuard, fit_guard_clear)
 
 InspModel *
 insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc next,
                  gpointer source_data, InspProgressFunc progress, gpointer progress_data,
                  GError **error)
 {
+  const InspDetectorClass *klass = insp_detector_class_for_kind(opt->detector);
   g_autoptr(InspModel) m = NULL;
   g_autoptr(InspModelScratch) s = NULL;
-  g_autoptr(InspPadimAccum) acc = NULL;
+  g_auto(FitGuard) guard = {klass, NULL};
+  gboolean ok;
   g_autofree gboolean *held_mask = NULL;
   g_autofree int *slot = NULL;
-  g_autofree float *rows = NULL; /* PatchCore: [n_images, P, D]; PaDiM: held-out [n_hold, P, D] */
   g_autofree guint8 *grey_tmp = NULL;
   g_autofree const float **held = NULL;
   g_autoptr(GDateTime) now = NULL;
   const char *fine = NULL, *coarse = NULL;
-  int n_hold, n_train, total_c;
-  gsize per_img;
+  int n_hold, n_train;
   guint64 st;
 
   g_return_val_if_fail(opt != NULL && next != NULL, NULL);
@@ -273,9 +198,10 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
                 "training needs at least 3 good images, got %d", n_images);
     return NULL;
   }
-  if (!(opt->coreset_fraction > 0.0 && opt->coreset_fraction <= 1.0)) {
+  if (klass == NULL) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "coreset fraction %g is not in (0, 1]", opt->coreset_fraction);
+                "unknown detector %d (this build has %s)", (int)opt->detector,
+                insp_detector_kind_list());
     return NULL;
   }
   if (opt->input_size != 0 && (opt->input_size < 32 || opt->input_size > INSP_MAX_INPUT_SIZE)) {
@@ -284,15 +210,14 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     return NULL;
   }
 
-  m = insp_model_alloc();
-  m->kind = opt->detector;
+  m = insp_model_alloc(klass);
   m->backbone = insp_backbone_new_from_file(opt->backbone ? opt->backbone : "builtin", error);
   if (m->backbone == NULL)
     return NULL;
   if (opt->input_size != 0)
     m->input_size = opt->input_size;
-  else if (m->kind == INSP_DETECTOR_PATCHCORE)
-    m->input_size = INSP_PATCHCORE_DEFAULT_SIZE;
+  else if (klass->default_input_size != 0)
+    m->input_size = klass->default_input_size;
   else
     m->input_size = insp_backbone_get_input_size(m->backbone);
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
@@ -311,19 +236,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     m->fine_stage = g_strdup(fine);
     m->coarse_stage = g_strdup(coarse);
   }
-  if (opt->patch_size != 0 &&
-      (opt->patch_size < 1 || opt->patch_size > INSP_PATCHCORE_PATCH_SIZE_MAX ||
-       opt->patch_size % 2 == 0)) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "patch size %d is not an odd number in [1, %d]", opt->patch_size,
-                INSP_PATCHCORE_PATCH_SIZE_MAX);
-    return NULL;
-  }
-  if (opt->patch_size != 0)
-    m->spec.patch_size = opt->patch_size;
   m->seed = opt->seed;
-  m->coreset_fraction = opt->coreset_fraction;
-  m->coreset_exact = insp_patchcore_coreset_projection() == INSP_CORESET_EXACT;
   if (!insp_model_probe_stages(m, error))
     return NULL;
   if (m->spec.h < m->spec.ch || m->spec.w < m->spec.cw) {
@@ -332,19 +245,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
                 m->fine_stage, m->spec.w, m->spec.h, m->coarse_stage, m->spec.cw, m->spec.ch);
     return NULL;
   }
-  total_c = m->spec.fine_c + m->spec.coarse_c;
-  m->padim_channels_total = total_c;
-  if (m->kind == INSP_DETECTOR_PADIM && opt->padim_channels > 0 && opt->padim_channels < total_c) {
-    m->channels = g_new(int, opt->padim_channels);
-    insp_padim_random_channels(total_c, opt->padim_channels, opt->seed, m->channels);
-    m->spec.n_channels = opt->padim_channels;
-  } else if (opt->padim_channels < 0 || opt->padim_channels > total_c) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "PaDiM channel subset %d is not in [0, %d]", opt->padim_channels, total_c);
+  if (!klass->configure(m, opt, error))
     return NULL;
-  }
-  if (m->kind == INSP_DETECTOR_PATCHCORE && opt->patchcore_dim > 0)
-    m->spec.reduce_dim = opt->patchcore_dim;
   insp_model_finish_setup(m);
   s = insp_model_scratch_new(m, error);
   if (s == NULL)
@@ -376,20 +278,9 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
       slot[i] = held_mask[i] ? b++ : a++;
   }
 
-  per_img = (gsize)m->n_patches * m->dim;
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    rows = g_try_new(float, per_img *n_images);
-  } else {
-    rows = g_try_new(float, per_img *n_hold);
-    acc = insp_padim_accum_new(m->n_patches, m->dim);
-  }
-  if (rows == NULL) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
-                "cannot allocate %" G_GSIZE_FORMAT " MB of patch features for %d images",
-                per_img * n_images * sizeof(float) >> 20, n_images);
+  guard.fit = klass->fit_new(m, n_images, n_train, slot, error);
+  if (guard.fit == NULL)
     return NULL;
-  }
-
   for (int i = 0; i < n_images; i++) {
     g_autoptr(GError) e = NULL;
     g_autoptr(InspImage) img = next(i, source_data, &e);
@@ -412,15 +303,9 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     rgb = rgb_of(img, &grey_tmp, &stride);
     insp_image_preprocess(rgb, img->width, img->height, stride, m->input_size, m->input_size, 1.0f,
                           m->mean, m->std, insp_model_scratch_get_input(s));
-    if (m->kind == INSP_DETECTOR_PATCHCORE)
-      dst = rows + (gsize)slot[i] * per_img;
-    else if (held_mask[i])
-      dst = rows + (gsize)(slot[i] - n_train) * per_img;
-    else
-      dst = insp_model_scratch_get_feats(s);
+    dst = klass->fit_dest(guard.fit, i, insp_model_scratch_get_feats(s));
     insp_model_extract(m, s, insp_model_scratch_get_input(s), dst, &t1, &t2);
-    if (m->kind == INSP_DETECTOR_PADIM && !held_mask[i])
-      insp_padim_accum_add(acc, dst);
+    klass->fit_add(guard.fit, i, dst);
     if (progress)
       progress("features", i + 1, n_images, progress_data);
   }
@@ -434,29 +319,13 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
    * 10x pessimistic on generated parts.) */
   held = g_new(const float *, n_hold);
   for (int h = 0; h < n_hold; h++)
-    held[h] = rows + (gsize)(m->kind == INSP_DETECTOR_PATCHCORE ? n_train + h : h) * per_img;
-  if (m->kind == INSP_DETECTOR_PATCHCORE) {
-    if (!fit_patchcore(m, rows, (gsize)n_train * m->n_patches, "coreset 1/2", progress,
-                       progress_data, error) ||
-        !calibrate(m, held, n_hold, progress, progress_data, error))
-      return NULL;
-    /* The final fit sees the images in source (name) order, as a single
-     * fit on all of them would: the bank then does not depend on which
-     * images were held out, and the seed's start row is the same patch as
-     * in a PyTorch fit over the sorted folder. */
-    to_source_order(rows, per_img, slot, n_images);
-    if (!fit_patchcore(m, rows, (gsize)n_images * m->n_patches, "coreset 2/2", progress,
-                       progress_data, error))
-      return NULL;
-  } else {
-    if (!fit_padim(m, acc, error) || !calibrate(m, held, n_hold, progress, progress_data, error))
-      return NULL;
-    for (int h = 0; h < n_hold; h++)
-      insp_padim_accum_add(acc, held[h]);
-    if (!fit_padim(m, acc, error))
-      return NULL;
-  }
-  g_clear_pointer(&rows, g_free);
+    held[h] = klass->fit_held(guard.fit, h);
+  ok = klass->fit(m, guard.fit, FALSE, progress, progress_data, error) &&
+       calibrate(m, held, n_hold, progress, progress_data, error) &&
+       klass->fit(m, guard.fit, TRUE, progress, progress_data, error);
+  fit_guard_clear(&guard);
+  if (!ok)
+    return NULL;
 
   m->train_images = n_images;
   m->held_out_images = n_hold;

@@ -29,13 +29,12 @@
 static float *
 extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError **error)
 {
-  g_autoptr(InspModel) m = insp_model_alloc();
+  g_autoptr(InspModel) m = insp_model_alloc(&insp_detector_patchcore);
   g_autoptr(InspModelScratch) s = NULL;
   const char *fine, *coarse;
   float *rows;
   gsize per;
 
-  m->kind = INSP_DETECTOR_PATCHCORE;
   m->backbone = insp_backbone_new_from_file(backbone, error);
   if (m->backbone == NULL)
     return NULL;

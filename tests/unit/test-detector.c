@@ -599,9 +599,11 @@ test_final_bank(void)
     insp_model_extract(m, s, insp_model_scratch_get_input(s), rows + i * per, &t1, &t2);
   }
   sel = insp_patchcore_coreset(rows, 20 * (gsize)m->n_patches, m->dim, 0.25, 3, &k);
-  g_assert_cmpint((int)k, ==, m->bank_rows);
+  int bank_rows = 0;
+  const float *bank = insp_patchcore_get_bank(m, &bank_rows);
+  g_assert_cmpint((int)k, ==, bank_rows);
   for (gsize r = 0; r < k; r++)
-    g_assert_cmpmem(m->bank + r * m->dim, sizeof(float) * m->dim, rows + sel[r] * m->dim,
+    g_assert_cmpmem(bank + r * m->dim, sizeof(float) * m->dim, rows + sel[r] * m->dim,
                     sizeof(float) * m->dim);
 }
 

@@ -1,0 +1,142 @@
+/* The detector kernels of model/: patch features (insp-features.c), the
+ * PatchCore coreset and scores (insp-patchcore.c), the PaDiM Gaussian fit and
+ * distances (insp-padim.c). Plain arrays in, plain arrays out: they know
+ * nothing of InspModel's layout, which only the detector classes
+ * (detector-*.c) and insp-model.c / insp-train.c see. Not installed. */
+#pragma once
+
+#include <glib.h>
+#include "insp-model.h"
+#include "insp-random.h"
+
+G_BEGIN_DECLS
+
+#define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
+#define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
+#define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
+/* PatchCore defaults, chosen from measurements (README, "Defaults"): at
+ * 320 px a 1 % coreset beats 224 px with 10 % on every data set here, in
+ * about half the time per image. */
+#define INSP_PATCHCORE_DEFAULT_SIZE 320
+#define INSP_PATCHCORE_DEFAULT_CORESET 0.01
+#define INSP_PATCHCORE_PATCH_SIZE_MAX 9
+#define INSP_BLUR_SIGMA_224 4.0f /* anomaly-map blur at 224 px input */
+#define INSP_MAX_INPUT_SIZE 1024
+
+/* ---- patch features (insp-features.c) ---- */
+
+/* How two backbone stages become one [P, D] patch matrix, P = h*w (the finer
+ * stage's grid), rows position-major (y, x), D = dim.
+ *   PatchCore: 3x3 average (count_include_pad) on each stage, the coarser one
+ *              upsampled bilinearly (align_corners False), concatenated
+ *              [fine channels, coarse channels], then optionally reduced to
+ *              reduce_dim by adaptive averaging over channels.
+ *   PaDiM:     no averaging, coarser upsampled nearest, concatenated, then
+ *              optionally the sorted channel subset @channels. */
+typedef struct {
+  gboolean patchcore;
+  int fine_c, coarse_c; /* stage channels */
+  int h, w;             /* finer stage grid */
+  int ch, cw;           /* coarser stage grid */
+  int reduce_dim;       /* PatchCore: 0 = off */
+  int patch_size;       /* PatchCore: neighbourhood averaged, odd (3 by default) */
+  int n_channels;       /* PaDiM subset size, 0 = all */
+  const int *channels;  /* sorted indices into the concatenation, n_channels long */
+} InspFeatureSpec;
+
+int insp_features_get_dim(const InspFeatureSpec *spec);
+gsize insp_features_scratch_size(const InspFeatureSpec *spec);
+/* fine [fine_c,h,w], coarse [coarse_c,ch,cw] -> out [h*w, dim]. */
+void insp_features_extract(const InspFeatureSpec *spec, const float *fine, const float *coarse,
+                           float *scratch, float *out);
+
+/* ---- PatchCore (insp-patchcore.c) ---- */
+
+/* Greedy k-center coreset (anomalib KCenterGreedy) of the rows of x [n, d]:
+ * rows are projected to min(d, INSP_PATCHCORE_PROJ_DIM) dims by sklearn's
+ * seeded sparse random projection, a random start row (torch.randint's draw
+ * for the seed) is a centre but is not selected, then k = (gsize)(n *
+ * fraction) (at least 1) times the row farthest from all centres is selected.
+ * Exact result of the brute-force loop on the projected rows (up to ties),
+ * computed with triangle-inequality pruning, then streaming.
+ * Returns the selected row indices (*k_out of them; fewer than k only when the
+ * remaining rows all duplicate a centre). */
+gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
+                              gsize *k_out);
+/* The same with the knobs. */
+typedef enum {
+  INSP_CORESET_SPARSE_RANDOM, /* the default, as anomalib */
+  INSP_CORESET_EXACT,         /* no projection (top 128 principal axes when D > 128) */
+} InspCoresetProjection;
+typedef enum {
+  INSP_CORESET_ADAPTIVE,
+  INSP_CORESET_PRUNED,
+  INSP_CORESET_STREAMED,
+  INSP_CORESET_ALTERNATE,
+} InspCoresetStrategy;
+typedef struct {
+  InspCoresetProjection projection;
+  /* threads of the streamed phase; 0: INSP_CORESET_THREADS from the
+   * environment, else every processor */
+  int threads;
+  /* how each new centre is applied: pruned (triangle inequality over
+   * cluster lists), streamed (every row, all threads), or whichever measured
+   * cheaper (the default). ALTERNATE switches every window (for tests).
+   * Same selection whatever it is. */
+  InspCoresetStrategy strategy;
+  /* optional: called with (progress_stage, selections done, k) every 1 % */
+  InspProgressFunc progress;
+  const char *progress_stage;
+  gpointer progress_data;
+} InspCoresetOptions;
+/* Defaults: insp_patchcore_coreset_projection(), all threads,
+ * adaptive strategy, no progress. */
+void insp_coreset_options_init(InspCoresetOptions *o);
+gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
+                                    const InspCoresetOptions *o, gsize *k_out);
+/* The projection training uses: INSP_CORESET_PROJECTION=none in the
+ * environment selects exact distances (for comparisons), else sparse random. */
+InspCoresetProjection insp_patchcore_coreset_projection(void);
+
+/* sklearn's SparseRandomProjection(n_components=d_out, density 1/sqrt(d_in),
+ * random_state=seed) matrix, transposed for x [n, d_in] @ r [d_in, d_out]
+ * (numpy's legacy MT19937 stream reproduced draw for draw). */
+void insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r);
+
+/* Image score with anomalib's reweighting. patch_d2 [P] squared distances of
+ * each patch to its nearest bank row, argmin [P] that row, feats [P, d].
+ * Fills patch_scores [P] (sqrt). @knn_scratch holds bank_rows floats. */
+float insp_patchcore_image_score(const float *feats, int n_patches, int d, const float *patch_d2,
+                                 const int *argmin, const float *bank, const float *bank_sqnorm,
+                                 int bank_rows, float *knn_scratch, float *patch_scores);
+
+/* ---- PaDiM (insp-padim.c) ---- */
+
+/* Running sums of a per-position Gaussian fit, in double. */
+typedef struct _InspPadimAccum InspPadimAccum;
+InspPadimAccum *insp_padim_accum_new(int n_positions, int d);
+void insp_padim_accum_free(InspPadimAccum *a);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspPadimAccum, insp_padim_accum_free)
+/* Adds one image's features [P, d]. */
+void insp_padim_accum_add(InspPadimAccum *a, const float *feats);
+int insp_padim_accum_get_count(const InspPadimAccum *a);
+/* mean [P,d], inv_cov [P,d,d]: mean, unbiased covariance + eps*I, inverted by
+ * Cholesky, all in double; stored float. FALSE if a covariance is not
+ * positive definite (cannot happen with eps > 0 and finite features). */
+gboolean insp_padim_accum_finish(InspPadimAccum *a, double eps, float *mean, float *inv_cov);
+/* Symmetric positive definite a [n,n] (double, row-major) -> inverse in @inv,
+ * through Cholesky. @work holds n*n doubles. FALSE if not positive definite. */
+gboolean insp_padim_invert_spd(const double *a, int n, double *inv, double *work);
+/* Mahalanobis distance per position: out[p] = sqrt(max(d^T S^-1 d, 0)),
+ * d = feats[p] - mean[p]. @work holds 2*d floats. */
+void insp_padim_score(const float *feats, int n_positions, int d, const float *mean,
+                      const float *inv_cov, float *work, float *out);
+
+/* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into
+ * @perm [n] (n < 2^32 / 20, torch's small-n path). */
+void insp_padim_randperm(int n, guint64 seed, int *perm);
+/* PaDiM's channel subset: the first @k of insp_padim_randperm(@n, @seed),
+ * sorted ascending, as anomalib's PaDiM picks it. */
+void insp_padim_random_channels(int n, int k, guint64 seed, int *out);
+
+G_END_DECLS
