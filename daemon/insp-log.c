@@ -1,8 +1,10 @@
 /* insp-log: the GLib log writer of the inspectd process.
  *
  * Invariants: the writer is installed once (g_log_set_writer_func allows one);
- * the level is an atomic int, the station a string swapped under a mutex, so
- * any thread (workers, the MQTT thread, GStreamer's streaming threads) may log
+ * the level is an atomic int, the station a reference-counted string swapped
+ * under a mutex (a writer takes a reference and sends outside the lock, so a
+ * slow journal holds up the thread that logs and no other), so any
+ * thread (workers, the MQTT thread, GStreamer's streaming threads) may log
  * while the main loop changes either. Journal entries carry PRIORITY (from
  * the GLib level), GLIB_DOMAIN, MESSAGE, INSPECTD_STATION and whatever fields
  * the caller gave (INSPECTD_SEQ, INSPECTD_PART_ID). The writer never calls
@@ -18,7 +20,7 @@
 static gint log_level = INSP_LOG_LEVEL_INFO;
 static gboolean to_journal;
 static GMutex station_lock;
-static char *station;
+static char *station; /* GRefString */
 
 void
 insp_log_set_level(InspLogLevel level)
@@ -35,10 +37,14 @@ insp_log_get_level(void)
 void
 insp_log_set_station(const char *id)
 {
+  char *fresh = id ? g_ref_string_new(id) : NULL, *old;
+
   g_mutex_lock(&station_lock);
-  g_free(station);
-  station = g_strdup(id);
+  old = station;
+  station = fresh;
   g_mutex_unlock(&station_lock);
+  if (old)
+    g_ref_string_release(old);
 }
 
 gboolean
@@ -116,12 +122,16 @@ writer(GLogLevelFlags flags, const GLogField *fields, gsize n_fields, gpointer u
   if (to_journal) {
     GLogField *all = g_newa(GLogField, n_fields + 1);
     GLogWriterOutput out;
+    char *st;
 
     memcpy(all, fields, n_fields * sizeof *fields);
     g_mutex_lock(&station_lock);
-    all[n_fields] = (GLogField){"INSPECTD_STATION", station ? station : "", -1};
-    out = g_log_writer_journald(flags, all, station ? n_fields + 1 : n_fields, NULL);
+    st = station ? g_ref_string_acquire(station) : NULL;
     g_mutex_unlock(&station_lock);
+    all[n_fields] = (GLogField){"INSPECTD_STATION", st ? st : "", -1};
+    out = g_log_writer_journald(flags, all, st ? n_fields + 1 : n_fields, NULL);
+    if (st)
+      g_ref_string_release(st);
     if (out == G_LOG_WRITER_HANDLED)
       return out;
   }
