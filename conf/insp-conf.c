@@ -195,7 +195,7 @@ static const Key schema[] = {
          "inspector threads; 0 = one per CPU"),
      .min = 0, .max = 64},
     {KEY("model", "blas_threads", T_INT, "int", model.blas_threads, "1", "1 <= x <= 64", C_WORKERS,
-         "OpenBLAS threads per worker (keep 1 when workers > 1)"),
+         "OpenBLAS threads of the process, one pool all workers share (keep 1 when workers > 1)"),
      .min = 1, .max = 64},
 
     {KEY("inspection", "threshold", T_DOUBLE, "double", inspection.threshold, "0.5",

@@ -115,7 +115,7 @@ typedef struct {
   struct {
     char *path;       /* absolute path of a readable model file; "" = demo (source=test only) */
     int workers;      /* resolved: 1..64 (the key's 0 = one per CPU) */
-    int blas_threads; /* OpenBLAS threads per worker */
+    int blas_threads; /* OpenBLAS threads of the process (one pool) */
   } model;
   struct {
     double threshold;                    /* effective image threshold (override applied) */
