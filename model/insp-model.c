@@ -156,6 +156,13 @@ insp_model_get_detector(const InspModel *m)
   return m->klass->kind;
 }
 
+const InspFileId *
+insp_model_get_file_id(const InspModel *m)
+{
+  g_return_val_if_fail(m != NULL, NULL);
+  return m->st ? insp_safetensors_get_file_id(m->st) : NULL;
+}
+
 char *
 insp_model_describe(const InspModel *m)
 {
@@ -636,7 +643,6 @@ insp_model_load(const char *path, GError **error)
 {
   g_autoptr(InspModel) m = insp_model_alloc(NULL);
   g_autoptr(GError) e = NULL;
-  g_autoptr(GMappedFile) mf = NULL;
   g_autoptr(GBytes) bytes = NULL;
   InspSafetensors *st;
   const char *fmt, *det, *stages;
@@ -758,9 +764,12 @@ insp_model_load(const char *path, GError **error)
                 m->input_size);
     return NULL;
   }
-  mf = g_mapped_file_new(path, FALSE, NULL);
-  if (mf != NULL) {
-    bytes = g_mapped_file_get_bytes(mf);
+  {
+    gsize len;
+    const guint8 *data = insp_safetensors_get_bytes(st, &len);
+
+    /* The id names the bytes that were read, not whatever the path holds now. */
+    bytes = g_bytes_new_static(data, len);
     set_id(m, bytes);
   }
   return g_steal_pointer(&m);

@@ -12,6 +12,7 @@
 
 #include <glib.h>
 #include "insp-image.h"
+#include "insp-safetensors.h"
 
 G_BEGIN_DECLS
 
@@ -52,6 +53,10 @@ gboolean insp_model_save(const InspModel *m, const char *path, GError **error);
 const char *insp_model_get_id(const InspModel *m);
 InspDetectorKind insp_model_get_detector(const InspModel *m);
 const char *insp_model_get_backbone_arch(const InspModel *m);
+/* The file a loaded model was read from, as it was when read (NULL for a
+ * model trained in memory). The model is in private memory: the file may
+ * change or go without changing the model. */
+const InspFileId *insp_model_get_file_id(const InspModel *m);
 /* One line on the detector's fitted state, labelled for a summary
  * ("bank       2870 rows (coreset ...)"); free with g_free. */
 char *insp_model_describe(const InspModel *m);

@@ -15,7 +15,14 @@
  * we are strict about layout: tensors must cover the data section exactly,
  * without overlaps, gaps or trailing bytes.
  *
- * Invariants of a reader once opened: the tensor table, metadata and mapping
+ * A file is read whole into private memory, not mapped: a model is the
+ * daemon's own once loaded, so that a file truncated or copied over in place
+ * while it runs changes nothing (a mapping would SIGBUS on a truncated file
+ * and show a copy's bytes through untouched pages). The file's identity
+ * (device, inode, size, mtime) is kept, so that a caller can tell a replaced
+ * file from the one it read; a file that changes while it is read is refused.
+ *
+ * Invariants of a reader once opened: the tensor table, metadata and bytes
  * never change. The only mutable state is per tensor: the "used" flag (atomic)
  * and the F32 copy made on first access when the stored data is not directly
  * usable (F16/BF16/F64, misaligned F32, big-endian host), created once under
@@ -31,7 +38,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,7 +67,8 @@ struct _InspSafetensors {
   char *path;
   const guint8 *data; /* whole file */
   gsize len;
-  gboolean mapped;
+  gboolean owned; /* @data is ours (g_free) */
+  InspFileId id;
   Tensor *tensors;
   guint n_tensors;
   GHashTable *by_name;  /* name -> index + 1 */
@@ -654,18 +661,49 @@ insp_safetensors_open(const char *path, GError **error)
   }
   st->len = (gsize)sb.st_size;
   if (st->len > 0) {
-    void *m = mmap(NULL, st->len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
-      int e = errno;
-      g_set_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO, "%s: cannot map: %s",
-                  path, g_strerror(e));
+    guint8 *buf = g_try_malloc(st->len + 1);
+    gsize got = 0;
+    struct stat after;
+
+    if (buf == NULL) {
+      g_set_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO,
+                  "%s: cannot allocate %" G_GSIZE_FORMAT " bytes to read it", path, st->len);
       close(fd);
       st->len = 0;
       return NULL;
     }
-    st->data = m;
-    st->mapped = TRUE;
+    st->data = buf;
+    st->owned = TRUE;
+    /* One byte more than the size: a file that grew is caught too. */
+    while (got < st->len + 1) {
+      ssize_t n = read(fd, buf + got, st->len + 1 - got);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        int e = errno;
+        g_set_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO, "%s: cannot read: %s",
+                    path, g_strerror(e));
+        close(fd);
+        return NULL;
+      }
+      if (n == 0)
+        break;
+      got += (gsize)n;
+    }
+    if (got != st->len || fstat(fd, &after) < 0 || after.st_size != sb.st_size ||
+        after.st_mtim.tv_sec != sb.st_mtim.tv_sec || after.st_mtim.tv_nsec != sb.st_mtim.tv_nsec) {
+      g_set_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO,
+                  "%s: the file changed while it was read (%" G_GSIZE_FORMAT
+                  " bytes expected, %" G_GSIZE_FORMAT " read): write a new file and rename it "
+                  "over the old one instead of writing in place",
+                  path, st->len, got);
+      close(fd);
+      return NULL;
+    }
   }
+  st->id =
+      (InspFileId){(guint64)sb.st_dev, (guint64)sb.st_ino, (guint64)sb.st_size,
+                   (gint64)sb.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + sb.st_mtim.tv_nsec};
   close(fd);
   if (!parse_file(st, error))
     return NULL;
@@ -684,10 +722,45 @@ insp_safetensors_free(InspSafetensors *st)
   g_free(st->tensors);
   g_hash_table_unref(st->by_name);
   g_hash_table_unref(st->metadata);
-  if (st->mapped)
-    munmap((void *)st->data, st->len);
+  if (st->owned)
+    g_free((gpointer)st->data);
   g_free(st->path);
   g_free(st);
+}
+
+const InspFileId *
+insp_safetensors_get_file_id(const InspSafetensors *st)
+{
+  g_return_val_if_fail(st != NULL, NULL);
+  return &st->id;
+}
+
+const guint8 *
+insp_safetensors_get_bytes(const InspSafetensors *st, gsize *len)
+{
+  g_return_val_if_fail(st != NULL && len != NULL, NULL);
+  *len = st->len;
+  return st->data;
+}
+
+gboolean
+insp_file_id_from_path(const char *path, InspFileId *id)
+{
+  struct stat sb;
+
+  g_return_val_if_fail(path != NULL && id != NULL, FALSE);
+  if (g_stat(path, &sb) != 0)
+    return FALSE;
+  *id =
+      (InspFileId){(guint64)sb.st_dev, (guint64)sb.st_ino, (guint64)sb.st_size,
+                   (gint64)sb.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + sb.st_mtim.tv_nsec};
+  return TRUE;
+}
+
+gboolean
+insp_file_id_equal(const InspFileId *a, const InspFileId *b)
+{
+  return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
 }
 
 const char *

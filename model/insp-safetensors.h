@@ -47,7 +47,18 @@ typedef struct {
 
 typedef struct _InspSafetensors InspSafetensors;
 
-/* Opens and validates @path (mmap). Returns NULL with @error set on any problem;
+/* Which file a path names, and which version of it: a file replaced by a
+ * rename has another inode, one written in place another size or mtime. */
+typedef struct {
+  guint64 dev, ino, size;
+  gint64 mtime_ns;
+} InspFileId;
+/* FALSE when @path cannot be stat'ed. */
+gboolean insp_file_id_from_path(const char *path, InspFileId *id);
+gboolean insp_file_id_equal(const InspFileId *a, const InspFileId *b);
+
+/* Reads @path whole into private memory and validates it. Returns NULL with
+ * @error set on any problem (also when the file changes while it is read);
  * the message names the file and what is wrong. */
 InspSafetensors *insp_safetensors_open(const char *path, GError **error);
 /* Same checks on a buffer in memory; @data must outlive the reader (fuzzing,
@@ -57,6 +68,9 @@ void insp_safetensors_free(InspSafetensors *st);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspSafetensors, insp_safetensors_free)
 
 const char *insp_safetensors_get_path(const InspSafetensors *st); /* "<memory>" for data */
+/* The identity of the file as read (zeros for data in memory), and its bytes. */
+const InspFileId *insp_safetensors_get_file_id(const InspSafetensors *st);
+const guint8 *insp_safetensors_get_bytes(const InspSafetensors *st, gsize *len);
 guint insp_safetensors_get_n_tensors(const InspSafetensors *st);
 /* Tensor infos in file order; @index < n_tensors. */
 const InspTensorInfo *insp_safetensors_get_info(const InspSafetensors *st, guint index);
