@@ -40,6 +40,7 @@
 #include "insp-seq.h"
 
 #define STATUS_INTERVAL_S 5
+#define REJECT_BURST 5 /* rejected images told one by one, a minute */
 #define RELOAD_DEBOUNCE_MS 300
 #define FLUSH_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define CAPTURE_START_TIMEOUT_S 15
@@ -118,6 +119,16 @@ typedef struct {
   guint override_timer;
   gboolean override_saving, override_dirty;
   double override_t, override_pt; /* NaN: not set since the last save */
+
+  /* Images refused before inspection (main thread): those of pipelines
+   * already gone, and the log/event rate limit (REJECT_BURST a minute). */
+  guint64 rejected_before;
+  gint64 reject_window_us;
+  guint reject_said, reject_unsaid;
+
+  /* The model file as last reported changed (main thread). */
+  gboolean model_file_noted;
+  InspFileId model_file_seen;
 } Daemon;
 
 void
@@ -533,6 +544,61 @@ set_degraded(Daemon *d, guint reason, gboolean on, const char *why)
     status_tick(d);
 }
 
+/* The running model is in memory; its file may change under it (copied
+ * over, truncated, retrained and renamed, removed). Said once per state of
+ * the file, with what to do: a reload loads it (and refuses a damaged one,
+ * keeping the running model). */
+static void
+check_model_file(Daemon *d)
+{
+  const InspFileId *loaded = d->model ? insp_model_get_file_id(d->model) : NULL;
+  InspFileId now = {0};
+  gboolean exists;
+  g_autofree char *msg = NULL;
+
+  if (loaded == NULL || d->config->model.path[0] == '\0')
+    return;
+  exists = insp_file_id_from_path(d->config->model.path, &now);
+  if (exists && insp_file_id_equal(&now, loaded)) {
+    d->model_file_noted = FALSE;
+    return;
+  }
+  if (d->model_file_noted && insp_file_id_equal(&now, &d->model_file_seen))
+    return;
+  d->model_file_noted = TRUE;
+  d->model_file_seen = now;
+  if (exists)
+    msg = g_strdup_printf(
+        "model file %s changed on disk (%s, %" G_GUINT64_FORMAT " bytes); the running model %s "
+        "stays in force until a reload (systemctl reload, SIGHUP) loads the new file or refuses "
+        "it; replace a model by writing a new file and renaming it over the old one",
+        d->config->model.path, now.ino != loaded->ino ? "another file" : "written in place",
+        now.size, insp_model_get_id(d->model));
+  else
+    msg = g_strdup_printf("model file %s is gone; the running model %s stays in force (it is in "
+                          "memory), but a restart will not find it",
+                          d->config->model.path, insp_model_get_id(d->model));
+  g_warning("%s", msg);
+  publish_event(d, "warning", "model_file_changed", msg);
+}
+
+/* Starts a new minute of the rejected-image rate limit, saying how many the
+ * last one did not tell one by one. */
+static void
+reject_window_flush(Daemon *d, gint64 now)
+{
+  if (d->reject_unsaid > 0) {
+    g_autofree char *msg = g_strdup_printf(
+        "%u more images were rejected in the last minute (counted in the status as rejected)",
+        d->reject_unsaid);
+    g_warning("%s", msg);
+    publish_event(d, "warning", "image_rejected", msg);
+  }
+  d->reject_window_us = now;
+  d->reject_said = 0;
+  d->reject_unsaid = 0;
+}
+
 static gboolean
 status_tick(gpointer user_data)
 {
@@ -542,6 +608,9 @@ status_tick(gpointer user_data)
   guint64 pass, fail, errors, unpublished, triggers, timeouts, trigger_failures;
   double lat;
 
+  check_model_file(d);
+  if (d->reject_unsaid > 0 && g_get_monotonic_time() - d->reject_window_us > 60 * G_USEC_PER_SEC)
+    reject_window_flush(d, g_get_monotonic_time());
   if (d->pipe)
     insp_pipeline_get_stats(d->pipe, &st);
   g_mutex_lock(&d->stats_lock);
@@ -569,6 +638,7 @@ status_tick(gpointer user_data)
       .triggers = triggers,
       .trigger_timeouts = timeouts,
       .trigger_failures = trigger_failures,
+      .rejected = d->rejected_before + st.rejected_size + st.rejected_format,
   };
   insp_outputs_status(d->outputs, &status);
   if (d->mqtt)
@@ -580,9 +650,10 @@ status_tick(gpointer user_data)
                                        : g_strdup("");
   insp_notify_status("%s: %.1f fps, latency %.1f ms, %" G_GUINT64_FORMAT " pass, %" G_GUINT64_FORMAT
                      " fail, %" G_GUINT64_FORMAT " dropped, %" G_GUINT64_FORMAT
-                     " errors%s, threshold %.3f, broker %s%s",
+                     " errors, %" G_GUINT64_FORMAT " rejected%s, threshold %.3f, broker %s%s",
                      d->degraded ? "degraded" : "inspecting", st.fps, lat, pass, fail,
-                     st.frames_dropped, errors, unpub, d->config->inspection.threshold,
+                     st.frames_dropped, errors, status.rejected, unpub,
+                     d->config->inspection.threshold,
                      d->mqtt == NULL ? "off"
                      : ms.connected  ? "connected"
                                      : "unreachable",
@@ -666,6 +737,19 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
   case INSP_PIPELINE_EVENT_FINISHED:
     g_info("%s", ev->message);
     break;
+  case INSP_PIPELINE_EVENT_REJECTED: {
+    gint64 now = g_get_monotonic_time();
+    if (now - d->reject_window_us > 60 * G_USEC_PER_SEC)
+      reject_window_flush(d, now);
+    if (d->reject_said < REJECT_BURST) {
+      d->reject_said++;
+      g_warning("%s", ev->message);
+      publish_event(d, "warning", "image_rejected", ev->message);
+    } else {
+      d->reject_unsaid++;
+    }
+    break;
+  }
   default:
     break;
   }
@@ -714,6 +798,19 @@ model_for_config(Daemon *d, const InspConfig *cfg, GError **error)
   return insp_model_load(cfg->model.path, error);
 }
 
+/* TRUE when @cfg's model path (the running one's) now names another file
+ * than the one the running model was read from, or the same file changed. */
+static gboolean
+model_file_replaced(Daemon *d, const InspConfig *cfg)
+{
+  const InspFileId *loaded = d->model ? insp_model_get_file_id(d->model) : NULL;
+  InspFileId now;
+
+  if (loaded == NULL || cfg->model.path[0] == '\0')
+    return FALSE;
+  return !insp_file_id_from_path(cfg->model.path, &now) || !insp_file_id_equal(loaded, &now);
+}
+
 static InspOutput *mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
 static void mqtt_output_set(Daemon *d, InspOutput *out);
 
@@ -737,8 +834,19 @@ reload(Daemon *d, const char *why, GError **error)
     goto rejected;
 
   change = insp_config_diff(d->config, cfg);
+  /* The same path may name another file (retrained, renamed over it) or
+   * the same file written anew: the model is loaded again then too. */
+  gboolean model_file_changed = !(change & INSP_CONFIG_CHANGE_MODEL) && model_file_replaced(d, cfg);
+  if (model_file_changed)
+    change |= INSP_CONFIG_CHANGE_MODEL;
   what = insp_config_change_to_string(change);
   keys = insp_config_diff_keys(d->config, cfg);
+  if (model_file_changed) {
+    gsize n = g_strv_length(keys);
+    keys = g_renew(char *, keys, n + 2);
+    keys[n] = g_strdup("[model] path (the file changed)");
+    keys[n + 1] = NULL;
+  }
   keys_text = g_strjoinv(", ", keys);
 
   /* Everything that can fail is prepared before anything is applied. */
@@ -821,7 +929,10 @@ reload(Daemon *d, const char *why, GError **error)
   if (change &
       (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_TRIGGER)) {
     if (d->pipe) {
+      InspPipelineStats old = {0};
       insp_pipeline_stop(d->pipe, TRUE);
+      insp_pipeline_get_stats(d->pipe, &old);
+      d->rejected_before += old.rejected_size + old.rejected_format;
       g_clear_pointer(&d->pipe, insp_pipeline_free);
       fail_waiting_triggers(d, "capture restarted by a reload before a frame came");
     }

@@ -61,6 +61,8 @@ typedef struct {
   guint64 triggers;         /* accepted since start */
   guint64 trigger_timeouts; /* answered "timeout": no frame came */
   guint64 trigger_failures; /* answered with another failure (scoring, no seq, stop) */
+  guint64 rejected;         /* images refused before inspection: undecodable, over max_pixels, wrong
+                             * format or size */
 } InspStatus;
 
 /* Something an operator must hear about (the journal has it too). */

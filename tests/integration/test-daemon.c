@@ -1587,6 +1587,188 @@ test_session_takeover(void)
   mqtt_msg_free(offline);
 }
 
+/* The model is the daemon's own once loaded. Its file truncated in place
+ * while the daemon runs changes nothing (it was mapped once: SIGBUS); the
+ * change is reported within a status period, a reload refuses the damaged
+ * file and keeps the running model, and a new file renamed over the path is
+ * loaded by a reload although the config did not change. */
+static gboolean
+wait_file_contains(const char *path, const char *needle, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+
+  for (;;) {
+    g_autofree char *text = read_file(path);
+    if (strstr(text, needle) != NULL)
+      return TRUE;
+    if (g_get_monotonic_time() > deadline)
+      return FALSE;
+    g_usleep(100000);
+  }
+}
+
+static void
+test_model_file_changed(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "own.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "own.err", NULL);
+  g_autofree char *own = g_build_filename(fx.dir, "own.safetensors", NULL);
+  g_autofree char *bytes_a = NULL, *bytes_b = NULL;
+  gsize len_a = 0, len_b = 0;
+  g_assert_true(g_file_get_contents(fx.model_a, &bytes_a, &len_a, NULL));
+  g_assert_true(g_file_get_contents(fx.model_b, &bytes_b, &len_b, NULL));
+  g_assert_true(g_file_set_contents(own, bytes_a, (gssize)len_a, NULL));
+  g_autofree char *cfg = config_text(own, "0.5");
+  write_file(fx.cfg_path, cfg);
+  {
+    g_autofree char *text = read_file(fx.sub_out);
+    sub_mark = strlen(text);
+  }
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) before = wait_lines(out, 3, 30);
+  g_assert_cmpuint(before->len, >=, 3);
+
+  /* Truncated in place, as a careless copy does first. */
+  g_assert_cmpint(truncate(own, (off_t)(len_a / 2)), ==, 0);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_true(wait_file_contains(err, "changed on disk", 15));
+  g_test_message("the truncated model file was reported %.1f s after the truncate",
+                 (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC);
+  g_assert_true(wait_lines_with(fx.sub_out, "model_file_changed", "written in place", 1, 10));
+  g_autoptr(GArray) mid = parse_lines(out);
+  g_autoptr(GArray) after = wait_lines(out, mid->len + 5, 30);
+  g_assert_cmpuint(after->len, >=, mid->len + 5);   /* inspection went on, no SIGBUS */
+  g_assert_nonnull(g_subprocess_get_identifier(p)); /* still running */
+
+  /* A reload refuses the half file, with the reason, and keeps the model. */
+  g_subprocess_send_signal(p, SIGHUP);
+  const char *note = wait_reload();
+  g_assert_nonnull(strstr(note, "rejected"));
+  g_assert_true(wait_file_contains(err, "reload rejected", 10));
+  g_assert_true(wait_file_contains(err, "own.safetensors", 1));
+  g_autofree char *a_json = g_strdup_printf("\"model\":\"%s\"", fx.model_a_id);
+  g_autofree char *b_json = g_strdup_printf("\"model\":\"%s\"", fx.model_b_id);
+  guint n_a = count_lines_with(fx.sub_out, "/result", a_json);
+  g_assert_true(wait_lines_with(fx.sub_out, "/result", a_json, n_a + 3, 20));
+
+  /* Another model written beside it and renamed over the path (what
+   * g_file_set_contents does): the config is the same, a reload loads it. */
+  g_assert_true(g_file_set_contents(own, bytes_b, (gssize)len_b, NULL));
+  g_subprocess_send_signal(p, SIGHUP);
+  note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_autofree char *swapped = g_strdup_printf("model swapped: now %s", fx.model_b_id);
+  g_assert_true(wait_file_contains(err, swapped, 10));
+  g_assert_true(wait_file_contains(err, "[model] path (the file changed)", 1));
+  g_assert_true(wait_lines_with(fx.sub_out, "/result", b_json, 3, 20));
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  sub_mark = 0;
+}
+
+/* Images a files replay cannot use (a truncated PNG, text named .png, a
+ * zero-byte file) are skipped: each is logged and raised as the event
+ * image_rejected (REJECT_BURST a minute, then a count), and counted in the
+ * status as "rejected"; inspection of the good ones goes on. */
+static void
+test_images_rejected(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "rej.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "rej.err", NULL);
+  g_autofree char *dir = g_build_filename(fx.dir, "rej-images", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+  const char *good[] = {"p00-good.png", "p01-good.png"};
+  for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
+    g_autofree char *from = g_build_filename(fx.images, good[i], NULL);
+    g_autofree char *to = g_build_filename(dir, good[i], NULL);
+    g_autofree char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(from, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(to, bytes, (gssize)len, NULL));
+    if (i == 0) {
+      g_autofree char *cut = g_build_filename(dir, "p00-truncated.png", NULL);
+      g_assert_true(g_file_set_contents(cut, bytes, (gssize)(len / 2), NULL));
+    }
+  }
+  g_autofree char *text = g_build_filename(dir, "p03-text.png", NULL);
+  write_file(text, "this is not an image\n");
+  g_autofree char *empty = g_build_filename(dir, "p04-empty.png", NULL);
+  write_file(empty, "");
+
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *from_loc = g_strdup_printf("location = %s/*.png", fx.images);
+  g_autofree char *to_loc = g_strdup_printf("location = %s/*.png", dir);
+  g_auto(GStrv) parts = g_strsplit(base, from_loc, 2);
+  g_assert_cmpuint(g_strv_length(parts), ==, 2);
+  g_autofree char *cfg = g_strjoin(to_loc, parts[0], parts[1], NULL);
+  write_file(fx.cfg_path, cfg);
+  {
+    g_autofree char *sub = read_file(fx.sub_out);
+    sub_mark = strlen(sub);
+  }
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) lines = wait_lines(out, 6, 30);
+  g_assert_cmpuint(lines->len, >=, 6); /* the good ones, again and again */
+  g_assert_true(wait_lines_with(fx.sub_out, "image_rejected", "p03-text.png", 1, 10));
+  g_assert_true(wait_lines_with(fx.sub_out, "image_rejected", "p00-truncated.png", 1, 10));
+  g_assert_true(wait_lines_with(fx.sub_out, "image_rejected", "p04-empty.png", 1, 10));
+  g_assert_true(wait_file_contains(err, "p03-text.png", 5));
+  /* The status counts them (every pass of the loop rejects the three). */
+  g_autoptr(GRegex) re = g_regex_new("\"rejected\":([0-9]+)", 0, 0, NULL);
+  guint64 rejected = 0;
+  for (int i = 0; i < 30 && rejected < 3; i++) {
+    g_autofree char *status = retained_status();
+    g_autoptr(GMatchInfo) mi = NULL;
+    if (status != NULL && g_regex_match(re, status, 0, &mi)) {
+      g_autofree char *n = g_match_info_fetch(mi, 1);
+      rejected = g_ascii_strtoull(n, NULL, 10);
+    }
+    if (rejected < 3)
+      g_usleep(500000);
+  }
+  g_test_message("status: %" G_GUINT64_FORMAT " images rejected", rejected);
+  g_assert_cmpuint(rejected, >=, 3);
+  /* Told one by one only REJECT_BURST (5) times a minute. */
+  g_assert_cmpuint(count_lines_with(fx.sub_out, "image_rejected", NULL), <=, 5);
+  /* STATUS= says it too. */
+  gboolean in_status = FALSE;
+  for (int i = 0; i < 3 && !in_status; i++) {
+    int r = notify_wait("STATUS=", 10);
+    g_assert_cmpint(r, >=, 0);
+    const char *note = g_ptr_array_index(fx.notes, r);
+    in_status = strstr(note, " rejected") != NULL && strstr(note, ", 0 rejected") == NULL;
+  }
+  g_assert_true(in_status);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  sub_mark = 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1612,6 +1794,8 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/state-read-only", test_state_read_only);
   g_test_add_func("/daemon/broker-acl", test_broker_acl);
   g_test_add_func("/daemon/command-flood", test_command_flood);
+  g_test_add_func("/daemon/model-file-changed", test_model_file_changed);
+  g_test_add_func("/daemon/images-rejected", test_images_rejected);
   g_test_add_func("/daemon/session-takeover", test_session_takeover);
   status = g_test_run();
   fixture_teardown();
