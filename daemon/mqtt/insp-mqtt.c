@@ -131,6 +131,7 @@ struct _InspMqtt {
   int offline_mid;      /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
   int last_reason;
+  char *tls_error; /* libmosquitto's last OpenSSL error line, net thread; under lock */
   guint64 published, rejected, events_dropped, n_commands;
 };
 
@@ -458,6 +459,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
   }
   g_mutex_lock(&mqtt->lock);
   mqtt->connected = TRUE;
+  g_clear_pointer(&mqtt->tls_error, g_free);
   mqtt->reconnects = 0;
   mqtt->generation++;
   mqtt->connect_time = g_get_monotonic_time();
@@ -628,6 +630,43 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
   g_main_context_invoke_full(mqtt->context, G_PRIORITY_DEFAULT, dispatch_command, d, dispatch_free);
 }
 
+/* libmosquitto says why a TLS handshake failed only in its log ("OpenSSL
+ * Error[0]: error:0A000086:SSL routines::certificate verify failed"); the
+ * error code is just MOSQ_ERR_TLS. Keep the line for the reason. */
+static void
+on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+  InspMqtt *mqtt = obj;
+
+  if (!(level & MOSQ_LOG_ERR) || str == NULL || strstr(str, "SSL") == NULL)
+    return;
+  g_mutex_lock(&mqtt->lock);
+  if (mqtt->tls_error == NULL) /* the first line names the cause */
+    mqtt->tls_error = g_strdup(str);
+  g_mutex_unlock(&mqtt->lock);
+}
+
+/* The reason of a failed loop: the TLS error libmosquitto logged, errno's
+ * text, or libmosquitto's. */
+static char *
+failure_reason(InspMqtt *mqtt, int rc, int e)
+{
+  char *tls;
+
+  g_mutex_lock(&mqtt->lock);
+  tls = g_steal_pointer(&mqtt->tls_error);
+  g_mutex_unlock(&mqtt->lock);
+  if (tls != NULL) {
+    const char *msg = g_strrstr(tls, "routines::"); /* OpenSSL's "lib routines::reason" */
+    char *out = g_strdup_printf("TLS: %s (check tls_ca against the broker's certificate, the host "
+                                "name against its subjectAltName, tls_cert and tls_key)",
+                                msg ? msg + strlen("routines::") : tls);
+    g_free(tls);
+    return out;
+  }
+  return g_strdup(rc == MOSQ_ERR_ERRNO ? g_strerror(e) : mosquitto_strerror(rc));
+}
+
 static gpointer
 net_thread(gpointer data)
 {
@@ -669,7 +708,7 @@ net_thread(gpointer data)
       /* Every failed attempt is reported; the daemon logs a change of
        * state once (a broker unreachable from the start included). */
       int e = errno;
-      const char *why = rc == MOSQ_ERR_ERRNO ? g_strerror(e) : mosquitto_strerror(rc);
+      g_autofree char *why = failure_reason(mqtt, rc, e);
 
       post_connection(mqtt, FALSE, rc, why);
     }
@@ -717,6 +756,7 @@ mqtt_unref(InspMqtt *mqtt)
   if (mqtt == NULL || !g_atomic_int_dec_and_test(&mqtt->ref))
     return;
   g_free(mqtt->host);
+  g_free(mqtt->tls_error);
   g_free(mqtt->client_id);
   g_free(mqtt->topic_prefix);
   g_free(mqtt->reply_prefix);
@@ -885,6 +925,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mosquitto_threaded_set(mqtt->mosq, true);
   mosquitto_connect_v5_callback_set(mqtt->mosq, on_connect);
   mosquitto_disconnect_v5_callback_set(mqtt->mosq, on_disconnect);
+  mosquitto_log_callback_set(mqtt->mosq, on_log);
   mosquitto_publish_v5_callback_set(mqtt->mosq, on_publish);
   mosquitto_message_v5_callback_set(mqtt->mosq, on_message);
   {

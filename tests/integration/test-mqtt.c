@@ -231,9 +231,9 @@ test_schema(void)
                                             "model", "latency_ms", "regions", NULL};
   static const char *const region_keys[] = {"x", "y", "w", "h", "area", "score", NULL};
   static const char *const status_keys[] = {
-      "v",       "station", "ts",   "state", "model",    "threshold",        "fps",
-      "frames",  "dropped", "pass", "fail",  "triggers", "trigger_timeouts", "trigger_failures",
-      "spooled", "uptime",  NULL};
+      "v",        "station", "ts",     "state", "model",    "threshold",        "fps",
+      "frames",   "dropped", "pass",   "fail",  "triggers", "trigger_timeouts", "trigger_failures",
+      "rejected", "spooled", "uptime", NULL};
   InspStatus status = {INSP_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
 
   fixture_setup(&f, NULL);
@@ -1058,6 +1058,51 @@ make_cert(const char *dir, const char *name, const char *cn, const char *san)
 }
 
 static void
+record_connection(InspMqtt *mqtt, gboolean connected, int reason, const char *message,
+                  gpointer data)
+{
+  g_ptr_array_add(data, g_strdup_printf("%s %d %s", connected ? "up" : "down", reason, message));
+}
+
+static gboolean
+has_records(gpointer data)
+{
+  return ((GPtrArray *)data)->len > 0;
+}
+
+/* A client that cannot get through TLS says why, in the message its
+ * connection handler gets (the daemon logs it once, with host:port). */
+static char *
+tls_failure(Fixture *f, Tls *tls)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) got = g_ptr_array_new_with_free_func(g_free);
+  InspMqttOptions o;
+  InspMqtt *m;
+  char *first;
+
+  insp_mqtt_options_init(&o);
+  o.host = "127.0.0.1";
+  o.port = mqtt_broker_get_port(f->broker);
+  o.topic_prefix = "t";
+  o.station = "st";
+  o.spool_dir = f->spool;
+  o.reconnect_min_s = 1;
+  o.reconnect_max_s = 1;
+  o.keepalive = 5;
+  with_tls(&o, tls);
+  m = insp_mqtt_new(&o, f->ctx, &error);
+  g_assert_no_error(error);
+  insp_mqtt_set_connection_handler(m, record_connection, got, NULL);
+  g_assert_true(insp_mqtt_start(m, &error));
+  g_assert_true(mqtt_test_wait_until(has_records, got, 8000, f->ctx));
+  insp_mqtt_free(m);
+  first = g_strdup(g_ptr_array_index(got, 0));
+  g_test_message("TLS failure: %s", first);
+  return first;
+}
+
+static void
 test_tls(void)
 {
   g_autoptr(GError) error = NULL;
@@ -1104,6 +1149,40 @@ test_tls(void)
   g_assert_null(start_mqtt(&f, with_tls, &no_key, &error));
   g_assert_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_OPTIONS);
   g_clear_error(&error);
+
+  /* A CA that did not sign the broker's certificate; a client key that is
+   * not the certificate's. Each says what went wrong. */
+  {
+    g_autofree char *other = g_build_filename(dir, "other", NULL);
+    g_autofree char *oca = g_build_filename(other, "ca.crt", NULL);
+    g_autofree char *ocakey = g_build_filename(other, "ca.key", NULL);
+    g_assert_cmpint(g_mkdir(other, 0700), ==, 0);
+    g_assert_true(run_tool((const char *const[]){
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", ocakey, "-out", oca, "-days", "2", "-subj", "/CN=another CA", NULL}));
+    Tls wrong_ca = {oca, ccrt, ckey}, wrong_key = {ca, ccrt, ocakey};
+    g_autofree char *a = tls_failure(&f, &wrong_ca);
+    g_assert_nonnull(strstr(a, "down"));
+    g_assert_nonnull(strstr(a, "certificate verify failed"));
+    g_autofree char *b = tls_failure(&f, &wrong_key);
+    g_assert_nonnull(strstr(b, "down"));
+    g_assert_nonnull(strstr(b, "key values mismatch"));
+  }
+  /* A broker whose certificate names another host. */
+  {
+    g_assert_true(
+        make_cert(dir, "elsewhere", "elsewhere.example", "subjectAltName=DNS:elsewhere.example"));
+    g_autofree char *ecrt = g_build_filename(dir, "elsewhere.crt", NULL);
+    g_autofree char *ekey = g_build_filename(dir, "elsewhere.key", NULL);
+    MqttBrokerOptions eo = {.cafile = ca, .certfile = ecrt, .keyfile = ekey};
+    Fixture g;
+    fixture_setup(&g, &eo);
+    g_assert_nonnull(g.broker);
+    Tls plain = {ca, NULL, NULL};
+    g_autofree char *e = tls_failure(&g, &plain);
+    g_assert_nonnull(strstr(e, "certificate verify failed"));
+    fixture_teardown(&g);
+  }
 
   c = mqtt_client_new(mqtt_broker_get_port(f.broker),
                       &(MqttClientOptions){.cafile = ca, .certfile = ccrt, .keyfile = ckey},
