@@ -107,6 +107,12 @@ static const Choice commands_choices[] = {
     {"no", INSP_CONFIG_COMMANDS_NONE},   {"off", INSP_CONFIG_COMMANDS_NONE},
     {"0", INSP_CONFIG_COMMANDS_NONE},    {NULL, 0},
 };
+static const Choice sync_choices[] = {
+    {"batch", INSP_CONFIG_SPOOL_SYNC_BATCH},
+    {"always", INSP_CONFIG_SPOOL_SYNC_ALWAYS},
+    {"never", INSP_CONFIG_SPOOL_SYNC_NEVER},
+    {NULL, 0},
+};
 static const Choice level_choices[] = {
     {"error", INSP_CONFIG_LOG_LEVEL_ERROR},   {"warning", INSP_CONFIG_LOG_LEVEL_WARNING},
     {"notice", INSP_CONFIG_LOG_LEVEL_NOTICE}, {"info", INSP_CONFIG_LOG_LEVEL_INFO},
@@ -276,8 +282,13 @@ static const Key schema[] = {
     {KEY("spool", "dir", T_PATH, "path", spool.dir, "/var/lib/inspectd/spool", "", C_SPOOL,
          "where results wait while the broker is down")},
     {KEY("spool", "max_mb", T_INT, "int", spool.max_mb, "256", "1 <= x <= 1000000", C_SPOOL,
-         "spool size limit in MiB; when full the oldest results are dropped (and counted)"),
+         "disk the spool may take, in MiB; when full (or its disk is) the oldest masks go, then "
+         "the oldest results, each drop announced and counted"),
      .min = 1, .max = 1000000},
+    {KEY("spool", "sync", T_ENUM, "enum", spool.sync, "batch", "batch, always, never", C_SPOOL,
+         "when spooled results reach the disk: batch = once a second (a power cut loses at most "
+         "the last second), always = every result, never = the kernel's writeback"),
+     .choices = sync_choices},
 
     {KEY("log", "level", T_ENUM, "enum", log.level, "info", "error, warning, notice, info, debug",
          C_LOG, "the least important journal priority that is logged"),

@@ -64,6 +64,13 @@ typedef enum {
   INSP_CONFIG_MASKS_NONE,
 } InspConfigMasks;
 
+/* [spool] sync: when the spool's appends are made durable (insp-spool.c). */
+typedef enum {
+  INSP_CONFIG_SPOOL_SYNC_BATCH,  /* at most once a second: a power cut loses up to 1 s */
+  INSP_CONFIG_SPOOL_SYNC_ALWAYS, /* every message: a power cut loses nothing accepted */
+  INSP_CONFIG_SPOOL_SYNC_NEVER,  /* the kernel's writeback (about 30 s) */
+} InspConfigSpoolSync;
+
 /* Which commands the daemon subscribes to ([mqtt] commands). */
 typedef enum {
   INSP_CONFIG_COMMANDS_NONE,    /* none (old configs: false) */
@@ -145,6 +152,7 @@ typedef struct {
   struct {
     char *dir; /* absolute */
     int max_mb;
+    InspConfigSpoolSync sync;
   } spool;
   struct {
     InspConfigLogLevel level;

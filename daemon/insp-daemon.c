@@ -52,6 +52,7 @@
 enum {
   DEGRADED_CAMERA = 1 << 0, /* the camera is lost */
   DEGRADED_SEQ = 1 << 1,    /* no seq can be saved: results are not published */
+  DEGRADED_SPOOL = 1 << 2,  /* the spool is full: results are being dropped */
 };
 
 typedef struct {
@@ -609,6 +610,21 @@ status_tick(gpointer user_data)
   double lat;
 
   check_model_file(d);
+  if (d->mqtt) {
+    /* Degraded while a full spool drops results (each drop is announced by
+     * the MQTT library's spool_full event), and 30 s after the last one. */
+    InspMqttStats m0;
+    insp_mqtt_get_stats(d->mqtt, &m0);
+    gboolean dropping = m0.result_dropped_us != 0 &&
+                        g_get_monotonic_time() - m0.result_dropped_us < 30 * G_USEC_PER_SEC;
+    if (dropping != ((d->degraded & DEGRADED_SPOOL) != 0)) {
+      set_degraded(d, DEGRADED_SPOOL, dropping,
+                   "results are being dropped: the spool is full (its disk, or [spool] max_mb) "
+                   "and the broker is not taking them; see the spool_full events for the seqs");
+      if (d->ready)
+        return G_SOURCE_CONTINUE; /* set_degraded sent the status */
+    }
+  }
   if (d->reject_unsaid > 0 && g_get_monotonic_time() - d->reject_window_us > 60 * G_USEC_PER_SEC)
     reject_window_flush(d, g_get_monotonic_time());
   if (d->pipe)

@@ -133,6 +133,10 @@ insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext
   opt.reply_prefix = nonempty(config->mqtt.reply_prefix);
   opt.spool_dir = config->spool.dir;
   opt.spool_max_mb = (guint)MAX(config->spool.max_mb, 1);
+  opt.spool_sync = config->spool.sync == INSP_CONFIG_SPOOL_SYNC_ALWAYS ? INSP_MQTT_SPOOL_SYNC_ALWAYS
+                   : config->spool.sync == INSP_CONFIG_SPOOL_SYNC_NEVER
+                       ? INSP_MQTT_SPOOL_SYNC_NEVER
+                       : INSP_MQTT_SPOOL_SYNC_BATCH;
 
   check_password_file(opt.password_file);
   g_autoptr(InspMqtt) mqtt = insp_mqtt_new(&opt, context, error);

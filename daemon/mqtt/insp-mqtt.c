@@ -57,6 +57,7 @@
 #define TRIGGER_MAP_MAX 1024 /* triggers waiting for their part's result */
 #define BARRIER_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define PUMP_TICK_US (500 * G_TIME_SPAN_MILLISECOND)
+#define DROP_EVENT_US (10 * G_USEC_PER_SEC) /* at most one spool_full event per 10 s */
 
 /* The quark name is dashed; clang-format would split it into "a - b". */
 /* clang-format off */
@@ -132,6 +133,12 @@ struct _InspMqtt {
   gboolean offline_acked;
   int last_reason;
   char *tls_error; /* libmosquitto's last OpenSSL error line, net thread; under lock */
+  /* Drops from a full spool, announced at most every DROP_EVENT_US (under
+   * drop_lock: any thread pushes) */
+  GMutex drop_lock;
+  gint64 drop_announced_us;
+  gboolean drop_pending, drop_logged;
+  gint64 result_dropped_us; /* when a result was last dropped; 0 never */
   guint64 published, rejected, events_dropped, n_commands;
 };
 
@@ -413,6 +420,8 @@ drain_locked(InspMqtt *mqtt)
   }
 }
 
+static void announce_evictions(InspMqtt *mqtt, guint em, guint er);
+
 static gpointer
 pump_thread(gpointer data)
 {
@@ -429,6 +438,10 @@ pump_thread(gpointer data)
     if (mqtt->stopping)
       break;
     drain_locked(mqtt);
+    g_mutex_unlock(&mqtt->lock);
+    insp_spool_flush(mqtt->spool); /* sync = batch: the last second */
+    announce_evictions(mqtt, 0, 0);
+    g_mutex_lock(&mqtt->lock);
   }
   g_mutex_unlock(&mqtt->lock);
   return NULL;
@@ -783,6 +796,7 @@ mqtt_unref(InspMqtt *mqtt)
   if (mqtt->context)
     g_main_context_unref(mqtt->context);
   g_mutex_clear(&mqtt->lock);
+  g_mutex_clear(&mqtt->drop_lock);
   g_cond_clear(&mqtt->cond);
   g_free(mqtt);
 }
@@ -865,8 +879,10 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   if (key != NULL)
     explicit_bzero(key, len);
 
-  if (opts->spool_fsync)
+  if (opts->spool_sync == INSP_MQTT_SPOOL_SYNC_ALWAYS)
     sflags |= INSP_SPOOL_FLAGS_FSYNC;
+  else if (opts->spool_sync == INSP_MQTT_SPOOL_SYNC_BATCH)
+    sflags |= INSP_SPOOL_FLAGS_SYNC_BATCH;
   {
     g_autoptr(GError) local = NULL;
     guint max_mb = opts->spool_max_mb ? opts->spool_max_mb : 100;
@@ -880,6 +896,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt = g_new0(InspMqtt, 1);
   mqtt->ref = 1;
   g_mutex_init(&mqtt->lock);
+  g_mutex_init(&mqtt->drop_lock);
   g_cond_init(&mqtt->cond);
   mqtt->spool = spool;
   mqtt->host = g_strdup(opts->host ? opts->host : "localhost");
@@ -1076,23 +1093,81 @@ insp_mqtt_free(InspMqtt *mqtt)
   mqtt_unref(mqtt);
 }
 
+/* Says what a full spool dropped since the last time, with the seq
+ * ranges: at once the first time, then at most every DROP_EVENT_US (the
+ * pump calls it with em = er = 0 to flush what waited). An "error" when
+ * results went, a "warning" when only masks did. While the broker is away
+ * the drops add up in the spool (one range, not one event per 10 s that
+ * the bounded offline event queue would lose); the journal hears of the
+ * first at once. */
 static void
 announce_evictions(InspMqtt *mqtt, guint em, guint er)
 {
   g_autoptr(JsonObject) extra = NULL;
-  g_autofree char *text = NULL;
+  g_autoptr(GString) text = NULL;
   InspSpoolStats ss;
+  InspSpoolDrops dr;
+  gint64 now = g_get_monotonic_time();
 
-  if (em == 0 && er == 0)
+  g_mutex_lock(&mqtt->drop_lock);
+  if (er > 0)
+    mqtt->result_dropped_us = now;
+  if (em > 0 || er > 0)
+    mqtt->drop_pending = TRUE;
+  if (er > 0 && !mqtt->drop_logged) {
+    mqtt->drop_logged = TRUE;
+    g_warning("mqtt: the spool is full (its disk, or [spool] max_mb) and results are being "
+              "dropped, the oldest first; the spool_full event will say which seqs");
+  }
+  if (!mqtt->drop_pending ||
+      (mqtt->drop_announced_us != 0 && now - mqtt->drop_announced_us < DROP_EVENT_US)) {
+    g_mutex_unlock(&mqtt->drop_lock);
+    return;
+  }
+  g_mutex_lock(&mqtt->lock);
+  gboolean up = mqtt->connected;
+  g_mutex_unlock(&mqtt->lock);
+  if (!up) {
+    g_mutex_unlock(&mqtt->drop_lock);
+    return;
+  }
+  mqtt->drop_logged = FALSE;
+  mqtt->drop_pending = FALSE;
+  mqtt->drop_announced_us = now;
+  g_mutex_unlock(&mqtt->drop_lock);
+
+  insp_spool_take_drops(mqtt->spool, &dr);
+  if (dr.masks == 0 && dr.results == 0)
     return;
   insp_spool_get_stats(mqtt->spool, &ss);
   extra = json_object_new();
-  json_object_set_int_member(extra, "dropped_masks", em);
-  json_object_set_int_member(extra, "dropped_results", er);
+  json_object_set_int_member(extra, "dropped_masks", (gint64)dr.masks);
+  json_object_set_int_member(extra, "dropped_results", (gint64)dr.results);
+  if (dr.results > 0) {
+    json_object_set_int_member(extra, "first_result_seq", (gint64)dr.first_result_seq);
+    json_object_set_int_member(extra, "last_result_seq", (gint64)dr.last_result_seq);
+  }
+  if (dr.masks > 0) {
+    json_object_set_int_member(extra, "first_mask_seq", (gint64)dr.first_mask_seq);
+    json_object_set_int_member(extra, "last_mask_seq", (gint64)dr.last_mask_seq);
+  }
   json_object_set_int_member(extra, "total_dropped_masks", (gint64)ss.dropped_masks);
   json_object_set_int_member(extra, "total_dropped_results", (gint64)ss.dropped_results);
-  text = g_strdup_printf("spool full: dropped %u mask(s) and %u result(s)", em, er);
-  insp_mqtt_publish_event(mqtt, "warning", "spool_full", text, extra);
+  text = g_string_new("spool full (its disk, or [spool] max_mb): dropped ");
+  if (dr.results > 0)
+    g_string_append_printf(
+        text, "%" G_GUINT64_FORMAT " result(s), seq %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT "%s",
+        dr.results, dr.first_result_seq, dr.last_result_seq, dr.masks > 0 ? ", and " : "");
+  if (dr.masks > 0)
+    g_string_append_printf(
+        text, "%" G_GUINT64_FORMAT " mask(s), seq %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT,
+        dr.masks, dr.first_mask_seq, dr.last_mask_seq);
+  if (dr.results > 0)
+    g_warning("mqtt: %s; the oldest results go first once no mask is left", text->str);
+  else
+    g_info("mqtt: %s (masks go first, every result is kept)", text->str);
+  insp_mqtt_publish_event(mqtt, dr.results > 0 ? "error" : "warning", "spool_full", text->str,
+                          extra);
 }
 
 /* Spools one message, or with QoS 0, an idle spool and a connection, sends
@@ -1401,4 +1476,7 @@ insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats)
   stats->spool_bytes = ss.bytes;
   stats->dropped_masks = ss.dropped_masks;
   stats->dropped_results = ss.dropped_results;
+  g_mutex_lock(&mqtt->drop_lock);
+  stats->result_dropped_us = mqtt->result_dropped_us;
+  g_mutex_unlock(&mqtt->drop_lock);
 }

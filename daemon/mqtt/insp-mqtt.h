@@ -64,6 +64,13 @@ typedef enum {
  * MOSQ_ERR_CONN_LOST); mosquitto 2.0 does so on a takeover. */
 #define INSP_MQTT_REASON_CONNECTION_LOST 7
 
+/* [spool] sync: how often the spool's appends reach the disk. */
+typedef enum {
+  INSP_MQTT_SPOOL_SYNC_BATCH = 0, /* at most once a second (the default) */
+  INSP_MQTT_SPOOL_SYNC_ALWAYS,    /* every message */
+  INSP_MQTT_SPOOL_SYNC_NEVER,     /* when the kernel writes back */
+} InspMqttSpoolSync;
+
 /* Caller-owned; insp_mqtt_new() copies what it keeps. Strings may be NULL. */
 typedef struct {
   const char *host;      /* default "localhost" */
@@ -85,10 +92,10 @@ typedef struct {
    * {topic_prefix}/. Wildcards and topics under {topic_prefix}/ are always
    * refused. */
   const char *reply_prefix;
-  const char *spool_dir; /* required */
-  guint spool_max_mb;    /* default 100 */
-  gboolean spool_fsync;  /* fsync each spooled message (power-loss safe) */
-  guint reconnect_min_s; /* backoff 1 s doubling up to 30 s by default */
+  const char *spool_dir;        /* required */
+  guint spool_max_mb;           /* default 100 */
+  InspMqttSpoolSync spool_sync; /* [spool] sync; see insp-spool.c */
+  guint reconnect_min_s;        /* backoff 1 s doubling up to 30 s by default */
   guint reconnect_max_s;
 } InspMqttOptions;
 
@@ -219,8 +226,9 @@ typedef struct {
   guint64 spool_bytes;
   guint64 dropped_masks; /* evicted from a full spool */
   guint64 dropped_results;
-  guint64 events_dropped; /* events lost from the bounded offline queue */
-  guint64 commands;       /* commands received (valid or not) */
+  gint64 result_dropped_us; /* monotonic time a result was last dropped, 0 never */
+  guint64 events_dropped;   /* events lost from the bounded offline queue */
+  guint64 commands;         /* commands received (valid or not) */
 } InspMqttStats;
 
 void insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats);

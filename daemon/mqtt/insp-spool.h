@@ -25,7 +25,8 @@ typedef enum {
 
 typedef enum {
   INSP_SPOOL_FLAGS_NONE = 0,
-  INSP_SPOOL_FLAGS_FSYNC = 1 << 0, /* fsync each file and the directory: survives power loss */
+  INSP_SPOOL_FLAGS_FSYNC = 1 << 0,      /* [spool] sync = always: fdatasync every append */
+  INSP_SPOOL_FLAGS_SYNC_BATCH = 1 << 1, /* sync = batch: at most once a second */
 } InspSpoolFlags;
 
 /* One message; every field is owned by the struct (insp_spool_message_free). */
@@ -46,8 +47,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspSpoolMessage, insp_spool_message_free)
 typedef struct _InspSpool InspSpool;
 
 typedef struct {
-  guint n_messages;      /* on disk now */
-  guint64 bytes;         /* their file sizes */
+  guint n_messages;   /* on disk now */
+  guint64 bytes;      /* the spool's files on disk (segments and their ack sidecars) */
+  guint64 live_bytes; /* the records of those messages */
+  guint n_segments;
   guint64 dropped_masks; /* evicted since open because the spool was full */
   guint64 dropped_results;
   guint64 corrupt; /* unreadable files found (and removed) since open */
@@ -61,7 +64,7 @@ InspSpool *insp_spool_open(const char *dir, guint64 max_bytes, InspSpoolFlags fl
 void insp_spool_free(InspSpool *spool);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspSpool, insp_spool_free)
 
-/* Writes @msg atomically (tmp file + rename). When the budget would be
+/* Appends @msg (see insp-spool.c for durability). When the budget would be
  * exceeded it first evicts the oldest masks, then (only for a result or reply)
  * the oldest results; a mask that still does not fit is not stored and counted
  * as dropped. *@evicted_masks / *@evicted_results (nullable) receive what this
@@ -87,5 +90,18 @@ gboolean insp_spool_ack(InspSpool *spool, guint64 id);
 void insp_spool_release(InspSpool *spool, guint64 id);
 
 void insp_spool_get_stats(InspSpool *spool, InspSpoolStats *stats);
+
+/* What was dropped (evicted, or refused for want of room) since the last
+ * call, with the seq ranges, for the event that announces it. */
+typedef struct {
+  guint64 masks, results;
+  guint64 first_mask_seq, last_mask_seq;     /* valid when masks > 0 */
+  guint64 first_result_seq, last_result_seq; /* valid when results > 0 */
+} InspSpoolDrops;
+void insp_spool_take_drops(InspSpool *spool, InspSpoolDrops *drops);
+
+/* With sync = batch, syncs what the last second appended (the MQTT pump
+ * calls it on every tick). */
+void insp_spool_flush(InspSpool *spool);
 
 G_END_DECLS
