@@ -897,6 +897,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->ref = 1;
   g_mutex_init(&mqtt->lock);
   g_mutex_init(&mqtt->drop_lock);
+  mqtt->drop_pending = TRUE; /* the spool may hold drops an earlier client did not announce */
   g_cond_init(&mqtt->cond);
   mqtt->spool = spool;
   mqtt->host = g_strdup(opts->host ? opts->host : "localhost");
@@ -1144,8 +1145,18 @@ announce_evictions(InspMqtt *mqtt, guint em, guint er)
   json_object_set_int_member(extra, "dropped_masks", (gint64)dr.masks);
   json_object_set_int_member(extra, "dropped_results", (gint64)dr.results);
   if (dr.results > 0) {
+    JsonArray *ranges = json_array_new();
     json_object_set_int_member(extra, "first_result_seq", (gint64)dr.first_result_seq);
     json_object_set_int_member(extra, "last_result_seq", (gint64)dr.last_result_seq);
+    for (guint i = 0; i < dr.n_ranges; i++) {
+      JsonArray *r = json_array_new();
+      json_array_add_int_element(r, (gint64)dr.ranges[i][0]);
+      json_array_add_int_element(r, (gint64)dr.ranges[i][1]);
+      json_array_add_array_element(ranges, r);
+    }
+    json_object_set_array_member(extra, "dropped_result_seqs", ranges);
+    if (dr.ranges_merged)
+      json_object_set_boolean_member(extra, "dropped_result_seqs_merged", TRUE);
   }
   if (dr.masks > 0) {
     json_object_set_int_member(extra, "first_mask_seq", (gint64)dr.first_mask_seq);
@@ -1154,14 +1165,20 @@ announce_evictions(InspMqtt *mqtt, guint em, guint er)
   json_object_set_int_member(extra, "total_dropped_masks", (gint64)ss.dropped_masks);
   json_object_set_int_member(extra, "total_dropped_results", (gint64)ss.dropped_results);
   text = g_string_new("spool full (its disk, or [spool] max_mb): dropped ");
-  if (dr.results > 0)
-    g_string_append_printf(
-        text, "%" G_GUINT64_FORMAT " result(s), seq %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT "%s",
-        dr.results, dr.first_result_seq, dr.last_result_seq, dr.masks > 0 ? ", and " : "");
+  if (dr.results > 0) {
+    g_string_append_printf(text, "%" G_GUINT64_FORMAT " result(s), seq ", dr.results);
+    for (guint i = 0; i < dr.n_ranges && i < 8; i++)
+      g_string_append_printf(text, "%s%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT, i ? ", " : "",
+                             dr.ranges[i][0], dr.ranges[i][1]);
+    if (dr.n_ranges > 8)
+      g_string_append_printf(text, " and %u more ranges (dropped_result_seqs)", dr.n_ranges - 8);
+    g_string_append(text, dr.masks > 0 ? "; and " : "");
+  }
   if (dr.masks > 0)
-    g_string_append_printf(
-        text, "%" G_GUINT64_FORMAT " mask(s), seq %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT,
-        dr.masks, dr.first_mask_seq, dr.last_mask_seq);
+    g_string_append_printf(text,
+                           "%" G_GUINT64_FORMAT " mask(s) between seq %" G_GUINT64_FORMAT
+                           " and %" G_GUINT64_FORMAT,
+                           dr.masks, dr.first_mask_seq, dr.last_mask_seq);
   if (dr.results > 0)
     g_warning("mqtt: %s; the oldest results go first once no mask is left", text->str);
   else

@@ -64,6 +64,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -73,7 +74,8 @@
 #define SPOOL_MAX_PART_ID 1024u
 #define SPOOL_MAX_CORRELATION 65535u
 #define SPOOL_MAX_PAYLOAD (256u * 1024u * 1024u - 1u) /* MQTT's own limit */
-#define SEG_MIN (64u * 1024u)
+#define SEG_MIN (16u * 1024u)
+#define BLOCK 4096u /* files are counted in the blocks they take */
 #define SEG_MAX (8u * 1024u * 1024u)
 #define SYNC_BATCH_US G_USEC_PER_SEC
 #define OLD_MAGIC "INSPSPL1" /* the one-file-per-message format */
@@ -114,6 +116,7 @@ struct _InspSpool {
   char *dir;
   int dir_fd;
   guint64 max_bytes;
+  guint64 budget; /* max_bytes, or less when the filesystem has less room */
   guint64 seg_max;
   InspSpoolFlags flags;
   GQueue results; /* SpoolEntry*, RESULT and REPLY */
@@ -131,6 +134,7 @@ struct _InspSpool {
   guint64 cached_bytes; /* sizes of the entries with a cached copy */
   gint64 synced_us;
   InspSpoolDrops drops; /* since the last insp_spool_take_drops() */
+  int drops_fd;         /* "drops": the same, kept across restarts; -1 if none */
 };
 
 /* Messages pushed by this process are also kept in memory, up to this much,
@@ -311,6 +315,30 @@ io_error(GError **error, InspSpool *spool, const char *what, const char *name, i
 
 /* ---- segments ---- */
 
+static guint64
+disk_of(guint64 n)
+{
+  return (n + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+/* The budget: max_bytes, or what the filesystem can still give the spool
+ * (its free space and the spool's own files, less a sixteenth for the
+ * filesystem's blocks), whichever is less; segments an eighth of it. Run at
+ * open, on every flush (once a second) and when a write fails for room. */
+static void
+learn_room_locked(InspSpool *spool)
+{
+  struct statvfs v;
+  guint64 room = G_MAXUINT64;
+
+  if (fstatvfs(spool->dir_fd, &v) == 0 && v.f_frsize > 0) {
+    room = spool->bytes + (guint64)v.f_bavail * v.f_frsize;
+    room -= room / 16;
+  }
+  spool->budget = MIN(spool->max_bytes, room);
+  spool->seg_max = CLAMP(spool->budget / 8, SEG_MIN, SEG_MAX);
+}
+
 /* Results and replies, and masks, append to segments of their own: on a
  * full disk a mask segment can go whole, without writing, before any
  * result has to. */
@@ -343,7 +371,7 @@ segment_drop_locked(InspSpool *spool, Segment *s)
     g_debug("spool: cannot remove %s/%s: %s", spool->dir, log, g_strerror(errno));
   if (unlinkat(spool->dir_fd, ack, 0) != 0 && errno != ENOENT)
     g_debug("spool: cannot remove %s/%s: %s", spool->dir, ack, g_strerror(errno));
-  spool->bytes -= s->size + s->ack_size;
+  spool->bytes -= disk_of(s->size) + disk_of(s->ack_size);
   if (spool->heads[s->stream] == s)
     spool->heads[s->stream] = NULL;
   g_ptr_array_remove(spool->segments, s);
@@ -426,8 +454,8 @@ append_locked(InspSpool *spool, int stream, struct iovec *iov, int n, guint64 to
   }
   *seg = h;
   *off = h->size;
+  spool->bytes += disk_of(h->size + total) - disk_of(h->size);
   h->size += total;
-  spool->bytes += total;
   h->dirty = TRUE;
   if (spool->flags & INSP_SPOOL_FLAGS_FSYNC)
     sync_locked(spool, TRUE);
@@ -597,11 +625,11 @@ segment_settle_locked(InspSpool *spool, Segment *s)
   if (s->size + s->ack_size == 0)
     return;
   if (ftruncate(s->fd, 0) == 0) {
-    spool->bytes -= s->size;
+    spool->bytes -= disk_of(s->size);
     s->size = 0;
   }
   if (s->ack_fd >= 0 && ftruncate(s->ack_fd, 0) == 0) {
-    spool->bytes -= s->ack_size;
+    spool->bytes -= disk_of(s->ack_size);
     s->ack_size = 0;
   }
 }
@@ -627,8 +655,8 @@ ack_write_locked(InspSpool *spool, SpoolEntry *e)
   }
   put_u32(b, (guint32)e->off);
   if (write_all(s->ack_fd, &iov, 1)) {
+    spool->bytes += disk_of(s->ack_size + 4) - disk_of(s->ack_size);
     s->ack_size += 4;
-    spool->bytes += 4;
   } else if (ftruncate(s->ack_fd, (off_t)s->ack_size) != 0) {
     g_debug("spool: cannot cut the sidecar of segment %u back", s->no);
   }
@@ -650,6 +678,86 @@ entry_remove_locked(InspSpool *spool, SpoolEntry *e, gboolean durable)
   segment_settle_locked(spool, s);
 }
 
+/* "drops" holds the drops not yet announced, so that a restart (or a new
+ * MQTT client after a reload) still announces them. 64 bytes written in
+ * place (no new block: it works on a full disk): "ISD1", u32 n_ranges | merged << 31,
+ * the six u64 of InspSpoolDrops, then the ranges. */
+#define DROPS_FILE "drops"
+#define DROPS_SIZE (64 + 16 * INSP_SPOOL_DROP_RANGES)
+
+static void
+drops_save_locked(InspSpool *spool)
+{
+  guint8 b[DROPS_SIZE] = {0};
+  const InspSpoolDrops *d = &spool->drops;
+
+  if (spool->drops_fd < 0)
+    return;
+  put_u32(b, 0x31445349u);
+  put_u32(b + 4, d->n_ranges | (d->ranges_merged ? 1u << 31 : 0));
+  for (guint i = 0; i < d->n_ranges; i++) {
+    put_u64(b + 64 + 16 * i, d->ranges[i][0]);
+    put_u64(b + 72 + 16 * i, d->ranges[i][1]);
+  }
+  put_u64(b + 8, d->masks);
+  put_u64(b + 16, d->results);
+  put_u64(b + 24, d->first_mask_seq);
+  put_u64(b + 32, d->last_mask_seq);
+  put_u64(b + 40, d->first_result_seq);
+  put_u64(b + 48, d->last_result_seq);
+  if (pwrite(spool->drops_fd, b, sizeof b, 0) != (ssize_t)sizeof b)
+    g_debug("spool: cannot save the drops: %s", g_strerror(errno));
+}
+
+static void
+drops_open_locked(InspSpool *spool)
+{
+  guint8 b[DROPS_SIZE];
+
+  spool->drops_fd = openat(spool->dir_fd, DROPS_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (spool->drops_fd < 0)
+    return;
+  if (pread(spool->drops_fd, b, sizeof b, 0) == (ssize_t)sizeof b && get_u32(b) == 0x31445349u) {
+    InspSpoolDrops *d = &spool->drops;
+    d->masks = get_u64(b + 8);
+    d->results = get_u64(b + 16);
+    d->first_mask_seq = get_u64(b + 24);
+    d->last_mask_seq = get_u64(b + 32);
+    d->first_result_seq = get_u64(b + 40);
+    d->last_result_seq = get_u64(b + 48);
+    d->n_ranges = MIN(get_u32(b + 4) & 0x7fffffffu, INSP_SPOOL_DROP_RANGES);
+    d->ranges_merged = (get_u32(b + 4) >> 31) != 0;
+    for (guint i = 0; i < d->n_ranges; i++) {
+      d->ranges[i][0] = get_u64(b + 64 + 16 * i);
+      d->ranges[i][1] = get_u64(b + 72 + 16 * i);
+    }
+  }
+  drops_save_locked(spool); /* the file has its size, and its block */
+  spool->bytes += BLOCK;
+}
+
+static void
+add_range(InspSpoolDrops *d, guint64 from, guint64 to)
+{
+  for (guint i = 0; i < d->n_ranges; i++) {
+    guint64 *r = d->ranges[i];
+    if (from <= r[1] + 1 && to + 1 >= r[0]) { /* touches or overlaps */
+      r[0] = MIN(r[0], from);
+      r[1] = MAX(r[1], to);
+      return;
+    }
+  }
+  if (d->n_ranges < INSP_SPOOL_DROP_RANGES) {
+    d->ranges[d->n_ranges][0] = from;
+    d->ranges[d->n_ranges][1] = to;
+    d->n_ranges++;
+    return;
+  }
+  d->ranges_merged = TRUE;
+  d->ranges[d->n_ranges - 1][0] = MIN(d->ranges[d->n_ranges - 1][0], from);
+  d->ranges[d->n_ranges - 1][1] = MAX(d->ranges[d->n_ranges - 1][1], to);
+}
+
 static void
 note_drop(InspSpool *spool, SpoolEntry *e)
 {
@@ -665,16 +773,23 @@ note_drop(InspSpool *spool, SpoolEntry *e)
     if (d->results++ == 0 || e->seq < d->first_result_seq)
       d->first_result_seq = e->seq;
     d->last_result_seq = MAX(d->last_result_seq, e->seq);
+    add_range(d, e->seq, e->seq);
   }
+  drops_save_locked(spool);
 }
 
-static void
+/* Evicts the oldest message of @q that is not being sent (a claimed one may
+ * be delivered: it is not announced as dropped). FALSE when there is none. */
+static gboolean
 evict_locked(InspSpool *spool, GQueue *q)
 {
-  SpoolEntry *e = g_queue_peek_head(q);
+  SpoolEntry *e = first_unclaimed(q);
 
+  if (e == NULL)
+    return FALSE;
   note_drop(spool, e);
   entry_remove_locked(spool, e, TRUE);
+  return TRUE;
 }
 
 /* Moves the live records of @s to the head and deletes @s. */
@@ -746,27 +861,40 @@ most_dead(InspSpool *spool, gboolean half)
 static gboolean
 reclaim_locked(InspSpool *spool, guint64 size, gboolean is_mask)
 {
-  guint64 hyst = MIN(spool->seg_max / 2, spool->max_bytes / 8);
+  guint64 hyst = MIN(spool->seg_max / 2, spool->budget / 8);
 
-  if (spool->live_bytes + size + hyst > spool->max_bytes) {
-    guint64 target = spool->max_bytes > 2 * hyst ? spool->max_bytes - 2 * hyst : 0;
+  if (spool->live_bytes + size + hyst > spool->budget) {
+    guint64 target = spool->budget > 2 * hyst ? spool->budget - 2 * hyst : 0;
     while (spool->live_bytes + size > target) {
-      if (spool->masks.length > 0)
-        evict_locked(spool, &spool->masks);
-      else if (!is_mask && spool->results.length > 0)
-        evict_locked(spool, &spool->results);
-      else
+      if (evict_locked(spool, &spool->masks))
+        continue;
+      if (is_mask || !evict_locked(spool, &spool->results))
         break;
     }
-    if (spool->live_bytes + size > spool->max_bytes)
+    if (spool->live_bytes + size > spool->budget)
       return FALSE;
   }
-  while (spool->bytes + size > spool->max_bytes) {
+  while (spool->bytes + disk_of(size) > spool->budget) {
     Segment *s = most_dead(spool, FALSE);
     if (s == NULL || !compact_locked(spool, s))
       return FALSE;
   }
   return TRUE;
+}
+
+/* Whether a message of @s is being sent (it may be delivered). */
+static gboolean
+segment_busy(InspSpool *spool, Segment *s)
+{
+  GQueue *qs[2] = {&spool->results, &spool->masks};
+
+  for (int q = 0; q < 2; q++)
+    for (GList *l = qs[q]->head; l != NULL; l = l->next) {
+      SpoolEntry *e = l->data;
+      if (e->seg == s && e->claimed)
+        return TRUE;
+    }
+  return FALSE;
 }
 
 /* The disk is full before the budget: frees whole segments without writing,
@@ -780,13 +908,13 @@ free_segment_locked(InspSpool *spool, gboolean is_mask)
 
   for (guint i = 0; i < spool->segments->len && victim == NULL; i++) {
     Segment *s = g_ptr_array_index(spool->segments, i);
-    if (s->live > 0 && s->stream == STREAM_MASKS)
+    if (s->live > 0 && s->stream == STREAM_MASKS && !segment_busy(spool, s))
       victim = s;
   }
   if (victim == NULL && !is_mask)
     for (guint i = 0; i < spool->segments->len && victim == NULL; i++) {
       Segment *s = g_ptr_array_index(spool->segments, i);
-      if (s->live > 0)
+      if (s->live > 0 && !segment_busy(spool, s))
         victim = s;
     }
   if (victim == NULL)
@@ -923,7 +1051,7 @@ segment_load_locked(InspSpool *spool, guint32 no, GHashTable *by_loc)
     off += total;
   }
   s->size = off;
-  spool->bytes += off;
+  spool->bytes += disk_of(off);
   if (g_file_get_contents(apath, &adata, &alen, NULL)) {
     alen -= alen % 4; /* a torn last offset */
     for (gsize i = 0; i < alen; i += 4) {
@@ -948,7 +1076,7 @@ segment_load_locked(InspSpool *spool, guint32 no, GHashTable *by_loc)
     s->ack_fd = openat(spool->dir_fd, ack, O_RDWR | O_APPEND | O_CLOEXEC);
     if (s->ack_fd >= 0 && ftruncate(s->ack_fd, (off_t)alen) == 0)
       s->ack_size = alen;
-    spool->bytes += s->ack_size;
+    spool->bytes += disk_of(s->ack_size);
   }
 }
 
@@ -1040,9 +1168,12 @@ insp_spool_open(const char *dir, guint64 max_bytes, InspSpoolFlags flags, GError
     return NULL;
   }
   spool = g_new0(InspSpool, 1);
+  spool->drops_fd = -1;
+  spool->dir_fd = -1;
   g_mutex_init(&spool->lock);
   spool->dir = g_strdup(dir);
   spool->max_bytes = max_bytes;
+  spool->budget = max_bytes;
   spool->seg_max = CLAMP(max_bytes / 8, SEG_MIN, SEG_MAX);
   spool->flags = flags;
   spool->next_id = 1;
@@ -1056,9 +1187,35 @@ insp_spool_open(const char *dir, guint64 max_bytes, InspSpoolFlags flags, GError
                 "cannot open spool directory '%s': %s", dir, g_strerror(e));
     return NULL;
   }
+  learn_room_locked(spool);
   if (!spool_scan(spool, error))
     return NULL;
-  memset(&spool->drops, 0, sizeof spool->drops);
+  /* What was dropped and not yet announced, by this open or an earlier
+   * process, stays to be announced. */
+  {
+    InspSpoolDrops now = spool->drops;
+    memset(&spool->drops, 0, sizeof spool->drops);
+    drops_open_locked(spool);
+    spool->drops.masks += now.masks;
+    spool->drops.results += now.results;
+    if (now.masks > 0) {
+      spool->drops.first_mask_seq = spool->drops.masks == now.masks
+                                        ? now.first_mask_seq
+                                        : MIN(spool->drops.first_mask_seq, now.first_mask_seq);
+      spool->drops.last_mask_seq = MAX(spool->drops.last_mask_seq, now.last_mask_seq);
+    }
+    for (guint i = 0; i < now.n_ranges; i++)
+      add_range(&spool->drops, now.ranges[i][0], now.ranges[i][1]);
+    spool->drops.ranges_merged |= now.ranges_merged;
+    if (now.results > 0) {
+      spool->drops.first_result_seq =
+          spool->drops.results == now.results
+              ? now.first_result_seq
+              : MIN(spool->drops.first_result_seq, now.first_result_seq);
+      spool->drops.last_result_seq = MAX(spool->drops.last_result_seq, now.last_result_seq);
+    }
+    drops_save_locked(spool);
+  }
   return g_steal_pointer(&spool);
 }
 
@@ -1074,6 +1231,8 @@ insp_spool_free(InspSpool *spool)
       segment_close(g_ptr_array_index(spool->segments, i));
     g_ptr_array_unref(spool->segments);
   }
+  if (spool->drops_fd >= 0)
+    close(spool->drops_fd);
   if (spool->dir_fd >= 0)
     close(spool->dir_fd);
   g_queue_clear(&spool->results);
@@ -1099,6 +1258,7 @@ push_locked(InspSpool *spool, const InspSpoolMessage *msg, GError **error)
   Segment *seg;
   SpoolEntry *e, *old;
   g_autoptr(GError) local = NULL;
+  int tries = 0;
 
   if (msg->correlation)
     cp = g_bytes_get_data(msg->correlation, &cl);
@@ -1137,8 +1297,15 @@ push_locked(InspSpool *spool, const InspSpoolMessage *msg, GError **error)
     g_clear_error(&local);
     if (append_locked(spool, stream_of(msg->kind), iov, 5, size, &seg, &off, &local))
       break;
-    if ((errno == ENOSPC || errno == EDQUOT) && free_segment_locked(spool, is_mask))
-      continue;
+    if (errno == ENOSPC || errno == EDQUOT) {
+      /* The filesystem is fuller than the budget thought: learn its room,
+       * make that much (masks first), else free whole segments. */
+      learn_room_locked(spool);
+      if (++tries <= 2 && reclaim_locked(spool, size, is_mask))
+        continue;
+      if (free_segment_locked(spool, is_mask))
+        continue;
+    }
     /* Nothing left to free, or another error: this message is dropped. */
     {
       SpoolEntry fake = {.seq = msg->seq, .kind = msg->kind};
@@ -1273,6 +1440,7 @@ insp_spool_flush(InspSpool *spool)
   g_mutex_lock(&spool->lock);
   if (spool->flags & (INSP_SPOOL_FLAGS_FSYNC | INSP_SPOOL_FLAGS_SYNC_BATCH))
     sync_locked(spool, FALSE);
+  learn_room_locked(spool);
   g_mutex_unlock(&spool->lock);
 }
 
@@ -1283,6 +1451,7 @@ insp_spool_take_drops(InspSpool *spool, InspSpoolDrops *drops)
   g_mutex_lock(&spool->lock);
   *drops = spool->drops;
   memset(&spool->drops, 0, sizeof spool->drops);
+  drops_save_locked(spool);
   g_mutex_unlock(&spool->lock);
 }
 

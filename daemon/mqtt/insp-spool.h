@@ -93,10 +93,18 @@ void insp_spool_get_stats(InspSpool *spool, InspSpoolStats *stats);
 
 /* What was dropped (evicted, or refused for want of room) since the last
  * call, with the seq ranges, for the event that announces it. */
+#define INSP_SPOOL_DROP_RANGES 64
 typedef struct {
   guint64 masks, results;
   guint64 first_mask_seq, last_mask_seq;     /* valid when masks > 0 */
   guint64 first_result_seq, last_result_seq; /* valid when results > 0 */
+  /* The dropped results exactly, as ranges of seqs [from, to] (the oldest
+   * unsent go first, but one being sent is never dropped: a range can have
+   * gaps a delivered result fills). Past INSP_SPOOL_DROP_RANGES the last one
+   * grows, and @ranges_merged says a gap may hide in it. */
+  guint n_ranges;
+  gboolean ranges_merged;
+  guint64 ranges[INSP_SPOOL_DROP_RANGES][2];
 } InspSpoolDrops;
 void insp_spool_take_drops(InspSpool *spool, InspSpoolDrops *drops);
 

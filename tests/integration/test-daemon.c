@@ -13,6 +13,7 @@
  * the next run; a missing model fails start-up with exit 1 and one line. */
 #include <errno.h>
 #include <gio/gio.h>
+#include <json-glib/json-glib.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <netinet/in.h>
@@ -1769,6 +1770,130 @@ test_images_rejected(void)
   sub_mark = 0;
 }
 
+/* The spool on a 256 KiB filesystem, the broker out of reach: the spool
+ * learns the room it has, masks go first, then the oldest results; the
+ * operator hears of it within seconds (journal, STATUS=degraded), and once
+ * the broker is back every seq is accounted for: delivered, or inside a
+ * range a spool_full event announced. */
+static void
+test_spool_disk_full(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  if (!fx.can_mount) {
+    g_test_skip("a private mount namespace is needed to mount a small tmpfs (run as root)");
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "full.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "full.err", NULL);
+  g_autofree char *spool = g_build_filename(fx.dir, "full-spool", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(spool, 0700), ==, 0);
+  g_assert_cmpint(mount("none", spool, "tmpfs", 0, "size=256k,mode=0700"), ==, 0);
+
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *real_port = g_strdup_printf("port = %d\n", fx.port);
+  g_autofree char *dead_port = g_strdup_printf("port = %d\n", mqtt_test_free_port());
+  g_autofree char *from_spool = g_strdup_printf("dir = %s/spool\n", fx.state_dir);
+  g_autofree char *to_spool = g_strdup_printf("dir = %s\n", spool);
+  g_autoptr(GString) cfg = g_string_new(base);
+  g_assert_cmpuint(g_string_replace(cfg, from_spool, to_spool, 1), ==, 1);
+  g_string_replace(cfg, "fps = 15\n", "fps = 40\n", 1);
+  g_autoptr(GString) down = g_string_new(cfg->str);
+  g_assert_cmpuint(g_string_replace(down, real_port, dead_port, 1), ==, 1);
+  g_string_append(down, "[mqtt]\nmasks = all\n");
+  g_string_append(cfg, "[mqtt]\nmasks = all\n");
+  write_file(fx.cfg_path, down->str);
+  {
+    g_autofree char *sub = read_file(fx.sub_out);
+    sub_mark = strlen(sub);
+  }
+
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  /* Masks go first, then results: said in the journal and in STATUS=. */
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_true(wait_file_contains(err, "results are being dropped", 120));
+  double said_s = (double)(g_get_monotonic_time() - t0) / G_USEC_PER_SEC;
+  g_assert_cmpint(notify_wait("STATUS=degraded", 15), >=, 0);
+  g_autoptr(GArray) at_drop = parse_lines(out);
+  g_test_message("results dropped after %u parts, said %.1f s after the start", at_drop->len,
+                 said_s);
+
+  /* The broker back (a reload to the real port): the spool drains and the
+   * drops are announced with their seqs. */
+  write_file(fx.cfg_path, cfg->str);
+  const char *note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_assert_true(wait_lines_with(fx.sub_out, "spool_full", "dropped_result_seqs", 1, 30));
+  g_usleep(3 * G_USEC_PER_SEC);
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_usleep(500000);
+
+  /* Every seq the daemon decided: delivered, or announced as dropped. */
+  g_autoptr(GArray) all = parse_lines(out);
+  g_autofree char *sub = read_file(fx.sub_out);
+  g_auto(GStrv) lines = g_strsplit(sub + MIN(sub_mark, strlen(sub)), "\n", -1);
+  g_autoptr(GHashTable) got = g_hash_table_new(g_int64_hash, g_int64_equal);
+  g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(gint64));
+  g_autoptr(GRegex) seq_re = g_regex_new("\"seq\":([0-9]+)", 0, 0, NULL);
+  static gint64 keys[100000];
+  guint n_keys = 0;
+  for (char **l = lines; *l; l++) {
+    g_autoptr(GMatchInfo) mi = NULL;
+    if (strstr(*l, "/result ") != NULL && g_regex_match(seq_re, *l, 0, &mi)) {
+      g_autofree char *n = g_match_info_fetch(mi, 1);
+      if (n_keys < G_N_ELEMENTS(keys)) {
+        keys[n_keys] = (gint64)g_ascii_strtoull(n, NULL, 10);
+        g_hash_table_add(got, &keys[n_keys++]);
+      }
+    } else if (strstr(*l, "\"spool_full\"") != NULL && strchr(*l, ' ') != NULL) {
+      g_autoptr(JsonNode) node = json_from_string(strchr(*l, ' ') + 1, NULL);
+      g_assert_nonnull(node);
+      JsonObject *o = json_node_get_object(node);
+      g_assert_false(json_object_has_member(o, "dropped_result_seqs_merged"));
+      if (!json_object_has_member(o, "dropped_result_seqs"))
+        continue;
+      JsonArray *rs = json_object_get_array_member(o, "dropped_result_seqs");
+      for (guint r = 0; r < json_array_get_length(rs); r++) {
+        JsonArray *pair = json_array_get_array_element(rs, r);
+        gint64 v[2] = {json_array_get_int_element(pair, 0), json_array_get_int_element(pair, 1)};
+        g_array_append_vals(ranges, v, 2);
+      }
+    }
+  }
+  guint delivered = 0, dropped = 0, missing = 0;
+  for (guint i = 0; i < all->len; i++) {
+    gint64 seq = (gint64)g_array_index(all, Line, i).seq;
+    gboolean in_range = FALSE;
+    for (guint r = 0; r + 1 < ranges->len; r += 2)
+      if (seq >= g_array_index(ranges, gint64, r) && seq <= g_array_index(ranges, gint64, r + 1))
+        in_range = TRUE;
+    if (g_hash_table_contains(got, &seq)) {
+      delivered++;
+      g_assert_false(in_range); /* announced as dropped, yet delivered: a lie */
+    } else if (in_range) {
+      dropped++;
+    } else {
+      missing++;
+      g_test_message("seq %" G_GINT64_FORMAT " neither delivered nor announced", seq);
+    }
+  }
+  g_test_message("%u parts: %u delivered, %u dropped and announced in %u range(s), %u missing",
+                 all->len, delivered, dropped, ranges->len / 2, missing);
+  g_assert_cmpuint(dropped, >, 0);
+  g_assert_cmpuint(missing, ==, 0);
+  g_assert_cmpint(umount2(spool, MNT_DETACH), ==, 0);
+  sub_mark = 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1796,6 +1921,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/command-flood", test_command_flood);
   g_test_add_func("/daemon/model-file-changed", test_model_file_changed);
   g_test_add_func("/daemon/images-rejected", test_images_rejected);
+  g_test_add_func("/daemon/spool-disk-full", test_spool_disk_full);
   g_test_add_func("/daemon/session-takeover", test_session_takeover);
   status = g_test_run();
   fixture_teardown();
