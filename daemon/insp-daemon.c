@@ -878,6 +878,9 @@ reload(Daemon *d, const char *why, GError **error)
      * unacknowledged results stay in the spool for the new one). The results
      * thread waits on the outputs' lock meanwhile; no result is lost. */
     InspOutput *fresh = NULL;
+    /* No part may pass between the old client and the new one (it would
+     * reach no MQTT output at all): the results thread waits meanwhile. */
+    insp_outputs_hold(d->outputs);
     if (d->mqtt_out) {
       const char *old_station = d->config->station.id[0] ? d->config->station.id : d->station;
       const char *new_station = cfg->station.id[0] ? cfg->station.id : d->station;
@@ -901,9 +904,11 @@ reload(Daemon *d, const char *why, GError **error)
       if (d->config->mqtt.host[0] && (old = mqtt_for_config(d, d->config, &again)) == NULL)
         g_warning("the previous MQTT client could not be restored: %s", again->message);
       mqtt_output_set(d, old);
+      insp_outputs_release(d->outputs);
       goto rejected;
     }
     mqtt_output_set(d, fresh);
+    insp_outputs_release(d->outputs);
   }
   if (change & INSP_CONFIG_CHANGE_STATION) {
     replace_string(&d->station, cfg->station.id);

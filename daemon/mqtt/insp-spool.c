@@ -1380,6 +1380,7 @@ insp_spool_claim_next(InspSpool *spool)
       break;
     }
     spool->corrupt++;
+    note_drop(spool, e); /* its seq is known: announced like any drop */
     entry_remove_locked(spool, e, TRUE);
   }
   g_mutex_unlock(&spool->lock);

@@ -2,7 +2,7 @@
 #include "insp-output.h"
 
 struct _InspOutputs {
-  GMutex lock;
+  GRecMutex lock;     /* recursive: insp_outputs_hold() spans calls */
   GPtrArray *outputs; /* InspOutput*, owned */
 };
 
@@ -11,7 +11,7 @@ insp_outputs_new(void)
 {
   InspOutputs *outs = g_new0(InspOutputs, 1);
 
-  g_mutex_init(&outs->lock);
+  g_rec_mutex_init(&outs->lock);
   outs->outputs = g_ptr_array_new();
   return outs;
 }
@@ -28,13 +28,13 @@ insp_outputs_free(InspOutputs *outs)
 {
   if (outs == NULL)
     return;
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   for (guint i = 0; i < outs->outputs->len; i++)
     output_close(g_ptr_array_index(outs->outputs, i));
   g_ptr_array_set_size(outs->outputs, 0);
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
   g_ptr_array_unref(outs->outputs);
-  g_mutex_clear(&outs->lock);
+  g_rec_mutex_clear(&outs->lock);
   g_free(outs);
 }
 
@@ -42,9 +42,9 @@ void
 insp_outputs_add(InspOutputs *outs, InspOutput *out)
 {
   g_return_if_fail(outs != NULL && out != NULL && out->klass != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   g_ptr_array_add(outs->outputs, out);
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void
@@ -53,9 +53,9 @@ insp_outputs_replace(InspOutputs *outs, InspOutput *old, InspOutput *fresh)
   guint index;
 
   g_return_if_fail(outs != NULL && old != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   if (!g_ptr_array_find(outs->outputs, old, &index)) {
-    g_mutex_unlock(&outs->lock);
+    g_rec_mutex_unlock(&outs->lock);
     g_critical("insp_outputs_replace: output %s is not in the list", old->klass->name);
     return;
   }
@@ -64,59 +64,73 @@ insp_outputs_replace(InspOutputs *outs, InspOutput *old, InspOutput *fresh)
     outs->outputs->pdata[index] = fresh;
   else
     g_ptr_array_remove_index(outs->outputs, index);
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
+}
+
+void
+insp_outputs_hold(InspOutputs *outs)
+{
+  g_return_if_fail(outs != NULL);
+  g_rec_mutex_lock(&outs->lock);
+}
+
+void
+insp_outputs_release(InspOutputs *outs)
+{
+  g_return_if_fail(outs != NULL);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void
 insp_outputs_part(InspOutputs *outs, InspPart *part)
 {
   g_return_if_fail(outs != NULL && part != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   for (guint i = 0; i < outs->outputs->len; i++) {
     InspOutput *out = g_ptr_array_index(outs->outputs, i);
     if (out->klass->part)
       out->klass->part(out, part);
   }
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void
 insp_outputs_status(InspOutputs *outs, const InspStatus *status)
 {
   g_return_if_fail(outs != NULL && status != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   for (guint i = 0; i < outs->outputs->len; i++) {
     InspOutput *out = g_ptr_array_index(outs->outputs, i);
     if (out->klass->status)
       out->klass->status(out, status);
   }
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void
 insp_outputs_event(InspOutputs *outs, const InspEvent *event)
 {
   g_return_if_fail(outs != NULL && event != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   for (guint i = 0; i < outs->outputs->len; i++) {
     InspOutput *out = g_ptr_array_index(outs->outputs, i);
     if (out->klass->event)
       out->klass->event(out, event);
   }
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void
 insp_outputs_trigger_failed(InspOutputs *outs, guint64 trigger_id, const char *message)
 {
   g_return_if_fail(outs != NULL && message != NULL);
-  g_mutex_lock(&outs->lock);
+  g_rec_mutex_lock(&outs->lock);
   for (guint i = 0; i < outs->outputs->len; i++) {
     InspOutput *out = g_ptr_array_index(outs->outputs, i);
     if (out->klass->trigger_failed)
       out->klass->trigger_failed(out, trigger_id, message);
   }
-  g_mutex_unlock(&outs->lock);
+  g_rec_mutex_unlock(&outs->lock);
 }
 
 void

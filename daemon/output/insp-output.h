@@ -49,6 +49,11 @@ void insp_outputs_add(InspOutputs *outs, InspOutput *out);
 /* Closes @old (which must be in the list) and puts @fresh (owned; NULL:
  * nothing) in its place, with no part given to either in between. */
 void insp_outputs_replace(InspOutputs *outs, InspOutput *old, InspOutput *fresh);
+/* Holds the list (the results thread's next part waits) across several
+ * calls, e.g. while an output is closed and its successor created: no part
+ * passes between the two. Same thread only; pairs with release. */
+void insp_outputs_hold(InspOutputs *outs);
+void insp_outputs_release(InspOutputs *outs);
 
 void insp_outputs_part(InspOutputs *outs, InspPart *part);
 void insp_outputs_status(InspOutputs *outs, const InspStatus *status);
