@@ -124,6 +124,7 @@ typedef struct {
   /* Images refused before inspection (main thread): those of pipelines
    * already gone, and the log/event rate limit (REJECT_BURST a minute). */
   guint64 rejected_before;
+  guint64 spool_dropped_results_before, spool_dropped_masks_before; /* by clients gone */
   gint64 reject_window_us;
   guint reject_said, reject_unsaid;
 
@@ -656,24 +657,31 @@ status_tick(gpointer user_data)
       .trigger_failures = trigger_failures,
       .rejected = d->rejected_before + st.rejected_size + st.rejected_format,
   };
-  insp_outputs_status(d->outputs, &status);
   if (d->mqtt)
     insp_mqtt_get_stats(d->mqtt, &ms);
+  status.spool_dropped_results = d->spool_dropped_results_before + ms.dropped_results;
+  status.spool_dropped_masks = d->spool_dropped_masks_before + ms.dropped_masks;
+  insp_outputs_status(d->outputs, &status);
 
+  g_autofree char *spool_drops =
+      status.spool_dropped_results
+          ? g_strdup_printf(", %" G_GUINT64_FORMAT " results dropped by a full spool",
+                            status.spool_dropped_results)
+          : g_strdup("");
   g_autofree char *unpub = unpublished ? g_strdup_printf(", %" G_GUINT64_FORMAT " not published "
                                                          "(no seq can be saved)",
                                                          unpublished)
                                        : g_strdup("");
   insp_notify_status("%s: %.1f fps, latency %.1f ms, %" G_GUINT64_FORMAT " pass, %" G_GUINT64_FORMAT
                      " fail, %" G_GUINT64_FORMAT " dropped, %" G_GUINT64_FORMAT
-                     " errors, %" G_GUINT64_FORMAT " rejected%s, threshold %.3f, broker %s%s",
+                     " errors, %" G_GUINT64_FORMAT " rejected%s, threshold %.3f, broker %s%s%s",
                      d->degraded ? "degraded" : "inspecting", st.fps, lat, pass, fail,
                      st.frames_dropped, errors, status.rejected, unpub,
                      d->config->inspection.threshold,
                      d->mqtt == NULL ? "off"
                      : ms.connected  ? "connected"
                                      : "unreachable",
-                     ms.spooled ? ", results spooled" : "");
+                     ms.spooled ? ", results spooled" : "", spool_drops);
   return G_SOURCE_CONTINUE;
 }
 
@@ -891,6 +899,12 @@ reload(Daemon *d, const char *why, GError **error)
           g_strcmp0(d->config->mqtt.client_id, cfg->mqtt.client_id) == 0)
         insp_mqtt_keep_status(d->mqtt); /* the new client says "online" again */
       fail_waiting_triggers(d, "the MQTT settings were reloaded before the part was inspected");
+      if (d->mqtt) {
+        InspMqttStats gone;
+        insp_mqtt_get_stats(d->mqtt, &gone);
+        d->spool_dropped_results_before += gone.dropped_results;
+        d->spool_dropped_masks_before += gone.dropped_masks;
+      }
       insp_outputs_replace(d->outputs, d->mqtt_out, NULL);
       mqtt_output_set(d, NULL);
     }

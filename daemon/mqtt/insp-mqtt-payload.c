@@ -166,6 +166,8 @@ insp_mqtt_status_payload(const InspStatus *s, InspState state, const char *stati
   json_object_set_int_member(o, "trigger_timeouts", (gint64)s->trigger_timeouts);
   json_object_set_int_member(o, "trigger_failures", (gint64)s->trigger_failures);
   json_object_set_int_member(o, "rejected", (gint64)s->rejected);
+  json_object_set_int_member(o, "spool_dropped_results", (gint64)s->spool_dropped_results);
+  json_object_set_int_member(o, "spool_dropped_masks", (gint64)s->spool_dropped_masks);
   json_object_set_int_member(o, "spooled", spooled);
   json_object_set_int_member(o, "uptime", uptime_s);
   return insp_mqtt_json_object_to_bytes(o);

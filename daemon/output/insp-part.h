@@ -63,6 +63,8 @@ typedef struct {
   guint64 trigger_failures; /* answered with another failure (scoring, no seq, stop) */
   guint64 rejected;         /* images refused before inspection: undecodable, over max_pixels, wrong
                              * format or size */
+  guint64 spool_dropped_results; /* results a full spool dropped (each announced by spool_full) */
+  guint64 spool_dropped_masks;
 } InspStatus;
 
 /* Something an operator must hear about (the journal has it too). */

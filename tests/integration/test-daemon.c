@@ -1832,6 +1832,21 @@ test_spool_disk_full(void)
   g_assert_null(strstr(note, "rejected"));
   g_assert_true(wait_lines_with(fx.sub_out, "spool_full", "dropped_result_seqs", 1, 30));
   g_usleep(3 * G_USEC_PER_SEC);
+  {
+    /* ... and counted in the status. */
+    g_autofree char *status = NULL;
+    for (int i = 0; i < 20; i++) {
+      g_free(status);
+      status = retained_status();
+      if (status != NULL && strstr(status, "\"spool_dropped_results\":") != NULL &&
+          strstr(status, "\"spool_dropped_results\":0,") == NULL)
+        break;
+      g_usleep(500000);
+    }
+    g_assert_nonnull(status);
+    g_assert_null(strstr(status, "\"spool_dropped_results\":0,"));
+    g_assert_nonnull(strstr(status, "\"spool_dropped_results\":"));
+  }
   g_subprocess_send_signal(p, SIGTERM);
   g_assert_true(g_subprocess_wait(p, NULL, &error));
   g_assert_no_error(error);

@@ -231,10 +231,26 @@ test_schema(void)
                                             "ts",    "verdict",    "score",   "threshold",
                                             "model", "latency_ms", "regions", NULL};
   static const char *const region_keys[] = {"x", "y", "w", "h", "area", "score", NULL};
-  static const char *const status_keys[] = {
-      "v",        "station", "ts",     "state", "model",    "threshold",        "fps",
-      "frames",   "dropped", "pass",   "fail",  "triggers", "trigger_timeouts", "trigger_failures",
-      "rejected", "spooled", "uptime", NULL};
+  static const char *const status_keys[] = {"v",
+                                            "station",
+                                            "ts",
+                                            "state",
+                                            "model",
+                                            "threshold",
+                                            "fps",
+                                            "frames",
+                                            "dropped",
+                                            "pass",
+                                            "fail",
+                                            "triggers",
+                                            "trigger_timeouts",
+                                            "trigger_failures",
+                                            "rejected",
+                                            "spool_dropped_results",
+                                            "spool_dropped_masks",
+                                            "spooled",
+                                            "uptime",
+                                            NULL};
   InspStatus status = {INSP_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
 
   fixture_setup(&f, NULL);
