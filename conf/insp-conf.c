@@ -122,6 +122,7 @@ static const Choice level_choices[] = {
 static gboolean check_name(const char *value, GString *reason);
 static gboolean check_topic_prefix(const char *value, GString *reason);
 static gboolean check_token(const char *value, GString *reason);
+static gboolean check_listen(const char *value, GString *reason);
 static gboolean check_uri(const char *value, GString *reason);
 
 #define C_INSPECTION INSP_CONFIG_CHANGE_INSPECTION
@@ -134,6 +135,7 @@ static gboolean check_uri(const char *value, GString *reason);
 #define C_MQTT INSP_CONFIG_CHANGE_MQTT
 #define C_SPOOL INSP_CONFIG_CHANGE_SPOOL
 #define C_STATION INSP_CONFIG_CHANGE_STATION
+#define C_HTTP INSP_CONFIG_CHANGE_HTTP
 
 #define KEY(sec, name, ty, tyname, field, def, allowed, chg, doc)                                  \
   .info = {sec, name, tyname, def, allowed, ((chg)&INSP_CONFIG_CHANGE_HOT) != 0, chg, doc},        \
@@ -290,13 +292,23 @@ static const Key schema[] = {
          "the last second), always = every result, never = the kernel's writeback"),
      .choices = sync_choices},
 
+    {KEY("http", "listen", T_STRING, "string", http.listen, "", "HOST:PORT or empty", C_HTTP,
+         "where the HTTP server (/metrics, /healthz) listens; empty = off; beyond loopback it "
+         "needs password_file or insecure = true"),
+     .check = check_listen},
+    {KEY("http", "password_file", T_PATH, "path", http.password_file, "", "a readable file", C_HTTP,
+         "HTTP basic-auth users, one 'user:password' per line; empty = no password")},
+    {KEY("http", "insecure", T_BOOL, "bool", http.insecure, "false", "true, false", C_HTTP,
+         "serve beyond loopback without a password: anyone on the network may read the line's "
+         "metrics")},
+
     {KEY("log", "level", T_ENUM, "enum", log.level, "info", "error, warning, notice, info, debug",
          C_LOG, "the least important journal priority that is logged"),
      .choices = level_choices},
 };
 
 static const char *const sections[] = {"station", "camera", "trigger", "model", "inspection",
-                                       "mqtt",    "spool",  "log",     NULL};
+                                       "mqtt",    "spool",  "http",    "log",   NULL};
 
 gsize
 insp_config_schema_n_keys(void)
@@ -461,6 +473,51 @@ check_token(const char *value, GString *reason)
     }
   }
   return TRUE;
+}
+
+gboolean
+insp_config_parse_listen(const char *value, char **host, int *port)
+{
+  const char *colon = value ? strrchr(value, ':') : NULL;
+  guint64 p = 0;
+  g_autofree char *h = NULL;
+
+  if (colon == NULL || colon == value ||
+      !g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &p, NULL))
+    return FALSE;
+  h = g_strndup(value, (gsize)(colon - value));
+  if (h[0] == '[' && h[strlen(h) - 1] == ']') { /* [::1]:8080 */
+    char *inner = g_strndup(h + 1, strlen(h) - 2);
+    g_free(h);
+    h = inner;
+  }
+  if (h[0] == '\0' || strchr(h, ' ') != NULL)
+    return FALSE;
+  if (host)
+    *host = g_steal_pointer(&h);
+  if (port)
+    *port = (int)p;
+  return TRUE;
+}
+
+gboolean
+insp_config_listen_is_loopback(const char *value)
+{
+  g_autofree char *host = NULL;
+
+  if (!insp_config_parse_listen(value, &host, NULL))
+    return FALSE;
+  return g_str_equal(host, "localhost") || g_str_equal(host, "::1") ||
+         g_str_has_prefix(host, "127.");
+}
+
+static gboolean
+check_listen(const char *value, GString *reason)
+{
+  if (value[0] == '\0' || insp_config_parse_listen(value, NULL, NULL))
+    return TRUE;
+  g_string_append(reason, "expected HOST:PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080)");
+  return FALSE;
 }
 
 static gboolean
@@ -1325,6 +1382,12 @@ check_rules(Loader *L)
                 "all needs an authenticated connection ([mqtt] username and password_file, or "
                 "tls_cert and tls_key) so that only who the broker allows may change thresholds; "
                 "set [mqtt] insecure_commands = true to accept the risk");
+  if (cfg->http.listen[0] != '\0' && !was_rejected(L, "http", "listen") &&
+      !insp_config_listen_is_loopback(cfg->http.listen) && cfg->http.password_file[0] == '\0' &&
+      !cfg->http.insecure)
+    key_problem(L, "http", "listen",
+                "a listen address beyond loopback needs [http] password_file (basic auth), or "
+                "[http] insecure = true to let anyone on the network read the line's metrics");
   check_bounds(L, "threshold", cfg->inspection.threshold_min, cfg->inspection.threshold_max);
   check_bounds(L, "pixel_threshold", cfg->inspection.pixel_threshold_min,
                cfg->inspection.pixel_threshold_max);
@@ -1552,8 +1615,9 @@ insp_config_diff_keys(const InspConfig *old_config, const InspConfig *new_config
 char *
 insp_config_change_to_string(InspConfigChange change)
 {
-  static const char *const names[] = {"inspection", "masks",   "log",  "model", "workers",
-                                      "camera",     "trigger", "mqtt", "spool", "station"};
+  static const char *const names[] = {"inspection", "masks",   "log",     "model",
+                                      "workers",    "camera",  "trigger", "mqtt",
+                                      "spool",      "station", "http"};
   GString *s = g_string_new(NULL);
 
   for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {

@@ -155,6 +155,11 @@ typedef struct {
     InspConfigSpoolSync sync;
   } spool;
   struct {
+    char *listen;        /* "HOST:PORT", "" = off */
+    char *password_file; /* "user:password" lines; "" = none */
+    gboolean insecure;   /* listen beyond loopback without a password */
+  } http;
+  struct {
     InspConfigLogLevel level;
   } log;
   char *path;   /* the main file, or the name given to insp_config_load_from_data() */
@@ -195,6 +200,12 @@ InspConfig *insp_config_load_from_data(const char *data, gssize length, const ch
  * model trained at start). Never fails. */
 InspConfig *insp_config_new_default(void);
 
+/* "HOST:PORT" (HOST may be [v6]) -> host (g_free) and port; FALSE if not. */
+gboolean insp_config_parse_listen(const char *value, char **host, int *port);
+/* Whether a valid listen address stays on this machine (127.x, ::1,
+ * localhost). */
+gboolean insp_config_listen_is_loopback(const char *value);
+
 /* A deep copy of @config. */
 InspConfig *insp_config_copy(const InspConfig *config);
 
@@ -214,6 +225,7 @@ typedef enum {
   INSP_CONFIG_CHANGE_MQTT = 1 << 7,       /* restart the publisher (topics, connection) */
   INSP_CONFIG_CHANGE_SPOOL = 1 << 8,      /* restart the publisher with its spool */
   INSP_CONFIG_CHANGE_STATION = 1 << 9,    /* reopen the state folder (seq counter) */
+  INSP_CONFIG_CHANGE_HTTP = 1 << 10,      /* restart the HTTP server */
 } InspConfigChange;
 
 #define INSP_CONFIG_CHANGE_HOT                                                                     \
@@ -221,7 +233,7 @@ typedef enum {
 #define INSP_CONFIG_CHANGE_COLD                                                                    \
   (INSP_CONFIG_CHANGE_MODEL | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_CAMERA |             \
    INSP_CONFIG_CHANGE_TRIGGER | INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL |               \
-   INSP_CONFIG_CHANGE_STATION)
+   INSP_CONFIG_CHANGE_STATION | INSP_CONFIG_CHANGE_HTTP)
 
 /* The components in which @new_config differs from @old_config (both valid).
  * A change of [station] id also flags MQTT (topics and default client id). */

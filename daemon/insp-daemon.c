@@ -75,6 +75,7 @@ typedef struct {
 
   InspOutputs *outputs; /* every thread; its own lock */
   InspOutput *mqtt_out; /* the MQTT output in @outputs, NULL when off; main thread */
+  InspOutput *http_out; /* the HTTP output in @outputs, NULL when off; main thread */
   InspMqtt *mqtt;       /* its client (commands, counters); main thread */
   gint masks;           /* InspConfigMasks, hot */
   gboolean broker_connected;
@@ -924,6 +925,25 @@ reload(Daemon *d, const char *why, GError **error)
     mqtt_output_set(d, fresh);
     insp_outputs_release(d->outputs);
   }
+  if (change & (INSP_CONFIG_CHANGE_HTTP | INSP_CONFIG_CHANGE_STATION)) {
+    /* The old server lets go of its port first; a new one that cannot
+     * listen is said, and the rest of the reload holds. */
+    InspOutput *fresh = NULL;
+    const char *station = cfg->station.id[0] ? cfg->station.id : d->station;
+    if (d->http_out) {
+      insp_outputs_replace(d->outputs, d->http_out, NULL);
+      d->http_out = NULL;
+    }
+    if (cfg->http.listen[0] && (fresh = insp_output_http_new(cfg, station, &local)) == NULL) {
+      g_warning("HTTP server not restarted: %s", local->message);
+      publish_event(d, "error", "http_failed", local->message);
+      g_clear_error(&local);
+    }
+    if (fresh != NULL) {
+      insp_outputs_add(d->outputs, fresh);
+      d->http_out = fresh;
+    }
+  }
   if (change & INSP_CONFIG_CHANGE_STATION) {
     replace_string(&d->station, cfg->station.id);
     insp_log_set_station(d->station);
@@ -1535,6 +1555,12 @@ daemon_start(Daemon *d)
     if (out == NULL)
       return start_failed(d, "MQTT", error);
     mqtt_output_set(d, out);
+  }
+  if (d->config->http.listen[0]) {
+    d->http_out = insp_output_http_new(d->config, d->station, &error);
+    if (d->http_out == NULL)
+      return start_failed(d, "HTTP", error);
+    insp_outputs_add(d->outputs, d->http_out);
   }
   d->pipe = pipeline_create(d, d->config, &error);
   if (d->pipe == NULL)

@@ -1,7 +1,8 @@
 /* The daemon's outputs (daemon/output/insp-output.h): one file each.
  *   insp-output-mqtt.c   results, masks, status, events, snapshots over MQTT,
  *                        and the client whose commands the daemon answers;
- *   insp-output-print.c  one decision line per part on stdout. */
+ *   insp-output-print.c  one decision line per part on stdout;
+ *   insp-output-http.c   /metrics (Prometheus) and /healthz over HTTP. */
 #pragma once
 
 #include <stdio.h>
@@ -22,6 +23,11 @@ InspOutput *insp_output_mqtt_new(const InspConfig *config, const char *station,
 /* The client, to answer commands and read its counters; owned by @out. */
 InspMqtt *insp_output_mqtt_get_client(InspOutput *out);
 void insp_output_mqtt_set_masks(InspOutput *out, InspConfigMasks masks);
+
+/* The HTTP server of @config's [http] (listening already): /metrics and
+ * /healthz. NULL with @error when it cannot listen or read its password
+ * file. */
+InspOutput *insp_output_http_new(const InspConfig *config, const char *station, GError **error);
 
 /* "seq=N part=ID verdict=pass|fail score=S threshold=T regions=R latency=Lms"
  * per part on @stream, flushed. */
