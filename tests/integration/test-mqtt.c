@@ -92,6 +92,21 @@ handler(InspMqtt *mqtt, InspMqttCommand *cmd, gpointer data)
   }
 }
 
+/* The options every client of these tests starts from. */
+static void
+fixture_options(Fixture *f, InspMqttOptions *o)
+{
+  insp_mqtt_options_init(o);
+  o->host = "127.0.0.1";
+  o->port = mqtt_broker_get_port(f->broker);
+  o->topic_prefix = "t";
+  o->station = "st";
+  o->spool_dir = f->spool;
+  o->reconnect_min_s = 1;
+  o->reconnect_max_s = 1;
+  o->keepalive = 5;
+}
+
 static InspMqtt *
 start_mqtt(Fixture *f, void (*tweak)(InspMqttOptions *, gpointer), gpointer tweak_data,
            GError **error)
@@ -99,15 +114,7 @@ start_mqtt(Fixture *f, void (*tweak)(InspMqttOptions *, gpointer), gpointer twea
   InspMqttOptions o;
   InspMqtt *m;
 
-  insp_mqtt_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = mqtt_broker_get_port(f->broker);
-  o.topic_prefix = "t";
-  o.station = "st";
-  o.spool_dir = f->spool;
-  o.reconnect_min_s = 1;
-  o.reconnect_max_s = 1;
-  o.keepalive = 5;
+  fixture_options(f, &o);
   if (tweak)
     tweak(&o, tweak_data);
   m = insp_mqtt_new(&o, f->ctx, error);
@@ -1098,15 +1105,7 @@ tls_failure(Fixture *f, Tls *tls)
   InspMqtt *m;
   char *first;
 
-  insp_mqtt_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = mqtt_broker_get_port(f->broker);
-  o.topic_prefix = "t";
-  o.station = "st";
-  o.spool_dir = f->spool;
-  o.reconnect_min_s = 1;
-  o.reconnect_max_s = 1;
-  o.keepalive = 5;
+  fixture_options(f, &o);
   with_tls(&o, tls);
   m = insp_mqtt_new(&o, f->ctx, &error);
   g_assert_no_error(error);
