@@ -136,6 +136,7 @@ static gboolean check_uri(const char *value, GString *reason);
 #define C_SPOOL INSP_CONFIG_CHANGE_SPOOL
 #define C_STATION INSP_CONFIG_CHANGE_STATION
 #define C_HTTP INSP_CONFIG_CHANGE_HTTP
+#define C_ARCHIVE INSP_CONFIG_CHANGE_ARCHIVE
 
 #define KEY(sec, name, ty, tyname, field, def, allowed, chg, doc)                                  \
   .info = {sec, name, tyname, def, allowed, ((chg)&INSP_CONFIG_CHANGE_HOT) != 0, chg, doc},        \
@@ -293,7 +294,8 @@ static const Key schema[] = {
      .choices = sync_choices},
 
     {KEY("http", "listen", T_STRING, "string", http.listen, "", "HOST:PORT or empty", C_HTTP,
-         "where the HTTP server (/metrics, /healthz) listens; empty = off; beyond loopback it "
+         "where the HTTP server (live page, /metrics, /healthz) listens; empty = off; beyond "
+         "loopback it "
          "needs password_file or insecure = true"),
      .check = check_listen},
     {KEY("http", "password_file", T_PATH, "path", http.password_file, "", "a readable file", C_HTTP,
@@ -301,14 +303,34 @@ static const Key schema[] = {
     {KEY("http", "insecure", T_BOOL, "bool", http.insecure, "false", "true, false", C_HTTP,
          "serve beyond loopback without a password: anyone on the network may read the line's "
          "metrics")},
+    {KEY("http", "tls_cert", T_PATH, "path", http.tls_cert, "", "a readable PEM file", C_HTTP,
+         "serve HTTPS with this certificate (chain); needs tls_key; empty = plain HTTP")},
+    {KEY("http", "tls_key", T_PATH, "path", http.tls_key, "", "a readable PEM file", C_HTTP,
+         "the private key of tls_cert")},
+
+    {KEY("archive", "dir", T_PATH, "path", archive.dir, "", "", C_ARCHIVE,
+         "where parts are archived (frame JPEG, overlay JPEG, result JSON); empty = off")},
+    {KEY("archive", "what", T_ENUM, "enum", archive.what, "fail", "fail, all, none", C_ARCHIVE,
+         "which parts are archived"),
+     .choices = masks_choices},
+    {KEY("archive", "max_mb", T_INT, "int", archive.max_mb, "1024", "1 <= x <= 10000000", C_ARCHIVE,
+         "disk the archive may take, in MiB; the oldest parts are removed first"),
+     .min = 1, .max = 10000000},
+    {KEY("archive", "max_age_days", T_INT, "int", archive.max_age_days, "30", "0 <= x <= 36500",
+         C_ARCHIVE, "parts older than this are removed; 0 = no age limit"),
+     .min = 0, .max = 36500},
+    {KEY("archive", "jpeg_quality", T_INT, "int", archive.jpeg_quality, "90", "1 <= x <= 100",
+         C_ARCHIVE, "JPEG quality of the archived frame and overlay"),
+     .min = 1, .max = 100},
 
     {KEY("log", "level", T_ENUM, "enum", log.level, "info", "error, warning, notice, info, debug",
          C_LOG, "the least important journal priority that is logged"),
      .choices = level_choices},
 };
 
-static const char *const sections[] = {"station", "camera", "trigger", "model", "inspection",
-                                       "mqtt",    "spool",  "http",    "log",   NULL};
+static const char *const sections[] = {"station",    "camera", "trigger", "model",
+                                       "inspection", "mqtt",   "spool",   "http",
+                                       "archive",    "log",    NULL};
 
 gsize
 insp_config_schema_n_keys(void)
@@ -1038,7 +1060,7 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
       g_autofree char *reason =
           close ? g_strdup_printf("unknown section, did you mean [%s]?", close)
                 : g_strdup("unknown section (known: station, camera, trigger, model, inspection, "
-                           "mqtt, spool, log)");
+                           "mqtt, spool, http, archive, log)");
 
       g_autofree char *gid = g_strconcat(section, "\n", NULL);
 
@@ -1388,6 +1410,14 @@ check_rules(Loader *L)
     key_problem(L, "http", "listen",
                 "a listen address beyond loopback needs [http] password_file (basic auth), or "
                 "[http] insecure = true to let anyone on the network read the line's metrics");
+  if (cfg->http.tls_cert[0] != '\0' && cfg->http.tls_key[0] == '\0' &&
+      !was_rejected(L, "http", "tls_key"))
+    add_problem(L, origin_file(L, "http", "tls_cert"), 0, "http", "tls_key",
+                "required when [http] tls_cert is set");
+  if (cfg->http.tls_key[0] != '\0' && cfg->http.tls_cert[0] == '\0' &&
+      !was_rejected(L, "http", "tls_cert"))
+    add_problem(L, origin_file(L, "http", "tls_key"), 0, "http", "tls_cert",
+                "required when [http] tls_key is set");
   check_bounds(L, "threshold", cfg->inspection.threshold_min, cfg->inspection.threshold_max);
   check_bounds(L, "pixel_threshold", cfg->inspection.pixel_threshold_min,
                cfg->inspection.pixel_threshold_max);
@@ -1617,7 +1647,7 @@ insp_config_change_to_string(InspConfigChange change)
 {
   static const char *const names[] = {"inspection", "masks",   "log",     "model",
                                       "workers",    "camera",  "trigger", "mqtt",
-                                      "spool",      "station", "http"};
+                                      "spool",      "station", "http",    "archive"};
   GString *s = g_string_new(NULL);
 
   for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {

@@ -158,7 +158,16 @@ typedef struct {
     char *listen;        /* "HOST:PORT", "" = off */
     char *password_file; /* "user:password" lines; "" = none */
     gboolean insecure;   /* listen beyond loopback without a password */
+    char *tls_cert;      /* PEM certificate (chain): serve HTTPS; "" = plain HTTP */
+    char *tls_key;       /* PEM private key of tls_cert */
   } http;
+  struct {
+    char *dir;            /* absolute; "" = no archive */
+    InspConfigMasks what; /* which parts: fail, all, none (the masks enum's values) */
+    int max_mb;           /* the folder's size bound, oldest parts removed first */
+    int max_age_days;     /* parts older are removed; 0 = no age limit */
+    int jpeg_quality;     /* 1..100 */
+  } archive;
   struct {
     InspConfigLogLevel level;
   } log;
@@ -226,6 +235,7 @@ typedef enum {
   INSP_CONFIG_CHANGE_SPOOL = 1 << 8,      /* restart the publisher with its spool */
   INSP_CONFIG_CHANGE_STATION = 1 << 9,    /* reopen the state folder (seq counter) */
   INSP_CONFIG_CHANGE_HTTP = 1 << 10,      /* restart the HTTP server */
+  INSP_CONFIG_CHANGE_ARCHIVE = 1 << 11,   /* restart the archive writer */
 } InspConfigChange;
 
 #define INSP_CONFIG_CHANGE_HOT                                                                     \
@@ -233,7 +243,7 @@ typedef enum {
 #define INSP_CONFIG_CHANGE_COLD                                                                    \
   (INSP_CONFIG_CHANGE_MODEL | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_CAMERA |             \
    INSP_CONFIG_CHANGE_TRIGGER | INSP_CONFIG_CHANGE_MQTT | INSP_CONFIG_CHANGE_SPOOL |               \
-   INSP_CONFIG_CHANGE_STATION | INSP_CONFIG_CHANGE_HTTP)
+   INSP_CONFIG_CHANGE_STATION | INSP_CONFIG_CHANGE_HTTP | INSP_CONFIG_CHANGE_ARCHIVE)
 
 /* The components in which @new_config differs from @old_config (both valid).
  * A change of [station] id also flags MQTT (topics and default client id). */

@@ -20,6 +20,7 @@ insp_cmd_run(int argc, char **argv)
   gint64 count = 0;
   gboolean verbose = FALSE;
   double demo_fps = -1.0;
+  g_autofree char *http = NULL;
   int demo_size = 0, demo_every = -1;
   int ds_train = 30, ds_test = 10;
   gint64 stall_after = 0, seq_block = 0;
@@ -35,6 +36,10 @@ insp_cmd_run(int argc, char **argv)
        "stop after N inspected parts (default: run until SIGTERM/SIGINT)", "N"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose,
        "print one line per decision on stdout (always on for the demo line)", NULL},
+      {"http", 0, 0, G_OPTION_ARG_STRING, &http,
+       "serve the live page, /metrics and /healthz on HOST:PORT (overrides [http] listen; \"\" "
+       "= off; the demo line's default: " INSP_DEMO_HTTP_LISTEN ")",
+       "HOST:PORT"},
       {"demo-fps", 0, 0, G_OPTION_ARG_DOUBLE, &demo_fps,
        "demo line speed in parts per second (default 4; 0: as fast as possible)", "FPS"},
       {"demo-size", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &demo_size,
@@ -99,6 +104,7 @@ insp_cmd_run(int argc, char **argv)
   insp_daemon_options_init(&opt);
   opt.config_path = config;
   opt.station = station;
+  opt.http_listen = http;
   opt.print_decisions = verbose || config == NULL;
   opt.count = (guint64)count;
   opt.debug_stall_after = (guint64)stall_after;

@@ -179,8 +179,12 @@ config_fixup(Daemon *d, InspConfig *cfg)
     }
   }
 
+  if (d->opt.http_listen != NULL)
+    replace_string(&cfg->http.listen, d->opt.http_listen);
   if (d->demo) {
     insp_demo_fixup_config(d->demo_line, cfg);
+    if (d->opt.http_listen == NULL)
+      replace_string(&cfg->http.listen, INSP_DEMO_HTTP_LISTEN);
     return;
   }
   if (state_env && *state_env && strchr(state_env, ':') == NULL) {
@@ -228,6 +232,23 @@ config_load(Daemon *d, const char *sep, GError **error)
     }
   }
   config_fixup(d, cfg);
+  if (d->opt.http_listen != NULL && d->opt.http_listen[0] != '\0') {
+    g_autofree char *host = NULL;
+    int port = 0;
+    if (!insp_config_parse_listen(cfg->http.listen, &host, &port)) {
+      g_set_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID,
+                  "--http '%s': expected HOST:PORT", cfg->http.listen);
+      return NULL;
+    }
+    if (!insp_config_listen_is_loopback(cfg->http.listen) && cfg->http.password_file[0] == '\0' &&
+        !cfg->http.insecure) {
+      g_set_error(error, INSP_CONFIG_ERROR, INSP_CONFIG_ERROR_INVALID,
+                  "--http %s is beyond loopback: it needs [http] password_file (basic auth) in "
+                  "the config, or [http] insecure = true",
+                  cfg->http.listen);
+      return NULL;
+    }
+  }
   if (!insp_config_override_apply(cfg, NULL, &local)) {
     /* A damaged or unreadable override must not keep the daemon from
      * starting (check-config cannot see it): the config files' thresholds
@@ -430,6 +451,19 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
     part->mask_png = encode_mask(r);
   if (g_atomic_int_compare_and_exchange(&d->snapshot_pending, 1, 0))
     encode_snapshot(r, part);
+  G_STATIC_ASSERT(INSP_PART_N_STAGES == INSP_N_STAGES);
+  memcpy(part->stage_ms, r->stage_ms, sizeof part->stage_ms);
+  if (insp_outputs_wants_images(d->outputs, r->fail)) {
+    part->rgb = r->frame->data;
+    part->rgb_stride = r->frame->stride;
+    part->rgb_owner = insp_frame_ref(r->frame);
+    part->rgb_release = (GDestroyNotify)insp_frame_unref;
+    if (r->map && r->map_width > 0 && r->map_height > 0) {
+      part->map = g_memdup2(r->map, (gsize)r->map_width * (gsize)r->map_height * sizeof(float));
+      part->map_width = r->map_width;
+      part->map_height = r->map_height;
+    }
+  }
 
   insp_outputs_part(d->outputs, part);
 
@@ -662,6 +696,16 @@ status_tick(gpointer user_data)
     insp_mqtt_get_stats(d->mqtt, &ms);
   status.spool_dropped_results = d->spool_dropped_results_before + ms.dropped_results;
   status.spool_dropped_masks = d->spool_dropped_masks_before + ms.dropped_masks;
+  status.pixel_threshold = d->config->inspection.pixel_threshold;
+  if (d->model != NULL) {
+    status.detector = insp_detector_kind_to_string(insp_model_get_detector(d->model));
+    status.backbone = insp_model_get_backbone_arch(d->model);
+    status.input_size = insp_model_get_input_size(d->model);
+  }
+  status.queue_frames = st.queue_depth;
+  status.mqtt_connected = d->mqtt == NULL ? -1 : ms.connected ? 1 : 0;
+  status.spool_messages = ms.spooled;
+  status.spool_bytes = ms.spool_bytes;
   insp_outputs_status(d->outputs, &status);
 
   g_autofree char *spool_drops =
@@ -1558,9 +1602,20 @@ daemon_start(Daemon *d)
   }
   if (d->config->http.listen[0]) {
     d->http_out = insp_output_http_new(d->config, d->station, &error);
-    if (d->http_out == NULL)
+    if (d->http_out == NULL && d->demo && d->opt.http_listen == NULL) {
+      /* The demo's page is a convenience: a taken port must not stop it. */
+      g_warning("demo: no live page: %s (choose a port with --http HOST:PORT)", error->message);
+      g_clear_error(&error);
+    } else if (d->http_out == NULL) {
       return start_failed(d, "HTTP", error);
-    insp_outputs_add(d->outputs, d->http_out);
+    } else {
+      insp_outputs_add(d->outputs, d->http_out);
+      if (d->demo) {
+        printf("inspectd demo: the live page is at %s://%s/ (metrics at /metrics)\n",
+               d->config->http.tls_cert[0] ? "https" : "http", d->config->http.listen);
+        fflush(stdout);
+      }
+    }
   }
   d->pipe = pipeline_create(d, d->config, &error);
   if (d->pipe == NULL)

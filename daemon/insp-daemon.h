@@ -14,6 +14,9 @@
 
 G_BEGIN_DECLS
 
+/* Where the demo line's live page listens unless --http says otherwise. */
+#define INSP_DEMO_HTTP_LISTEN "127.0.0.1:8080"
+
 typedef struct {
   const char *config_path;   /* NULL: the embedded demo line */
   gboolean print_decisions;  /* one line per part on stdout (default in the demo) */
@@ -22,6 +25,8 @@ typedef struct {
   int demo_size;             /* demo part images, pixels square; 0: 256 */
   guint demo_defect_every;   /* every Nth demo part is defective; 0: 5 */
   const char *station;       /* station id when the config sets no [station] id; NULL: host */
+  const char *http_listen;   /* overrides [http] listen ("" = off); NULL: the config's, and
+                              * for the demo INSP_DEMO_HTTP_LISTEN */
   guint64 debug_stall_after; /* tests: the results thread hangs after this many parts
                               * until the stop (shows the watchdog stop pinging); 0: off */
   guint debug_seq_block;     /* tests: seqs reserved at a time; 0: INSP_SEQ_BLOCK */

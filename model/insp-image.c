@@ -21,6 +21,7 @@
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -389,6 +390,46 @@ decode_jpeg(const guint8 *data, gsize len, int channels, GError **error)
 }
 
 /* ---- decode entry points ------------------------------------------------- */
+
+GBytes *
+insp_image_encode_jpeg(const InspImage *img, int quality, GError **error)
+{
+  g_return_val_if_fail(img != NULL, NULL);
+  g_return_val_if_fail(img->channels == 1 || img->channels == 3, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  g_autofree JpegCtx *c = g_new0(JpegCtx, 1);
+  g_autofree struct jpeg_compress_struct *cinfo = g_new0(struct jpeg_compress_struct, 1);
+  unsigned char *buf = NULL;
+  unsigned long len = 0;
+
+  cinfo->err = jpeg_std_error(&c->mgr);
+  c->mgr.error_exit = jpeg_ctx_error_exit;
+  c->mgr.emit_message = jpeg_ctx_emit_message;
+  if (setjmp(c->jmp)) {
+    jpeg_destroy_compress(cinfo);
+    free(buf);
+    g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO, "JPEG encoding: %s", c->msg);
+    return NULL;
+  }
+  jpeg_create_compress(cinfo);
+  jpeg_mem_dest(cinfo, &buf, &len);
+  cinfo->image_width = (JDIMENSION)img->width;
+  cinfo->image_height = (JDIMENSION)img->height;
+  cinfo->input_components = img->channels;
+  cinfo->in_color_space = img->channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(cinfo);
+  jpeg_set_quality(cinfo, CLAMP(quality, 1, 100), TRUE);
+  jpeg_start_compress(cinfo, TRUE);
+  while (cinfo->next_scanline < cinfo->image_height) {
+    JSAMPROW row = img->data + (gsize)cinfo->next_scanline * (gsize)img->stride;
+    jpeg_write_scanlines(cinfo, &row, 1);
+  }
+  jpeg_finish_compress(cinfo);
+  jpeg_destroy_compress(cinfo);
+  /* jpeg_mem_dest's buffer comes from malloc; hand it to GBytes as is. */
+  return g_bytes_new_with_free_func(buf, len, free, buf);
+}
 
 InspImage *
 insp_image_decode(const guint8 *data, gsize len, int channels, GError **error)

@@ -40,6 +40,8 @@ InspImage *insp_image_decode(const guint8 *data, gsize len, int channels, GError
 /* PNG encoding of a 1- or 3-channel image to memory / file. */
 GBytes *insp_image_encode_png(const InspImage *img, GError **error);
 gboolean insp_image_save_png(const InspImage *img, const char *path, GError **error);
+/* Baseline JPEG of a 1- or 3-channel image, @quality 1..100 (clamped). */
+GBytes *insp_image_encode_jpeg(const InspImage *img, int quality, GError **error);
 
 /* TRUE when @name ends in .png, .jpg or .jpeg, in any case: the files that
  * train and eval take from a folder. */

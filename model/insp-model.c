@@ -392,7 +392,7 @@ insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int
   insp_image_preprocess(rgb, width, height, stride, sz, sz, 1.0f, m->mean, m->std, s->input);
   ms_pre = ms_since(t0);
   insp_model_extract(m, s, s->input, s->feats, &out->ms_backbone, &ms_feat);
-  out->ms_backbone += ms_pre;
+  out->ms_preprocess = ms_pre;
   out->ms_features = ms_feat;
   raw = insp_model_score_features(m, s, s->feats, s->map, &out->ms_distance, &out->ms_map);
   t0 = g_get_monotonic_time();

@@ -89,7 +89,9 @@ typedef struct {
   int map_width;   /* the anomaly map, at the model's input resolution */
   int map_height;
   const float *map; /* normalised, blurred; owned by the scratch, valid until its next use */
-  double ms_backbone, ms_features, ms_distance, ms_map; /* time per step */
+  /* Time per step: resize and normalise, the CNN, feature aggregation, the
+   * detector's search (PatchCore) or distance (PaDiM), the map. */
+  double ms_preprocess, ms_backbone, ms_features, ms_distance, ms_map;
 } InspScoreResult;
 
 /* Scores one RGB8 image of any size (preprocessed with insp_image_preprocess). */

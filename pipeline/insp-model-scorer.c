@@ -193,8 +193,14 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
   b->model = insp_model_ref(model);
   r->mask = b->mask;
   r->regions = b->regions;
+  gint64 t0 = g_get_monotonic_time();
   r->fail = insp_inspect(sr.map, sr.map_width, sr.map_height, sr.score, frame->width, frame->height,
                          &params, w->work, r->mask, r->regions);
+  r->stage_ms[INSP_STAGE_PREPROCESS] = sr.ms_preprocess;
+  r->stage_ms[INSP_STAGE_BACKBONE] = sr.ms_backbone + sr.ms_features;
+  r->stage_ms[INSP_STAGE_SEARCH] = sr.ms_distance;
+  r->stage_ms[INSP_STAGE_MAP] = sr.ms_map;
+  r->stage_ms[INSP_STAGE_REGIONS] = (double)(g_get_monotonic_time() - t0) / 1000.0;
   r->score = sr.score;
   r->threshold = params.threshold;
   r->map_width = sr.map_width;

@@ -13,6 +13,19 @@
 
 G_BEGIN_DECLS
 
+/* The stages of scoring one frame, timed into InspResult.stage_ms:
+ * resize and normalise; the CNN and feature aggregation; the detector's
+ * nearest-neighbour search (PatchCore) or distance (PaDiM); the anomaly map
+ * (upsampling, blur, normalisation); the mask and regions. */
+typedef enum {
+  INSP_STAGE_PREPROCESS,
+  INSP_STAGE_BACKBONE,
+  INSP_STAGE_SEARCH,
+  INSP_STAGE_MAP,
+  INSP_STAGE_REGIONS,
+  INSP_N_STAGES,
+} InspStage;
+
 /* What a scorer fills for one frame. The worker pool owns it (and frees mask,
  * map and regions with it); a result callback only borrows it, and must not
  * keep a pointer to map, mask, regions or model_id past the call: they may
@@ -33,6 +46,8 @@ typedef struct {
   int worker;          /* which worker scored it */
   gint64 done_mono_us; /* when scoring finished */
   double latency_ms;   /* capture to scored */
+  /* Time per stage (INSP_STAGE_*), 0 where a scorer does not measure it. */
+  double stage_ms[INSP_N_STAGES];
   /* private: a scorer that lends @map, @mask, @regions and @model_id (from
    * buffers it recycles) rather than handing them over sets @lent_release;
    * insp_result_free() then calls it with @lent instead of freeing those. */

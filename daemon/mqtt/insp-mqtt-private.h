@@ -65,8 +65,6 @@ GBytes *insp_mqtt_json_object_to_bytes(JsonObject *obj);
 /* Copies the members of @src (nullable) that @dst does not have. */
 void insp_mqtt_json_object_merge(JsonObject *dst, JsonObject *src);
 
-/* {prefix}/{station}/result. */
-GBytes *insp_mqtt_result_payload(const InspPart *part, const char *station);
 /* {prefix}/{station}/status; @spooled and @uptime_s are the session's. */
 GBytes *insp_mqtt_status_payload(const InspStatus *status, InspState state, const char *station,
                                  guint spooled, gint64 uptime_s);

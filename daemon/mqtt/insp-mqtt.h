@@ -233,4 +233,8 @@ typedef struct {
 
 void insp_mqtt_get_stats(InspMqtt *mqtt, InspMqttStats *stats);
 
+/* The JSON of {prefix}/{station}/result for @part (DESIGN.md); the archive
+ * writes the same document beside each part's images. */
+GBytes *insp_mqtt_result_payload(const InspPart *part, const char *station);
+
 G_END_DECLS

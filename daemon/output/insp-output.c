@@ -81,6 +81,22 @@ insp_outputs_release(InspOutputs *outs)
   g_rec_mutex_unlock(&outs->lock);
 }
 
+gboolean
+insp_outputs_wants_images(InspOutputs *outs, gboolean fail)
+{
+  gboolean want = FALSE;
+
+  g_return_val_if_fail(outs != NULL, FALSE);
+  g_rec_mutex_lock(&outs->lock);
+  for (guint i = 0; i < outs->outputs->len && !want; i++) {
+    InspOutput *out = g_ptr_array_index(outs->outputs, i);
+    if (out->klass->wants_images)
+      want = out->klass->wants_images(out, fail);
+  }
+  g_rec_mutex_unlock(&outs->lock);
+  return want;
+}
+
 void
 insp_outputs_part(InspOutputs *outs, InspPart *part)
 {

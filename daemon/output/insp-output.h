@@ -24,6 +24,10 @@ typedef struct {
   const char *name; /* "mqtt", "print"... for logs */
   /* Each may be NULL when the output has nothing to do with it. */
   void (*part)(InspOutput *out, InspPart *part);
+  /* Asked on the results thread before a part is built: TRUE when the next
+   * part (a failed one when @fail) should carry its frame and anomaly map
+   * (InspPart.rgb, .map), which cost a copy of the map. */
+  gboolean (*wants_images)(InspOutput *out, gboolean fail);
   void (*status)(InspOutput *out, const InspStatus *status);
   void (*event)(InspOutput *out, const InspEvent *event);
   /* The trigger @trigger_id (InspPart.trigger_id) gets no part: no frame came
@@ -55,6 +59,8 @@ void insp_outputs_replace(InspOutputs *outs, InspOutput *old, InspOutput *fresh)
 void insp_outputs_hold(InspOutputs *outs);
 void insp_outputs_release(InspOutputs *outs);
 
+/* TRUE when any output wants the images of the next part (wants_images). */
+gboolean insp_outputs_wants_images(InspOutputs *outs, gboolean fail);
 void insp_outputs_part(InspOutputs *outs, InspPart *part);
 void insp_outputs_status(InspOutputs *outs, const InspStatus *status);
 void insp_outputs_event(InspOutputs *outs, const InspEvent *event);

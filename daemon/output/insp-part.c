@@ -1,6 +1,10 @@
 /* InspPart: reference counting only; the fields are the record. */
 #include "insp-part.h"
 
+const char *const insp_part_stage_names[INSP_PART_N_STAGES] = {
+    "preprocess", "backbone", "search", "map", "regions",
+};
+
 InspPart *
 insp_part_new(void)
 {
@@ -29,6 +33,9 @@ insp_part_unref(InspPart *part)
   g_clear_pointer(&part->mask_png, g_bytes_unref);
   g_clear_pointer(&part->image_png, g_bytes_unref);
   g_clear_pointer(&part->map_png, g_bytes_unref);
+  if (part->rgb_release != NULL)
+    part->rgb_release(part->rgb_owner);
+  g_free(part->map);
   g_free(part);
 }
 

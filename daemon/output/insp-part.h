@@ -14,6 +14,10 @@
 
 G_BEGIN_DECLS
 
+/* The scoring stages timed per part, in order. */
+#define INSP_PART_N_STAGES 5
+extern const char *const insp_part_stage_names[INSP_PART_N_STAGES];
+
 typedef struct {
   guint64 seq;            /* per station, +1 per part, never reused */
   char *part_id;          /* never NULL: trigger id, file name, or the seq in decimal */
@@ -32,6 +36,19 @@ typedef struct {
   /* The snapshot command's answer, NULL unless a snapshot was asked for
    * this part: the frame and its anomaly map as PNGs. */
   GBytes *image_png, *map_png;
+  /* Time per scoring stage, in ms: insp_part_stage_names[i] names stage i. */
+  double stage_ms[INSP_PART_N_STAGES];
+  /* The frame's pixels and the anomaly map, only when an output asked for
+   * them (InspOutputClass.wants_images), else NULL. @rgb is packed RGB8,
+   * @width x @height, rows @rgb_stride apart, kept alive by @rgb_owner until
+   * the part goes; @map is the normalised anomaly map (0.5 = the pixel
+   * threshold's scale), @map_width x @map_height, owned by the part. */
+  const guint8 *rgb;
+  int rgb_stride;
+  GDestroyNotify rgb_release;
+  gpointer rgb_owner;
+  float *map;
+  int map_width, map_height;
   /* private */
   gint ref_count;
 } InspPart;
@@ -65,6 +82,13 @@ typedef struct {
                              * format or size */
   guint64 spool_dropped_results; /* results a full spool dropped (each announced by spool_full) */
   guint64 spool_dropped_masks;
+  double pixel_threshold;
+  guint queue_frames;     /* frames waiting for a worker now */
+  int mqtt_connected;     /* 1 connected, 0 not, -1 no broker configured */
+  guint64 spool_messages; /* messages in the spool (not yet acknowledged by the broker) */
+  guint64 spool_bytes;
+  const char *detector, *backbone; /* the model's, NULL when none */
+  int input_size;
 } InspStatus;
 
 /* Something an operator must hear about (the journal has it too). */
