@@ -919,9 +919,10 @@ on_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTa
   soup_server_message_set_response(msg, type, SOUP_MEMORY_TAKE, body, strlen(body));
 }
 
-/* An early handler: after the headers, before any body is read. Refuses a
- * body larger than MAX_REQUEST_BODY (nothing here takes one) so that a
- * client cannot make the daemon buffer it. */
+/* An early handler: after the headers, before any body is read. No body is
+ * kept (nothing here takes one), and one larger than MAX_REQUEST_BODY is
+ * refused with 413, before it is sent when the client asked "Expect:
+ * 100-continue". */
 static void
 on_early_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
                  gpointer user_data)
@@ -932,6 +933,8 @@ on_early_request(SoupServer *server, SoupServerMessage *msg, const char *path, G
   (void)path;
   (void)query;
   (void)user_data;
+  /* Nothing here reads a body: whatever comes is discarded as it arrives. */
+  soup_message_body_set_accumulate(soup_server_message_get_request_body(msg), FALSE);
   if (soup_message_headers_get_encoding(req) == SOUP_ENCODING_CHUNKED ||
       soup_message_headers_get_content_length(req) > MAX_REQUEST_BODY)
     soup_server_message_set_status(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL);

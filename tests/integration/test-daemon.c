@@ -2034,13 +2034,21 @@ test_http(void)
       "fam = {m.name: m for m in f(open(sys.argv[1]).read())}\n"
       "need = ['inspectd_parts', 'inspectd_inspection_seconds', 'inspectd_score',\n"
       "        'inspectd_frames_dropped', 'inspectd_threshold', 'inspectd_model_info',\n"
-      "        'process_resident_memory_bytes']\n"
+      "        'process_resident_memory_bytes', 'inspectd_stage_seconds', 'inspectd_frames',\n"
+      "        'inspectd_queue_frames', 'inspectd_fps']\n"
       "missing = [n for n in need if n not in fam]\n"
       "assert not missing, missing\n"
+      "stages = {s.labels['stage'] for s in fam['inspectd_stage_seconds'].samples}\n"
+      "assert stages == {'preprocess', 'backbone', 'search', 'map', 'regions'}, stages\n"
+      "kinds = {s.labels['kind']: s.value for s in fam['inspectd_threshold'].samples}\n"
+      "assert kinds['image'] == 0.5 and 'pixel' in kinds, kinds\n"
+      "info = fam['inspectd_model_info'].samples[0].labels\n"
+      "assert info['detector'] == 'patchcore' and int(info['input_size']) > 0, info\n"
+      "frames = fam['inspectd_frames'].samples[0].value\n"
       "parts = sum(s.value for s in fam['inspectd_parts'].samples)\n"
       "count = [s.value for s in fam['inspectd_inspection_seconds'].samples\n"
       "         if s.name.endswith('_count')][0]\n"
-      "assert count == parts, (count, parts)\n"
+      "assert count == parts == frames, (count, parts, frames)\n"
       "print(int(parts), len(fam))\n";
   g_autofree char *py_out = NULL, *py_err = NULL;
   int py_status = -1;
@@ -2068,6 +2076,96 @@ test_http(void)
   g_autofree char *nothing_url = g_strdup_printf("http://127.0.0.1:%d/nothing", port);
   g_free(http_get(session, nothing_url, "ops", "s3cret", &status));
   g_assert_cmpuint(status, ==, 404);
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+}
+
+/* [http] tls_cert/tls_key: HTTPS with a certificate made here by openssl;
+ * plain HTTP on that port gets nothing; a large request body is refused
+ * (413) before it is read. */
+static void
+test_http_tls(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  if (g_find_program_in_path("openssl") == NULL) {
+    g_test_skip("openssl is needed to make a certificate");
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "https.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "https.err", NULL);
+  g_autofree char *crt = g_build_filename(fx.dir, "http.crt", NULL);
+  g_autofree char *key = g_build_filename(fx.dir, "http.key", NULL);
+  {
+    const char *argv[] = {"openssl",  "req",
+                          "-x509",    "-newkey",
+                          "rsa:2048", "-nodes",
+                          "-keyout",  key,
+                          "-out",     crt,
+                          "-days",    "2",
+                          "-subj",    "/CN=127.0.0.1",
+                          "-addext",  "subjectAltName=IP:127.0.0.1",
+                          NULL};
+    int code = -1;
+    g_assert_true(
+        g_spawn_sync(NULL, (char **)argv, NULL,
+                     G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                     NULL, NULL, NULL, NULL, &code, &error));
+    g_assert_no_error(error);
+    g_assert_true(g_spawn_check_wait_status(code, NULL));
+  }
+  int port = mqtt_test_free_port();
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *cfg = g_strdup_printf("%s[http]\nlisten = 127.0.0.1:%d\ntls_cert = %s\n"
+                                         "tls_key = %s\n",
+                                         base, port, crt, key);
+  write_file(fx.cfg_path, cfg);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  g_autoptr(GArray) first = wait_lines(out, 3, 30);
+  g_assert_cmpuint(first->len, >=, 3);
+
+  /* Python's client, verifying against the certificate made above. */
+  const char *script =
+      "import ssl, sys, http.client, urllib.request, urllib.error\n"
+      "port, crt = int(sys.argv[1]), sys.argv[2]\n"
+      "ctx = ssl.create_default_context(cafile=crt)\n"
+      "body = urllib.request.urlopen(f'https://127.0.0.1:{port}/metrics', context=ctx).read()\n"
+      "assert b'inspectd_parts_total' in body, body[:200]\n"
+      "page = urllib.request.urlopen(f'https://127.0.0.1:{port}/', context=ctx).read()\n"
+      "assert b'EventSource' in page\n"
+      "try:\n"
+      "    urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read()\n"
+      "    raise SystemExit('plain HTTP answered on the HTTPS port')\n"
+      "except (urllib.error.URLError, ConnectionError, http.client.HTTPException):\n"
+      "    pass\n"
+      "c = http.client.HTTPSConnection('127.0.0.1', port, context=ctx, timeout=10)\n"
+      "c.putrequest('POST', '/metrics')\n"
+      "c.putheader('Content-Length', str(10 * 1024 * 1024))\n"
+      "c.putheader('Expect', '100-continue')\n"
+      "c.endheaders()\n"
+      "r = c.getresponse()\n"
+      "assert r.status == 413, r.status\n"
+      "print('ok')\n";
+  g_autofree char *port_s = g_strdup_printf("%d", port);
+  g_autofree char *py_out = NULL, *py_err = NULL;
+  int py_status = -1;
+  const char *py_argv[] = {"/usr/bin/python3", "-c", script, port_s, crt, NULL};
+  g_assert_true(g_spawn_sync(NULL, (char **)py_argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &py_out,
+                             &py_err, &py_status, &error));
+  g_assert_no_error(error);
+  if (!g_spawn_check_wait_status(py_status, NULL))
+    g_test_message("client: %s", py_err);
+  g_assert_true(g_spawn_check_wait_status(py_status, NULL));
+  g_assert_true(wait_file_contains(err, "https://127.0.0.1", 5));
 
   g_subprocess_send_signal(p, SIGTERM);
   g_assert_true(g_subprocess_wait(p, NULL, &error));
@@ -2104,6 +2202,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/images-rejected", test_images_rejected);
   g_test_add_func("/daemon/spool-disk-full", test_spool_disk_full);
   g_test_add_func("/daemon/http", test_http);
+  g_test_add_func("/daemon/http-tls", test_http_tls);
   g_test_add_func("/daemon/session-takeover", test_session_takeover);
   status = g_test_run();
   fixture_teardown();
