@@ -1,4 +1,6 @@
-/* insp-metrics: AUROC, AUPRO, F1-max and quantiles for `inspectd eval`.
+/* insp-metrics: AUROC, AUPRO, F1-max, the decisions at a threshold, the
+ * gap between good and defect scores, the recommended threshold and
+ * quantiles for `inspectd eval`.
  *
  * Scores are compared through order-preserving 32-bit keys (the IEEE bit
  * pattern with the sign handled, -0 folded onto +0), sorted once with an LSD
@@ -301,6 +303,169 @@ insp_metrics_f1_max(const float *scores, const guint8 *labels, gsize n, double *
     *f1 = (double)best_num / (double)best_den;
   if (threshold)
     *threshold = best_t;
+  return TRUE;
+}
+
+void
+insp_metrics_rates(const float *scores, const guint8 *labels, gsize n, float threshold,
+                   InspMetricsRates *out)
+{
+  g_return_if_fail(out != NULL);
+  g_return_if_fail(n == 0 || (scores != NULL && labels != NULL));
+  InspMetricsRates r = {0};
+  for (gsize i = 0; i < n; i++) {
+    gboolean fails = scores[i] >= threshold;
+    if (labels[i]) {
+      r.n_defect++;
+      r.caught += fails;
+    } else {
+      r.n_good++;
+      r.rejected += fails;
+    }
+  }
+  r.recall = r.n_defect > 0 ? (double)r.caught / (double)r.n_defect : NAN;
+  r.false_reject_rate = r.n_good > 0 ? (double)r.rejected / (double)r.n_good : NAN;
+  *out = r;
+}
+
+/* Both classes present and every score ordered (not NaN). */
+static gboolean
+two_ordered_classes(const float *scores, const guint8 *labels, gsize n)
+{
+  gsize npos = 0;
+  for (gsize i = 0; i < n; i++) {
+    if (isnan(scores[i]))
+      return FALSE;
+    npos += labels[i] != 0;
+  }
+  return npos > 0 && npos < n;
+}
+
+gboolean
+insp_metrics_separation(const float *scores, const guint8 *labels, gsize n,
+                        InspMetricsSeparation *out)
+{
+  g_return_val_if_fail(n == 0 || (scores != NULL && labels != NULL), FALSE);
+  if (!two_ordered_classes(scores, labels, n))
+    return FALSE;
+  float max_good = -INFINITY, min_defect = INFINITY;
+  for (gsize i = 0; i < n; i++) {
+    if (labels[i])
+      min_defect = MIN(min_defect, scores[i]);
+    else
+      max_good = MAX(max_good, scores[i]);
+  }
+  gsize good_over = 0, defect_under = 0;
+  for (gsize i = 0; i < n; i++) {
+    if (labels[i])
+      defect_under += scores[i] <= max_good;
+    else
+      good_over += scores[i] >= min_defect;
+  }
+  if (out) {
+    out->max_good = max_good;
+    out->min_defect = min_defect;
+    out->gap = (double)min_defect - (double)max_good;
+    out->good_over = good_over;
+    out->defect_under = defect_under;
+  }
+  return TRUE;
+}
+
+/* @target rounded to the fewest decimals in [lo_d, hi_d] that stay within
+ * @tol of it (or read back as the same float) and whose float lies in
+ * (@below, @at] (no lower bound when !@has_below); FALSE when none does. */
+static gboolean
+round_within(double target, double tol, gboolean has_below, float below, float at, int lo_d,
+             int hi_d, double *value, int *decimals)
+{
+  for (int d = lo_d; d <= hi_d; d++) {
+    double p = pow(10.0, d);
+    double v = round(target * p) / p;
+    float vf = (float)v;
+    if ((fabs(v - target) <= tol || vf == (float)target) && (!has_below || vf > below) &&
+        vf <= at) {
+      *value = v;
+      *decimals = d;
+      return TRUE;
+    }
+  }
+  return FALSE;
+}
+
+gboolean
+insp_metrics_recommend_threshold(const float *scores, const guint8 *labels, gsize n,
+                                 InspMetricsRecommendation *out)
+{
+  g_return_val_if_fail(n == 0 || (scores != NULL && labels != NULL), FALSE);
+  if (!two_ordered_classes(scores, labels, n))
+    return FALSE;
+  g_autofree ScoredLabel *v = g_new(ScoredLabel, n);
+  gsize npos = 0;
+  for (gsize i = 0; i < n; i++) {
+    v[i].score = scores[i];
+    v[i].label = labels[i] != 0;
+    npos += v[i].label;
+  }
+  const gsize nneg = n - npos;
+  qsort(v, n, sizeof *v, cmp_desc);
+
+  /* J = tp/npos - fp/nneg, compared exactly as tp*nneg - fp*npos; walking
+   * the thresholds downwards, >= keeps the lowest threshold among equal J
+   * (the more defects caught). */
+  gint64 best = 0;
+  gboolean found = FALSE;
+  float at = v[0].score, below = 0.0f;
+  gboolean has_below = FALSE;
+  gsize tp = 0, fp = 0;
+  for (gsize i = 0; i < n;) {
+    float t = v[i].score;
+    while (i < n && v[i].score == t) {
+      if (v[i].label)
+        tp++;
+      else
+        fp++;
+      i++;
+    }
+    gint64 j = (gint64)tp * (gint64)nneg - (gint64)fp * (gint64)npos;
+    if (j > 0 && (!found || j >= best)) {
+      best = j;
+      found = TRUE;
+      at = t;
+      has_below = i < n;
+      below = i < n ? v[i].score : 0.0f;
+    }
+  }
+  if (!found)
+    return FALSE; /* no threshold fails a larger share of defects than of good parts */
+
+  double target = has_below ? 0.5 * ((double)below + (double)at) : (double)at;
+  double value = (double)at;
+  int decimals = 12;
+  /* the middle, rounded by at most a tenth of each margin; else (an
+   * interval too narrow for 9 decimals) the best score itself, which 12
+   * decimals write back as the same float for scores of this size */
+  double tol = has_below ? 0.05 * ((double)at - (double)below) : 0.0;
+  if (!round_within(target, tol, has_below, below, at, 3, 9, &value, &decimals))
+    round_within((double)at, 0.0, has_below, below, at, 3, 12, &value, &decimals);
+
+  const float vf = (float)value;
+  InspMetricsRates rates;
+  insp_metrics_rates(scores, labels, n, vf, &rates);
+  double good_below = -INFINITY, defect_above = INFINITY;
+  for (gsize i = 0; i < n; i++) {
+    if (!labels[i] && scores[i] < vf)
+      good_below = MAX(good_below, (double)scores[i]);
+    if (labels[i] && scores[i] >= vf)
+      defect_above = MIN(defect_above, (double)scores[i]);
+  }
+  if (out) {
+    out->threshold = value;
+    out->decimals = decimals;
+    out->separated = rates.caught == rates.n_defect && rates.rejected == 0;
+    out->margin_good = isfinite(good_below) ? value - good_below : NAN;
+    out->margin_defect = isfinite(defect_above) ? defect_above - value : NAN;
+  }
   return TRUE;
 }
 

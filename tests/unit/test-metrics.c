@@ -1,7 +1,9 @@
 /* model/insp-metrics: AUROC (ties, signed zeros, one class), AUPRO on small
  * cases computed by hand (8-connectivity, interpolation at the FPR limit),
  * F1-max and its threshold (ties), quantiles; AUROC against an O(n^2)
- * reference on random data with many ties. */
+ * reference on random data with many ties; the threshold statistics (rates
+ * at a threshold, the gap, the recommended threshold and its margins) on
+ * hand-made score arrays with known answers. */
 #include <glib.h>
 #include <math.h>
 
@@ -283,6 +285,177 @@ test_f1_max(void)
 }
 
 static void
+test_rates(void)
+{
+  /* good 0.1 0.3 0.5 0.7; defect 0.5 0.6 0.9 */
+  const float s[] = {0.1f, 0.3f, 0.5f, 0.7f, 0.5f, 0.6f, 0.9f};
+  const guint8 l[] = {0, 0, 0, 0, 1, 1, 1};
+  InspMetricsRates r;
+
+  /* >= : the good 0.5 and the defect 0.5 both fail at 0.5 */
+  insp_metrics_rates(s, l, 7, 0.5f, &r);
+  g_assert_cmpuint(r.n_good, ==, 4);
+  g_assert_cmpuint(r.n_defect, ==, 3);
+  g_assert_cmpuint(r.caught, ==, 3);
+  g_assert_cmpuint(r.rejected, ==, 2);
+  g_assert_cmpfloat_with_epsilon(r.recall, 1.0, TOL_EXACT);
+  g_assert_cmpfloat_with_epsilon(r.false_reject_rate, 0.5, TOL_EXACT);
+
+  insp_metrics_rates(s, l, 7, 0.65f, &r);
+  g_assert_cmpuint(r.caught, ==, 1);
+  g_assert_cmpuint(r.rejected, ==, 1);
+  g_assert_cmpfloat_with_epsilon(r.recall, 1.0 / 3.0, TOL_EXACT);
+  g_assert_cmpfloat_with_epsilon(r.false_reject_rate, 0.25, TOL_EXACT);
+
+  /* above everything: nothing fails */
+  insp_metrics_rates(s, l, 7, 1.0f, &r);
+  g_assert_cmpuint(r.caught + r.rejected, ==, 0);
+
+  /* one class: the other rate is undefined */
+  insp_metrics_rates(s, l, 4, 0.2f, &r);
+  g_assert_cmpuint(r.rejected, ==, 3);
+  g_assert_true(isnan(r.recall));
+  g_assert_cmpfloat_with_epsilon(r.false_reject_rate, 0.75, TOL_EXACT);
+}
+
+static void
+test_separation(void)
+{
+  InspMetricsSeparation sep;
+
+  /* separate: good up to 0.4, defects from 0.6 */
+  const float s1[] = {0.2f, 0.4f, 0.3f, 0.6f, 0.8f};
+  const guint8 l1[] = {0, 0, 0, 1, 1};
+  g_assert_true(insp_metrics_separation(s1, l1, 5, &sep));
+  g_assert_cmpfloat(sep.max_good, ==, 0.4f);
+  g_assert_cmpfloat(sep.min_defect, ==, 0.6f);
+  g_assert_cmpfloat_with_epsilon(sep.gap, (double)0.6f - (double)0.4f, TOL_EXACT);
+  g_assert_cmpuint(sep.good_over, ==, 0);
+  g_assert_cmpuint(sep.defect_under, ==, 0);
+
+  /* overlap: good 0.1 0.3 0.5 0.7, defects 0.5 0.6 0.9: two good images at
+   * or above 0.5 (0.5, 0.7), two defects at or below 0.7 (0.5, 0.6) */
+  const float s2[] = {0.1f, 0.3f, 0.5f, 0.7f, 0.5f, 0.6f, 0.9f};
+  const guint8 l2[] = {0, 0, 0, 0, 1, 1, 1};
+  g_assert_true(insp_metrics_separation(s2, l2, 7, &sep));
+  g_assert_cmpfloat(sep.max_good, ==, 0.7f);
+  g_assert_cmpfloat(sep.min_defect, ==, 0.5f);
+  g_assert_cmpfloat(sep.gap, <, 0.0);
+  g_assert_cmpuint(sep.good_over, ==, 2);
+  g_assert_cmpuint(sep.defect_under, ==, 2);
+
+  /* touching (a tie between the classes): gap 0 is an overlap */
+  const float s3[] = {0.2f, 0.5f, 0.5f};
+  const guint8 l3[] = {0, 0, 1};
+  g_assert_true(insp_metrics_separation(s3, l3, 3, &sep));
+  g_assert_cmpfloat(sep.gap, ==, 0.0);
+  g_assert_cmpuint(sep.good_over, ==, 1);
+  g_assert_cmpuint(sep.defect_under, ==, 1);
+
+  /* one class, or a NaN: FALSE, untouched */
+  sep.gap = -7;
+  g_assert_false(insp_metrics_separation(s1, l1, 3, &sep));
+  const float s4[] = {0.2f, NAN, 0.6f};
+  const guint8 l4[] = {0, 0, 1};
+  g_assert_false(insp_metrics_separation(s4, l4, 3, &sep));
+  g_assert_cmpfloat(sep.gap, ==, -7);
+}
+
+static void
+test_recommend(void)
+{
+  InspMetricsRecommendation rec;
+
+  /* separate: the middle of the gap 0.4 .. 0.6, three decimals */
+  const float s1[] = {0.2f, 0.4f, 0.3f, 0.6f, 0.8f};
+  const guint8 l1[] = {0, 0, 0, 1, 1};
+  g_assert_true(insp_metrics_recommend_threshold(s1, l1, 5, &rec));
+  g_assert_cmpfloat_with_epsilon(rec.threshold, 0.5, TOL_EXACT);
+  g_assert_cmpint(rec.decimals, ==, 3);
+  g_assert_true(rec.separated);
+  g_assert_cmpfloat_with_epsilon(rec.margin_good, 0.5 - (double)0.4f, TOL_EXACT);
+  g_assert_cmpfloat_with_epsilon(rec.margin_defect, (double)0.6f - 0.5, TOL_EXACT);
+
+  /* a narrow gap 0.4500 .. 0.4502: the middle needs four decimals */
+  const float s2[] = {0.1f, 0.45f, 0.4502f, 0.9f};
+  const guint8 l2[] = {0, 0, 1, 1};
+  g_assert_true(insp_metrics_recommend_threshold(s2, l2, 4, &rec));
+  g_assert_cmpfloat_with_epsilon(rec.threshold, 0.4501, TOL_EXACT);
+  g_assert_cmpint(rec.decimals, ==, 4);
+  g_assert_true(rec.separated);
+  InspMetricsRates r;
+  insp_metrics_rates(s2, l2, 4, (float)rec.threshold, &r);
+  g_assert_cmpuint(r.caught, ==, 2);
+  g_assert_cmpuint(r.rejected, ==, 0);
+
+  /* overlap: good 0.1 0.2 0.3 0.4 0.55, defects 0.35 0.5 0.6 0.7.
+   * J = recall - FRR at each score, downwards: 0.7: 1/4; 0.6: 2/4;
+   * 0.55: 2/4 - 1/5 = 0.3; 0.5: 3/4 - 1/5 = 0.55; 0.4: 3/4 - 2/5 = 0.35;
+   * 0.35: 4/4 - 2/5 = 0.6 (best); 0.3: 1 - 3/5 ... so the threshold goes
+   * between 0.3 and 0.35: 0.325. */
+  const float s3[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.55f, 0.35f, 0.5f, 0.6f, 0.7f};
+  const guint8 l3[] = {0, 0, 0, 0, 0, 1, 1, 1, 1};
+  g_assert_true(insp_metrics_recommend_threshold(s3, l3, 9, &rec));
+  g_assert_cmpfloat_with_epsilon(rec.threshold, 0.325, TOL_EXACT);
+  g_assert_false(rec.separated);
+  g_assert_cmpfloat_with_epsilon(rec.margin_good, 0.325 - (double)0.3f, TOL_EXACT);
+  g_assert_cmpfloat_with_epsilon(rec.margin_defect, (double)0.35f - 0.325, TOL_EXACT);
+  insp_metrics_rates(s3, l3, 9, (float)rec.threshold, &r);
+  g_assert_cmpuint(r.caught, ==, 4);
+  g_assert_cmpuint(r.rejected, ==, 2);
+
+  /* where F1-max fails every part: good 0.45 0.46, defects 0.40 0.41 0.42
+   * 0.50 0.55 0.60. F1 downwards: 0.50: 6/9, 0.46: 6/10, 0.45: 6/11,
+   * 0.42: 8/12, 0.41: 10/13, 0.40: 12/14 (best: everything fails). J:
+   * 0.50: 3/6 (best), 0.46: 3/6 - 1/2, ..., 0.40: 1 - 1 = 0. */
+  const float s4[] = {0.45f, 0.46f, 0.40f, 0.41f, 0.42f, 0.50f, 0.55f, 0.60f};
+  const guint8 l4[] = {0, 0, 1, 1, 1, 1, 1, 1};
+  double f1 = 0, t = 0;
+  g_assert_true(insp_metrics_f1_max(s4, l4, 8, &f1, &t));
+  g_assert_cmpfloat(t, ==, 0.40f);
+  g_assert_cmpfloat_with_epsilon(f1, 12.0 / 14.0, TOL_EXACT);
+  g_assert_true(insp_metrics_recommend_threshold(s4, l4, 8, &rec));
+  g_assert_cmpfloat_with_epsilon(rec.threshold, 0.48, TOL_EXACT);
+  g_assert_false(rec.separated);
+  insp_metrics_rates(s4, l4, 8, (float)rec.threshold, &r);
+  g_assert_cmpuint(r.caught, ==, 3);
+  g_assert_cmpuint(r.rejected, ==, 0);
+  g_assert_cmpfloat_with_epsilon(rec.margin_good, 0.48 - (double)0.46f, TOL_EXACT);
+  g_assert_cmpfloat_with_epsilon(rec.margin_defect, (double)0.50f - 0.48, TOL_EXACT);
+
+  /* equal J: the lower threshold (more defects caught). good 0.1 0.4,
+   * defects 0.3 0.5: J(0.5) = 1/2, J(0.3) = 1 - 1/2 = 1/2 -> between 0.1
+   * and 0.3 */
+  const float s5[] = {0.1f, 0.4f, 0.3f, 0.5f};
+  const guint8 l5[] = {0, 0, 1, 1};
+  g_assert_true(insp_metrics_recommend_threshold(s5, l5, 4, &rec));
+  g_assert_cmpfloat_with_epsilon(rec.threshold, 0.2, TOL_EXACT);
+
+  /* scores that do not tell the classes apart (defects below good): none */
+  const float s6[] = {0.8f, 0.9f, 0.1f, 0.2f};
+  const guint8 l6[] = {0, 0, 1, 1};
+  rec.threshold = -7;
+  g_assert_false(insp_metrics_recommend_threshold(s6, l6, 4, &rec));
+  g_assert_cmpfloat(rec.threshold, ==, -7);
+  /* one class, NaN */
+  g_assert_false(insp_metrics_recommend_threshold(s1, l1, 3, &rec));
+  const float s7[] = {0.2f, NAN, 0.6f};
+  const guint8 l7[] = {0, 0, 1};
+  g_assert_false(insp_metrics_recommend_threshold(s7, l7, 3, &rec));
+
+  /* adjacent floats: no decimal of 9 digits fits between them; the defect's
+   * own score is taken, written back exactly */
+  const float lo = 0.5f, hi = nextafterf(0.5f, 1.0f);
+  const float s8[] = {0.1f, lo, hi};
+  const guint8 l8[] = {0, 0, 1};
+  g_assert_true(insp_metrics_recommend_threshold(s8, l8, 3, &rec));
+  g_assert_cmpfloat((float)rec.threshold, ==, hi);
+  g_assert_true(rec.separated);
+  g_autofree char *text = g_strdup_printf("%.*f", rec.decimals, rec.threshold);
+  g_assert_cmpfloat((float)g_ascii_strtod(text, NULL), ==, hi);
+}
+
+static void
 test_quantile(void)
 {
   const double v[] = {4, 1, 3, 2};
@@ -308,5 +481,8 @@ main(int argc, char **argv)
   g_test_add_func("/metrics/aupro-undefined", test_aupro_undefined);
   g_test_add_func("/metrics/f1-max", test_f1_max);
   g_test_add_func("/metrics/quantile", test_quantile);
+  g_test_add_func("/metrics/rates", test_rates);
+  g_test_add_func("/metrics/separation", test_separation);
+  g_test_add_func("/metrics/recommend", test_recommend);
   return g_test_run();
 }
