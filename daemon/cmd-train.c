@@ -195,8 +195,21 @@ insp_cmd_train(int argc, char **argv)
     g_autofree char *state = insp_model_describe(model);
     printf("%s\n", state);
   }
-  printf("normalise  image raw %.4g -> 0, %.4g -> 0.5; pixel raw %.4g -> 0, %.4g -> 0.5\n",
-         info.image_base, info.image_threshold, info.pixel_base, info.pixel_threshold);
+  /* the rule, and examples computed by the model's own normalisation */
+  printf("normalise  score = 0.5 x raw / threshold (not clamped: 0 -> 0)\n");
+  printf("           image: threshold %.4g: raw %.4g -> %.3g, %.4g -> %.3g; held-out good median "
+         "%.4g -> %.4f\n",
+         info.image_threshold, info.image_threshold,
+         insp_model_normalise_image_score(model, info.image_threshold), 2 * info.image_threshold,
+         insp_model_normalise_image_score(model, 2 * info.image_threshold), info.image_base,
+         insp_model_normalise_image_score(model, info.image_base));
+  printf("           map:   threshold %.4g: raw %.4g -> %.3g, %.4g -> %.3g; held-out good median "
+         "map maximum %.4g -> %.4f\n",
+         info.pixel_threshold, info.pixel_threshold,
+         (double)insp_model_normalise_map_value(model, (float)info.pixel_threshold),
+         2 * info.pixel_threshold,
+         (double)insp_model_normalise_map_value(model, (float)(2 * info.pixel_threshold)),
+         info.pixel_base, (double)insp_model_normalise_map_value(model, (float)info.pixel_base));
   if (g_stat(out, &sb) == 0)
     printf("size       %.1f MB\n", (double)sb.st_size / 1e6);
   printf("time       %.1f s\n", secs);

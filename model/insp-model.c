@@ -251,6 +251,20 @@ insp_score_norm_apply_pixel(const InspScoreNorm *n, float raw)
   return (float)norm_apply(raw, n->pixel_threshold);
 }
 
+double
+insp_model_normalise_image_score(const InspModel *m, double raw)
+{
+  g_return_val_if_fail(m != NULL, NAN);
+  return insp_score_norm_apply_image(&m->norm, raw);
+}
+
+float
+insp_model_normalise_map_value(const InspModel *m, float raw)
+{
+  g_return_val_if_fail(m != NULL, NAN);
+  return insp_score_norm_apply_pixel(&m->norm, raw);
+}
+
 /* ---- scratch and scoring ---- */
 
 void

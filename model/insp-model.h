@@ -72,12 +72,18 @@ typedef struct {
   int bank_rows; /* PatchCore memory bank rows, 0 for PaDiM */
   double coreset_fraction;
   guint64 seed;
-  double image_base, image_threshold; /* median raw score of good held-out parts; raw
-                                       * score mapped to 0.5 (normalised = 0.5*raw/thr) */
+  double image_base, image_threshold; /* median raw score of good held-out parts (not used
+                                       * by the normalisation); raw score mapped to 0.5
+                                       * (normalised = 0.5 * raw / threshold) */
   double pixel_base, pixel_threshold; /* the same for anomaly-map values */
   const char *train_date;             /* ISO 8601, or NULL */
 } InspModelInfo;
 void insp_model_get_info(const InspModel *m, InspModelInfo *info);
+
+/* The normalisation the model applies (the same code as insp_model_score):
+ * a raw image score, or a raw anomaly-map value, in normalised units. */
+double insp_model_normalise_image_score(const InspModel *m, double raw);
+float insp_model_normalise_map_value(const InspModel *m, float raw);
 
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);
 void insp_model_scratch_free(InspModelScratch *s);
