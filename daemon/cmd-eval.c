@@ -1,11 +1,17 @@
 /* inspectd eval: measures a model on a dataset in MVTec AD layout (see
- * model/insp-eval.h) and prints the table of metrics on stdout, optionally
- * also as JSON. Progress goes to stderr, one line per image (a single
- * rewritten line on a terminal). Runs on the main thread only. */
+ * model/insp-eval.h) and prints the table of metrics and the threshold
+ * summary on stdout, ending with the config lines of the recommended
+ * threshold; optionally also the metrics as JSON and every image's score as
+ * CSV (`--scores -`: the CSV on stdout, the table then on stderr). Progress
+ * goes to stderr, one line per image (a single rewritten line on a
+ * terminal). Runs on the main thread only. */
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "insp-cli.h"
+#include "insp-conf.h"
 #include "insp-eval.h"
 #include "insp-model.h"
 #include "insp-ops.h"
@@ -28,10 +34,49 @@ progress_cb(int done, int total, const char *path, float score, double ms, gpoin
   fflush(stderr);
 }
 
+/* The recommended threshold as config lines to paste, and whether a
+ * threshold command could set it too (the default bounds). */
+static void
+append_config(GString *s, const InspEvalReport *r)
+{
+  const InspMetricsRecommendation *rec = &r->recommended;
+  if (!isfinite(rec->threshold))
+    return;
+  g_autoptr(InspConfig) defaults = insp_config_new_default();
+  const double lo = defaults->inspection.threshold_min, hi = defaults->inspection.threshold_max;
+  g_string_append(s, "config for the recommended threshold (e.g. as "
+                     "/etc/inspectd/inspectd.conf.d/50-threshold.conf):\n");
+  g_string_append_printf(s, "[inspection]\nthreshold = %.*f\n", rec->decimals, rec->threshold);
+  if (rec->threshold > 100.0)
+    g_string_append(s, "(above 100, the highest [inspection] threshold a config takes: this "
+                       "model's scores do not suit it)\n");
+  else if (rec->threshold < lo || rec->threshold > hi)
+    g_string_append_printf(s,
+                           "(outside %g..%g, what a threshold command may set under the default "
+                           "[inspection] threshold_min and threshold_max: set it in a file, or "
+                           "widen them)\n",
+                           lo, hi);
+}
+
+static gboolean
+write_scores(const InspEvalReport *r, const char *path, GError **error)
+{
+  g_autofree char *csv = insp_eval_report_format_scores(r);
+  if (strcmp(path, "-") == 0) {
+    fputs(csv, stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_IO, "cannot write the scores to stdout");
+      return FALSE;
+    }
+    return TRUE;
+  }
+  return g_file_set_contents(path, csv, -1, error);
+}
+
 int
 insp_cmd_eval(int argc, char **argv)
 {
-  g_autofree char *model_path = NULL, *dataset = NULL, *json = NULL;
+  g_autofree char *model_path = NULL, *dataset = NULL, *json = NULL, *scores = NULL;
   int limit = 0, threads = 0, status;
   gboolean quiet = FALSE;
   const GOptionEntry entries[] = {
@@ -41,6 +86,10 @@ insp_cmd_eval(int argc, char **argv)
        "dataset folder: test/<type>/*.png, ground_truth/<type>/<stem>_mask.png", "DIR"},
       {"json", 'j', 0, G_OPTION_ARG_FILENAME, &json, "also write the metrics to FILE as JSON",
        "FILE"},
+      {"scores", 's', 0, G_OPTION_ARG_FILENAME, &scores,
+       "also write every image's path, type, label, score and raw score to FILE as CSV "
+       "(-: to stdout, the table then goes to stderr)",
+       "FILE.csv"},
       {"limit", 'n', 0, G_OPTION_ARG_INT, &limit, "at most N images of each type (0: all)", "N"},
       {"threads", 't', 0, G_OPTION_ARG_INT, &threads,
        "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N"},
@@ -50,7 +99,11 @@ insp_cmd_eval(int argc, char **argv)
   if (!insp_cli_parse(&argc, &argv, "",
                       "Scores every image under DIR/test with the model and prints image AUROC,\n"
                       "pixel AUROC, AUPRO up to FPR 0.3, F1-max with its threshold, image AUROC\n"
-                      "per defect type and latency (decode excluded).",
+                      "per defect type and latency (decode excluded); then, in normalised score\n"
+                      "units (0.5 = the model's threshold), the highest good and lowest defect\n"
+                      "score and the gap between them, recall and false rejects at 0.5, at the\n"
+                      "F1-max threshold and at a recommended threshold, and the config lines\n"
+                      "that set it.",
                       entries, &status))
     return status;
   if (argc > 1) {
@@ -60,6 +113,10 @@ insp_cmd_eval(int argc, char **argv)
   if (!model_path || !dataset) {
     fprintf(stderr, "inspectd eval: --model and --dataset are required\n"
                     "Try 'inspectd eval --help'.\n");
+    return 2;
+  }
+  if (json && strcmp(json, "-") == 0) {
+    fprintf(stderr, "inspectd eval: --json takes a file; only --scores writes to stdout (-)\n");
     return 2;
   }
   if (limit < 0 || threads < 0) {
@@ -82,10 +139,18 @@ insp_cmd_eval(int argc, char **argv)
     fprintf(stderr, "inspectd eval: %s\n", error->message);
     return 1;
   }
-  g_autofree char *table = insp_eval_report_format(report);
-  fputs(table, stdout);
-  fflush(stdout);
+  g_autofree char *formatted = insp_eval_report_format(report);
+  g_autoptr(GString) table = g_string_new(formatted);
+  append_config(table, report);
+  /* stdout carries the CSV alone with --scores - */
+  FILE *table_out = scores && strcmp(scores, "-") == 0 ? stderr : stdout;
+  fputs(table->str, table_out);
+  fflush(table_out);
   if (json && !insp_eval_report_write_json(report, json, &error)) {
+    fprintf(stderr, "inspectd eval: %s\n", error->message);
+    return 1;
+  }
+  if (scores && !write_scores(report, scores, &error)) {
     fprintf(stderr, "inspectd eval: %s\n", error->message);
     return 1;
   }

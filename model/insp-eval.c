@@ -163,7 +163,38 @@ insp_eval_report_free(InspEvalReport *r)
       g_free(g_array_index(r->per_type, InspEvalType, i).name);
     g_array_unref(r->per_type);
   }
+  if (r->images) {
+    for (guint i = 0; i < r->images->len; i++) {
+      InspEvalImage *im = &g_array_index(r->images, InspEvalImage, i);
+      g_free(im->path);
+      g_free(im->type);
+    }
+    g_array_unref(r->images);
+  }
   g_free(r);
+}
+
+/* The statistics a threshold is set from, on the normalised scores: what
+ * the daemon compares with [inspection] threshold. */
+static void
+threshold_summary(InspEvalReport *r, const float *scores, const guint8 *labels, int n)
+{
+  const gsize un = (gsize)n;
+  /* the scan guarantees both classes; a NaN score leaves these unset */
+  r->separation.gap = NAN;
+  r->separation.max_good = r->separation.min_defect = NAN;
+  r->recommended.threshold = r->recommended.margin_good = r->recommended.margin_defect = NAN;
+  insp_metrics_separation(scores, labels, un, &r->separation);
+  insp_metrics_rates(scores, labels, un, (float)INSP_EVAL_MODEL_THRESHOLD, &r->at_model);
+  insp_metrics_rates(scores, labels, un, (float)r->threshold, &r->at_f1);
+  if (!isfinite(r->threshold)) {
+    r->at_f1.recall = r->at_f1.false_reject_rate = NAN;
+    r->at_f1.caught = r->at_f1.rejected = 0;
+  }
+  if (insp_metrics_recommend_threshold(scores, labels, un, &r->recommended))
+    insp_metrics_rates(scores, labels, un, (float)r->recommended.threshold, &r->at_recommended);
+  else
+    r->at_recommended = (InspMetricsRates){0, 0, 0, 0, NAN, NAN};
 }
 
 InspEvalReport *
@@ -262,6 +293,15 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
         break;
       }
   }
+  threshold_summary(r, scores, labels, n);
+  r->images = g_array_sized_new(FALSE, TRUE, sizeof(InspEvalImage), (guint)n);
+  for (int i = 0; i < n; i++) {
+    const Item *it = &g_array_index(items, Item, i);
+    InspEvalImage im = {g_strdup(it->rel),
+                        g_strdup(it->type >= 0 ? g_ptr_array_index(types, it->type) : "good"),
+                        it->type >= 0, scores[i], raw[i]};
+    g_array_append_val(r->images, im);
+  }
   double sum = 0;
   for (int i = 0; i < n; i++)
     sum += ms[i];
@@ -300,6 +340,39 @@ add_number(JsonBuilder *b, const char *key, double v)
     json_builder_add_null_value(b);
 }
 
+static void
+add_int(JsonBuilder *b, const char *key, gint64 v)
+{
+  json_builder_set_member_name(b, key);
+  json_builder_add_int_value(b, v);
+}
+
+/* The members of the decisions at @threshold (the object is the caller's). */
+static void
+add_rates(JsonBuilder *b, double threshold, const InspMetricsRates *x)
+{
+  add_number(b, "threshold", threshold);
+  add_number(b, "recall", x->recall);
+  add_number(b, "false_reject_rate", x->false_reject_rate);
+  add_int(b, "caught", (gint64)x->caught);
+  add_int(b, "defects", (gint64)x->n_defect);
+  add_int(b, "rejected", (gint64)x->rejected);
+  add_int(b, "good", (gint64)x->n_good);
+}
+
+/* The rule the recommendation followed, in words (JSON "rule" and the
+ * table). */
+static const char *
+recommendation_rule(const InspEvalReport *r)
+{
+  if (!isfinite(r->recommended.threshold))
+    return "none: no threshold fails a larger share of the defects than of the good images";
+  if (r->separation.gap > 0)
+    return "the middle of the gap between the highest good and the lowest defect score";
+  return "the sets overlap: the largest recall - false-reject rate, lowered to the middle of "
+         "the empty interval under it";
+}
+
 JsonNode *
 insp_eval_report_to_json(const InspEvalReport *r)
 {
@@ -330,6 +403,34 @@ insp_eval_report_to_json(const InspEvalReport *r)
   json_builder_add_string_value(b, r->model_id ? r->model_id : "");
   json_builder_set_member_name(b, "dataset");
   json_builder_add_string_value(b, r->dataset ? r->dataset : "");
+
+  json_builder_set_member_name(b, "separation");
+  json_builder_begin_object(b);
+  add_number(b, "max_good", r->separation.max_good);
+  add_number(b, "min_defect", r->separation.min_defect);
+  add_number(b, "gap", r->separation.gap);
+  add_int(b, "good_over", (gint64)r->separation.good_over);
+  add_int(b, "defect_under", (gint64)r->separation.defect_under);
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "at_model_threshold");
+  json_builder_begin_object(b);
+  add_rates(b, INSP_EVAL_MODEL_THRESHOLD, &r->at_model);
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "at_f1_threshold");
+  json_builder_begin_object(b);
+  add_rates(b, r->threshold, &r->at_f1);
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "recommended");
+  json_builder_begin_object(b);
+  add_rates(b, r->recommended.threshold, &r->at_recommended);
+  json_builder_set_member_name(b, "rule");
+  json_builder_add_string_value(b, recommendation_rule(r));
+  json_builder_set_member_name(b, "separated");
+  json_builder_add_boolean_value(b, r->recommended.separated);
+  add_number(b, "margin_good", r->recommended.margin_good);
+  add_number(b, "margin_defect", r->recommended.margin_defect);
+  json_builder_end_object(b);
+
   json_builder_end_object(b);
   return json_builder_get_root(b);
 }
@@ -355,6 +456,68 @@ append_metric(GString *s, const char *name, double v)
     g_string_append_printf(s, "%-14s %.4f\n", name, v);
   else
     g_string_append_printf(s, "%-14s n/a\n", name);
+}
+
+/* "R (c of n defects fail), false rejects F (j of g good fail)" */
+static void
+append_rates(GString *s, const InspMetricsRates *x)
+{
+  g_string_append_printf(s,
+                         "recall %.4f (%zu of %zu defects fail), false rejects %.4f (%zu of %zu "
+                         "good fail)\n",
+                         x->recall, x->caught, x->n_defect, x->false_reject_rate, x->rejected,
+                         x->n_good);
+}
+
+/* The threshold summary, in normalised units: the gap, the decisions at
+ * 0.5, at F1-max and at the recommended threshold. */
+static void
+append_threshold_summary(GString *s, const InspEvalReport *r)
+{
+  const InspMetricsSeparation *sep = &r->separation;
+  if (!isfinite(sep->gap))
+    return;
+  g_string_append(s, "image scores (normalised: the model's threshold is 0.5; a part fails "
+                     "at score >= threshold):\n");
+  g_string_append_printf(s, "  %-24s %.4f (of %d good images)\n", "highest good", sep->max_good,
+                         r->n_good);
+  g_string_append_printf(s, "  %-24s %.4f (of %d defect images)\n", "lowest defect",
+                         sep->min_defect, r->n_defect);
+  if (sep->gap > 0)
+    g_string_append_printf(s, "  %-24s %.4f: the sets separate\n", "gap", sep->gap);
+  else
+    g_string_append_printf(s,
+                           "  %-24s %.4f: the sets overlap: %zu of %d good images score at or "
+                           "above the lowest defect,\n  %-24s %zu of %d defects at or below the "
+                           "highest good\n",
+                           "gap", sep->gap, sep->good_over, r->n_good, "", sep->defect_under,
+                           r->n_defect);
+  g_string_append_printf(s, "  %-24s ", "at 0.5 (model)");
+  append_rates(s, &r->at_model);
+  if (isfinite(r->threshold)) {
+    g_autofree char *label = g_strdup_printf("at %.4f (F1-max)", r->threshold);
+    g_string_append_printf(s, "  %-24s ", label);
+    append_rates(s, &r->at_f1);
+  }
+  const InspMetricsRecommendation *rec = &r->recommended;
+  if (!isfinite(rec->threshold)) {
+    g_string_append_printf(s, "  %-24s %s\n", "recommended", recommendation_rule(r));
+    return;
+  }
+  g_autofree char *label = g_strdup_printf("at %.*f (recommended)", rec->decimals, rec->threshold);
+  g_string_append_printf(s, "  %-24s ", label);
+  append_rates(s, &r->at_recommended);
+  g_string_append_printf(s, "  %-24s %.*f\n", "recommended", rec->decimals, rec->threshold);
+  g_string_append_printf(s, "  %-24s %s\n", "rule", recommendation_rule(r));
+  g_string_append_printf(s, "  %-24s ", "margin");
+  if (isfinite(rec->margin_good))
+    g_string_append_printf(s, "%.4g over the highest good that passes", rec->margin_good);
+  else
+    g_string_append(s, "no good image passes");
+  if (isfinite(rec->margin_defect))
+    g_string_append_printf(s, ", %.4g under the lowest defect that fails\n", rec->margin_defect);
+  else
+    g_string_append(s, ", no defect fails\n");
 }
 
 char *
@@ -383,6 +546,44 @@ insp_eval_report_format(const InspEvalReport *r)
       else
         g_string_append_printf(s, "  %-22s n/a  (%d images)\n", t->name, t->n_images);
     }
+  }
+  append_threshold_summary(s, r);
+  return g_string_free(s, FALSE);
+}
+
+/* One field of a CSV row, quoted as RFC 4180 says when it must be. */
+static void
+append_csv_field(GString *s, const char *field)
+{
+  if (strpbrk(field, ",\"\r\n") == NULL) {
+    g_string_append(s, field);
+    return;
+  }
+  g_string_append_c(s, '"');
+  for (const char *p = field; *p; p++) {
+    if (*p == '"')
+      g_string_append_c(s, '"');
+    g_string_append_c(s, *p);
+  }
+  g_string_append_c(s, '"');
+}
+
+char *
+insp_eval_report_format_scores(const InspEvalReport *r)
+{
+  g_return_val_if_fail(r != NULL, NULL);
+  GString *s = g_string_new("path,type,label,score,raw_score\n");
+  for (guint i = 0; r->images && i < r->images->len; i++) {
+    const InspEvalImage *im = &g_array_index(r->images, InspEvalImage, i);
+    char num[G_ASCII_DTOSTR_BUF_SIZE];
+    append_csv_field(s, im->path);
+    g_string_append_c(s, ',');
+    append_csv_field(s, im->type);
+    g_string_append_printf(s, ",%d,", im->defect ? 1 : 0);
+    g_string_append(s, g_ascii_formatd(num, sizeof num, "%.9g", im->score));
+    g_string_append_c(s, ',');
+    g_string_append(s, g_ascii_formatd(num, sizeof num, "%.9g", im->raw_score));
+    g_string_append_c(s, '\n');
   }
   return g_string_free(s, FALSE);
 }
