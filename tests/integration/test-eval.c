@@ -1,14 +1,18 @@
 /* `inspectd train` + `inspectd eval` end to end: the test writes a small
  * dataset in MVTec AD layout (textured grey parts; defects are dark blots
  * with exact masks), trains a PatchCore model on its good images with the
- * builtin backbone, evaluates it with --json, and checks the JSON keys and
- * that an easy defect is found (high image and pixel AUROC). Also the
- * dataset errors: a defect image without a mask is named, a folder without
- * test/ is refused, and missing flags are a usage error. Skips with the
- * reason while `inspectd train` is not built. */
+ * builtin backbone, evaluates it with --json and --scores, and checks the
+ * JSON keys, that an easy defect is found (high image and pixel AUROC), the
+ * CSV (a row per test image, labels as the folders, RFC 4180 quoting of
+ * paths with commas and quotes, --scores - on stdout alone), the threshold
+ * summary against the CSV's own scores, and that the recommended threshold
+ * separates the sets when they separate. Also the dataset errors: a defect
+ * image without a mask is named, a folder without test/ is refused, and
+ * missing flags are a usage error. */
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -152,6 +156,123 @@ train(Fixture *f)
   return TRUE;
 }
 
+/* RFC 4180: rows of fields, quoted fields may hold commas, quotes (doubled),
+ * CR and LF; lines end in LF here (a CR before it is taken too). Fails the
+ * test on a malformed quote. Returns a GPtrArray of GStrv rows. */
+static GPtrArray *
+parse_csv(const char *text)
+{
+  GPtrArray *rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+  g_autoptr(GPtrArray) row = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GString) field = g_string_new(NULL);
+  const char *p = text;
+  while (*p) {
+    if (*p == '"') {
+      p++;
+      for (;;) {
+        g_assert_true(*p != '\0'); /* an unterminated quote */
+        if (*p == '"' && p[1] == '"') {
+          g_string_append_c(field, '"');
+          p += 2;
+        } else if (*p == '"') {
+          p++;
+          break;
+        } else {
+          g_string_append_c(field, *p++);
+        }
+      }
+      g_assert_true(*p == ',' || *p == '\n' || *p == '\r' || *p == '\0');
+    } else {
+      while (*p && *p != ',' && *p != '\n' && *p != '\r') {
+        g_assert_true(*p != '"'); /* a quote inside an unquoted field */
+        g_string_append_c(field, *p++);
+      }
+    }
+    g_ptr_array_add(row, g_strdup(field->str));
+    g_string_truncate(field, 0);
+    if (*p == ',') {
+      p++;
+      continue;
+    }
+    if (*p == '\r')
+      p++;
+    if (*p == '\n')
+      p++;
+    g_ptr_array_add(row, NULL);
+    g_ptr_array_add(rows, g_ptr_array_steal(row, NULL));
+  }
+  g_assert_cmpuint(row->len, ==, 0);
+  return rows;
+}
+
+static double
+parse_number(const char *text)
+{
+  char *end = NULL;
+  double v = g_ascii_strtod(text, &end);
+  if (end == text || *end != '\0')
+    g_error("not a number in the CSV: '%s'", text);
+  return v;
+}
+
+/* The CSV of the test set, checked: the header, a row per image, five
+ * fields, the type and label as the folder, the path relative to @dir,
+ * the normalised score proportional to the raw one. Returns the highest good
+ * and the lowest defect score, and the count of each. */
+typedef struct {
+  double max_good, min_defect;
+  int n_good, n_defect;
+} CsvSummary;
+
+static CsvSummary
+check_scores_csv(const char *csv, const char *dir, int n_expected)
+{
+  g_autoptr(GPtrArray) rows = parse_csv(csv);
+  CsvSummary sum = {-INFINITY, INFINITY, 0, 0};
+  g_assert_cmpuint(rows->len, ==, (guint)n_expected + 1);
+  char **head = g_ptr_array_index(rows, 0);
+  g_assert_cmpuint(g_strv_length(head), ==, 5);
+  const char *names[] = {"path", "type", "label", "score", "raw_score"};
+  for (int i = 0; i < 5; i++)
+    g_assert_cmpstr(head[i], ==, names[i]);
+  double ratio = NAN;
+  for (guint i = 1; i < rows->len; i++) {
+    char **f = g_ptr_array_index(rows, i);
+    g_assert_cmpuint(g_strv_length(f), ==, 5);
+    g_autofree char *prefix = g_strdup_printf("test/%s/", f[1]);
+    g_assert_true(g_str_has_prefix(f[0], prefix));
+    g_autofree char *full = g_build_filename(dir, f[0], NULL);
+    g_assert_true(g_file_test(full, G_FILE_TEST_IS_REGULAR));
+    gboolean good = strcmp(f[1], "good") == 0;
+    g_assert_cmpstr(f[2], ==, good ? "0" : "1");
+    double score = parse_number(f[3]), raw = parse_number(f[4]);
+    g_assert_cmpfloat(score, >=, 0.0);
+    g_assert_cmpfloat(raw, >, 0.0);
+    /* normalised = 0.5 * raw / threshold: one ratio for every image */
+    if (isnan(ratio))
+      ratio = score / raw;
+    g_assert_cmpfloat_with_epsilon(score / raw, ratio, 1e-5 * ratio);
+    if (good) {
+      sum.n_good++;
+      sum.max_good = MAX(sum.max_good, score);
+    } else {
+      sum.n_defect++;
+      sum.min_defect = MIN(sum.min_defect, score);
+    }
+  }
+  return sum;
+}
+
+/* The number after @label (up to the end of its line) in @text. */
+static double
+number_after(const char *text, const char *label)
+{
+  const char *p = strstr(text, label);
+  if (!p)
+    g_error("no '%s' in the eval output:\n%s", label, text);
+  return g_ascii_strtod(p + strlen(label), NULL);
+}
+
 static double
 member_double(JsonObject *o, const char *key)
 {
@@ -168,7 +289,9 @@ test_train_eval(Fixture *f, gconstpointer data)
     return;
   g_autofree char *out = NULL, *err = NULL;
   g_autofree char *json = g_build_filename(f->dir, "eval.json", NULL);
-  const char *args[] = {"eval", "--model", f->model, "--dataset", f->dir, "--json", json, NULL};
+  g_autofree char *csv_path = g_build_filename(f->dir, "scores.csv", NULL);
+  const char *args[] = {"eval",   "--model", f->model,   "--dataset", f->dir,
+                        "--json", json,      "--scores", csv_path,    NULL};
   int rc = run(args, &out, &err);
   if (rc != 0)
     g_error("inspectd eval failed (%d): %s", rc, err);
@@ -184,8 +307,10 @@ test_train_eval(Fixture *f, gconstpointer data)
   g_assert_true(json_parser_load_from_file(parser, json, &error));
   g_assert_no_error(error);
   JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-  const char *keys[] = {"image_auroc", "pixel_auroc", "aupro",    "f1_max", "threshold",
-                        "latency_ms",  "images",      "per_type", "model",  "dataset"};
+  const char *keys[] = {"image_auroc",     "pixel_auroc", "aupro",      "f1_max",
+                        "threshold",       "latency_ms",  "images",     "per_type",
+                        "model",           "dataset",     "separation", "at_model_threshold",
+                        "at_f1_threshold", "recommended"};
   for (gsize i = 0; i < G_N_ELEMENTS(keys); i++)
     if (!json_object_has_member(o, keys[i]))
       g_error("eval JSON lacks \"%s\"", keys[i]);
@@ -212,6 +337,75 @@ test_train_eval(Fixture *f, gconstpointer data)
   g_assert_cmpfloat(member_double(per, "blot"), ==, image_auroc);
   g_assert_cmpstr(json_object_get_string_member(o, "dataset"), ==, f->dir);
   g_assert_true(g_str_has_prefix(json_object_get_string_member(o, "model"), "patchcore-"));
+
+  /* the CSV: a row per test image, labels as the folders */
+  g_autofree char *csv = NULL;
+  g_assert_true(g_file_get_contents(csv_path, &csv, NULL, NULL));
+  CsvSummary cs = check_scores_csv(csv, f->dir, N_TEST_GOOD + N_TEST_DEFECT);
+  g_assert_cmpint(cs.n_good, ==, N_TEST_GOOD);
+  g_assert_cmpint(cs.n_defect, ==, N_TEST_DEFECT);
+
+  /* the summary says what the CSV's scores say */
+  g_assert_cmpfloat_with_epsilon(number_after(out, "\n  highest good "), cs.max_good, 1e-4);
+  g_assert_cmpfloat_with_epsilon(number_after(out, "\n  lowest defect "), cs.min_defect, 1e-4);
+  g_assert_cmpfloat_with_epsilon(number_after(out, "\n  gap "), cs.min_defect - cs.max_good, 1e-4);
+  g_assert_nonnull(strstr(out, "at 0.5 (model)"));
+  g_assert_nonnull(strstr(out, "(F1-max)"));
+  g_assert_nonnull(strstr(out, "(recommended)"));
+  g_assert_nonnull(strstr(out, "rule "));
+  g_assert_nonnull(strstr(out, "margin "));
+  JsonObject *sep = json_object_get_object_member(o, "separation");
+  g_assert_cmpfloat_with_epsilon(member_double(sep, "max_good"), cs.max_good, 1e-6);
+  g_assert_cmpfloat_with_epsilon(member_double(sep, "min_defect"), cs.min_defect, 1e-6);
+  JsonObject *at_model = json_object_get_object_member(o, "at_model_threshold");
+  g_assert_cmpfloat(member_double(at_model, "threshold"), ==, 0.5);
+  g_assert_cmpint(json_object_get_int_member(at_model, "defects"), ==, N_TEST_DEFECT);
+  g_assert_cmpint(json_object_get_int_member(at_model, "good"), ==, N_TEST_GOOD);
+
+  /* the config lines to paste, and the threshold in them */
+  const char *cfg = strstr(out, "\n[inspection]\nthreshold = ");
+  g_assert_nonnull(cfg);
+  double recommended = number_after(cfg, "threshold = ");
+  JsonObject *rec = json_object_get_object_member(o, "recommended");
+  g_assert_cmpfloat_with_epsilon(member_double(rec, "threshold"), recommended, 1e-9);
+  int rejected = 0, caught = 0;
+  g_autoptr(GPtrArray) rows = parse_csv(csv);
+  for (guint i = 1; i < rows->len; i++) {
+    char **row = g_ptr_array_index(rows, i);
+    if ((float)parse_number(row[3]) >= (float)recommended) {
+      caught += strcmp(row[2], "1") == 0;
+      rejected += strcmp(row[2], "0") == 0;
+    }
+  }
+  g_assert_cmpint(json_object_get_int_member(rec, "caught"), ==, caught);
+  g_assert_cmpint(json_object_get_int_member(rec, "rejected"), ==, rejected);
+  g_test_message("synthetic blots: good up to %.4f, defects from %.4f, recommended %.6g "
+                 "(%d of %d defects fail, %d of %d good)",
+                 cs.max_good, cs.min_defect, recommended, caught, cs.n_defect, rejected, cs.n_good);
+  if (cs.min_defect > cs.max_good) {
+    /* the sets separate: the recommendation fails every defect, no good part */
+    g_assert_nonnull(strstr(out, "the sets separate"));
+    g_assert_cmpfloat(recommended, >, cs.max_good);
+    g_assert_cmpfloat(recommended, <, cs.min_defect);
+    g_assert_cmpint(caught, ==, N_TEST_DEFECT);
+    g_assert_cmpint(rejected, ==, 0);
+    g_assert_true(json_object_get_boolean_member(rec, "separated"));
+    g_assert_cmpfloat(member_double(rec, "margin_good"), >, 0.0);
+    g_assert_cmpfloat(member_double(rec, "margin_defect"), >, 0.0);
+    g_assert_nonnull(strstr(out, "the middle of the gap"));
+  } else {
+    g_assert_nonnull(strstr(out, "the sets overlap"));
+  }
+
+  /* --scores -: the CSV alone on stdout, the table on stderr */
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  const char *args_stdout[] = {"eval", "-q",       "--model", f->model, "--dataset",
+                               f->dir, "--scores", "-",       NULL};
+  g_assert_cmpint(run(args_stdout, &out, &err), ==, 0);
+  g_assert_cmpstr(out, ==, csv);
+  g_assert_nonnull(strstr(err, "image AUROC"));
+  g_assert_nonnull(strstr(err, "\n[inspection]\nthreshold = "));
 
   /* --limit takes the first N of each type */
   g_clear_pointer(&out, g_free);
@@ -243,6 +437,46 @@ test_train_eval(Fixture *f, gconstpointer data)
   g_assert_nonnull(strstr(err, "003_mask.png"));
 }
 
+/* Paths with commas and double quotes come back whole through RFC 4180
+ * quoting: a defect folder and a good file renamed so. */
+static void
+test_scores_quoting(Fixture *f, gconstpointer data)
+{
+  if (!train(f))
+    return;
+  const char *odd_type = "dark \"blot\", round";
+  const char *odd_good = "0,\"0\".png";
+  g_autofree char *from = g_build_filename(f->dir, "test", "blot", NULL);
+  g_autofree char *to = g_build_filename(f->dir, "test", odd_type, NULL);
+  g_assert_cmpint(g_rename(from, to), ==, 0);
+  g_autofree char *gfrom = g_build_filename(f->dir, "ground_truth", "blot", NULL);
+  g_autofree char *gto = g_build_filename(f->dir, "ground_truth", odd_type, NULL);
+  g_assert_cmpint(g_rename(gfrom, gto), ==, 0);
+  g_autofree char *good_from = g_build_filename(f->dir, "test", "good", "000.png", NULL);
+  g_autofree char *good_to = g_build_filename(f->dir, "test", "good", odd_good, NULL);
+  g_assert_cmpint(g_rename(good_from, good_to), ==, 0);
+
+  g_autofree char *out = NULL, *err = NULL;
+  const char *args[] = {"eval", "-q",       "--model", f->model, "--dataset",
+                        f->dir, "--scores", "-",       NULL};
+  g_assert_cmpint(run(args, &out, &err), ==, 0);
+  /* the quoted fields as RFC 4180 writes them */
+  g_assert_nonnull(strstr(out, "\"test/good/0,\"\"0\"\".png\",good,0,"));
+  g_assert_nonnull(strstr(out, ",\"dark \"\"blot\"\", round\",1,"));
+  CsvSummary cs = check_scores_csv(out, f->dir, N_TEST_GOOD + N_TEST_DEFECT);
+  g_assert_cmpint(cs.n_defect, ==, N_TEST_DEFECT);
+  g_autoptr(GPtrArray) rows = parse_csv(out);
+  gboolean seen_good = FALSE;
+  for (guint i = 1; i < rows->len; i++) {
+    char **row = g_ptr_array_index(rows, i);
+    g_autofree char *good_rel = g_build_filename("test", "good", odd_good, NULL);
+    seen_good |= strcmp(row[0], good_rel) == 0;
+    if (strcmp(row[2], "1") == 0)
+      g_assert_cmpstr(row[1], ==, odd_type);
+  }
+  g_assert_true(seen_good);
+}
+
 static void
 test_usage_errors(Fixture *f, gconstpointer data)
 {
@@ -259,6 +493,13 @@ test_usage_errors(Fixture *f, gconstpointer data)
   const char *bad_model[] = {"eval", "--model", bogus, "--dataset", f->dir, NULL};
   g_assert_cmpint(run(bad_model, &out, &err), ==, 1);
   g_assert_nonnull(strstr(err, bogus));
+
+  /* only --scores writes to stdout */
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  const char *json_stdout[] = {"eval", "--model", bogus, "--dataset", f->dir, "--json", "-", NULL};
+  g_assert_cmpint(run(json_stdout, &out, &err), ==, 2);
+  g_assert_nonnull(strstr(err, "--json"));
 }
 
 int
@@ -266,6 +507,8 @@ main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/eval/train-eval", Fixture, NULL, fixture_setup, test_train_eval, fixture_teardown);
+  g_test_add("/eval/scores-quoting", Fixture, NULL, fixture_setup, test_scores_quoting,
+             fixture_teardown);
   g_test_add("/eval/usage-errors", Fixture, NULL, fixture_setup, test_usage_errors,
              fixture_teardown);
   return g_test_run();
