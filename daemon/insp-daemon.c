@@ -73,11 +73,12 @@ typedef struct {
   InspPipeline *pipe;
   gboolean use_frame_part_id; /* files replay or trigger mode: part ids come from frames */
 
-  InspOutputs *outputs; /* every thread; its own lock */
-  InspOutput *mqtt_out; /* the MQTT output in @outputs, NULL when off; main thread */
-  InspOutput *http_out; /* the HTTP output in @outputs, NULL when off; main thread */
-  InspMqtt *mqtt;       /* its client (commands, counters); main thread */
-  gint masks;           /* InspConfigMasks, hot */
+  InspOutputs *outputs;    /* every thread; its own lock */
+  InspOutput *mqtt_out;    /* the MQTT output in @outputs, NULL when off; main thread */
+  InspOutput *http_out;    /* the HTTP output in @outputs, NULL when off; main thread */
+  InspOutput *archive_out; /* the archive in @outputs, NULL when off; main thread */
+  InspMqtt *mqtt;          /* its client (commands, counters); main thread */
+  gint masks;              /* InspConfigMasks, hot */
   gboolean broker_connected;
   gboolean broker_known;       /* a first state was reported */
   char *broker_lost_reason;    /* why the connection was last lost */
@@ -988,6 +989,26 @@ reload(Daemon *d, const char *why, GError **error)
       d->http_out = fresh;
     }
   }
+  if (change & (INSP_CONFIG_CHANGE_ARCHIVE | INSP_CONFIG_CHANGE_STATION)) {
+    /* The old writer finishes what it has queued; a new one that cannot
+     * write its folder is said, and the rest of the reload holds. */
+    InspOutput *fresh = NULL;
+    const char *station = cfg->station.id[0] ? cfg->station.id : d->station;
+    if (d->archive_out) {
+      insp_outputs_replace(d->outputs, d->archive_out, NULL);
+      d->archive_out = NULL;
+    }
+    if (cfg->archive.dir[0] && cfg->archive.what != INSP_CONFIG_MASKS_NONE &&
+        (fresh = insp_output_archive_new(cfg, station, d->outputs, &local)) == NULL) {
+      g_warning("archive not restarted: %s", local->message);
+      publish_event(d, "error", "archive_failed", local->message);
+      g_clear_error(&local);
+    }
+    if (fresh != NULL) {
+      insp_outputs_add(d->outputs, fresh);
+      d->archive_out = fresh;
+    }
+  }
   if (change & INSP_CONFIG_CHANGE_STATION) {
     replace_string(&d->station, cfg->station.id);
     insp_log_set_station(d->station);
@@ -1616,6 +1637,12 @@ daemon_start(Daemon *d)
         fflush(stdout);
       }
     }
+  }
+  if (d->config->archive.dir[0] && d->config->archive.what != INSP_CONFIG_MASKS_NONE) {
+    d->archive_out = insp_output_archive_new(d->config, d->station, d->outputs, &error);
+    if (d->archive_out == NULL)
+      return start_failed(d, "archive", error);
+    insp_outputs_add(d->outputs, d->archive_out);
   }
   d->pipe = pipeline_create(d, d->config, &error);
   if (d->pipe == NULL)

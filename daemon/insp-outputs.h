@@ -2,7 +2,9 @@
  *   insp-output-mqtt.c   results, masks, status, events, snapshots over MQTT,
  *                        and the client whose commands the daemon answers;
  *   insp-output-print.c  one decision line per part on stdout;
- *   insp-output-http.c   /metrics (Prometheus) and /healthz over HTTP. */
+ *   insp-output-http.c   the live page, /metrics (Prometheus) and /healthz;
+ *   insp-output-archive.c  failed (or all) parts' frames, overlays and JSON
+ *                        in a folder kept within a size and an age. */
 #pragma once
 
 #include <stdio.h>
@@ -28,6 +30,12 @@ void insp_output_mqtt_set_masks(InspOutput *out, InspConfigMasks masks);
  * /healthz. NULL with @error when it cannot listen or read its password
  * file. */
 InspOutput *insp_output_http_new(const InspConfig *config, const char *station, GError **error);
+
+/* The archive of @config's [archive] (its writer thread started); events
+ * (archive_failed, archive_behind) go to @outs on the main context. NULL
+ * with @error when the folder cannot be made or written. */
+InspOutput *insp_output_archive_new(const InspConfig *config, const char *station,
+                                    InspOutputs *outs, GError **error);
 
 /* "seq=N part=ID verdict=pass|fail score=S threshold=T regions=R latency=Lms"
  * per part on @stream, flushed. */

@@ -568,6 +568,9 @@ insp_image_has_image_name(const char *name)
 
   g_return_val_if_fail(name != NULL, FALSE);
   lower = g_ascii_strdown(name, -1);
+  /* The archive's heat-map overlays are pictures for people, not parts. */
+  if (g_str_has_suffix(lower, ".overlay.jpg"))
+    return FALSE;
   return g_str_has_suffix(lower, ".png") || g_str_has_suffix(lower, ".jpg") ||
          g_str_has_suffix(lower, ".jpeg");
 }

@@ -43,8 +43,9 @@ gboolean insp_image_save_png(const InspImage *img, const char *path, GError **er
 /* Baseline JPEG of a 1- or 3-channel image, @quality 1..100 (clamped). */
 GBytes *insp_image_encode_jpeg(const InspImage *img, int quality, GError **error);
 
-/* TRUE when @name ends in .png, .jpg or .jpeg, in any case: the files that
- * train and eval take from a folder. */
+/* TRUE when @name ends in .png, .jpg or .jpeg, in any case, and not in
+ * .overlay.jpg (the archive's heat-map pictures): the files that train and
+ * eval take from a folder. */
 gboolean insp_image_has_image_name(const char *name);
 /* The image files directly in @dir (by name as above; hidden entries and
  * folders skipped), as full paths sorted bytewise; a new array that frees its
