@@ -2055,6 +2055,14 @@ test_http(void)
       "info = fam['inspectd_model_info'].samples[0].labels\n"
       "assert info['detector'] == 'patchcore' and int(info['input_size']) > 0, info\n"
       "frames = fam['inspectd_frames'].samples[0].value\n"
+      /* The shipped Grafana dashboard asks only for series that exist. */
+      "import json, re\n"
+      "names = {x.name for m in fam.values() for x in m.samples}\n"
+      "dash = json.load(open(sys.argv[2]))\n"
+      "exprs = [t['expr'] for p in dash['panels'] for t in p.get('targets', [])]\n"
+      "used = {n for e in exprs for n in re.findall(r'\\b((?:inspectd|process)_[a-z_]+)', e)}\n"
+      "unknown = sorted(used - names)\n"
+      "assert exprs and not unknown, unknown\n"
       "parts = sum(s.value for s in fam['inspectd_parts'].samples)\n"
       "count = [s.value for s in fam['inspectd_inspection_seconds'].samples\n"
       "         if s.name.endswith('_count')][0]\n"
@@ -2062,7 +2070,9 @@ test_http(void)
       "print(int(parts), len(fam))\n";
   g_autofree char *py_out = NULL, *py_err = NULL;
   int py_status = -1;
-  const char *py_argv[] = {python, "-c", script, mpath, NULL};
+  g_autofree char *dashboard = g_build_filename(g_getenv("INSP_TEST_SRCDIR"), "..", "contrib",
+                                                "grafana", "inspectd.json", NULL);
+  const char *py_argv[] = {python, "-c", script, mpath, dashboard, NULL};
   g_assert_true(g_spawn_sync(NULL, (char **)py_argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &py_out,
                              &py_err, &py_status, &error));
   g_assert_no_error(error);
