@@ -2332,6 +2332,57 @@ test_http_tls(void)
   g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
 }
 
+/* Last: every JSON payload the daemon published to the fixture's subscriber
+ * during the tests above (results, events, command replies, a trigger's
+ * result) and the retained status, against doc/asyncapi.yaml's schemas. */
+static void
+test_asyncapi(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  const char *srcdir = g_getenv("INSP_TEST_SRCDIR");
+  g_autofree char *doc = g_build_filename(srcdir, "..", "doc", "asyncapi.yaml", NULL);
+  g_autofree char *script = g_build_filename(srcdir, "integration", "validate-asyncapi.py", NULL);
+  g_autofree char *status_path = g_build_filename(fx.dir, "status.json", NULL);
+  g_autofree char *port = g_strdup_printf("%d", fx.port);
+  g_autofree char *status = NULL;
+  int code = -1;
+  const char *sub_argv[] = {"mosquitto_sub",
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            port,
+                            "-C",
+                            "1",
+                            "-W",
+                            "5",
+                            "-t",
+                            "inspectd/" STATION "/status",
+                            NULL};
+  g_assert_true(g_spawn_sync(NULL, (char **)sub_argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &status, NULL, &code, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(code, NULL));
+  write_file(status_path, status);
+
+  g_autofree char *out = NULL, *err = NULL;
+  const char *argv[] = {"/usr/bin/python3", script, doc, fx.sub_out, status_path, NULL};
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                             &code, &error));
+  g_assert_no_error(error);
+  if (strstr(err, "No module named 'jsonschema'") != NULL ||
+      strstr(err, "No module named 'yaml'") != NULL) {
+    g_test_skip("python3-jsonschema and python3-yaml are needed to validate against AsyncAPI");
+    return;
+  }
+  g_test_message("%s%s", out, err);
+  g_assert_true(g_spawn_check_wait_status(code, NULL));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2364,6 +2415,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/http-tls", test_http_tls);
   g_test_add_func("/daemon/archive", test_archive);
   g_test_add_func("/daemon/session-takeover", test_session_takeover);
+  g_test_add_func("/daemon/asyncapi", test_asyncapi); /* last: it reads what the others published */
   status = g_test_run();
   fixture_teardown();
   return status;
