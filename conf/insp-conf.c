@@ -406,11 +406,10 @@ edit_distance(const char *a, const char *b)
   return d[la][lb];
 }
 
-/* The closest of @candidates (NULL-terminated) to @name, or NULL when none is
- * close: at most a third of the name's length away (at least 1, at most 3). */
-static const char *
-suggest(const char *name, const char *const *candidates)
+const char *
+insp_config_suggest(const char *name, const char *const *candidates)
 {
+  g_return_val_if_fail(name != NULL && candidates != NULL, NULL);
   guint limit = CLAMP((guint)strlen(name) / 3, 1, 3);
   guint best = G_MAXUINT;
   const char *found = NULL;
@@ -715,7 +714,7 @@ store_value(InspConfig *cfg, const Key *k, const char *raw, const char *base_dir
       g_ptr_array_add(names, (gpointer)k->choices[i].name);
     }
     g_ptr_array_add(names, NULL);
-    close = suggest(value, (const char *const *)names->pdata);
+    close = insp_config_suggest(value, (const char *const *)names->pdata);
     g_string_append_printf(reason, "'%s' is not one of the allowed values: %s", value,
                            k->info.allowed);
     if (close)
@@ -1056,7 +1055,7 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
     g_autofree const char **names = NULL;
 
     if (!is_section(section)) {
-      const char *close = suggest(section, sections);
+      const char *close = insp_config_suggest(section, sections);
       g_autofree char *reason =
           close ? g_strdup_printf("unknown section, did you mean [%s]?", close)
                 : g_strdup("unknown section (known: station, camera, trigger, model, inspection, "
@@ -1080,7 +1079,7 @@ load_data(Loader *L, const char *file, const char *data, gsize len, const char *
       g_autofree char *raw = NULL;
 
       if (!k) {
-        const char *close = suggest(key, names);
+        const char *close = insp_config_suggest(key, names);
         const char *elsewhere = section_of_key(key);
 
         if (strchr(key, '['))

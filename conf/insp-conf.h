@@ -215,6 +215,12 @@ gboolean insp_config_parse_listen(const char *value, char **host, int *port);
  * localhost). */
 gboolean insp_config_listen_is_loopback(const char *value);
 
+/* The closest of @candidates (NULL-terminated) to @name, for a "did you
+ * mean" (ASCII case-insensitive edit distance, adjacent swaps counting one),
+ * or NULL when none is close: at most a third of the name's length away (at
+ * least 1, at most 3). Returns one of @candidates (not a copy). */
+const char *insp_config_suggest(const char *name, const char *const *candidates);
+
 /* A deep copy of @config. */
 InspConfig *insp_config_copy(const InspConfig *config);
 

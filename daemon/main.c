@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "insp-cli.h"
+#include "insp-conf.h"
 #include "insp-daemon-config.h"
 
 typedef struct {
@@ -82,6 +83,21 @@ main(int argc, char **argv)
     if (strcmp(argv[1], commands[i].name) == 0) {
       g_set_prgname(commands[i].name);
       return commands[i].func(argc - 1, argv + 1);
+    }
+  }
+  {
+    const char *names[G_N_ELEMENTS(commands) + 1];
+    const char *close;
+
+    for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
+      names[i] = commands[i].name;
+    names[G_N_ELEMENTS(commands)] = NULL;
+    close = insp_config_suggest(argv[1], names);
+    if (close != NULL) {
+      /* A near miss: the one line that fixes it, not the whole usage. */
+      fprintf(stderr, "inspectd: unknown command '%s'; did you mean '%s'?\n", argv[1], close);
+      fprintf(stderr, "Try 'inspectd --help' for the list of commands.\n");
+      return 2;
     }
   }
   fprintf(stderr, "inspectd: unknown command '%s'\n\n", argv[1]);

@@ -51,6 +51,34 @@ test_unknown(void)
   g_assert_cmpint(run_inspectd("", &out, &err), ==, 2);
 }
 
+/* A near miss names the command meant; something far from every command
+ * gets the usage and no guess. */
+static void
+test_did_you_mean(void)
+{
+  static const char *const cases[][2] = {
+      {"rnu", "run"},
+      {"trian", "train"},
+      {"evl", "eval"},
+      {"camera", "cameras"},
+      {"check-conf", "check-config"},
+      {"featurs", "features"},
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *want = g_strdup_printf("did you mean '%s'?", cases[i][1]);
+
+    g_assert_cmpint(run_inspectd(cases[i][0], &out, &err), ==, 2);
+    g_test_message("%s: %s", cases[i][0], err);
+    g_assert_nonnull(strstr(err, want));
+  }
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint(run_inspectd("frobnicate", &out, &err), ==, 2);
+  g_assert_null(strstr(err, "did you mean"));
+  g_assert_nonnull(strstr(err, "Commands:"));
+}
+
 static void
 test_subcommand_help(void)
 {
@@ -81,6 +109,7 @@ main(int argc, char **argv)
   g_test_add_func("/cli/help", test_help);
   g_test_add_func("/cli/version", test_version);
   g_test_add_func("/cli/unknown", test_unknown);
+  g_test_add_func("/cli/did-you-mean", test_did_you_mean);
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
   return g_test_run();
