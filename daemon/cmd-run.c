@@ -1,8 +1,9 @@
 /* inspectd run: the daemon in the foreground. With -c it runs the config's
  * station; with no -c the embedded demo line (synthetic parts, a model trained
- * at start, one line per decision on stdout). The hidden
- * --demo-write-dataset DIR writes the synthetic parts as an MVTec AD data set
- * instead, for `inspectd train` / `inspectd eval` and the tests.
+ * at start, one line per decision on stdout). --demo-write-dataset DIR
+ * writes the synthetic parts as an MVTec AD data set instead, for
+ * `inspectd train` / `inspectd eval` and the tests. Every flag the README
+ * documents is shown by --help; only the tests' --debug-* flags are hidden.
  * Main thread only. */
 #include <stdio.h>
 #include <string.h>
@@ -42,16 +43,16 @@ insp_cmd_run(int argc, char **argv)
        "HOST:PORT"},
       {"demo-fps", 0, 0, G_OPTION_ARG_DOUBLE, &demo_fps,
        "demo line speed in parts per second (default 4; 0: as fast as possible)", "FPS"},
-      {"demo-size", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &demo_size,
-       "demo part image size in pixels", "N"},
-      {"demo-defect-every", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &demo_every,
+      {"demo-size", 0, 0, G_OPTION_ARG_INT, &demo_size,
+       "demo part image size in pixels (default 256)", "N"},
+      {"demo-defect-every", 0, 0, G_OPTION_ARG_INT, &demo_every,
        "every Nth demo part is defective (default 5)", "N"},
-      {"demo-write-dataset", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &dataset,
+      {"demo-write-dataset", 0, 0, G_OPTION_ARG_FILENAME, &dataset,
        "write the synthetic parts as an MVTec AD data set into DIR and exit", "DIR"},
-      {"dataset-train", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &ds_train,
-       "with --demo-write-dataset: good training images", "N"},
-      {"dataset-test", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &ds_test,
-       "with --demo-write-dataset: test images per type", "N"},
+      {"dataset-train", 0, 0, G_OPTION_ARG_INT, &ds_train,
+       "with --demo-write-dataset: good training images (default 30)", "N"},
+      {"dataset-test", 0, 0, G_OPTION_ARG_INT, &ds_test,
+       "with --demo-write-dataset: test images per type (default 10)", "N"},
       {"debug-seq-block", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &seq_block,
        "tests: reserve sequence numbers N at a time (default 1000)", "N"},
       {"debug-stall-after", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &stall_after,

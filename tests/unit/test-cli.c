@@ -93,6 +93,49 @@ test_subcommand_help(void)
   }
 }
 
+/* Every flag the README gives for `inspectd run` (in the demo line's section
+ * or on a line that runs `inspectd run`) is listed by `inspectd run --help`:
+ * a newcomer who read one finds it in the other. */
+static void
+test_run_help_lists_readme_flags(void)
+{
+  const char *srcdir = g_getenv("INSP_TEST_SRCDIR");
+  g_autofree char *readme_path = NULL, *readme = NULL, *out = NULL, *err = NULL;
+  g_autoptr(GRegex) flag = g_regex_new("--[a-z][a-z0-9-]*", 0, 0, NULL);
+  g_auto(GStrv) lines = NULL;
+  gboolean in_demo = FALSE;
+  guint checked = 0;
+
+  if (srcdir == NULL) {
+    g_test_skip("$INSP_TEST_SRCDIR is not set (run through meson test)");
+    return;
+  }
+  readme_path = g_build_filename(srcdir, "..", "README.md", NULL);
+  g_assert_true(g_file_get_contents(readme_path, &readme, NULL, NULL));
+  g_assert_cmpint(run_inspectd("run --help", &out, &err), ==, 0);
+  lines = g_strsplit(readme, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    g_autoptr(GMatchInfo) m = NULL;
+
+    if (g_str_has_prefix(*l, "## "))
+      in_demo = g_str_has_prefix(*l, "## The demo line");
+    if (!in_demo && strstr(*l, "inspectd run") == NULL)
+      continue;
+    for (g_regex_match(flag, *l, 0, &m); g_match_info_matches(m); g_match_info_next(m, NULL)) {
+      g_autofree char *f = g_match_info_fetch(m, 0);
+      g_autofree char *shown = g_strconcat(f, "=", NULL);
+      g_autofree char *bare = g_strconcat(f, " ", NULL);
+
+      if (strstr(out, shown) == NULL && strstr(out, bare) == NULL)
+        g_error("the README documents 'inspectd run %s' but 'inspectd run --help' does not list "
+                "it",
+                f);
+      checked++;
+    }
+  }
+  g_assert_cmpuint(checked, >=, 6);
+}
+
 static void
 test_bad_flag(void)
 {
@@ -112,5 +155,6 @@ main(int argc, char **argv)
   g_test_add_func("/cli/did-you-mean", test_did_you_mean);
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
+  g_test_add_func("/cli/run-help-lists-readme-flags", test_run_help_lists_readme_flags);
   return g_test_run();
 }
