@@ -129,7 +129,8 @@ insp_cmd_eval(int argc, char **argv)
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) model = insp_model_load(model_path, &error);
   if (!model) {
-    fprintf(stderr, "inspectd eval: %s: %s\n", model_path, error->message);
+    /* The message names the file already. */
+    fprintf(stderr, "inspectd eval: %s\n", error->message);
     return 1;
   }
   Progress progress = {isatty(STDERR_FILENO)};

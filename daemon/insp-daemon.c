@@ -923,7 +923,7 @@ reload(Daemon *d, const char *why, GError **error)
   if (change & INSP_CONFIG_CHANGE_MODEL) {
     model = model_for_config(d, cfg, &local);
     if (model == NULL) {
-      g_prefix_error(&local, "model %s: ", cfg->model.path);
+      g_prefix_error(&local, "model: ");
       goto rejected;
     }
   }
@@ -1603,10 +1603,10 @@ daemon_start(Daemon *d)
 
   d->model = model_for_config(d, d->config, &error);
   if (d->model == NULL) {
-    g_autofree char *what = d->config->model.path[0]
-                                ? g_strdup_printf("cannot load model %s", d->config->model.path)
-                                : g_strdup("cannot train the demo model");
-    return start_failed(d, what, error);
+    /* insp_model_load()'s messages name the file. */
+    return start_failed(
+        d, d->config->model.path[0] ? "cannot load the model" : "cannot train the demo model",
+        error);
   }
   InspInspectParams params;
   params_from_config(d->config, &params);

@@ -666,6 +666,14 @@ insp_model_load(const char *path, GError **error)
 
   g_return_val_if_fail(path != NULL, NULL);
   st = m->st = insp_safetensors_open(path, &e);
+  if (st == NULL &&
+      g_error_matches(e, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "%s, so not an inspectd model (a model is the safetensors file that "
+                "`inspectd train --out` writes)",
+                e->message);
+    return NULL;
+  }
   if (st == NULL) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT, "%s", e->message);
     return NULL;

@@ -42,6 +42,8 @@ const char *insp_detector_kind_list(void);
 typedef struct _InspModel InspModel;
 typedef struct _InspModelScratch InspModelScratch;
 
+/* Reads a model file; NULL with INSP_MODEL_ERROR when it cannot (every
+ * message names @path, so callers do not prefix it). */
 InspModel *insp_model_load(const char *path, GError **error);
 InspModel *insp_model_ref(InspModel *m);
 void insp_model_unref(InspModel *m);

@@ -507,6 +507,18 @@ check_layout(InspSafetensors *st, guint64 data_len, GError **error)
   return TRUE;
 }
 
+/* " (it is a PNG image)" and the like for a file that is clearly something
+ * else, or "". */
+static const char *
+file_kind(const guint8 *data, gsize len)
+{
+  if (len >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
+    return " (it is a PNG image)";
+  if (len >= 3 && memcmp(data, "\xff\xd8\xff", 3) == 0)
+    return " (it is a JPEG image)";
+  return "";
+}
+
 static gboolean
 parse_file(InspSafetensors *st, GError **error)
 {
@@ -518,18 +530,21 @@ parse_file(InspSafetensors *st, GError **error)
   guint64 hlen;
   memcpy(&hlen, st->data, 8);
   hlen = GUINT64_FROM_LE(hlen);
-  if (hlen > INSP_ST_MAX_HEADER) {
-    set_error(error, st, INSP_SAFETENSORS_ERROR_FORMAT,
-              "header length %" G_GUINT64_FORMAT " is over the limit of %" G_GUINT64_FORMAT
-              " bytes",
-              hlen, INSP_ST_MAX_HEADER);
-    return FALSE;
-  }
-  if (hlen > st->len - 8) {
+  if (hlen > st->len - 8 && hlen <= INSP_ST_MAX_HEADER && st->len > 8 && st->data[8] == '{') {
+    /* A JSON header cut short: a safetensors file, truncated. */
     set_error(error, st, INSP_SAFETENSORS_ERROR_FORMAT,
               "header length %" G_GUINT64_FORMAT " is past the end of the file (%" G_GSIZE_FORMAT
-              " bytes)",
+              " bytes): the file is truncated",
               hlen, st->len);
+    return FALSE;
+  }
+  if (hlen > INSP_ST_MAX_HEADER || hlen > st->len - 8) {
+    /* Any other file read as safetensors: its first 8 bytes, as a length,
+     * are nonsense. Said as what it is, not as a number. */
+    g_set_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS,
+                "%s is not a safetensors file%s: the header length in its first 8 bytes is "
+                "implausible for a file of %" G_GSIZE_FORMAT " bytes",
+                st->path, file_kind(st->data, st->len), st->len);
     return FALSE;
   }
   if (hlen < 2) {

@@ -18,11 +18,13 @@ G_BEGIN_DECLS
 GQuark insp_safetensors_error_quark(void);
 
 typedef enum {
-  INSP_SAFETENSORS_ERROR_IO,        /* the file could not be read or written */
-  INSP_SAFETENSORS_ERROR_FORMAT,    /* malformed header, offsets, dtype */
-  INSP_SAFETENSORS_ERROR_MISSING,   /* a tensor the architecture needs is absent */
-  INSP_SAFETENSORS_ERROR_SHAPE,     /* present with the wrong shape or dtype */
-  INSP_SAFETENSORS_ERROR_UNEXPECTED /* a tensor nobody asked for */
+  INSP_SAFETENSORS_ERROR_IO,             /* the file could not be read or written */
+  INSP_SAFETENSORS_ERROR_FORMAT,         /* malformed header, offsets, dtype */
+  INSP_SAFETENSORS_ERROR_MISSING,        /* a tensor the architecture needs is absent */
+  INSP_SAFETENSORS_ERROR_SHAPE,          /* present with the wrong shape or dtype */
+  INSP_SAFETENSORS_ERROR_UNEXPECTED,     /* a tensor nobody asked for */
+  INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS /* not a safetensors file at all (an image, random
+                                          * bytes): its header length cannot be right */
 } InspSafetensorsError;
 
 typedef enum {

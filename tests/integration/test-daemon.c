@@ -929,6 +929,31 @@ test_start_failure(void)
   /* Never READY. */
   g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
 
+  /* An image given as the model: one sentence naming it once, saying it is
+   * not a safetensors file, not an inspectd model. */
+  {
+    g_autofree char *png = g_build_filename(fx.dir, "not-a-model.png", NULL);
+    g_autofree char *first = g_build_filename(fx.images, "p00-good.png", NULL);
+    g_autofree char *bytes = NULL;
+    gsize len = 0;
+
+    g_assert_true(g_file_get_contents(first, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(png, bytes, (gssize)len, NULL));
+    g_autofree char *cfg_png = config_text(png, "0.5");
+    write_file(fx.cfg_path, cfg_png);
+    g_autoptr(GSubprocess) pp = spawn_daemon(out, err, NULL);
+    g_assert_true(g_subprocess_wait(pp, NULL, &error));
+    g_assert_cmpint(g_subprocess_get_exit_status(pp), ==, 1);
+    g_autofree char *said = read_file(err);
+    g_test_message("stderr: %s", said);
+    const char *at = strstr(said, png);
+    g_assert_nonnull(at);
+    g_assert_null(strstr(at + 1, png));
+    g_assert_nonnull(strstr(said, "is not a safetensors file (it is a PNG image)"));
+    g_assert_nonnull(strstr(said, "not an inspectd model"));
+    g_assert_null(strstr(said, "header length 7"));
+  }
+
   /* A camera that cannot be opened (set in a drop-in): exit 1, one line,
    * never READY. */
   g_autofree char *good = config_text(fx.model_a, "0.5");

@@ -1,6 +1,7 @@
 /* The inspectd binary's command line: help, version, unknown commands, and
  * subcommands that exist. Runs the real binary (path in $INSPECTD). */
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -136,6 +137,44 @@ test_run_help_lists_readme_flags(void)
   g_assert_cmpuint(checked, >=, 6);
 }
 
+/* A file that is not a model (a PNG, random bytes) given as --model: one
+ * sentence that names the file once and says what it is not. */
+static void
+test_not_a_model(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("test-cli-XXXXXX", &error);
+  g_autofree char *png = g_build_filename(dir, "part.png", NULL);
+  g_autofree char *junk = g_build_filename(dir, "junk.bin", NULL);
+  guint8 bytes[4096] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                        0,    0,   0,   13,  'I',  'H',  'D',  'R'};
+  g_autoptr(GRand) rand = g_rand_new_with_seed(17);
+
+  g_assert_no_error(error);
+  for (gsize i = 16; i < sizeof bytes; i++)
+    bytes[i] = (guint8)g_rand_int(rand);
+  g_assert_true(g_file_set_contents(png, (const char *)bytes, sizeof bytes, NULL));
+  g_assert_true(g_file_set_contents(junk, (const char *)bytes + 16, sizeof bytes - 16, NULL));
+  for (const char *const *f = (const char *const[]){png, junk, NULL}; *f; f++) {
+    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *args = g_strdup_printf("eval --model %s --dataset %s", *f, dir);
+    const char *at;
+
+    g_assert_cmpint(run_inspectd(args, &out, &err), ==, 1);
+    g_test_message("%s", err);
+    at = strstr(err, *f);
+    g_assert_nonnull(at);
+    g_assert_null(strstr(at + 1, *f)); /* named once */
+    g_assert_nonnull(strstr(err, "is not a safetensors file"));
+    g_assert_nonnull(strstr(err, "not an inspectd model"));
+    g_assert_null(strstr(err, "header length 7")); /* no number read from the file's bytes */
+    g_assert_cmpint(strchr(err, '\n') - err, ==, (gssize)strlen(err) - 1); /* one line */
+  }
+  g_unlink(png);
+  g_unlink(junk);
+  g_rmdir(dir);
+}
+
 static void
 test_bad_flag(void)
 {
@@ -155,6 +194,7 @@ main(int argc, char **argv)
   g_test_add_func("/cli/did-you-mean", test_did_you_mean);
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
+  g_test_add_func("/cli/not-a-model", test_not_a_model);
   g_test_add_func("/cli/run-help-lists-readme-flags", test_run_help_lists_readme_flags);
   return g_test_run();
 }

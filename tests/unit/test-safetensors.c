@@ -256,20 +256,39 @@ test_malformed(void)
               cases[i].fragment);
   }
 
-  /* header length past the end of the file, and absurdly large */
+  /* A JSON header cut short: truncated. Any other header length past the
+   * end, or absurdly large: not a safetensors file, said in words (a PNG as
+   * one), with no number from the file's first bytes. */
   guint8 buf[16] = {0};
   guint64 n = GUINT64_TO_LE(100);
   memcpy(buf, &n, 8);
+  buf[8] = '{';
   g_autoptr(GError) error = NULL;
   g_assert_null(insp_safetensors_new_from_data(buf, sizeof buf, &error));
-  g_assert_nonnull(
-      strstr(error->message, "header length 100 is past the end of the file (16 bytes)"));
+  g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_FORMAT);
+  g_assert_nonnull(strstr(error->message, "header length 100 is past the end of the file (16 "
+                                          "bytes): the file is truncated"));
+  g_clear_error(&error);
+  buf[8] = 0;
+  g_assert_null(insp_safetensors_new_from_data(buf, sizeof buf, &error));
+  g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS);
+  g_assert_cmpstr(error->message, ==,
+                  "<memory> is not a safetensors file: the header length in its first 8 bytes "
+                  "is implausible for a file of 16 bytes");
   g_clear_error(&error);
   n = GUINT64_TO_LE(G_MAXUINT64);
   memcpy(buf, &n, 8);
   g_assert_null(insp_safetensors_new_from_data(buf, sizeof buf, &error));
-  g_assert_nonnull(strstr(error->message, "is over the limit"));
+  g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS);
+  g_assert_null(strstr(error->message, "18446744073709551615"));
   g_clear_error(&error);
+  {
+    guint8 png[64] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    g_assert_null(insp_safetensors_new_from_data(png, sizeof png, &error));
+    g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_NOT_SAFETENSORS);
+    g_assert_nonnull(strstr(error->message, "is not a safetensors file (it is a PNG image)"));
+    g_clear_error(&error);
+  }
   g_assert_null(insp_safetensors_new_from_data(buf, 5, &error));
   g_assert_nonnull(strstr(error->message, "file is too short (5 bytes)"));
   g_clear_error(&error);
