@@ -1576,6 +1576,21 @@ start_failed(Daemon *d, const char *what, const GError *error)
   return FALSE;
 }
 
+/* A folder from the config that cannot be used at start: the message names
+ * the key to change, as well as the folder and the reason (in @error). The
+ * usual case is a normal user running a config that keeps the packaged
+ * /var/lib/inspectd, which only the service's StateDirectory= makes. */
+static gboolean
+folder_failed(Daemon *d, const char *what, const char *key, const GError *error)
+{
+  g_autoptr(GError) e = g_error_new(error->domain, error->code,
+                                    "the %s (%s) is not usable: %s; set %s to a folder this user "
+                                    "can write",
+                                    what, key, error->message, key);
+
+  return start_failed(d, "", e);
+}
+
 static gboolean
 wake_up(gpointer user_data)
 {
@@ -1599,7 +1614,7 @@ daemon_start(Daemon *d)
   insp_log_set_level(log_level_from_config(d->config));
   d->state_dir = g_strdup(d->config->station.state_dir);
   if ((d->seq = insp_seq_open(d->state_dir, d->opt.debug_seq_block, &error)) == NULL)
-    return start_failed(d, "state folder", error);
+    return folder_failed(d, "state folder", "[station] state_dir", error);
 
   d->model = model_for_config(d, d->config, &error);
   if (d->model == NULL) {
@@ -1617,6 +1632,8 @@ daemon_start(Daemon *d)
     insp_outputs_add(d->outputs, insp_output_print_new(stdout));
   if (d->config->mqtt.host[0]) {
     InspOutput *out = mqtt_for_config(d, d->config, &error);
+    if (out == NULL && g_error_matches(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_SPOOL))
+      return folder_failed(d, "spool folder", "[spool] dir", error);
     if (out == NULL)
       return start_failed(d, "MQTT", error);
     mqtt_output_set(d, out);

@@ -977,6 +977,61 @@ test_start_failure(void)
   g_rmdir(dropins);
 }
 
+/* A state or spool folder that cannot be made (a normal user with the
+ * packaged /var/lib/inspectd gets "Permission denied"; as root here, a
+ * folder under a regular file gets "Not a directory"): exit 1, one line that
+ * names the key to change, the folder and the reason, never READY. */
+static void
+test_state_dir_unusable(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "sd.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "sd.err", NULL);
+  g_autofree char *file = g_build_filename(fx.dir, "a-file", NULL);
+  g_autofree char *bad = g_build_filename(file, "state", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *from = g_strdup_printf("state_dir = %s\n", fx.state_dir);
+  g_autofree char *to = g_strdup_printf("state_dir = %s\n", bad);
+  g_autofree char *spool_from = g_strdup_printf("dir = %s/spool\n", fx.state_dir);
+  g_autofree char *spool_to = g_strdup_printf("dir = %s/spool\n", bad);
+  g_autoptr(GString) cfg = g_string_new(base);
+  g_autoptr(GError) error = NULL;
+
+  write_file(file, "not a folder\n");
+  g_assert_cmpuint(g_string_replace(cfg, from, to, 1), ==, 1);
+  write_file(fx.cfg_path, cfg->str);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 1);
+  g_autofree char *said = read_file(err);
+  g_test_message("stderr: %s", said);
+  g_assert_nonnull(strstr(said, "[station] state_dir"));
+  g_assert_nonnull(strstr(said, bad));
+  g_assert_nonnull(strstr(said, g_strerror(ENOTDIR)));
+  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+
+  /* The state folder fixed, the spool folder (its own key) not. */
+  g_autoptr(GString) cfg2 = g_string_new(base);
+  g_assert_cmpuint(g_string_replace(cfg2, spool_from, spool_to, 1), ==, 1);
+  write_file(fx.cfg_path, cfg2->str);
+  g_autofree char *err2 = g_build_filename(fx.dir, "sd2.err", NULL);
+  g_autoptr(GSubprocess) q = spawn_daemon(out, err2, NULL);
+  g_assert_true(g_subprocess_wait(q, NULL, &error));
+  g_assert_cmpint(g_subprocess_get_exit_status(q), ==, 1);
+  g_autofree char *said2 = read_file(err2);
+  g_test_message("stderr: %s", said2);
+  g_assert_nonnull(strstr(said2, "[spool] dir"));
+  g_assert_null(strstr(said2, "[station] state_dir"));
+  g_assert_nonnull(strstr(said2, bad));
+  g_assert_nonnull(strstr(said2, g_strerror(ENOTDIR)));
+  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+  g_unlink(file);
+}
+
 /* A broker that is not there at the start is said at once, with its address
  * and the reason, and the parts go on being inspected (results spooled). */
 static void
@@ -2428,6 +2483,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/trigger-outcomes", test_trigger_outcomes);
   g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
+  g_test_add_func("/daemon/state-dir-unusable", test_state_dir_unusable);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
   g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
   g_test_add_func("/daemon/state-read-only", test_state_read_only);
