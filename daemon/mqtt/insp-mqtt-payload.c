@@ -174,6 +174,20 @@ insp_mqtt_status_payload(const InspStatus *s, InspState state, const char *stati
 }
 
 GBytes *
+insp_mqtt_will_payload(const char *station, gint64 ts_us)
+{
+  g_autoptr(JsonObject) o = json_object_new();
+  g_autofree char *ts = insp_mqtt_format_time(ts_us);
+
+  g_return_val_if_fail(station != NULL, NULL);
+  json_object_set_int_member(o, "v", 1);
+  json_object_set_string_member(o, "station", station);
+  json_object_set_string_member(o, "ts", ts);
+  json_object_set_string_member(o, "state", insp_state_to_string(INSP_STATE_OFFLINE));
+  return insp_mqtt_json_object_to_bytes(o);
+}
+
+GBytes *
 insp_mqtt_event_payload(const char *station, const char *level, const char *code,
                         const char *message, JsonObject *extra)
 {

@@ -68,6 +68,12 @@ void insp_mqtt_json_object_merge(JsonObject *dst, JsonObject *src);
 /* {prefix}/{station}/status; @spooled and @uptime_s are the session's. */
 GBytes *insp_mqtt_status_payload(const InspStatus *status, InspState state, const char *station,
                                  guint spooled, gint64 uptime_s);
+/* The last will, a status of its own: {"v":1,"station","ts","state":"offline"}
+ * (the keys every status has). @ts_us is when the will is registered, that
+ * is when the connection it belongs to is made: the broker sends the payload
+ * as it was then, so a will's ts says since when the connection stood, not
+ * when it was lost. */
+GBytes *insp_mqtt_will_payload(const char *station, gint64 ts_us);
 /* {prefix}/{station}/event. */
 GBytes *insp_mqtt_event_payload(const char *station, const char *level, const char *code,
                                 const char *message, JsonObject *extra);

@@ -680,6 +680,30 @@ failure_reason(InspMqtt *mqtt, int rc, int e)
   return g_strdup(rc == MOSQ_ERR_ERRNO ? g_strerror(e) : mosquitto_strerror(rc));
 }
 
+/* Registers the last will, retained on the status topic after
+ * INSP_MQTT_WILL_DELAY_S: a status with the keys every status has (v,
+ * station, ts, state "offline"). Its ts is now, the time of registering:
+ * before the first connect and again before each reconnect (libmosquitto
+ * sends the stored will in every CONNECT), so it is when the connection that
+ * later ends was made, not when it ended. Before the net thread runs, or on
+ * it while not connected. */
+static int
+set_will(InspMqtt *mqtt)
+{
+  g_autoptr(GBytes) will = insp_mqtt_will_payload(mqtt->station, g_get_real_time());
+  mosquitto_property *props = NULL;
+  gsize len = 0;
+  const void *data = g_bytes_get_data(will, &len);
+  int rc;
+
+  mosquitto_property_add_int32(&props, MQTT_PROP_WILL_DELAY_INTERVAL, INSP_MQTT_WILL_DELAY_S);
+  /* On success the client owns the properties. */
+  rc = mosquitto_will_set_v5(mqtt->mosq, mqtt->t_status, (int)len, data, 1, true, props);
+  if (rc != MOSQ_ERR_SUCCESS)
+    mosquitto_property_free_all(&props);
+  return rc;
+}
+
 static gpointer
 net_thread(gpointer data)
 {
@@ -745,6 +769,8 @@ net_thread(gpointer data)
     if (stop)
       break;
     g_debug("mqtt: reconnecting to %s:%d (attempt %u)", mqtt->host, mqtt->port, attempt + 1);
+    if (set_will(mqtt) != MOSQ_ERR_SUCCESS)
+      g_debug("mqtt: the last will keeps its earlier ts");
     (void)mosquitto_reconnect_async(mqtt->mosq);
   }
   return NULL;
@@ -946,21 +972,11 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mosquitto_log_callback_set(mqtt->mosq, on_log);
   mosquitto_publish_v5_callback_set(mqtt->mosq, on_publish);
   mosquitto_message_v5_callback_set(mqtt->mosq, on_message);
-  {
-    static const char will[] = "{\"state\":\"offline\"}";
-    mosquitto_property *will_props = NULL;
-
-    mosquitto_property_add_int32(&will_props, MQTT_PROP_WILL_DELAY_INTERVAL,
-                                 INSP_MQTT_WILL_DELAY_S);
-    /* On success the client owns the properties. */
-    rc = mosquitto_will_set_v5(mqtt->mosq, mqtt->t_status, (int)strlen(will), will, 1, true,
-                               will_props);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      mosquitto_property_free_all(&will_props);
-      g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot set the last will: %s",
-                  mosquitto_strerror(rc));
-      goto fail;
-    }
+  rc = set_will(mqtt);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    g_set_error(error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_CLIENT, "cannot set the last will: %s",
+                mosquitto_strerror(rc));
+    goto fail;
   }
   if (mqtt->username != NULL) {
     rc = mosquitto_username_pw_set(mqtt->mosq, mqtt->username, mqtt->password);

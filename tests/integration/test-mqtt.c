@@ -510,6 +510,7 @@ test_will(void)
   sub = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
                         (const char *const[]){"t/child/status", NULL});
   g_assert_true(mqtt_client_wait_connected(sub, 5000));
+  gint64 spawned_s = g_get_real_time() / G_USEC_PER_SEC;
   pid = spawn_child((const char *const[]){"--port", port, "--spool", f.spool, "--ready", ready,
                                           "--wait-connect", "--hold", NULL});
   g_assert_true(mqtt_test_wait_until(file_exists, ready, 8000, NULL));
@@ -522,6 +523,7 @@ test_will(void)
   }
   /* Abrupt end: the broker sees the socket close and sends the will, after
    * its delay (a restart within it would have said nothing). */
+  gint64 killed_s = g_get_real_time() / G_USEC_PER_SEC;
   kill(pid, SIGKILL);
   reap(pid);
   {
@@ -530,10 +532,21 @@ test_will(void)
     g_autoptr(JsonObject) o = NULL;
     g_assert_nonnull(m);
     g_assert_true(m->retain); /* retain as published */
-    g_assert_cmpmem(g_bytes_get_data(m->payload, NULL), g_bytes_get_size(m->payload),
-                    "{\"state\":\"offline\"}", 19);
     o = parse_object(m->payload);
+    /* A status like every other: v, station, ts, state. Its ts is when the
+     * will was registered, at connect: before the kill. */
+    assert_keys_exactly(o, (const char *const[]){"v", "station", "ts", "state", NULL});
+    assert_member(o, "v", G_TYPE_INT64);
+    g_assert_cmpint(json_object_get_int_member(o, "v"), ==, 1);
+    g_assert_cmpstr(json_object_get_string_member(o, "station"), ==, "child");
     g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "offline");
+    assert_member(o, "ts", G_TYPE_STRING);
+    assert_ts(json_object_get_string_member(o, "ts"));
+    g_autoptr(GDateTime) ts =
+        g_date_time_new_from_iso8601(json_object_get_string_member(o, "ts"), NULL);
+    g_assert_nonnull(ts);
+    g_assert_cmpint(g_date_time_to_unix(ts), <=, killed_s);
+    g_assert_cmpint(g_date_time_to_unix(ts), >=, spawned_s - 1);
   }
   /* ... and keeps it for whoever subscribes later. */
   {
