@@ -92,6 +92,7 @@ typedef struct {
   gint seq_failing;      /* no seq could be saved: results are not published */
   guint64 n_unpublished; /* parts not published for the lack of a seq (stats_lock) */
 
+  gint64 started_wall_us; /* the counters count from here (the status's since) */
   GMutex stats_lock;
   guint64 n_pass, n_fail, n_done, n_errors;
   guint64 n_triggers, n_trigger_timeouts, n_trigger_failures;
@@ -692,6 +693,7 @@ status_tick(gpointer user_data)
       .trigger_timeouts = timeouts,
       .trigger_failures = trigger_failures,
       .rejected = d->rejected_before + st.rejected_size + st.rejected_format,
+      .since_us = d->started_wall_us,
   };
   if (d->mqtt)
     insp_mqtt_get_stats(d->mqtt, &ms);
@@ -1725,6 +1727,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
   d->config_path = g_strdup(opt->config_path);
   d->opt.config_path = d->config_path;
   d->demo = opt->config_path == NULL;
+  d->started_wall_us = g_get_real_time();
   d->outputs = insp_outputs_new();
   g_mutex_init(&d->stats_lock);
   d->override_t = d->override_pt = NAN;

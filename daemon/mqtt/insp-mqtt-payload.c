@@ -170,6 +170,10 @@ insp_mqtt_status_payload(const InspStatus *s, InspState state, const char *stati
   json_object_set_int_member(o, "spool_dropped_masks", (gint64)s->spool_dropped_masks);
   json_object_set_int_member(o, "spooled", spooled);
   json_object_set_int_member(o, "uptime", uptime_s);
+  {
+    g_autofree char *since = insp_mqtt_format_time(s->since_us);
+    json_object_set_string_member(o, "since", since);
+  }
   return insp_mqtt_json_object_to_bytes(o);
 }
 

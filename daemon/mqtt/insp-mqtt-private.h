@@ -65,7 +65,8 @@ GBytes *insp_mqtt_json_object_to_bytes(JsonObject *obj);
 /* Copies the members of @src (nullable) that @dst does not have. */
 void insp_mqtt_json_object_merge(JsonObject *dst, JsonObject *src);
 
-/* {prefix}/{station}/status; @spooled and @uptime_s are the session's. */
+/* {prefix}/{station}/status; @spooled and @uptime_s are the session's, since
+ * is @status->since_us (RFC 3339 UTC, ms). */
 GBytes *insp_mqtt_status_payload(const InspStatus *status, InspState state, const char *station,
                                  guint spooled, gint64 uptime_s);
 /* The last will, a status of its own: {"v":1,"station","ts","state":"offline"}

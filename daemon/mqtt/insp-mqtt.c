@@ -98,7 +98,8 @@ struct _InspMqtt {
   GMainContext *context;
   InspSpool *spool;
   gint64 start_time;
-  gint masks; /* atomic InspMqttMasks */
+  gint64 start_wall_us; /* the status's since until the daemon gives its own */
+  gint masks;           /* atomic InspMqttMasks */
 
   InspMqttCommandFunc cmd_func;
   gpointer cmd_data;
@@ -291,6 +292,8 @@ status_payload_locked(InspMqtt *mqtt, InspState state)
 
   insp_spool_get_stats(mqtt->spool, &ss);
   status.model = mqtt->status_model;
+  if (status.since_us == 0)
+    status.since_us = mqtt->start_wall_us;
   return insp_mqtt_status_payload(&status, state, mqtt->station, ss.n_messages,
                                   (g_get_monotonic_time() - mqtt->start_time) / G_USEC_PER_SEC);
 }
@@ -944,6 +947,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
   mqtt->masks = opts->masks;
   mqtt->start_time = g_get_monotonic_time();
+  mqtt->start_wall_us = g_get_real_time();
   mqtt->context =
       context ? g_main_context_ref(context) : g_main_context_ref(g_main_context_default());
   mqtt->t_base = g_strdup_printf("%s/%s/", prefix, mqtt->station);

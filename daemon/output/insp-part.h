@@ -89,6 +89,8 @@ typedef struct {
   guint64 spool_bytes;
   const char *detector, *backbone; /* the model's, NULL when none */
   int input_size;
+  gint64 since_us; /* wall-clock time (µs since 1970) the counters started: the daemon's
+                    * start; 0: not known yet (the MQTT client's start is said then) */
 } InspStatus;
 
 /* Something an operator must hear about (the journal has it too). */

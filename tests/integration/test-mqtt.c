@@ -257,8 +257,12 @@ test_schema(void)
                                             "spool_dropped_masks",
                                             "spooled",
                                             "uptime",
+                                            "since",
                                             NULL};
   InspStatus status = {INSP_STATE_DEGRADED, "m1", 0.55, 12.5, 100, 3, 90, 7};
+  gint64 before_us = g_get_real_time();
+
+  status.since_us = 1764362653123456; /* 2025-11-28T20:44:13.123Z */
 
   fixture_setup(&f, NULL);
   if (f.broker == NULL)
@@ -277,6 +281,14 @@ test_schema(void)
     g_assert_true(m->retain);
     o = parse_object(m->payload);
     g_assert_cmpstr(json_object_get_string_member(o, "state"), ==, "online");
+    /* Before the daemon said since when its counters count: the client's start. */
+    assert_keys_exactly(o, status_keys);
+    assert_ts(json_object_get_string_member(o, "since"));
+    g_autoptr(GDateTime) since =
+        g_date_time_new_from_iso8601(json_object_get_string_member(o, "since"), NULL);
+    g_assert_nonnull(since);
+    g_assert_cmpint(g_date_time_to_unix(since), >=, before_us / G_USEC_PER_SEC - 1);
+    g_assert_cmpint(g_date_time_to_unix(since), <=, g_get_real_time() / G_USEC_PER_SEC);
   }
   insp_mqtt_publish_status(f.mqtt, &status);
   {
@@ -303,6 +315,8 @@ test_schema(void)
     g_assert_cmpint(json_object_get_int_member(o, "dropped"), ==, 3);
     g_assert_cmpint(json_object_get_int_member(o, "pass"), ==, 90);
     g_assert_cmpint(json_object_get_int_member(o, "fail"), ==, 7);
+    assert_member(o, "since", G_TYPE_STRING);
+    g_assert_cmpstr(json_object_get_string_member(o, "since"), ==, "2025-11-28T20:44:13.123Z");
   }
 
   /* A failed part: result and mask. */
