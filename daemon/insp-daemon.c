@@ -286,6 +286,7 @@ log_level_from_config(const InspConfig *cfg)
   case INSP_CONFIG_LOG_LEVEL_DEBUG:
     return INSP_LOG_LEVEL_DEBUG;
   case INSP_CONFIG_LOG_LEVEL_NOTICE:
+    return INSP_LOG_LEVEL_NOTICE;
   case INSP_CONFIG_LOG_LEVEL_INFO:
   default:
     return INSP_LOG_LEVEL_INFO;
@@ -578,7 +579,7 @@ set_degraded(Daemon *d, guint reason, gboolean on, const char *why)
   if (on)
     g_warning("degraded: %s", why);
   else if (d->degraded == 0)
-    g_info("back online");
+    g_message("back online");
   if (d->ready)
     status_tick(d);
 }
@@ -1044,7 +1045,7 @@ reload(Daemon *d, const char *why, GError **error)
     insp_model_scorer_set_model(d->scorer, model);
     g_clear_pointer(&d->model, insp_model_unref);
     d->model = g_steal_pointer(&model);
-    g_info("model swapped: now %s", insp_model_get_id(d->model));
+    g_message("model swapped: now %s", insp_model_get_id(d->model));
   }
   if (d->mqtt_out)
     insp_output_mqtt_set_masks(d->mqtt_out, cfg->mqtt.masks);
@@ -1070,7 +1071,7 @@ reload(Daemon *d, const char *why, GError **error)
   }
   insp_config_free(d->config);
   d->config = g_steal_pointer(&cfg);
-  g_info("config reloaded (%s): %s%s%s", why, what, keys_text[0] ? " - " : "", keys_text);
+  g_message("config reloaded (%s): %s%s%s", why, what, keys_text[0] ? " - " : "", keys_text);
   {
     g_autofree char *msg =
         g_strdup_printf("config reloaded: %s", keys_text[0] ? keys_text : "no change");
@@ -1506,7 +1507,7 @@ daemon_stop(Daemon *d, const char *why)
   if (g_atomic_int_get(&d->stopping))
     return;
   g_atomic_int_set(&d->stopping, TRUE);
-  g_info("stopping (%s): draining the queue", why);
+  g_message("stopping (%s): draining the queue", why);
   insp_notify_stopping("stopping: draining the queue and flushing results");
   if (d->pipe)
     insp_pipeline_stop(d->pipe, TRUE);
@@ -1521,7 +1522,7 @@ daemon_stop(Daemon *d, const char *why)
     guint pending = ms.spooled;
     if (pending == 0 || !ms.connected || g_get_monotonic_time() > deadline) {
       if (pending)
-        g_info("%u results stay spooled for the next start", pending);
+        g_message("%u results stay spooled for the next start", pending);
       break;
     }
     while (g_main_context_iteration(NULL, FALSE))
@@ -1750,7 +1751,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
     g_autofree char *ready =
         g_strdup_printf("inspecting with %s, threshold %.3f%s", insp_model_get_id(d->model),
                         d->config->inspection.threshold, d->mqtt ? "" : ", MQTT off");
-    g_info("%s (seq from %" G_GUINT64_FORMAT ")", ready, insp_seq_peek(d->seq));
+    g_message("%s (seq from %" G_GUINT64_FORMAT ")", ready, insp_seq_peek(d->seq));
     insp_notify_ready(ready);
     d->ready = TRUE;
     if (!d->stopping)

@@ -6,9 +6,9 @@
  * slow journal holds up the thread that logs and no other), so any
  * thread (workers, the MQTT thread, GStreamer's streaming threads) may log
  * while the main loop changes either. Journal entries carry PRIORITY (from
- * the GLib level), GLIB_DOMAIN, MESSAGE, INSPECTD_STATION and whatever fields
- * the caller gave (INSPECTD_SEQ, INSPECTD_PART_ID). The writer never calls
- * back into GLib logging. */
+ * the GLib level: g_message() is notice, 5; g_info() is info, 6), GLIB_DOMAIN, MESSAGE,
+ * INSPECTD_STATION and whatever fields the caller gave (INSPECTD_SEQ, INSPECTD_PART_ID). The writer
+ * never calls back into GLib logging. */
 #define G_LOG_DOMAIN "inspectd"
 #include "insp-log.h"
 
@@ -62,7 +62,9 @@ level_enabled(GLogLevelFlags flags)
     return TRUE;
   if (flags & G_LOG_LEVEL_WARNING)
     return lvl >= INSP_LOG_LEVEL_WARNING;
-  if (flags & (G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO))
+  if (flags & G_LOG_LEVEL_MESSAGE)
+    return lvl >= INSP_LOG_LEVEL_NOTICE;
+  if (flags & G_LOG_LEVEL_INFO)
     return lvl >= INSP_LOG_LEVEL_INFO;
   return lvl >= INSP_LOG_LEVEL_DEBUG;
 }
@@ -76,7 +78,9 @@ level_label(GLogLevelFlags flags)
     return "critical";
   if (flags & G_LOG_LEVEL_WARNING)
     return "warning";
-  if (flags & (G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO))
+  if (flags & G_LOG_LEVEL_MESSAGE)
+    return "notice";
+  if (flags & G_LOG_LEVEL_INFO)
     return "info";
   return "debug";
 }

@@ -1,8 +1,9 @@
 /* Logging for the daemon: GLib structured logging, to the journal (with
  * priorities and INSPECTD_* fields) when stderr is connected to it, else one
  * plain line per message on stderr. The level comes from [log] level and can
- * change at any time (a hot config key). Libraries log with g_debug() only;
- * those lines show at level "debug". */
+ * change at any time (a hot config key). g_message() is notice (journal
+ * priority 5), g_info() info (6). Libraries log with g_debug() only; those
+ * lines show at level "debug". */
 #pragma once
 
 #include <glib.h>
@@ -12,7 +13,8 @@ G_BEGIN_DECLS
 typedef enum {
   INSP_LOG_LEVEL_ERROR,
   INSP_LOG_LEVEL_WARNING,
-  INSP_LOG_LEVEL_INFO, /* the default: start, stop, reloads, state changes */
+  INSP_LOG_LEVEL_NOTICE, /* g_message(), journal priority 5: ready, stop, reload, model swap */
+  INSP_LOG_LEVEL_INFO,   /* the default: also g_info(), priority 6 (camera and broker states) */
   INSP_LOG_LEVEL_DEBUG,
 } InspLogLevel;
 

@@ -1032,6 +1032,39 @@ test_state_dir_unusable(void)
   g_unlink(file);
 }
 
+/* [log] level = notice: the notice lines (ready, stopping) are logged, the
+ * info ones (capture running, broker connected) are not; at info both. */
+static void
+test_log_notice(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  const char *const extra[] = {"-n", "3", NULL};
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autoptr(GString) cfg = g_string_new(base);
+  g_autoptr(GError) error = NULL;
+
+  g_assert_cmpuint(g_string_replace(cfg, "level = info\n", "level = notice\n", 1), ==, 1);
+  for (int run = 0; run < 2; run++) {
+    g_autofree char *out = g_strdup_printf("%s/notice%d.out", fx.dir, run);
+    g_autofree char *err = g_strdup_printf("%s/notice%d.err", fx.dir, run);
+    write_file(fx.cfg_path, run == 0 ? cfg->str : base);
+    g_autoptr(GSubprocess) p = spawn_daemon(out, err, extra);
+    g_assert_true(g_subprocess_wait(p, NULL, &error));
+    g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+    g_autofree char *said = read_file(err);
+    g_test_message("level %s:\n%s", run == 0 ? "notice" : "info", said);
+    g_assert_nonnull(strstr(said, "inspectd: notice: inspecting with "));
+    g_assert_nonnull(strstr(said, "inspectd: notice: stopping (count reached)"));
+    if (run == 0)
+      g_assert_null(strstr(said, "info:"));
+    else
+      g_assert_nonnull(strstr(said, "inspectd: info: broker 127.0.0.1:"));
+  }
+}
+
 /* A broker that is not there at the start is said at once, with its address
  * and the reason, and the parts go on being inspected (results spooled). */
 static void
@@ -2484,6 +2517,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/demo", test_demo);
   g_test_add_func("/daemon/start-failure", test_start_failure);
   g_test_add_func("/daemon/state-dir-unusable", test_state_dir_unusable);
+  g_test_add_func("/daemon/log-notice", test_log_notice);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
   g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
   g_test_add_func("/daemon/state-read-only", test_state_read_only);

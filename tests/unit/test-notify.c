@@ -289,6 +289,28 @@ test_log_stderr(void)
   g_test_trap_assert_stderr_unmatched("*hidden*");
 }
 
+/* Level notice: g_message() is shown (labelled notice), g_info() is not. */
+static void
+test_log_notice(void)
+{
+  if (g_test_subprocess()) {
+    insp_log_init();
+    insp_log_set_level(INSP_LOG_LEVEL_NOTICE);
+    g_message("shown notice");
+    g_info("hidden info");
+    insp_log_part(G_LOG_LEVEL_MESSAGE, 7, NULL, "shown part notice");
+    insp_log_part(G_LOG_LEVEL_INFO, 8, NULL, "hidden part info");
+    insp_log_set_level(INSP_LOG_LEVEL_WARNING);
+    g_message("hidden notice");
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*notice: shown notice\n*");
+  g_test_trap_assert_stderr("*notice: shown part notice [seq=7]\n*");
+  g_test_trap_assert_stderr_unmatched("*hidden*");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -297,6 +319,7 @@ main(int argc, char **argv)
   g_test_add_func("/notify/reloading", test_reloading);
   g_test_add_func("/notify/no-socket", test_no_socket);
   g_test_add_func("/notify/watchdog-usec", test_watchdog_usec);
+  g_test_add_func("/log/notice", test_log_notice);
   g_test_add_func("/systemd/units", test_units);
   g_test_add_func("/log/stderr", test_log_stderr);
   return g_test_run();
