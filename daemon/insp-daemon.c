@@ -769,6 +769,46 @@ watchdog_tick(gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+static void daemon_stop(Daemon *d, const char *why);
+
+/* Main thread, from an idle (not inside the pipeline's bus callback): a
+ * files replay without loop has delivered its last file. The queue drains
+ * (every result delivered and handed to the outputs), the journal says how
+ * many files were inspected, and the daemon stops as on SIGTERM, flushing
+ * MQTT (acknowledged, or spooled for the next start) and exiting 0. */
+static gboolean
+replay_done_idle(gpointer user_data)
+{
+  Daemon *d = user_data;
+  InspPipelineStats st = {0};
+  guint64 pass, fail, errors;
+
+  if (g_atomic_int_get(&d->stopping) || d->pipe == NULL)
+    return G_SOURCE_REMOVE;
+  insp_pipeline_stop(d->pipe, TRUE);
+  insp_pipeline_get_stats(d->pipe, &st);
+  g_mutex_lock(&d->stats_lock);
+  pass = d->n_pass;
+  fail = d->n_fail;
+  errors = d->n_errors;
+  g_mutex_unlock(&d->stats_lock);
+  guint64 skipped = st.rejected_size + st.rejected_format;
+  guint64 files = st.frames_inspected + st.frames_dropped + skipped;
+  if (skipped == 0 && st.frames_dropped == 0 && errors == 0)
+    g_message("the files replay is done: all %" G_GUINT64_FORMAT
+              " files were inspected (%" G_GUINT64_FORMAT " pass, %" G_GUINT64_FORMAT
+              " fail); exiting",
+              files, pass, fail);
+  else
+    g_message("the files replay is done: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+              " files were inspected (%" G_GUINT64_FORMAT " pass, %" G_GUINT64_FORMAT
+              " fail); %" G_GUINT64_FORMAT " skipped, %" G_GUINT64_FORMAT
+              " dropped, %" G_GUINT64_FORMAT " failed (see the warnings above); exiting",
+              pass + fail, files, pass, fail, skipped, st.frames_dropped, errors);
+  daemon_stop(d, "the files replay is done");
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user_data)
 {
@@ -809,6 +849,11 @@ on_pipeline_event(InspPipeline *pipe, const InspPipelineEvent *ev, gpointer user
     break;
   case INSP_PIPELINE_EVENT_FINISHED:
     g_info("%s", ev->message);
+    /* Free running, every file is a part to inspect: done. With triggers
+     * the replay only fed frames to them; the daemon stays for the next
+     * (which time out). */
+    if (d->config->trigger.mode == INSP_CONFIG_TRIGGER_MODE_FREE)
+      g_idle_add(replay_done_idle, d);
     break;
   case INSP_PIPELINE_EVENT_REJECTED: {
     gint64 now = g_get_monotonic_time();

@@ -1032,6 +1032,65 @@ test_state_dir_unusable(void)
   g_unlink(file);
 }
 
+/* A files replay with loop = false: once every file is inspected the daemon
+ * says so, flushes MQTT (every result on the broker) and exits 0 on its own,
+ * where it used to idle until a signal. */
+static void
+test_replay_done(void)
+{
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "once.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "once.err", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autoptr(GString) cfg = g_string_new(base);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *want = g_strdup_printf("all %d files were inspected", N_PARTS);
+
+  g_assert_cmpuint(g_string_replace(cfg, "loop = true\n", "loop = false\n", 1), ==, 1);
+  write_file(fx.cfg_path, cfg->str);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  int stopping = notify_wait("STOPPING=1", 60);
+  if (stopping < 0) {
+    dump_stderr(err);
+    g_subprocess_force_exit(p);
+  }
+  g_assert_cmpint(stopping, >=, 0);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  g_autofree char *said = read_file(err);
+  g_test_message("stderr: %s", said);
+  g_assert_nonnull(strstr(said, want));
+
+  g_autoptr(GArray) all = parse_lines(out);
+  g_assert_cmpuint(all->len, ==, N_PARTS);
+  assert_contiguous(all);
+  for (guint i = 0; i < all->len; i++) {
+    g_autofree char *part = g_strdup_printf("p%02u-", i);
+    g_assert_true(g_str_has_prefix(g_array_index(all, Line, i).part, part));
+  }
+  /* Flushed before the exit: every result is on the broker. */
+  guint missing = 0;
+  for (int attempt = 0; attempt < 30; attempt++) {
+    g_autofree char *sub = read_file(fx.sub_out);
+    missing = 0;
+    for (guint i = 0; i < all->len; i++) {
+      g_autofree char *needle =
+          g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
+      missing += strstr(sub, needle) == NULL;
+    }
+    if (missing == 0)
+      break;
+    g_usleep(100000);
+  }
+  g_assert_cmpuint(missing, ==, 0);
+}
+
 /* [log] level = notice: the notice lines (ready, stopping) are logged, the
  * info ones (capture running, broker connected) are not; at info both. */
 static void
@@ -2518,6 +2577,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/start-failure", test_start_failure);
   g_test_add_func("/daemon/state-dir-unusable", test_state_dir_unusable);
   g_test_add_func("/daemon/log-notice", test_log_notice);
+  g_test_add_func("/daemon/replay-done", test_replay_done);
   g_test_add_func("/daemon/damaged-override", test_damaged_override);
   g_test_add_func("/daemon/broker-unreachable-at-start", test_broker_unreachable_at_start);
   g_test_add_func("/daemon/state-read-only", test_state_read_only);
