@@ -25,9 +25,20 @@ progress_cb(int done, int total, const char *path, float score, double ms, gpoin
 {
   Progress *p = user_data;
   if (p->tty) {
-    fprintf(stderr, "\reval: %d/%d %-48s score %.3f  %.1f ms   ", done, total, path, score, ms);
-    if (done == total)
-      fputc('\n', stderr);
+    g_autofree char *head = g_strdup_printf("eval: %d/%d ", done, total);
+    g_autofree char *tail = g_strdup_printf(" score %.3f  %.1f ms", score, ms);
+    /* The path gives way first, keeping its end (the file name); the
+     * line is cut to the terminal's width after that. */
+    glong room =
+        insp_cli_term_columns(fileno(stderr)) - 1 - (glong)strlen(head) - (glong)strlen(tail);
+    glong len = g_utf8_strlen(path, -1);
+    g_autofree char *shown =
+        len <= room || room < 8
+            ? g_strdup(path)
+            : g_strconcat("...", g_utf8_offset_to_pointer(path, len - room + 3), NULL);
+    g_autofree char *line = g_strconcat(head, shown, tail, NULL);
+
+    insp_cli_progress_line(stderr, line, done == total);
   } else {
     fprintf(stderr, "eval: %d/%d %s score %.4f %.2f ms\n", done, total, path, score, ms);
   }

@@ -47,17 +47,21 @@ progress_cb(const char *stage, int done, int total, gpointer user_data)
   }
   el = (double)(now - p->stage_start) / 1e6;
   if (p->tty) {
-    char bar[31];
-    int fill = total > 0 ? (int)(30.0 * done / total) : 0;
     double eta = done > 0 ? el * (total - done) / done : 0.0;
+    g_autofree char *head = g_strdup_printf("%-10s [", stage);
+    g_autofree char *tail =
+        g_strdup_printf("] %d/%d  %.0fs elapsed, ETA %.0fs", done, total, el, eta);
+    /* The bar takes what the terminal leaves, 30 at most, 5 at least (a
+     * narrower terminal cuts the line's end instead). */
+    int width = CLAMP(
+        insp_cli_term_columns(fileno(stderr)) - 1 - (int)strlen(head) - (int)strlen(tail), 5, 30);
+    int fill = total > 0 ? (int)((double)width * done / total) : 0;
+    g_autoptr(GString) line = g_string_new(head);
 
-    for (int i = 0; i < 30; i++)
-      bar[i] = i < fill ? '#' : '.';
-    bar[30] = '\0';
-    fprintf(stderr, "\r%-10s [%s] %d/%d  %.0fs elapsed, ETA %.0fs   ", stage, bar, done, total, el,
-            eta);
-    if (done == total)
-      fputc('\n', stderr);
+    for (int i = 0; i < width; i++)
+      g_string_append_c(line, i < fill ? '#' : '.');
+    g_string_append(line, tail);
+    insp_cli_progress_line(stderr, line->str, done == total);
   } else {
     int decile = total > 0 ? 10 * done / total : 10;
 

@@ -2,7 +2,10 @@
  * subcommand lives in daemon/cmd-*.c. Runs on the main thread only. */
 #include <locale.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "insp-cli.h"
 #include "insp-conf.h"
@@ -58,6 +61,34 @@ insp_cli_parse(int *argc, char ***argv, const char *parameter_string, const char
   }
   *exit_status = 0;
   return TRUE;
+}
+
+int
+insp_cli_term_columns(int fd)
+{
+  struct winsize ws;
+  const char *env = g_getenv("COLUMNS");
+  gint64 n;
+
+  if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    return ws.ws_col;
+  if (env != NULL && (n = g_ascii_strtoll(env, NULL, 10)) > 0 && n <= 10000)
+    return (int)n;
+  return 80;
+}
+
+void
+insp_cli_progress_line(FILE *out, const char *text, gboolean end)
+{
+  int room = MAX(insp_cli_term_columns(fileno(out)) - 1, 1);
+  const char *cut = text;
+
+  /* One column per character: the lines are ASCII but for file names. */
+  for (int n = 0; *cut && n < room; n++)
+    cut = g_utf8_next_char(cut);
+  /* ESC [ K erases what the previous, longer line left. */
+  fprintf(out, "\r%.*s\033[K%s", (int)(cut - text), text, end ? "\n" : "");
+  fflush(out);
 }
 
 int

@@ -2,8 +2,14 @@
  * subcommands that exist. Runs the real binary (path in $INSPECTD). */
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
 
 static int
 run_inspectd(const char *args, char **out, char **err)
@@ -175,6 +181,145 @@ test_not_a_model(void)
   g_rmdir(dir);
 }
 
+/* Runs inspectd with @args (a vector) with stderr on a new pseudo-terminal
+ * of @cols columns (0: the kernel's 0, unknown) and $COLUMNS = @columns_env
+ * (NULL: unset); returns what the terminal received. */
+static char *
+run_on_pty(const char *const *args, int cols, const char *columns_env, int *exit_status)
+{
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), slave, devnull, status = -1;
+  struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_auto(GStrv) env = g_get_environ();
+  g_autoptr(GString) got = g_string_new(NULL);
+  g_autoptr(GError) error = NULL;
+  GPid pid;
+
+  g_assert_cmpint(master, >=, 0);
+  g_assert_cmpint(grantpt(master), ==, 0);
+  g_assert_cmpint(unlockpt(master), ==, 0);
+  slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  g_assert_cmpint(slave, >=, 0);
+  g_assert_cmpint(ioctl(slave, TIOCSWINSZ, &ws), ==, 0);
+  devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  env = columns_env ? g_environ_setenv(env, "COLUMNS", columns_env, TRUE)
+                    : g_environ_unsetenv(env, "COLUMNS");
+  g_ptr_array_add(argv, (gpointer)g_getenv("INSPECTD"));
+  for (; *args; args++)
+    g_ptr_array_add(argv, (gpointer)*args);
+  g_ptr_array_add(argv, NULL);
+  g_assert_true(g_spawn_async_with_fds(NULL, (char **)argv->pdata, env, G_SPAWN_DO_NOT_REAP_CHILD,
+                                       NULL, NULL, &pid, devnull, devnull, slave, &error));
+  g_assert_no_error(error);
+  close(slave);
+  close(devnull);
+  for (;;) {
+    char buf[4096];
+    ssize_t n = read(master, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; /* EIO: the child, the last holder of the terminal, is gone */
+    g_string_append_len(got, buf, n);
+  }
+  close(master);
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return g_strdup(got->str);
+}
+
+/* The longest stretch between line starts (\r, \n) of @text, in
+ * characters, escape sequences (ESC [ ... letter) not counted; and how many
+ * stretches hold @needle. */
+static glong
+widest_line(const char *text, const char *needle, guint *n_with)
+{
+  glong widest = 0, cur = 0;
+  g_autoptr(GString) line = g_string_new(NULL);
+
+  *n_with = 0;
+  for (const char *c = text;; c = g_utf8_next_char(c)) {
+    if (*c == '\033' && c[1] == '[') {
+      for (c += 2; *c && !g_ascii_isalpha(*c); c++)
+        ;
+      if (!*c)
+        break;
+      continue;
+    }
+    if (*c == '\0' || *c == '\r' || *c == '\n') {
+      widest = MAX(widest, cur);
+      if (strstr(line->str, needle))
+        (*n_with)++;
+      g_string_truncate(line, 0);
+      cur = 0;
+      if (*c == '\0')
+        break;
+      continue;
+    }
+    g_string_append_unichar(line, g_utf8_get_char(c));
+    cur++;
+  }
+  return widest;
+}
+
+/* train's and eval's progress on a terminal fits its width (from the
+ * terminal, else $COLUMNS), so the rewritten line never wraps; off a
+ * terminal it is plain lines. */
+static void
+test_progress_fits_terminal(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("test-cli-progress-XXXXXX", &error);
+  g_autofree char *ds = g_build_filename(dir, "ds", NULL);
+  g_autofree char *images = g_build_filename(ds, "train", "good", NULL);
+  g_autofree char *model = g_build_filename(dir, "m.safetensors", NULL);
+  g_autofree char *out = NULL, *err = NULL;
+  g_autofree char *write_args = g_strdup_printf(
+      "run --demo-write-dataset %s --demo-size 64 --dataset-train 6 --dataset-test 2", ds);
+  const char *const train[] = {"train", "--images", images, "--out", model, "--size", "64", NULL};
+  const char *const eval[] = {"eval", "--model", model, "--dataset", ds, NULL};
+  struct {
+    const char *const *args;
+    const char *needle;
+    int cols;
+    const char *env;
+    glong limit;
+  } runs[] = {
+      {train, "ETA", 40, "200", 39}, /* the terminal's width wins over $COLUMNS */
+      {train, "ETA", 0, "50", 49},   /* a terminal that gives none: $COLUMNS */
+      {train, "ETA", 0, NULL, 79},   /* neither: 80 */
+      {eval, "score", 40, NULL, 39},
+      /* the path shortened to its end */ {eval, "eval: ", 0, "30", 29}, /* too narrow for all: cut
+                                                                            at the end */
+  };
+
+  g_assert_no_error(error);
+  g_assert_cmpint(run_inspectd(write_args, &out, &err), ==, 0);
+  for (gsize i = 0; i < G_N_ELEMENTS(runs); i++) {
+    int status;
+    guint n_with;
+    g_autofree char *tty = run_on_pty(runs[i].args, runs[i].cols, runs[i].env, &status);
+    glong widest = widest_line(tty, runs[i].needle, &n_with);
+
+    g_test_message("%s on %d columns, COLUMNS=%s: widest line %ld\n%s", runs[i].args[0],
+                   runs[i].cols, runs[i].env ? runs[i].env : "(unset)", widest, tty);
+    g_assert_cmpint(status, ==, 0);
+    g_assert_cmpuint(n_with, >, 0);
+    /* Every line on the terminal (eval's table goes to stdout). */
+    g_assert_cmpint(widest, <=, runs[i].limit);
+  }
+
+  /* Not a terminal: plain lines, nothing rewritten. */
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  g_autofree char *plain = g_strdup_printf("eval --model %s --dataset %s", model, ds);
+  g_assert_cmpint(run_inspectd(plain, &out, &err), ==, 0);
+  g_assert_null(strchr(err, '\r'));
+  g_assert_nonnull(strstr(err, "eval: 1/"));
+  g_autofree char *rm = g_strdup_printf("rm -rf '%s'", dir);
+  g_assert_cmpint(system(rm), ==, 0);
+}
+
 static void
 test_bad_flag(void)
 {
@@ -195,6 +340,7 @@ main(int argc, char **argv)
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
   g_test_add_func("/cli/not-a-model", test_not_a_model);
+  g_test_add_func("/cli/progress-fits-terminal", test_progress_fits_terminal);
   g_test_add_func("/cli/run-help-lists-readme-flags", test_run_help_lists_readme_flags);
   return g_test_run();
 }
