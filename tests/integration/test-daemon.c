@@ -248,6 +248,28 @@ assert_contiguous(GArray *a)
     g_assert_cmpuint(g_array_index(a, Line, i).seq, ==, g_array_index(a, Line, i - 1).seq + 1);
 }
 
+/* How many of the decisions in @all the subscriber has not seen (by seq)
+ * after waiting up to @timeout_s for them. */
+static guint
+missing_on_broker(GArray *all, double timeout_s)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)(timeout_s * G_USEC_PER_SEC);
+  guint missing;
+
+  for (;;) {
+    g_autofree char *sub = read_file(fx.sub_out);
+    missing = 0;
+    for (guint i = 0; i < all->len; i++) {
+      g_autofree char *needle =
+          g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
+      missing += strstr(sub, needle) == NULL;
+    }
+    if (missing == 0 || g_get_monotonic_time() > deadline)
+      return missing;
+    g_usleep(100000);
+  }
+}
+
 /* ---- set-up --------------------------------------------------------------------- */
 
 static gboolean
@@ -576,19 +598,7 @@ test_lifecycle(void)
   g_autoptr(GArray) all = parse_lines(out);
   assert_contiguous(all);
   /* Every printed decision reached the broker before exit. */
-  guint missing = 0;
-  for (int attempt = 0; attempt < 30; attempt++) {
-    g_autofree char *sub = read_file(fx.sub_out);
-    missing = 0;
-    for (guint i = 0; i < all->len; i++) {
-      g_autofree char *needle =
-          g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
-      missing += strstr(sub, needle) == NULL;
-    }
-    if (missing == 0)
-      break;
-    g_usleep(100000);
-  }
+  guint missing = missing_on_broker(all, 3);
   if (missing != 0) {
     g_autofree char *sub = read_file(fx.sub_out);
     for (guint i = 0; i < all->len; i++) {
@@ -988,47 +998,38 @@ test_state_dir_unusable(void)
     g_test_skip(fx.skip_reason);
     return;
   }
-  g_autofree char *out = g_build_filename(fx.dir, "sd.out", NULL);
-  g_autofree char *err = g_build_filename(fx.dir, "sd.err", NULL);
   g_autofree char *file = g_build_filename(fx.dir, "a-file", NULL);
   g_autofree char *bad = g_build_filename(file, "state", NULL);
   g_autofree char *base = config_text(fx.model_a, "0.5");
-  g_autofree char *from = g_strdup_printf("state_dir = %s\n", fx.state_dir);
-  g_autofree char *to = g_strdup_printf("state_dir = %s\n", bad);
+  /* The state folder; then the spool folder alone (its own key). */
+  const char *keys[] = {"[station] state_dir", "[spool] dir"};
+  g_autofree char *state_from = g_strdup_printf("state_dir = %s\n", fx.state_dir);
+  g_autofree char *state_to = g_strdup_printf("state_dir = %s\n", bad);
   g_autofree char *spool_from = g_strdup_printf("dir = %s/spool\n", fx.state_dir);
   g_autofree char *spool_to = g_strdup_printf("dir = %s/spool\n", bad);
-  g_autoptr(GString) cfg = g_string_new(base);
-  g_autoptr(GError) error = NULL;
+  const char *from[] = {state_from, spool_from}, *to[] = {state_to, spool_to};
 
   write_file(file, "not a folder\n");
-  g_assert_cmpuint(g_string_replace(cfg, from, to, 1), ==, 1);
-  write_file(fx.cfg_path, cfg->str);
-  notify_drain();
-  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
-  g_assert_true(g_subprocess_wait(p, NULL, &error));
-  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 1);
-  g_autofree char *said = read_file(err);
-  g_test_message("stderr: %s", said);
-  g_assert_nonnull(strstr(said, "[station] state_dir"));
-  g_assert_nonnull(strstr(said, bad));
-  g_assert_nonnull(strstr(said, g_strerror(ENOTDIR)));
-  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+  for (int k = 0; k < 2; k++) {
+    g_autofree char *out = g_strdup_printf("%s/sd%d.out", fx.dir, k);
+    g_autofree char *err = g_strdup_printf("%s/sd%d.err", fx.dir, k);
+    g_autoptr(GString) cfg = g_string_new(base);
+    g_autoptr(GError) error = NULL;
 
-  /* The state folder fixed, the spool folder (its own key) not. */
-  g_autoptr(GString) cfg2 = g_string_new(base);
-  g_assert_cmpuint(g_string_replace(cfg2, spool_from, spool_to, 1), ==, 1);
-  write_file(fx.cfg_path, cfg2->str);
-  g_autofree char *err2 = g_build_filename(fx.dir, "sd2.err", NULL);
-  g_autoptr(GSubprocess) q = spawn_daemon(out, err2, NULL);
-  g_assert_true(g_subprocess_wait(q, NULL, &error));
-  g_assert_cmpint(g_subprocess_get_exit_status(q), ==, 1);
-  g_autofree char *said2 = read_file(err2);
-  g_test_message("stderr: %s", said2);
-  g_assert_nonnull(strstr(said2, "[spool] dir"));
-  g_assert_null(strstr(said2, "[station] state_dir"));
-  g_assert_nonnull(strstr(said2, bad));
-  g_assert_nonnull(strstr(said2, g_strerror(ENOTDIR)));
-  g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+    g_assert_cmpuint(g_string_replace(cfg, from[k], to[k], 1), ==, 1);
+    write_file(fx.cfg_path, cfg->str);
+    notify_drain();
+    g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+    g_assert_true(g_subprocess_wait(p, NULL, &error));
+    g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 1);
+    g_autofree char *said = read_file(err);
+    g_test_message("stderr: %s", said);
+    g_assert_nonnull(strstr(said, keys[k]));
+    g_assert_null(strstr(said, keys[1 - k]));
+    g_assert_nonnull(strstr(said, bad));
+    g_assert_nonnull(strstr(said, g_strerror(ENOTDIR)));
+    g_assert_cmpint(notify_wait("READY=1", 0.5), <, 0);
+  }
   g_unlink(file);
 }
 
@@ -1075,20 +1076,7 @@ test_replay_done(void)
     g_assert_true(g_str_has_prefix(g_array_index(all, Line, i).part, part));
   }
   /* Flushed before the exit: every result is on the broker. */
-  guint missing = 0;
-  for (int attempt = 0; attempt < 30; attempt++) {
-    g_autofree char *sub = read_file(fx.sub_out);
-    missing = 0;
-    for (guint i = 0; i < all->len; i++) {
-      g_autofree char *needle =
-          g_strdup_printf("\"seq\":%" G_GUINT64_FORMAT ",", g_array_index(all, Line, i).seq);
-      missing += strstr(sub, needle) == NULL;
-    }
-    if (missing == 0)
-      break;
-    g_usleep(100000);
-  }
-  g_assert_cmpuint(missing, ==, 0);
+  g_assert_cmpuint(missing_on_broker(all, 3), ==, 0);
 }
 
 /* [log] level = notice: the notice lines (ready, stopping) are logged, the
