@@ -1247,8 +1247,10 @@ test_trigger_outcomes(void)
   g_string_append(cfg, "[trigger]\nmode = mqtt\ntimeout_ms = 800\n");
   write_file(fx.cfg_path, cfg->str);
   notify_drain();
+  gint64 spawned_s = g_get_real_time() / G_USEC_PER_SEC;
   g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
   g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  gint64 ready_s = g_get_real_time() / G_USEC_PER_SEC;
 
   /* Two triggers with one part id while frames come: two results. */
   mqtt_publish("inspectd/" STATION "/cmd/trigger", "dup-1");
@@ -1279,6 +1281,17 @@ test_trigger_outcomes(void)
   g_test_message("status: %s", status);
   g_assert_nonnull(strstr(status, "\"triggers\":3"));
   g_assert_nonnull(strstr(status, "\"trigger_timeouts\":1"));
+  /* The counters count from the daemon's start. */
+  {
+    g_autoptr(JsonParser) jp = json_parser_new();
+    g_assert_true(json_parser_load_from_data(jp, status, -1, NULL));
+    JsonObject *so = json_node_get_object(json_parser_get_root(jp));
+    g_autoptr(GDateTime) since =
+        g_date_time_new_from_iso8601(json_object_get_string_member(so, "since"), NULL);
+    g_assert_nonnull(since);
+    g_assert_cmpint(g_date_time_to_unix(since), >=, spawned_s - 1);
+    g_assert_cmpint(g_date_time_to_unix(since), <=, ready_s);
+  }
 
   /* A trigger still waiting when the daemon stops is answered too. */
   mqtt_publish("inspectd/" STATION "/cmd/trigger", "last-1");
