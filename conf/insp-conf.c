@@ -281,6 +281,15 @@ static const Key schema[] = {
          "response topics of commands must start with this; empty = any topic outside "
          "{topic_prefix}/"),
      .check = check_topic_prefix},
+    {KEY("mqtt", "homeassistant", T_BOOL, "bool", mqtt.homeassistant, "false", "true, false",
+         C_MQTT,
+         "Home Assistant MQTT discovery: retained configs of a device for this station, "
+         "published on every connect; turned off at a reload, they are removed")},
+    {KEY("mqtt", "homeassistant_prefix", T_STRING, "string", mqtt.homeassistant_prefix,
+         "homeassistant", "no '+', '#', leading '$', empty levels", C_MQTT,
+         "Home Assistant's discovery prefix: configs go to "
+         "{homeassistant_prefix}/{component}/inspectd_{station}/{entity}/config"),
+     .check = check_topic_prefix},
 
     {KEY("spool", "dir", T_PATH, "path", spool.dir, "/var/lib/inspectd/spool", "", C_SPOOL,
          "where results wait while the broker is down")},
@@ -1432,6 +1441,9 @@ check_rules(Loader *L)
 
     key_problem(L, "mqtt", "reply_prefix", reason);
   }
+  if (cfg->mqtt.homeassistant && cfg->mqtt.homeassistant_prefix[0] == '\0' &&
+      !was_rejected(L, "mqtt", "homeassistant_prefix"))
+    key_problem(L, "mqtt", "homeassistant_prefix", "required when [mqtt] homeassistant = true");
   if (cfg->model.path[0] == '\0' && src != INSP_CONFIG_CAMERA_SOURCE_TEST &&
       !was_rejected(L, "model", "path")) {
     g_autofree char *reason = g_strdup_printf(

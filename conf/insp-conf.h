@@ -148,6 +148,8 @@ typedef struct {
     InspConfigCommands commands; /* which of {prefix}/{station}/cmd/... are accepted */
     gboolean insecure_commands;  /* commands = all allowed on an anonymous connection */
     char *reply_prefix;          /* "" = any response topic outside {prefix}/ */
+    gboolean homeassistant;      /* publish Home Assistant discovery configs */
+    char *homeassistant_prefix;  /* HA's discovery prefix, default "homeassistant" */
   } mqtt;
   struct {
     char *dir; /* absolute */

@@ -194,6 +194,8 @@ test_defaults(void)
   g_assert_cmpint(cfg->mqtt.commands, ==, INSP_CONFIG_COMMANDS_TRIGGER);
   g_assert_false(cfg->mqtt.insecure_commands);
   g_assert_cmpstr(cfg->mqtt.reply_prefix, ==, "");
+  g_assert_false(cfg->mqtt.homeassistant);
+  g_assert_cmpstr(cfg->mqtt.homeassistant_prefix, ==, "homeassistant");
   g_assert_cmpfloat(cfg->inspection.threshold_min, ==, 0.25);
   g_assert_cmpfloat(cfg->inspection.threshold_max, ==, 1.0);
   g_assert_cmpfloat(cfg->inspection.pixel_threshold_min, ==, 0.25);
@@ -673,6 +675,17 @@ test_commands(void)
     g_autoptr(InspConfig) cfg = load_ok("[mqtt]\nreply_prefix = inspectd-replies/plc1\n");
 
     g_assert_cmpstr(cfg->mqtt.reply_prefix, ==, "inspectd-replies/plc1");
+  }
+  assert_one_problem("[mqtt]\nhomeassistant = true\nhomeassistant_prefix =\n", "mqtt",
+                     "homeassistant_prefix", "required when [mqtt] homeassistant = true");
+  assert_one_problem("[mqtt]\nhomeassistant_prefix = ha/#\n", "mqtt", "homeassistant_prefix",
+                     "wildcard");
+  {
+    g_autoptr(InspConfig) cfg =
+        load_ok("[mqtt]\nhomeassistant = true\nhomeassistant_prefix = ha/discovery\n");
+
+    g_assert_true(cfg->mqtt.homeassistant);
+    g_assert_cmpstr(cfg->mqtt.homeassistant_prefix, ==, "ha/discovery");
   }
 }
 
