@@ -1,5 +1,6 @@
 /* The payloads of the MQTT contract (DESIGN.md): the JSON of result, status,
- * event and command replies, and the MQTT v5 properties that go with each.
+ * event and command replies, the Home Assistant discovery configs, and the
+ * MQTT v5 properties that go with each.
  * Invariants: key names and order are fixed; numbers are written in their
  * shortest form (insp-json.c); NaN/inf are written as null, which JSON can
  * carry and consumers can detect.
@@ -219,6 +220,163 @@ insp_mqtt_reply_payload(JsonObject *fields, const char *error_message)
   else
     insp_mqtt_json_object_merge(o, fields);
   return insp_mqtt_json_object_to_bytes(o);
+}
+
+/* ---------- Home Assistant MQTT discovery ---------- */
+
+/* HA's schema (home-assistant.io/integrations/mqtt, and each platform's
+ * page): availability is a list of {topic, payload_available,
+ * payload_not_available, value_template}; the template's result is compared
+ * with the two payloads. The status' state is online, degraded or offline,
+ * and the will is {"state":"offline"}: a degraded station still inspects. */
+#define HA_AVAILABILITY_TEMPLATE                                                                   \
+  "{{ 'online' if value_json.state in ('online', 'degraded') else 'offline' }}"
+
+void
+insp_mqtt_ha_config_free(InspMqttHaConfig *config)
+{
+  if (config == NULL)
+    return;
+  g_free(config->topic);
+  g_clear_pointer(&config->payload, g_bytes_unref);
+  g_free(config);
+}
+
+char *
+insp_mqtt_ha_node_id(const char *station)
+{
+  char *id = g_strconcat("inspectd_", station, NULL);
+
+  for (char *p = id; *p; p++)
+    if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-')
+      *p = '_';
+  return id;
+}
+
+/* The members every entity has: unique_id, name, device, origin,
+ * availability. */
+static JsonObject *
+ha_entity(const InspMqttHaParams *p, const char *node_id, const char *object_id, const char *name)
+{
+  JsonObject *o = json_object_new();
+  JsonObject *dev = json_object_new();
+  JsonObject *origin = json_object_new();
+  JsonArray *ids = json_array_new();
+  JsonArray *avail = json_array_new();
+  JsonObject *a = json_object_new();
+  g_autofree char *uid = g_strconcat(node_id, "_", object_id, NULL);
+  g_autofree char *dev_name = g_strconcat("inspectd ", p->station, NULL);
+
+  json_object_set_string_member(o, "unique_id", uid);
+  json_object_set_string_member(o, "name", name);
+  json_array_add_string_element(ids, node_id);
+  json_object_set_array_member(dev, "identifiers", ids);
+  json_object_set_string_member(dev, "name", dev_name);
+  json_object_set_string_member(dev, "manufacturer", "inspectd");
+  json_object_set_string_member(dev, "model", "visual inspection station");
+  if (p->sw_version != NULL)
+    json_object_set_string_member(dev, "sw_version", p->sw_version);
+  json_object_set_object_member(o, "device", dev);
+  json_object_set_string_member(origin, "name", "inspectd");
+  if (p->sw_version != NULL)
+    json_object_set_string_member(origin, "sw_version", p->sw_version);
+  json_object_set_object_member(o, "origin", origin);
+  json_object_set_string_member(a, "topic", p->t_status);
+  json_object_set_string_member(a, "payload_available", "online");
+  json_object_set_string_member(a, "payload_not_available", "offline");
+  json_object_set_string_member(a, "value_template", HA_AVAILABILITY_TEMPLATE);
+  json_array_add_object_element(avail, a);
+  json_object_set_array_member(o, "availability", avail);
+  return o;
+}
+
+static void
+ha_add(GPtrArray *out, const InspMqttHaParams *p, const char *component, const char *node_id,
+       const char *object_id, JsonObject *config)
+{
+  InspMqttHaConfig *c = g_new0(InspMqttHaConfig, 1);
+
+  c->topic = g_strdup_printf("%s/%s/%s/%s/config", p->prefix, component, node_id, object_id);
+  if (config != NULL) {
+    c->payload = insp_mqtt_json_object_to_bytes(config);
+    json_object_unref(config);
+  }
+  g_ptr_array_add(out, c);
+}
+
+/* A sensor on @topic whose state is @value_template. */
+static JsonObject *
+ha_sensor(const InspMqttHaParams *p, const char *node_id, const char *object_id, const char *name,
+          const char *topic, const char *value_template, const char *unit, const char *state_class)
+{
+  JsonObject *o = ha_entity(p, node_id, object_id, name);
+
+  json_object_set_string_member(o, "state_topic", topic);
+  json_object_set_string_member(o, "value_template", value_template);
+  if (unit != NULL)
+    json_object_set_string_member(o, "unit_of_measurement", unit);
+  json_object_set_string_member(o, "state_class", state_class);
+  return o;
+}
+
+GPtrArray *
+insp_mqtt_ha_configs(const InspMqttHaParams *p)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)insp_mqtt_ha_config_free);
+  g_autofree char *node = NULL;
+  JsonObject *o;
+
+  g_return_val_if_fail(p != NULL && p->prefix != NULL && p->station != NULL, out);
+  node = insp_mqtt_ha_node_id(p->station);
+
+  /* The last part's verdict: on (a problem) when it failed. */
+  o = ha_entity(p, node, "verdict", "Last part failed");
+  json_object_set_string_member(o, "state_topic", p->t_result);
+  json_object_set_string_member(o, "value_template",
+                                "{{ 'ON' if value_json.verdict == 'fail' else 'OFF' }}");
+  json_object_set_string_member(o, "payload_on", "ON");
+  json_object_set_string_member(o, "payload_off", "OFF");
+  json_object_set_string_member(o, "device_class", "problem");
+  ha_add(out, p, "binary_sensor", node, "verdict", o);
+
+  ha_add(out, p, "sensor", node, "score",
+         ha_sensor(p, node, "score", "Score", p->t_result, "{{ value_json.score }}", NULL,
+                   "measurement"));
+  ha_add(out, p, "sensor", node, "fps",
+         ha_sensor(p, node, "fps", "Parts per second", p->t_status, "{{ value_json.fps }}",
+                   "parts/s", "measurement"));
+  /* The counts start again at 0 with the daemon: total_increasing takes a
+   * decrease for a reset. */
+  ha_add(out, p, "sensor", node, "pass",
+         ha_sensor(p, node, "pass", "Passed parts", p->t_status, "{{ value_json.pass }}", "parts",
+                   "total_increasing"));
+  ha_add(out, p, "sensor", node, "fail",
+         ha_sensor(p, node, "fail", "Failed parts", p->t_status, "{{ value_json.fail }}", "parts",
+                   "total_increasing"));
+
+  /* The mask topic carries the PNG bytes themselves (no image_encoding). */
+  o = ha_entity(p, node, "mask", "Defect mask");
+  json_object_set_string_member(o, "image_topic", p->t_mask);
+  json_object_set_string_member(o, "content_type", "image/png");
+  ha_add(out, p, "image", node, "mask", o);
+
+  /* The threshold command takes {"threshold": x}; the daemon refuses a
+   * value outside [inspection] threshold_min..threshold_max. */
+  o = NULL;
+  if (p->threshold_number) {
+    o = ha_entity(p, node, "threshold", "Threshold");
+    json_object_set_string_member(o, "command_topic", p->t_threshold);
+    json_object_set_string_member(o, "command_template", "{\"threshold\": {{ value }}}");
+    json_object_set_string_member(o, "state_topic", p->t_status);
+    json_object_set_string_member(o, "value_template", "{{ value_json.threshold }}");
+    json_object_set_double_member(o, "min", p->threshold_min);
+    json_object_set_double_member(o, "max", p->threshold_max);
+    json_object_set_double_member(o, "step", 0.01);
+    json_object_set_string_member(o, "mode", "box");
+    json_object_set_string_member(o, "entity_category", "config");
+  }
+  ha_add(out, p, "number", node, "threshold", o);
+  return out;
 }
 
 void

@@ -82,6 +82,32 @@ GBytes *insp_mqtt_event_payload(const char *station, const char *level, const ch
  * {"ok":false,"error":...}. */
 GBytes *insp_mqtt_reply_payload(JsonObject *fields, const char *error_message);
 
+/* Home Assistant MQTT discovery: one entity's config topic and payload. */
+typedef struct {
+  char *topic;     /* {prefix}/{component}/{node_id}/{object_id}/config */
+  GBytes *payload; /* the JSON config; NULL: not offered, an empty payload removes it */
+} InspMqttHaConfig;
+
+void insp_mqtt_ha_config_free(InspMqttHaConfig *config);
+
+typedef struct {
+  const char *prefix; /* the discovery prefix */
+  const char *station;
+  const char *t_result, *t_status, *t_mask, *t_threshold; /* the station's topics */
+  gboolean threshold_number; /* the threshold command is accepted (commands = all) */
+  double threshold_min, threshold_max;
+  const char *sw_version; /* nullable */
+} InspMqttHaParams;
+
+/* "inspectd_" + @station with every byte outside [A-Za-z0-9_-] made '_':
+ * HA's node_id and the device's identifier. */
+char *insp_mqtt_ha_node_id(const char *station);
+/* Every entity of the station's device, in a fixed order (binary_sensor
+ * verdict, sensors score, fps, pass, fail, image mask, number threshold),
+ * the number with a NULL payload unless @p->threshold_number. A new array of
+ * InspMqttHaConfig that frees its elements. */
+GPtrArray *insp_mqtt_ha_configs(const InspMqttHaParams *p);
+
 /* v5 properties: JSON (payload format UTF-8, content type, correlation data
  * when not NULL) and PNG (content type, user properties seq, part_id, and
  * kind when not NULL). */

@@ -2,7 +2,7 @@
  *
  * DESIGN. Three kinds of thread enter this file:
  *  - callers (the result thread, the main loop): publish_result/status/event/
- *    snapshot, command replies, set_masks, get_stats;
+ *    snapshot, command replies, set_masks, get_stats, remove_homeassistant;
  *  - "insp-mqtt-net", ours: drives libmosquitto with mosquitto_loop() and
  *    reconnects with capped exponential backoff (min_s * 2^n, at most max_s).
  *    We do not use mosquitto_loop_start(): its loop_forever() gives up for
@@ -29,6 +29,14 @@
  * unacknowledged, the pump holds new ones back (the "barrier") until those
  * are acknowledged, or for at most BARRIER_TIMEOUT, after which they are
  * re-read from the spool and sent again.
+ *
+ * Home Assistant discovery (opt-in): the configs are built once in
+ * insp_mqtt_new() and published, retained, in on_connect before the status,
+ * so HA knows the entities before their availability. Removal publishes empty
+ * retained payloads on the same topics and stops the republishing for good.
+ * With it off nothing is published under the discovery prefix; with it on, a
+ * command's response topic under the prefix is refused (HA would read a reply
+ * there as a config).
  *
  * Locking: `lock` guards all mutable state below it in the struct; every
  * mosquitto_publish_v5() is made with it held, so a PUBACK (on the net
@@ -95,6 +103,9 @@ struct _InspMqtt {
   InspMqttRate rate;  /* of commands; net thread only */
   guint reconnect_min_s, reconnect_max_s;
   char *t_base, *t_result, *t_mask, *t_status, *t_event, *t_snapshot, *t_cmd_sub, *t_cmd_base;
+  gboolean homeassistant;
+  char *ha_prefix;       /* NULL with homeassistant off */
+  GPtrArray *ha_configs; /* InspMqttHaConfig*, NULL with homeassistant off */
   GMainContext *context;
   InspSpool *spool;
   gint64 start_time;
@@ -132,6 +143,8 @@ struct _InspMqtt {
   gboolean keep_status; /* free without the offline status */
   int offline_mid;      /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
+  gboolean ha_removed; /* the HA entities were removed: not published again */
+  GHashTable *ha_mids; /* mids of removals not yet acknowledged */
   int last_reason;
   char *tls_error; /* libmosquitto's last OpenSSL error line, net thread; under lock */
   /* Drops from a full spool, announced at most every DROP_EVENT_US (under
@@ -168,6 +181,8 @@ insp_mqtt_options_init(InspMqttOptions *opts)
   opts->spool_max_mb = 100;
   opts->reconnect_min_s = 1;
   opts->reconnect_max_s = 30;
+  opts->threshold_min = 0.25;
+  opts->threshold_max = 1.0;
 }
 
 static gboolean
@@ -309,6 +324,25 @@ publish_status_locked(InspMqtt *mqtt, InspState state, int *mid)
   rc = publish_locked(mqtt, mid, mqtt->t_status, payload, 1, TRUE, props);
   mosquitto_property_free_all(&props);
   return rc;
+}
+
+/* The Home Assistant discovery configs, retained, QoS 1; an entity not
+ * offered (the threshold without commands = all) gets an empty payload, which
+ * removes it if an earlier run offered it. */
+static void
+publish_ha_locked(InspMqtt *mqtt)
+{
+  if (!mqtt->homeassistant || mqtt->ha_removed)
+    return;
+  for (guint i = 0; i < mqtt->ha_configs->len; i++) {
+    const InspMqttHaConfig *c = mqtt->ha_configs->pdata[i];
+    mosquitto_property *props = NULL;
+
+    if (c->payload != NULL)
+      insp_mqtt_props_json(&props, NULL);
+    publish_locked(mqtt, NULL, c->topic, c->payload, 1, TRUE, props);
+    mosquitto_property_free_all(&props);
+  }
 }
 
 static void
@@ -486,6 +520,7 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto
       mqtt->barrier = TRUE;
   if (mqtt->commands != INSP_MQTT_COMMANDS_NONE)
     mosquitto_subscribe_v5(mosq, NULL, mqtt->t_cmd_sub, 1, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
+  publish_ha_locked(mqtt); /* before the status that makes the entities available */
   publish_status_locked(mqtt, mqtt->have_status ? mqtt->status.state : INSP_STATE_ONLINE, NULL);
   kick_locked(mqtt);
   g_mutex_unlock(&mqtt->lock);
@@ -537,6 +572,8 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquit
     mqtt->offline_acked = TRUE;
     g_cond_broadcast(&mqtt->cond);
   }
+  if (mid != 0 && g_hash_table_remove(mqtt->ha_mids, GINT_TO_POINTER(mid)))
+    g_cond_broadcast(&mqtt->cond);
   inf = g_hash_table_lookup(mqtt->inflight, GINT_TO_POINTER(mid));
   if (inf != NULL) {
     insp_spool_ack(mqtt->spool, inf->spool_id);
@@ -614,6 +651,15 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
 
   cmd = insp_mqtt_parse_command(name, msg->payload ? msg->payload : (const void *)"",
                                 msg->payloadlen > 0 ? (gsize)msg->payloadlen : 0, &error);
+  if (cmd != NULL && mqtt->homeassistant && response_topic != NULL &&
+      insp_mqtt_topic_at_or_below(response_topic, mqtt->ha_prefix)) {
+    /* A reply there would be read by Home Assistant as a discovery config. */
+    g_set_error(&error, INSP_MQTT_ERROR, INSP_MQTT_ERROR_RESPONSE_TOPIC,
+                "response topic '%s' lies under the Home Assistant discovery prefix '%s'",
+                response_topic, mqtt->ha_prefix);
+    g_clear_pointer(&response_topic, free);
+    g_clear_pointer(&cmd, insp_mqtt_command_unref);
+  }
   if (cmd != NULL && !insp_mqtt_command_check(&mqtt->rate, mqtt->commands, mqtt->topic_prefix,
                                               mqtt->reply_prefix, cmd, response_topic, &error)) {
     /* Refused: answered on the station's own reply topic, never on a
@@ -816,6 +862,9 @@ mqtt_unref(InspMqtt *mqtt)
   g_free(mqtt->t_snapshot);
   g_free(mqtt->t_cmd_sub);
   g_free(mqtt->t_cmd_base);
+  g_free(mqtt->ha_prefix);
+  g_clear_pointer(&mqtt->ha_configs, g_ptr_array_unref);
+  g_clear_pointer(&mqtt->ha_mids, g_hash_table_unref);
   g_free(mqtt->status_model);
   g_clear_pointer(&mqtt->spool, insp_spool_free);
   g_clear_pointer(&mqtt->inflight, g_hash_table_unref);
@@ -839,7 +888,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   g_autofree char *password = NULL;
   g_autofree char *ca = NULL, *cert = NULL, *key = NULL;
   g_autofree char *station = NULL;
-  const char *prefix;
+  const char *prefix, *ha_prefix;
   InspSpoolFlags sflags = INSP_SPOOL_FLAGS_NONE;
   InspSpool *spool;
   gsize len = 0;
@@ -857,6 +906,9 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   g_return_val_if_fail(opts->spool_dir != NULL && *opts->spool_dir != '\0', NULL);
   prefix = opts->topic_prefix ? opts->topic_prefix : "inspectd";
   g_return_val_if_fail(topic_part_ok(prefix, TRUE) && prefix[0] != '$', NULL);
+  ha_prefix = opts->homeassistant_prefix ? opts->homeassistant_prefix : "homeassistant";
+  g_return_val_if_fail(
+      !opts->homeassistant || (topic_part_ok(ha_prefix, TRUE) && ha_prefix[0] != '$'), NULL);
 
   if (g_once_init_enter(&lib_init_once)) {
     mosquitto_lib_init();
@@ -959,6 +1011,25 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->t_cmd_sub = g_strdup_printf("%s/%s/cmd/+", prefix, mqtt->station);
   mqtt->t_cmd_base = g_strdup_printf("%s/%s/cmd/", prefix, mqtt->station);
   mqtt->inflight = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+  mqtt->ha_mids = g_hash_table_new(NULL, NULL);
+  if (opts->homeassistant) {
+    g_autofree char *t_threshold = g_strconcat(mqtt->t_cmd_base, "threshold", NULL);
+    InspMqttHaParams hp = {
+        .prefix = ha_prefix,
+        .station = mqtt->station,
+        .t_result = mqtt->t_result,
+        .t_status = mqtt->t_status,
+        .t_mask = mqtt->t_mask,
+        .t_threshold = t_threshold,
+        .threshold_number = opts->commands == INSP_MQTT_COMMANDS_ALL,
+        .threshold_min = opts->threshold_min,
+        .threshold_max = opts->threshold_max,
+        .sw_version = opts->sw_version,
+    };
+    mqtt->homeassistant = TRUE;
+    mqtt->ha_prefix = g_strdup(ha_prefix);
+    mqtt->ha_configs = insp_mqtt_ha_configs(&hp);
+  }
   mqtt->triggers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, pending_trigger_free);
   g_queue_init(&mqtt->events);
   g_queue_init(&mqtt->trigger_order);
@@ -1044,6 +1115,40 @@ insp_mqtt_start(InspMqtt *mqtt, GError **error)
   mqtt->pump_thread = g_thread_new("insp-mqtt-pump", pump_thread, mqtt);
   mqtt->net_thread = g_thread_new("insp-mqtt-net", net_thread, mqtt);
   return TRUE;
+}
+
+gboolean
+insp_mqtt_remove_homeassistant(InspMqtt *mqtt, guint timeout_ms)
+{
+  gint64 until = g_get_monotonic_time() + (gint64)timeout_ms * G_TIME_SPAN_MILLISECOND;
+  gboolean all = TRUE;
+
+  g_return_val_if_fail(mqtt != NULL, FALSE);
+  if (!mqtt->homeassistant)
+    return TRUE;
+  g_mutex_lock(&mqtt->lock);
+  mqtt->ha_removed = TRUE;
+  if (!mqtt->connected) {
+    g_mutex_unlock(&mqtt->lock);
+    return FALSE;
+  }
+  for (guint i = 0; i < mqtt->ha_configs->len; i++) {
+    const InspMqttHaConfig *c = mqtt->ha_configs->pdata[i];
+    int mid = 0;
+
+    if (publish_locked(mqtt, &mid, c->topic, NULL, 1, TRUE, NULL) == MOSQ_ERR_SUCCESS)
+      g_hash_table_add(mqtt->ha_mids, GINT_TO_POINTER(mid));
+    else
+      all = FALSE;
+  }
+  while (g_hash_table_size(mqtt->ha_mids) > 0 && mqtt->connected &&
+         g_cond_wait_until(&mqtt->cond, &mqtt->lock, until))
+    ;
+  if (g_hash_table_size(mqtt->ha_mids) > 0)
+    all = FALSE;
+  g_hash_table_remove_all(mqtt->ha_mids);
+  g_mutex_unlock(&mqtt->lock);
+  return all;
 }
 
 void

@@ -92,14 +92,22 @@ typedef struct {
    * {topic_prefix}/. Wildcards and topics under {topic_prefix}/ are always
    * refused. */
   const char *reply_prefix;
-  const char *spool_dir;        /* required */
-  guint spool_max_mb;           /* default 100 */
-  InspMqttSpoolSync spool_sync; /* [spool] sync; see insp-spool.c */
-  guint reconnect_min_s;        /* backoff 1 s doubling up to 30 s by default */
+  /* Home Assistant MQTT discovery: the configs of a device for the station,
+   * retained, QoS 1, on every connect before the status (README "Home
+   * Assistant"). Off: nothing is published under the prefix. */
+  gboolean homeassistant;
+  const char *homeassistant_prefix;    /* default "homeassistant" */
+  double threshold_min, threshold_max; /* the threshold entity's range (commands all) */
+  const char *sw_version;              /* the device's and origin's sw_version; nullable */
+  const char *spool_dir;               /* required */
+  guint spool_max_mb;                  /* default 100 */
+  InspMqttSpoolSync spool_sync;        /* [spool] sync; see insp-spool.c */
+  guint reconnect_min_s;               /* backoff 1 s doubling up to 30 s by default */
   guint reconnect_max_s;
 } InspMqttOptions;
 
-/* Fills the defaults above (commands all, masks fail, qos 1, spool_dir NULL). */
+/* Fills the defaults above (commands all, masks fail, qos 1, spool_dir NULL,
+ * homeassistant off, thresholds 0.25..1 as [inspection]'s). */
 void insp_mqtt_options_init(InspMqttOptions *opts);
 
 typedef enum {
@@ -162,6 +170,14 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspMqtt, insp_mqtt_free)
  * own (a reload that restarts the client), so subscribers never read
  * "offline" while the daemon runs. */
 void insp_mqtt_keep_status(InspMqtt *mqtt);
+
+/* Removes the Home Assistant entities: an empty retained payload on each
+ * discovery config topic (QoS 1), and none is published again by this
+ * client. Waits up to @timeout_ms for the broker to acknowledge them all.
+ * FALSE when not every removal was acknowledged (not connected, or too
+ * slow): the configs may stay retained. No-op (TRUE) with homeassistant
+ * off. Any thread but the network's. */
+gboolean insp_mqtt_remove_homeassistant(InspMqtt *mqtt, guint timeout_ms);
 
 /* Before insp_mqtt_start(). */
 void insp_mqtt_set_command_handler(InspMqtt *mqtt, InspMqttCommandFunc func, gpointer user_data,

@@ -1590,6 +1590,324 @@ test_parse_command(void)
   }
 }
 
+/* ---- Home Assistant discovery ---- */
+
+typedef struct {
+  const char *station;
+  gboolean homeassistant;
+  InspMqttCommands commands;
+} HaTweak;
+
+static void
+ha_tweak(InspMqttOptions *o, gpointer data)
+{
+  const HaTweak *t = data;
+
+  o->station = t->station;
+  o->homeassistant = t->homeassistant;
+  o->commands = t->commands;
+  o->threshold_min = 0.3;
+  o->threshold_max = 0.9;
+  o->sw_version = "9.8.7";
+}
+
+#define HA_AVAILABILITY                                                                            \
+  "{{ 'online' if value_json.state in ('online', 'degraded') else 'offline' }}"
+
+/* Asserts the members every entity shares, and that its unique_id is new in
+ * @uids. */
+static void
+assert_ha_common(JsonObject *o, const char *node_id, const char *status_topic, GHashTable *uids)
+{
+  JsonObject *dev, *origin, *a;
+  JsonArray *ids, *avail;
+  g_autofree char *dev_name = NULL;
+
+  assert_member(o, "unique_id", G_TYPE_STRING);
+  g_assert_true(g_str_has_prefix(json_object_get_string_member(o, "unique_id"), node_id));
+  g_assert_true(g_hash_table_add(uids, g_strdup(json_object_get_string_member(o, "unique_id"))));
+  assert_member(o, "name", G_TYPE_STRING);
+  dev = json_object_get_object_member(o, "device");
+  g_assert_nonnull(dev);
+  ids = json_object_get_array_member(dev, "identifiers");
+  g_assert_nonnull(ids);
+  g_assert_cmpuint(json_array_get_length(ids), ==, 1);
+  g_assert_cmpstr(json_array_get_string_element(ids, 0), ==, node_id);
+  g_assert_cmpstr(json_object_get_string_member(dev, "manufacturer"), ==, "inspectd");
+  assert_member(dev, "name", G_TYPE_STRING);
+  assert_member(dev, "model", G_TYPE_STRING);
+  g_assert_cmpstr(json_object_get_string_member(dev, "sw_version"), ==, "9.8.7");
+  origin = json_object_get_object_member(o, "origin");
+  g_assert_nonnull(origin);
+  g_assert_cmpstr(json_object_get_string_member(origin, "name"), ==, "inspectd");
+  g_assert_cmpstr(json_object_get_string_member(origin, "sw_version"), ==, "9.8.7");
+  avail = json_object_get_array_member(o, "availability");
+  g_assert_nonnull(avail);
+  g_assert_cmpuint(json_array_get_length(avail), ==, 1);
+  a = json_array_get_object_element(avail, 0);
+  g_assert_cmpstr(json_object_get_string_member(a, "topic"), ==, status_topic);
+  g_assert_cmpstr(json_object_get_string_member(a, "payload_available"), ==, "online");
+  g_assert_cmpstr(json_object_get_string_member(a, "payload_not_available"), ==, "offline");
+  g_assert_cmpstr(json_object_get_string_member(a, "value_template"), ==, HA_AVAILABILITY);
+}
+
+/* The retained configs a fresh subscriber of homeassistant/# gets, by topic
+ * (empty payloads are not retained: a removed entity is absent). Waits for
+ * the retained status first, subscribed after the configs. */
+static GHashTable *
+ha_retained(Fixture *f, const char *status_topic)
+{
+  g_autoptr(MqttClient) c =
+      mqtt_client_new(mqtt_broker_get_port(f->broker), NULL,
+                      (const char *const[]){"homeassistant/#", status_topic, NULL});
+  GHashTable *out =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)mqtt_msg_free);
+  g_autoptr(MqttMsg) st = NULL;
+  g_autoptr(GPtrArray) all = NULL;
+
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  st = mqtt_client_wait(c, status_topic, 3000, f->ctx);
+  g_assert_nonnull(st);
+  g_usleep(200000);
+  all = mqtt_client_take(c, NULL);
+  for (guint i = 0; i < all->len; i++) {
+    MqttMsg *m = all->pdata[i];
+    if (!g_str_has_prefix(m->topic, "homeassistant/"))
+      continue;
+    g_assert_true(m->retain);
+    g_assert_cmpuint(g_bytes_get_size(m->payload), >, 0);
+    g_assert_true(g_hash_table_insert(out, g_strdup(m->topic), g_steal_pointer(&all->pdata[i])));
+  }
+  return out;
+}
+
+static JsonObject *
+ha_config(GHashTable *retained, const char *topic)
+{
+  MqttMsg *m = g_hash_table_lookup(retained, topic);
+
+  if (m == NULL)
+    g_error("no retained config on %s", topic);
+  g_assert_cmpstr(m->content_type, ==, "application/json");
+  return parse_object(m->payload);
+}
+
+/* [mqtt] homeassistant: the retained discovery configs, to HA's schema, sent
+ * on connect before the status; the threshold as a number only with commands
+ * = all; a response topic under the prefix refused; removal leaves nothing
+ * retained; with it off, nothing is published under the prefix. */
+static void
+test_homeassistant(void)
+{
+  Fixture f;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MqttClient) live = NULL;
+  g_autoptr(GHashTable) uids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  HaTweak tw = {"line.1", TRUE, INSP_MQTT_COMMANDS_ALL};
+  const char *node = "inspectd_line_1";
+  const char *pre = "homeassistant";
+  static const char *const objects[] = {"binary_sensor/inspectd_line_1/verdict",
+                                        "sensor/inspectd_line_1/score",
+                                        "sensor/inspectd_line_1/fps",
+                                        "sensor/inspectd_line_1/pass",
+                                        "sensor/inspectd_line_1/fail",
+                                        "image/inspectd_line_1/mask",
+                                        "number/inspectd_line_1/threshold",
+                                        NULL};
+
+  fixture_setup(&f, NULL);
+  if (f.broker == NULL)
+    return;
+  live = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                         (const char *const[]){"homeassistant/#", "t/line.1/status", NULL});
+  g_assert_true(mqtt_client_wait_connected(live, 5000));
+  g_usleep(100000);
+  f.mqtt = start_mqtt(&f, ha_tweak, &tw, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+
+  /* On connect: the seven configs (retained, QoS 1), then the status. */
+  {
+    g_autoptr(MqttMsg) st = mqtt_client_wait(live, "t/line.1/status", 3000, f.ctx);
+    g_autoptr(GPtrArray) before = NULL;
+    g_assert_nonnull(st);
+    before = mqtt_client_take(live, NULL);
+    g_assert_cmpuint(before->len, ==, 7);
+    for (guint i = 0; i < before->len; i++) {
+      MqttMsg *m = before->pdata[i];
+      g_autofree char *want = g_strdup_printf("%s/%s/config", pre, objects[i]);
+      g_assert_cmpstr(m->topic, ==, want);
+      g_assert_true(m->retain);
+      g_assert_cmpint(m->qos, ==, 1);
+    }
+  }
+
+  /* What a Home Assistant that starts now reads. */
+  {
+    g_autoptr(GHashTable) r = ha_retained(&f, "t/line.1/status");
+    g_autoptr(JsonObject) bs = NULL, score = NULL, fps = NULL, pass = NULL, fail = NULL;
+    g_autoptr(JsonObject) img = NULL, num = NULL;
+
+    g_assert_cmpuint(g_hash_table_size(r), ==, 7);
+    bs = ha_config(r, "homeassistant/binary_sensor/inspectd_line_1/verdict/config");
+    assert_ha_common(bs, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(bs, "unique_id"), ==, "inspectd_line_1_verdict");
+    g_assert_cmpstr(json_object_get_string_member(bs, "state_topic"), ==, "t/line.1/result");
+    g_assert_cmpstr(json_object_get_string_member(bs, "value_template"), ==,
+                    "{{ 'ON' if value_json.verdict == 'fail' else 'OFF' }}");
+    g_assert_cmpstr(json_object_get_string_member(bs, "payload_on"), ==, "ON");
+    g_assert_cmpstr(json_object_get_string_member(bs, "payload_off"), ==, "OFF");
+    g_assert_cmpstr(json_object_get_string_member(bs, "device_class"), ==, "problem");
+
+    score = ha_config(r, "homeassistant/sensor/inspectd_line_1/score/config");
+    assert_ha_common(score, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(score, "state_topic"), ==, "t/line.1/result");
+    g_assert_cmpstr(json_object_get_string_member(score, "value_template"), ==,
+                    "{{ value_json.score }}");
+    g_assert_cmpstr(json_object_get_string_member(score, "state_class"), ==, "measurement");
+
+    fps = ha_config(r, "homeassistant/sensor/inspectd_line_1/fps/config");
+    assert_ha_common(fps, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(fps, "state_topic"), ==, "t/line.1/status");
+    g_assert_cmpstr(json_object_get_string_member(fps, "value_template"), ==,
+                    "{{ value_json.fps }}");
+    g_assert_cmpstr(json_object_get_string_member(fps, "unit_of_measurement"), ==, "parts/s");
+    g_assert_cmpstr(json_object_get_string_member(fps, "state_class"), ==, "measurement");
+
+    pass = ha_config(r, "homeassistant/sensor/inspectd_line_1/pass/config");
+    fail = ha_config(r, "homeassistant/sensor/inspectd_line_1/fail/config");
+    assert_ha_common(pass, node, "t/line.1/status", uids);
+    assert_ha_common(fail, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(pass, "state_topic"), ==, "t/line.1/status");
+    g_assert_cmpstr(json_object_get_string_member(fail, "state_topic"), ==, "t/line.1/status");
+    g_assert_cmpstr(json_object_get_string_member(pass, "value_template"), ==,
+                    "{{ value_json.pass }}");
+    g_assert_cmpstr(json_object_get_string_member(fail, "value_template"), ==,
+                    "{{ value_json.fail }}");
+    g_assert_cmpstr(json_object_get_string_member(pass, "state_class"), ==, "total_increasing");
+    g_assert_cmpstr(json_object_get_string_member(fail, "state_class"), ==, "total_increasing");
+
+    img = ha_config(r, "homeassistant/image/inspectd_line_1/mask/config");
+    assert_ha_common(img, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(img, "image_topic"), ==, "t/line.1/mask");
+    g_assert_cmpstr(json_object_get_string_member(img, "content_type"), ==, "image/png");
+    g_assert_false(json_object_has_member(img, "image_encoding")); /* raw PNG bytes */
+    g_assert_false(json_object_has_member(img, "state_topic"));
+
+    num = ha_config(r, "homeassistant/number/inspectd_line_1/threshold/config");
+    assert_ha_common(num, node, "t/line.1/status", uids);
+    g_assert_cmpstr(json_object_get_string_member(num, "command_topic"), ==,
+                    "t/line.1/cmd/threshold");
+    g_assert_cmpstr(json_object_get_string_member(num, "command_template"), ==,
+                    "{\"threshold\": {{ value }}}");
+    g_assert_cmpstr(json_object_get_string_member(num, "state_topic"), ==, "t/line.1/status");
+    g_assert_cmpstr(json_object_get_string_member(num, "value_template"), ==,
+                    "{{ value_json.threshold }}");
+    g_assert_cmpfloat(json_object_get_double_member(num, "min"), ==, 0.3);
+    g_assert_cmpfloat(json_object_get_double_member(num, "max"), ==, 0.9);
+    g_assert_cmpfloat(json_object_get_double_member(num, "step"), ==, 0.01);
+    g_assert_cmpuint(g_hash_table_size(uids), ==, 7);
+  }
+
+  /* What the number's command_template renders for 0.6 is a threshold
+   * command the daemon takes. */
+  {
+    g_autoptr(InspMqttCommand) cmd = NULL;
+    double t = 0;
+    const char *rendered = "{\"threshold\": 0.6}";
+    cmd = insp_mqtt_parse_command("threshold", (const guint8 *)rendered, strlen(rendered), &error);
+    g_assert_no_error(error);
+    g_assert_true(insp_mqtt_command_get_threshold(cmd, &t));
+    g_assert_cmpfloat(t, ==, 0.6);
+  }
+
+  /* A response topic under the discovery prefix is refused: HA would take
+   * the reply for a config. */
+  {
+    g_autoptr(MqttClient) c =
+        mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                        (const char *const[]){"t/line.1/cmd/trigger/reply", NULL});
+    g_autoptr(MqttMsg) m = NULL;
+    g_autoptr(JsonObject) o = NULL;
+    g_assert_true(mqtt_client_wait_connected(c, 5000));
+    g_usleep(100000);
+    mqtt_client_publish(c, "t/line.1/cmd/trigger", "P", 1, "homeassistant/sensor/x/y/config", NULL,
+                        0, FALSE);
+    m = mqtt_client_wait(c, "t/line.1/cmd/trigger/reply", 3000, f.ctx);
+    g_assert_nonnull(m);
+    o = parse_object(m->payload);
+    g_assert_false(json_object_get_boolean_member(o, "ok"));
+    g_assert_nonnull(strstr(json_object_get_string_member(o, "error"), "Home Assistant"));
+    g_assert_cmpuint(f.n_handled, ==, 0);
+  }
+  g_assert_cmpuint(mqtt_client_count(live, "homeassistant/sensor/x/y/config"), ==, 0);
+
+  /* commands = trigger: no number; the one the run above left is removed. */
+  g_clear_pointer(&f.mqtt, insp_mqtt_free);
+  tw.commands = INSP_MQTT_COMMANDS_TRIGGER;
+  f.mqtt = start_mqtt(&f, ha_tweak, &tw, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  {
+    g_autoptr(GHashTable) r = NULL;
+    g_autoptr(MqttMsg) removed = mqtt_client_wait(
+        live, "homeassistant/number/inspectd_line_1/threshold/config", 3000, f.ctx);
+    g_assert_nonnull(removed);
+    g_assert_cmpuint(g_bytes_get_size(removed->payload), ==, 0);
+    g_assert_true(removed->retain);
+    r = ha_retained(&f, "t/line.1/status");
+    g_assert_cmpuint(g_hash_table_size(r), ==, 6);
+    g_assert_false(
+        g_hash_table_contains(r, "homeassistant/number/inspectd_line_1/threshold/config"));
+  }
+
+  /* Turned off: an empty retained payload on every config topic, and nothing
+   * is retained under the prefix after it. */
+  mqtt_client_free(g_steal_pointer(&live));
+  live = mqtt_client_new(mqtt_broker_get_port(f.broker), NULL,
+                         (const char *const[]){"homeassistant/#", NULL});
+  g_assert_true(mqtt_client_wait_connected(live, 5000));
+  {
+    g_autoptr(MqttMsg) m =
+        mqtt_client_wait(live, "homeassistant/image/inspectd_line_1/mask/config", 3000, f.ctx);
+    g_autoptr(GPtrArray) rest = NULL;
+    g_assert_nonnull(m);
+    g_usleep(200000);
+    rest = mqtt_client_take(live, NULL);
+  }
+  g_assert_true(insp_mqtt_remove_homeassistant(f.mqtt, 3000));
+  {
+    g_autoptr(GPtrArray) gone = NULL;
+    g_autoptr(GHashTable) r = NULL;
+    g_usleep(200000);
+    gone = mqtt_client_take(live, NULL);
+    g_assert_cmpuint(gone->len, ==, 7);
+    for (guint i = 0; i < gone->len; i++) {
+      MqttMsg *m = gone->pdata[i];
+      g_autofree char *want = g_strdup_printf("%s/%s/config", pre, objects[i]);
+      g_assert_cmpstr(m->topic, ==, want);
+      g_assert_cmpuint(g_bytes_get_size(m->payload), ==, 0);
+      g_assert_true(m->retain);
+    }
+    r = ha_retained(&f, "t/line.1/status");
+    g_assert_cmpuint(g_hash_table_size(r), ==, 0);
+  }
+
+  /* Off from the start: nothing at all under the prefix. */
+  g_clear_pointer(&f.mqtt, insp_mqtt_free);
+  tw.homeassistant = FALSE;
+  tw.commands = INSP_MQTT_COMMANDS_ALL;
+  f.mqtt = start_mqtt(&f, ha_tweak, &tw, &error);
+  g_assert_no_error(error);
+  g_assert_true(mqtt_test_wait_until(is_connected, f.mqtt, 5000, f.ctx));
+  g_assert_true(insp_mqtt_remove_homeassistant(f.mqtt, 1000)); /* a no-op */
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(live, NULL, 1000, f.ctx);
+    g_assert_null(m);
+  }
+  fixture_teardown(&f);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1611,5 +1929,6 @@ main(int argc, char **argv)
   g_test_add_func("/mqtt/sigkill-spool", test_sigkill_spool);
   g_test_add_func("/mqtt/spool-full", test_spool_full);
   g_test_add_func("/mqtt/rejected", test_rejected);
+  g_test_add_func("/mqtt/homeassistant", test_homeassistant);
   return g_test_run();
 }
