@@ -43,6 +43,7 @@
 #define REJECT_BURST 5 /* rejected images told one by one, a minute */
 #define RELOAD_DEBOUNCE_MS 300
 #define FLUSH_TIMEOUT_US (10 * G_USEC_PER_SEC)
+#define HOMEASSISTANT_REMOVE_MS 2000 /* a reload waits this long for the removals' PUBACKs */
 #define CAPTURE_START_TIMEOUT_S 15
 /* A connection the broker closes this soon after accepting it was most
  * likely taken over by another client with the same client id. */
@@ -932,6 +933,26 @@ model_file_replaced(Daemon *d, const InspConfig *cfg)
 static InspOutput *mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error);
 static void mqtt_output_set(Daemon *d, InspOutput *out);
 
+/* TRUE when the Home Assistant entities the running client publishes are
+ * not published again, at the same discovery topics on the same broker, by
+ * the client of @cfg: they are to be removed before it goes. Entities that
+ * stay are not removed and announced again (HA would forget what the user
+ * set on them). */
+static gboolean
+homeassistant_dropped(Daemon *d, const InspConfig *cfg)
+{
+  const InspConfig *old = d->config;
+  const char *old_station = old->station.id[0] ? old->station.id : d->station;
+  const char *new_station = cfg->station.id[0] ? cfg->station.id : d->station;
+
+  if (!old->mqtt.homeassistant || old->mqtt.host[0] == '\0')
+    return FALSE;
+  return !cfg->mqtt.homeassistant || cfg->mqtt.host[0] == '\0' ||
+         g_strcmp0(old->mqtt.host, cfg->mqtt.host) != 0 || old->mqtt.port != cfg->mqtt.port ||
+         g_strcmp0(old->mqtt.homeassistant_prefix, cfg->mqtt.homeassistant_prefix) != 0 ||
+         g_strcmp0(old_station, new_station) != 0;
+}
+
 /* Validates @why's new config whole and applies it, or keeps the old one. */
 static gboolean
 reload(Daemon *d, const char *why, GError **error)
@@ -993,6 +1014,16 @@ reload(Daemon *d, const char *why, GError **error)
           g_strcmp0(d->config->mqtt.client_id, cfg->mqtt.client_id) == 0)
         insp_mqtt_keep_status(d->mqtt); /* the new client says "online" again */
       fail_waiting_triggers(d, "the MQTT settings were reloaded before the part was inspected");
+      if (d->mqtt && homeassistant_dropped(d, cfg)) {
+        if (insp_mqtt_remove_homeassistant(d->mqtt, HOMEASSISTANT_REMOVE_MS))
+          g_info("Home Assistant discovery: the entities of station %s were removed", old_station);
+        else
+          g_warning("Home Assistant discovery: the entities of station %s could not be removed "
+                    "(the broker was not connected or did not answer): their configs stay "
+                    "retained under %s/; clear them with mosquitto_pub -r -n (README, \"Home "
+                    "Assistant\")",
+                    old_station, d->config->mqtt.homeassistant_prefix);
+      }
       if (d->mqtt) {
         InspMqttStats gone;
         insp_mqtt_get_stats(d->mqtt, &gone);

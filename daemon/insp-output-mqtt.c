@@ -6,6 +6,7 @@
 
 #include <sys/stat.h>
 
+#include "insp-daemon-config.h"
 #include "insp-log.h"
 
 typedef struct {
@@ -131,6 +132,11 @@ insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext
                      ? INSP_MQTT_COMMANDS_TRIGGER
                      : INSP_MQTT_COMMANDS_NONE;
   opt.reply_prefix = nonempty(config->mqtt.reply_prefix);
+  opt.homeassistant = config->mqtt.homeassistant;
+  opt.homeassistant_prefix = nonempty(config->mqtt.homeassistant_prefix);
+  opt.threshold_min = config->inspection.threshold_min;
+  opt.threshold_max = config->inspection.threshold_max;
+  opt.sw_version = INSP_VERSION;
   opt.spool_dir = config->spool.dir;
   opt.spool_max_mb = (guint)MAX(config->spool.max_mb, 1);
   opt.spool_sync = config->spool.sync == INSP_CONFIG_SPOOL_SYNC_ALWAYS ? INSP_MQTT_SPOOL_SYNC_ALWAYS

@@ -2505,6 +2505,91 @@ test_http_tls(void)
   g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
 }
 
+/* The retained Home Assistant configs a fresh subscriber gets, as topic ->
+ * payload length; waits for the retained status (subscribed after). */
+static GHashTable *
+ha_retained_configs(void)
+{
+  const char *filters[] = {"homeassistant/#", "inspectd/" STATION "/status", NULL};
+  g_autoptr(MqttClient) c = mqtt_client_new(fx.port, NULL, filters);
+  GHashTable *out = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+
+  g_assert_true(mqtt_client_wait_connected(c, 5000));
+  g_autoptr(MqttMsg) st = mqtt_client_wait(c, filters[1], 5000, NULL);
+  g_assert_nonnull(st);
+  g_usleep(300000);
+  g_autoptr(GPtrArray) all = mqtt_client_take(c, NULL);
+  for (guint i = 0; i < all->len; i++) {
+    MqttMsg *m = g_ptr_array_index(all, i);
+    if (g_str_has_prefix(m->topic, "homeassistant/") && m->retain)
+      g_hash_table_insert(out, g_strdup(m->topic), GSIZE_TO_POINTER(g_bytes_get_size(m->payload)));
+  }
+  return out;
+}
+
+/* [mqtt] homeassistant through the daemon: on at start, the device's seven
+ * entities are retained (the threshold too, commands = all, with
+ * [inspection]'s bounds); turned off by a reload, they are removed, and a
+ * Home Assistant that subscribes afterwards finds none. */
+static void
+test_homeassistant_reload(void)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!fx.ready) {
+    g_test_skip(fx.skip_reason);
+    return;
+  }
+  g_autofree char *out = g_build_filename(fx.dir, "ha.out", NULL);
+  g_autofree char *err = g_build_filename(fx.dir, "ha.err", NULL);
+  g_autofree char *base = config_text(fx.model_a, "0.5");
+  g_autofree char *on = g_strdup_printf("%s[inspection]\nthreshold_min = 0.35\n"
+                                        "[mqtt]\nhomeassistant = true\n",
+                                        base);
+  const char *number = "homeassistant/number/inspectd_" STATION "/threshold/config";
+  write_file(fx.cfg_path, on);
+  notify_drain();
+  g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
+  g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  {
+    g_autoptr(GHashTable) r = ha_retained_configs();
+    g_assert_cmpuint(g_hash_table_size(r), ==, 7);
+    g_assert_true(g_hash_table_contains(r, number));
+    g_assert_true(g_hash_table_contains(r, "homeassistant/binary_sensor/inspectd_" STATION
+                                           "/verdict/config"));
+  }
+  {
+    const char *filters[] = {number, NULL};
+    g_autoptr(MqttClient) c = mqtt_client_new(fx.port, NULL, filters);
+    g_autoptr(MqttMsg) m = mqtt_client_wait(c, number, 5000, NULL);
+    g_assert_nonnull(m);
+    g_autofree char *text =
+        g_strndup(g_bytes_get_data(m->payload, NULL), g_bytes_get_size(m->payload));
+    g_test_message("%s", text);
+    g_assert_nonnull(strstr(text, "\"min\":0.35,\"max\":1,"));
+    g_assert_nonnull(strstr(text, "\"command_topic\":\"inspectd/" STATION "/cmd/threshold\""));
+    g_assert_nonnull(strstr(text, "\"sw_version\":\""));
+  }
+
+  /* Off by a reload: removed before the client goes. */
+  write_file(fx.cfg_path, base);
+  notify_drain();
+  g_subprocess_send_signal(p, SIGHUP);
+  const char *note = wait_reload();
+  g_assert_null(strstr(note, "rejected"));
+  g_assert_true(wait_file_contains(err, "Home Assistant discovery: the entities of station", 5));
+  g_assert_true(wait_file_contains(err, "were removed", 1));
+  {
+    g_autoptr(GHashTable) r = ha_retained_configs();
+    g_assert_cmpuint(g_hash_table_size(r), ==, 0);
+  }
+
+  g_subprocess_send_signal(p, SIGTERM);
+  g_assert_true(g_subprocess_wait(p, NULL, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+}
+
 /* Last: every JSON payload the daemon published to the fixture's subscriber
  * during the tests above (results, events, command replies, a trigger's
  * result) and the retained status, against doc/asyncapi.yaml's schemas. */
@@ -2591,6 +2676,7 @@ main(int argc, char **argv)
   g_test_add_func("/daemon/http-tls", test_http_tls);
   g_test_add_func("/daemon/archive", test_archive);
   g_test_add_func("/daemon/session-takeover", test_session_takeover);
+  g_test_add_func("/daemon/homeassistant-reload", test_homeassistant_reload);
   g_test_add_func("/daemon/asyncapi", test_asyncapi); /* last: it reads what the others published */
   status = g_test_run();
   fixture_teardown();
