@@ -1125,6 +1125,9 @@ reload(Daemon *d, const char *why, GError **error)
   }
   if (d->mqtt_out)
     insp_output_mqtt_set_masks(d->mqtt_out, cfg->mqtt.masks);
+  if (d->mqtt)
+    insp_mqtt_set_threshold_range(d->mqtt, cfg->inspection.threshold_min,
+                                  cfg->inspection.threshold_max);
   if (change &
       (INSP_CONFIG_CHANGE_CAMERA | INSP_CONFIG_CHANGE_WORKERS | INSP_CONFIG_CHANGE_TRIGGER)) {
     if (d->pipe) {

@@ -104,8 +104,8 @@ struct _InspMqtt {
   guint reconnect_min_s, reconnect_max_s;
   char *t_base, *t_result, *t_mask, *t_status, *t_event, *t_snapshot, *t_cmd_sub, *t_cmd_base;
   gboolean homeassistant;
-  char *ha_prefix;       /* NULL with homeassistant off */
-  GPtrArray *ha_configs; /* InspMqttHaConfig*, NULL with homeassistant off */
+  char *ha_prefix;     /* NULL with homeassistant off */
+  char *ha_sw_version; /* nullable */
   GMainContext *context;
   InspSpool *spool;
   gint64 start_time;
@@ -143,8 +143,10 @@ struct _InspMqtt {
   gboolean keep_status; /* free without the offline status */
   int offline_mid;      /* mid of the final offline status, 0 when none */
   gboolean offline_acked;
-  gboolean ha_removed; /* the HA entities were removed: not published again */
-  GHashTable *ha_mids; /* mids of removals not yet acknowledged */
+  GPtrArray *ha_configs; /* InspMqttHaConfig*, NULL with homeassistant off */
+  double ha_min, ha_max; /* the threshold entity's range */
+  gboolean ha_removed;   /* the HA entities were removed: not published again */
+  GHashTable *ha_mids;   /* mids of removals not yet acknowledged */
   int last_reason;
   char *tls_error; /* libmosquitto's last OpenSSL error line, net thread; under lock */
   /* Drops from a full spool, announced at most every DROP_EVENT_US (under
@@ -324,6 +326,27 @@ publish_status_locked(InspMqtt *mqtt, InspState state, int *mid)
   rc = publish_locked(mqtt, mid, mqtt->t_status, payload, 1, TRUE, props);
   mosquitto_property_free_all(&props);
   return rc;
+}
+
+/* The discovery configs for the current threshold range. */
+static GPtrArray *
+ha_build(InspMqtt *mqtt)
+{
+  g_autofree char *t_threshold = g_strconcat(mqtt->t_cmd_base, "threshold", NULL);
+  InspMqttHaParams hp = {
+      .prefix = mqtt->ha_prefix,
+      .station = mqtt->station,
+      .t_result = mqtt->t_result,
+      .t_status = mqtt->t_status,
+      .t_mask = mqtt->t_mask,
+      .t_threshold = t_threshold,
+      .threshold_number = mqtt->commands == INSP_MQTT_COMMANDS_ALL,
+      .threshold_min = mqtt->ha_min,
+      .threshold_max = mqtt->ha_max,
+      .sw_version = mqtt->ha_sw_version,
+  };
+
+  return insp_mqtt_ha_configs(&hp);
 }
 
 /* The Home Assistant discovery configs, retained, QoS 1; an entity not
@@ -863,6 +886,7 @@ mqtt_unref(InspMqtt *mqtt)
   g_free(mqtt->t_cmd_sub);
   g_free(mqtt->t_cmd_base);
   g_free(mqtt->ha_prefix);
+  g_free(mqtt->ha_sw_version);
   g_clear_pointer(&mqtt->ha_configs, g_ptr_array_unref);
   g_clear_pointer(&mqtt->ha_mids, g_hash_table_unref);
   g_free(mqtt->status_model);
@@ -1013,22 +1037,12 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->inflight = g_hash_table_new_full(NULL, NULL, NULL, g_free);
   mqtt->ha_mids = g_hash_table_new(NULL, NULL);
   if (opts->homeassistant) {
-    g_autofree char *t_threshold = g_strconcat(mqtt->t_cmd_base, "threshold", NULL);
-    InspMqttHaParams hp = {
-        .prefix = ha_prefix,
-        .station = mqtt->station,
-        .t_result = mqtt->t_result,
-        .t_status = mqtt->t_status,
-        .t_mask = mqtt->t_mask,
-        .t_threshold = t_threshold,
-        .threshold_number = opts->commands == INSP_MQTT_COMMANDS_ALL,
-        .threshold_min = opts->threshold_min,
-        .threshold_max = opts->threshold_max,
-        .sw_version = opts->sw_version,
-    };
     mqtt->homeassistant = TRUE;
     mqtt->ha_prefix = g_strdup(ha_prefix);
-    mqtt->ha_configs = insp_mqtt_ha_configs(&hp);
+    mqtt->ha_sw_version = g_strdup(opts->sw_version);
+    mqtt->ha_min = opts->threshold_min;
+    mqtt->ha_max = opts->threshold_max;
+    mqtt->ha_configs = ha_build(mqtt);
   }
   mqtt->triggers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, pending_trigger_free);
   g_queue_init(&mqtt->events);
@@ -1149,6 +1163,26 @@ insp_mqtt_remove_homeassistant(InspMqtt *mqtt, guint timeout_ms)
   g_hash_table_remove_all(mqtt->ha_mids);
   g_mutex_unlock(&mqtt->lock);
   return all;
+}
+
+void
+insp_mqtt_set_threshold_range(InspMqtt *mqtt, double min, double max)
+{
+  g_autoptr(GPtrArray) old = NULL;
+
+  g_return_if_fail(mqtt != NULL && min <= max);
+  if (!mqtt->homeassistant)
+    return;
+  g_mutex_lock(&mqtt->lock);
+  if (min != mqtt->ha_min || max != mqtt->ha_max) {
+    mqtt->ha_min = min;
+    mqtt->ha_max = max;
+    old = g_steal_pointer(&mqtt->ha_configs);
+    mqtt->ha_configs = ha_build(mqtt);
+    if (mqtt->connected && mqtt->commands == INSP_MQTT_COMMANDS_ALL)
+      publish_ha_locked(mqtt); /* HA updates the entities in place */
+  }
+  g_mutex_unlock(&mqtt->lock);
 }
 
 void

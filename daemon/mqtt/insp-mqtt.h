@@ -179,6 +179,11 @@ void insp_mqtt_keep_status(InspMqtt *mqtt);
  * off. Any thread but the network's. */
 gboolean insp_mqtt_remove_homeassistant(InspMqtt *mqtt, guint timeout_ms);
 
+/* Hot: the threshold entity's range ([inspection] threshold_min/max);
+ * with homeassistant on and commands = all, the configs are published again
+ * when it changed. Any thread. */
+void insp_mqtt_set_threshold_range(InspMqtt *mqtt, double min, double max);
+
 /* Before insp_mqtt_start(). */
 void insp_mqtt_set_command_handler(InspMqtt *mqtt, InspMqttCommandFunc func, gpointer user_data,
                                    GDestroyNotify destroy);

@@ -1809,6 +1809,22 @@ test_homeassistant(void)
     g_assert_cmpuint(g_hash_table_size(uids), ==, 7);
   }
 
+  /* [inspection] threshold_min/max are hot: the number is announced again. */
+  insp_mqtt_set_threshold_range(f.mqtt, 0.4, 0.8);
+  {
+    g_autoptr(MqttMsg) m = mqtt_client_wait(
+        live, "homeassistant/number/inspectd_line_1/threshold/config", 3000, f.ctx);
+    g_autoptr(JsonObject) o = NULL;
+    g_autoptr(GPtrArray) rest = NULL;
+    g_assert_nonnull(m);
+    g_assert_true(m->retain);
+    o = parse_object(m->payload);
+    g_assert_cmpfloat(json_object_get_double_member(o, "min"), ==, 0.4);
+    g_assert_cmpfloat(json_object_get_double_member(o, "max"), ==, 0.8);
+    g_usleep(200000);
+    rest = mqtt_client_take(live, NULL);
+  }
+
   /* What the number's command_template renders for 0.6 is a threshold
    * command the daemon takes. */
   {
