@@ -1,7 +1,7 @@
 /* Tests of the [camera] controls parser (conf/insp-camera-controls.c): typed
  * values, names that keep their case for GenICam, what it refuses (syntax,
  * duplicates, length and count caps), copy and equality; and that every
- * example of the README's "Camera controls" section passes
+ * example of pipeline/README.md's "Camera controls" section passes
  * `inspectd check-config`. */
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -149,7 +149,8 @@ test_copy_equal(void)
   insp_camera_controls_free(d.c, d.n);
 }
 
-/* Every `name=value` example of the README's "Camera controls" section, and
+/* Every `name=value` example of pipeline/README.md's "Camera controls"
+ * section (the details beside the capture code; the user's guide links to it), and
  * its `controls = ...` line, make a config that check-config accepts. */
 static void
 test_readme_examples_pass_check_config(void)
@@ -160,7 +161,7 @@ test_readme_examples_pass_check_config(void)
     g_test_skip("INSPECTD or INSP_TEST_SRCDIR is not set (run through meson test)");
     return;
   }
-  g_autofree char *readme_path = g_build_filename(srcdir, "..", "README.md", NULL);
+  g_autofree char *readme_path = g_build_filename(srcdir, "..", "pipeline", "README.md", NULL);
   g_autofree char *readme = NULL;
   g_autoptr(GError) err = NULL;
   g_assert_true(g_file_get_contents(readme_path, &readme, NULL, &err));
@@ -208,8 +209,8 @@ test_readme_examples_pass_check_config(void)
                                  &errout, &status, &err));
       g_assert_no_error(err);
       if (!g_spawn_check_wait_status(status, NULL))
-        g_error("README example `%s` (source %s) fails check-config: %s", example, sources[s],
-                errout);
+        g_error("pipeline/README.md example `%s` (source %s) fails check-config: %s", example,
+                sources[s], errout);
       g_remove(conf);
     }
   }
