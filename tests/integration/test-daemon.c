@@ -1295,7 +1295,7 @@ test_trigger_outcomes(void)
 }
 
 /* On a broker with users and an ACL (mosquitto password_file + acl_file, as
- * the README shows): the daemon logs in with its own user (commands = all
+ * daemon/README.md shows): the daemon logs in with its own user (commands = all
  * needs no insecure_commands then), warns about a password file others can
  * read, an outsider's threshold is refused by the broker and never reaches
  * the daemon, the PLC's is accepted. */
