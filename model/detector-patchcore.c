@@ -25,6 +25,7 @@ typedef struct {
   int bank_rows;
   const float *bank; /* [bank_rows, dim]: owned_bank or the mapped file */
   float *bank_sqnorm;
+  float *bank_packed; /* insp_ops_nn_pack of the bank */
   float *owned_bank;
   double coreset_fraction;
   gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
@@ -44,6 +45,7 @@ patchcore_free(gpointer det)
   if (pc == NULL)
     return;
   g_free(pc->bank_sqnorm);
+  g_free(pc->bank_packed);
   g_free(pc->owned_bank);
   g_free(pc);
 }
@@ -70,8 +72,11 @@ patchcore_setup(InspModel *m)
   PatchCore *pc = ensure_state(m);
 
   g_clear_pointer(&pc->bank_sqnorm, g_free);
+  g_clear_pointer(&pc->bank_packed, g_free);
   if (pc->bank == NULL)
     return;
+  pc->bank_packed = g_new(float, insp_ops_nn_packed_size(pc->bank_rows, m->dim));
+  insp_ops_nn_pack(pc->bank, pc->bank_rows, m->dim, pc->bank_packed);
   pc->bank_sqnorm = g_new(float, pc->bank_rows);
   for (int r = 0; r < pc->bank_rows; r++) {
     const float *b = pc->bank + (gsize)r * m->dim;
@@ -377,8 +382,8 @@ patchcore_score(const InspModel *m, void *scratch, const float *feats, float *pa
   min_d2 = (float *)(void *)(base + o_min);
   argmin = (int *)(void *)(base + o_arg);
   knn = (float *)(void *)(base + o_knn);
-  insp_ops_nearest_neighbour(feats, m->n_patches, pc->bank, pc->bank_sqnorm, pc->bank_rows, m->dim,
-                             (float *)scratch, min_d2, argmin);
+  insp_ops_nearest_neighbour(feats, m->n_patches, pc->bank_packed, pc->bank_sqnorm, pc->bank_rows,
+                             m->dim, (float *)scratch, min_d2, argmin);
   return insp_patchcore_image_score(feats, m->n_patches, m->dim, min_d2, argmin, pc->bank,
                                     pc->bank_sqnorm, pc->bank_rows, knn, patch_scores);
 }

@@ -93,13 +93,22 @@ void insp_ops_gaussian_blur(const float *x, int h, int w, const float *taps, int
                             float *scratch, float *y);
 
 /* Squared Euclidean distance from each query row to its nearest bank row:
- * q [nq,d], bank [nb,d], bank_sqnorm [nb] (precomputed |b|^2), computed as
- * |q|^2 + |b|^2 - 2 q.b with sgemm in blocks of bank rows, the row minimum
- * fused into the pass over each block; clamped at 0. Writes min_d2 [nq] and,
- * when non-NULL, argmin [nq]. @scratch holds insp_ops_nn_scratch_size(nq) floats. */
+ * q [nq,d] against a bank of nb rows [nb,d] packed by insp_ops_nn_pack
+ * (panels of INSP_OPS_NN_PANEL rows, each [d, INSP_OPS_NN_PANEL], the last
+ * one padded; insp_ops_nn_packed_size(nb, d) floats), bank_sqnorm [nb]
+ * (precomputed |b|^2), computed as |q|^2 + |b|^2 - 2 q.b in float, blocked
+ * so that no [nq, nb] matrix is ever written: the row minimum is kept per
+ * query while the products are made; clamped at 0. Writes min_d2 [nq] and,
+ * when non-NULL, argmin [nq] (ties: the lowest bank index). @scratch holds
+ * insp_ops_nn_scratch_size(nq) floats (bounded whatever nq). Single-
+ * threaded; compiled for AVX-512, AVX2 and the baseline. */
+#define INSP_OPS_NN_PANEL 16
+gsize insp_ops_nn_packed_size(int nb, int d);
+void insp_ops_nn_pack(const float *bank, int nb, int d, float *packed);
 gsize insp_ops_nn_scratch_size(int nq);
-void insp_ops_nearest_neighbour(const float *q, int nq, const float *bank, const float *bank_sqnorm,
-                                int nb, int d, float *scratch, float *min_d2, int *argmin);
+void insp_ops_nearest_neighbour(const float *q, int nq, const float *packed,
+                                const float *bank_sqnorm, int nb, int d, float *scratch,
+                                float *min_d2, int *argmin);
 
 /* OpenBLAS threads for this process (1 when workers parallelise across frames). */
 void insp_ops_set_blas_threads(int n);

@@ -1,4 +1,4 @@
-/* Speed of the anomaly-map kernels: the sgemm nearest neighbour (784 queries
+/* Speed of the anomaly-map kernels: the fused nearest neighbour (784 queries
  * of 128 dims against banks of a 1 % and a 10 % coreset of ~200 images),
  * next to a plain sgemm of the same size; the 28 -> 224 map upsample + blur;
  * insp_inspect on a 12 MP image; AUROC over 8 M pixels. Prints the best of
@@ -30,6 +30,7 @@ bench_nn(GRand *rng, int nb)
   g_autofree float *dist = g_new(float, nq);
   g_autofree int *arg = g_new(int, nq);
   g_autofree float *full = g_new(float, (gsize)nq *nb);
+  g_autofree float *packed = g_new(float, insp_ops_nn_packed_size(nb, d));
   double best = G_MAXDOUBLE, best_gemm = G_MAXDOUBLE;
 
   for (int i = 0; i < nq * d; i++)
@@ -42,9 +43,10 @@ bench_nn(GRand *rng, int nb)
       s += b[(gsize)j * d + k] * b[(gsize)j * d + k];
     bn[j] = s;
   }
+  insp_ops_nn_pack(b, nb, d, packed);
   for (int r = 0; r < REPS; r++) {
     double t0 = now_ms();
-    insp_ops_nearest_neighbour(q, nq, b, bn, nb, d, scratch, dist, arg);
+    insp_ops_nearest_neighbour(q, nq, packed, bn, nb, d, scratch, dist, arg);
     double t1 = now_ms();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nb, d, -2.0f, q, d, b, d, 0.0f, full,
                 nb);

@@ -66,7 +66,7 @@ inspectd_p50() {
   fi
 }
 
-for r in $(seq "$reps"); do
+for _ in $(seq "$reps"); do
   for s in $sizes; do
     for t in 1 2; do
       echo "$s $t $(inspectd_p50 "$s" "$t")" >>"$tmp/inspectd.txt"

@@ -297,6 +297,7 @@ check_nn(const float *q, int nq, const float *bank, int nb, int d, gboolean exac
   g_autofree float *dist = g_new(float, nq);
   g_autofree int *arg = g_new(int, nq);
   g_autofree float *dist2 = g_new(float, nq);
+  g_autofree float *packed = g_new(float, insp_ops_nn_packed_size(nb, d));
   double bmax = 0;
 
   for (int j = 0; j < nb; j++) {
@@ -306,8 +307,9 @@ check_nn(const float *q, int nq, const float *bank, int nb, int d, gboolean exac
     bn[j] = (float)s;
     bmax = MAX(bmax, s);
   }
-  insp_ops_nearest_neighbour(q, nq, bank, bn, nb, d, scratch, dist, arg);
-  insp_ops_nearest_neighbour(q, nq, bank, bn, nb, d, scratch, dist2, NULL);
+  insp_ops_nn_pack(bank, nb, d, packed);
+  insp_ops_nearest_neighbour(q, nq, packed, bn, nb, d, scratch, dist, arg);
+  insp_ops_nearest_neighbour(q, nq, packed, bn, nb, d, scratch, dist2, NULL);
   for (int i = 0; i < nq; i++) {
     double best = INFINITY, second = INFINITY, qn = 0;
     int besti = -1;
@@ -344,8 +346,9 @@ test_nn_random(void)
 {
   g_autoptr(GRand) rng = g_rand_new_with_seed(5);
   /* nq, nb, d: bank sizes below, at, and not a multiple of any block */
-  const int shapes[][3] = {{1, 1, 1},    {7, 3, 5},     {784, 1300, 128}, {13, 512, 17},
-                           {29, 513, 9}, {1100, 37, 3}, {5, 2049, 33}};
+  const int shapes[][3] = {{1, 1, 1},     {7, 3, 5},    {784, 1300, 128},
+                           {13, 512, 17}, {29, 513, 9}, {1100, 37, 3},
+                           {5, 2049, 33}, {6, 16, 4},   {12, 17, 128}};
 
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
     int nq = shapes[s][0], nb = shapes[s][1], d = shapes[s][2];
@@ -382,7 +385,7 @@ test_nn_cancellation_clamped(void)
   /* Large norms, query equal to a bank row: |q|^2+|b|^2-2qb may round below
    * zero; the result is clamped at 0. */
   const int d = 64;
-  float q[64], bank[2 * 64], bn[2], scratch[2048], dist;
+  float q[64], bank[2 * 64], bn[2], scratch[2048], packed[16 * 64], dist;
   int arg;
   double s = 0;
   for (int k = 0; k < d; k++) {
@@ -392,7 +395,9 @@ test_nn_cancellation_clamped(void)
   }
   bn[0] = bn[1] = (float)s;
   g_assert_cmpuint(insp_ops_nn_scratch_size(1), <=, G_N_ELEMENTS(scratch));
-  insp_ops_nearest_neighbour(q, 1, bank, bn, 2, d, scratch, &dist, &arg);
+  g_assert_cmpuint(insp_ops_nn_packed_size(2, d), <=, G_N_ELEMENTS(packed));
+  insp_ops_nn_pack(bank, 2, d, packed);
+  insp_ops_nearest_neighbour(q, 1, packed, bn, 2, d, scratch, &dist, &arg);
   g_assert_cmpfloat(dist, >=, 0.0f);
   g_assert_cmpfloat(dist, <=, TOL_NN_REL * 2 * s);
   g_assert_cmpint(arg, ==, 0);
