@@ -110,6 +110,27 @@ float insp_patchcore_image_score(const float *feats, int n_patches, int d, const
                                  const int *argmin, const float *bank, const float *bank_sqnorm,
                                  int bank_rows, float *knn_scratch, float *patch_scores);
 
+/* ---- nearest-neighbour index (insp-nn-index.c) ---- */
+
+/* An inverted file over a bank [nb, d]: n_lists k-means cells (seeded,
+ * deterministic; at most nb), the rows copied cell by cell. */
+typedef struct _InspNnIndex InspNnIndex;
+#define INSP_NN_INDEX_MAX_PROBE 64
+InspNnIndex *insp_nn_index_new(const float *bank, int nb, int d, int n_lists, guint64 seed);
+void insp_nn_index_free(InspNnIndex *ix);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspNnIndex, insp_nn_index_free)
+int insp_nn_index_get_n_lists(const InspNnIndex *ix);
+/* Floats of scratch for a search of nq queries probing n_probe cells. */
+gsize insp_nn_index_scratch_size(const InspNnIndex *ix, int nq, int n_probe);
+/* Approximate nearest neighbour: q [nq, d] -> min_d2 [nq] (squared, clamped
+ * at 0) and argmin [nq] (index into the original bank) of the nearest row
+ * among the n_probe (1..INSP_NN_INDEX_MAX_PROBE) cells whose centroids are
+ * nearest to the query. A distance to a real bank row, so never below the
+ * exact search's (up to rounding); equal to it when the nearest row lies in
+ * a probed cell. Ties to the lowest bank index. */
+void insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe,
+                          float *scratch, float *min_d2, int *argmin);
+
 /* ---- PaDiM (insp-padim.c) ---- */
 
 /* Running sums of a per-position Gaussian fit, in double. */

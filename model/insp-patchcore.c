@@ -1,7 +1,7 @@
 /* insp-patchcore: the PatchCore detector's own kernels: greedy coreset
  * selection of the memory bank at training, and the image score with
  * anomalib's reweighting at inference. The nearest-neighbour search itself is
- * insp_ops_nearest_neighbour.
+ * insp_ops_nearest_neighbour (and insp-nn-index.c for the approximate one).
  *
  * Coreset: anomalib's KCenterGreedy, exactly (up to floating-point ties): a
  * seeded random start row is a centre but is not selected; then k times the

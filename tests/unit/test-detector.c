@@ -12,6 +12,7 @@
 
 #include "coreset-reference.h"
 #include "insp-detector-private.h"
+#include "insp-image.h"
 #include "insp-model.h"
 #include "insp-safetensors.h"
 
@@ -811,6 +812,145 @@ test_features(void)
   g_assert_cmpfloat_with_epsilon(out[1], (10.0f / 9.0f + 20.0f / 9.0f) * 0.5f, 1e-5);
 }
 
+/* ---- approximate nearest neighbour (insp-nn-index.c) ---- */
+
+/* Squared distance in double. */
+static double
+ref_d2(const float *a, const float *b, int d)
+{
+  double s = 0;
+
+  for (int k = 0; k < d; k++)
+    s += ((double)a[k] - b[k]) * ((double)a[k] - b[k]);
+  return s;
+}
+
+/* Relative tolerance of a float distance |q|^2 + |b|^2 - 2 q.b against the
+ * double one, as the exact kernel's test (test-ops-map.c) allows. */
+#define TOL_NN_INDEX 1e-5
+
+static void
+test_nn_index(void)
+{
+  g_autoptr(GRand) rng = g_rand_new_with_seed(11);
+  const int d = 24, nb = 1500, nq = 300, n_blobs = 30;
+  g_autofree float *bank = g_new(float, (gsize)nb *d);
+  g_autofree float *q = g_new(float, (gsize)nq *d);
+  g_autofree float *centre = g_new(float, (gsize)n_blobs *d);
+  g_autofree float *dist = g_new(float, nq);
+  g_autofree int *arg = g_new(int, nq);
+  /* lists (more than rows, one, some), probes: all cells, then few */
+  const int shapes[][2] = {{37, 37}, {37, 3}, {1, 1}, {4000, 8}, {200, 64}};
+
+  for (int i = 0; i < n_blobs * d; i++)
+    centre[i] = (float)g_rand_double_range(rng, -1, 1);
+  for (int j = 0; j < nb; j++)
+    for (int k = 0; k < d; k++)
+      bank[j * d + k] = centre[(j % n_blobs) * d + k] + (float)g_rand_double_range(rng, -1, 1);
+  /* two exact duplicates: ties go to the lower index */
+  memcpy(bank + 700 * d, bank + 200 * d, sizeof(float) * d);
+  for (int i = 0; i < nq; i++)
+    for (int k = 0; k < d; k++)
+      q[i * d + k] = centre[(i * 7 % n_blobs) * d + k] + (float)g_rand_double_range(rng, -1.2, 1.2);
+  memcpy(q, bank + 700 * d, sizeof(float) * d);
+
+  for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
+    g_autoptr(InspNnIndex) ix = insp_nn_index_new(bank, nb, d, shapes[s][0], 3);
+    int n_lists = insp_nn_index_get_n_lists(ix), np = MIN(shapes[s][1], n_lists), hits = 0;
+    g_autofree float *scratch = g_new(float, insp_nn_index_scratch_size(ix, nq, np));
+
+    g_assert_cmpint(n_lists, ==, MIN(shapes[s][0], nb));
+    insp_nn_index_search(ix, q, nq, np, scratch, dist, arg);
+    for (int i = 0; i < nq; i++) {
+      double best = INFINITY, got, qn = ref_d2(q + i * d, bank, 0), tol;
+      int besti = -1;
+
+      for (int j = 0; j < nb; j++) {
+        double v = ref_d2(q + i * d, bank + (gsize)j * d, d);
+
+        if (v < best) {
+          best = v;
+          besti = j;
+        }
+      }
+      for (int k = 0; k < d; k++)
+        qn += (double)q[i * d + k] * q[i * d + k];
+      tol = TOL_NN_INDEX * (qn + 100.0 * d);
+      g_assert_cmpint(arg[i], >=, 0);
+      g_assert_cmpint(arg[i], <, nb);
+      /* a real row's distance, never below the exact nearest */
+      got = ref_d2(q + i * d, bank + (gsize)arg[i] * d, d);
+      if (!(fabs(dist[i] - got) <= tol && dist[i] >= best - tol))
+        g_error("nn-index %d lists %d probes: query %d dist %.7g, its row %.7g, nearest %.7g",
+                n_lists, np, i, (double)dist[i], got, best);
+      hits += arg[i] == besti;
+      if (np == n_lists) /* every cell probed: the exact search */
+        g_assert_cmpint(arg[i], ==, besti);
+    }
+    g_assert_cmpint(arg[0], ==, 200);
+    g_test_message("nn-index: %d lists, %d probes: %d of %d exact", n_lists, np, hits, nq);
+    /* overlapping blobs: three probes already find most neighbours */
+    if (np >= 3)
+      g_assert_cmpint(hits, >=, nq * 9 / 10);
+    insp_nn_index_search(ix, q, 0, np, scratch, dist, arg);
+  }
+}
+
+/* The approximate search with its exact re-rank scores images exactly as
+ * the exact search (the image score is decided by the re-ranked patches),
+ * and no patch score falls below the exact one. */
+static void
+test_patchcore_approx(void)
+{
+  g_autoptr(InspModel) m = train(INSP_DETECTOR_PATCHCORE, 0.25, 40, 1);
+  g_autofree char *path = tmp_path("approx.safetensors");
+  g_autoptr(InspModel) ex = NULL, ap = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree float *feats = NULL, *ps_ex = NULL, *ps_ap = NULL;
+  g_autofree void *sc_ex = NULL, *sc_ap = NULL;
+  g_autoptr(InspModelScratch) s = NULL;
+  int n_differ = 0, n_total = 0;
+
+  g_assert_true(insp_model_save(m, path, &error));
+  g_setenv("INSP_NN", "exact", TRUE);
+  ex = insp_model_load(path, &error);
+  g_assert_no_error(error);
+  g_setenv("INSP_NN", "approx", TRUE);
+  g_setenv("INSP_NN_LISTS", "40", TRUE);
+  g_setenv("INSP_NN_PROBE", "2", TRUE);
+  ap = insp_model_load(path, &error);
+  g_assert_no_error(error);
+  g_unsetenv("INSP_NN");
+  g_unsetenv("INSP_NN_LISTS");
+  g_unsetenv("INSP_NN_PROBE");
+  s = insp_model_scratch_new(ex, &error);
+  g_assert_no_error(error);
+  feats = g_new(float, (gsize)ex->n_patches * ex->dim);
+  ps_ex = g_new(float, ex->n_patches);
+  ps_ap = g_new(float, ex->n_patches);
+  sc_ex = g_malloc(ex->klass->scratch_size(ex));
+  sc_ap = g_malloc(ap->klass->scratch_size(ap));
+  for (int i = 0; i < 12; i++) {
+    g_autoptr(InspImage) img = make_part(3000 + i, i % 2 == 1);
+    float *input = insp_model_scratch_get_input(s), se, sa;
+    double a, b;
+
+    insp_image_preprocess(img->data, img->width, img->height, img->stride, ex->input_size,
+                          ex->input_size, 1.0f, ex->mean, ex->std, input);
+    insp_model_extract(ex, s, input, feats, &a, &b);
+    se = ex->klass->score(ex, sc_ex, feats, ps_ex);
+    sa = ap->klass->score(ap, sc_ap, feats, ps_ap);
+    g_assert_cmpfloat(sa, ==, se);
+    for (int p = 0; p < ex->n_patches; p++) {
+      g_assert_cmpfloat(ps_ap[p], >=, ps_ex[p] * (1.0f - 1e-5f));
+      n_differ += ps_ap[p] != ps_ex[p];
+      n_total++;
+    }
+  }
+  g_test_message("patchcore approx: %d of %d patch scores differ", n_differ, n_total);
+  remove_tmp(path);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -832,5 +972,7 @@ main(int argc, char **argv)
   g_test_add_func("/detector/randperm", test_randperm);
   g_test_add_func("/detector/channels", test_channels);
   g_test_add_func("/detector/features", test_features);
+  g_test_add_func("/detector/nn-index", test_nn_index);
+  g_test_add_func("/detector/patchcore-approx", test_patchcore_approx);
   return g_test_run();
 }

@@ -1,0 +1,282 @@
+/* insp-nn-index: an inverted-file (IVF) index over PatchCore's memory bank,
+ * for an approximate nearest-neighbour search that visits a few cells of
+ * the bank instead of all of it.
+ *
+ * Build (once per model, at load): Lloyd's k-means with n_lists centroids
+ * (seeded distinct rows to start, a fixed number of iterations, an empty
+ * cell restarted at the row farthest from its centroid), then the bank's
+ * rows regrouped cell by cell, with their original indices and norms.
+ * Search: each query's distances to the centroids (one sgemm), its n_probe
+ * nearest cells, then per cell the queries that probe it are gathered and
+ * searched exactly against that cell's rows with insp_ops_nearest_neighbour
+ * (the one exact kernel, so the cell search is the exact search on a subset
+ * of the bank). The result for a query is therefore the distance to a real
+ * bank row, never below the exact nearest distance (up to float rounding):
+ * callers may re-rank the queries whose approximate distance matters with
+ * the exact search over the whole bank (detector-patchcore.c does).
+ *
+ * Invariants: an index is immutable once built and owns copies of what it
+ * needs (each cell's rows packed for the kernel: about the bank's size); search allocates nothing
+ * (the caller's scratch) and any number of threads may search one index at once. OpenBLAS threads
+ * as configured. */
+#include "insp-kernels.h"
+#include "insp-ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#define KMEANS_ITERATIONS 10
+
+struct _InspNnIndex {
+  int nb, d, n_lists;
+  float *centroids;   /* [n_lists, d] */
+  float *centroid_sq; /* [n_lists] */
+  int *offset;        /* [n_lists + 1]: cell l is rows offset[l] .. offset[l+1]-1 */
+  gsize *packed_at;   /* [n_lists]: where cell l starts in @packed */
+  float *packed;      /* each cell's rows by insp_ops_nn_pack, one after the other */
+  float *rows_sq;     /* [nb] */
+  int *row_id;        /* [nb] index of each row in the original bank */
+};
+
+static void
+sqnorms(const float *x, int n, int d, float *out)
+{
+  for (int i = 0; i < n; i++) {
+    const float *r = x + (gsize)i * d;
+    float s = 0.0f;
+
+    for (int k = 0; k < d; k++)
+      s += r[k] * r[k];
+    out[i] = s;
+  }
+}
+
+InspNnIndex *
+insp_nn_index_new(const float *bank, int nb, int d, int n_lists, guint64 seed)
+{
+  InspNnIndex *ix;
+  g_autofree int *perm = NULL, *assign = NULL, *count = NULL, *fill = NULL;
+  g_autofree float *d2 = NULL, *scratch = NULL, *cpacked = NULL, *rows = NULL;
+  gsize n_packed = 0;
+  g_autofree double *sum = NULL;
+  guint64 rs = seed ^ 0x9e3779b97f4a7c15ull;
+
+  g_return_val_if_fail(bank != NULL && nb > 0 && d > 0 && n_lists > 0, NULL);
+
+  n_lists = MIN(n_lists, nb);
+  ix = g_new0(InspNnIndex, 1);
+  ix->nb = nb;
+  ix->d = d;
+  ix->n_lists = n_lists;
+  ix->centroids = g_new(float, (gsize)n_lists *d);
+  ix->centroid_sq = g_new(float, n_lists);
+  ix->offset = g_new(int, n_lists + 1);
+  ix->packed_at = g_new(gsize, n_lists);
+  rows = g_new(float, (gsize)nb *d);
+  cpacked = g_new(float, insp_ops_nn_packed_size(n_lists, d));
+  ix->rows_sq = g_new(float, nb);
+  ix->row_id = g_new(int, nb);
+  perm = g_new(int, nb);
+  assign = g_new(int, nb);
+  count = g_new(int, n_lists);
+  fill = g_new(int, n_lists);
+  d2 = g_new(float, nb);
+  sum = g_new(double, (gsize)n_lists *d);
+  scratch = g_new(float, insp_ops_nn_scratch_size(nb));
+
+  /* Start: n_lists distinct rows, a seeded partial Fisher-Yates shuffle. */
+  for (int i = 0; i < nb; i++)
+    perm[i] = i;
+  for (int i = 0; i < n_lists; i++) {
+    int j = i + (int)(insp_detector_rand_next(&rs) % (guint64)(nb - i)), t = perm[i];
+
+    perm[i] = perm[j];
+    perm[j] = t;
+    memcpy(ix->centroids + (gsize)i * d, bank + (gsize)perm[i] * d, sizeof(float) * d);
+  }
+  for (int it = 0; it <= KMEANS_ITERATIONS; it++) {
+    sqnorms(ix->centroids, n_lists, d, ix->centroid_sq);
+    insp_ops_nn_pack(ix->centroids, n_lists, d, cpacked);
+    insp_ops_nearest_neighbour(bank, nb, cpacked, ix->centroid_sq, n_lists, d, scratch, d2, assign);
+    if (it == KMEANS_ITERATIONS)
+      break;
+    memset(sum, 0, sizeof(double) * (gsize)n_lists * d);
+    memset(count, 0, sizeof(int) * n_lists);
+    for (int i = 0; i < nb; i++) {
+      const float *r = bank + (gsize)i * d;
+      double *s = sum + (gsize)assign[i] * d;
+
+      count[assign[i]]++;
+      for (int k = 0; k < d; k++)
+        s[k] += r[k];
+    }
+    for (int l = 0; l < n_lists; l++) {
+      float *c = ix->centroids + (gsize)l * d;
+
+      if (count[l] == 0) {
+        /* Restart an empty cell at the row farthest from its centroid
+         * (taken once: its distance is zeroed). */
+        int far = 0;
+
+        for (int i = 1; i < nb; i++)
+          if (d2[i] > d2[far])
+            far = i;
+        d2[far] = 0.0f;
+        memcpy(c, bank + (gsize)far * d, sizeof(float) * d);
+        continue;
+      }
+      for (int k = 0; k < d; k++)
+        c[k] = (float)(sum[(gsize)l * d + k] / count[l]);
+    }
+  }
+
+  /* Regroup the rows cell by cell (original order within a cell). */
+  memset(count, 0, sizeof(int) * n_lists);
+  for (int i = 0; i < nb; i++)
+    count[assign[i]]++;
+  ix->offset[0] = 0;
+  for (int l = 0; l < n_lists; l++) {
+    ix->offset[l + 1] = ix->offset[l] + count[l];
+    fill[l] = ix->offset[l];
+  }
+  for (int i = 0; i < nb; i++) {
+    int at = fill[assign[i]]++;
+
+    memcpy(rows + (gsize)at * d, bank + (gsize)i * d, sizeof(float) * d);
+    ix->row_id[at] = i;
+  }
+  sqnorms(rows, nb, d, ix->rows_sq);
+  for (int l = 0; l < n_lists; l++) {
+    ix->packed_at[l] = n_packed;
+    n_packed += insp_ops_nn_packed_size(ix->offset[l + 1] - ix->offset[l], d);
+  }
+  ix->packed = g_new(float, MAX(n_packed, 1));
+  for (int l = 0; l < n_lists; l++)
+    insp_ops_nn_pack(rows + (gsize)ix->offset[l] * d, ix->offset[l + 1] - ix->offset[l], d,
+                     ix->packed + ix->packed_at[l]);
+  return ix;
+}
+
+void
+insp_nn_index_free(InspNnIndex *ix)
+{
+  if (ix == NULL)
+    return;
+  g_free(ix->centroids);
+  g_free(ix->centroid_sq);
+  g_free(ix->offset);
+  g_free(ix->packed_at);
+  g_free(ix->packed);
+  g_free(ix->rows_sq);
+  g_free(ix->row_id);
+  g_free(ix);
+}
+
+int
+insp_nn_index_get_n_lists(const InspNnIndex *ix)
+{
+  g_return_val_if_fail(ix != NULL, 0);
+  return ix->n_lists;
+}
+
+/* The scratch, in floats (ints are as wide): centroid distances [nq,
+ * n_lists], probes [nq, n_probe], cell counts [n_lists + 1], members [nq,
+ * n_probe], gathered queries [nq, d], the exact kernel's scratch, its
+ * results [nq] + [nq]. */
+gsize
+insp_nn_index_scratch_size(const InspNnIndex *ix, int nq, int n_probe)
+{
+  g_return_val_if_fail(ix != NULL && nq >= 0 && n_probe > 0, 0);
+  n_probe = MIN(n_probe, ix->n_lists);
+  return (gsize)nq * ix->n_lists + 2 * (gsize)nq * n_probe + (gsize)ix->n_lists + 1 +
+         (gsize)nq * ix->d + insp_ops_nn_scratch_size(nq) + 2 * (gsize)nq;
+}
+
+void
+insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *scratch,
+                     float *min_d2, int *argmin)
+{
+  int nl, d, np;
+  float *cd, *qbuf, *nn_scratch, *td;
+  int *probe, *start, *members, *ta;
+
+  g_return_if_fail(ix != NULL && q != NULL && scratch != NULL && min_d2 != NULL);
+  g_return_if_fail(argmin != NULL && nq >= 0 && n_probe > 0 && n_probe <= INSP_NN_INDEX_MAX_PROBE);
+  if (nq == 0)
+    return;
+
+  nl = ix->n_lists;
+  d = ix->d;
+  np = MIN(n_probe, nl);
+  cd = scratch;
+  probe = (int *)(void *)(cd + (gsize)nq * nl);
+  start = probe + (gsize)nq * np;
+  members = start + nl + 1;
+  qbuf = (float *)(void *)(members + (gsize)nq * np);
+  nn_scratch = qbuf + (gsize)nq * d;
+  td = nn_scratch + insp_ops_nn_scratch_size(nq);
+  ta = (int *)(void *)(td + nq);
+
+  /* cd [nq, nl] = |c|^2 - 2 q.c (|q|^2 does not change the ranking). */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nl, d, -2.0f, q, d, ix->centroids, d,
+              0.0f, cd, nl);
+  for (int i = 0; i < nq; i++) {
+    float *row = cd + (gsize)i * nl, pv[INSP_NN_INDEX_MAX_PROBE];
+    int *pi = probe + (gsize)i * np, n = 0;
+
+    for (int l = 0; l < nl; l++) {
+      float v = row[l] + ix->centroid_sq[l];
+      int pos;
+
+      if (n == np && v >= pv[n - 1])
+        continue;
+      pos = n < np ? n++ : n - 1;
+      while (pos > 0 && pv[pos - 1] > v) {
+        pv[pos] = pv[pos - 1];
+        pi[pos] = pi[pos - 1];
+        pos--;
+      }
+      pv[pos] = v;
+      pi[pos] = l;
+    }
+  }
+
+  /* Queries by cell (a counting sort of the probes). */
+  memset(start, 0, sizeof(int) * (gsize)(nl + 1));
+  for (gsize t = 0; t < (gsize)nq * np; t++)
+    start[probe[t] + 1]++;
+  for (int l = 0; l < nl; l++)
+    start[l + 1] += start[l];
+  for (int i = 0; i < nq; i++)
+    for (int j = 0; j < np; j++)
+      members[start[probe[(gsize)i * np + j]]++] = i;
+  for (int l = nl; l > 0; l--)
+    start[l] = start[l - 1];
+  start[0] = 0;
+
+  for (int i = 0; i < nq; i++) {
+    min_d2[i] = INFINITY;
+    argmin[i] = G_MAXINT;
+  }
+  for (int l = 0; l < nl; l++) {
+    int m = start[l + 1] - start[l], r0 = ix->offset[l], nr = ix->offset[l + 1] - r0;
+    const int *mem = members + start[l];
+
+    if (m == 0 || nr == 0)
+      continue;
+    for (int t = 0; t < m; t++)
+      memcpy(qbuf + (gsize)t * d, q + (gsize)mem[t] * d, sizeof(float) * d);
+    insp_ops_nearest_neighbour(qbuf, m, ix->packed + ix->packed_at[l], ix->rows_sq + r0, nr, d,
+                               nn_scratch, td, ta);
+    for (int t = 0; t < m; t++) {
+      int i = mem[t], id = ix->row_id[r0 + ta[t]];
+
+      /* Ties to the lowest bank index, as the exact search. */
+      if (td[t] < min_d2[i] || (td[t] == min_d2[i] && id < argmin[i])) {
+        min_d2[i] = td[t];
+        argmin[i] = id;
+      }
+    }
+  }
+}
