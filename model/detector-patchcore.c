@@ -12,7 +12,11 @@
  * patchcore.coreset_fraction, num_neighbors, reduce_dim, patch_size (absent
  * in older files: 3) and projection (a note for people).
  *
- * Threads: fit and read on one thread; score from any, with own scratch. */
+ * Threads: fit and read on one thread; score from any, with own scratch.
+ * Each model has one thread of its own (a GThreadPool of one, started on
+ * first use, stopped when the model is freed) that searches half of the
+ * patches when OpenBLAS is set to 2 threads or more; it shares nothing
+ * with the caller but the read-only bank. */
 #include "insp-detector-private.h"
 #include "insp-ops.h"
 
@@ -50,9 +54,12 @@ typedef struct {
   double coreset_fraction;
   gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
   InspNnIndex *index;     /* NULL: exact search over the whole bank */
+  GThreadPool *nn_pool;   /* one thread: the second half of the search */
   int n_probe;
   double rerank_min;
 } PatchCore;
+
+static void nn_worker(gpointer data, gpointer user_data);
 
 static PatchCore *
 state(const InspModel *m)
@@ -71,6 +78,8 @@ patchcore_free(gpointer det)
   g_free(pc->bank_packed);
   g_free(pc->owned_bank);
   insp_nn_index_free(pc->index);
+  if (pc->nn_pool != NULL)
+    g_thread_pool_free(pc->nn_pool, FALSE, TRUE);
   g_free(pc);
 }
 
@@ -100,6 +109,8 @@ patchcore_setup(InspModel *m)
   g_clear_pointer(&pc->index, insp_nn_index_free);
   if (pc->bank == NULL)
     return;
+  if (pc->nn_pool == NULL)
+    pc->nn_pool = g_thread_pool_new(nn_worker, NULL, 1, FALSE, NULL);
   pc->bank_packed = g_new(float, insp_ops_nn_packed_size(pc->bank_rows, m->dim));
   insp_ops_nn_pack(pc->bank, pc->bank_rows, m->dim, pc->bank_packed);
   pc->bank_sqnorm = g_new(float, pc->bank_rows);
@@ -386,14 +397,18 @@ patchcore_read(InspModel *m, const char *path, gint64 dim, GError **error)
 
 /* ---- scoring ---- */
 
-/* The scratch, one allocation: nearest-neighbour scratch (exact search of
- * P queries, or the index search and the re-rank's), min_d2 [P], argmin
- * [P], knn [bank_rows], each part 64-byte aligned. The re-rank's part:
- * sort keys [P], gathered patches [B, D], exact scratch for B queries, its
- * results [B] + [B]. */
+/* The scratch, one allocation: the search's part, then min_d2 [P], argmin
+ * [P], knn [bank_rows], each part 64-byte aligned. The search's part: for
+ * the exact search, two halves (each for half of the P queries); with the
+ * index, the plan for P queries, two work areas (P queries each) and the
+ * second half's results [P] + [P]. The re-rank's part after knn: sort keys
+ * [P], gathered patches [B, D], exact scratch for B queries, its results
+ * [B] + [B]. */
 #define ALIGN64(n) (((n) + 63) & ~(gsize)63)
 
 typedef struct {
+  gsize o_half;                       /* exact: the second half's scratch */
+  gsize o_work0, o_work1, o_m2, o_a2; /* index: plan at 0, work areas, 2nd results */
   gsize o_min, o_arg, o_knn, o_keys, o_rq, o_rs, o_rd, o_ra, total;
 } ScratchLayout;
 
@@ -402,10 +417,17 @@ scratch_layout(const InspModel *m, ScratchLayout *l)
 {
   const PatchCore *pc = state(m);
   int p = m->n_patches, b = NN_RERANK_BATCH;
-  gsize nn = pc->index != NULL ? insp_nn_index_scratch_size(pc->index, p, pc->n_probe)
-                               : insp_ops_nn_scratch_size(p);
 
-  l->o_min = ALIGN64(nn * sizeof(float));
+  if (pc->index != NULL) {
+    l->o_work0 = ALIGN64(insp_nn_index_plan_size(pc->index, p, pc->n_probe) * sizeof(float));
+    l->o_work1 = l->o_work0 + ALIGN64(insp_nn_index_work_size(pc->index, p) * sizeof(float));
+    l->o_m2 = l->o_work1 + (l->o_work1 - l->o_work0);
+    l->o_a2 = l->o_m2 + ALIGN64((gsize)p * sizeof(float));
+    l->o_min = l->o_a2 + ALIGN64((gsize)p * sizeof(int));
+  } else {
+    l->o_half = ALIGN64(insp_ops_nn_scratch_size((p + 1) / 2) * sizeof(float));
+    l->o_min = 2 * l->o_half;
+  }
   l->o_arg = l->o_min + ALIGN64((gsize)p * sizeof(float));
   l->o_knn = l->o_arg + ALIGN64((gsize)p * sizeof(int));
   l->o_keys = l->o_knn + ALIGN64((gsize)MAX(pc->bank_rows, 1) * sizeof(float));
@@ -486,12 +508,119 @@ rerank(const InspModel *m, guint8 *base, const ScratchLayout *l, const float *fe
   return done;
 }
 
+/* One half of the search: exact, queries [q0, q1) with @scratch; with the
+ * index, cells [l0, l1) of the plan with @work. */
+typedef struct {
+  const InspModel *m;
+  const float *feats;
+  int q0, q1, l0, l1;
+  float *scratch, *plan, *min_d2;
+  int *argmin;
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+} NnHalf;
+
+static void
+nn_half(NnHalf *h)
+{
+  const PatchCore *pc = state(h->m);
+  int d = h->m->dim;
+
+  if (pc->index != NULL)
+    insp_nn_index_search_cells(pc->index, h->feats, h->plan, h->l0, h->l1, h->scratch, h->min_d2,
+                               h->argmin);
+  else
+    insp_ops_nearest_neighbour(h->feats + (gsize)h->q0 * d, h->q1 - h->q0, pc->bank_packed,
+                               pc->bank_sqnorm, pc->bank_rows, d, h->scratch, h->min_d2 + h->q0,
+                               h->argmin + h->q0);
+}
+
+static void
+nn_worker(gpointer data, gpointer user_data)
+{
+  NnHalf *h = data;
+
+  nn_half(h);
+  g_mutex_lock(&h->lock);
+  h->done = TRUE;
+  g_cond_signal(&h->cond);
+  g_mutex_unlock(&h->lock);
+}
+
+/* The search in two halves: the exact one by patches, the index's by cells
+ * (after its plan, made once on this thread). On the calling thread one
+ * after the other, or, when OpenBLAS is set to more than one thread (one
+ * worker that has the whole machine, README "Threads"), the second on the
+ * detector's own thread at the same time; the results are the same. */
+static void
+search(const InspModel *m, guint8 *base, const ScratchLayout *l, const float *feats, float *min_d2,
+       int *argmin)
+{
+  PatchCore *pc = state(m);
+  int p = m->n_patches, half = (p + 1) / 2;
+  NnHalf h[2];
+
+  memset(h, 0, sizeof h);
+  for (int t = 0; t < 2; t++) {
+    h[t].m = m;
+    h[t].feats = feats;
+    h[t].min_d2 = min_d2;
+    h[t].argmin = argmin;
+  }
+  if (pc->index != NULL) {
+    float *plan = (float *)(void *)base;
+    int split;
+
+    insp_nn_index_plan(pc->index, feats, p, pc->n_probe, plan);
+    split = insp_nn_index_plan_split(pc->index, plan);
+    h[0].plan = h[1].plan = plan;
+    h[0].l1 = h[1].l0 = split;
+    h[1].l1 = insp_nn_index_get_n_lists(pc->index);
+    h[0].scratch = (float *)(void *)(base + l->o_work0);
+    h[1].scratch = (float *)(void *)(base + l->o_work1);
+    h[1].min_d2 = (float *)(void *)(base + l->o_m2);
+    h[1].argmin = (int *)(void *)(base + l->o_a2);
+    for (int i = 0; i < p; i++) {
+      min_d2[i] = h[1].min_d2[i] = INFINITY;
+      argmin[i] = h[1].argmin[i] = G_MAXINT;
+    }
+  } else {
+    h[0].q1 = h[1].q0 = half;
+    h[1].q1 = p;
+    h[0].scratch = (float *)(void *)base;
+    h[1].scratch = (float *)(void *)(base + l->o_half);
+  }
+  if (pc->nn_pool == NULL || insp_ops_get_blas_threads() < 2) {
+    nn_half(&h[0]);
+    nn_half(&h[1]);
+  } else {
+    g_mutex_init(&h[1].lock);
+    g_cond_init(&h[1].cond);
+    g_thread_pool_push(pc->nn_pool, &h[1], NULL);
+    nn_half(&h[0]);
+    g_mutex_lock(&h[1].lock);
+    while (!h[1].done)
+      g_cond_wait(&h[1].cond, &h[1].lock);
+    g_mutex_unlock(&h[1].lock);
+    g_mutex_clear(&h[1].lock);
+    g_cond_clear(&h[1].cond);
+  }
+  if (pc->index != NULL)
+    for (int i = 0; i < p; i++) /* smaller, then lower index, as one search */
+      if (h[1].min_d2[i] < min_d2[i] ||
+          (h[1].min_d2[i] == min_d2[i] && h[1].argmin[i] < argmin[i])) {
+        min_d2[i] = h[1].min_d2[i];
+        argmin[i] = h[1].argmin[i];
+      }
+}
+
 static float
 patchcore_score(const InspModel *m, void *scratch, const float *feats, float *patch_scores)
 {
   const PatchCore *pc = state(m);
   guint8 *base = scratch;
-  ScratchLayout l;
+  ScratchLayout l = {0};
   float *min_d2, *knn;
   int *argmin;
 
@@ -499,14 +628,9 @@ patchcore_score(const InspModel *m, void *scratch, const float *feats, float *pa
   min_d2 = (float *)(void *)(base + l.o_min);
   argmin = (int *)(void *)(base + l.o_arg);
   knn = (float *)(void *)(base + l.o_knn);
-  if (pc->index != NULL) {
-    insp_nn_index_search(pc->index, feats, m->n_patches, pc->n_probe, (float *)scratch, min_d2,
-                         argmin);
+  search(m, base, &l, feats, min_d2, argmin);
+  if (pc->index != NULL)
     rerank(m, base, &l, feats, min_d2, argmin);
-  } else {
-    insp_ops_nearest_neighbour(feats, m->n_patches, pc->bank_packed, pc->bank_sqnorm, pc->bank_rows,
-                               m->dim, (float *)scratch, min_d2, argmin);
-  }
   return insp_patchcore_image_score(feats, m->n_patches, m->dim, min_d2, argmin, pc->bank,
                                     pc->bank_sqnorm, pc->bank_rows, knn, patch_scores);
 }

@@ -130,6 +130,20 @@ gsize insp_nn_index_scratch_size(const InspNnIndex *ix, int nq, int n_probe);
  * a probed cell. Ties to the lowest bank index. */
 void insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe,
                           float *scratch, float *min_d2, int *argmin);
+/* The same in steps, for several threads: the plan (each query's cells,
+ * each cell's queries; one sgemm, OpenBLAS threads as configured) into
+ * @plan (insp_nn_index_plan_size floats), then insp_nn_index_search_cells
+ * for disjoint ranges of cells [l0, l1), each with its own @work
+ * (insp_nn_index_work_size floats) and its own min_d2 / argmin (set to
+ * INFINITY / G_MAXINT first), merged by the caller (smaller, then lower
+ * index). insp_nn_index_plan_split: a cell that splits the work in two
+ * halves. */
+gsize insp_nn_index_plan_size(const InspNnIndex *ix, int nq, int n_probe);
+gsize insp_nn_index_work_size(const InspNnIndex *ix, int nq);
+void insp_nn_index_plan(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *plan);
+int insp_nn_index_plan_split(const InspNnIndex *ix, float *plan);
+void insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, int l0, int l1,
+                                float *work, float *min_d2, int *argmin);
 
 /* ---- PaDiM (insp-padim.c) ---- */
 

@@ -180,50 +180,88 @@ insp_nn_index_get_n_lists(const InspNnIndex *ix)
   return ix->n_lists;
 }
 
-/* The scratch, in floats (ints are as wide): centroid distances [nq,
- * n_lists], probes [nq, n_probe], cell counts [n_lists + 1], members [nq,
- * n_probe], gathered queries [nq, d], the exact kernel's scratch, its
+/* The plan, in floats (ints are as wide): the probe count and query
+ * count, centroid distances [nq, n_lists], probes [nq, n_probe], cell
+ * starts [n_lists + 1], members [nq, n_probe] (the queries of each cell). */
+#define PLAN_HEADER 2
+
+static gsize
+plan_size(const InspNnIndex *ix, int nq, int np)
+{
+  return PLAN_HEADER + (gsize)nq * ix->n_lists + 2 * (gsize)nq * np + (gsize)ix->n_lists + 1;
+}
+
+gsize
+insp_nn_index_plan_size(const InspNnIndex *ix, int nq, int n_probe)
+{
+  g_return_val_if_fail(ix != NULL && nq >= 0 && n_probe > 0, 0);
+  return plan_size(ix, nq, MIN(n_probe, ix->n_lists));
+}
+
+/* The work area: gathered queries [nq, d], the exact kernel's scratch, its
  * results [nq] + [nq]. */
+gsize
+insp_nn_index_work_size(const InspNnIndex *ix, int nq)
+{
+  g_return_val_if_fail(ix != NULL && nq >= 0, 0);
+  return (gsize)nq * ix->d + insp_ops_nn_scratch_size(nq) + 2 * (gsize)nq;
+}
+
 gsize
 insp_nn_index_scratch_size(const InspNnIndex *ix, int nq, int n_probe)
 {
-  g_return_val_if_fail(ix != NULL && nq >= 0 && n_probe > 0, 0);
-  n_probe = MIN(n_probe, ix->n_lists);
-  return (gsize)nq * ix->n_lists + 2 * (gsize)nq * n_probe + (gsize)ix->n_lists + 1 +
-         (gsize)nq * ix->d + insp_ops_nn_scratch_size(nq) + 2 * (gsize)nq;
+  return insp_nn_index_plan_size(ix, nq, n_probe) + insp_nn_index_work_size(ix, nq);
+}
+
+typedef struct {
+  int nq, np;
+  float *cd;
+  int *probe, *start, *members;
+} Plan;
+
+static Plan
+plan_view(const InspNnIndex *ix, float *plan)
+{
+  Plan p;
+  gint32 head[PLAN_HEADER];
+
+  memcpy(head, plan, sizeof head);
+  p.np = head[0];
+  p.nq = head[1];
+  p.cd = plan + PLAN_HEADER;
+  p.probe = (int *)(void *)(p.cd + (gsize)p.nq * ix->n_lists);
+  p.start = p.probe + (gsize)p.nq * p.np;
+  p.members = p.start + ix->n_lists + 1;
+  return p;
 }
 
 void
-insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *scratch,
-                     float *min_d2, int *argmin)
+insp_nn_index_plan(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *plan)
 {
   int nl, d, np;
-  float *cd, *qbuf, *nn_scratch, *td;
-  int *probe, *start, *members, *ta;
+  gint32 head[PLAN_HEADER];
+  Plan p;
 
-  g_return_if_fail(ix != NULL && q != NULL && scratch != NULL && min_d2 != NULL);
-  g_return_if_fail(argmin != NULL && nq >= 0 && n_probe > 0 && n_probe <= INSP_NN_INDEX_MAX_PROBE);
-  if (nq == 0)
-    return;
+  g_return_if_fail(ix != NULL && q != NULL && plan != NULL && nq >= 0);
+  g_return_if_fail(n_probe > 0 && n_probe <= INSP_NN_INDEX_MAX_PROBE);
 
   nl = ix->n_lists;
   d = ix->d;
   np = MIN(n_probe, nl);
-  cd = scratch;
-  probe = (int *)(void *)(cd + (gsize)nq * nl);
-  start = probe + (gsize)nq * np;
-  members = start + nl + 1;
-  qbuf = (float *)(void *)(members + (gsize)nq * np);
-  nn_scratch = qbuf + (gsize)nq * d;
-  td = nn_scratch + insp_ops_nn_scratch_size(nq);
-  ta = (int *)(void *)(td + nq);
+  head[0] = np;
+  head[1] = nq;
+  memcpy(plan, head, sizeof head);
+  p = plan_view(ix, plan);
+  memset(p.start, 0, sizeof(int) * (gsize)(nl + 1));
+  if (nq == 0)
+    return;
 
   /* cd [nq, nl] = |c|^2 - 2 q.c (|q|^2 does not change the ranking). */
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nl, d, -2.0f, q, d, ix->centroids, d,
-              0.0f, cd, nl);
+              0.0f, p.cd, nl);
   for (int i = 0; i < nq; i++) {
-    float *row = cd + (gsize)i * nl, pv[INSP_NN_INDEX_MAX_PROBE];
-    int *pi = probe + (gsize)i * np, n = 0;
+    float *row = p.cd + (gsize)i * nl, pv[INSP_NN_INDEX_MAX_PROBE];
+    int *pi = p.probe + (gsize)i * np, n = 0;
 
     for (int l = 0; l < nl; l++) {
       float v = row[l] + ix->centroid_sq[l];
@@ -243,25 +281,57 @@ insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe,
   }
 
   /* Queries by cell (a counting sort of the probes). */
-  memset(start, 0, sizeof(int) * (gsize)(nl + 1));
   for (gsize t = 0; t < (gsize)nq * np; t++)
-    start[probe[t] + 1]++;
+    p.start[p.probe[t] + 1]++;
   for (int l = 0; l < nl; l++)
-    start[l + 1] += start[l];
+    p.start[l + 1] += p.start[l];
   for (int i = 0; i < nq; i++)
     for (int j = 0; j < np; j++)
-      members[start[probe[(gsize)i * np + j]]++] = i;
+      p.members[p.start[p.probe[(gsize)i * np + j]]++] = i;
   for (int l = nl; l > 0; l--)
-    start[l] = start[l - 1];
-  start[0] = 0;
+    p.start[l] = p.start[l - 1];
+  p.start[0] = 0;
+}
 
-  for (int i = 0; i < nq; i++) {
-    min_d2[i] = INFINITY;
-    argmin[i] = G_MAXINT;
+int
+insp_nn_index_plan_split(const InspNnIndex *ix, float *plan)
+{
+  Plan p;
+  double total = 0.0, acc = 0.0;
+
+  g_return_val_if_fail(ix != NULL && plan != NULL, 0);
+  p = plan_view(ix, plan);
+  for (int l = 0; l < ix->n_lists; l++)
+    total += (double)(p.start[l + 1] - p.start[l]) * (ix->offset[l + 1] - ix->offset[l]);
+  for (int l = 0; l < ix->n_lists; l++) {
+    acc += (double)(p.start[l + 1] - p.start[l]) * (ix->offset[l + 1] - ix->offset[l]);
+    if (acc >= 0.5 * total)
+      return l + 1;
   }
-  for (int l = 0; l < nl; l++) {
-    int m = start[l + 1] - start[l], r0 = ix->offset[l], nr = ix->offset[l + 1] - r0;
-    const int *mem = members + start[l];
+  return ix->n_lists;
+}
+
+void
+insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, int l0, int l1,
+                           float *work, float *min_d2, int *argmin)
+{
+  Plan p;
+  int d;
+  float *qbuf, *nn_scratch, *td;
+  int *ta;
+
+  g_return_if_fail(ix != NULL && q != NULL && plan != NULL && work != NULL);
+  g_return_if_fail(min_d2 != NULL && argmin != NULL && 0 <= l0 && l0 <= l1 && l1 <= ix->n_lists);
+
+  p = plan_view(ix, plan);
+  d = ix->d;
+  qbuf = work;
+  nn_scratch = qbuf + (gsize)p.nq * d;
+  td = nn_scratch + insp_ops_nn_scratch_size(p.nq);
+  ta = (int *)(void *)(td + p.nq);
+  for (int l = l0; l < l1; l++) {
+    int m = p.start[l + 1] - p.start[l], r0 = ix->offset[l], nr = ix->offset[l + 1] - r0;
+    const int *mem = p.members + p.start[l];
 
     if (m == 0 || nr == 0)
       continue;
@@ -279,4 +349,20 @@ insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe,
       }
     }
   }
+}
+
+void
+insp_nn_index_search(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *scratch,
+                     float *min_d2, int *argmin)
+{
+  g_return_if_fail(ix != NULL && q != NULL && scratch != NULL && min_d2 != NULL);
+  g_return_if_fail(argmin != NULL && nq >= 0 && n_probe > 0 && n_probe <= INSP_NN_INDEX_MAX_PROBE);
+
+  insp_nn_index_plan(ix, q, nq, n_probe, scratch);
+  for (int i = 0; i < nq; i++) {
+    min_d2[i] = INFINITY;
+    argmin[i] = G_MAXINT;
+  }
+  insp_nn_index_search_cells(ix, q, scratch, 0, ix->n_lists,
+                             scratch + insp_nn_index_plan_size(ix, nq, n_probe), min_d2, argmin);
 }

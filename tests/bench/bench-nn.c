@@ -38,16 +38,20 @@ median(double *v, int n)
   return n > 0 ? v[n / 2] : NAN;
 }
 
+static int
+cmp_path(gconstpointer a, gconstpointer b)
+{
+  return g_strcmp0(*(char *const *)a, *(char *const *)b);
+}
+
 static GPtrArray *
 test_images(const char *dataset, int max)
 {
   g_autofree char *test = g_build_filename(dataset, "test", NULL);
-  g_autoptr(GPtrArray) types = insp_image_list_folder(test, NULL);
   GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
   g_autoptr(GDir) d = g_dir_open(test, 0, NULL);
   const char *n;
 
-  (void)types;
   while (d != NULL && (n = g_dir_read_name(d)) != NULL) {
     g_autofree char *sub = g_build_filename(test, n, NULL);
     g_autoptr(GPtrArray) files = insp_image_list_folder(sub, NULL);
@@ -55,7 +59,7 @@ test_images(const char *dataset, int max)
     for (guint i = 0; files != NULL && i < files->len; i++)
       g_ptr_array_add(out, g_strdup(g_ptr_array_index(files, i)));
   }
-  g_ptr_array_sort(out, (GCompareFunc)g_strcmp0);
+  g_ptr_array_sort(out, cmp_path);
   /* An even spread over the sorted list (good and defective alike). */
   if (max > 0 && (int)out->len > max) {
     GPtrArray *some = g_ptr_array_new_with_free_func(g_free);
