@@ -42,7 +42,7 @@
 #define NN_INDEX_MIN_ROWS 2048
 #define NN_INDEX_ROWS_PER_LIST 64
 #define NN_PROBE 8
-#define NN_RERANK_BATCH 32
+#define NN_RERANK_BATCH 10
 #define NN_RERANK_MIN 0.0
 
 typedef struct {
