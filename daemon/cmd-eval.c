@@ -87,7 +87,8 @@ write_scores(const InspEvalReport *r, const char *path, GError **error)
 int
 insp_cmd_eval(int argc, char **argv)
 {
-  g_autofree char *model_path = NULL, *dataset = NULL, *json = NULL, *scores = NULL;
+  g_autofree char *model_path = NULL, *dataset = NULL, *json = NULL, *scores = NULL, *nn = NULL;
+  InspNnSearch nn_search = INSP_NN_SEARCH_AUTO;
   int limit = 0, threads = 0, status;
   gboolean quiet = FALSE;
   const GOptionEntry entries[] = {
@@ -104,6 +105,10 @@ insp_cmd_eval(int argc, char **argv)
       {"limit", 'n', 0, G_OPTION_ARG_INT, &limit, "at most N images of each type (0: all)", "N"},
       {"threads", 't', 0, G_OPTION_ARG_INT, &threads,
        "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N"},
+      {"nn", 0, 0, G_OPTION_ARG_STRING, &nn,
+       "PatchCore nearest-neighbour search: auto (default: approximate for banks of 2048 rows "
+       "or more), exact, approx",
+       "MODE"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
       G_OPTION_ENTRY_NULL};
 
@@ -134,6 +139,10 @@ insp_cmd_eval(int argc, char **argv)
     fprintf(stderr, "inspectd eval: --limit and --threads take a count >= 0\n");
     return 2;
   }
+  if (nn != NULL && !insp_nn_search_from_string(nn, &nn_search)) {
+    fprintf(stderr, "inspectd eval: --nn takes auto, exact or approx, not '%s'\n", nn);
+    return 2;
+  }
   if (threads > 0)
     insp_ops_set_blas_threads(threads);
 
@@ -144,6 +153,8 @@ insp_cmd_eval(int argc, char **argv)
     fprintf(stderr, "inspectd eval: %s\n", error->message);
     return 1;
   }
+  if (nn != NULL)
+    insp_model_set_nn_search(model, nn_search);
   Progress progress = {isatty(STDERR_FILENO)};
   g_autoptr(InspEvalReport) report =
       insp_eval_run(model, dataset, limit, quiet ? NULL : progress_cb, &progress, &error);

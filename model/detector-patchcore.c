@@ -36,9 +36,9 @@
  * At 320 px, 1 % coresets, pixel AUROC against the exact search: bottle
  * 0.9825 at 2, 4 and 8 probes (exact 0.9825), KolektorSDD 0.8322 / 0.8353
  * / 0.8363 (exact 0.8360); image AUROC unchanged.
- * The environment chooses otherwise: INSP_NN=exact (no index) or approx
- * (an index whatever the bank), INSP_NN_LISTS, INSP_NN_PROBE, INSP_NN_RERANK
- * (benchmarks and comparisons). */
+ * insp_model_set_nn_search (inspectd eval --nn) or INSP_NN=exact|approx in
+ * the environment chooses otherwise; INSP_NN_LISTS, INSP_NN_PROBE and
+ * INSP_NN_RERANK tune the index (benchmarks). */
 #define NN_INDEX_MIN_ROWS 2048
 #define NN_INDEX_ROWS_PER_LIST 64
 #define NN_PROBE 8
@@ -53,8 +53,9 @@ typedef struct {
   float *owned_bank;
   double coreset_fraction;
   gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
-  InspNnIndex *index;     /* NULL: exact search over the whole bank */
-  GThreadPool *nn_pool;   /* one thread: the second half of the search */
+  InspNnSearch nn_search;
+  InspNnIndex *index;   /* NULL: exact search over the whole bank */
+  GThreadPool *nn_pool; /* one thread: the second half of the search */
   int n_probe;
   double rerank_min;
 } PatchCore;
@@ -99,6 +100,40 @@ insp_patchcore_get_bank(const InspModel *m, int *rows)
   return state(m)->bank;
 }
 
+/* The index for the chosen search (none for the exact one). */
+static void
+build_index(InspModel *m)
+{
+  PatchCore *pc = state(m);
+  InspNnSearch search = pc->nn_search;
+  const char *e;
+  int n_lists = MAX(1, pc->bank_rows / NN_INDEX_ROWS_PER_LIST);
+
+  g_clear_pointer(&pc->index, insp_nn_index_free);
+  if (search == INSP_NN_SEARCH_AUTO && !insp_nn_search_from_string(g_getenv("INSP_NN"), &search))
+    search = INSP_NN_SEARCH_AUTO;
+  if (pc->bank == NULL || search == INSP_NN_SEARCH_EXACT ||
+      (search == INSP_NN_SEARCH_AUTO && pc->bank_rows < NN_INDEX_MIN_ROWS))
+    return;
+  if ((e = g_getenv("INSP_NN_LISTS")) != NULL)
+    n_lists = MAX(1, atoi(e));
+  pc->n_probe = NN_PROBE;
+  if ((e = g_getenv("INSP_NN_PROBE")) != NULL)
+    pc->n_probe = CLAMP(atoi(e), 1, INSP_NN_INDEX_MAX_PROBE);
+  pc->rerank_min = NN_RERANK_MIN;
+  if ((e = g_getenv("INSP_NN_RERANK")) != NULL)
+    pc->rerank_min = CLAMP(g_ascii_strtod(e, NULL), 0.0, 1.0);
+  pc->index = insp_nn_index_new(pc->bank, pc->bank_rows, m->dim, n_lists, m->seed);
+  pc->n_probe = MIN(pc->n_probe, insp_nn_index_get_n_lists(pc->index));
+}
+
+static void
+patchcore_set_nn_search(InspModel *m, InspNnSearch search)
+{
+  ensure_state(m)->nn_search = search;
+  build_index(m);
+}
+
 static void
 patchcore_setup(InspModel *m)
 {
@@ -122,22 +157,7 @@ patchcore_setup(InspModel *m)
       s += b[j] * b[j];
     pc->bank_sqnorm[r] = s;
   }
-  if (g_strcmp0(g_getenv("INSP_NN"), "exact") != 0 &&
-      (pc->bank_rows >= NN_INDEX_MIN_ROWS || g_strcmp0(g_getenv("INSP_NN"), "approx") == 0)) {
-    const char *e;
-    int n_lists = MAX(1, pc->bank_rows / NN_INDEX_ROWS_PER_LIST);
-
-    if ((e = g_getenv("INSP_NN_LISTS")) != NULL)
-      n_lists = MAX(1, atoi(e));
-    pc->n_probe = NN_PROBE;
-    if ((e = g_getenv("INSP_NN_PROBE")) != NULL)
-      pc->n_probe = CLAMP(atoi(e), 1, INSP_NN_INDEX_MAX_PROBE);
-    pc->rerank_min = NN_RERANK_MIN;
-    if ((e = g_getenv("INSP_NN_RERANK")) != NULL)
-      pc->rerank_min = CLAMP(g_ascii_strtod(e, NULL), 0.0, 1.0);
-    pc->index = insp_nn_index_new(pc->bank, pc->bank_rows, m->dim, n_lists, m->seed);
-    pc->n_probe = MIN(pc->n_probe, insp_nn_index_get_n_lists(pc->index));
-  }
+  build_index(m);
 }
 
 /* ---- training ---- */
@@ -656,4 +676,5 @@ const InspDetectorClass insp_detector_patchcore = {
     .read = patchcore_read,
     .scratch_size = patchcore_scratch_size,
     .score = patchcore_score,
+    .set_nn_search = patchcore_set_nn_search,
 };

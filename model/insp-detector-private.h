@@ -88,6 +88,8 @@ struct _InspDetectorClass {
   /* Patch scores [P] from features [P, D]; returns the raw image score, or
    * NAN when the image score is the maximum of the blurred map. */
   float (*score)(const InspModel *m, void *scratch, const float *feats, float *patch_scores);
+  /* insp_model_set_nn_search (may be NULL: no choice to make). */
+  void (*set_nn_search)(InspModel *m, InspNnSearch search);
 };
 
 extern const InspDetectorClass insp_detector_patchcore; /* detector-patchcore.c */

@@ -185,6 +185,27 @@ insp_model_get_input_size(const InspModel *m)
 }
 
 void
+insp_model_set_nn_search(InspModel *m, InspNnSearch search)
+{
+  g_return_if_fail(m != NULL);
+  if (m->klass->set_nn_search != NULL)
+    m->klass->set_nn_search(m, search);
+}
+
+gboolean
+insp_nn_search_from_string(const char *s, InspNnSearch *out)
+{
+  static const char *const names[] = {"auto", "exact", "approx"};
+
+  for (gsize i = 0; i < G_N_ELEMENTS(names); i++)
+    if (g_strcmp0(s, names[i]) == 0) {
+      *out = (InspNnSearch)i;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+void
 insp_model_get_info(const InspModel *m, InspModelInfo *info)
 {
   g_return_if_fail(m != NULL && info != NULL);

@@ -87,6 +87,22 @@ void insp_model_get_info(const InspModel *m, InspModelInfo *info);
 double insp_model_normalise_image_score(const InspModel *m, double raw);
 float insp_model_normalise_map_value(const InspModel *m, float raw);
 
+/* PatchCore's nearest-neighbour search (PaDiM has none: no effect). AUTO:
+ * approximate (an index probed in a few cells, then the patches that decide
+ * the image score re-ranked exactly; README "Speed and memory") for banks of
+ * 2048 rows or more, exact otherwise; INSP_NN=exact or approx in the
+ * environment decides AUTO instead. EXACT: every patch against the whole
+ * bank in float, as before the index. Set it before making scratch (its size
+ * depends on it) and before the model is shared between threads. */
+typedef enum {
+  INSP_NN_SEARCH_AUTO,
+  INSP_NN_SEARCH_EXACT,
+  INSP_NN_SEARCH_APPROX,
+} InspNnSearch;
+void insp_model_set_nn_search(InspModel *m, InspNnSearch search);
+/* Parses "auto", "exact" or "approx"; FALSE for anything else. */
+gboolean insp_nn_search_from_string(const char *s, InspNnSearch *out);
+
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);
 void insp_model_scratch_free(InspModelScratch *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)

@@ -6,9 +6,9 @@
  *
  *   bench-nn MODEL DATASET [N]   (N test images, default 40; 0: all)
  *
- * The model is loaded twice, with INSP_NN=exact and with INSP_NN as set in
- * the environment (INSP_NN_LISTS, INSP_NN_PROBE, INSP_NN_RERANK tune the
- * index), features are extracted once per image, and each search is timed
+ * The model is loaded twice, set to the exact search and left as it loads
+ * (INSP_NN in the environment; INSP_NN_LISTS, INSP_NN_PROBE, INSP_NN_RERANK
+ * tune the index), features are extracted once per image, and each search is timed
  * on them (median over images, 5 repetitions each). OpenBLAS threads as set
  * (OPENBLAS_NUM_THREADS). Prints numbers; never fails. */
 #include <glib.h>
@@ -98,14 +98,11 @@ main(int argc, char **argv)
     printf("usage: bench-nn MODEL DATASET [N]\n");
     return 0;
   }
-  g_setenv("INSP_NN", "exact", TRUE);
   exact = insp_model_load(argv[1], &error);
-  if (mode != NULL)
-    g_setenv("INSP_NN", mode, TRUE);
-  else
-    g_unsetenv("INSP_NN");
-  if (exact != NULL)
+  if (exact != NULL) {
+    insp_model_set_nn_search(exact, INSP_NN_SEARCH_EXACT);
     approx = insp_model_load(argv[1], &error);
+  }
   if (approx == NULL || insp_model_get_detector(approx) != INSP_DETECTOR_PATCHCORE ||
       (s = insp_model_scratch_new(exact, &error)) == NULL) {
     printf("bench-nn: %s\n", error != NULL ? error->message : "not a PatchCore model");

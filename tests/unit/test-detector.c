@@ -910,17 +910,27 @@ test_patchcore_approx(void)
   g_autofree void *sc_ex = NULL, *sc_ap = NULL;
   g_autoptr(InspModelScratch) s = NULL;
   int n_differ = 0, n_total = 0;
+  InspNnSearch nn;
 
+  g_assert_true(insp_nn_search_from_string("exact", &nn));
+  g_assert_cmpint(nn, ==, INSP_NN_SEARCH_EXACT);
+  g_assert_true(insp_nn_search_from_string("approx", &nn));
+  g_assert_cmpint(nn, ==, INSP_NN_SEARCH_APPROX);
+  g_assert_true(insp_nn_search_from_string("auto", &nn));
+  g_assert_cmpint(nn, ==, INSP_NN_SEARCH_AUTO);
+  g_assert_false(insp_nn_search_from_string("Exact", &nn));
+  g_assert_false(insp_nn_search_from_string(NULL, &nn));
   g_assert_true(insp_model_save(m, path, &error));
-  g_setenv("INSP_NN", "exact", TRUE);
   ex = insp_model_load(path, &error);
   g_assert_no_error(error);
-  g_setenv("INSP_NN", "approx", TRUE);
+  insp_model_set_nn_search(ex, INSP_NN_SEARCH_EXACT);
+  /* a bank of 1440 rows: exact by default, the index only when asked (40
+   * cells, 2 probed, so that many patches miss their nearest row) */
   g_setenv("INSP_NN_LISTS", "40", TRUE);
   g_setenv("INSP_NN_PROBE", "2", TRUE);
   ap = insp_model_load(path, &error);
   g_assert_no_error(error);
-  g_unsetenv("INSP_NN");
+  insp_model_set_nn_search(ap, INSP_NN_SEARCH_APPROX);
   g_unsetenv("INSP_NN_LISTS");
   g_unsetenv("INSP_NN_PROBE");
   s = insp_model_scratch_new(ex, &error);
