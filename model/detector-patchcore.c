@@ -617,7 +617,8 @@ search(const InspModel *m, guint8 *base, const ScratchLayout *l, const float *fe
   } else {
     g_mutex_init(&h[1].lock);
     g_cond_init(&h[1].cond);
-    g_thread_pool_push(pc->nn_pool, &h[1], NULL);
+    if (!g_thread_pool_push(pc->nn_pool, &h[1], NULL))
+      nn_worker(&h[1], NULL); /* no thread to be had: here, after all */
     nn_half(&h[0]);
     g_mutex_lock(&h[1].lock);
     while (!h[1].done)
