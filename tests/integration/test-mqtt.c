@@ -1621,7 +1621,6 @@ assert_ha_common(JsonObject *o, const char *node_id, const char *status_topic, G
 {
   JsonObject *dev, *origin, *a;
   JsonArray *ids, *avail;
-  g_autofree char *dev_name = NULL;
 
   assert_member(o, "unique_id", G_TYPE_STRING);
   g_assert_true(g_str_has_prefix(json_object_get_string_member(o, "unique_id"), node_id));
