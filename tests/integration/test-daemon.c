@@ -2407,7 +2407,8 @@ test_http_tls(void)
     g_test_skip(fx.skip_reason);
     return;
   }
-  if (g_find_program_in_path("openssl") == NULL) {
+  g_autofree char *openssl = g_find_program_in_path("openssl");
+  if (openssl == NULL) {
     g_test_skip("openssl is needed to make a certificate");
     return;
   }
