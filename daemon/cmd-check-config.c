@@ -1,5 +1,6 @@
 /* inspectd check-config FILE: loads FILE and its drop-ins FILE.d/NAME.conf
- * exactly as `inspectd run -c FILE` does and reports the result.
+ * exactly as `inspectd run -c FILE` does, then the model [model] path names
+ * (as run loads it at start), and reports the result.
  *
  * Output: on success "FILE: OK" on stdout, then one line per drop-in read;
  * exit 0. On problems every problem on stderr, one line each
@@ -13,6 +14,7 @@
 #include "insp-cli.h"
 #include "insp-conf.h"
 #include "insp-daemon-config.h"
+#include "insp-model.h"
 
 static void
 print_keys(void)
@@ -114,6 +116,24 @@ print_man(void)
         stdout);
 }
 
+/* The last file of @cfg (drop-ins read after the main file) that sets
+ * [@section] @key, as the loader's own problems name it; the main file when
+ * none does. */
+static const char *
+file_setting(const InspConfig *cfg, const char *section, const char *key)
+{
+  gsize n = g_strv_length(cfg->files);
+
+  for (gsize i = n; i-- > 0;) {
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+
+    if (g_key_file_load_from_file(kf, cfg->files[i], G_KEY_FILE_NONE, NULL) &&
+        g_key_file_has_key(kf, section, key, NULL))
+      return cfg->files[i];
+  }
+  return cfg->path;
+}
+
 int
 insp_cmd_check_config(int argc, char **argv)
 {
@@ -137,6 +157,8 @@ insp_cmd_check_config(int argc, char **argv)
                       "Exit status 1: every problem goes to stderr, one per line, as\n"
                       "  FILE: [section] key: reason\n"
                       "naming the file that set the value (a drop-in when it did).\n"
+                      "The model [model] path names is loaded as run loads it, so a file\n"
+                      "that is not a model this build reads is a problem too.\n"
                       "Exit status 2: usage error.\n\n"
                       "An empty [model] path is valid only with [camera] source = test: the\n"
                       "daemon then trains its demo model at start.",
@@ -163,6 +185,18 @@ insp_cmd_check_config(int argc, char **argv)
       fprintf(stderr, "%s\n", ((const InspConfigProblem *)problems->pdata[i])->text);
     fprintf(stderr, "%s\n", error->message);
     return 1;
+  }
+  if (cfg->model.path[0] != '\0') {
+    /* The schema only knows the path is a readable file; whether it is a
+     * model this build can load is the model library's to say, in full, as
+     * `run` would at start. */
+    g_autoptr(InspModel) model = insp_model_load(cfg->model.path, &error);
+
+    if (model == NULL) {
+      fprintf(stderr, "%s: [model] path: %s\n%s: 1 problem\n", file_setting(cfg, "model", "path"),
+              error->message, argv[1]);
+      return 1;
+    }
   }
   printf("%s: OK\n", argv[1]);
   for (gsize i = 1; cfg->files[i]; i++)

@@ -1020,7 +1020,7 @@ reload(Daemon *d, const char *why, GError **error)
         else
           g_warning("Home Assistant discovery: the entities of station %s could not be removed "
                     "(the broker was not connected or did not answer): their configs stay "
-                    "retained under %s/; clear them with mosquitto_pub -r -n (README, \"Home "
+                    "retained under %s/; clear them with mosquitto_pub -r -n (README.md, \"Home "
                     "Assistant\")",
                     old_station, d->config->mqtt.homeassistant_prefix);
       }

@@ -8,8 +8,8 @@
  *                      previous event; a slow client misses parts, never
  *                      queues them.
  *   GET /live/overlay.jpg, /live/frame.jpg   the latest kept part's pictures.
- *   GET /metrics       Prometheus text format 0.0.4 (README, "Metrics").
- *   GET /healthz       200 and the status as JSON when online; 503 when
+ *   GET /metrics       Prometheus text format 0.0.4 (daemon/README.md, "HTTP: the live page,
+ * `/metrics` and `/healthz`"). GET /healthz       200 and the status as JSON when online; 503 when
  *                      degraded or before the first status.
  * It is an output of the part record: part() counts parts, fills the
  * histograms and, a few times a second, keeps a copy of the frame (scaled to

@@ -26,7 +26,7 @@
 
 #define MAX_BANK_ROWS (1 << 24)
 /* Approximate search (insp_nn_index_search + exact re-rank), chosen from
- * measurements (README, "Speed and memory"): banks of at least
+ * measurements (model/README.md, "Speed and memory"): banks of at least
  * NN_INDEX_MIN_ROWS rows get an index of about NN_INDEX_ROWS_PER_LIST rows
  * per cell, NN_PROBE cells probed per patch; the patches are then re-ranked
  * exactly, highest first, NN_RERANK_BATCH at a time, until no patch left can
@@ -571,7 +571,7 @@ nn_worker(gpointer data, gpointer user_data)
 /* The search in two halves: the exact one by patches, the index's by cells
  * (after its plan, made once on this thread). On the calling thread one
  * after the other, or, when OpenBLAS is set to more than one thread (one
- * worker that has the whole machine, README "Threads"), the second on the
+ * worker that has the whole machine, pipeline/README.md "Threads"), the second on the
  * detector's own thread at the same time; the results are the same. */
 static void
 search(const InspModel *m, guint8 *base, const ScratchLayout *l, const float *feats, float *min_d2,

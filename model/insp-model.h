@@ -89,7 +89,7 @@ float insp_model_normalise_map_value(const InspModel *m, float raw);
 
 /* PatchCore's nearest-neighbour search (PaDiM has none: no effect). AUTO:
  * approximate (an index probed in a few cells, then the patches that decide
- * the image score re-ranked exactly; README "Speed and memory") for banks of
+ * the image score re-ranked exactly; model/README.md "Speed and memory") for banks of
  * 2048 rows or more, exact otherwise; INSP_NN=exact or approx in the
  * environment decides AUTO instead. EXACT: every patch against the whole
  * bank in float, as before the index. Set it before making scratch (its size

@@ -181,6 +181,41 @@ test_not_a_model(void)
   g_rmdir(dir);
 }
 
+/* check-config loads the model as run does: a readable file that is not a
+ * model is a problem that names the file setting the key (here a drop-in),
+ * the section, the key and why, in one line, and exits 1. */
+static void
+test_check_config_model(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("test-cli-XXXXXX", &error);
+  g_autofree char *conf = g_build_filename(dir, "inspectd.conf", NULL);
+  g_autofree char *dropins = g_build_filename(dir, "inspectd.conf.d", NULL);
+  g_autofree char *dropin = g_build_filename(dropins, "50-model.conf", NULL);
+  g_autofree char *junk = g_build_filename(dir, "model.safetensors", NULL);
+  g_autofree char *body = g_strdup_printf("[model]\npath = %s\n", junk);
+  g_autofree char *args = g_strdup_printf("check-config %s", conf);
+  g_autofree char *out = NULL, *err = NULL;
+  g_autofree char *want = g_strdup_printf("%s: [model] path: ", dropin);
+
+  g_assert_no_error(error);
+  g_assert_cmpint(g_mkdir(dropins, 0755), ==, 0);
+  g_assert_true(g_file_set_contents(junk, "this is a text file, not weights\n", -1, NULL));
+  g_assert_true(g_file_set_contents(conf, "[station]\nid = line1\n", -1, NULL));
+  g_assert_true(g_file_set_contents(dropin, body, -1, NULL));
+  g_assert_cmpint(run_inspectd(args, &out, &err), ==, 1);
+  g_test_message("%s", err);
+  g_assert_true(g_str_has_prefix(err, want));
+  g_assert_nonnull(strstr(err, "not an inspectd model"));
+  g_assert_nonnull(strstr(err, ": 1 problem\n"));
+  g_assert_null(strstr(out, "OK"));
+  g_unlink(junk);
+  g_unlink(dropin);
+  g_rmdir(dropins);
+  g_unlink(conf);
+  g_rmdir(dir);
+}
+
 /* Runs inspectd with @args (a vector) with stderr on a new pseudo-terminal
  * of @cols columns (0: the kernel's 0, unknown) and $COLUMNS = @columns_env
  * (NULL: unset); returns what the terminal received. */
@@ -340,6 +375,7 @@ main(int argc, char **argv)
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
   g_test_add_func("/cli/not-a-model", test_not_a_model);
+  g_test_add_func("/cli/check-config-model", test_check_config_model);
   g_test_add_func("/cli/progress-fits-terminal", test_progress_fits_terminal);
   g_test_add_func("/cli/run-help-lists-readme-flags", test_run_help_lists_readme_flags);
   return g_test_run();
