@@ -258,6 +258,50 @@ cmp_desc(const void *a, const void *b)
   return (x < y) - (x > y);
 }
 
+/* A copy of the scores with their labels (0/1), highest score first; the
+ * number of defects in *@npos. */
+static ScoredLabel *
+sorted_desc(const float *scores, const guint8 *labels, gsize n, gsize *npos)
+{
+  ScoredLabel *v = g_new(ScoredLabel, n);
+
+  *npos = 0;
+  for (gsize i = 0; i < n; i++) {
+    v[i].score = scores[i];
+    v[i].label = labels[i] != 0;
+    *npos += v[i].label;
+  }
+  qsort(v, n, sizeof *v, cmp_desc);
+  return v;
+}
+
+/* Every candidate threshold in turn, from the highest score down: after
+ * each sweep_next(), @t is the next distinct score and @tp / @fp count the
+ * defects and good parts scoring >= @t (equal scores are one step, so a
+ * threshold never splits a tie). */
+typedef struct {
+  const ScoredLabel *v;
+  gsize n, i;
+  guint64 tp, fp;
+  float t;
+} ThresholdSweep;
+
+static gboolean
+sweep_next(ThresholdSweep *s)
+{
+  if (s->i >= s->n)
+    return FALSE;
+  s->t = s->v[s->i].score;
+  while (s->i < s->n && s->v[s->i].score == s->t) {
+    if (s->v[s->i].label)
+      s->tp++;
+    else
+      s->fp++;
+    s->i++;
+  }
+  return TRUE;
+}
+
 gboolean
 insp_metrics_f1_max(const float *scores, const guint8 *labels, gsize n, double *f1,
                     double *threshold)
@@ -272,31 +316,19 @@ insp_metrics_f1_max(const float *scores, const guint8 *labels, gsize n, double *
   for (gsize i = 0; i < n; i++)
     if (isnan(scores[i]))
       return FALSE; /* no order, so no threshold (and NaN == t never ends a run) */
-  g_autofree ScoredLabel *v = g_new(ScoredLabel, n);
-  for (gsize i = 0; i < n; i++) {
-    v[i].score = scores[i];
-    v[i].label = labels[i] != 0;
-  }
-  qsort(v, n, sizeof *v, cmp_desc);
+  g_autofree ScoredLabel *v = sorted_desc(scores, labels, n, &npos);
+  ThresholdSweep sw = {.v = v, .n = n};
 
   /* F1 = 2tp / (2tp + fp + fn), compared exactly as fractions; walking the
    * thresholds downwards, >= keeps the lowest threshold among equal F1. */
-  guint64 tp = 0, fp = 0, best_num = 0, best_den = 1;
+  guint64 best_num = 0, best_den = 1;
   double best_t = v[0].score;
-  for (gsize i = 0; i < n;) {
-    float t = v[i].score;
-    while (i < n && v[i].score == t) {
-      if (v[i].label)
-        tp++;
-      else
-        fp++;
-      i++;
-    }
-    guint64 num = 2 * tp, den = 2 * tp + fp + (npos - tp);
-    if (num * best_den >= best_num * den && tp > 0) {
+  while (sweep_next(&sw)) {
+    guint64 num = 2 * sw.tp, den = 2 * sw.tp + sw.fp + (npos - sw.tp);
+    if (num * best_den >= best_num * den && sw.tp > 0) {
       best_num = num;
       best_den = den;
-      best_t = t;
+      best_t = sw.t;
     }
   }
   if (f1)
@@ -400,15 +432,10 @@ insp_metrics_recommend_threshold(const float *scores, const guint8 *labels, gsiz
   g_return_val_if_fail(n == 0 || (scores != NULL && labels != NULL), FALSE);
   if (!two_ordered_classes(scores, labels, n))
     return FALSE;
-  g_autofree ScoredLabel *v = g_new(ScoredLabel, n);
-  gsize npos = 0;
-  for (gsize i = 0; i < n; i++) {
-    v[i].score = scores[i];
-    v[i].label = labels[i] != 0;
-    npos += v[i].label;
-  }
+  gsize npos;
+  g_autofree ScoredLabel *v = sorted_desc(scores, labels, n, &npos);
   const gsize nneg = n - npos;
-  qsort(v, n, sizeof *v, cmp_desc);
+  ThresholdSweep sw = {.v = v, .n = n};
 
   /* J = tp/npos - fp/nneg, compared exactly as tp*nneg - fp*npos; walking
    * the thresholds downwards, >= keeps the lowest threshold among equal J
@@ -417,23 +444,14 @@ insp_metrics_recommend_threshold(const float *scores, const guint8 *labels, gsiz
   gboolean found = FALSE;
   float at = v[0].score, below = 0.0f;
   gboolean has_below = FALSE;
-  gsize tp = 0, fp = 0;
-  for (gsize i = 0; i < n;) {
-    float t = v[i].score;
-    while (i < n && v[i].score == t) {
-      if (v[i].label)
-        tp++;
-      else
-        fp++;
-      i++;
-    }
-    gint64 j = (gint64)tp * (gint64)nneg - (gint64)fp * (gint64)npos;
+  while (sweep_next(&sw)) {
+    gint64 j = (gint64)sw.tp * (gint64)nneg - (gint64)sw.fp * (gint64)npos;
     if (j > 0 && (!found || j >= best)) {
       best = j;
       found = TRUE;
-      at = t;
-      has_below = i < n;
-      below = i < n ? v[i].score : 0.0f;
+      at = sw.t;
+      has_below = sw.i < n;
+      below = sw.i < n ? v[sw.i].score : 0.0f;
     }
   }
   if (!found)
