@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "insp-blas.h"
 #include "insp-conf.h"
 #include "insp-demo.h"
 #include "insp-image.h"
@@ -1820,6 +1821,11 @@ insp_daemon_main(const InspDaemonOptions *opt)
   d->sig_int = g_unix_signal_add(SIGINT, on_sigint, d);
   d->sig_hup = g_unix_signal_add(SIGHUP, on_sighup, d);
 
+  if (g_getenv(INSP_BLAS_REPLACED_ENV) != NULL)
+    g_message("OpenBLAS runs its %s kernels: it chose %s, which leaves this CPU's wider "
+              "instructions unused, so inspectd set OPENBLAS_CORETYPE=%s (set it in the "
+              "environment to choose another)",
+              insp_blas_core(), g_getenv(INSP_BLAS_REPLACED_ENV), insp_blas_core());
   if (daemon_start(d)) {
     guint64 wd = insp_notify_watchdog_usec();
     if (!d->demo)

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "insp-blas.h"
 #include "insp-cli.h"
 #include "insp-conf.h"
 #include "insp-daemon-config.h"
@@ -91,9 +92,31 @@ insp_cli_progress_line(FILE *out, const char *text, gboolean end)
   fflush(out);
 }
 
+/* OpenBLAS chose its kernels when it was loaded; when it fell back to an
+ * older instruction set than this CPU has (a CPU newer than the library),
+ * run again with OPENBLAS_CORETYPE set to the core that uses it, once: a
+ * value the user set is never overridden, and the exec keeps the pid, the
+ * open descriptors and the rest of the environment (NOTIFY_SOCKET...). If
+ * the exec fails, inspectd runs on with OpenBLAS's own choice. */
+static void
+blas_core_reexec(char **argv)
+{
+  const char *want;
+
+  if (g_getenv("OPENBLAS_CORETYPE") != NULL || (want = insp_blas_core_to_request()) == NULL)
+    return;
+  if (!g_setenv(INSP_BLAS_REPLACED_ENV, insp_blas_core(), TRUE) ||
+      !g_setenv("OPENBLAS_CORETYPE", want, TRUE))
+    return;
+  execv("/proc/self/exe", argv);
+  g_unsetenv("OPENBLAS_CORETYPE");
+  g_unsetenv(INSP_BLAS_REPLACED_ENV);
+}
+
 int
 main(int argc, char **argv)
 {
+  blas_core_reexec(argv);
   setlocale(LC_ALL, "");
   setlocale(LC_NUMERIC, "C");
 
@@ -107,7 +130,16 @@ main(int argc, char **argv)
     return 0;
   }
   if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+    const char *replaced = g_getenv(INSP_BLAS_REPLACED_ENV);
+
     printf("inspectd %s\n", INSP_VERSION);
+    if (replaced != NULL)
+      printf("OpenBLAS core: %s (set by inspectd: OpenBLAS chose %s, which does not use this "
+             "CPU's widest instructions)\n",
+             insp_blas_core(), replaced);
+    else
+      printf("OpenBLAS core: %s%s\n", insp_blas_core(),
+             g_getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
     return 0;
   }
   for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {

@@ -42,9 +42,9 @@ fi
 tmp=$(mktemp -d /tmp/bench-ort.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-core=$(OPENBLAS_VERBOSE=2 "$inspectd" eval --help 2>&1 | sed -n 's/^Core: //p' | head -1)
+core=$("$inspectd" --version | sed -n 's/^OpenBLAS core: //p')
 echo "bench-ort: $(date -u '+%F %T') UTC, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-  "OpenBLAS core ${core:-unknown}${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)}," \
+  "OpenBLAS core ${core:-unknown}," \
   "INSP_NN=${INSP_NN:-default}, $reps runs per cell"
 
 for s in $sizes; do

@@ -46,6 +46,56 @@ test_version(void)
   g_assert_true(g_str_has_prefix(out, "inspectd "));
 }
 
+/* The OpenBLAS core line of --version, from a run with OPENBLAS_CORETYPE
+ * = @coretype (NULL: unset). */
+static char *
+blas_core_line(const char *coretype)
+{
+  const char *argv[] = {g_getenv("INSPECTD"), "--version", NULL};
+  g_auto(GStrv) env = g_get_environ();
+  g_autofree char *out = NULL;
+  g_autoptr(GError) error = NULL;
+  int status = -1;
+  const char *line;
+
+  env = coretype ? g_environ_setenv(env, "OPENBLAS_CORETYPE", coretype, TRUE)
+                 : g_environ_unsetenv(env, "OPENBLAS_CORETYPE");
+  env = g_environ_unsetenv(env, "INSP_OPENBLAS_REPLACED_CORE");
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL,
+                             &status, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(status, NULL));
+  line = strstr(out, "OpenBLAS core: ");
+  g_assert_nonnull(line);
+  return g_strndup(line, strcspn(line, "\n"));
+}
+
+/* OpenBLAS gets the kernels of the widest instruction set this CPU has:
+ * when its own choice (by CPU model, once, at load) is an older one,
+ * inspectd runs again with OPENBLAS_CORETYPE set; a value the user set
+ * stands. */
+static void
+test_blas_core(void)
+{
+  g_autofree char *user = blas_core_line("Prescott");
+  g_autofree char *chosen = blas_core_line(NULL);
+  const char *core = chosen + strlen("OpenBLAS core: ");
+
+  g_test_message("%s", chosen);
+  g_assert_cmpstr(user, ==, "OpenBLAS core: Prescott (OPENBLAS_CORETYPE)");
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    g_assert_true(g_str_has_prefix(core, "SkylakeX") || g_str_has_prefix(core, "Cooperlake") ||
+                  g_str_has_prefix(core, "SapphireRapids"));
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    for (const char *const *old =
+             (const char *const[]){"Prescott", "Core2", "Penryn", "Nehalem", "Sandybridge", NULL};
+         *old; old++)
+      g_assert_false(g_str_has_prefix(core, *old));
+  }
+}
+
 static void
 test_unknown(void)
 {
@@ -370,6 +420,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/cli/help", test_help);
   g_test_add_func("/cli/version", test_version);
+  g_test_add_func("/cli/blas-core", test_blas_core);
   g_test_add_func("/cli/unknown", test_unknown);
   g_test_add_func("/cli/did-you-mean", test_did_you_mean);
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
