@@ -1565,8 +1565,8 @@ mqtt_for_config(Daemon *d, const InspConfig *cfg, GError **error)
 {
   const char *station = cfg->station.id[0] ? cfg->station.id : d->station;
 
-  return insp_output_mqtt_new(cfg, station, g_main_context_default(), on_command, on_connection, d,
-                              error);
+  return insp_output_mqtt_new(cfg, station, d->started_wall_us, g_main_context_default(),
+                              on_command, on_connection, d, error);
 }
 
 /* Main thread: @out (nullable) becomes the MQTT output, added to the list. */

@@ -105,9 +105,9 @@ check_password_file(const char *path)
 }
 
 InspOutput *
-insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext *context,
-                     InspMqttCommandFunc cmd_func, InspMqttConnectionFunc conn_func,
-                     gpointer user_data, GError **error)
+insp_output_mqtt_new(const InspConfig *config, const char *station, gint64 since_us,
+                     GMainContext *context, InspMqttCommandFunc cmd_func,
+                     InspMqttConnectionFunc conn_func, gpointer user_data, GError **error)
 {
   InspMqttOptions opt;
   OutputMqtt *o;
@@ -137,6 +137,7 @@ insp_output_mqtt_new(const InspConfig *config, const char *station, GMainContext
   opt.threshold_min = config->inspection.threshold_min;
   opt.threshold_max = config->inspection.threshold_max;
   opt.sw_version = INSP_VERSION;
+  opt.since_us = since_us;
   opt.spool_dir = config->spool.dir;
   opt.spool_max_mb = (guint)MAX(config->spool.max_mb, 1);
   opt.spool_sync = config->spool.sync == INSP_CONFIG_SPOOL_SYNC_ALWAYS ? INSP_MQTT_SPOOL_SYNC_ALWAYS

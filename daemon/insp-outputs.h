@@ -16,9 +16,11 @@
 G_BEGIN_DECLS
 
 /* The MQTT output for @config's [mqtt] and [spool], its client started;
- * @cmd_func and @conn_func run on @context (see insp-mqtt.h). NULL with
- * @error (naming the file for bad TLS or password files). */
-InspOutput *insp_output_mqtt_new(const InspConfig *config, const char *station,
+ * @cmd_func and @conn_func run on @context (see insp-mqtt.h). @since_us:
+ * the daemon's start (real time), where the status's since and uptime
+ * count from. NULL with @error (naming the file for bad TLS or password
+ * files). */
+InspOutput *insp_output_mqtt_new(const InspConfig *config, const char *station, gint64 since_us,
                                  GMainContext *context, InspMqttCommandFunc cmd_func,
                                  InspMqttConnectionFunc conn_func, gpointer user_data,
                                  GError **error);

@@ -108,7 +108,6 @@ struct _InspMqtt {
   char *ha_sw_version; /* nullable */
   GMainContext *context;
   InspSpool *spool;
-  gint64 start_time;
   gint64 start_wall_us; /* the status's since until the daemon gives its own */
   gint masks;           /* atomic InspMqttMasks */
 
@@ -309,10 +308,13 @@ status_payload_locked(InspMqtt *mqtt, InspState state)
 
   insp_spool_get_stats(mqtt->spool, &ss);
   status.model = mqtt->status_model;
+  /* uptime counts from `since`, the daemon's start, so that a new MQTT
+   * client (a changed [mqtt] section) does not restart it; the client's
+   * own start before the daemon's first status. */
   if (status.since_us == 0)
     status.since_us = mqtt->start_wall_us;
   return insp_mqtt_status_payload(&status, state, mqtt->station, ss.n_messages,
-                                  (g_get_monotonic_time() - mqtt->start_time) / G_USEC_PER_SEC);
+                                  MAX(g_get_real_time() - status.since_us, 0) / G_USEC_PER_SEC);
 }
 
 static int
@@ -1022,8 +1024,7 @@ insp_mqtt_new(const InspMqttOptions *opts, GMainContext *context, GError **error
   mqtt->reconnect_min_s = MAX(opts->reconnect_min_s, 1u);
   mqtt->reconnect_max_s = MAX(opts->reconnect_max_s, mqtt->reconnect_min_s);
   mqtt->masks = opts->masks;
-  mqtt->start_time = g_get_monotonic_time();
-  mqtt->start_wall_us = g_get_real_time();
+  mqtt->start_wall_us = opts->since_us > 0 ? opts->since_us : g_get_real_time();
   mqtt->context =
       context ? g_main_context_ref(context) : g_main_context_ref(g_main_context_default());
   mqtt->t_base = g_strdup_printf("%s/%s/", prefix, mqtt->station);

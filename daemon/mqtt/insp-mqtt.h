@@ -99,6 +99,10 @@ typedef struct {
   const char *homeassistant_prefix;    /* default "homeassistant" */
   double threshold_min, threshold_max; /* the threshold entity's range (commands all) */
   const char *sw_version;              /* the device's and origin's sw_version; nullable */
+  gint64 since_us;                     /* the status's since (and uptime's origin) until the first
+                                        * insp_mqtt_set_status: the daemon's start, so that a
+                                        * client made by a reload does not restart the count;
+                                        * 0: the client's own start */
   const char *spool_dir;               /* required */
   guint spool_max_mb;                  /* default 100 */
   InspMqttSpoolSync spool_sync;        /* [spool] sync; see insp-spool.c */

@@ -2542,6 +2542,7 @@ test_homeassistant_reload(void)
   notify_drain();
   g_autoptr(GSubprocess) p = spawn_daemon(out, err, NULL);
   g_assert_cmpint(notify_wait("READY=1", 90), >=, 0);
+  const gint64 ready_s = g_get_real_time() / G_USEC_PER_SEC;
   {
     g_autoptr(GHashTable) r = ha_retained_configs();
     g_assert_cmpuint(g_hash_table_size(r), ==, 7);
@@ -2562,7 +2563,9 @@ test_homeassistant_reload(void)
     g_assert_nonnull(strstr(text, "\"sw_version\":\""));
   }
 
-  /* Off by a reload: removed before the client goes. */
+  /* Off by a reload: removed before the client goes. (After a while, so
+   * that an uptime restarted by the new client would show.) */
+  g_usleep(2500000);
   write_file(fx.cfg_path, base);
   notify_drain();
   g_subprocess_send_signal(p, SIGHUP);
@@ -2573,6 +2576,35 @@ test_homeassistant_reload(void)
   {
     g_autoptr(GHashTable) r = ha_retained_configs();
     g_assert_cmpuint(g_hash_table_size(r), ==, 0);
+  }
+  /* The reload started a new MQTT client; the status it retains still
+   * counts uptime from the daemon's start (its `since`). */
+  {
+    const gint64 reload_s = g_get_real_time() / G_USEC_PER_SEC;
+    gint64 ts_s = 0, uptime = -1, since_s = 0;
+
+    for (int i = 0; i < 20 && ts_s < reload_s; i++) {
+      g_autofree char *status = retained_status();
+      g_autoptr(JsonParser) jp = json_parser_new();
+      if (status && json_parser_load_from_data(jp, status, -1, NULL)) {
+        JsonObject *so = json_node_get_object(json_parser_get_root(jp));
+        g_autoptr(GDateTime) ts =
+            g_date_time_new_from_iso8601(json_object_get_string_member(so, "ts"), NULL);
+        g_autoptr(GDateTime) since =
+            g_date_time_new_from_iso8601(json_object_get_string_member(so, "since"), NULL);
+        ts_s = ts ? g_date_time_to_unix(ts) : 0;
+        since_s = since ? g_date_time_to_unix(since) : 0;
+        uptime = json_object_get_int_member(so, "uptime");
+      }
+      if (ts_s < reload_s)
+        g_usleep(500000);
+    }
+    g_test_message("status after the reload: ts %" G_GINT64_FORMAT ", uptime %" G_GINT64_FORMAT
+                   ", since %" G_GINT64_FORMAT ", ready at %" G_GINT64_FORMAT,
+                   ts_s, uptime, since_s, ready_s);
+    g_assert_cmpint(ts_s, >=, reload_s);
+    g_assert_cmpint(uptime, >=, ts_s - ready_s - 1);
+    g_assert_cmpint(uptime, <=, ts_s - since_s + 1);
   }
 
   g_subprocess_send_signal(p, SIGTERM);
