@@ -16,6 +16,7 @@
 #include <glib/gstdio.h>
 
 #include "insp-backbone.h"
+#include "insp-blas.h"
 #include "insp-image.h"
 #include "insp-ops.h"
 #include "insp-safetensors.h"
@@ -891,7 +892,11 @@ test_features_command(void)
                         "--out", out,        "--size",     "64",      NULL};
   g_autofree char *sout = NULL, *serr = NULL;
   int status;
-  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &sout, &serr,
+  /* The same OpenBLAS kernels as here, so that the values can be compared
+   * bit for bit (inspectd would otherwise choose its own: insp-blas.h). */
+  g_auto(GStrv) env =
+      g_environ_setenv(g_get_environ(), "OPENBLAS_CORETYPE", insp_blas_core(), TRUE);
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_DEFAULT, NULL, NULL, &sout, &serr,
                              &status, &error));
   g_test_message("stdout: %s\nstderr: %s", sout, serr);
   g_assert_true(g_spawn_check_wait_status(status, &error));
