@@ -76,7 +76,8 @@ progress_cb(const char *stage, int done, int total, gpointer user_data)
 int
 insp_cmd_train(int argc, char **argv)
 {
-  g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL, *stages = NULL;
+  g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL, *stages = NULL,
+                  *aspect = NULL;
   double coreset = -1.0;
   int size = 0, channels = -1, dim = 0, patch = 0;
   gint64 seed = 0;
@@ -90,8 +91,13 @@ insp_cmd_train(int argc, char **argv)
       {"coreset", 0, 0, G_OPTION_ARG_DOUBLE, &coreset,
        "PatchCore memory-bank fraction kept by coreset selection (default 0.01)", "F"},
       {"size", 0, 0, G_OPTION_ARG_INT, &size,
-       "model input size in pixels (default: 320 for PatchCore, the backbone's 224 for PaDiM)",
+       "model input size in pixels, the longer side (default: 320 for PatchCore, the backbone's "
+       "224 for PaDiM)",
        "N"},
+      {"aspect", 0, 0, G_OPTION_ARG_STRING, &aspect,
+       "native (default): the images' own aspect, the longer side --size; square: every image "
+       "squashed to N x N",
+       "native|square"},
       {"channels", 0, 0, G_OPTION_ARG_INT, &channels,
        "PaDiM: random subset of N feature channels (default: all)", "N"},
       {"dim", 0, 0, G_OPTION_ARG_INT, &dim,
@@ -115,6 +121,7 @@ insp_cmd_train(int argc, char **argv)
   double secs;
   GStatBuf sb;
   InspModelInfo info;
+  int in_w, in_h;
 
   if (!insp_cli_parse(&argc, &argv, "", "Fits a model on a folder of good images.", entries,
                       &status))
@@ -143,6 +150,14 @@ insp_cmd_train(int argc, char **argv)
     return 2;
   }
   opt.input_size = size;
+  if (aspect != NULL && strcmp(aspect, "native") == 0)
+    opt.aspect = INSP_TRAIN_ASPECT_NATIVE;
+  else if (aspect != NULL && strcmp(aspect, "square") == 0)
+    opt.aspect = INSP_TRAIN_ASPECT_SQUARE;
+  else if (aspect != NULL) {
+    fprintf(stderr, "inspectd train: --aspect must be native or square, not '%s'\n", aspect);
+    return 2;
+  }
   if (channels != -1) {
     if (channels < 1) {
       fprintf(stderr, "inspectd train: --channels must be at least 1, got %d\n", channels);
@@ -187,14 +202,20 @@ insp_cmd_train(int argc, char **argv)
   }
   secs = (double)(g_get_monotonic_time() - t0) / 1e6;
   insp_model_get_info(model, &info);
+  insp_model_get_input_shape(model, &in_w, &in_h);
   printf("model      %s\n", out);
   printf("id         %s\n", insp_model_get_id(model));
-  printf("detector   %s on %s, input %d px, features %d x %d\n",
+  printf("detector   %s on %s, input %dx%d px (%s), features %d x %d\n",
          insp_detector_kind_to_string(insp_model_get_detector(model)),
-         insp_model_get_backbone_arch(model), insp_model_get_input_size(model), info.n_patches,
+         insp_model_get_backbone_arch(model), in_w, in_h,
+         opt.aspect == INSP_TRAIN_ASPECT_SQUARE ? "square" : "the images' aspect", info.n_patches,
          info.feature_dim);
   printf("images     %d (%d held out for score normalisation, then added back)\n",
          info.train_images, info.held_out_images);
+  if (info.aspect_differ > 0)
+    printf("aspect     %d of %d images differ from the median aspect by more than %.0f %%: they "
+           "are stretched to %dx%d\n",
+           info.aspect_differ, info.train_images, 100 * INSP_MODEL_ASPECT_TOLERANCE, in_w, in_h);
   {
     g_autofree char *state = insp_model_describe(model);
     printf("%s\n", state);

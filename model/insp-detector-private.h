@@ -15,7 +15,9 @@
 G_BEGIN_DECLS
 
 #define INSP_MODEL_FORMAT "inspectd-model"
-#define INSP_MODEL_FORMAT_VERSION 1
+/* Version 2: a model whose input is not square (input_width, input_height).
+ * A square model is still written as version 1, which older builds read. */
+#define INSP_MODEL_FORMAT_VERSION 2
 /* ---- the model ---- */
 
 typedef struct {
@@ -32,7 +34,9 @@ struct _InspModel {
   gpointer det; /* the detector's own state (klass->free) */
   InspBackbone *backbone;
   char *fine_stage, *coarse_stage;
-  int input_size;
+  int input_size;                /* the longer side: max(input_width, input_height) */
+  int input_width, input_height; /* what every image is resized to (0 before
+                                  * insp_model_probe_stages: square input_size) */
   float mean[3], std[3];
   InspFeatureSpec spec; /* spec.channels points into @channels */
   int dim;
@@ -42,6 +46,7 @@ struct _InspModel {
   int *channels; /* feature channel subset, NULL = all */
   InspScoreNorm norm;
   int train_images, held_out_images;
+  int train_aspect_differ; /* training images stretched to the model's aspect */
   char *train_date;
   char *id;
   InspSafetensors *st; /* a loaded model's file; the detector's tensors point into it */
@@ -104,12 +109,14 @@ const float *insp_patchcore_get_bank(const InspModel *m, int *rows);
  * above are set. */
 void insp_model_finish_setup(InspModel *m);
 /* Sets spec.{fine_c,coarse_c,h,w,ch,cw} from one forward pass on zeros at
- * m->input_size; FALSE if a stage is unknown or the size is refused. */
+ * m->input_width x m->input_height (both 0: set to m->input_size, square);
+ * FALSE if a stage is unknown or the size is refused. */
 gboolean insp_model_probe_stages(InspModel *m, GError **error);
 InspModel *insp_model_alloc(const InspDetectorClass *klass);
 
 /* Raw scoring from features (training's hold-out and insp_model_score):
- * fills raw map [S*S] (blurred, not normalised) and returns the raw image score. */
+ * fills raw map [input_height, input_width] (blurred, not normalised) and
+ * returns the raw image score. */
 float insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *feats,
                                 float *map_out, double *ms_distance, double *ms_map);
 /* Runs the backbone and feature extraction on a preprocessed input. */

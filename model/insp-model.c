@@ -11,8 +11,10 @@
  * metadata, insp_backbone_write), the detector tensors (patchcore.memory_bank
  * [K,D]; padim.mean [P,D], padim.inv_cov [P,D,D], padim.channels [D] when a
  * subset is used) and in __metadata__ format = "inspectd-model",
- * format_version, the detector, stages, input size, normalisation and
- * detector parameters, and the score normalisation. Loading refuses a file
+ * format_version, the detector, stages, input size (input_size the longer
+ * side, input_width and input_height; a file without the last two is a
+ * square model from before native aspect), normalisation and detector
+ * parameters, and the score normalisation. Loading refuses a file
  * that is not ours, a newer format version, a tensor with the wrong shape, a
  * missing or an unexpected tensor, each with a message that says which. A
  * loaded model points into the mapped file (read-only arena).
@@ -185,6 +187,41 @@ insp_model_get_input_size(const InspModel *m)
 }
 
 void
+insp_model_get_input_shape(const InspModel *m, int *width, int *height)
+{
+  g_return_if_fail(m != NULL);
+  if (width != NULL)
+    *width = m->input_width;
+  if (height != NULL)
+    *height = m->input_height;
+}
+
+gboolean
+insp_model_aspect_differs(const InspModel *m, int width, int height, double *ratio)
+{
+  double r;
+
+  g_return_val_if_fail(m != NULL && width > 0 && height > 0, FALSE);
+  r = ((double)width / height) / ((double)m->input_width / m->input_height);
+  if (ratio != NULL)
+    *ratio = r;
+  /* symmetric: 5 % wider or 5 % narrower */
+  return fabs(log(r)) > log1p(INSP_MODEL_ASPECT_TOLERANCE);
+}
+
+void
+insp_model_input_shape_for_aspect(int size, double aspect, int *width, int *height)
+{
+  double a = aspect > 0.0 && isfinite(aspect) ? aspect : 1.0;
+  double shorter = (double)size * (a < 1.0 ? a : 1.0 / a);
+  int s = 8 * (int)floor(shorter / 8.0 + 0.5);
+
+  s = CLAMP(s, 32, size);
+  *width = a < 1.0 ? s : size;
+  *height = a < 1.0 ? size : s;
+}
+
+void
 insp_model_set_nn_search(InspModel *m, InspNnSearch search)
 {
   g_return_if_fail(m != NULL);
@@ -211,6 +248,7 @@ insp_model_get_info(const InspModel *m, InspModelInfo *info)
   g_return_if_fail(m != NULL && info != NULL);
   info->train_images = m->train_images;
   info->held_out_images = m->held_out_images;
+  info->aspect_differ = m->train_aspect_differ;
   info->n_patches = m->n_patches;
   info->feature_dim = m->dim;
   m->klass->info(m, info);
@@ -322,12 +360,12 @@ InspModelScratch *
 insp_model_scratch_new(const InspModel *m, GError **error)
 {
   g_autoptr(InspModelScratch) s = g_new0(InspModelScratch, 1);
-  int n_stages = 0, sz = m->input_size, p = m->n_patches;
-  gsize pixels = (gsize)sz * sz;
+  int n_stages = 0, p = m->n_patches;
+  gsize pixels = (gsize)m->input_width * m->input_height;
 
   g_return_val_if_fail(m != NULL, NULL);
   s->model = insp_model_ref((InspModel *)m);
-  s->bb = insp_backbone_scratch_new(m->backbone, sz, sz, error);
+  s->bb = insp_backbone_scratch_new(m->backbone, m->input_height, m->input_width, error);
   if (s->bb == NULL)
     return NULL;
   while (insp_backbone_get_stage_names(m->backbone)[n_stages] != NULL)
@@ -388,17 +426,17 @@ insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *
                           float *map_out, double *ms_distance, double *ms_map)
 {
   gint64 t0 = g_get_monotonic_time();
-  int sz = m->input_size;
+  int w = m->input_width, h = m->input_height;
   float image = 0.0f;
 
   image = m->klass->score(m, s->det_scratch, feats, s->patch);
   *ms_distance = ms_since(t0);
   t0 = g_get_monotonic_time();
-  insp_ops_resize_bilinear(s->patch, 1, m->spec.h, m->spec.w, sz, sz, map_out);
-  insp_ops_gaussian_blur(map_out, sz, sz, s->taps, s->n_taps, s->blur_scratch, map_out);
+  insp_ops_resize_bilinear(s->patch, 1, m->spec.h, m->spec.w, h, w, map_out);
+  insp_ops_gaussian_blur(map_out, h, w, s->taps, s->n_taps, s->blur_scratch, map_out);
   if (isnan(image)) {
     image = map_out[0];
-    for (gsize i = 1; i < (gsize)sz * sz; i++)
+    for (gsize i = 1; i < (gsize)w * h; i++)
       image = MAX(image, map_out[i]);
   }
   *ms_map = ms_since(t0);
@@ -411,7 +449,7 @@ insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int
 {
   gint64 t0;
   double ms_pre, ms_feat;
-  int sz;
+  int w, h;
   float raw;
 
   g_return_val_if_fail(m != NULL && s != NULL && s->model == m && out != NULL, FALSE);
@@ -422,22 +460,23 @@ insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int
                 stride, INSP_IMAGE_MAX_PIXELS);
     return FALSE;
   }
-  sz = m->input_size;
+  w = m->input_width;
+  h = m->input_height;
   t0 = g_get_monotonic_time();
-  insp_image_preprocess(rgb, width, height, stride, sz, sz, 1.0f, m->mean, m->std, s->input);
+  insp_image_preprocess(rgb, width, height, stride, w, h, 1.0f, m->mean, m->std, s->input);
   ms_pre = ms_since(t0);
   insp_model_extract(m, s, s->input, s->feats, &out->ms_backbone, &ms_feat);
   out->ms_preprocess = ms_pre;
   out->ms_features = ms_feat;
   raw = insp_model_score_features(m, s, s->feats, s->map, &out->ms_distance, &out->ms_map);
   t0 = g_get_monotonic_time();
-  for (gsize i = 0; i < (gsize)sz * sz; i++)
+  for (gsize i = 0; i < (gsize)w * h; i++)
     s->map[i] = insp_score_norm_apply_pixel(&m->norm, s->map[i]);
   out->ms_map += ms_since(t0);
   out->raw_score = raw;
   out->score = (float)insp_score_norm_apply_image(&m->norm, raw);
-  out->map_width = sz;
-  out->map_height = sz;
+  out->map_width = w;
+  out->map_height = h;
   out->map = s->map;
   return TRUE;
 }
@@ -483,16 +522,21 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   insp_backbone_write(m->backbone, w, "backbone.");
   m->klass->write_tensors(m, w);
   insp_safetensors_writer_set_metadata(w, "format", INSP_MODEL_FORMAT);
-  insp_model_meta_set_int(w, "format_version", INSP_MODEL_FORMAT_VERSION);
+  /* A square model stays readable by builds from before native aspect. */
+  insp_model_meta_set_int(w, "format_version",
+                          m->input_width == m->input_height ? 1 : INSP_MODEL_FORMAT_VERSION);
   insp_safetensors_writer_set_metadata(w, "detector", m->klass->name);
   insp_safetensors_writer_set_metadata(w, "backbone", insp_backbone_get_arch(m->backbone));
   stages = g_strdup_printf("%s,%s", m->fine_stage, m->coarse_stage);
   insp_safetensors_writer_set_metadata(w, "stages", stages);
   insp_model_meta_set_int(w, "input_size", m->input_size);
+  insp_model_meta_set_int(w, "input_width", m->input_width);
+  insp_model_meta_set_int(w, "input_height", m->input_height);
   meta_set_triple(w, "mean", m->mean);
   meta_set_triple(w, "std", m->std);
   insp_model_meta_set_int(w, "feature_dim", m->dim);
   insp_model_meta_set_int(w, "feature_grid", m->spec.h);
+  insp_model_meta_set_int(w, "feature_grid_width", m->spec.w);
   insp_model_meta_set_double(w, "blur_sigma", m->blur_sigma);
   insp_model_meta_set_int(w, "seed", (gint64)m->seed);
   m->klass->write_metadata(m, w);
@@ -503,6 +547,7 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   insp_model_meta_set_double(w, "score.pixel_threshold", m->norm.pixel_threshold);
   insp_model_meta_set_int(w, "train.images", m->train_images);
   insp_model_meta_set_int(w, "train.held_out", m->held_out_images);
+  insp_model_meta_set_int(w, "train.aspect_differ", m->train_aspect_differ);
   if (m->train_date != NULL)
     insp_safetensors_writer_set_metadata(w, "train.date", m->train_date);
   if (!insp_safetensors_writer_save(w, path, error))
@@ -629,6 +674,36 @@ bad:
   return FALSE;
 }
 
+/* m->input_width and input_height from the file. Both or neither: without
+ * them (format version 1, from before native aspect) the input is square
+ * input_size x input_size; with them input_size must be the longer. */
+static gboolean
+read_input_shape(InspSafetensors *st, const char *path, gint64 version, InspModel *m,
+                 GError **error)
+{
+  gboolean has_w = insp_safetensors_get_metadata(st, "input_width") != NULL;
+  gboolean has_h = insp_safetensors_get_metadata(st, "input_height") != NULL;
+  gint64 w, h;
+
+  if (!has_w && !has_h && version < 2) {
+    m->input_width = m->input_height = m->input_size;
+    return TRUE;
+  }
+  if (!insp_model_meta_get_int(st, path, "input_width", 32, INSP_MAX_INPUT_SIZE, &w, error) ||
+      !insp_model_meta_get_int(st, path, "input_height", 32, INSP_MAX_INPUT_SIZE, &h, error))
+    return FALSE;
+  if (MAX(w, h) != m->input_size) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "%s: model metadata 'input_size' = %d is not the longer of 'input_width' = "
+                "%" G_GINT64_FORMAT " and 'input_height' = %" G_GINT64_FORMAT,
+                path, m->input_size, w, h);
+    return FALSE;
+  }
+  m->input_width = (int)w;
+  m->input_height = (int)h;
+  return TRUE;
+}
+
 /* Runs the backbone once on zeros to learn the two stages' shapes. */
 static gboolean
 probe_stages(InspModel *m, GError **error)
@@ -639,6 +714,8 @@ probe_stages(InspModel *m, GError **error)
   int n = 0, fi, ci;
   const char *last;
 
+  if (m->input_width == 0 || m->input_height == 0)
+    m->input_width = m->input_height = m->input_size;
   fi = stage_index(m->backbone, m->fine_stage);
   ci = stage_index(m->backbone, m->coarse_stage);
   if (fi < 0 || ci < 0) {
@@ -649,13 +726,13 @@ probe_stages(InspModel *m, GError **error)
                 fi < 0 ? m->fine_stage : m->coarse_stage, names);
     return FALSE;
   }
-  bs = insp_backbone_scratch_new(m->backbone, m->input_size, m->input_size, error);
+  bs = insp_backbone_scratch_new(m->backbone, m->input_height, m->input_width, error);
   if (bs == NULL)
     return FALSE;
   while (insp_backbone_get_stage_names(m->backbone)[n] != NULL)
     n++;
   maps = g_new0(InspFeatureMap, n + 1);
-  zeros = g_new0(float, 3 * (gsize)m->input_size * m->input_size);
+  zeros = g_new0(float, 3 * (gsize)m->input_width * m->input_height);
   last = fi > ci ? m->fine_stage : m->coarse_stage;
   insp_backbone_forward(m->backbone, bs, zeros, last, maps);
   m->spec.fine_c = maps[fi].channels;
@@ -681,7 +758,7 @@ insp_model_load(const char *path, GError **error)
   g_autoptr(GBytes) bytes = NULL;
   InspSafetensors *st;
   const char *fmt, *det, *stages;
-  gint64 version, size, dim, grid, seed, iv;
+  gint64 version, size, dim, grid, grid_w = -1, seed, iv;
   g_auto(GStrv) sv = NULL;
   double sigma;
 
@@ -779,19 +856,29 @@ insp_model_load(const char *path, GError **error)
       return NULL;
     }
   m->input_size = (int)size;
+  if (!read_input_shape(st, path, version, m, error))
+    return NULL;
+  if (insp_safetensors_get_metadata(st, "feature_grid_width") != NULL &&
+      !insp_model_meta_get_int(st, path, "feature_grid_width", 1, INSP_MAX_INPUT_SIZE, &grid_w,
+                               error))
+    return NULL;
   m->seed = (guint64)seed;
   if (insp_model_meta_get_int(st, path, "train.images", 0, G_MAXINT32, &iv, NULL))
     m->train_images = (int)iv;
   if (insp_model_meta_get_int(st, path, "train.held_out", 0, G_MAXINT32, &iv, NULL))
     m->held_out_images = (int)iv;
+  if (insp_model_meta_get_int(st, path, "train.aspect_differ", 0, G_MAXINT32, &iv, NULL))
+    m->train_aspect_differ = (int)iv;
   m->train_date = g_strdup(insp_safetensors_get_metadata(st, "train.date"));
   if (!probe_stages(m, error))
     return NULL;
-  if (m->spec.h != grid) {
+  if (m->spec.h != grid || (grid_w >= 0 && m->spec.w != grid_w)) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "%s: the backbone gives a %dx%d grid at input %d, the model was trained on "
-                "%" G_GINT64_FORMAT,
-                path, m->spec.h, m->spec.w, m->input_size, grid);
+                "%s: the backbone gives a %dx%d grid (width x height) at input %dx%d, the model "
+                "metadata 'feature_grid_width' x 'feature_grid' is %" G_GINT64_FORMAT
+                "x%" G_GINT64_FORMAT,
+                path, m->spec.w, m->spec.h, m->input_width, m->input_height,
+                grid_w >= 0 ? grid_w : grid, grid);
     return NULL;
   }
 
@@ -803,8 +890,8 @@ insp_model_load(const char *path, GError **error)
   }
   if (fabs(sigma - m->blur_sigma) > 1e-3 * m->blur_sigma) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "%s: blur_sigma %g is not this build's %g for input %d", path, sigma, m->blur_sigma,
-                m->input_size);
+                "%s: blur_sigma %g is not this build's %g for input size %d", path, sigma,
+                m->blur_sigma, m->input_size);
     return NULL;
   }
   {

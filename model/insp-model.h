@@ -62,13 +62,32 @@ const InspFileId *insp_model_get_file_id(const InspModel *m);
 /* One line on the detector's fitted state, labelled for a summary
  * ("bank       2870 rows (coreset ...)"); free with g_free. */
 char *insp_model_describe(const InspModel *m);
+/* The model's input: every image is resized to @width x @height (the
+ * training images' aspect, the longer side the training size); the input
+ * size is the longer side. A model from before native aspect is square. */
 int insp_model_get_input_size(const InspModel *m);
+void insp_model_get_input_shape(const InspModel *m, int *width, int *height);
+
+/* An image whose aspect (width / height) differs from the model's input by
+ * more than this fraction is stretched noticeably: train counts such
+ * training images, eval and the daemon warn about such frames. */
+#define INSP_MODEL_ASPECT_TOLERANCE 0.05
+/* TRUE when a @width x @height image's aspect differs from the model's by
+ * more than INSP_MODEL_ASPECT_TOLERANCE; @ratio (may be NULL) gets the
+ * image's aspect over the model's. */
+gboolean insp_model_aspect_differs(const InspModel *m, int width, int height, double *ratio);
+/* The input for images of aspect @aspect (width / height) at training size
+ * @size: the longer side @size, the shorter round(size * short / long) to a
+ * multiple of 8, at least 32 (and at most @size). */
+void insp_model_input_shape_for_aspect(int size, double aspect, int *width, int *height);
 
 /* What a model was trained with, for summaries and status (strings owned by
  * the model). */
 typedef struct {
   int train_images;    /* good images it was fitted on */
   int held_out_images; /* of which held out to fit the score normalisation */
+  int aspect_differ;   /* of which stretched to the model's aspect (differing by more
+                        * than INSP_MODEL_ASPECT_TOLERANCE; 0 when unknown) */
   int n_patches;       /* feature positions per image */
   int feature_dim;
   int bank_rows; /* PatchCore memory bank rows, 0 for PaDiM */
@@ -110,7 +129,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)
 typedef struct {
   float score;     /* normalised image score (0.5 = default threshold) */
   float raw_score; /* before normalisation */
-  int map_width;   /* the anomaly map, at the model's input resolution */
+  int map_width;   /* the anomaly map, at the model's input resolution (its input shape) */
   int map_height;
   const float *map; /* normalised, blurred; owned by the scratch, valid until its next use */
   /* Time per step: resize and normalise, the CNN, feature aggregation, the
@@ -123,15 +142,27 @@ gboolean insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 
                           int height, int stride, InspScoreResult *out, GError **error);
 
 /* Training. Images come one at a time from @next (index 0..n_images-1, a new
- * image the caller of @next owns), so memory stays bounded for large sets. */
+ * image the caller of @next owns), so memory stays bounded for large sets.
+ * With the NATIVE aspect every image is asked for twice: once for its size
+ * (a first pass, before the input shape is known), once for its features. */
 typedef InspImage *(*InspImageSourceFunc)(int index, gpointer user_data, GError **error);
 typedef void (*InspProgressFunc)(const char *stage, int done, int total, gpointer user_data);
+
+/* The input's shape at training. NATIVE: the training images' aspect
+ * (their median aspect when they differ; those that differ are stretched to
+ * it), the longer side the input size (insp_model_input_shape_for_aspect).
+ * SQUARE: size x size, every image squashed (models before native aspect). */
+typedef enum {
+  INSP_TRAIN_ASPECT_NATIVE,
+  INSP_TRAIN_ASPECT_SQUARE,
+} InspTrainAspect;
 
 typedef struct {
   const char *backbone; /* file or "builtin" */
   InspDetectorKind detector;
   double coreset_fraction; /* PatchCore, (0,1]; default 0.01 */
-  int input_size;          /* 0: PatchCore 320, PaDiM the backbone's (224) */
+  int input_size;          /* the longer side; 0: PatchCore 320, PaDiM the backbone's (224) */
+  InspTrainAspect aspect;  /* default NATIVE */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
   int patchcore_dim;  /* PatchCore: reduce features to this many dims by adaptive

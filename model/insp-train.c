@@ -25,6 +25,18 @@
  * final model on good parts can only be lower than those of the first fit,
  * so the normalisation stays on the safe side.
  *
+ * Input shape (InspTrainOptions.aspect NATIVE, the default): a first pass
+ * asks the source for every image and keeps only its size; the model's
+ * aspect is the median of the images' aspects (width / height: one image's
+ * when they share one, as a camera's do), the longer side the input size and
+ * the shorter rounded to a multiple of 8 (insp_model_input_shape_for_aspect).
+ * Images whose aspect differs from it by more than
+ * INSP_MODEL_ASPECT_TOLERANCE are counted (the train summary says how many):
+ * like every image, they are resized to the model's shape, so stretched.
+ * PaDiM gets the same rule: its Gaussians are tied to one grid, and stretching
+ * keeps each position where it is in the frame (and the whole frame in view),
+ * where padding or cropping to the common aspect would move or cut it.
+ *
  * Threads: the caller's; OpenBLAS may use its own. */
 #include "insp-detector-private.h"
 #include "insp-ops.h"
@@ -46,6 +58,7 @@ insp_train_options_init(InspTrainOptions *opt)
   opt->detector = INSP_DETECTOR_PATCHCORE;
   opt->coreset_fraction = INSP_PATCHCORE_DEFAULT_CORESET;
   opt->input_size = 0;
+  opt->aspect = INSP_TRAIN_ASPECT_NATIVE;
   opt->padim_channels = 0;
   opt->seed = 0;
 }
@@ -122,7 +135,7 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
           gpointer progress_data, GError **error)
 {
   g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, error);
-  gsize pixels = (gsize)m->input_size * m->input_size;
+  gsize pixels = (gsize)m->input_width * m->input_height;
   g_autofree float *img_scores = g_new(float, n_hold);
   g_autofree float *map_max = g_new(float, n_hold);
   g_autofree float *map = g_new(float, pixels);
@@ -156,6 +169,52 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
   }
   g_debug("normalisation: image base %g threshold %g, pixel base %g threshold %g",
           m->norm.image_base, m->norm.image_threshold, m->norm.pixel_base, m->norm.pixel_threshold);
+  return TRUE;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+
+  return (x > y) - (x < y);
+}
+
+/* The NATIVE input shape (header comment): sets m->input_width and
+ * input_height from every image's size and counts the images stretched. */
+static gboolean
+native_shape(InspModel *m, int n_images, InspImageSourceFunc next, gpointer source_data,
+             InspProgressFunc progress, gpointer progress_data, GError **error)
+{
+  g_autofree int *size = g_new(int, 2 * (gsize)n_images);
+  g_autofree double *sorted = g_new(double, n_images);
+  double median;
+
+  for (int i = 0; i < n_images; i++) {
+    g_autoptr(GError) e = NULL;
+    g_autoptr(InspImage) img = next(i, source_data, &e);
+
+    if (img == NULL || img->width <= 0 || img->height <= 0) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "image %d: %s", i,
+                  e ? e->message : "no image");
+      return FALSE;
+    }
+    size[2 * i] = img->width;
+    size[2 * i + 1] = img->height;
+    sorted[i] = (double)img->width / img->height;
+    if (progress)
+      progress("sizes", i + 1, n_images, progress_data);
+  }
+  qsort(sorted, n_images, sizeof(double), cmp_double);
+  /* the lower median: one image's aspect, never a mean of two */
+  median = sorted[(n_images - 1) / 2];
+  insp_model_input_shape_for_aspect(m->input_size, median, &m->input_width, &m->input_height);
+  m->train_aspect_differ = 0;
+  for (int i = 0; i < n_images; i++)
+    if (insp_model_aspect_differs(m, size[2 * i], size[2 * i + 1], NULL))
+      m->train_aspect_differ++;
+  g_debug("input %dx%d from the median aspect %.4f of %d images (%d stretched)", m->input_width,
+          m->input_height, median, n_images, m->train_aspect_differ);
   return TRUE;
 }
 
@@ -220,6 +279,10 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     m->input_size = klass->default_input_size;
   else
     m->input_size = insp_backbone_get_input_size(m->backbone);
+  m->input_width = m->input_height = m->input_size;
+  if (opt->aspect == INSP_TRAIN_ASPECT_NATIVE &&
+      !native_shape(m, n_images, next, source_data, progress, progress_data, error))
+    return NULL;
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
   if (opt->stages != NULL) {
@@ -301,8 +364,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
       return NULL;
     }
     rgb = rgb_of(img, &grey_tmp, &stride);
-    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_size, m->input_size, 1.0f,
-                          m->mean, m->std, insp_model_scratch_get_input(s));
+    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_width, m->input_height,
+                          1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
     dst = klass->fit_dest(guard.fit, i, insp_model_scratch_get_feats(s));
     insp_model_extract(m, s, insp_model_scratch_get_input(s), dst, &t1, &t2);
     klass->fit_add(guard.fit, i, dst);
