@@ -70,7 +70,9 @@ typedef struct {
 
   InspDemo *demo_line; /* the demo line, NULL with a config file */
 
-  InspModel *model; /* current (the scorer holds its own reference) */
+  InspModel *model;     /* current (the scorer holds its own reference) */
+  char *aspect_checked; /* id of the model whose first result's aspect was checked;
+                         * the results thread */
   InspScorer *scorer;
   InspPipeline *pipe;
   gboolean use_frame_part_id; /* files replay or trigger mode: part ids come from frames */
@@ -427,6 +429,19 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
     if (r->frame->trigger_id != 0)
       insp_outputs_trigger_failed(d->outputs, r->frame->trigger_id, why);
     return;
+  }
+
+  /* Once per model: frames of another aspect than its training images are
+   * stretched to it (and score worse); say so in the journal. */
+  if (r->model_id != NULL && g_strcmp0(d->aspect_checked, r->model_id) != 0) {
+    g_free(d->aspect_checked);
+    d->aspect_checked = g_strdup(r->model_id);
+    if (r->aspect_differs)
+      g_warning("model %s: frames of %dx%d are %.2fx as wide for their height as the model's "
+                "input (%dx%d, its training images' aspect): they are stretched to it, which "
+                "costs accuracy; train on frames from this camera",
+                r->model_id, r->frame->width, r->frame->height, r->aspect_ratio, r->map_width,
+                r->map_height);
   }
 
   /* The part record, built once here, outside any lock. */
@@ -1795,6 +1810,7 @@ daemon_cleanup(Daemon *d)
   g_free(d->config_path);
   g_free(d->capture_error);
   g_free(d->broker_lost_reason);
+  g_free(d->aspect_checked);
   g_mutex_clear(&d->stats_lock);
 }
 

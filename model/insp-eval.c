@@ -221,7 +221,8 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
   g_autofree double *ms = g_new(double, n);
   g_autofree float *maps = NULL;   /* [n, mh, mw] */
   g_autofree guint8 *masks = NULL; /* [n, mh, mw], 0/1 */
-  int mw = 0, mh = 0;
+  int mw = 0, mh = 0, aspect_differ = 0;
+  double aspect_worst = 1.0;
   gsize plane = 0;
 
   for (int i = 0; i < n; i++) {
@@ -239,6 +240,12 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
       return NULL;
     }
     ms[i] = now_ms() - t0;
+    double ratio;
+    if (insp_model_aspect_differs(m, img->width, img->height, &ratio)) {
+      aspect_differ++;
+      if (fabs(log(ratio)) > fabs(log(aspect_worst)))
+        aspect_worst = ratio;
+    }
     if (i == 0) {
       /* the map size is the model's: known from the first image on */
       mw = res.map_width;
@@ -276,6 +283,8 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
   }
   r->map_width = mw;
   r->map_height = mh;
+  r->aspect_differ = aspect_differ;
+  r->aspect_worst = aspect_worst;
   /* Image metrics rank the raw scores: the normalisation is monotone, so
    * they are the same as on normalised scores, unless the normalisation
    * clamps (e.g. at 0), which would tie every image below its base. */
@@ -392,6 +401,12 @@ insp_eval_report_to_json(const InspEvalReport *r)
   json_builder_end_object(b);
   json_builder_set_member_name(b, "images");
   json_builder_add_int_value(b, r->n_images);
+  json_builder_set_member_name(b, "map_width");
+  json_builder_add_int_value(b, r->map_width);
+  json_builder_set_member_name(b, "map_height");
+  json_builder_add_int_value(b, r->map_height);
+  json_builder_set_member_name(b, "aspect_differ");
+  json_builder_add_int_value(b, r->aspect_differ);
   json_builder_set_member_name(b, "per_type");
   json_builder_begin_object(b);
   for (guint i = 0; r->per_type && i < r->per_type->len; i++) {
@@ -529,6 +544,14 @@ insp_eval_report_format(const InspEvalReport *r)
   g_string_append_printf(s, "%-14s %s\n", "model", r->model_id);
   g_string_append_printf(s, "%-14s %d (%d good, %d defect), maps %dx%d\n", "images", r->n_images,
                          r->n_good, r->n_defect, r->map_width, r->map_height);
+  if (r->aspect_differ > 0)
+    g_string_append_printf(s,
+                           "%-14s %d of %d images differ from the model's aspect by more than "
+                           "%.0f %% (up to %.2fx): they are stretched to %dx%d; a model trained "
+                           "on images like them scores them better\n",
+                           "warning", r->aspect_differ, r->n_images,
+                           100 * INSP_MODEL_ASPECT_TOLERANCE, r->aspect_worst, r->map_width,
+                           r->map_height);
   append_metric(s, "image AUROC", r->image_auroc);
   append_metric(s, "pixel AUROC", r->pixel_auroc);
   append_metric(s, "AUPRO@0.3", r->aupro);

@@ -26,6 +26,9 @@
  * threshold 0.5 and at the F1-max threshold, and a recommended threshold
  * with its margins (insp_metrics_recommend_threshold states the rule).
  *
+ * Images of another aspect than the model's are stretched to it, as in the
+ * daemon; the report counts them and the table warns.
+ *
  * Memory: 5 bytes per map pixel per image (about 250 KB per image at 224 px)
  * plus the metrics' temporary memory at the end. */
 #pragma once
@@ -60,6 +63,11 @@ typedef struct {
   char *dataset;
   int n_images, n_good, n_defect;
   int map_width, map_height;
+  /* test images whose aspect differs from the model's by more than
+   * INSP_MODEL_ASPECT_TOLERANCE (stretched to it), and the farthest one's
+   * aspect over the model's */
+  int aspect_differ;
+  double aspect_worst;
   double image_auroc, pixel_auroc, aupro; /* NAN when undefined */
   double f1_max, threshold;               /* predicted defect when score >= threshold */
   double latency_mean_ms, latency_p50_ms, latency_p99_ms;
@@ -90,7 +98,8 @@ InspEvalReport *insp_eval_run(const InspModel *m, const char *dataset, int limit
                               InspEvalProgressFunc progress, gpointer user_data, GError **error);
 
 /* The report as JSON: {"image_auroc","pixel_auroc","aupro","f1_max",
- * "threshold","latency_ms":{"mean","p50","p99"},"images","per_type":{type:
+ * "threshold","latency_ms":{"mean","p50","p99"},"images","map_width",
+ * "map_height","aspect_differ","per_type":{type:
  * auroc},"model","dataset","separation":{"max_good","min_defect","gap",
  * "good_over","defect_under"},"at_model_threshold","at_f1_threshold":
  * {"threshold","recall","false_reject_rate","caught","defects","rejected",

@@ -205,6 +205,8 @@ model_score(gpointer data, gpointer state, const InspFrame *frame, InspResult *r
   r->threshold = params.threshold;
   r->map_width = sr.map_width;
   r->map_height = sr.map_height;
+  r->aspect_differs =
+      insp_model_aspect_differs(model, frame->width, frame->height, &r->aspect_ratio);
   if (map_n > 0)
     memcpy(b->map, sr.map, map_n * sizeof(float));
   r->map = map_n > 0 ? b->map : NULL;

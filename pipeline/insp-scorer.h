@@ -39,6 +39,11 @@ typedef struct {
   float threshold; /* the image threshold the verdict used */
   gboolean fail;   /* the verdict */
   int map_width, map_height;
+  /* The frame's aspect over the model's input (1: the same), and whether it
+   * differs by more than INSP_MODEL_ASPECT_TOLERANCE (stretched); 0 / FALSE
+   * from a scorer without a model. */
+  double aspect_ratio;
+  gboolean aspect_differs;
   float *map;          /* g_malloc'd anomaly map or NULL */
   guint8 *mask;        /* g_malloc'd frame-sized 0/255 mask or NULL */
   GArray *regions;     /* of InspRegion, or NULL */

@@ -310,7 +310,8 @@ test_train_eval(Fixture *f, gconstpointer data)
   const char *keys[] = {"image_auroc",     "pixel_auroc", "aupro",      "f1_max",
                         "threshold",       "latency_ms",  "images",     "per_type",
                         "model",           "dataset",     "separation", "at_model_threshold",
-                        "at_f1_threshold", "recommended"};
+                        "at_f1_threshold", "recommended", "map_width",  "map_height",
+                        "aspect_differ"};
   for (gsize i = 0; i < G_N_ELEMENTS(keys); i++)
     if (!json_object_has_member(o, keys[i]))
       g_error("eval JSON lacks \"%s\"", keys[i]);
@@ -320,6 +321,11 @@ test_train_eval(Fixture *f, gconstpointer data)
   g_assert_cmpfloat(member_double(lat, "p50"), >, 0.0);
   g_assert_cmpfloat(member_double(lat, "p99"), >=, member_double(lat, "p50"));
   g_assert_cmpint(json_object_get_int_member(o, "images"), ==, N_TEST_GOOD + N_TEST_DEFECT);
+  /* square parts: a square model, its maps at its input, no image stretched */
+  g_assert_cmpint(json_object_get_int_member(o, "map_width"), ==,
+                  json_object_get_int_member(o, "map_height"));
+  g_assert_cmpint(json_object_get_int_member(o, "aspect_differ"), ==, 0);
+  g_assert_null(strstr(out, "warning"));
 
   double image_auroc = member_double(o, "image_auroc");
   double pixel_auroc = member_double(o, "pixel_auroc");
