@@ -79,7 +79,8 @@ insp_cmd_train(int argc, char **argv)
   g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL, *stages = NULL,
                   *aspect = NULL;
   double coreset = -1.0;
-  int size = 0, channels = -1, dim = 0, patch = 0;
+  int size = 0, channels = -1, dim = 0, patch = 0, tiles = 0;
+  double overlap = -1.0;
   gint64 seed = 0;
   int status;
   const GOptionEntry entries[] = {
@@ -98,6 +99,12 @@ insp_cmd_train(int argc, char **argv)
        "native (default): the images' own aspect, the longer side --size; square: every image "
        "squashed to N x N",
        "native|square"},
+      {"tile", 0, 0, G_OPTION_ARG_INT, &tiles,
+       "cut every image into N overlapping tiles across its longer side (and as many across "
+       "as that takes), each at --size, for small defects on large frames (default: 1, none)",
+       "N"},
+      {"overlap", 0, 0, G_OPTION_ARG_DOUBLE, &overlap,
+       "with --tile: the fraction of a tile its neighbour shares, 0 to 0.5 (default 0.25)", "P"},
       {"channels", 0, 0, G_OPTION_ARG_INT, &channels,
        "PaDiM: random subset of N feature channels (default: all)", "N"},
       {"dim", 0, 0, G_OPTION_ARG_INT, &dim,
@@ -158,6 +165,24 @@ insp_cmd_train(int argc, char **argv)
     fprintf(stderr, "inspectd train: --aspect must be native or square, not '%s'\n", aspect);
     return 2;
   }
+  if (tiles < 0 || tiles > INSP_MODEL_MAX_TILES) {
+    fprintf(stderr, "inspectd train: --tile must be in [1, %d], got %d\n", INSP_MODEL_MAX_TILES,
+            tiles);
+    return 2;
+  }
+  opt.tiles = tiles;
+  if (overlap != -1.0) {
+    if (!(overlap >= 0.0 && overlap <= INSP_MODEL_MAX_TILE_OVERLAP)) {
+      fprintf(stderr, "inspectd train: --overlap must be in [0, %g], got %g\n",
+              INSP_MODEL_MAX_TILE_OVERLAP, overlap);
+      return 2;
+    }
+    if (tiles <= 1) {
+      fprintf(stderr, "inspectd train: --overlap goes with --tile N (N >= 2)\n");
+      return 2;
+    }
+    opt.tile_overlap = overlap;
+  }
   if (channels != -1) {
     if (channels < 1) {
       fprintf(stderr, "inspectd train: --channels must be at least 1, got %d\n", channels);
@@ -212,6 +237,14 @@ insp_cmd_train(int argc, char **argv)
          info.feature_dim);
   printf("images     %d (%d held out for score normalisation, then added back)\n",
          info.train_images, info.held_out_images);
+  if (insp_model_get_tiles(model, NULL) > 1) {
+    double ov;
+    int nt = insp_model_get_tiles(model, &ov);
+
+    printf("tiles      %d across the longer side of each image, overlap %.2f, every tile at "
+           "%dx%d; scoring tiles every frame the same way\n",
+           nt, ov, in_w, in_h);
+  }
   if (info.aspect_differ > 0)
     printf("aspect     %d of %d images differ from the median aspect by more than %.0f %%: they "
            "are stretched to %dx%d\n",

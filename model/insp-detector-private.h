@@ -47,6 +47,8 @@ struct _InspModel {
   InspScoreNorm norm;
   int train_images, held_out_images;
   int train_aspect_differ; /* training images stretched to the model's aspect */
+  int tiles;               /* across the longer side, 1: none (insp_tiles_layout) */
+  double tile_overlap;
   char *train_date;
   char *id;
   InspSafetensors *st; /* a loaded model's file; the detector's tensors point into it */
@@ -119,6 +121,9 @@ InspModel *insp_model_alloc(const InspDetectorClass *klass);
  * returns the raw image score. */
 float insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *feats,
                                 float *map_out, double *ms_distance, double *ms_map);
+/* The shape of what a @width x @height frame is resized from to the model's
+ * input: the frame, or a tiled model's tiles. */
+void insp_model_unit_shape(const InspModel *m, int width, int height, int *unit_w, int *unit_h);
 /* Runs the backbone and feature extraction on a preprocessed input. */
 void insp_model_extract(const InspModel *m, InspModelScratch *s, const float *input,
                         float *feats_out, double *ms_backbone, double *ms_features);

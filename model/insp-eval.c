@@ -259,7 +259,14 @@ insp_eval_run(const InspModel *m, const char *dataset, int limit_per_type,
         return NULL;
       }
     }
-    g_return_val_if_fail(res.map_width == mw && res.map_height == mh && res.map != NULL, NULL);
+    if (res.map_width != mw || res.map_height != mh) {
+      /* a tiled model's map follows the frame */
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_DATASET,
+                  "%s: %dx%d gives a %dx%d map, the first image a %dx%d one: a tiled model "
+                  "evaluates images of one size",
+                  it->rel, img->width, img->height, res.map_width, res.map_height, mw, mh);
+      return NULL;
+    }
     scores[i] = res.score;
     raw[i] = res.raw_score;
     labels[i] = it->type >= 0;

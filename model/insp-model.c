@@ -14,7 +14,8 @@
  * format_version, the detector, stages, input size (input_size the longer
  * side, input_width and input_height; a file without the last two is a
  * square model from before native aspect), normalisation and detector
- * parameters, and the score normalisation. Loading refuses a file
+ * parameters, the tiling (tiles, tile_overlap; absent: none), and the
+ * score normalisation. Loading refuses a file
  * that is not ours, a newer format version, a tensor with the wrong shape, a
  * missing or an unexpected tensor, each with a message that says which. A
  * loaded model points into the mapped file (read-only arena).
@@ -106,6 +107,9 @@ struct _InspModelScratch {
   float *blur_scratch;
   float *taps;
   int n_taps;
+  InspRect *rects; /* a tiled model's tiles of the frame being scored */
+  float *stitched; /* a tiled model's map; grows with the frame, once */
+  gsize stitched_len;
 };
 
 InspModel *
@@ -116,6 +120,7 @@ insp_model_alloc(const InspDetectorClass *klass)
   m->ref_count = 1;
   m->klass = klass;
   m->spec.patch_size = INSP_PATCHCORE_PATCH_SIZE;
+  m->tiles = 1;
   return m;
 }
 
@@ -196,13 +201,83 @@ insp_model_get_input_shape(const InspModel *m, int *width, int *height)
     *height = m->input_height;
 }
 
+int
+insp_model_get_tiles(const InspModel *m, double *overlap)
+{
+  g_return_val_if_fail(m != NULL, 1);
+  if (overlap != NULL)
+    *overlap = m->tile_overlap;
+  return m->tiles;
+}
+
+/* Positions of @count tiles of @t along @len, spread evenly edge to edge. */
+static void
+spread(int len, int t, int count, int *pos)
+{
+  for (int i = 0; i < count; i++)
+    pos[i] = count == 1 ? 0 : (int)floor((double)i * (len - t) / (count - 1) + 0.5);
+}
+
+int
+insp_tiles_layout(int n, double overlap, int width, int height, InspRect *rects, int max)
+{
+  gboolean wide = width >= height;
+  int len = wide ? width : height, across = wide ? height : width;
+  int t_len, t_across, n_across, count, xs_n, ys_n;
+  int pos_len[INSP_MODEL_MAX_TILES], pos_across[INSP_MODEL_MAX_TILE_COUNT];
+  const int *xs, *ys;
+
+  g_return_val_if_fail(n >= 1 && n <= INSP_MODEL_MAX_TILES && width > 0 && height > 0, 0);
+  g_return_val_if_fail(overlap >= 0.0 && overlap <= INSP_MODEL_MAX_TILE_OVERLAP, 0);
+  t_len = n == 1 ? len : (int)ceil((double)len / (n - (n - 1) * overlap) - 1e-9);
+  t_len = CLAMP(t_len, 1, len);
+  t_across = MIN(t_len, across);
+  n_across = 1;
+  if (t_across < across)
+    n_across = (int)ceil((double)(across - t_across) / (t_across * (1.0 - overlap)) - 1e-9) + 1;
+  n_across = MIN(n_across, INSP_MODEL_MAX_TILE_COUNT / n);
+  count = n * n_across;
+  spread(len, t_len, n, pos_len);
+  spread(across, t_across, n_across, pos_across);
+  xs = wide ? pos_len : pos_across;
+  ys = wide ? pos_across : pos_len;
+  xs_n = wide ? n : n_across;
+  ys_n = wide ? n_across : n;
+  for (int j = 0, k = 0; j < ys_n; j++)
+    for (int i = 0; i < xs_n; i++, k++)
+      if (rects != NULL && k < max)
+        rects[k] = (InspRect){xs[i], ys[j], wide ? t_len : t_across, wide ? t_across : t_len};
+  return count;
+}
+
+void
+insp_tiles_map_size(const InspModel *m, int width, int height, int tile_w, int tile_h, int *map_w,
+                    int *map_h)
+{
+  *map_w = MAX(1, (int)floor((double)width * m->input_width / tile_w + 0.5));
+  *map_h = MAX(1, (int)floor((double)height * m->input_height / tile_h + 0.5));
+}
+
+void
+insp_model_unit_shape(const InspModel *m, int width, int height, int *unit_w, int *unit_h)
+{
+  InspRect r = {0, 0, width, height};
+
+  if (m->tiles > 1)
+    insp_tiles_layout(m->tiles, m->tile_overlap, width, height, &r, 1);
+  *unit_w = r.w;
+  *unit_h = r.h;
+}
+
 gboolean
 insp_model_aspect_differs(const InspModel *m, int width, int height, double *ratio)
 {
   double r;
+  int uw, uh;
 
   g_return_val_if_fail(m != NULL && width > 0 && height > 0, FALSE);
-  r = ((double)width / height) / ((double)m->input_width / m->input_height);
+  insp_model_unit_shape(m, width, height, &uw, &uh);
+  r = ((double)uw / uh) / ((double)m->input_width / m->input_height);
   if (ratio != NULL)
     *ratio = r;
   /* symmetric: 5 % wider or 5 % narrower */
@@ -341,6 +416,8 @@ insp_model_scratch_free(InspModelScratch *s)
   g_free(s->map);
   g_free(s->blur_scratch);
   g_free(s->taps);
+  g_free(s->rects);
+  g_free(s->stitched);
   insp_model_unref(s->model);
   g_free(s);
 }
@@ -383,6 +460,8 @@ insp_model_scratch_new(const InspModel *m, GError **error)
   s->blur_scratch = g_new(float, pixels);
   s->taps = g_new(float, 2 * (int)(4.0f * m->blur_sigma + 0.5f) + 3);
   s->n_taps = insp_ops_gaussian_kernel(m->blur_sigma, s->taps);
+  if (m->tiles > 1)
+    s->rects = g_new(InspRect, INSP_MODEL_MAX_TILE_COUNT);
   return g_steal_pointer(&s);
 }
 
@@ -443,6 +522,75 @@ insp_model_score_features(const InspModel *m, InspModelScratch *s, const float *
   return image;
 }
 
+/* A tiled model's insp_model_score (the layout and the stitching in the
+ * header): each tile preprocessed from its place in the frame, scored as a
+ * whole image would be (raw, blurred at the input), its map sampled by
+ * nearest into its footprint of the frame's map, the maximum kept where
+ * footprints overlap. */
+static void
+score_tiled(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int width, int height,
+            int stride, InspScoreResult *out)
+{
+  int n = insp_tiles_layout(m->tiles, m->tile_overlap, width, height, s->rects,
+                            INSP_MODEL_MAX_TILE_COUNT);
+  int iw = m->input_width, ih = m->input_height, mw, mh;
+  float raw = -INFINITY;
+  gsize plane;
+  gint64 t0;
+
+  insp_tiles_map_size(m, width, height, s->rects[0].w, s->rects[0].h, &mw, &mh);
+  plane = (gsize)mw * mh;
+  if (s->stitched_len < plane) {
+    g_free(s->stitched);
+    s->stitched = g_new(float, plane);
+    s->stitched_len = plane;
+  }
+  for (gsize i = 0; i < plane; i++)
+    s->stitched[i] = -INFINITY;
+  out->ms_preprocess = out->ms_backbone = out->ms_features = out->ms_distance = out->ms_map = 0;
+  for (int k = 0; k < n; k++) {
+    const InspRect *r = &s->rects[k];
+    int fx0 = (int)floor((double)r->x * mw / width + 0.5);
+    int fx1 = MIN(mw, (int)floor((double)(r->x + r->w) * mw / width + 0.5));
+    int fy0 = (int)floor((double)r->y * mh / height + 0.5);
+    int fy1 = MIN(mh, (int)floor((double)(r->y + r->h) * mh / height + 0.5));
+    double t_bb, t_feat, t_dist, t_map;
+    float v;
+
+    t0 = g_get_monotonic_time();
+    insp_image_preprocess(rgb + (gsize)r->y * stride + (gsize)r->x * 3, r->w, r->h, stride, iw, ih,
+                          1.0f, m->mean, m->std, s->input);
+    out->ms_preprocess += ms_since(t0);
+    insp_model_extract(m, s, s->input, s->feats, &t_bb, &t_feat);
+    v = insp_model_score_features(m, s, s->feats, s->map, &t_dist, &t_map);
+    raw = MAX(raw, v);
+    t0 = g_get_monotonic_time();
+    for (int y = fy0; y < fy1; y++) {
+      int ty = MIN((int)((gint64)(y - fy0) * ih / (fy1 - fy0)), ih - 1);
+      float *row = s->stitched + (gsize)y * mw;
+
+      for (int x = fx0; x < fx1; x++) {
+        int tx = MIN((int)((gint64)(x - fx0) * iw / (fx1 - fx0)), iw - 1);
+
+        row[x] = MAX(row[x], s->map[(gsize)ty * iw + tx]);
+      }
+    }
+    out->ms_backbone += t_bb;
+    out->ms_features += t_feat;
+    out->ms_distance += t_dist;
+    out->ms_map += t_map + ms_since(t0);
+  }
+  t0 = g_get_monotonic_time();
+  for (gsize i = 0; i < plane; i++)
+    s->stitched[i] = insp_score_norm_apply_pixel(&m->norm, s->stitched[i]);
+  out->ms_map += ms_since(t0);
+  out->raw_score = raw;
+  out->score = (float)insp_score_norm_apply_image(&m->norm, raw);
+  out->map_width = mw;
+  out->map_height = mh;
+  out->map = s->stitched;
+}
+
 gboolean
 insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int width, int height,
                  int stride, InspScoreResult *out, GError **error)
@@ -459,6 +607,10 @@ insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 *rgb, int
                 "cannot score a %dx%d image (stride %d): empty or over %d pixels", width, height,
                 stride, INSP_IMAGE_MAX_PIXELS);
     return FALSE;
+  }
+  if (m->tiles > 1) {
+    score_tiled(m, s, rgb, width, height, stride, out);
+    return TRUE;
   }
   w = m->input_width;
   h = m->input_height;
@@ -523,8 +675,9 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   m->klass->write_tensors(m, w);
   insp_safetensors_writer_set_metadata(w, "format", INSP_MODEL_FORMAT);
   /* A square model stays readable by builds from before native aspect. */
-  insp_model_meta_set_int(w, "format_version",
-                          m->input_width == m->input_height ? 1 : INSP_MODEL_FORMAT_VERSION);
+  insp_model_meta_set_int(
+      w, "format_version",
+      m->input_width == m->input_height && m->tiles == 1 ? 1 : INSP_MODEL_FORMAT_VERSION);
   insp_safetensors_writer_set_metadata(w, "detector", m->klass->name);
   insp_safetensors_writer_set_metadata(w, "backbone", insp_backbone_get_arch(m->backbone));
   stages = g_strdup_printf("%s,%s", m->fine_stage, m->coarse_stage);
@@ -537,6 +690,10 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   insp_model_meta_set_int(w, "feature_dim", m->dim);
   insp_model_meta_set_int(w, "feature_grid", m->spec.h);
   insp_model_meta_set_int(w, "feature_grid_width", m->spec.w);
+  if (m->tiles > 1) {
+    insp_model_meta_set_int(w, "tiles", m->tiles);
+    insp_model_meta_set_double(w, "tile_overlap", m->tile_overlap);
+  }
   insp_model_meta_set_double(w, "blur_sigma", m->blur_sigma);
   insp_model_meta_set_int(w, "seed", (gint64)m->seed);
   m->klass->write_metadata(m, w);
@@ -704,6 +861,29 @@ read_input_shape(InspSafetensors *st, const char *path, gint64 version, InspMode
   return TRUE;
 }
 
+/* m->tiles and tile_overlap: absent, none; present, in range. */
+static gboolean
+read_tiles(InspSafetensors *st, const char *path, InspModel *m, GError **error)
+{
+  gint64 n;
+  double overlap;
+
+  if (insp_safetensors_get_metadata(st, "tiles") == NULL)
+    return TRUE;
+  if (!insp_model_meta_get_int(st, path, "tiles", 1, INSP_MODEL_MAX_TILES, &n, error) ||
+      !insp_model_meta_get_double(st, path, "tile_overlap", &overlap, error))
+    return FALSE;
+  if (!(overlap >= 0.0 && overlap <= INSP_MODEL_MAX_TILE_OVERLAP)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "%s: model metadata 'tile_overlap' = %g is not in [0, %g]", path, overlap,
+                INSP_MODEL_MAX_TILE_OVERLAP);
+    return FALSE;
+  }
+  m->tiles = (int)n;
+  m->tile_overlap = overlap;
+  return TRUE;
+}
+
 /* Runs the backbone once on zeros to learn the two stages' shapes. */
 static gboolean
 probe_stages(InspModel *m, GError **error)
@@ -863,6 +1043,8 @@ insp_model_load(const char *path, GError **error)
                                error))
     return NULL;
   m->seed = (guint64)seed;
+  if (!read_tiles(st, path, m, error))
+    return NULL;
   if (insp_model_meta_get_int(st, path, "train.images", 0, G_MAXINT32, &iv, NULL))
     m->train_images = (int)iv;
   if (insp_model_meta_get_int(st, path, "train.held_out", 0, G_MAXINT32, &iv, NULL))

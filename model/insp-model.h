@@ -129,7 +129,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspModelScratch, insp_model_scratch_free)
 typedef struct {
   float score;     /* normalised image score (0.5 = default threshold) */
   float raw_score; /* before normalisation */
-  int map_width;   /* the anomaly map, at the model's input resolution (its input shape) */
+  int map_width;   /* the anomaly map, at the model's input resolution (its input shape); a
+                    * tiled model's is the frame at the tiles' scale (insp_tiles_map_size) */
   int map_height;
   const float *map; /* normalised, blurred; owned by the scratch, valid until its next use */
   /* Time per step: resize and normalise, the CNN, feature aggregation, the
@@ -165,11 +166,15 @@ typedef struct {
   InspTrainAspect aspect;  /* default NATIVE */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
-  int patchcore_dim;  /* PatchCore: reduce features to this many dims by adaptive
-                       * averaging over channels, 0: off (default) */
-  const char *stages; /* "FINE,COARSE" backbone stage names, NULL: the backbone's
-                       * default pair */
-  int patch_size;     /* PatchCore neighbourhood (odd, 1..9), 0: 3 (default) */
+  int patchcore_dim;   /* PatchCore: reduce features to this many dims by adaptive
+                        * averaging over channels, 0: off (default) */
+  const char *stages;  /* "FINE,COARSE" backbone stage names, NULL: the backbone's
+                        * default pair */
+  int patch_size;      /* PatchCore neighbourhood (odd, 1..9), 0: 3 (default) */
+  int tiles;           /* tiles across the longer side of each frame (insp_tiles_layout),
+                        * 0 or 1: none (default); at most INSP_MODEL_MAX_TILES */
+  double tile_overlap; /* fraction of a tile shared with its neighbour, [0, 0.5];
+                        * default 0.25 */
 } InspTrainOptions;
 
 void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */
@@ -204,5 +209,30 @@ typedef struct {
  * @work holds width*height floats. */
 gboolean insp_inspect(const float *map, int map_w, int map_h, float score, int width, int height,
                       const InspInspectParams *params, float *work, guint8 *mask, GArray *regions);
+
+/* Tiles for high-resolution cameras. A tiled model cuts every frame, in
+ * training and in scoring, into overlapping tiles, each resized to the
+ * model's input and scored against the one model; the tiles' maps are
+ * stitched (the maximum where tiles overlap) into one map of the frame at the
+ * tiles' scale, and the image score is the highest tile's. The tiling is the
+ * model's (stored in it): scoring applies what training did.
+ *
+ * The layout of a @width x @height frame for @n tiles across its longer side
+ * (L) with @overlap: tiles of t = ceil(L / (n - (n - 1) overlap)) along it
+ * (n tiles sharing exactly that fraction), min(t, shorter side) across it,
+ * with as many across as it takes to share at least @overlap, all spread
+ * evenly from edge to edge. Writes up to @max rectangles (row-major by y,
+ * then x; all the same size) and returns how many the layout has; @n = 1 is
+ * the whole frame. */
+#define INSP_MODEL_MAX_TILES 16
+#define INSP_MODEL_MAX_TILE_OVERLAP 0.5
+#define INSP_MODEL_MAX_TILE_COUNT 1024 /* what any layout above can reach */
+int insp_tiles_layout(int n, double overlap, int width, int height, InspRect *rects, int max);
+/* The map of a tiled model for a @width x @height frame whose tiles are
+ * @tile_w x @tile_h pixels: the frame at the scale of the model's input. */
+void insp_tiles_map_size(const InspModel *m, int width, int height, int tile_w, int tile_h,
+                         int *map_w, int *map_h);
+/* The model's tiles across the longer side (1: not tiled) and overlap. */
+int insp_model_get_tiles(const InspModel *m, double *overlap);
 
 G_END_DECLS

@@ -37,6 +37,15 @@
  * keeps each position where it is in the frame (and the whole frame in view),
  * where padding or cropping to the common aspect would move or cut it.
  *
+ * Tiles (InspTrainOptions.tiles > 1): every image is cut into its tiles
+ * (insp_tiles_layout, the same as scoring's) and every tile is a unit the
+ * detector fits, all in one bank (PatchCore) or one set of Gaussians (PaDiM);
+ * the shape rule above applies to the tiles' aspect. The hold-out is by
+ * image, all of an image's tiles together, and a held-out image's scores
+ * are those scoring gives it: the highest tile's image score and the
+ * highest of its tiles' map values (what the stitched map's maximum is,
+ * but for the stitching's nearest sampling).
+ *
  * Threads: the caller's; OpenBLAS may use its own. */
 #include "insp-detector-private.h"
 #include "insp-ops.h"
@@ -59,6 +68,8 @@ insp_train_options_init(InspTrainOptions *opt)
   opt->coreset_fraction = INSP_PATCHCORE_DEFAULT_CORESET;
   opt->input_size = 0;
   opt->aspect = INSP_TRAIN_ASPECT_NATIVE;
+  opt->tiles = 0;
+  opt->tile_overlap = 0.25;
   opt->padim_channels = 0;
   opt->seed = 0;
 }
@@ -127,12 +138,13 @@ rgb_of(const InspImage *img, guint8 **tmp, int *stride)
   return *tmp;
 }
 
-/* Scores the held-out images' features held[h] with the model fitted
- * without them and sets m->norm from their image scores and the maxima of
- * their anomaly maps. */
+/* Scores the held-out units' features held[u] (unit u of held-out image
+ * owner[u], 0..n_hold-1) with the model fitted without them and sets m->norm
+ * from the images' scores and the maxima of their anomaly maps (each the
+ * highest of its units'). */
 static gboolean
-calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc progress,
-          gpointer progress_data, GError **error)
+calibrate(InspModel *m, const float *const *held, const int *owner, int n_units, int n_hold,
+          InspProgressFunc progress, gpointer progress_data, GError **error)
 {
   g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, error);
   gsize pixels = (gsize)m->input_width * m->input_height;
@@ -142,17 +154,20 @@ calibrate(InspModel *m, const float *const *held, int n_hold, InspProgressFunc p
 
   if (s == NULL)
     return FALSE;
-  for (int h = 0; h < n_hold; h++) {
+  for (int h = 0; h < n_hold; h++)
+    img_scores[h] = map_max[h] = -INFINITY;
+  for (int u = 0; u < n_units; u++) {
     double t1, t2;
-    float mx;
+    float mx, v;
 
-    img_scores[h] = insp_model_score_features(m, s, held[h], map, &t1, &t2);
+    v = insp_model_score_features(m, s, held[u], map, &t1, &t2);
     mx = map[0];
     for (gsize i = 1; i < pixels; i++)
       mx = MAX(mx, map[i]);
-    map_max[h] = mx;
+    img_scores[owner[u]] = MAX(img_scores[owner[u]], v);
+    map_max[owner[u]] = MAX(map_max[owner[u]], mx);
     if (progress)
-      progress("calibrate", h + 1, n_hold, progress_data);
+      progress("calibrate", u + 1, n_units, progress_data);
   }
   fit_norm(img_scores, n_hold, &m->norm.image_base, &m->norm.image_threshold);
   fit_norm(map_max, n_hold, &m->norm.pixel_base, &m->norm.pixel_threshold);
@@ -180,15 +195,17 @@ cmp_double(const void *a, const void *b)
   return (x > y) - (x < y);
 }
 
-/* The NATIVE input shape (header comment): sets m->input_width and
- * input_height from every image's size and counts the images stretched. */
+/* The first pass (header comment): every image's size into @size [2n],
+ * then with @native m->input_width and input_height from the images' (or
+ * their tiles') aspect, and the images stretched counted. */
 static gboolean
-native_shape(InspModel *m, int n_images, InspImageSourceFunc next, gpointer source_data,
-             InspProgressFunc progress, gpointer progress_data, GError **error)
+scan_sizes(InspModel *m, gboolean native, int n_images, InspImageSourceFunc next,
+           gpointer source_data, int *size, InspProgressFunc progress, gpointer progress_data,
+           GError **error)
 {
-  g_autofree int *size = g_new(int, 2 * (gsize)n_images);
   g_autofree double *sorted = g_new(double, n_images);
   double median;
+  int uw, uh;
 
   for (int i = 0; i < n_images; i++) {
     g_autoptr(GError) e = NULL;
@@ -201,10 +218,13 @@ native_shape(InspModel *m, int n_images, InspImageSourceFunc next, gpointer sour
     }
     size[2 * i] = img->width;
     size[2 * i + 1] = img->height;
-    sorted[i] = (double)img->width / img->height;
+    insp_model_unit_shape(m, img->width, img->height, &uw, &uh);
+    sorted[i] = (double)uw / uh;
     if (progress)
       progress("sizes", i + 1, n_images, progress_data);
   }
+  if (!native)
+    return TRUE;
   qsort(sorted, n_images, sizeof(double), cmp_double);
   /* the lower median: one image's aspect, never a mean of two */
   median = sorted[(n_images - 1) / 2];
@@ -246,6 +266,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   g_autofree int *slot = NULL;
   g_autofree guint8 *grey_tmp = NULL;
   g_autofree const float **held = NULL;
+  g_autofree int *size = NULL, *unit_base = NULL, *owner = NULL;
+  int n_units, n_train_units;
   g_autoptr(GDateTime) now = NULL;
   const char *fine = NULL, *coarse = NULL;
   int n_hold, n_train;
@@ -269,7 +291,20 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     return NULL;
   }
 
+  if (opt->tiles < 0 || opt->tiles > INSP_MODEL_MAX_TILES ||
+      (opt->tiles > 1 &&
+       !(opt->tile_overlap >= 0.0 && opt->tile_overlap <= INSP_MODEL_MAX_TILE_OVERLAP))) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "tiles %d with overlap %g: tiles must be in [0, %d], the overlap in [0, %g]",
+                opt->tiles, opt->tile_overlap, INSP_MODEL_MAX_TILES, INSP_MODEL_MAX_TILE_OVERLAP);
+    return NULL;
+  }
+
   m = insp_model_alloc(klass);
+  if (opt->tiles > 1) {
+    m->tiles = opt->tiles;
+    m->tile_overlap = opt->tile_overlap;
+  }
   m->backbone = insp_backbone_new_from_file(opt->backbone ? opt->backbone : "builtin", error);
   if (m->backbone == NULL)
     return NULL;
@@ -280,8 +315,10 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   else
     m->input_size = insp_backbone_get_input_size(m->backbone);
   m->input_width = m->input_height = m->input_size;
-  if (opt->aspect == INSP_TRAIN_ASPECT_NATIVE &&
-      !native_shape(m, n_images, next, source_data, progress, progress_data, error))
+  size = g_new0(int, 2 * (gsize)n_images);
+  if ((opt->aspect == INSP_TRAIN_ASPECT_NATIVE || m->tiles > 1) &&
+      !scan_sizes(m, opt->aspect == INSP_TRAIN_ASPECT_NATIVE, n_images, next, source_data, size,
+                  progress, progress_data, error))
     return NULL;
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
@@ -315,12 +352,20 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   if (s == NULL)
     return NULL;
 
-  /* Seeded hold-out; slots put training images first, held-out ones last,
-   * each group in source order. */
+  /* Seeded hold-out by image; slots put the training images' units first,
+   * the held-out ones' last, each group in source order. */
   n_hold = hold_out_count(n_images);
   n_train = n_images - n_hold;
   held_mask = g_new0(gboolean, n_images);
-  slot = g_new(int, n_images);
+  unit_base = g_new(int, n_images + 1);
+  unit_base[0] = 0;
+  for (int i = 0; i < n_images; i++)
+    unit_base[i + 1] =
+        unit_base[i] + (m->tiles > 1 ? insp_tiles_layout(m->tiles, m->tile_overlap, size[2 * i],
+                                                         size[2 * i + 1], NULL, 0)
+                                     : 1);
+  n_units = unit_base[n_images];
+  slot = g_new(int, n_units);
   {
     g_autofree int *perm = g_new(int, n_images);
     int a = 0, b = n_train;
@@ -337,20 +382,31 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     }
     for (int i = 0; i < n_hold; i++)
       held_mask[perm[i]] = TRUE;
+    b = 0;
     for (int i = 0; i < n_images; i++)
-      slot[i] = held_mask[i] ? b++ : a++;
+      if (!held_mask[i])
+        b += unit_base[i + 1] - unit_base[i];
+    n_train_units = b;
+    owner = g_new(int, n_units - n_train_units);
+    for (int i = 0, h = 0; i < n_images; i++) {
+      for (int u = unit_base[i]; u < unit_base[i + 1]; u++) {
+        if (held_mask[i])
+          owner[b - n_train_units] = h;
+        slot[u] = held_mask[i] ? b++ : a++;
+      }
+      h += held_mask[i];
+    }
   }
 
-  guard.fit = klass->fit_new(m, n_images, n_train, slot, error);
+  guard.fit = klass->fit_new(m, n_units, n_train_units, slot, error);
   if (guard.fit == NULL)
     return NULL;
   for (int i = 0; i < n_images; i++) {
     g_autoptr(GError) e = NULL;
     g_autoptr(InspImage) img = next(i, source_data, &e);
     const guint8 *rgb;
-    int stride;
-    float *dst;
-    double t1, t2;
+    int stride, n_tiles = unit_base[i + 1] - unit_base[i];
+    InspRect tiles[INSP_MODEL_MAX_TILE_COUNT];
 
     if (img == NULL) {
       g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "image %d: %s", i,
@@ -363,12 +419,29 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
                   img->channels);
       return NULL;
     }
+    if (size[2 * i] != 0 && (img->width != size[2 * i] || img->height != size[2 * i + 1])) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                  "image %d: %dx%d, but it was %dx%d in the first pass (the source must give "
+                  "the same image twice)",
+                  i, img->width, img->height, size[2 * i], size[2 * i + 1]);
+      return NULL;
+    }
     rgb = rgb_of(img, &grey_tmp, &stride);
-    insp_image_preprocess(rgb, img->width, img->height, stride, m->input_width, m->input_height,
-                          1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
-    dst = klass->fit_dest(guard.fit, i, insp_model_scratch_get_feats(s));
-    insp_model_extract(m, s, insp_model_scratch_get_input(s), dst, &t1, &t2);
-    klass->fit_add(guard.fit, i, dst);
+    tiles[0] = (InspRect){0, 0, img->width, img->height};
+    if (m->tiles > 1)
+      insp_tiles_layout(m->tiles, m->tile_overlap, img->width, img->height, tiles, n_tiles);
+    for (int k = 0; k < n_tiles; k++) {
+      const InspRect *r = &tiles[k];
+      float *dst;
+      double t1, t2;
+
+      insp_image_preprocess(rgb + (gsize)r->y * stride + (gsize)r->x * 3, r->w, r->h, stride,
+                            m->input_width, m->input_height, 1.0f, m->mean, m->std,
+                            insp_model_scratch_get_input(s));
+      dst = klass->fit_dest(guard.fit, unit_base[i] + k, insp_model_scratch_get_feats(s));
+      insp_model_extract(m, s, insp_model_scratch_get_input(s), dst, &t1, &t2);
+      klass->fit_add(guard.fit, unit_base[i] + k, dst);
+    }
     if (progress)
       progress("features", i + 1, n_images, progress_data);
   }
@@ -380,11 +453,11 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
    * cluster of similar patches with one row, often the held-out image's own,
    * and removing it leaves a hole no retrained coreset would leave; measured
    * 10x pessimistic on generated parts.) */
-  held = g_new(const float *, n_hold);
-  for (int h = 0; h < n_hold; h++)
+  held = g_new(const float *, n_units - n_train_units);
+  for (int h = 0; h < n_units - n_train_units; h++)
     held[h] = klass->fit_held(guard.fit, h);
   ok = klass->fit(m, guard.fit, FALSE, progress, progress_data, error) &&
-       calibrate(m, held, n_hold, progress, progress_data, error) &&
+       calibrate(m, held, owner, n_units - n_train_units, n_hold, progress, progress_data, error) &&
        klass->fit(m, guard.fit, TRUE, progress, progress_data, error);
   fit_guard_clear(&guard);
   if (!ok)
