@@ -438,8 +438,8 @@ on_result(InspPipeline *pipe, const InspResult *r, gpointer user_data)
     d->aspect_checked = g_strdup(r->model_id);
     if (r->aspect_differs)
       g_warning("model %s: frames of %dx%d are %.2fx as wide for their height as the model's "
-                "input (its training images' aspect, or their tiles'): they are stretched to "
-                "it, which costs accuracy; train on frames from this camera",
+                "training images (or their tiles): they are stretched to its input, which "
+                "costs accuracy; train on frames from this camera",
                 r->model_id, r->frame->width, r->frame->height, r->aspect_ratio);
   }
 

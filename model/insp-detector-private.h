@@ -47,6 +47,9 @@ struct _InspModel {
   InspScoreNorm norm;
   int train_images, held_out_images;
   int train_aspect_differ; /* training images stretched to the model's aspect */
+  double train_aspect;     /* the training images' (or tiles') median width / height, which
+                            * frames are compared with; 0: unknown (square models from
+                            * before native aspect, --aspect square) */
   int tiles;               /* across the longer side, 1: none (insp_tiles_layout) */
   double tile_overlap;
   char *train_date;

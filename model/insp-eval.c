@@ -553,12 +553,11 @@ insp_eval_report_format(const InspEvalReport *r)
                          r->n_good, r->n_defect, r->map_width, r->map_height);
   if (r->aspect_differ > 0)
     g_string_append_printf(s,
-                           "%-14s %d of %d images differ from the model's aspect by more than "
-                           "%.0f %% (up to %.2fx): they are stretched to %dx%d; a model trained "
-                           "on images like them scores them better\n",
+                           "%-14s %d of %d images differ from the training images' aspect by "
+                           "more than %.0f %% (up to %.2fx): they are stretched to the model's "
+                           "input; a model trained on images like them scores them better\n",
                            "warning", r->aspect_differ, r->n_images,
-                           100 * INSP_MODEL_ASPECT_TOLERANCE, r->aspect_worst, r->map_width,
-                           r->map_height);
+                           100 * INSP_MODEL_ASPECT_TOLERANCE, r->aspect_worst);
   append_metric(s, "image AUROC", r->image_auroc);
   append_metric(s, "pixel AUROC", r->pixel_auroc);
   append_metric(s, "AUPRO@0.3", r->aupro);

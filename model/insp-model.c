@@ -277,7 +277,7 @@ insp_model_aspect_differs(const InspModel *m, int width, int height, double *rat
 
   g_return_val_if_fail(m != NULL && width > 0 && height > 0, FALSE);
   insp_model_unit_shape(m, width, height, &uw, &uh);
-  r = ((double)uw / uh) / ((double)m->input_width / m->input_height);
+  r = m->train_aspect > 0.0 ? ((double)uw / uh) / m->train_aspect : 1.0;
   if (ratio != NULL)
     *ratio = r;
   /* symmetric: 5 % wider or 5 % narrower */
@@ -705,6 +705,8 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   insp_model_meta_set_int(w, "train.images", m->train_images);
   insp_model_meta_set_int(w, "train.held_out", m->held_out_images);
   insp_model_meta_set_int(w, "train.aspect_differ", m->train_aspect_differ);
+  if (m->train_aspect > 0.0)
+    insp_model_meta_set_double(w, "train.aspect", m->train_aspect);
   if (m->train_date != NULL)
     insp_safetensors_writer_set_metadata(w, "train.date", m->train_date);
   if (!insp_safetensors_writer_save(w, path, error))
@@ -1051,6 +1053,16 @@ insp_model_load(const char *path, GError **error)
     m->held_out_images = (int)iv;
   if (insp_model_meta_get_int(st, path, "train.aspect_differ", 0, G_MAXINT32, &iv, NULL))
     m->train_aspect_differ = (int)iv;
+  if (insp_safetensors_get_metadata(st, "train.aspect") != NULL) {
+    if (!insp_model_meta_get_double(st, path, "train.aspect", &m->train_aspect, error))
+      return NULL;
+    if (!(m->train_aspect > 1e-4 && m->train_aspect < 1e4)) {
+      g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                  "%s: model metadata 'train.aspect' = %g is not a width / height", path,
+                  m->train_aspect);
+      return NULL;
+    }
+  }
   m->train_date = g_strdup(insp_safetensors_get_metadata(st, "train.date"));
   if (!probe_stages(m, error))
     return NULL;

@@ -68,13 +68,17 @@ char *insp_model_describe(const InspModel *m);
 int insp_model_get_input_size(const InspModel *m);
 void insp_model_get_input_shape(const InspModel *m, int *width, int *height);
 
-/* An image whose aspect (width / height) differs from the model's input by
- * more than this fraction is stretched noticeably: train counts such
+/* An image whose aspect (width / height) differs from the training images'
+ * by more than this fraction is stretched noticeably: train counts such
  * training images, eval and the daemon warn about such frames. */
 #define INSP_MODEL_ASPECT_TOLERANCE 0.05
-/* TRUE when a @width x @height image's aspect differs from the model's by
- * more than INSP_MODEL_ASPECT_TOLERANCE; @ratio (may be NULL) gets the
- * image's aspect over the model's. */
+/* TRUE when a @width x @height image's aspect (a tiled model's: its
+ * tiles') differs from the training images' median by more than
+ * INSP_MODEL_ASPECT_TOLERANCE; @ratio (may be NULL) gets the one over the
+ * other. The training aspect, not the input's: rounding the input to a
+ * multiple of 8 stretches every image a little, the same in training and
+ * scoring. FALSE (ratio 1) for a model that does not know its training
+ * images' aspect (--aspect square, files from before native aspect). */
 gboolean insp_model_aspect_differs(const InspModel *m, int width, int height, double *ratio);
 /* The input for images of aspect @aspect (width / height) at training size
  * @size: the longer side @size, the shorter round(size * short / long) to a

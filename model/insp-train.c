@@ -30,7 +30,7 @@
  * aspect is the median of the images' aspects (width / height: one image's
  * when they share one, as a camera's do), the longer side the input size and
  * the shorter rounded to a multiple of 8 (insp_model_input_shape_for_aspect).
- * Images whose aspect differs from it by more than
+ * Images whose aspect differs from the median by more than
  * INSP_MODEL_ASPECT_TOLERANCE are counted (the train summary says how many):
  * like every image, they are resized to the model's shape, so stretched.
  * PaDiM gets the same rule: its Gaussians are tied to one grid, and stretching
@@ -228,6 +228,7 @@ scan_sizes(InspModel *m, gboolean native, int n_images, InspImageSourceFunc next
   qsort(sorted, n_images, sizeof(double), cmp_double);
   /* the lower median: one image's aspect, never a mean of two */
   median = sorted[(n_images - 1) / 2];
+  m->train_aspect = median;
   insp_model_input_shape_for_aspect(m->input_size, median, &m->input_width, &m->input_height);
   m->train_aspect_differ = 0;
   for (int i = 0; i < n_images; i++)

@@ -272,6 +272,41 @@ test_mixed(void)
   g_assert_cmpint(r.map_height, ==, 32);
 }
 
+/* Frames are compared with the training images' aspect, not the input's:
+ * at 64 px the strips' 3:1 becomes 64x32 (2:1: at least 32 px), which
+ * stretches every image alike and is no reason to warn. The aspect is kept
+ * by the file. */
+static void
+test_rounding(void)
+{
+  InspTrainOptions opt;
+  g_autoptr(InspModel) m = NULL;
+  g_autoptr(InspModel) loaded = NULL;
+  g_autofree char *path = tmp_path("model.safetensors");
+  InspModelInfo info;
+  double ratio = 0.0;
+  int w, h;
+
+  insp_train_options_init(&opt);
+  opt.coreset_fraction = 0.25;
+  opt.input_size = 64;
+  m = insp_model_train(&opt, 6, source_strips, NULL, NULL, NULL, NULL);
+  g_assert_nonnull(m);
+  insp_model_get_input_shape(m, &w, &h);
+  g_assert_cmpint(w, ==, 64);
+  g_assert_cmpint(h, ==, 32);
+  insp_model_get_info(m, &info);
+  g_assert_cmpint(info.aspect_differ, ==, 0);
+  g_assert_false(insp_model_aspect_differs(m, STRIP_W, STRIP_H, &ratio));
+  g_assert_cmpfloat_with_epsilon(ratio, 1.0, 1e-9);
+  g_assert_true(insp_model_save(m, path, NULL));
+  loaded = insp_model_load(path, NULL);
+  g_assert_nonnull(loaded);
+  g_assert_false(insp_model_aspect_differs(loaded, STRIP_W, STRIP_H, NULL));
+  g_assert_true(insp_model_aspect_differs(loaded, 64, 32, NULL));
+  remove_tmp(path);
+}
+
 /* Writes @data with @from replaced by @to (same length) in the header. */
 static void
 write_patched(const char *path, const char *data, gsize len, const char *from, const char *to)
@@ -360,6 +395,7 @@ main(int argc, char **argv)
   g_test_add_func("/input-shape/padim", test_padim);
   g_test_add_func("/input-shape/square", test_square);
   g_test_add_func("/input-shape/mixed", test_mixed);
+  g_test_add_func("/input-shape/rounding", test_rounding);
   g_test_add_func("/input-shape/refusals", test_refusals);
   return g_test_run();
 }
