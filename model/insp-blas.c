@@ -84,8 +84,11 @@ insp_blas_core_to_request(void)
     return NULL;
   switch (have) {
   case ISA_AVX512_BF16:
-    return "Cooperlake";
   case ISA_AVX512:
+    /* Not Cooperlake for BF16: its sgemm is SkylakeX's (the BF16 kernels
+     * are sbgemm's, which Debian's build does not export), and 0.3.21's
+     * OPENBLAS_CORETYPE parser warns "Core not found: Cooperlake" while
+     * taking it. */
     return "SkylakeX";
   case ISA_AVX2:
     return "Haswell";

@@ -19,8 +19,8 @@ G_BEGIN_DECLS
 const char *insp_blas_core(void);
 
 /* The core to request with OPENBLAS_CORETYPE: the fastest known core whose
- * instructions this CPU has (Cooperlake with AVX-512 BF16, SkylakeX with
- * AVX-512 F/BW/VL/DQ/CD, Haswell with AVX2 and FMA), when OpenBLAS chose a
+ * instructions this CPU has (SkylakeX with AVX-512 F/BW/VL/DQ/CD, Haswell
+ * with AVX2 and FMA, Sandybridge with AVX), when OpenBLAS chose a
  * core of an older instruction set; NULL when its own choice stands (it is
  * as good, the CPU has no wider instruction set, or the core is one this
  * table does not rank). */
