@@ -346,10 +346,13 @@ nn_block(const float *q, int qn, const float *packed, const float *bank_sqnorm, 
 
 /* q [nq,d], packed bank (insp_ops_nn_pack) of nb rows, bank_sqnorm [nb] ->
  * min_d2 [nq], argmin [nq] or NULL: per query min_j (|b_j|^2 - 2 q.b_j),
- * then + |q|^2, clamped at 0. Ties go to the lowest bank index. */
+ * then + |q|^2 (q_sqnorm [nq], or computed when NULL), clamped at 0. Ties
+ * go to the lowest bank index. Each pair's value is computed by the same
+ * sequence of operations wherever the pair falls in the blocks. */
 void
-insp_ops_nearest_neighbour(const float *q, int nq, const float *packed, const float *bank_sqnorm,
-                           int nb, int d, float *scratch, float *min_d2, int *argmin)
+insp_ops_nearest_neighbour_with_norms(const float *q, int nq, const float *q_sqnorm,
+                                      const float *packed, const float *bank_sqnorm, int nb, int d,
+                                      float *scratch, float *min_d2, int *argmin)
 {
   g_return_if_fail(q != NULL && packed != NULL && bank_sqnorm != NULL && scratch != NULL);
   g_return_if_fail(min_d2 != NULL && nq >= 0 && nb > 0 && d > 0);
@@ -378,12 +381,24 @@ insp_ops_nearest_neighbour(const float *q, int nq, const float *packed, const fl
           m = bv[j];
           a = bi[j];
         }
-      for (int k = 0; k < d; k++)
-        s += qi[k] * qi[k];
+      if (q_sqnorm != NULL) {
+        s = q_sqnorm[q0 + i];
+      } else {
+        for (int k = 0; k < d; k++)
+          s += qi[k] * qi[k];
+      }
       m += s;
       min_d2[q0 + i] = m > 0.0f ? m : 0.0f;
       if (argmin != NULL)
         argmin[q0 + i] = a;
     }
   }
+}
+
+void
+insp_ops_nearest_neighbour(const float *q, int nq, const float *packed, const float *bank_sqnorm,
+                           int nb, int d, float *scratch, float *min_d2, int *argmin)
+{
+  insp_ops_nearest_neighbour_with_norms(q, nq, NULL, packed, bank_sqnorm, nb, d, scratch, min_d2,
+                                        argmin);
 }

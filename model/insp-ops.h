@@ -109,6 +109,11 @@ gsize insp_ops_nn_scratch_size(int nq);
 void insp_ops_nearest_neighbour(const float *q, int nq, const float *packed,
                                 const float *bank_sqnorm, int nb, int d, float *scratch,
                                 float *min_d2, int *argmin);
+/* The same with |q|^2 given (q_sqnorm [nq]; NULL: computed from q), for a
+ * metric other than the rows' own (the coreset's projected distances). */
+void insp_ops_nearest_neighbour_with_norms(const float *q, int nq, const float *q_sqnorm,
+                                           const float *packed, const float *bank_sqnorm, int nb,
+                                           int d, float *scratch, float *min_d2, int *argmin);
 
 /* OpenBLAS threads for this process (1 when workers parallelise across frames). */
 void insp_ops_set_blas_threads(int n);

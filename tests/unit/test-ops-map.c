@@ -297,6 +297,8 @@ check_nn(const float *q, int nq, const float *bank, int nb, int d, gboolean exac
   g_autofree float *dist = g_new(float, nq);
   g_autofree int *arg = g_new(int, nq);
   g_autofree float *dist2 = g_new(float, nq);
+  g_autofree float *dist3 = g_new(float, nq);
+  g_autofree float *qsq = g_new(float, nq);
   g_autofree float *packed = g_new(float, insp_ops_nn_packed_size(nb, d));
   double bmax = 0;
 
@@ -310,6 +312,15 @@ check_nn(const float *q, int nq, const float *bank, int nb, int d, gboolean exac
   insp_ops_nn_pack(bank, nb, d, packed);
   insp_ops_nearest_neighbour(q, nq, packed, bn, nb, d, scratch, dist, arg);
   insp_ops_nearest_neighbour(q, nq, packed, bn, nb, d, scratch, dist2, NULL);
+  /* given query norms stand in for |q|^2: here |q|^2 + 1, so every minimum
+   * is 1 more (the coreset passes norms of another metric) */
+  for (int i = 0; i < nq; i++) {
+    double qn = 0;
+    for (int k = 0; k < d; k++)
+      qn += (double)q[(gsize)i * d + k] * q[(gsize)i * d + k];
+    qsq[i] = (float)(qn + 1.0);
+  }
+  insp_ops_nearest_neighbour_with_norms(q, nq, qsq, packed, bn, nb, d, scratch, dist3, NULL);
   for (int i = 0; i < nq; i++) {
     double best = INFINITY, second = INFINITY, qn = 0;
     int besti = -1;
@@ -334,6 +345,9 @@ check_nn(const float *q, int nq, const float *bank, int nb, int d, gboolean exac
       g_error("nn: query %d dist %.9g want %.9g (tol %.3g)", i, (double)dist[i], best, tol);
     g_assert_cmpfloat(dist[i], >=, 0.0f);
     g_assert_cmpfloat(dist2[i], ==, dist[i]);
+    if (!(fabs(dist3[i] - (best + 1.0)) <= tol + TOL_NN_REL))
+      g_error("nn with norms: query %d dist %.9g want %.9g (tol %.3g)", i, (double)dist3[i],
+              best + 1.0, tol + TOL_NN_REL);
     if (exact_argmin)
       g_assert_cmpint(arg[i], ==, besti);
     else if (second - best > 2 * tol)
