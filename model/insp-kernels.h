@@ -57,8 +57,9 @@ void insp_features_extract(const InspFeatureSpec *spec, const float *fine, const
  * seeded sparse random projection, a random start row (torch.randint's draw
  * for the seed) is a centre but is not selected, then k = (gsize)(n *
  * fraction) (at least 1) times the row farthest from all centres is selected.
- * Exact result of the brute-force loop on the projected rows (up to ties),
- * computed with triangle-inequality pruning, then streaming.
+ * Exact result of the brute-force loop on the projected rows (near ties
+ * decided in double, as the definition computes them), computed by default
+ * in passes that apply many centres at once (INSP_CORESET_BATCHED).
  * Returns the selected row indices (*k_out of them; fewer than k only when the
  * remaining rows all duplicate a centre). */
 gsize *insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed,
@@ -73,16 +74,20 @@ typedef enum {
   INSP_CORESET_PRUNED,
   INSP_CORESET_STREAMED,
   INSP_CORESET_ALTERNATE,
+  INSP_CORESET_BATCHED,
 } InspCoresetStrategy;
 typedef struct {
   InspCoresetProjection projection;
   /* threads of the streamed phase; 0: INSP_CORESET_THREADS from the
    * environment, else every processor */
   int threads;
-  /* how each new centre is applied: pruned (triangle inequality over
-   * cluster lists), streamed (every row, all threads), or whichever measured
-   * cheaper (the default). ALTERNATE switches every window (for tests).
-   * Same selection whatever it is. */
+  /* how each new centre is applied: batched (the default: the centres
+   * that the farthest candidate rows show to be the next selections, all
+   * applied in one pass over the rows, all threads; no rotated copy of the
+   * rows), pruned (triangle inequality over cluster lists), streamed (every
+   * row, all threads), or whichever of the last two measured cheaper
+   * (ADAPTIVE). ALTERNATE switches every window (for tests). Same selection
+   * whatever it is. */
   InspCoresetStrategy strategy;
   /* optional: called with (progress_stage, selections done, k) every 1 % */
   InspProgressFunc progress;
@@ -90,7 +95,7 @@ typedef struct {
   gpointer progress_data;
 } InspCoresetOptions;
 /* Defaults: insp_patchcore_coreset_projection(), all threads,
- * adaptive strategy, no progress. */
+ * batched strategy, no progress. */
 void insp_coreset_options_init(InspCoresetOptions *o);
 gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
                                     const InspCoresetOptions *o, gsize *k_out);

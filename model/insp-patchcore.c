@@ -28,13 +28,18 @@
  * pruning stops paying (late selections, where every cluster is near the
  * new centre), the loop streams every row over all threads instead, and
  * the adaptive strategy picks whichever measured cheaper; the selection is
- * the same either way.
+ * the same either way. The default, batched strategy (below, before
+ * insp_patchcore_coreset) needs neither the rotated copy nor the clusters:
+ * it reads the rows as they are and applies many centres per pass, with
+ * the nearest-neighbour kernel.
  *
- * Invariants: pure functions; the coreset allocates its working set (the
+ * Invariants: pure functions; the coreset allocates its working set
+ * (batched: 2n floats and small buffers; the other strategies: the
  * projected copy of the rows, n*min(d,128) floats, and n floats + n ints)
- * and frees it; its streamed phase uses INSP_CORESET_THREADS threads
- * (default every processor), OpenBLAS may use its own. */
+ * and frees it; its passes use INSP_CORESET_THREADS threads (default every
+ * processor), OpenBLAS may use its own. */
 #include "insp-kernels.h"
+#include "insp-ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -200,26 +205,24 @@ farthest_row(const float *md, gsize n, float *r)
   return best;
 }
 
-/* z [n, dp] = (x - mean) * B, B = R * V[:, :dp]: the rows, optionally
- * projected by r [d, dp] (NULL: none), centred and rotated onto the principal
- * axes of the projected rows (an orthonormal change of basis: distances are
- * those of (x - mean) R; without r and d > dp the top dp components are
- * kept). The projection is folded into the basis, so no projected copy of
- * the rows is ever held: the covariance of x R is R^T C R. */
-static float *
-rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
+/* The mean of the rows x [n, d] (meanf [d]) and the basis [d, dp] B = R *
+ * V[:, :dp]: the rows, optionally projected by r [d, dp] (NULL: none),
+ * rotated onto the principal axes of the projected rows (an orthonormal
+ * change of basis: distances are those of (x - mean) R; without r and d >
+ * dp the top dp components are kept). The projection is folded into the
+ * basis, so no projected copy of the rows is ever needed: the covariance of
+ * x R is R^T C R. */
+static void
+principal_basis(const float *x, gsize n, int d, const float *r, int dp, float *meanf, float *basis)
 {
   int e = r ? dp : d; /* dimension of the space the eigenvectors live in */
   g_autofree double *mean = g_new0(double, d);
-  g_autofree float *meanf = g_new(float, d);
   g_autofree float *covf = g_new0(float, (gsize)d *d);
   g_autofree double *cov = g_new(double, (gsize)d *d);
   g_autofree double *cp = NULL;
   g_autofree double *v = g_new(double, (gsize)e *e);
   g_autofree double *w = g_new(double, e);
-  g_autofree float *basis = g_new(float, (gsize)d *dp);
   g_autofree float *block = NULL;
-  float *z = g_new(float, n *(gsize)dp);
   const gsize bs = 4096;
 
   for (gsize i = 0; i < n; i++)
@@ -275,6 +278,20 @@ rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
       for (int j = 0; j < dp; j++)
         basis[(gsize)i * dp + j] = (float)v[(gsize)i * d + j];
   }
+}
+
+/* z [n, dp] = (x - mean) * B, with the mean and basis of principal_basis. */
+static float *
+rotate_rows(const float *x, gsize n, int d, const float *r, int dp)
+{
+  g_autofree float *meanf = g_new(float, d);
+  g_autofree float *basis = g_new(float, (gsize)d *dp);
+  g_autofree float *block = NULL;
+  float *z = g_new(float, n *(gsize)dp);
+  const gsize bs = 4096;
+
+  principal_basis(x, n, d, r, dp, meanf, basis);
+  block = g_new(float, bs *(gsize)d);
   for (gsize i0 = 0; i0 < n; i0 += bs) {
     gsize m = MIN(bs, n - i0);
 
@@ -493,6 +510,463 @@ insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r)
     r[(gsize)cols[t] * d_out + rows[t]] = np_binomial(&rs, 1, 0.5) ? v : -v;
 }
 
+/* ---- the batched strategy ----
+ *
+ * The same greedy selection without a rotated copy of the rows and with
+ * each pass over the rows applying many centres at once, so that the pass
+ * is bound by arithmetic (the nearest-neighbour kernel) rather than by
+ * memory. Distances are those of the projected, centred rows y = (x - mean)
+ * B (B: the projection, the identity, or the top principal axes), computed
+ * from x itself as |y_a|^2 + |y_c|^2 - 2 (x_a - mean) . w_c with w_c = B
+ * B^T (x_c - mean) and the norms s = |y|^2 computed once: x is read, never
+ * copied or changed.
+ *
+ * Which centres a pass can apply at once: after a pass, the BATCH_CANDIDATES
+ * rows farthest from the centres are the candidates, and T the farthest of
+ * the other rows. Their distances only shrink, so while the farthest
+ * candidate (updated against the centres chosen since the pass, on the
+ * candidates alone) is farther than T, it is the farthest of all rows: the
+ * greedy's next selection. When it no longer is, one pass applies every
+ * centre chosen since the last one to every row and finds the next
+ * candidates. The selection is exactly the one-centre-at-a-time loop's, on
+ * these distances: each pair's distance comes from the same kernel
+ * arithmetic whether computed for the candidates or in the pass, and a
+ * minimum does not depend on the order. Squared distances at or below
+ * BATCH_DUP_FLOOR |y_a|^2 (the rounding of this form) count as 0: the row
+ * duplicates a centre. */
+#define BATCH_CANDIDATES 512
+#define BATCH_MAX_CENTRES 256
+#define BATCH_TILE 512
+#define BATCH_DUP_FLOOR 1e-5f
+#define BATCH_TIE_REL 1e-4f
+
+typedef struct {
+  float v;
+  gsize i;
+} Far;
+
+/* a before b: farther, or as far and an earlier row */
+static inline gboolean
+far_before(Far a, Far b)
+{
+  return better(a.v, a.i, b.v, b.i);
+}
+
+/* The cap rows kept farthest in a heap whose root is the nearest of them. */
+typedef struct {
+  Far *h;
+  int n, cap;
+} FarHeap;
+
+static void
+far_heap_offer(FarHeap *hp, Far f)
+{
+  int i;
+
+  if (hp->n < hp->cap) {
+    i = hp->n++;
+    while (i > 0 && far_before(hp->h[(i - 1) / 2], f)) {
+      hp->h[i] = hp->h[(i - 1) / 2];
+      i = (i - 1) / 2;
+    }
+    hp->h[i] = f;
+    return;
+  }
+  if (!far_before(f, hp->h[0]))
+    return;
+  i = 0;
+  for (;;) {
+    int c = 2 * i + 1;
+
+    if (c >= hp->n)
+      break;
+    if (c + 1 < hp->n && far_before(hp->h[c], hp->h[c + 1]))
+      c++;
+    if (!far_before(f, hp->h[c]))
+      break;
+    hp->h[i] = hp->h[c];
+    i = c;
+  }
+  hp->h[i] = f;
+}
+
+static int
+far_cmp(const void *a, const void *b)
+{
+  Far x = *(const Far *)a, y = *(const Far *)b;
+
+  return far_before(x, y) ? -1 : far_before(y, x) ? 1 : 0;
+}
+
+/* Squared distances d2 [m] of the centred rows q [m, d] (norms s [m]) to
+ * the centres packed (insp_ops_nn_pack of their w, norms csq), the nearest
+ * one each, with the duplicate floor. */
+static void
+batch_distances(const float *q, const float *s, int m, const float *packed, const float *csq,
+                int nc, int d, float *scratch, float *d2)
+{
+  insp_ops_nearest_neighbour_with_norms(q, m, s, packed, csq, nc, d, scratch, d2, NULL);
+  for (int i = 0; i < m; i++)
+    if (d2[i] <= BATCH_DUP_FLOOR * s[i])
+      d2[i] = 0.0f;
+}
+
+typedef struct {
+  const float *x, *mean, *s;
+  float *md2;
+  int d;
+  gsize lo, hi;
+  const float *packed, *csq;
+  int nc;
+  float *tile, *d2, *scratch;
+  FarHeap heap;
+} BatchRange;
+
+/* md2 = min(md2, distance to the nearest packed centre) over the range,
+ * and its farthest rows kept in the heap. */
+static void
+batch_range(BatchRange *t)
+{
+  t->heap.n = 0;
+  for (gsize i0 = t->lo; i0 < t->hi; i0 += BATCH_TILE) {
+    int m = (int)MIN(BATCH_TILE, t->hi - i0);
+
+    centre_rows(t->x + i0 * t->d, m, t->d, t->mean, t->tile);
+    batch_distances(t->tile, t->s + i0, m, t->packed, t->csq, t->nc, t->d, t->scratch, t->d2);
+    for (int i = 0; i < m; i++) {
+      float v = MIN(t->md2[i0 + i], t->d2[i]);
+
+      t->md2[i0 + i] = v;
+      if (t->heap.n < t->heap.cap || v >= t->heap.h[0].v)
+        far_heap_offer(&t->heap, (Far){v, i0 + i});
+    }
+  }
+}
+
+static void
+batch_worker(gpointer data, gpointer user_data)
+{
+  BruteSync *sync = user_data;
+
+  batch_range(data);
+  g_mutex_lock(&sync->lock);
+  if (--sync->pending == 0)
+    g_cond_signal(&sync->done);
+  g_mutex_unlock(&sync->lock);
+}
+
+/* w [d] = B B^T q for the centred row q (B NULL: the identity), in double. */
+static void
+batch_centre(const float *q, const float *basis, int d, int dp, float *w)
+{
+  double t[INSP_PATCHCORE_PROJ_DIM];
+
+  if (basis == NULL) {
+    memcpy(w, q, sizeof(float) * d);
+    return;
+  }
+  for (int j = 0; j < dp; j++)
+    t[j] = 0.0;
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < dp; j++)
+      t[j] += (double)q[i] * basis[(gsize)i * dp + j];
+  for (int i = 0; i < d; i++) {
+    double acc[8] = {0}; /* partial sums, so that the loop vectorises */
+    const float *row = basis + (gsize)i * dp;
+    int j = 0;
+
+    for (; j + 8 <= dp; j += 8)
+      for (int l = 0; l < 8; l++)
+        acc[l] += (double)row[j + l] * t[j + l];
+    for (; j < dp; j++)
+      acc[0] += (double)row[j] * t[j];
+    w[i] =
+        (float)(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+  }
+}
+
+/* out [dp] = the row x [d] as the definition projects it: float(x R) summed
+ * in double (r NULL: x itself, or (x - mean) B onto principal axes when d >
+ * dp). */
+static void
+batch_reference_row(const float *x, const float *r, const float *mean, const float *basis, int d,
+                    int dp, float *out)
+{
+  if (r == NULL && basis == NULL) {
+    memcpy(out, x, sizeof(float) * d);
+    return;
+  }
+  double acc[INSP_PATCHCORE_PROJ_DIM] = {0};
+
+  for (int i = 0; i < d; i++) {
+    double xi = r != NULL ? (double)x[i] : (double)x[i] - mean[i];
+    const float *row = (r != NULL ? r : basis) + (gsize)i * dp;
+
+    for (int j = 0; j < dp; j++)
+      acc[j] += xi * row[j];
+  }
+  for (int j = 0; j < dp; j++)
+    out[j] = (float)acc[j];
+}
+
+/* The squared distance of the reference row y [dp] to the nearest of the
+ * centres' reference rows yc [from, to), in double, folded into *best. */
+static void
+batch_reference_md2(const float *y, const float *yc, gsize from, gsize to, int dp, double *best)
+{
+  for (gsize c = from; c < to; c++) {
+    double acc[8] = {0}; /* partial sums, so that the loop vectorises */
+    int j = 0;
+
+    for (; j + 8 <= dp; j += 8)
+      for (int l = 0; l < 8; l++) {
+        double t = (double)y[j + l] - yc[c * dp + j + l];
+
+        acc[l] += t * t;
+      }
+    for (; j < dp; j++) {
+      double t = (double)y[j] - yc[c * dp + j];
+
+      acc[0] += t * t;
+    }
+    *best = MIN(*best,
+                ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+  }
+}
+
+static gsize *
+coreset_batched(const float *x, gsize n, int d, gsize k, gsize start, const float *r, int dp,
+                const InspCoresetOptions *o, gsize *k_out)
+{
+  const int nb = (int)MIN((gsize)BATCH_CANDIDATES, n);
+  const gsize bs = 4096;
+  g_autofree float *mean = g_new(float, d);
+  g_autofree float *basis_pca = NULL;
+  const float *basis = r;
+  g_autofree float *s = g_new(float, n);
+  g_autofree float *md2 = g_new(float, n);
+  g_autofree float *cw = g_new(float, (gsize)BATCH_MAX_CENTRES *d);
+  g_autofree float *csq = g_new(float, BATCH_MAX_CENTRES);
+  g_autofree float *packed = g_new(float, insp_ops_nn_packed_size(BATCH_MAX_CENTRES, d));
+  g_autofree float *one = g_new(float, insp_ops_nn_packed_size(1, d));
+  g_autofree float *cq = g_new(float, (gsize)nb *d); /* the candidates, centred */
+  g_autofree float *cs = g_new(float, nb);
+  g_autofree float *cd2 = g_new(float, nb);
+  g_autofree float *cscratch = g_new(float, insp_ops_nn_scratch_size(nb));
+  g_autofree Far *cand = NULL;
+  g_autofree BatchRange *rg = NULL;
+  g_autofree gsize *chosen = g_new(gsize, BATCH_MAX_CENTRES);
+  /* near ties: the centres' reference rows, and per candidate its exact
+   * squared distance over the first ex_upto of them */
+  const int ep = r == NULL && d <= dp ? d : dp;
+  g_autofree float *yc = g_new(float, (k + 1) * (gsize)ep);
+  g_autofree float *ycand = g_new(float, (gsize)nb *ep);
+  g_autofree double *ex_val = g_new(double, nb);
+  g_autofree gsize *ex_upto = g_new(gsize, nb);
+  g_autofree int *contender = g_new(int, nb);
+  guint64 n_ties = 0;
+  GThreadPool *pool = NULL;
+  BruteSync sync;
+  gsize *sel = g_new(gsize, k);
+  gsize n_sel = 0, step = MAX(k / 100, 1);
+  guint64 n_passes = 0;
+  int nt, nc;
+  Far far_other;
+
+  /* The metric: B = the projection as it is (any rotation of it gives the
+   * same distances), the identity, or the top dp principal axes. */
+  if (r == NULL && d > dp) {
+    basis_pca = g_new(float, (gsize)d *dp);
+    principal_basis(x, n, d, NULL, dp, mean, basis_pca);
+    basis = basis_pca;
+  } else {
+    g_autofree double *sum = g_new0(double, d);
+
+    for (gsize i = 0; i < n; i++)
+      for (int j = 0; j < d; j++)
+        sum[j] += x[i * d + j];
+    for (int j = 0; j < d; j++)
+      mean[j] = (float)(sum[j] / (double)n);
+  }
+  {
+    g_autofree float *block = g_new(float, bs *(gsize)d);
+    g_autofree float *y = basis ? g_new(float, bs *(gsize)dp) : NULL;
+
+    for (gsize i0 = 0; i0 < n; i0 += bs) {
+      gsize m = MIN(bs, n - i0);
+      const float *yb = block;
+      int e = d;
+
+      centre_rows(x + i0 * d, m, d, mean, block);
+      if (basis != NULL) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, dp, d, 1.0f, block, d, basis,
+                    dp, 0.0f, y, dp);
+        yb = y;
+        e = dp;
+      }
+      for (gsize i = 0; i < m; i++) {
+        double acc = 0.0;
+
+        for (int j = 0; j < e; j++)
+          acc += (double)yb[i * e + j] * yb[i * e + j];
+        s[i0 + i] = (float)acc;
+      }
+    }
+  }
+
+  nt = o->threads > 0 ? o->threads : coreset_threads();
+  nt = (int)MIN((gsize)nt, MAX(n / BATCH_TILE, 1));
+  rg = g_new0(BatchRange, nt);
+  g_mutex_init(&sync.lock);
+  g_cond_init(&sync.done);
+  if (nt > 1)
+    pool = g_thread_pool_new(batch_worker, &sync, nt - 1, FALSE, NULL);
+  for (int t = 0; t < nt; t++) {
+    rg[t].x = x;
+    rg[t].mean = mean;
+    rg[t].s = s;
+    rg[t].md2 = md2;
+    rg[t].d = d;
+    rg[t].lo = n * t / nt;
+    rg[t].hi = n * (t + 1) / nt;
+    rg[t].packed = packed;
+    rg[t].csq = csq;
+    rg[t].tile = g_new(float, (gsize)BATCH_TILE *d);
+    rg[t].d2 = g_new(float, BATCH_TILE);
+    rg[t].scratch = g_new(float, insp_ops_nn_scratch_size(BATCH_TILE));
+    rg[t].heap.cap = nb + 1;
+    rg[t].heap.h = g_new(Far, nb + 1);
+  }
+  cand = g_new(Far, (gsize)nt * (nb + 1));
+  for (gsize i = 0; i < n; i++)
+    md2[i] = INFINITY;
+
+  /* The start is the first centre; then batches of centres until k. */
+  batch_reference_row(x + start * d, r, mean, basis_pca, d, dp, yc);
+  chosen[0] = start;
+  centre_rows(x + start * d, 1, d, mean, cq);
+  batch_centre(cq, basis, d, dp, cw);
+  nc = 1;
+  for (;;) {
+    int n_cand = 0, m;
+
+    /* the pass: every row against the nc centres chosen since the last
+     * (a centre's own distance is 0, as in the definition) */
+    for (int c = 0; c < nc; c++) {
+      md2[chosen[c]] = 0.0f;
+      csq[c] = s[chosen[c]];
+    }
+    insp_ops_nn_pack(cw, nc, d, packed);
+    sync.pending = nt - 1;
+    for (int t = 0; t < nt; t++)
+      rg[t].nc = nc;
+    for (int t = 1; t < nt; t++)
+      g_thread_pool_push(pool, &rg[t], NULL);
+    batch_range(&rg[0]);
+    g_mutex_lock(&sync.lock);
+    while (sync.pending > 0)
+      g_cond_wait(&sync.done, &sync.lock);
+    g_mutex_unlock(&sync.lock);
+    n_passes++;
+    if (n_sel == k)
+      break;
+
+    /* the candidates: the nb farthest rows; far_other the next one */
+    for (int t = 0; t < nt; t++)
+      for (int j = 0; j < rg[t].heap.n; j++)
+        cand[n_cand++] = rg[t].heap.h[j];
+    qsort(cand, n_cand, sizeof(Far), far_cmp);
+    far_other = n_cand > nb ? cand[nb] : (Far){-1.0f, G_MAXSIZE};
+    m = MIN(n_cand, nb);
+    if (m == 0 || !(cand[0].v > 0.0f))
+      break; /* every row duplicates a centre */
+    for (int j = 0; j < m; j++) {
+      centre_rows(x + cand[j].i * d, 1, d, mean, cq + (gsize)j * d);
+      cs[j] = s[cand[j].i];
+      ex_upto[j] = 0;
+    }
+
+    /* the selections this pass can apply */
+    nc = 0;
+    while (n_sel < k && nc < BATCH_MAX_CENTRES) {
+      int b = 0;
+
+      float band;
+      int n_cont = 0;
+
+      for (int j = 1; j < m; j++)
+        if (far_before(cand[j], cand[b]))
+          b = j;
+      if (!far_before(cand[b], far_other) || !(cand[b].v > 0.0f))
+        break;
+      /* Near ties are decided on the definition's distances, in double; a
+       * tie with the rows outside the candidates waits for the next pass,
+       * unless this is the first selection after one (then it would wait
+       * forever: only duplicates, whose order the index decides anyway). */
+      band = cand[b].v * (1.0f - BATCH_TIE_REL);
+      if (nc > 0 && far_other.v >= band)
+        break;
+      for (int j = 0; j < m; j++)
+        if (cand[j].v >= band)
+          contender[n_cont++] = j;
+      if (n_cont > 1) {
+        Far best = {0};
+
+        n_ties++;
+        for (int t = 0; t < n_cont; t++) {
+          int j = contender[t];
+          Far f;
+
+          if (ex_upto[j] == 0) {
+            batch_reference_row(x + cand[j].i * d, r, mean, basis_pca, d, dp,
+                                ycand + (gsize)j * ep);
+            ex_val[j] = INFINITY;
+          }
+          batch_reference_md2(ycand + (gsize)j * ep, yc, ex_upto[j], n_sel + 1, ep, &ex_val[j]);
+          ex_upto[j] = n_sel + 1;
+          f = (Far){(float)ex_val[j], cand[j].i};
+          if (t == 0 || ex_val[j] > ex_val[b] || (ex_val[j] == ex_val[b] && f.i < best.i)) {
+            b = j;
+            best = f;
+          }
+        }
+      }
+      sel[n_sel++] = cand[b].i;
+      batch_reference_row(x + cand[b].i * d, r, mean, basis_pca, d, dp, yc + n_sel * (gsize)ep);
+      chosen[nc++] = cand[b].i;
+      if (o->progress != NULL && n_sel % step == 0)
+        o->progress(o->progress_stage, (int)n_sel, (int)k, o->progress_data);
+      if (n_sel == k)
+        break;
+      batch_centre(cq + (gsize)b * d, basis, d, dp, cw + (gsize)(nc - 1) * d);
+      insp_ops_nn_pack(cw + (gsize)(nc - 1) * d, 1, d, one);
+      batch_distances(cq, cs, m, one, &cs[b], 1, d, cscratch, cd2);
+      for (int j = 0; j < m; j++)
+        cand[j].v = MIN(cand[j].v, cd2[j]);
+      cand[b].v = 0.0f;
+    }
+    if (n_sel == k)
+      break; /* the last selections' update is never used */
+  }
+  if (pool != NULL)
+    g_thread_pool_free(pool, FALSE, TRUE);
+  g_mutex_clear(&sync.lock);
+  g_cond_clear(&sync.done);
+  for (int t = 0; t < nt; t++) {
+    g_free(rg[t].tile);
+    g_free(rg[t].d2);
+    g_free(rg[t].scratch);
+    g_free(rg[t].heap.h);
+  }
+  g_debug("coreset (batched): %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows, %" G_GUINT64_FORMAT
+          " passes over the rows on %d threads, %" G_GUINT64_FORMAT " near ties",
+          n_sel, n, n_passes, nt, n_ties);
+  if (o->progress != NULL && n_sel % step != 0)
+    o->progress(o->progress_stage, (int)n_sel, (int)n_sel, o->progress_data);
+  *k_out = n_sel;
+  return sel;
+}
+
 gsize *
 insp_patchcore_coreset(const float *x, gsize n, int d, double fraction, guint64 seed, gsize *k_out)
 {
@@ -507,7 +981,7 @@ insp_coreset_options_init(InspCoresetOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->projection = insp_patchcore_coreset_projection();
-  o->strategy = INSP_CORESET_ADAPTIVE;
+  o->strategy = INSP_CORESET_BATCHED;
 }
 
 InspCoresetProjection
@@ -555,6 +1029,19 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   k = (gsize)((double)n * fraction);
   k = CLAMP(k, 1, n);
   step = MAX(k / 100, 1);
+  /* torch.randint(n, (1,), generator seeded with the seed): the first
+   * 32-bit MT19937 word modulo n (n < 2^32 here). */
+  insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
+  start = (gsize)(insp_mt19937_next(&mt) % (guint64)n);
+  if (o->strategy == INSP_CORESET_BATCHED) {
+    g_autofree float *r = NULL;
+
+    if (o->projection == INSP_CORESET_SPARSE_RANDOM) {
+      r = g_new(float, (gsize)d *dp);
+      insp_sklearn_sparse_random_matrix(d, dp, (guint32)(seed & 0xffffffffu), r);
+    }
+    return coreset_batched(x, n, d, k, start, r, dp, o, k_out);
+  }
   if (o->projection == INSP_CORESET_SPARSE_RANDOM) {
     /* As anomalib and the PyTorch reference: sklearn's sparse random
      * projection to dp dims first (a near-isometry; at 10 % it also selected
@@ -577,10 +1064,6 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
   crow = g_new(gint64, k + 1);
   sel = g_new(gsize, k);
 
-  /* torch.randint(n, (1,), generator seeded with the seed): the first
-   * 32-bit MT19937 word modulo n (n < 2^32 here). */
-  insp_mt19937_init(&mt, (guint32)(seed & 0xffffffffu));
-  start = (gsize)(insp_mt19937_next(&mt) % (guint64)n);
   crow[0] = (gint64)start;
   memcpy(cz, z + start * dp, sizeof(float) * dp);
   cnorm[0] = norm_of(cz, dp);

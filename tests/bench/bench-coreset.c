@@ -176,6 +176,8 @@ main(int argc, char **argv)
       o.strategy = INSP_CORESET_STREAMED;
     else if (g_strcmp0(strategy, "alternate") == 0)
       o.strategy = INSP_CORESET_ALTERNATE;
+    else if (g_strcmp0(strategy, "batched") == 0)
+      o.strategy = INSP_CORESET_BATCHED;
     sel = insp_patchcore_coreset_tuned(rows, n, d, frac, 0, &o, &k);
     secs = (double)(g_get_monotonic_time() - t0) / 1e6;
     printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,

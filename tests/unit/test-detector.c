@@ -406,7 +406,7 @@ test_coreset(void)
    * the cluster lists are rebuilt from a streamed state), on one thread and
    * on three, selects exactly the same rows. */
   for (int t = 1; t <= 3; t += 2)
-    for (int strat = INSP_CORESET_ADAPTIVE; strat <= INSP_CORESET_ALTERNATE; strat++) {
+    for (int strat = INSP_CORESET_ADAPTIVE; strat <= INSP_CORESET_BATCHED; strat++) {
       g_autofree gsize *e = NULL;
       gsize ke;
 
