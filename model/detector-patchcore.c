@@ -296,8 +296,15 @@ patchcore_fit(InspModel *m, InspDetectorFit *f, gboolean final, InspProgressFunc
   InspCoresetOptions o;
   g_autofree gsize *sel = NULL;
 
-  if (final)
+  if (final) {
+    /* the first fit's bank, its packed copy and index go before the
+     * coreset's working set comes (peak memory) */
+    pc->bank = NULL;
+    pc->bank_rows = 0;
+    g_clear_pointer(&pc->owned_bank, g_free);
+    insp_model_finish_setup(m);
     to_source_order(f->rows, f->per_img, f->slot, f->n_images);
+  }
   n_rows = (gsize)(final ? f->n_images : f->n_train) * m->n_patches;
   insp_coreset_options_init(&o);
   o.projection = pc->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM;

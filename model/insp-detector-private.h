@@ -119,6 +119,9 @@ void insp_model_finish_setup(InspModel *m);
 gboolean insp_model_probe_stages(InspModel *m, GError **error);
 InspModel *insp_model_alloc(const InspDetectorClass *klass);
 
+/* Scratch for insp_model_score_features alone: no backbone activations
+ * (insp_model_extract and insp_model_score need insp_model_scratch_new). */
+InspModelScratch *insp_model_scratch_new_for_features(const InspModel *m, GError **error);
 /* Raw scoring from features (training's hold-out and insp_model_score):
  * fills raw map [input_height, input_width] (blurred, not normalised) and
  * returns the raw image score. */

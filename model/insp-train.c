@@ -146,7 +146,7 @@ static gboolean
 calibrate(InspModel *m, const float *const *held, const int *owner, int n_units, int n_hold,
           InspProgressFunc progress, gpointer progress_data, GError **error)
 {
-  g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, error);
+  g_autoptr(InspModelScratch) s = insp_model_scratch_new_for_features(m, error);
   gsize pixels = (gsize)m->input_width * m->input_height;
   g_autofree float *img_scores = g_new(float, n_hold);
   g_autofree float *map_max = g_new(float, n_hold);
