@@ -3,7 +3,8 @@
  * folder, for one or more fractions.
  *
  *   bench-coreset [--images DIR] [--fraction F]... [--max-images N]
- *                 [--cache FILE] [--brute]
+ *                 [--cache FILE] [--brute] [--strategy S] [--compare S]
+ *                 [--threads N] [--size N]
  *
  * Default data: kolektorsdd/train/good under $INSP_SHARED_DIR/datasets with
  * the mobilenetv2 backbone under $INSP_SHARED_DIR/models (the hardest set
@@ -13,7 +14,9 @@
  * definition; O(k N d)) and checks that both select the same rows.
  * INSP_CORESET_PROJECTION=none selects on exact distances, as in training.
  * --strategy and --threads are the knobs of the selection (see
- * InspCoresetOptions). Prints numbers, never fails. */
+ * InspCoresetOptions); --compare S also runs strategy S and counts the same
+ * selections; --size N extracts at another input size (the default model's
+ * 320 px). Prints numbers, never fails. */
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
@@ -25,6 +28,8 @@
 #include "insp-detector-private.h"
 #include "insp-image.h"
 #include "insp-model.h"
+
+static int input_size; /* 0: the backbone's */
 
 static float *
 extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError **error)
@@ -38,7 +43,7 @@ extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError 
   m->backbone = insp_backbone_new_from_file(backbone, error);
   if (m->backbone == NULL)
     return NULL;
-  m->input_size = insp_backbone_get_input_size(m->backbone);
+  m->input_size = input_size > 0 ? input_size : insp_backbone_get_input_size(m->backbone);
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
   m->fine_stage = g_strdup(fine);
@@ -73,6 +78,22 @@ extract(const char *backbone, GPtrArray *paths, gsize *n_rows, int *dim, GError 
   return rows;
 }
 
+static InspCoresetStrategy
+parse_strategy(const char *name, InspCoresetStrategy dflt)
+{
+  if (g_strcmp0(name, "adaptive") == 0)
+    return INSP_CORESET_ADAPTIVE;
+  if (g_strcmp0(name, "pruned") == 0)
+    return INSP_CORESET_PRUNED;
+  if (g_strcmp0(name, "streamed") == 0)
+    return INSP_CORESET_STREAMED;
+  if (g_strcmp0(name, "alternate") == 0)
+    return INSP_CORESET_ALTERNATE;
+  if (g_strcmp0(name, "batched") == 0)
+    return INSP_CORESET_BATCHED;
+  return dflt;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -80,7 +101,7 @@ main(int argc, char **argv)
   g_auto(GStrv) fractions = NULL;
   int max_images = 0;
   gboolean do_brute = FALSE;
-  g_autofree char *strategy = NULL;
+  g_autofree char *strategy = NULL, *compare = NULL;
   int threads = 0;
   const GOptionEntry entries[] = {
       {"images", 0, 0, G_OPTION_ARG_FILENAME, &images, "folder of good images", "DIR"},
@@ -89,8 +110,11 @@ main(int argc, char **argv)
       {"cache", 0, 0, G_OPTION_ARG_FILENAME, &cache, "feature cache file", "FILE"},
       {"brute", 0, 0, G_OPTION_ARG_NONE, &do_brute, "also run the brute-force loop", NULL},
       {"strategy", 0, 0, G_OPTION_ARG_STRING, &strategy,
-       "adaptive (default), pruned, streamed or alternate", "S"},
+       "batched (default), adaptive, pruned, streamed or alternate", "S"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "threads of the streamed phase (0: all)", "N"},
+      {"size", 0, 0, G_OPTION_ARG_INT, &input_size, "input size (default: the backbone's)", "N"},
+      {"compare", 0, 0, G_OPTION_ARG_STRING, &compare,
+       "also run this strategy and count the same selections", "S"},
       G_OPTION_ENTRY_NULL};
   g_autoptr(GOptionContext) ctx = g_option_context_new("- time the PatchCore coreset");
   g_autoptr(GError) error = NULL;
@@ -170,19 +194,31 @@ main(int argc, char **argv)
 
     insp_coreset_options_init(&o);
     o.threads = threads;
-    if (g_strcmp0(strategy, "pruned") == 0)
-      o.strategy = INSP_CORESET_PRUNED;
-    else if (g_strcmp0(strategy, "streamed") == 0)
-      o.strategy = INSP_CORESET_STREAMED;
-    else if (g_strcmp0(strategy, "alternate") == 0)
-      o.strategy = INSP_CORESET_ALTERNATE;
-    else if (g_strcmp0(strategy, "batched") == 0)
-      o.strategy = INSP_CORESET_BATCHED;
+    o.strategy = parse_strategy(strategy, o.strategy);
     sel = insp_patchcore_coreset_tuned(rows, n, d, frac, 0, &o, &k);
     secs = (double)(g_get_monotonic_time() - t0) / 1e6;
-    printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s\n", *f, k, n,
-           secs);
+    printf("coreset %-5s %7" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " rows  %8.2f s (%s)\n", *f, k,
+           n, secs, strategy ? strategy : "default");
     fflush(stdout);
+    if (compare != NULL) {
+      g_autofree gsize *other = NULL;
+      gsize ko = 0, same = 0, first;
+
+      o.strategy = parse_strategy(compare, o.strategy);
+      t0 = g_get_monotonic_time();
+      other = insp_patchcore_coreset_tuned(rows, n, d, frac, 0, &o, &ko);
+      secs = (double)(g_get_monotonic_time() - t0) / 1e6;
+      first = MIN(k, ko);
+      for (gsize i = 0; i < MIN(k, ko); i++) {
+        same += sel[i] == other[i];
+        if (sel[i] != other[i] && first == MIN(k, ko))
+          first = i;
+      }
+      printf("  %-8s %7" G_GSIZE_FORMAT " rows  %8.2f s, same selection %" G_GSIZE_FORMAT
+             " of %" G_GSIZE_FORMAT ", first difference at %" G_GSIZE_FORMAT "\n",
+             compare, ko, secs, same, k, first);
+      fflush(stdout);
+    }
     if (do_brute && d <= INSP_PATCHCORE_PROJ_DIM) {
       gsize start = insp_test_torch_start(0, n), same = 0, first = k;
       g_autofree gsize *ref = g_new(gsize, k);
