@@ -95,13 +95,17 @@ typedef struct {
   gpointer progress_data;
 } InspCoresetOptions;
 /* Defaults: insp_patchcore_coreset_projection(), all threads,
- * batched strategy, no progress. */
+ * insp_patchcore_coreset_strategy(), no progress. */
 void insp_coreset_options_init(InspCoresetOptions *o);
 gsize *insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, guint64 seed,
                                     const InspCoresetOptions *o, gsize *k_out);
 /* The projection training uses: INSP_CORESET_PROJECTION=none in the
  * environment selects exact distances (for comparisons), else sparse random. */
 InspCoresetProjection insp_patchcore_coreset_projection(void);
+/* The strategy training uses: INSP_CORESET_STRATEGY=adaptive|pruned|streamed
+ * in the environment selects an older one (comparisons: they select the
+ * same rows up to float rounding of near ties), else batched. */
+InspCoresetStrategy insp_patchcore_coreset_strategy(void);
 
 /* sklearn's SparseRandomProjection(n_components=d_out, density 1/sqrt(d_in),
  * random_state=seed) matrix, transposed for x [n, d_in] @ r [d_in, d_out]

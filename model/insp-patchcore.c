@@ -981,7 +981,21 @@ insp_coreset_options_init(InspCoresetOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->projection = insp_patchcore_coreset_projection();
-  o->strategy = INSP_CORESET_BATCHED;
+  o->strategy = insp_patchcore_coreset_strategy();
+}
+
+InspCoresetStrategy
+insp_patchcore_coreset_strategy(void)
+{
+  const char *e = g_getenv("INSP_CORESET_STRATEGY");
+
+  if (g_strcmp0(e, "adaptive") == 0)
+    return INSP_CORESET_ADAPTIVE;
+  if (g_strcmp0(e, "pruned") == 0)
+    return INSP_CORESET_PRUNED;
+  if (g_strcmp0(e, "streamed") == 0)
+    return INSP_CORESET_STREAMED;
+  return INSP_CORESET_BATCHED;
 }
 
 InspCoresetProjection
