@@ -48,7 +48,7 @@ for s in $sets; do
   done
 done
 count=$(ls "$tmp/images" | wc -l)
-core=$(OPENBLAS_VERBOSE=2 "$inspectd" eval --help 2>&1 | sed -n 's/^Core: //p' | head -1)
+core=$(OPENBLAS_VERBOSE=2 "$inspectd" eval --help 2>&1 | sed -n 's/^Core: //p' | tail -1)
 echo "bench-train: $count images, $inspectd, OpenBLAS core ${core:-unknown}" \
   "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), $(nproc) processors"
 echo "target: <= 66 s (PyTorch peer, 224 px, 666 real images), peak RSS <= 600 MB"
