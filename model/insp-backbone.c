@@ -13,10 +13,23 @@
  * insp_backbone_forward() on it at once, each with its own scratch. A scratch
  * holds every activation buffer and the im2col buffer for one input size,
  * planned at creation (buffers reused once their value is dead, stage outputs
- * kept); forward allocates nothing. */
+ * kept); forward allocates nothing.
+ *
+ * Threads: when OpenBLAS is set to 2 or more threads (one worker with the
+ * machine's cores), a forward runs each conv, depthwise and max-pool layer
+ * over that many threads: the caller and the helpers of its scratch's team
+ * (started on the first such forward, stopped by insp_backbone_scratch_free)
+ * claim pieces of the layer (pixel ranges of a conv, channel ranges of the
+ * others) and meet after each layer. Every output value is computed the
+ * same way whoever computes it, so the results are those of one thread, bit
+ * for bit (Winograd layers excepted: they run whole on OpenBLAS's threads).
+ * Helpers spin briefly between layers and sleep between forwards. */
 #include "insp-backbone-private.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* The quark name is dashed; clang-format would split it into "a - b". */
@@ -32,6 +45,15 @@ G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
  * 56x56, 128ch 28x28 and 256ch 14x14; no gain at 512ch 7x7, 16 tiles). */
 #define WINOGRAD_MIN_CIN 64
 #define WINOGRAD_MIN_TILES 25
+/* One image over several threads: at most this many (the caller and its
+ * helpers), each layer cut into at most TEAM_CHUNKS pieces that the threads
+ * claim one at a time (so a thread the kernel does not schedule only delays
+ * the piece it holds), conv pieces at least TEAM_MIN_COLUMNS pixels. A
+ * helper waits for the next layer spinning for TEAM_SPIN_US, then sleeps. */
+#define TEAM_MAX 8
+#define TEAM_CHUNKS 8
+#define TEAM_MIN_COLUMNS 32
+#define TEAM_SPIN_US 200
 
 static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
@@ -725,7 +747,27 @@ insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine, cons
 typedef struct {
   int oh, ow, pt, pl;
   gboolean winograd;
+  int n_chunks; /* pieces for the team: 1 = the calling thread runs it whole */
+  int chunk;    /* conv: pixels per piece; depthwise, max pool: channels */
 } LayerGeom;
+
+/* The helpers of one scratch: they run pieces of the layer the caller
+ * publishes in @word (generation << 32 | pieces << 16 | next piece to
+ * claim; 0 pieces = parked: sleep until the next layer). The job fields are
+ * written before @word and read after a successful claim; the caller moves
+ * on only when @done counts every piece, so they stay valid meanwhile. */
+typedef struct {
+  InspBackboneScratch *s;
+  GThread *threads[TEAM_MAX - 1];
+  int n_threads; /* helpers started */
+  GMutex lock;
+  GCond cond;
+  _Atomic guint64 word;
+  _Atomic int done;
+  _Atomic int sleepers;
+  _Atomic int stop;
+  int layer; /* job */
+} Team;
 
 struct _InspBackboneScratch {
   InspBackbone *bb; /* a reference */
@@ -737,7 +779,11 @@ struct _InspBackboneScratch {
   float *mem;
   float *col;
   gsize mem_floats;
+  Team *team;          /* NULL until a forward runs with 2+ threads */
+  gboolean team_error; /* a helper could not be started: stay on one thread */
 };
+
+static void team_free(Team *t);
 
 void
 insp_backbone_scratch_free(InspBackboneScratch *s)
@@ -748,6 +794,7 @@ insp_backbone_scratch_free(InspBackboneScratch *s)
   g_free(s->vh);
   g_free(s->vw);
   g_free(s->vptr);
+  team_free(s->team);
   g_free(s->geom);
   g_aligned_free(s->mem);
   insp_backbone_unref(s->bb);
@@ -758,6 +805,34 @@ static gsize
 align_up(gsize n)
 {
   return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+}
+
+/* How a layer is cut for the team: conv pixels in multiples of 32 (the
+ * kernel's tile), depthwise and max pool by channels; Winograd (OpenBLAS's
+ * sgemm, with OpenBLAS's own threads) runs whole on the calling thread. The
+ * pieces do not change the values: every output is computed the same way
+ * whoever computes it. */
+static void
+team_plan(const InspBbLayer *l, LayerGeom *g)
+{
+  gsize ohw = (gsize)g->oh * g->ow;
+
+  g->n_chunks = 1;
+  g->chunk = 0;
+  if (l->kind == INSP_BB_CONV && !g->winograd) {
+    gsize per = (ohw + TEAM_CHUNKS - 1) / TEAM_CHUNKS;
+    per = MAX((per + 31) / 32 * 32, TEAM_MIN_COLUMNS);
+    g->chunk = (int)MIN(per, ohw);
+    g->n_chunks = (int)((ohw + g->chunk - 1) / g->chunk);
+    /* The kernel's last tile reads the 16 columns before the end of its
+     * range: a last piece that short joins the one before it, so that no
+     * thread reads im2col columns another one is writing. */
+    if (g->n_chunks > 1 && ohw - (gsize)(g->n_chunks - 1) * g->chunk < 16)
+      g->n_chunks--;
+  } else if (l->kind == INSP_BB_DW3 || l->kind == INSP_BB_MAXPOOL) {
+    g->chunk = (l->cout + TEAM_CHUNKS - 1) / TEAM_CHUNKS;
+    g->n_chunks = (l->cout + g->chunk - 1) / g->chunk;
+  }
 }
 
 InspBackboneScratch *
@@ -826,6 +901,7 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
     s->vw[l->dst] = g->ow;
     g->winograd = l->has_winograd && ((g->oh + 1) / 2) * ((g->ow + 1) / 2) >= WINOGRAD_MIN_TILES &&
                   (g->ow + 1) / 2 <= INSP_OPS_WINOGRAD_MAX_TILES_X;
+    team_plan(l, g);
     if (g->winograd)
       col_floats = MAX(col_floats, insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow));
     else if (l->kind == INSP_BB_CONV)
@@ -925,12 +1001,214 @@ add_act(float *restrict y, const float *restrict r, gsize n, InspActivation act)
   }
 }
 
+/* Piece @chunk of layer @i (the whole layer when its plan has one piece or
+ * @whole). */
+static void
+run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboolean whole)
+{
+  const float *arena = (const float *)(const void *)bb->arena->data;
+  const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+  const LayerGeom *g = &s->geom[i];
+  const float *x = s->vptr[l->src];
+  float *y = s->vptr[l->dst];
+  int ih = s->vh[l->src], iw = s->vw[l->src];
+  gsize ohw = (gsize)g->oh * g->ow, ihw = (gsize)ih * iw;
+  int c0 = 0, c1 = l->cout;
+
+  if (!whole && g->n_chunks > 1 && l->kind != INSP_BB_CONV) {
+    c0 = chunk * g->chunk;
+    c1 = MIN(l->cout, c0 + g->chunk);
+  }
+  switch (l->kind) {
+  case INSP_BB_CONV:
+    if (g->winograd) {
+      insp_ops_conv3x3_winograd(x, l->cin, ih, iw, arena + l->u_off, arena + l->b_off, l->cout,
+                                g->pt, g->pl, g->oh, g->ow,
+                                l->residual >= 0 ? INSP_ACT_NONE : l->act, s->col, y);
+      if (l->residual >= 0)
+        add_act(y, s->vptr[l->residual], (gsize)l->cout * ohw, l->act);
+    } else {
+      gsize p0 = whole ? 0 : (gsize)chunk * g->chunk;
+      gsize p1 = whole || chunk == g->n_chunks - 1 ? ohw : p0 + (gsize)g->chunk;
+      insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->cout, l->k,
+                           l->k, l->stride, g->pt, g->pl, g->oh, g->ow,
+                           l->residual >= 0 ? s->vptr[l->residual] : NULL, l->act, p0, p1, s->col,
+                           y);
+    }
+    break;
+  case INSP_BB_DW3:
+    insp_ops_depthwise3x3(x + c0 * ihw, c1 - c0, ih, iw, arena + l->w_off + (gsize)c0 * 9,
+                          arena + l->b_off + c0, l->stride, g->pt, g->pl, g->oh, g->ow,
+                          l->residual >= 0 ? INSP_ACT_NONE : l->act, y + c0 * ohw);
+    if (l->residual >= 0)
+      add_act(y + c0 * ohw, s->vptr[l->residual] + c0 * ohw, (gsize)(c1 - c0) * ohw, l->act);
+    break;
+  case INSP_BB_MAXPOOL:
+    insp_ops_maxpool(x + c0 * ihw, c1 - c0, ih, iw, l->k, l->stride, l->pad, y + c0 * ohw);
+    break;
+  }
+}
+
+/* ---- the team ------------------------------------------------------------ */
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+#define WORD_PIECES(w) ((int)(((w) >> 16) & 0xffff))
+#define WORD_NEXT(w) ((int)((w)&0xffff))
+
+/* Claims and runs pieces of the published layer until none is left. */
+static void
+team_work(Team *t)
+{
+  guint64 w = atomic_load(&t->word);
+
+  while (WORD_NEXT(w) < WORD_PIECES(w)) {
+    if (!atomic_compare_exchange_weak(&t->word, &w, w + 1))
+      continue; /* w reloaded */
+    run_layer(t->s->bb, t->s, t->layer, WORD_NEXT(w), FALSE);
+    atomic_fetch_add(&t->done, 1);
+    w = atomic_load(&t->word);
+  }
+}
+
+static gpointer
+team_main(gpointer data)
+{
+  Team *t = data;
+  sigset_t all;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  while (!atomic_load(&t->stop)) {
+    gint64 since;
+    guint64 w;
+
+    team_work(t);
+    since = g_get_monotonic_time();
+    /* Spin for the next layer, then sleep until one comes (at once when
+     * parked: the forward is over). */
+    for (int n = 1;; n++) {
+      w = atomic_load(&t->word);
+      if (WORD_NEXT(w) < WORD_PIECES(w) || WORD_PIECES(w) == 0 || atomic_load(&t->stop))
+        break;
+      cpu_relax();
+      if (n % 64 == 0 && g_get_monotonic_time() - since > TEAM_SPIN_US)
+        break;
+    }
+    if (WORD_NEXT(w) < WORD_PIECES(w))
+      continue;
+    g_mutex_lock(&t->lock);
+    atomic_fetch_add(&t->sleepers, 1);
+    for (;;) {
+      w = atomic_load(&t->word);
+      if (WORD_NEXT(w) < WORD_PIECES(w) || atomic_load(&t->stop))
+        break;
+      g_cond_wait(&t->cond, &t->lock);
+    }
+    atomic_fetch_sub(&t->sleepers, 1);
+    g_mutex_unlock(&t->lock);
+  }
+  return NULL;
+}
+
+static void
+team_wake(Team *t)
+{
+  if (atomic_load(&t->sleepers) > 0) {
+    g_mutex_lock(&t->lock);
+    g_cond_broadcast(&t->cond);
+    g_mutex_unlock(&t->lock);
+  }
+}
+
+/* Publishes @pieces of layer @layer (0: park the helpers). */
+static void
+team_publish(Team *t, int layer, int pieces)
+{
+  guint64 w = atomic_load(&t->word);
+
+  t->layer = layer;
+  atomic_store(&t->done, 0);
+  atomic_store(&t->word, ((w >> 32) + 1) << 32 | (guint64)pieces << 16);
+  if (pieces > 0)
+    team_wake(t);
+}
+
+/* Runs layer @i with the helpers: the caller claims pieces like them, then
+ * waits for the ones they hold. */
+static void
+team_run(Team *t, int i, int pieces)
+{
+  team_publish(t, i, pieces);
+  team_work(t);
+  for (int n = 1; atomic_load(&t->done) < pieces; n++) {
+    cpu_relax();
+    if (n % 4096 == 0)
+      g_thread_yield(); /* a helper preempted in its piece: let it finish */
+  }
+}
+
+static void
+team_free(Team *t)
+{
+  if (t == NULL)
+    return;
+  g_mutex_lock(&t->lock);
+  atomic_store(&t->stop, 1);
+  g_cond_broadcast(&t->cond);
+  g_mutex_unlock(&t->lock);
+  for (int i = 0; i < t->n_threads; i++)
+    g_thread_join(t->threads[i]);
+  g_mutex_clear(&t->lock);
+  g_cond_clear(&t->cond);
+  g_free(t);
+}
+
+/* The team of @s for @n threads in all (created on the first forward that
+ * has 2 or more: started once, reused by every later forward), or NULL when
+ * a helper cannot be started (the forward then runs on one thread). */
+static Team *
+team_get(InspBackboneScratch *s, int n)
+{
+  Team *t;
+
+  if (s->team != NULL || s->team_error)
+    return s->team;
+  t = g_new0(Team, 1);
+  t->s = s;
+  g_mutex_init(&t->lock);
+  g_cond_init(&t->cond);
+  atomic_init(&t->word, 0);
+  atomic_init(&t->done, 0);
+  atomic_init(&t->sleepers, 0);
+  atomic_init(&t->stop, 0);
+  for (int i = 0; i < n - 1; i++) {
+    g_autoptr(GError) error = NULL;
+    t->threads[i] = g_thread_try_new("insp-bb-team", team_main, t, &error);
+    if (t->threads[i] == NULL) {
+      g_debug("backbone: no helper thread (%s): one thread", error->message);
+      team_free(t);
+      s->team_error = TRUE;
+      return NULL;
+    }
+    t->n_threads++;
+  }
+  s->team = t;
+  return t;
+}
+
 int
 insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const float *input,
                       const char *last, InspFeatureMap *out)
 {
-  int last_stage = -1;
-  const float *arena;
+  int last_stage = -1, threads;
+  Team *team = NULL;
 
   g_return_val_if_fail(bb != NULL && s != NULL && input != NULL && out != NULL, 0);
   g_return_val_if_fail(s->bb == bb, 0);
@@ -946,38 +1224,29 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
   }
   g_return_val_if_fail(last_stage >= 0, 0);
 
-  arena = (const float *)(const void *)bb->arena->data;
+  /* As many threads as OpenBLAS has (the worker's share of the machine,
+   * README "Threads"). */
+  threads = MIN(insp_ops_get_blas_threads(), TEAM_MAX);
+  if (threads >= 2)
+    team = team_get(s, threads);
   s->vptr[0] = (float *)input; /* read only: no layer writes value 0 */
   int last_value = g_array_index(bb->stages, InspBbStage, last_stage).value;
+  gboolean parked = TRUE;
   for (int i = 0; i < last_value; i++) {
-    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
-    const LayerGeom *g = &s->geom[i];
-    const float *x = s->vptr[l->src];
-    float *y = s->vptr[l->dst];
-    int ih = s->vh[l->src], iw = s->vw[l->src];
-    InspActivation act = l->residual >= 0 ? INSP_ACT_NONE : l->act;
+    int pieces = s->geom[i].n_chunks;
 
-    switch (l->kind) {
-    case INSP_BB_CONV:
-      if (g->winograd) {
-        insp_ops_conv3x3_winograd(x, l->cin, ih, iw, arena + l->u_off, arena + l->b_off, l->cout,
-                                  g->pt, g->pl, g->oh, g->ow, act, s->col, y);
-        break;
-      }
-      insp_ops_conv2d(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->cout, l->k, l->k,
-                      l->stride, g->pt, g->pl, g->oh, g->ow, act, s->col, y);
-      break;
-    case INSP_BB_DW3:
-      insp_ops_depthwise3x3(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->stride, g->pt,
-                            g->pl, g->oh, g->ow, act, y);
-      break;
-    case INSP_BB_MAXPOOL:
-      insp_ops_maxpool(x, l->cin, ih, iw, l->k, l->stride, l->pad, y);
-      break;
+    if (team == NULL || pieces < 2) {
+      if (team != NULL && !parked)
+        team_publish(team, i, 0); /* OpenBLAS's threads may run this one */
+      parked = TRUE;
+      run_layer(bb, s, i, 0, TRUE);
+    } else {
+      team_run(team, i, pieces);
+      parked = FALSE;
     }
-    if (l->residual >= 0)
-      add_act(y, s->vptr[l->residual], (gsize)l->cout * g->oh * g->ow, l->act);
   }
+  if (team != NULL && !parked)
+    team_publish(team, 0, 0);
 
   for (int i = 0; i <= last_stage; i++) {
     const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);

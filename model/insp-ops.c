@@ -1,8 +1,8 @@
-/* insp-ops: the dense CNN kernels of the engine on OpenBLAS (conv2d as
- * im2col + sgemm with a direct 1x1 path, depthwise 3x3, batch-norm folding,
- * activations, residual add, max and global-average pooling, conv geometry).
- * The map kernels (average pool, resizes, blur, nearest neighbour) live in
- * insp-ops-map.c.
+/* insp-ops: the dense CNN kernels of the engine (conv2d as im2col + a
+ * matrix product of our own with a direct 1x1 path, Winograd 3x3 on
+ * OpenBLAS's sgemm, depthwise 3x3, batch-norm folding, activations, residual add, max and
+ * global-average pooling, conv geometry). The map kernels (average pool, resizes, blur, nearest
+ * neighbour) live in insp-ops-map.c.
  *
  * Invariants: tensors are single CHW float32 images; no kernel allocates,
  * logs or keeps state, so any thread may enter any kernel at any time with its
@@ -60,37 +60,6 @@ insp_ops_conv_geometry(InspPadMode mode, int in, int k, int stride, int pad, int
   }
 }
 
-/* y [c, n] (rows @ld apart) = act(y + bias[c]) per row. */
-static void
-bias_act_block(float *y, int c, gsize n, gsize ld, const float *bias, InspActivation act)
-{
-  for (int o = 0; o < c; o++) {
-    float *row = y + (gsize)o * ld;
-    float b = bias != NULL ? bias[o] : 0.0f;
-
-    switch (act) {
-    case INSP_ACT_NONE:
-      if (b != 0.0f)
-        for (gsize i = 0; i < n; i++)
-          row[i] += b;
-      break;
-    case INSP_ACT_RELU:
-      for (gsize i = 0; i < n; i++) {
-        float v = row[i] + b;
-        row[i] = v > 0.0f ? v : 0.0f;
-      }
-      break;
-    case INSP_ACT_RELU6:
-      for (gsize i = 0; i < n; i++) {
-        float v = row[i] + b;
-        v = v > 0.0f ? v : 0.0f;
-        row[i] = v < 6.0f ? v : 6.0f;
-      }
-      break;
-    }
-  }
-}
-
 gsize
 insp_ops_conv2d_scratch_size(int cin, int kh, int kw, int oh, int ow, int stride)
 {
@@ -99,11 +68,13 @@ insp_ops_conv2d_scratch_size(int cin, int kh, int kw, int oh, int ow, int stride
   return (gsize)cin * kh * kw * oh * ow;
 }
 
-/* col [cin*kh*kw, oh*ow]: row (c*kh + i)*kw + j holds x[c, oy*s - pt + i, ox*s - pl + j]
- * (0 outside the image), matching the OIHW weight layout flattened to [cout, cin*kh*kw]. */
+/* Columns [p0, p1) of col [cin*kh*kw, oh*ow] (rows oh*ow apart): row
+ * (c*kh + i)*kw + j, column oy*ow + ox holds x[c, oy*s - pt + i, ox*s - pl + j]
+ * (0 outside the image), matching the OIHW weight layout flattened to
+ * [cout, cin*kh*kw]. */
 static void
 im2col(const float *x, int cin, int h, int w, int kh, int kw, int stride, int pt, int pl, int oh,
-       int ow, float *col)
+       int ow, gsize p0, gsize p1, float *col)
 {
   gsize ohw = (gsize)oh * ow;
 
@@ -115,27 +86,30 @@ im2col(const float *x, int cin, int h, int w, int kh, int kw, int stride, int pt
         int lo, hi;
 
         valid_range(w, ow, stride, pl, j, &lo, &hi);
-        for (int oy = 0; oy < oh; oy++) {
-          int iy = oy * stride - pt + i;
+        for (gsize p = p0; p < p1;) {
+          int oy = (int)(p / (gsize)ow), x0 = (int)(p % (gsize)ow);
+          int x1 = (int)MIN((gsize)ow, (gsize)x0 + (p1 - p));
+          int iy = oy * stride - pt + i, a = MAX(x0, lo), b = MIN(x1, hi);
           float *dst = row + (gsize)oy * ow;
 
-          if (iy < 0 || iy >= h) {
-            memset(dst, 0, sizeof(float) * ow);
+          p += (gsize)(x1 - x0);
+          if (iy < 0 || iy >= h || a >= b) {
+            memset(dst + x0, 0, sizeof(float) * (x1 - x0));
             continue;
           }
           const float *src = xc + (gsize)iy * w - pl + j;
-          for (int ox = 0; ox < lo; ox++)
+          for (int ox = x0; ox < a; ox++)
             dst[ox] = 0.0f;
           if (stride == 1) {
-            memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+            memcpy(dst + a, src + a, sizeof(float) * (b - a));
           } else if (stride == 2) {
-            for (int ox = lo; ox < hi; ox++)
+            for (int ox = a; ox < b; ox++)
               dst[ox] = src[2 * ox];
           } else {
-            for (int ox = lo; ox < hi; ox++)
+            for (int ox = a; ox < b; ox++)
               dst[ox] = src[ox * stride];
           }
-          for (int ox = hi; ox < ow; ox++)
+          for (int ox = b; ox < x1; ox++)
             dst[ox] = 0.0f;
         }
       }
@@ -143,22 +117,131 @@ im2col(const float *x, int cin, int h, int w, int kh, int kw, int stride, int pt
   }
 }
 
-/* Columns per sgemm call: the output block [cout, n] stays in L2 (about
- * 512 KB) so the bias/activation pass that follows reads it from cache. */
-static int
-column_block(int cout, gsize ohw)
-{
-  gsize n = (gsize)(128 * 1024) / (gsize)cout;
+/* 16 lanes: one AVX-512 register, two AVX2 ones, four SSE ones. */
+typedef float GemmVec __attribute__((vector_size(64), aligned(4), may_alias));
+typedef gint32 GemmIvec __attribute__((vector_size(64), aligned(4), may_alias));
+#define GEMM_MR 8 /* output channels per tile */
 
-  n = n < 256 ? 256 : n;
-  n = (n + 63) / 64 * 64;
-  return (int)(n < ohw ? n : ohw);
+/* In place (vectors go by pointer: by value they would change the ABI
+ * between the clones). */
+INSP_OPS_INLINE void
+gemm_act(GemmVec *t, InspActivation act)
+{
+  const GemmVec zero = {0}, six = zero + 6.0f;
+
+  if (act != INSP_ACT_NONE)
+    *t = (GemmVec)((GemmIvec)*t & (*t > zero)); /* NaN -> 0, as the scalar form */
+  if (act == INSP_ACT_RELU6) {
+    GemmIvec m = *t < six;
+    *t = (GemmVec)(((GemmIvec)*t & m) | ((GemmIvec)six & ~m));
+  }
+}
+
+INSP_OPS_INLINE float
+gemm_act1(float v, InspActivation act)
+{
+  if (act != INSP_ACT_NONE)
+    v = v > 0.0f ? v : 0.0f;
+  if (act == INSP_ACT_RELU6)
+    v = v < 6.0f ? v : 6.0f;
+  return v;
+}
+
+/* One tile: output channels [o0, o0 + GEMM_MR) (a short last tile repeats
+ * channel cout - 1 and drops it) x 16 * @nv columns from @j. Each output is
+ * the sum over c = 0..k-1 in order, then + bias, + residual, activation: the
+ * same arithmetic as the scalar tail, so results do not depend on where a
+ * column falls. */
+/* One tile: output channels [o0, o0 + GEMM_MR) (a short last tile repeats
+ * channel cout - 1 and drops it) x 16 * @nv columns from @j, of which those
+ * from @keep on are stored (a tail tile overlaps columns already done, which
+ * it recomputes and leaves alone). Each output is the sum over c = 0..k-1
+ * in order, then + bias, + residual, activation: the same arithmetic in
+ * every lane, so results do not depend on where a column falls. */
+INSP_OPS_INLINE void
+gemm_tile(const float *w, int cout, int k, int o0, const float *b, gsize ldb, gsize j, gsize keep,
+          const float *bias, const float *r, InspActivation act, gsize ldy, float *y, int nv)
+{
+  const float *wr[GEMM_MR];
+  GemmVec acc[GEMM_MR][2];
+
+  for (int i = 0; i < GEMM_MR; i++) {
+    wr[i] = w + (gsize)MIN(o0 + i, cout - 1) * k;
+    acc[i][0] = acc[i][1] = (GemmVec){0};
+  }
+  for (int c = 0; c < k; c++) {
+    const float *bc = b + (gsize)c * ldb + j;
+    GemmVec x0 = *(const GemmVec *)bc, x1 = nv > 1 ? *(const GemmVec *)(bc + 16) : x0;
+    for (int i = 0; i < GEMM_MR; i++) {
+      float wv = wr[i][c];
+      acc[i][0] += wv * x0;
+      if (nv > 1)
+        acc[i][1] += wv * x1;
+    }
+  }
+  for (int i = 0; i < GEMM_MR && o0 + i < cout; i++) {
+    gsize at = (gsize)(o0 + i) * ldy + j;
+    for (int v = 0; v < nv; v++) {
+      GemmVec t = acc[i][v] + (bias != NULL ? bias[o0 + i] : 0.0f);
+      if (r != NULL)
+        t += *(const GemmVec *)(r + at + 16 * v);
+      gemm_act(&t, act);
+      if (keep == j) {
+        *(GemmVec *)(y + at + 16 * v) = t;
+      } else {
+        for (int l = (int)(keep - j); l < 16; l++)
+          y[at + l] = t[l];
+      }
+    }
+  }
+}
+
+/* y [cout, columns j0..j1 of rows ldy apart] = act(w [cout, k] b [k, columns
+ * j0..j1 of rows ldb apart] + bias (+ r, laid out as y)), the rows of b and y
+ * at least 16 long: tiles of GEMM_MR channels x 32 columns (the [k, 32]
+ * block of b stays in L1/L2 while every channel tile reads it), then 16
+ * columns, then the last 16 columns of the row for what is left. */
+INSP_OPS_CLONES static void
+gemm_bias_act(const float *w, int cout, int k, const float *b, gsize ldb, const float *bias,
+              const float *r, InspActivation act, gsize j0, gsize j1, gsize ldy, float *y)
+{
+  gsize j = j0;
+
+  for (; j + 32 <= j1; j += 32)
+    for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
+      gemm_tile(w, cout, k, o0, b, ldb, j, j, bias, r, act, ldy, y, 2);
+  for (; j + 16 <= j1; j += 16)
+    for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
+      gemm_tile(w, cout, k, o0, b, ldb, j, j, bias, r, act, ldy, y, 1);
+  if (j < j1)
+    for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
+      gemm_tile(w, cout, k, o0, b, ldb, j1 - 16, j, bias, r, act, ldy, y, 1);
+}
+
+/* Rows shorter than 16: one output at a time, the same arithmetic. */
+static void
+gemm_bias_act_narrow(const float *w, int cout, int k, const float *b, gsize ldb, const float *bias,
+                     const float *r, InspActivation act, gsize j0, gsize j1, gsize ldy, float *y)
+{
+  for (int o = 0; o < cout; o++) {
+    const float *wo = w + (gsize)o * k;
+    for (gsize jj = j0; jj < j1; jj++) {
+      float acc = 0.0f;
+      for (int c = 0; c < k; c++)
+        acc += wo[c] * b[(gsize)c * ldb + jj];
+      acc += bias != NULL ? bias[o] : 0.0f;
+      if (r != NULL)
+        acc += r[(gsize)o * ldy + jj];
+      y[(gsize)o * ldy + jj] = gemm_act1(acc, act);
+    }
+  }
 }
 
 void
-insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
-                int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh, int ow,
-                InspActivation act, float *scratch, float *y)
+insp_ops_conv2d_part(const float *x, int cin, int h, int w, const float *weight, const float *bias,
+                     int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh,
+                     int ow, const float *residual, InspActivation act, gsize p0, gsize p1,
+                     float *scratch, float *y)
 {
   gsize ohw = (gsize)oh * ow;
   int k = cin * kh * kw;
@@ -166,6 +249,7 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
 
   g_return_if_fail(x != NULL && weight != NULL && y != NULL);
   g_return_if_fail(cin > 0 && cout > 0 && kh > 0 && kw > 0 && stride > 0 && oh > 0 && ow > 0);
+  g_return_if_fail(p0 <= p1 && p1 <= ohw);
 
   if (kh == 1 && kw == 1 && stride == 1) {
     /* Direct: Y [cout, hw] = W [cout, cin] X [cin, hw]. */
@@ -173,26 +257,22 @@ insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, cons
     b = x;
   } else {
     g_return_if_fail(scratch != NULL);
-    im2col(x, cin, h, w, kh, kw, stride, pad_top, pad_left, oh, ow, scratch);
+    im2col(x, cin, h, w, kh, kw, stride, pad_top, pad_left, oh, ow, p0, p1, scratch);
     b = scratch;
   }
-  /* Y [cout, ohw] = bias + W [cout, k] B [k, ohw], in column blocks: each
-   * block is first filled with the bias so that sgemm runs with beta = 1
-   * (OpenBLAS then skips its own pass that zeroes C for beta = 0), and the
-   * activation follows while the block is still in cache. */
-  int nb = column_block(cout, ohw);
-  for (gsize j = 0; j < ohw; j += (gsize)nb) {
-    int n = (int)MIN((gsize)nb, ohw - j);
-    for (int o = 0; o < cout; o++) {
-      float bo = bias != NULL ? bias[o] : 0.0f, *row = y + (gsize)o * ohw + j;
-      for (int i = 0; i < n; i++)
-        row[i] = bo;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, k, 1.0f, weight, k, b + j,
-                (int)ohw, 1.0f, y + j, (int)ohw);
-    if (act != INSP_ACT_NONE)
-      bias_act_block(y + j, cout, (gsize)n, ohw, NULL, act);
-  }
+  if (ohw >= 16)
+    gemm_bias_act(weight, cout, k, b, ohw, bias, residual, act, p0, p1, ohw, y);
+  else
+    gemm_bias_act_narrow(weight, cout, k, b, ohw, bias, residual, act, p0, p1, ohw, y);
+}
+
+void
+insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
+                int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh, int ow,
+                InspActivation act, float *scratch, float *y)
+{
+  insp_ops_conv2d_part(x, cin, h, w, weight, bias, cout, kh, kw, stride, pad_top, pad_left, oh, ow,
+                       NULL, act, 0, (gsize)oh * ow, scratch, y);
 }
 
 gsize

@@ -28,12 +28,28 @@ void insp_ops_conv_geometry(InspPadMode mode, int in, int k, int stride, int pad
 
 /* Convolution with folded batch norm, bias and activation (groups = 1).
  * x [cin,h,w] -> y [cout,oh,ow]; w [cout,cin,kh,kw]; bias [cout] or NULL.
- * 1x1 stride 1 goes straight to sgemm; otherwise im2col into @scratch, which
- * holds at least insp_ops_conv2d_scratch_size() floats (0 for 1x1 s1). */
+ * A matrix product of our own (not sgemm: no OpenBLAS thread, and fast on
+ * the small K of MobileNetV2's 1x1 convs), the bias and activation applied
+ * from registers. 1x1 stride 1 reads x directly; otherwise im2col into
+ * @scratch, which holds at least insp_ops_conv2d_scratch_size() floats (0
+ * for 1x1 s1). Each output is the sum over cin*kh*kw in order, whatever its
+ * position: single-threaded, compiled for AVX-512, AVX2 and the baseline. */
 gsize insp_ops_conv2d_scratch_size(int cin, int kh, int kw, int oh, int ow, int stride);
 void insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
                      int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh,
                      int ow, InspActivation act, float *scratch, float *y);
+/* The same for the output pixels [p0, p1) (flattened oy*ow + ox) of every
+ * channel only, writing only those of y (and of the full-size @scratch), so
+ * that threads may compute disjoint ranges of one output at once; the
+ * values are those insp_ops_conv2d writes, bit for bit. @residual NULL or
+ * [cout,oh,ow], added before the activation (y = act(conv + bias + r)); it
+ * may not alias y. A range shorter than 16 pixels reads (and drops) up to
+ * 15 im2col columns of @scratch before p0: threads that share @scratch cut
+ * ranges of 16 pixels or more. */
+void insp_ops_conv2d_part(const float *x, int cin, int h, int w, const float *weight,
+                          const float *bias, int cout, int kh, int kw, int stride, int pad_top,
+                          int pad_left, int oh, int ow, const float *residual, InspActivation act,
+                          gsize p0, gsize p1, float *scratch, float *y);
 
 /* 3x3 stride-1 convolution by Winograd F(2x2,3x3): 16 sgemms of
  * [cout,cin] x [cin,tiles] on transformed 4x4 input tiles (2.25x fewer

@@ -27,6 +27,9 @@
 #define RESNET_REL_L2_TOL 1e-4
 /* Preprocessing of the reference PNG against the reference input tensor. */
 #define PREPROCESS_TOL 1e-6
+/* The same resnet on 1 and 3 OpenBLAS threads: float32 sums in another
+ * order (relative L2 over all stages). */
+#define TEAM_WINOGRAD_REL_L2_TOL 1e-5
 
 /* ---- random weights ----------------------------------------------------- */
 
@@ -795,6 +798,93 @@ test_threads(void)
   rm_tmpdir(dir);
 }
 
+/* Every stage of @bb on @h x @w inputs (two frames, the second run twice)
+ * with OpenBLAS set to @threads: the forward splits each layer over that
+ * many threads of the scratch's team. Returns the stage outputs of the
+ * three forwards one after the other. */
+static GByteArray *
+forward_all(const InspBackbone *bb, int h, int w, int threads)
+{
+  g_autoptr(InspBackboneScratch) s = insp_backbone_scratch_new(bb, h, w, NULL);
+  g_autofree float *a = random_input(7, 3, h, w), *b = random_input(8, 3, h, w);
+  const float *inputs[3] = {a, b, b};
+  GByteArray *out = g_byte_array_new();
+  InspFeatureMap fm[16];
+
+  g_assert_nonnull(s);
+  insp_ops_set_blas_threads(threads);
+  for (int f = 0; f < 3; f++) {
+    int n = insp_backbone_forward(bb, s, inputs[f], NULL, fm);
+    g_assert_cmpint(n, >, 0);
+    for (int i = 0; i < n; i++)
+      g_byte_array_append(
+          out, (const guint8 *)fm[i].data,
+          (guint)((gsize)fm[i].channels * fm[i].height * fm[i].width * sizeof(float)));
+  }
+  insp_ops_set_blas_threads(1);
+  return out;
+}
+
+/* One image over 2 and 3 threads (the scratch's team, README "Backbones")
+ * gives every stage bit for bit as on one thread: the layers are cut so
+ * that each output is computed the same way whoever computes it. Odd sizes
+ * put the cuts and the kernel's tail tiles in the middle of rows. */
+static void
+test_team(void)
+{
+  g_autofree char *dir = make_tmpdir();
+  g_autoptr(Weights) mw = mobilenet_weights(23);
+  g_autoptr(Weights) rw = resnet_weights(&resnet18, 24);
+  g_autofree char *mpath = weights_save(mw, dir, "m.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autofree char *rpath = weights_save(rw, dir, "r.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autoptr(InspBackbone) mb = insp_backbone_new_from_file(mpath, NULL);
+  g_autoptr(InspBackbone) rb = insp_backbone_new_from_file(rpath, NULL);
+  g_autoptr(InspBackbone) bb = insp_backbone_new_builtin();
+  const struct {
+    const InspBackbone *bb;
+    int h, w;
+    gboolean winograd;
+  } cases[] = {{mb, 224, 224, FALSE},
+               {mb, 97, 131, FALSE},
+               {mb, 32, 40, FALSE},
+               {bb, 83, 90, FALSE},
+               {rb, 75, 64, TRUE}};
+
+  g_assert_nonnull(mb);
+  g_assert_nonnull(rb);
+  insp_ops_set_blas_threads(2);
+  if (insp_ops_get_blas_threads() < 2) {
+    insp_ops_set_blas_threads(1);
+    g_test_skip("OpenBLAS runs one thread here");
+    rm_tmpdir(dir);
+    return;
+  }
+  for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
+    g_autoptr(GByteArray) one = forward_all(cases[c].bb, cases[c].h, cases[c].w, 1);
+    for (int t = 2; t <= 3; t++) {
+      g_autoptr(GByteArray) many = forward_all(cases[c].bb, cases[c].h, cases[c].w, t);
+      g_test_message("%s %dx%d, %d threads: %u bytes", insp_backbone_get_arch(cases[c].bb),
+                     cases[c].w, cases[c].h, t, many->len);
+      if (!cases[c].winograd) {
+        g_assert_cmpmem(one->data, one->len, many->data, many->len);
+        continue;
+      }
+      /* Winograd layers run whole on OpenBLAS's threads, whose sums
+       * depend on how many it has (3 differ from 1 in the last bits). */
+      g_assert_cmpuint(one->len, ==, many->len);
+      const float *x = (const float *)(const void *)one->data,
+                  *y = (const float *)(const void *)many->data;
+      double d2 = 0, r2 = 0;
+      for (guint k = 0; k < one->len / sizeof(float); k++) {
+        d2 += ((double)x[k] - y[k]) * ((double)x[k] - y[k]);
+        r2 += (double)x[k] * x[k];
+      }
+      g_assert_cmpfloat(sqrt(d2 / r2), <, TEAM_WINOGRAD_REL_L2_TOL);
+    }
+  }
+  rm_tmpdir(dir);
+}
+
 /* A bright-grey part on a dark background, with optional scratch. */
 static InspImage *
 synthetic_part(int size, gboolean scratch)
@@ -951,6 +1041,7 @@ main(int argc, char **argv)
   g_test_add_func("/backbone/load-errors", test_load_errors);
   g_test_add_func("/backbone/write-roundtrip", test_write_roundtrip);
   g_test_add_func("/backbone/threads", test_threads);
+  g_test_add_func("/backbone/team", test_team);
   g_test_add_func("/backbone/builtin", test_builtin);
   g_test_add_func("/backbone/features-command", test_features_command);
   return g_test_run();

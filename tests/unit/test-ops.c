@@ -141,6 +141,41 @@ run_conv_case(GRand *r, const ConvCase *cc)
               "]=%g ref=%g err=%g",
               cc->cin, cc->cout, cc->h, cc->w, cc->k, cc->stride, cc->mode, i, y[i], ref[i], err);
   }
+
+  /* In three pieces cut anywhere (the team's way), with a residual added
+   * before the activation: a residual of 0 gives the whole conv's values
+   * exactly, a random one the reference's within the tolerance. */
+  gsize ohw = (gsize)oh * ow, cut[4] = {0, 0, 0, ohw};
+  g_autofree float *res = g_new(float, ny);
+  g_autofree float *yp = g_new(float, ny);
+  cut[1] = (gsize)g_rand_int_range(r, 0, (gint32)ohw + 1);
+  cut[2] = (gsize)g_rand_int_range(r, (gint32)cut[1], (gint32)ohw + 1);
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 0)
+      memset(res, 0, sizeof(float) * ny);
+    else
+      fill_random(r, res, ny, -2, 2);
+    memset(yp, 0xff, sizeof(float) * ny);
+    for (int p = 0; p < 3; p++)
+      insp_ops_conv2d_part(x, cc->cin, cc->h, cc->w, wt, b, cc->cout, cc->k, cc->k, cc->stride, pt,
+                           pl, oh, ow, res, cc->act, cut[p], cut[p + 1], ns ? scratch : NULL, yp);
+    if (pass == 0) {
+      for (gsize i = 0; i < ny; i++) /* == rather than the bits: -0 + 0 is +0 */
+        g_assert_cmpfloat(yp[i], ==, y[i]);
+      continue;
+    }
+    conv_naive(x, cc->cin, cc->h, cc->w, wt, b, cc->cout, cc->k, cc->stride, pt, pl, oh, ow, FALSE,
+               INSP_ACT_NONE, ref, scale);
+    for (gsize i = 0; i < ny; i++) {
+      double want = act_ref(ref[i] + res[i], cc->act);
+      double err = fabs((double)yp[i] - want);
+      if (!(err <= CONV_REL_TOL * (scale[i] + fabs(res[i]) + 1e-3)))
+        g_error("conv part cin=%d cout=%d %dx%d k=%d s=%d cuts %" G_GSIZE_FORMAT ",%" G_GSIZE_FORMAT
+                ": y[%" G_GSIZE_FORMAT "]=%g want=%g err=%g",
+                cc->cin, cc->cout, cc->h, cc->w, cc->k, cc->stride, cut[1], cut[2], i, yp[i], want,
+                err);
+    }
+  }
 }
 
 static void
