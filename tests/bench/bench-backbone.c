@@ -1,7 +1,8 @@
-/* bench-backbone: milliseconds per 224x224 image for mobilenetv2_100 up to
- * blocks.4 (stride 16) and resnet18 up to layer3, with 1 and 2 OpenBLAS
- * threads: min, median and p99 of 50 runs after 5 warm-ups, the process
- * CPU time (less sensitive to other processes on a shared machine), the
+/* bench-backbone: milliseconds per image for mobilenetv2_100 up to blocks.4
+ * (stride 16) at 224 and 320 px and resnet18 up to layer3 at 224 px, with 1
+ * and 2 threads (OpenBLAS set to 2: the backbone then splits each layer over
+ * two threads of its own): min, median and p99 of 50 runs after 5 warm-ups,
+ * the process CPU time (less sensitive to other processes on a shared machine), the
  * achieved GFLOPS (2 x multiply-adds of a direct convolution: layers run by
  * Winograd do fewer, so resnet can exceed the sgemm figure) and a 1024^3
  * sgemm peak measured in the same run. Also the builtin filter bank to s16.
@@ -9,7 +10,9 @@
  * Weights: mobilenetv2_100 from $INSP_SHARED_DIR/models (or argv[1]),
  * otherwise random; resnet18 random (argv[2] for a real file), written to a
  * temporary file. Prints numbers, never fails (exit 0 even without weights).
- * Single-threaded apart from OpenBLAS's own threads. */
+ * Prints the OpenBLAS core (OPENBLAS_CORETYPE=SkylakeX matters on this
+ * CPU) and the load average before and after. Single-threaded apart from the
+ * backbone's team and OpenBLAS's own threads. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -131,6 +134,24 @@ write_random_mobilenet(const char *dir)
   return path;
 }
 
+/* The first three fields of /proc/loadavg and a newline (a shared machine's
+ * numbers need it beside them). */
+static const char *
+load_average(void)
+{
+  static char buf[64];
+  g_autofree char *text = NULL;
+  g_auto(GStrv) f = NULL;
+
+  if (!g_file_get_contents("/proc/loadavg", &text, NULL, NULL))
+    return "unknown\n";
+  f = g_strsplit(text, " ", 4);
+  if (g_strv_length(f) < 3)
+    return "unknown\n";
+  g_snprintf(buf, sizeof(buf), "%s %s %s\n", f[0], f[1], f[2]);
+  return buf;
+}
+
 static double
 cpu_ms(void)
 {
@@ -169,7 +190,8 @@ sgemm_peak(void)
 }
 
 static void
-bench(const char *label, const char *path_or_builtin, const char *last, int threads, double peak)
+bench(const char *label, const char *path_or_builtin, const char *last, int size, int threads,
+      double peak)
 {
   g_autoptr(GError) error = NULL;
   g_autoptr(InspBackbone) bb = insp_backbone_new_from_file(path_or_builtin, &error);
@@ -177,12 +199,12 @@ bench(const char *label, const char *path_or_builtin, const char *last, int thre
     printf("%-34s skipped: %s\n", label, error->message);
     return;
   }
-  g_autoptr(InspBackboneScratch) s = insp_backbone_scratch_new(bb, 224, 224, &error);
-  g_autofree float *in = g_new(float, 3 * 224 * 224);
+  g_autoptr(InspBackboneScratch) s = insp_backbone_scratch_new(bb, size, size, &error);
+  g_autofree float *in = g_new(float, (gsize)3 * size * size);
   InspFeatureMap fm[32];
   double t[RUNS], cpu[RUNS];
 
-  for (int i = 0; i < 3 * 224 * 224; i++)
+  for (int i = 0; i < 3 * size * size; i++)
     in[i] = 2 * rnd();
   for (int i = 0; i < WARMUP; i++)
     insp_backbone_forward(bb, s, in, last, fm);
@@ -196,11 +218,12 @@ bench(const char *label, const char *path_or_builtin, const char *last, int thre
   qsort(t, RUNS, sizeof(double), cmp_double);
   qsort(cpu, RUNS, sizeof(double), cmp_double);
   double med = t[RUNS / 2], p99 = t[(int)ceil(0.99 * RUNS) - 1];
-  double flops = insp_bb_count_flops(bb, 224, 224, last);
-  printf("%-34s %d thr: min %6.2f  median %6.2f  p99 %6.2f ms (process CPU median %6.2f ms)  "
-         "%4.2f GFLOP  %5.1f GFLOPS at median, %5.1f at min (%2.0f%% of sgemm peak %.0f)\n",
-         label, threads, t[0], med, p99, cpu[RUNS / 2], flops / 1e9, flops / (med / 1e3) / 1e9,
-         flops / (t[0] / 1e3) / 1e9, 100.0 * flops / (med / 1e3) / 1e9 / peak, peak);
+  double flops = insp_bb_count_flops(bb, size, size, last);
+  printf(
+      "%-34s %3d px %d thr: min %6.2f  median %6.2f  p99 %6.2f ms (process CPU median %6.2f ms)  "
+      "%4.2f GFLOP  %5.1f GFLOPS at median, %5.1f at min (%2.0f%% of sgemm peak %.0f)\n",
+      label, size, threads, t[0], med, p99, cpu[RUNS / 2], flops / 1e9, flops / (med / 1e3) / 1e9,
+      flops / (t[0] / 1e3) / 1e9, 100.0 * flops / (med / 1e3) / 1e9 / peak, peak);
 }
 
 int
@@ -228,20 +251,27 @@ main(int argc, char **argv)
   else if (dir != NULL)
     resnet = write_random_resnet18(dir);
 
-  printf("bench-backbone: 224x224, %d runs after %d warm-ups; mobilenetv2_100 weights: %s%s\n"
-         "GFLOP = 2 x multiply-adds of a direct convolution (Winograd layers do fewer)\n",
-         RUNS, WARMUP, mobilenet ? mobilenet : "(none)", mobilenet_random ? " (random)" : "");
+  printf("bench-backbone: %d runs after %d warm-ups; mobilenetv2_100 weights: %s%s\n"
+         "OpenBLAS core %s; load %s"
+         "GFLOP = 2 x multiply-adds of a direct convolution (Winograd layers do fewer); with 2\n"
+         "threads the backbone splits each layer over 2 threads of its own (OpenBLAS's run\n"
+         "only resnet's Winograd layers)\n",
+         RUNS, WARMUP, mobilenet ? mobilenet : "(none)", mobilenet_random ? " (random)" : "",
+         openblas_get_corename(), load_average());
   for (int threads = 1; threads <= 2; threads++) {
     insp_ops_set_blas_threads(threads);
     double peak = sgemm_peak();
     printf("sgemm 1024^3, %d thread(s): %.1f GFLOPS (best of 8); OpenBLAS reports %d thread(s)\n",
            threads, peak, insp_ops_get_blas_threads());
-    if (mobilenet != NULL)
-      bench("mobilenetv2_100 -> blocks.4 (s16)", mobilenet, "blocks.4", threads, peak);
+    if (mobilenet != NULL) {
+      bench("mobilenetv2_100 -> blocks.4 (s16)", mobilenet, "blocks.4", 224, threads, peak);
+      bench("mobilenetv2_100 -> blocks.4 (s16)", mobilenet, "blocks.4", 320, threads, peak);
+    }
     if (resnet != NULL)
-      bench("resnet18 -> layer3 (s16)", resnet, "layer3", threads, peak);
-    bench("builtin -> s16", "builtin", "s16", threads, peak);
+      bench("resnet18 -> layer3 (s16)", resnet, "layer3", 224, threads, peak);
+    bench("builtin -> s16", "builtin", "s16", 224, threads, peak);
   }
+  printf("load %s", load_average());
 
   if (dir != NULL) {
     g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
