@@ -20,7 +20,9 @@
  * over that many threads: the caller and the helpers of its scratch's team
  * (started on the first such forward, stopped by insp_backbone_scratch_free)
  * claim pieces of the layer (pixel ranges of a conv, channel ranges of the
- * others) and meet after each layer. Every output value is computed the
+ * others; a 1x1 expand and the depthwise that reads it run as one layer by
+ * channel ranges, expanded into a buffer of the thread) and meet after each
+ * layer. Every output value is computed the
  * same way whoever computes it, so the results are those of one thread, bit
  * for bit (Winograd layers excepted: they run whole on OpenBLAS's threads).
  * Helpers spin briefly between layers and sleep between forwards. */
@@ -54,6 +56,11 @@ G_DEFINE_QUARK(insp-backbone-error-quark, insp_backbone_error)
 #define TEAM_CHUNKS 8
 #define TEAM_MIN_COLUMNS 32
 #define TEAM_SPIN_US 200
+/* An expand 1x1 conv and the depthwise that alone reads it run as one
+ * layer, by channel ranges of at most FUSE_MAX_FLOATS expanded values (in
+ * multiples of 8, the conv kernel's channel tile): each range is expanded
+ * into a buffer of its thread, which stays in L2 for the depthwise. */
+#define FUSE_MAX_FLOATS (200 * 1024)
 
 static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
@@ -747,8 +754,10 @@ insp_backbone_get_default_stages(const InspBackbone *bb, const char **fine, cons
 typedef struct {
   int oh, ow, pt, pl;
   gboolean winograd;
-  int n_chunks; /* pieces for the team: 1 = the calling thread runs it whole */
-  int chunk;    /* conv: pixels per piece; depthwise, max pool: channels */
+  int n_chunks;     /* pieces for the team: 1 = the calling thread runs it whole */
+  int chunk;        /* conv: pixels per piece; depthwise, max pool, fused: channels */
+  gboolean fused;   /* a 1x1 expand run with the next layer, a depthwise */
+  gboolean skipped; /* that depthwise */
 } LayerGeom;
 
 /* The helpers of one scratch: they run pieces of the layer the caller
@@ -756,9 +765,17 @@ typedef struct {
  * claim; 0 pieces = parked: sleep until the next layer). The job fields are
  * written before @word and read after a successful claim; the caller moves
  * on only when @done counts every piece, so they stay valid meanwhile. */
+typedef struct _Team Team;
+
 typedef struct {
+  Team *team;
+  float *buf; /* the helper's expand buffer (fuse_floats), or NULL */
+} TeamSeat;
+
+struct _Team {
   InspBackboneScratch *s;
   GThread *threads[TEAM_MAX - 1];
+  TeamSeat seats[TEAM_MAX - 1];
   int n_threads; /* helpers started */
   GMutex lock;
   GCond cond;
@@ -767,7 +784,7 @@ typedef struct {
   _Atomic int sleepers;
   _Atomic int stop;
   int layer; /* job */
-} Team;
+};
 
 struct _InspBackboneScratch {
   InspBackbone *bb; /* a reference */
@@ -779,6 +796,8 @@ struct _InspBackboneScratch {
   float *mem;
   float *col;
   gsize mem_floats;
+  float *fuse_buf;     /* the caller's expand buffer */
+  gsize fuse_floats;   /* per thread */
   Team *team;          /* NULL until a forward runs with 2+ threads */
   gboolean team_error; /* a helper could not be started: stay on one thread */
 };
@@ -795,6 +814,7 @@ insp_backbone_scratch_free(InspBackboneScratch *s)
   g_free(s->vw);
   g_free(s->vptr);
   team_free(s->team);
+  g_aligned_free(s->fuse_buf);
   g_free(s->geom);
   g_aligned_free(s->mem);
   insp_backbone_unref(s->bb);
@@ -833,6 +853,34 @@ team_plan(const InspBbLayer *l, LayerGeom *g)
     g->chunk = (l->cout + TEAM_CHUNKS - 1) / TEAM_CHUNKS;
     g->n_chunks = (l->cout + g->chunk - 1) / g->chunk;
   }
+}
+
+/* Layer @i, a 1x1 stride-1 conv whose output only layer i + 1, a depthwise,
+ * reads: run them together by channel ranges (the same values, computed in
+ * cache). */
+static void
+fuse_plan(const InspBackbone *bb, InspBackboneScratch *s, const int *last_use, guint i)
+{
+  const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+  const InspBbLayer *d = &g_array_index(bb->layers, InspBbLayer, i + 1);
+  LayerGeom *g = &s->geom[i];
+  gsize hw = (gsize)s->vh[l->dst] * s->vw[l->dst];
+  int chunk;
+
+  if (l->kind != INSP_BB_CONV || l->k != 1 || l->stride != 1 || l->residual >= 0 ||
+      d->kind != INSP_BB_DW3 || d->src != l->dst || d->residual >= 0 ||
+      last_use[l->dst] != (int)i + 1 || s->geom[i].fused || s->geom[i].skipped)
+    return;
+  chunk = (l->cout + TEAM_CHUNKS - 1) / TEAM_CHUNKS;
+  chunk = (chunk + 7) / 8 * 8;
+  while (chunk > 8 && (gsize)chunk * hw > FUSE_MAX_FLOATS)
+    chunk -= 8;
+  chunk = MIN(chunk, l->cout);
+  g->fused = TRUE;
+  g->chunk = chunk;
+  g->n_chunks = (l->cout + chunk - 1) / chunk;
+  s->geom[i + 1].skipped = TRUE;
+  s->fuse_floats = MAX(s->fuse_floats, align_up((gsize)chunk * hw));
 }
 
 InspBackboneScratch *
@@ -921,6 +969,8 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
   }
   for (guint i = 0; i < bb->stages->len; i++)
     last_use[g_array_index(bb->stages, InspBbStage, i).value] = G_MAXINT;
+  for (guint i = 0; i + 1 < nl; i++)
+    fuse_plan(bb, s, last_use, i);
 
   /* Slots: a value takes the best-fitting free slot (growing the largest free
    * one if none fits); a slot frees when its value's last reader has run. */
@@ -969,6 +1019,8 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
   }
   s->mem_floats = total;
   s->mem = g_aligned_alloc0(MAX(total, 1), sizeof(float), 64);
+  if (s->fuse_floats > 0)
+    s->fuse_buf = g_aligned_alloc(s->fuse_floats, sizeof(float), 64);
   s->col = col_floats > 0 ? s->mem : NULL;
   for (int v = 1; v < nv; v++)
     s->vptr[v] = s->mem + slot_off[value_slot[v]];
@@ -1004,7 +1056,8 @@ add_act(float *restrict y, const float *restrict r, gsize n, InspActivation act)
 /* Piece @chunk of layer @i (the whole layer when its plan has one piece or
  * @whole). */
 static void
-run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboolean whole)
+run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboolean whole,
+          float *buf)
 {
   const float *arena = (const float *)(const void *)bb->arena->data;
   const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
@@ -1015,6 +1068,23 @@ run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboo
   gsize ohw = (gsize)g->oh * g->ow, ihw = (gsize)ih * iw;
   int c0 = 0, c1 = l->cout;
 
+  if (g->fused) {
+    /* Expand channels [c0, c1) into @buf, then their depthwise. */
+    const InspBbLayer *d = l + 1;
+    const LayerGeom *dg = g + 1;
+    gsize dhw = (gsize)dg->oh * dg->ow;
+    for (int c = whole ? 0 : chunk; c < (whole ? g->n_chunks : chunk + 1); c++) {
+      c0 = c * g->chunk;
+      c1 = MIN(l->cout, c0 + g->chunk);
+      insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off + (gsize)c0 * l->cin,
+                           arena + l->b_off + c0, c1 - c0, 1, 1, 1, 0, 0, g->oh, g->ow, NULL,
+                           l->act, 0, ohw, NULL, buf);
+      insp_ops_depthwise3x3(buf, c1 - c0, g->oh, g->ow, arena + d->w_off + (gsize)c0 * 9,
+                            arena + d->b_off + c0, d->stride, dg->pt, dg->pl, dg->oh, dg->ow,
+                            d->act, s->vptr[d->dst] + c0 * dhw);
+    }
+    return;
+  }
   if (!whole && g->n_chunks > 1 && l->kind != INSP_BB_CONV) {
     c0 = chunk * g->chunk;
     c1 = MIN(l->cout, c0 + g->chunk);
@@ -1064,14 +1134,14 @@ cpu_relax(void)
 
 /* Claims and runs pieces of the published layer until none is left. */
 static void
-team_work(Team *t)
+team_work(Team *t, float *buf)
 {
   guint64 w = atomic_load(&t->word);
 
   while (WORD_NEXT(w) < WORD_PIECES(w)) {
     if (!atomic_compare_exchange_weak(&t->word, &w, w + 1))
       continue; /* w reloaded */
-    run_layer(t->s->bb, t->s, t->layer, WORD_NEXT(w), FALSE);
+    run_layer(t->s->bb, t->s, t->layer, WORD_NEXT(w), FALSE, buf);
     atomic_fetch_add(&t->done, 1);
     w = atomic_load(&t->word);
   }
@@ -1080,7 +1150,8 @@ team_work(Team *t)
 static gpointer
 team_main(gpointer data)
 {
-  Team *t = data;
+  TeamSeat *seat = data;
+  Team *t = seat->team;
   sigset_t all;
 
   sigfillset(&all);
@@ -1089,7 +1160,7 @@ team_main(gpointer data)
     gint64 since;
     guint64 w;
 
-    team_work(t);
+    team_work(t, seat->buf);
     since = g_get_monotonic_time();
     /* Spin for the next layer, then sleep until one comes (at once when
      * parked: the forward is over). */
@@ -1146,7 +1217,7 @@ static void
 team_run(Team *t, int i, int pieces)
 {
   team_publish(t, i, pieces);
-  team_work(t);
+  team_work(t, t->s->fuse_buf);
   for (int n = 1; atomic_load(&t->done) < pieces; n++) {
     cpu_relax();
     if (n % 4096 == 0)
@@ -1165,6 +1236,8 @@ team_free(Team *t)
   g_mutex_unlock(&t->lock);
   for (int i = 0; i < t->n_threads; i++)
     g_thread_join(t->threads[i]);
+  for (int i = 0; i < TEAM_MAX - 1; i++)
+    g_aligned_free(t->seats[i].buf);
   g_mutex_clear(&t->lock);
   g_cond_clear(&t->cond);
   g_free(t);
@@ -1190,7 +1263,10 @@ team_get(InspBackboneScratch *s, int n)
   atomic_init(&t->stop, 0);
   for (int i = 0; i < n - 1; i++) {
     g_autoptr(GError) error = NULL;
-    t->threads[i] = g_thread_try_new("insp-bb-team", team_main, t, &error);
+    t->seats[i].team = t;
+    if (s->fuse_floats > 0)
+      t->seats[i].buf = g_aligned_alloc(s->fuse_floats, sizeof(float), 64);
+    t->threads[i] = g_thread_try_new("insp-bb-team", team_main, &t->seats[i], &error);
     if (t->threads[i] == NULL) {
       g_debug("backbone: no helper thread (%s): one thread", error->message);
       team_free(t);
@@ -1235,11 +1311,13 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
   for (int i = 0; i < last_value; i++) {
     int pieces = s->geom[i].n_chunks;
 
+    if (s->geom[i].skipped)
+      continue; /* run with the layer before */
     if (team == NULL || pieces < 2) {
       if (team != NULL && !parked)
         team_publish(team, i, 0); /* OpenBLAS's threads may run this one */
       parked = TRUE;
-      run_layer(bb, s, i, 0, TRUE);
+      run_layer(bb, s, i, 0, TRUE, s->fuse_buf);
     } else {
       team_run(team, i, pieces);
       parked = FALSE;
