@@ -22,9 +22,9 @@
  * claim pieces of the layer (pixel ranges of a conv, channel ranges of the
  * others; a 1x1 expand and the depthwise that reads it run as one layer by
  * channel ranges, expanded into a buffer of the thread) and meet after each
- * layer. Every output value is computed the
- * same way whoever computes it, so the results are those of one thread, bit
- * for bit (Winograd layers excepted: they run whole on OpenBLAS's threads).
+ * layer. Every output value is computed the same way whoever computes it,
+ * so the results are those of one thread, bit for bit (Winograd layers
+ * excepted: they run whole on OpenBLAS's threads).
  * Helpers spin briefly between layers and sleep between forwards. */
 #include "insp-backbone-private.h"
 
