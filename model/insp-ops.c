@@ -148,19 +148,16 @@ gemm_act1(float v, InspActivation act)
 }
 
 /* One tile: output channels [o0, o0 + GEMM_MR) (a short last tile repeats
- * channel cout - 1 and drops it) x 16 * @nv columns from @j. Each output is
- * the sum over c = 0..k-1 in order, then + bias, + residual, activation: the
- * same arithmetic as the scalar tail, so results do not depend on where a
- * column falls. */
-/* One tile: output channels [o0, o0 + GEMM_MR) (a short last tile repeats
  * channel cout - 1 and drops it) x 16 * @nv columns from @j, of which those
- * from @keep on are stored (a tail tile overlaps columns already done, which
- * it recomputes and leaves alone). Each output is the sum over c = 0..k-1
+ * in [@keep, @end) are stored (a tail tile overlaps columns outside its part,
+ * which it computes from whatever is there and leaves alone; they lie in the
+ * row, so every read is in bounds). Each output is the sum over c = 0..k-1
  * in order, then + bias, + residual, activation: the same arithmetic in
  * every lane, so results do not depend on where a column falls. */
 INSP_OPS_INLINE void
 gemm_tile(const float *w, int cout, int k, int o0, const float *b, gsize ldb, gsize j, gsize keep,
-          const float *bias, const float *r, InspActivation act, gsize ldy, float *y, int nv)
+          gsize end, const float *bias, const float *r, InspActivation act, gsize ldy, float *y,
+          int nv)
 {
   const float *wr[GEMM_MR];
   GemmVec acc[GEMM_MR][2];
@@ -186,11 +183,14 @@ gemm_tile(const float *w, int cout, int k, int o0, const float *b, gsize ldb, gs
       if (r != NULL)
         t += *(const GemmVec *)(r + at + 16 * v);
       gemm_act(&t, act);
-      if (keep == j) {
+      gsize first = j + 16 * (gsize)v;
+      gsize lo = keep > first ? keep - first : 0;
+      gsize hi = end > first ? MIN(end - first, 16) : 0;
+      if (lo == 0 && hi == 16) {
         *(GemmVec *)(y + at + 16 * v) = t;
       } else {
-        for (int l = (int)(keep - j); l < 16; l++)
-          y[at + l] = t[l];
+        for (gsize l = lo; l < hi; l++)
+          y[at + 16 * v + l] = t[l];
       }
     }
   }
@@ -200,7 +200,8 @@ gemm_tile(const float *w, int cout, int k, int o0, const float *b, gsize ldb, gs
  * j0..j1 of rows ldb apart] + bias (+ r, laid out as y)), the rows of b and y
  * at least 16 long: tiles of GEMM_MR channels x 32 columns (the [k, 32]
  * block of b stays in L1/L2 while every channel tile reads it), then 16
- * columns, then the last 16 columns of the row for what is left. */
+ * columns, then for what is left one tile of the 16 columns ending at j1 (or
+ * the row's first 16 when j1 < 16), storing only [j, j1). */
 INSP_OPS_CLONES static void
 gemm_bias_act(const float *w, int cout, int k, const float *b, gsize ldb, const float *bias,
               const float *r, InspActivation act, gsize j0, gsize j1, gsize ldy, float *y)
@@ -209,13 +210,15 @@ gemm_bias_act(const float *w, int cout, int k, const float *b, gsize ldb, const 
 
   for (; j + 32 <= j1; j += 32)
     for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
-      gemm_tile(w, cout, k, o0, b, ldb, j, j, bias, r, act, ldy, y, 2);
+      gemm_tile(w, cout, k, o0, b, ldb, j, j, j1, bias, r, act, ldy, y, 2);
   for (; j + 16 <= j1; j += 16)
     for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
-      gemm_tile(w, cout, k, o0, b, ldb, j, j, bias, r, act, ldy, y, 1);
-  if (j < j1)
+      gemm_tile(w, cout, k, o0, b, ldb, j, j, j1, bias, r, act, ldy, y, 1);
+  if (j < j1) {
+    gsize t = j1 >= 16 ? j1 - 16 : 0; /* the row has at least 16 columns */
     for (int o0 = 0; o0 < cout; o0 += GEMM_MR)
-      gemm_tile(w, cout, k, o0, b, ldb, j1 - 16, j, bias, r, act, ldy, y, 1);
+      gemm_tile(w, cout, k, o0, b, ldb, t, j, j1, bias, r, act, ldy, y, 1);
+  }
 }
 
 /* Rows shorter than 16: one output at a time, the same arithmetic. */
