@@ -62,7 +62,7 @@ host =
 [spool]
 dir = $tmp/spool
 EOF
-core=$(OPENBLAS_VERBOSE=2 "$inspectd" eval --help 2>&1 | sed -n 's/^Core: //p' | tail -1)
+core=$("$inspectd" --version | sed -n 's/^OpenBLAS core: \([^ ]*\).*/\1/p')
 echo "bench-run-rss: $inspectd run, model $(basename "$model") ($(du -k "$model" | cut -f1) kB)," \
   "OpenBLAS core ${core:-unknown}, workers ${WORKERS:-0} (0 = one per CPU), $secs s, load $(cut -d' ' -f1 /proc/loadavg)"
 "$inspectd" run -v -c "$tmp/run.conf" > "$tmp/stdout" 2> "$tmp/stderr" &

@@ -48,7 +48,7 @@ for s in $sets; do
   done
 done
 count=$(ls "$tmp/images" | wc -l)
-core=$(OPENBLAS_VERBOSE=2 "$inspectd" eval --help 2>&1 | sed -n 's/^Core: //p' | tail -1)
+core=$("$inspectd" --version | sed -n 's/^OpenBLAS core: \([^ ]*\).*/\1/p')
 echo "bench-train: $count images, $inspectd, OpenBLAS core ${core:-unknown}" \
   "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), $(nproc) processors"
 echo "target: <= 66 s (PyTorch peer, 224 px, 666 real images), peak RSS <= 600 MB"
@@ -67,7 +67,7 @@ for r in $(seq 1 "$reps"); do
     continue
   fi
   # the last progress line of each stage, with its time
-  for st in features "coreset 1/2" calibrate "coreset 2/2"; do
+  for st in sizes features "coreset 1/2" calibrate "coreset 2/2"; do
     line=$(grep "^train: $st " "$tmp/err" | tail -1)
     echo "  $line"
   done

@@ -21,25 +21,11 @@ import tempfile
 import time
 import urllib.request
 
+from tap import Tap, free_port
+
 INSPECTD = os.environ.get("INSPECTD", "build/daemon/inspectd")
 OUTDIR = os.environ.get("INSP_TEST_OUTDIR", os.path.join(os.getcwd(), "meson-logs"))
-n_test = 0
-failed = 0
-
-
-def tap(ok, name, why=""):
-    global n_test, failed
-    n_test += 1
-    if not ok:
-        failed += 1
-    print(f"{'ok' if ok else 'not ok'} {n_test} {name}{(' # ' + why) if why and not ok else ''}",
-          flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+tap = Tap()
 
 
 class WebSocket:
@@ -249,7 +235,7 @@ def main():
         tap(ok and screenshot("live-page-pass.png"), "a passed part is shown, screenshot taken",
             f"page {st}")
     except Exception as e:  # a broken browser session is a failure, not a skip
-        while n_test < 5:
+        while tap.n < 5:
             tap(False, "the live page", f"{type(e).__name__}: {e}")
     finally:
         if browser is not None:
@@ -260,11 +246,11 @@ def main():
             daemon.wait(timeout=20)
         except subprocess.TimeoutExpired:
             daemon.kill()
-        if failed == 0:
+        if tap.failed == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"# kept {tmp}", flush=True)
-    return 1 if failed else 0
+    return 1 if tap.failed else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,26 +21,12 @@ import time
 import urllib.parse
 import urllib.request
 
+from tap import Tap, free_port
+
 INSPECTD = os.environ.get("INSPECTD", "build/daemon/inspectd")
 SRCDIR = os.environ.get("INSP_TEST_SRCDIR", os.path.join(os.path.dirname(__file__), ".."))
 DASHBOARD = os.path.join(SRCDIR, "..", "contrib", "grafana", "inspectd.json")
-n_test = 0
-failed = 0
-
-
-def tap(ok, name, why=""):
-    global n_test, failed
-    n_test += 1
-    if not ok:
-        failed += 1
-    print(f"{'ok' if ok else 'not ok'} {n_test} {name}{(' # ' + why) if why and not ok else ''}",
-          flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+tap = Tap()
 
 
 def api(port, path, **params):
@@ -137,7 +122,7 @@ def main():
         tap(2.5 <= rate <= 5.5, "the Parts/s query shows the demo's 4 parts/s",
             f"{rate:.2f} parts/s")
     except Exception as e:  # a broken run is a failure, not a skip
-        while n_test < 3 + len(targets):
+        while tap.n < 3 + len(targets):
             tap(False, "the dashboard against Prometheus", f"{type(e).__name__}: {e}")
     finally:
         prom.send_signal(signal.SIGTERM)
@@ -148,12 +133,12 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        if failed:
+        if tap.failed:
             for name in ("daemon.err", "prometheus.log"):
                 with open(os.path.join(tmp, name), errors="replace") as f:
                     print("# " + name + ":\n# " + "\n# ".join(f.read().splitlines()[-30:]))
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failed else 0
+    return 1 if tap.failed else 0
 
 
 if __name__ == "__main__":

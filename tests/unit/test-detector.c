@@ -15,6 +15,7 @@
 #include "insp-image.h"
 #include "insp-model.h"
 #include "insp-safetensors.h"
+#include "test-tmp.h"
 
 #define SIZE 96
 
@@ -110,30 +111,12 @@ score_of(InspModel *m, InspModelScratch *s, const InspImage *img, float *raw)
   return r.score;
 }
 
-static char *
-tmp_path(const char *name)
-{
-  g_autofree char *dir = g_dir_make_tmp("test-detector-XXXXXX", NULL);
-
-  g_assert_nonnull(dir);
-  return g_build_filename(dir, name, NULL);
-}
-
-static void
-remove_tmp(const char *path)
-{
-  g_autofree char *dir = g_path_get_dirname(path);
-
-  g_remove(path);
-  g_rmdir(dir);
-}
-
 static void
 check_detector(InspDetectorKind kind)
 {
   g_autoptr(InspModel) m = train(kind, 0.25, 40, 1);
   g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) loaded = NULL;
   g_autoptr(InspModelScratch) ls = NULL;
@@ -173,7 +156,7 @@ check_detector(InspDetectorKind kind)
   g_assert_cmpfloat(defect_min, >, good_max);
   g_assert_cmpfloat(good_max, <, 0.5f);
   g_assert_cmpfloat(defect_min, >, 0.5f);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 static void
@@ -278,7 +261,7 @@ static void
 test_refusals(void)
 {
   g_autoptr(InspModel) m = train(INSP_DETECTOR_PATCHCORE, 0.5, 4, 0);
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autofree char *bad = NULL;
   g_autofree char *data = NULL;
   gsize len = 0;
@@ -340,7 +323,7 @@ test_refusals(void)
     expect_refusal(bad, "not an inspectd model");
   }
   g_remove(bad);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 static void
@@ -501,7 +484,7 @@ test_train_options(void)
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) m = NULL, loaded = NULL, m3 = NULL;
   g_autoptr(InspModelScratch) s = NULL, ls = NULL, s3 = NULL;
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autoptr(InspImage) bad = make_part(2000, TRUE);
   float raw, lraw, raw3;
   InspModel *none;
@@ -576,7 +559,7 @@ test_train_options(void)
   none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
   g_assert_null(none);
   g_assert_nonnull(strstr(error->message, "not two stage names"));
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 /* The final PatchCore bank is the coreset of all images in source order,
@@ -903,7 +886,7 @@ static void
 test_patchcore_approx(void)
 {
   g_autoptr(InspModel) m = train(INSP_DETECTOR_PATCHCORE, 0.25, 40, 1);
-  g_autofree char *path = tmp_path("approx.safetensors");
+  g_autofree char *path = test_tmp_path("approx.safetensors");
   g_autoptr(InspModel) ex = NULL, ap = NULL;
   g_autoptr(GError) error = NULL;
   g_autofree float *feats = NULL, *ps_ex = NULL, *ps_ap = NULL;
@@ -958,7 +941,7 @@ test_patchcore_approx(void)
     }
   }
   g_test_message("patchcore approx: %d of %d patch scores differ", n_differ, n_total);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 int

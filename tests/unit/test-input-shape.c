@@ -14,6 +14,7 @@
 #include "insp-detector-private.h"
 #include "insp-image.h"
 #include "insp-model.h"
+#include "test-tmp.h"
 
 #define SIZE 96
 #define STRIP_W 120
@@ -80,24 +81,6 @@ train_strips(InspDetectorKind kind, InspTrainAspect aspect, int n, const int *od
   return m;
 }
 
-static char *
-tmp_path(const char *name)
-{
-  g_autofree char *dir = g_dir_make_tmp("test-input-shape-XXXXXX", NULL);
-
-  g_assert_nonnull(dir);
-  return g_build_filename(dir, name, NULL);
-}
-
-static void
-remove_tmp(const char *path)
-{
-  g_autofree char *dir = g_path_get_dirname(path);
-
-  g_remove(path);
-  g_rmdir(dir);
-}
-
 static void
 test_rule(void)
 {
@@ -154,7 +137,7 @@ check_native(InspDetectorKind kind)
 {
   g_autoptr(InspModel) m = train_strips(kind, INSP_TRAIN_ASPECT_NATIVE, 24, NULL);
   g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autoptr(GError) error = NULL;
   g_autoptr(InspModel) loaded = NULL;
   g_autoptr(InspModelScratch) ls = NULL;
@@ -201,7 +184,7 @@ check_native(InspDetectorKind kind)
   }
   g_assert_cmpfloat(defect_min, >, good_max);
   g_assert_cmpfloat(defect_min, >, 0.5f);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 static void
@@ -221,7 +204,7 @@ static void
 test_square(void)
 {
   g_autoptr(InspModel) m = train_strips(INSP_DETECTOR_PATCHCORE, INSP_TRAIN_ASPECT_SQUARE, 8, NULL);
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autoptr(InspModel) loaded = NULL;
   int w, h;
 
@@ -235,7 +218,7 @@ test_square(void)
   insp_model_get_input_shape(loaded, &w, &h);
   g_assert_cmpint(w, ==, SIZE);
   g_assert_cmpint(h, ==, SIZE);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 /* Images of another aspect: counted, the median wins, and a frame of
@@ -282,7 +265,7 @@ test_rounding(void)
   InspTrainOptions opt;
   g_autoptr(InspModel) m = NULL;
   g_autoptr(InspModel) loaded = NULL;
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   InspModelInfo info;
   double ratio = 0.0;
   int w, h;
@@ -304,7 +287,7 @@ test_rounding(void)
   g_assert_nonnull(loaded);
   g_assert_false(insp_model_aspect_differs(loaded, STRIP_W, STRIP_H, NULL));
   g_assert_true(insp_model_aspect_differs(loaded, 64, 32, NULL));
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 /* Writes @data with @from replaced by @to (same length) in the header. */
@@ -339,7 +322,7 @@ test_refusals(void)
   g_autoptr(InspModel) m = train_strips(INSP_DETECTOR_PATCHCORE, INSP_TRAIN_ASPECT_NATIVE, 6, NULL);
   g_autoptr(InspModel) sq =
       train_strips(INSP_DETECTOR_PATCHCORE, INSP_TRAIN_ASPECT_SQUARE, 6, NULL);
-  g_autofree char *path = tmp_path("model.safetensors");
+  g_autofree char *path = test_tmp_path("model.safetensors");
   g_autofree char *bad = g_strconcat(path, ".bad", NULL);
   g_autofree char *data = NULL;
   g_autoptr(InspModel) old = NULL;
@@ -383,7 +366,7 @@ test_refusals(void)
   g_assert_cmpint(w, ==, SIZE);
   g_assert_cmpint(h, ==, SIZE);
   g_remove(bad);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 int

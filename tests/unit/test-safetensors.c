@@ -5,6 +5,7 @@
 #include "insp-safetensors.h"
 #include "insp-backbone.h"
 #include "insp-model.h"
+#include "test-tmp.h"
 
 #include <glib/gstdio.h>
 #include <math.h>
@@ -23,26 +24,10 @@ make_file(const char *json, const void *data, gsize dlen)
   return g_byte_array_free_to_bytes(a);
 }
 
-static char *
-tmp_path(const char *name)
-{
-  g_autofree char *dir = g_dir_make_tmp("test-safetensors-XXXXXX", NULL);
-  g_assert_nonnull(dir);
-  return g_build_filename(dir, name, NULL);
-}
-
-static void
-remove_tmp(const char *path)
-{
-  g_autofree char *dir = g_path_get_dirname(path);
-  g_unlink(path);
-  g_rmdir(dir);
-}
-
 static void
 test_round_trip(void)
 {
-  g_autofree char *path = tmp_path("rt.safetensors");
+  g_autofree char *path = test_tmp_path("rt.safetensors");
   float a[6] = {1.5f, -2.0f, 0.0f, 3.25f, 1e-30f, -1e30f};
   guint8 u[5] = {0, 1, 127, 128, 255};
   float s = 42.0f;
@@ -113,7 +98,7 @@ test_round_trip(void)
   g_assert_null(keys[2]);
   g_assert_true(insp_safetensors_check_all_used(st, NULL, &error));
   g_assert_no_error(error);
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 /* F16, BF16 and F64 bytes written by hand; F32 at an odd address is copied. */
@@ -301,7 +286,7 @@ test_malformed(void)
   g_assert_null(insp_safetensors_open("/", &error));
   g_assert_nonnull(strstr(error->message, "not a regular file"));
   g_clear_error(&error);
-  g_autofree char *path = tmp_path("bad.safetensors");
+  g_autofree char *path = test_tmp_path("bad.safetensors");
   g_assert_true(g_file_set_contents(path, "\x07\0\0\0\0\0\0\0{\"a\":1}", 15, NULL));
   g_assert_null(insp_safetensors_open(path, &error));
   g_assert_true(g_str_has_prefix(error->message, path));
@@ -310,7 +295,7 @@ test_malformed(void)
   g_assert_true(g_file_set_contents(path, "", 0, NULL));
   g_assert_null(insp_safetensors_open(path, &error));
   g_assert_nonnull(strstr(error->message, "too short"));
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 static void
@@ -359,7 +344,7 @@ test_shape_and_usage(void)
 static void
 test_save_atomic(void)
 {
-  g_autofree char *path = tmp_path("atomic.safetensors");
+  g_autofree char *path = test_tmp_path("atomic.safetensors");
   g_autofree char *dir = g_path_get_dirname(path);
   float v[2] = {1.0f, 2.0f};
   g_autoptr(GError) error = NULL;
@@ -382,7 +367,7 @@ test_save_atomic(void)
   g_assert_false(insp_safetensors_writer_save(w, bad, &error));
   g_assert_error(error, INSP_SAFETENSORS_ERROR, INSP_SAFETENSORS_ERROR_IO);
   g_assert_true(g_str_has_prefix(error->message, bad));
-  remove_tmp(path);
+  test_tmp_remove(path);
 }
 
 typedef struct {
