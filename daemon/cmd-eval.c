@@ -106,8 +106,8 @@ insp_cmd_eval(int argc, char **argv)
       {"threads", 't', 0, G_OPTION_ARG_INT, &threads,
        "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N"},
       {"nn", 0, 0, G_OPTION_ARG_STRING, &nn,
-       "PatchCore nearest-neighbour search: auto (default: approximate for banks of 2048 rows "
-       "or more), exact, approx",
+       "PatchCore nearest-neighbour search: auto (default: exact on a CPU with AMX-BF16, else "
+       "approximate for banks of 2048 rows or more), exact, approx, fp32 (the plain search)",
        "MODE"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
       G_OPTION_ENTRY_NULL};
@@ -140,7 +140,7 @@ insp_cmd_eval(int argc, char **argv)
     return 2;
   }
   if (nn != NULL && !insp_nn_search_from_string(nn, &nn_search)) {
-    fprintf(stderr, "inspectd eval: --nn takes auto, exact or approx, not '%s'\n", nn);
+    fprintf(stderr, "inspectd eval: --nn takes auto, exact, approx or fp32, not '%s'\n", nn);
     return 2;
   }
   if (threads > 0)

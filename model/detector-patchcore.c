@@ -36,8 +36,12 @@
  * At 320 px, 1 % coresets, pixel AUROC against the exact search: bottle
  * 0.9825 at 2, 4 and 8 probes (exact 0.9825), KolektorSDD 0.8322 / 0.8353
  * / 0.8363 (exact 0.8360); image AUROC unchanged.
- * insp_model_set_nn_search (inspectd eval --nn) or INSP_NN=exact|approx in
- * the environment chooses otherwise; INSP_NN_LISTS, INSP_NN_PROBE and
+ * On a CPU with AMX-BF16 none of this is used: the exact search runs on the
+ * matrix unit (insp-nn-screen.c: a bfloat16 screen, then fp32 for the rows
+ * it cannot rule out), faster than the index at every bank size measured,
+ * and the map is exact too.
+ * insp_model_set_nn_search (inspectd eval --nn) or INSP_NN=exact|approx|fp32
+ * in the environment chooses otherwise; INSP_NN_LISTS, INSP_NN_PROBE and
  * INSP_NN_RERANK tune the index (benchmarks). */
 #define NN_INDEX_MIN_ROWS 2048
 #define NN_INDEX_ROWS_PER_LIST 64
@@ -55,6 +59,7 @@ typedef struct {
   gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
   InspNnSearch nn_search;
   InspNnIndex *index;   /* NULL: exact search over the whole bank */
+  InspNnScreen *screen; /* not NULL: the exact search on the matrix unit */
   GThreadPool *nn_pool; /* one thread: the second half of the search */
   int n_probe;
   double rerank_min;
@@ -79,6 +84,7 @@ patchcore_free(gpointer det)
   g_free(pc->bank_packed);
   g_free(pc->owned_bank);
   insp_nn_index_free(pc->index);
+  insp_nn_screen_free(pc->screen);
   if (pc->nn_pool != NULL)
     g_thread_pool_free(pc->nn_pool, FALSE, TRUE);
   g_free(pc);
@@ -110,9 +116,15 @@ build_index(InspModel *m)
   int n_lists = MAX(1, pc->bank_rows / NN_INDEX_ROWS_PER_LIST);
 
   g_clear_pointer(&pc->index, insp_nn_index_free);
+  g_clear_pointer(&pc->screen, insp_nn_screen_free);
   if (search == INSP_NN_SEARCH_AUTO && !insp_nn_search_from_string(g_getenv("INSP_NN"), &search))
     search = INSP_NN_SEARCH_AUTO;
-  if (pc->bank == NULL || search == INSP_NN_SEARCH_EXACT ||
+  if (pc->bank == NULL || search == INSP_NN_SEARCH_FP32)
+    return;
+  if (search != INSP_NN_SEARCH_APPROX &&
+      (pc->screen = insp_nn_screen_new(pc->bank, pc->bank_rows, m->dim)) != NULL)
+    return;
+  if (search == INSP_NN_SEARCH_EXACT ||
       (search == INSP_NN_SEARCH_AUTO && pc->bank_rows < NN_INDEX_MIN_ROWS))
     return;
   if ((e = g_getenv("INSP_NN_LISTS")) != NULL)
@@ -142,6 +154,7 @@ patchcore_setup(InspModel *m)
   g_clear_pointer(&pc->bank_sqnorm, g_free);
   g_clear_pointer(&pc->bank_packed, g_free);
   g_clear_pointer(&pc->index, insp_nn_index_free);
+  g_clear_pointer(&pc->screen, insp_nn_screen_free);
   if (pc->bank == NULL)
     return;
   if (pc->nn_pool == NULL)
@@ -451,6 +464,9 @@ scratch_layout(const InspModel *m, ScratchLayout *l)
     l->o_m2 = l->o_work1 + (l->o_work1 - l->o_work0);
     l->o_a2 = l->o_m2 + ALIGN64((gsize)p * sizeof(float));
     l->o_min = l->o_a2 + ALIGN64((gsize)p * sizeof(int));
+  } else if (pc->screen != NULL) {
+    l->o_half = ALIGN64(insp_nn_screen_scratch_size(pc->screen));
+    l->o_min = 2 * l->o_half;
   } else {
     l->o_half = ALIGN64(insp_ops_nn_scratch_size((p + 1) / 2) * sizeof(float));
     l->o_min = 2 * l->o_half;
@@ -557,6 +573,9 @@ nn_half(NnHalf *h)
   if (pc->index != NULL)
     insp_nn_index_search_cells(pc->index, h->feats, h->plan, h->l0, h->l1, h->scratch, h->min_d2,
                                h->argmin);
+  else if (pc->screen != NULL)
+    insp_nn_screen_search(pc->screen, h->feats + (gsize)h->q0 * d, h->q1 - h->q0, h->scratch,
+                          h->min_d2 + h->q0, h->argmin + h->q0, NULL);
   else
     insp_ops_nearest_neighbour(h->feats + (gsize)h->q0 * d, h->q1 - h->q0, pc->bank_packed,
                                pc->bank_sqnorm, pc->bank_rows, d, h->scratch, h->min_d2 + h->q0,

@@ -154,6 +154,27 @@ int insp_nn_index_plan_split(const InspNnIndex *ix, float *plan);
 void insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, int l0, int l1,
                                 float *work, float *min_d2, int *argmin);
 
+/* ---- exact nearest neighbour on the matrix unit (insp-nn-screen.c) ---- */
+
+/* A bfloat16 screen of a bank [nb, d] (d a multiple of 32, at most 1024)
+ * whose bound rules out every row but a few per query, which are then
+ * computed in fp32: the nearest row and its distance as the fp32 search
+ * finds them, up to rows whose fp32 distances differ by rounding only.
+ * NULL when the CPU or kernel has no AMX-BF16 (insp_nn_screen_available)
+ * or d does not fit; @bank must outlive the screen. */
+typedef struct _InspNnScreen InspNnScreen;
+gboolean insp_nn_screen_available(void);
+InspNnScreen *insp_nn_screen_new(const float *bank, int nb, int d);
+void insp_nn_screen_free(InspNnScreen *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspNnScreen, insp_nn_screen_free)
+/* Bytes of scratch for a search (any nq). */
+gsize insp_nn_screen_scratch_size(const InspNnScreen *s);
+/* q [nq, d] -> min_d2 [nq] (squared, clamped at 0) and argmin [nq] or NULL;
+ * ties to the lowest bank index. @n_reranked, when not NULL, is increased by
+ * the rows computed in fp32. */
+void insp_nn_screen_search(const InspNnScreen *s, const float *q, int nq, void *scratch,
+                           float *min_d2, int *argmin, gint64 *n_reranked);
+
 /* ---- PaDiM (insp-padim.c) ---- */
 
 /* Running sums of a per-position Gaussian fit, in double. */

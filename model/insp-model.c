@@ -307,7 +307,7 @@ insp_model_set_nn_search(InspModel *m, InspNnSearch search)
 gboolean
 insp_nn_search_from_string(const char *s, InspNnSearch *out)
 {
-  static const char *const names[] = {"auto", "exact", "approx"};
+  static const char *const names[] = {"auto", "exact", "approx", "fp32"};
 
   for (gsize i = 0; i < G_N_ELEMENTS(names); i++)
     if (g_strcmp0(s, names[i]) == 0) {

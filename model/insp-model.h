@@ -111,19 +111,24 @@ double insp_model_normalise_image_score(const InspModel *m, double raw);
 float insp_model_normalise_map_value(const InspModel *m, float raw);
 
 /* PatchCore's nearest-neighbour search (PaDiM has none: no effect). AUTO:
- * approximate (an index probed in a few cells, then the patches that decide
- * the image score re-ranked exactly; model/README.md "Speed and memory") for banks of
- * 2048 rows or more, exact otherwise; INSP_NN=exact or approx in the
- * environment decides AUTO instead. EXACT: every patch against the whole
- * bank in float, as before the index. Set it before making scratch (its size
- * depends on it) and before the model is shared between threads. */
+ * exact; except on a CPU without AMX-BF16, approximate (an index probed in a
+ * few cells, then the patches that decide the image score re-ranked
+ * exactly; model/README.md "Speed and memory") for banks of 2048 rows or
+ * more. INSP_NN=exact, approx or fp32 in the environment decides AUTO
+ * instead. EXACT: every patch's nearest row: on AMX-BF16 by the bfloat16
+ * screen and its fp32 re-rank (insp-nn-screen.c), else every patch against
+ * the whole bank in fp32. APPROX: the index, whatever the CPU. FP32: every
+ * patch against the whole bank in fp32, whatever the CPU (what the screen
+ * is checked against). Set it before making scratch (its size depends on
+ * it) and before the model is shared between threads. */
 typedef enum {
   INSP_NN_SEARCH_AUTO,
   INSP_NN_SEARCH_EXACT,
   INSP_NN_SEARCH_APPROX,
+  INSP_NN_SEARCH_FP32,
 } InspNnSearch;
 void insp_model_set_nn_search(InspModel *m, InspNnSearch search);
-/* Parses "auto", "exact" or "approx"; FALSE for anything else. */
+/* Parses "auto", "exact", "approx" or "fp32"; FALSE for anything else. */
 gboolean insp_nn_search_from_string(const char *s, InspNnSearch *out);
 
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);

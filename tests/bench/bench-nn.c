@@ -1,12 +1,13 @@
-/* bench-nn: PatchCore's nearest-neighbour step on real features, exact
- * search over the whole bank against the approximate one (IVF cells, then
- * the exact re-rank; detector-patchcore.c), and what the approximation
- * changes: patches whose nearest row differs, the largest relative error of
- * a patch score, image scores that differ.
+/* bench-nn: PatchCore's nearest-neighbour step on real features, the plain
+ * fp32 search over the whole bank against the search the model chooses as
+ * it loads (the bfloat16 screen on AMX with its fp32 re-rank, or the IVF
+ * cells then the exact re-rank; detector-patchcore.c), and what it changes:
+ * patches whose score differs, the largest relative error of a patch score,
+ * image scores that differ.
  *
  *   bench-nn MODEL DATASET [N]   (N test images, default 40; 0: all)
  *
- * The model is loaded twice, set to the exact search and left as it loads
+ * The model is loaded twice, set to the fp32 search and left as it loads
  * (INSP_NN in the environment; INSP_NN_LISTS, INSP_NN_PROBE, INSP_NN_RERANK
  * tune the index), features are extracted once per image, and each search is timed
  * on them (median over images, 5 repetitions each). OpenBLAS threads as set
@@ -100,7 +101,7 @@ main(int argc, char **argv)
   }
   exact = insp_model_load(argv[1], &error);
   if (exact != NULL) {
-    insp_model_set_nn_search(exact, INSP_NN_SEARCH_EXACT);
+    insp_model_set_nn_search(exact, INSP_NN_SEARCH_FP32);
     approx = insp_model_load(argv[1], &error);
   }
   if (approx == NULL || insp_model_get_detector(approx) != INSP_DETECTOR_PATCHCORE ||
@@ -158,7 +159,7 @@ main(int argc, char **argv)
       max_img_rel = MAX(max_img_rel, fabs((double)sa - se) / MAX((double)se, 1e-6));
     }
   }
-  printf("images %d: exact %.2f ms, approximate %.2f ms (median per image; %.1fx)\n", n,
+  printf("images %d: fp32 %.2f ms, as loaded %.2f ms (median per image; %.1fx)\n", n,
          median(t_exact, n), median(t_approx, n), median(t_exact, n) / median(t_approx, n));
   printf("patch scores off by > 1e-5 relative: %.3f %% (mean relative error %.2e, max %.3f); "
          "image scores that differ: %d (max relative %.2e)\n",

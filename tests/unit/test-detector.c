@@ -879,6 +879,80 @@ test_nn_index(void)
   }
 }
 
+/* The bfloat16 screen with its fp32 re-rank finds the nearest row of the
+ * double search (or one whose distance differs by rounding only), with the
+ * fp32 distance; ties and rows too close to call (every row the same) go
+ * to the lowest index through the whole-bank fallback. Shapes not multiples
+ * of the tiles (queries, rows), three widths, signed clustered data. */
+static void
+test_nn_screen(void)
+{
+  const int shapes[][3] = {{128, 1000, 301}, {32, 77, 5}, {64, 33, 64}, {128, 300, 40}};
+
+  if (!insp_nn_screen_available()) {
+    g_test_skip("no AMX-BF16 on this CPU or kernel: the screen is not used here");
+    return;
+  }
+  for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
+    const int d = shapes[s][0], nb = shapes[s][1], nq = shapes[s][2], n_blobs = 20;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(5 + (guint32)s);
+    g_autofree float *bank = g_new(float, (gsize)nb *d);
+    g_autofree float *q = g_new(float, (gsize)nq *d);
+    g_autofree float *centre = g_new(float, (gsize)n_blobs *d);
+    g_autofree float *dist = g_new(float, nq);
+    g_autofree int *arg = g_new(int, nq);
+    g_autoptr(InspNnScreen) sc = NULL;
+    g_autofree guint8 *scratch = NULL;
+    gint64 reranked = 0;
+    gboolean same = s == 3; /* every row the same: all tie */
+
+    for (int i = 0; i < n_blobs * d; i++)
+      centre[i] = (float)g_rand_double_range(rng, -3, 3);
+    for (int j = 0; j < nb; j++)
+      for (int k = 0; k < d; k++)
+        bank[j * d + k] =
+            same ? centre[k]
+                 : centre[(j % n_blobs) * d + k] + (float)g_rand_double_range(rng, -0.5, 0.5);
+    if (!same)
+      memcpy(bank + (nb - 1) * d, bank + 3 * d, sizeof(float) * d); /* a duplicate */
+    for (int i = 0; i < nq; i++)
+      for (int k = 0; k < d; k++)
+        q[i * d + k] =
+            centre[(i * 7 % n_blobs) * d + k] + (float)g_rand_double_range(rng, -0.6, 0.6);
+    memcpy(q, bank + 3 * d, sizeof(float) * d); /* on a row: distance 0, row 3 */
+
+    sc = insp_nn_screen_new(bank, nb, d);
+    g_assert_nonnull(sc);
+    scratch = g_malloc(insp_nn_screen_scratch_size(sc));
+    insp_nn_screen_search(sc, q, nq, scratch, dist, arg, &reranked);
+    for (int i = 0; i < nq; i++) {
+      double best = INFINITY, got, qn = 0, tol;
+
+      for (int j = 0; j < nb; j++)
+        best = MIN(best, ref_d2(q + i * d, bank + (gsize)j * d, d));
+      for (int k = 0; k < d; k++)
+        qn += (double)q[i * d + k] * q[i * d + k];
+      tol = TOL_NN_INDEX * (qn + 10.0 * d);
+      g_assert_cmpint(arg[i], >=, 0);
+      g_assert_cmpint(arg[i], <, nb);
+      got = ref_d2(q + i * d, bank + (gsize)arg[i] * d, d);
+      if (!(fabs(got - best) <= tol && fabs(dist[i] - best) <= tol))
+        g_error("nn-screen d %d: query %d dist %.7g, its row %.7g, nearest %.7g", d, i,
+                (double)dist[i], got, best);
+      if (same)
+        g_assert_cmpint(arg[i], ==, 0);
+    }
+    g_assert_cmpint(arg[0], ==, same ? 0 : 3);
+    g_assert_cmpfloat(dist[0], <=, TOL_NN_INDEX * 10.0 * d);
+    g_test_message("nn-screen d %d, %d rows, %d queries: %.1f rows re-ranked per query", d, nb, nq,
+                   (double)reranked / nq);
+    /* the screen rules out most rows (all tie when every row is the same) */
+    if (!same)
+      g_assert_cmpint(reranked, <, (gint64)nq * nb / 4);
+    insp_nn_screen_search(sc, q, 0, scratch, dist, arg, NULL);
+  }
+}
+
 /* The approximate search with its exact re-rank scores images exactly as
  * the exact search (the image score is decided by the re-ranked patches),
  * and no patch score falls below the exact one. */
@@ -966,6 +1040,7 @@ main(int argc, char **argv)
   g_test_add_func("/detector/channels", test_channels);
   g_test_add_func("/detector/features", test_features);
   g_test_add_func("/detector/nn-index", test_nn_index);
+  g_test_add_func("/detector/nn-screen", test_nn_screen);
   g_test_add_func("/detector/patchcore-approx", test_patchcore_approx);
   return g_test_run();
 }
