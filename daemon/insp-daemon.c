@@ -1841,6 +1841,7 @@ insp_daemon_main(const InspDaemonOptions *opt)
               "instructions unused, so inspectd set OPENBLAS_CORETYPE=%s (set it in the "
               "environment to choose another)",
               insp_blas_core(), g_getenv(INSP_BLAS_REPLACED_ENV), insp_blas_core());
+  g_info("PatchCore nearest-neighbour search: %s", insp_nn_search_describe());
   if (daemon_start(d)) {
     guint64 wd = insp_notify_watchdog_usec();
     if (!d->demo)

@@ -80,6 +80,9 @@ insp_blas_core_to_request(void)
   if (i == G_N_ELEMENTS(cores))
     return NULL;
   used = cores[i].isa;
+  /* BF16 adds no sgemm kernel (below): SkylakeX already uses this CPU */
+  if (have == ISA_AVX512_BF16)
+    have = ISA_AVX512;
   if (have <= used)
     return NULL;
   switch (have) {

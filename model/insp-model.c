@@ -317,6 +317,14 @@ insp_nn_search_from_string(const char *s, InspNnSearch *out)
   return FALSE;
 }
 
+const char *
+insp_nn_search_describe(void)
+{
+  return insp_nn_screen_available()
+             ? "exact, on the matrix unit (AMX-BF16: bfloat16 screen, fp32 re-rank)"
+             : "exact in fp32; approximate index for banks of 2048 rows or more (no AMX-BF16)";
+}
+
 void
 insp_model_get_info(const InspModel *m, InspModelInfo *info)
 {

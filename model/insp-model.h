@@ -130,6 +130,9 @@ typedef enum {
 void insp_model_set_nn_search(InspModel *m, InspNnSearch search);
 /* Parses "auto", "exact", "approx" or "fp32"; FALSE for anything else. */
 gboolean insp_nn_search_from_string(const char *s, InspNnSearch *out);
+/* What AUTO does on this machine, in a few words, for --version and the
+ * journal: the matrix unit's exact search, or the fp32 one and the index. */
+const char *insp_nn_search_describe(void);
 
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);
 void insp_model_scratch_free(InspModelScratch *s);
