@@ -12,7 +12,11 @@
 #
 #   tests/bench/bench-run-rss.sh [SECONDS] [MODEL]     (default 30 s)
 #   env: INSPECTD (default build/daemon/inspectd), INSP_SHARED_DIR (default
-#        ../shared), WORKERS (default 0: one per CPU); OPENBLAS_CORETYPE and
+#        ../shared), WORKERS (default 0: one per CPU); SOURCE=files (default:
+#        the bottle PNGs, 900x900, decoded per frame) or SOURCE=videotestsrc
+#        (640x480 frames made by GStreamer, issue #15's "whole daemon"
+#        figure); BROKER=1 publishes every result to a mosquitto this script
+#        starts on a loopback port (default: MQTT off); OPENBLAS_CORETYPE and
 #        INSP_NN pass through to inspectd.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,8 +34,10 @@ if [ ! -x "$inspectd" ] || [ ! -d "$data/test" ]; then
 fi
 tmp=$(mktemp -d /tmp/bench-run-rss.XXXXXX)
 pid=
+broker=
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  if [ -n "$broker" ]; then kill "$broker" 2>/dev/null; wait "$broker" 2>/dev/null; fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -45,26 +51,44 @@ if [ -z "$model" ]; then
     > "$tmp/train.out" 2>&1 || { echo "bench-run-rss: training failed"; tail -3 "$tmp/train.out"; exit 0; }
 fi
 mkdir -p "$tmp/state" "$tmp/spool"
+case ${SOURCE:-files} in
+  files) camera="source = files
+location = $data/test/*/*.png
+loop = true
+fps = 0" ;;
+  videotestsrc) camera="source = pipeline
+pipeline = videotestsrc pattern=ball ! video/x-raw,width=640,height=480
+fps = 0" ;;
+  *) echo "bench-run-rss: SOURCE is files or videotestsrc, not '$SOURCE'"; exit 0 ;;
+esac
+mqtt="host ="
+if [ "${BROKER:-0}" = 1 ]; then
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$tmp/mosquitto.conf"
+  mosquitto -c "$tmp/mosquitto.conf" > "$tmp/mosquitto.log" 2>&1 &
+  broker=$!
+  sleep 0.5
+  mqtt="host = 127.0.0.1
+port = $port"
+fi
 cat > "$tmp/run.conf" <<EOF
 [station]
 id = bench
 state_dir = $tmp/state
 [camera]
-source = files
-location = $data/test/*/*.png
-loop = true
-fps = 0
+$camera
 [model]
 path = $model
 workers = ${WORKERS:-0}
 [mqtt]
-host =
+$mqtt
 [spool]
 dir = $tmp/spool
 EOF
 core=$("$inspectd" --version | sed -n 's/^OpenBLAS core: \([^ ]*\).*/\1/p')
 echo "bench-run-rss: $inspectd run, model $(basename "$model") ($(du -k "$model" | cut -f1) kB)," \
-  "OpenBLAS core ${core:-unknown}, workers ${WORKERS:-0} (0 = one per CPU), $secs s, load $(cut -d' ' -f1 /proc/loadavg)"
+  "OpenBLAS core ${core:-unknown}, workers ${WORKERS:-0} (0 = one per CPU), source ${SOURCE:-files}," \
+  "MQTT $([ "${BROKER:-0}" = 1 ] && echo "to mosquitto on port $port" || echo off), $secs s, load $(cut -d' ' -f1 /proc/loadavg)"
 "$inspectd" run -v -c "$tmp/run.conf" > "$tmp/stdout" 2> "$tmp/stderr" &
 pid=$!
 t0=$(date +%s.%N)
