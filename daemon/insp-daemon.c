@@ -33,6 +33,7 @@
 #include "insp-image.h"
 #include "insp-log.h"
 #include "insp-model-scorer.h"
+#include "insp-backbone.h"
 #include "insp-model.h"
 #include "insp-notify.h"
 #include "insp-ops.h"
@@ -1841,7 +1842,8 @@ insp_daemon_main(const InspDaemonOptions *opt)
               "instructions unused, so inspectd set OPENBLAS_CORETYPE=%s (set it in the "
               "environment to choose another)",
               insp_blas_core(), g_getenv(INSP_BLAS_REPLACED_ENV), insp_blas_core());
-  g_info("PatchCore nearest-neighbour search: %s", insp_nn_search_describe());
+  g_info("PatchCore nearest-neighbour search: %s; backbone: %s", insp_nn_search_describe(),
+         insp_backbone_describe_kernels());
   if (daemon_start(d)) {
     guint64 wd = insp_notify_watchdog_usec();
     if (!d->demo)

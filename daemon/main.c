@@ -11,6 +11,7 @@
 #include "insp-cli.h"
 #include "insp-conf.h"
 #include "insp-daemon-config.h"
+#include "insp-backbone.h"
 #include "insp-model.h"
 
 typedef struct {
@@ -142,6 +143,7 @@ main(int argc, char **argv)
       printf("OpenBLAS core: %s%s\n", insp_blas_core(),
              g_getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
     printf("PatchCore nearest-neighbour search: %s\n", insp_nn_search_describe());
+    printf("Backbone: %s\n", insp_backbone_describe_kernels());
     return 0;
   }
   for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {

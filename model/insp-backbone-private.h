@@ -26,6 +26,7 @@ typedef struct {
   gsize w_off, b_off;    /* folded weights and bias in the arena */
   gboolean has_winograd; /* 3x3 stride 1 with enough channels: u_off valid */
   gsize u_off;           /* Winograd-transformed folded weights [16,cout,cin] */
+  guint16 *mx;           /* 1x1 stride 1 on the matrix unit: packed folded weights, or NULL */
 } InspBbLayer;
 
 typedef struct {

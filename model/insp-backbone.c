@@ -203,6 +203,62 @@ fetch_keep(InspBbBuilder *b, const char *name, int ndim, const gint64 *shape)
   return d;
 }
 
+#define MX_MIN_CIN                                                                                 \
+  32 /* fewer input channels pad the tiles' 32: slower than fp32 (bench-backbone) */
+/* 1x1 stride-1 convs on the matrix unit when the CPU has one, unless
+ * INSP_BACKBONE=fp32 (read when a backbone is built). */
+gboolean
+insp_backbone_uses_mx(void)
+{
+  return insp_ops_mx_available() && g_strcmp0(g_getenv("INSP_BACKBONE"), "fp32") != 0;
+}
+
+const char *
+insp_backbone_describe_kernels(void)
+{
+  if (insp_backbone_uses_mx())
+    return "1x1 convs on the matrix unit (AMX-BF16, three bfloat16 products for fp32 accuracy)";
+  return insp_ops_mx_available() ? "fp32 (INSP_BACKBONE=fp32)" : "fp32 (no AMX-BF16)";
+}
+
+/* The calling thread's buffer for a fused expand's input packed for the
+ * matrix unit, read by every channel range (the team's too, while the
+ * layer runs); grown on first use, so a steady forward allocates nothing. */
+typedef struct {
+  gsize n;
+  guint16 *p;
+} MxInput;
+
+static void
+mx_input_free(gpointer data)
+{
+  MxInput *in = data;
+
+  g_aligned_free(in->p);
+  g_free(in);
+}
+
+static GPrivate mx_input = G_PRIVATE_INIT(mx_input_free);
+
+static const guint16 *
+mx_packed_input(const float *x, int cin, gsize hw)
+{
+  MxInput *in = g_private_get(&mx_input);
+  gsize n = insp_ops_mx_input_size(cin, hw);
+
+  if (in == NULL) {
+    in = g_new0(MxInput, 1);
+    g_private_set(&mx_input, in);
+  }
+  if (in->n < n) {
+    g_aligned_free(in->p);
+    in->p = g_aligned_alloc(n, sizeof(guint16), 64);
+    in->n = n;
+  }
+  insp_ops_mx_pack_input(x, cin, hw, in->p);
+  return in->p;
+}
+
 static gsize
 arena_append(InspBackbone *bb, const float *data, gsize n)
 {
@@ -289,6 +345,11 @@ add_conv(InspBbBuilder *b, InspBbKind kind, int src, int residual, int cin, int 
     l.u_off = arena_append(b->bb, NULL, insp_ops_winograd_weight_size(cin, cout));
     insp_ops_winograd_transform_weights(&g_array_index(b->bb->arena, float, l.w_off), cin, cout,
                                         &g_array_index(b->bb->arena, float, l.u_off));
+  }
+  if (kind == INSP_BB_CONV && k == 1 && stride == 1 && cin >= MX_MIN_CIN &&
+      cin <= INSP_OPS_MX_MAX_CIN && insp_backbone_uses_mx()) {
+    l.mx = g_aligned_alloc(insp_ops_mx_weights_size(cout, cin), sizeof(guint16), 64);
+    insp_ops_mx_pack_weights(&g_array_index(b->bb->arena, float, l.w_off), cout, cin, l.mx);
   }
   return push_layer(b, &l);
 }
@@ -640,6 +701,8 @@ insp_backbone_unref(InspBackbone *bb)
   if (bb == NULL || !g_atomic_int_dec_and_test(&bb->ref_count))
     return;
   g_free(bb->arch);
+  for (guint i = 0; i < bb->layers->len; i++)
+    g_aligned_free(g_array_index(bb->layers, InspBbLayer, i).mx);
   g_array_unref(bb->layers);
   for (guint i = 0; i < bb->stages->len; i++)
     g_free(g_array_index(bb->stages, InspBbStage, i).name);
@@ -796,10 +859,11 @@ struct _InspBackboneScratch {
   float *mem;
   float *col;
   gsize mem_floats;
-  float *fuse_buf;     /* the caller's expand buffer */
-  gsize fuse_floats;   /* per thread */
-  Team *team;          /* NULL until a forward runs with 2+ threads */
-  gboolean team_error; /* a helper could not be started: stay on one thread */
+  float *fuse_buf;      /* the caller's expand buffer */
+  gsize fuse_floats;    /* per thread */
+  Team *team;           /* NULL until a forward runs with 2+ threads */
+  gboolean team_error;  /* a helper could not be started: stay on one thread */
+  const guint16 *mx_in; /* a fused expand's input packed for the matrix unit, for the layer run */
 };
 
 static void team_free(Team *t);
@@ -1076,9 +1140,13 @@ run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboo
     for (int c = whole ? 0 : chunk; c < (whole ? g->n_chunks : chunk + 1); c++) {
       c0 = c * g->chunk;
       c1 = MIN(l->cout, c0 + g->chunk);
-      insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off + (gsize)c0 * l->cin,
-                           arena + l->b_off + c0, c1 - c0, 1, 1, 1, 0, 0, g->oh, g->ow, NULL,
-                           l->act, 0, ohw, NULL, buf);
+      if (l->mx != NULL) /* the input packed once by the forward, for every range */
+        insp_ops_conv1x1_mx_part(NULL, s->mx_in, l->cin, ohw, l->mx, c0, c1, arena + l->b_off + c0,
+                                 NULL, l->act, 0, ohw, buf);
+      else
+        insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off + (gsize)c0 * l->cin,
+                             arena + l->b_off + c0, c1 - c0, 1, 1, 1, 0, 0, g->oh, g->ow, NULL,
+                             l->act, 0, ohw, NULL, buf);
       insp_ops_depthwise3x3(buf, c1 - c0, g->oh, g->ow, arena + d->w_off + (gsize)c0 * 9,
                             arena + d->b_off + c0, d->stride, dg->pt, dg->pl, dg->oh, dg->ow,
                             d->act, s->vptr[d->dst] + c0 * dhw);
@@ -1100,6 +1168,11 @@ run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboo
     } else {
       gsize p0 = whole ? 0 : (gsize)chunk * g->chunk;
       gsize p1 = whole || chunk == g->n_chunks - 1 ? ohw : p0 + (gsize)g->chunk;
+      if (l->mx != NULL) {
+        insp_ops_conv1x1_mx_part(x, NULL, l->cin, ohw, l->mx, 0, l->cout, arena + l->b_off,
+                                 l->residual >= 0 ? s->vptr[l->residual] : NULL, l->act, p0, p1, y);
+        break;
+      }
       insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->cout, l->k,
                            l->k, l->stride, g->pt, g->pl, g->oh, g->ow,
                            l->residual >= 0 ? s->vptr[l->residual] : NULL, l->act, p0, p1, s->col,
@@ -1313,6 +1386,12 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
 
     if (s->geom[i].skipped)
       continue; /* run with the layer before */
+    if (s->geom[i].fused) {
+      const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+
+      if (l->mx != NULL)
+        s->mx_in = mx_packed_input(s->vptr[l->src], l->cin, (gsize)s->vh[l->src] * s->vw[l->src]);
+    }
     if (team == NULL || pieces < 2) {
       if (team != NULL && !parked)
         team_publish(team, i, 0); /* OpenBLAS's threads may run this one */

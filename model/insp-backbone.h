@@ -77,4 +77,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspBackboneScratch, insp_backbone_scratch_free)
 int insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const float *input,
                           const char *last, InspFeatureMap *out);
 
+/* Whether backbones built now run their 1x1 stride-1 convs on the matrix
+ * unit (insp_ops_conv1x1_mx_part): the CPU has AMX-BF16 and INSP_BACKBONE
+ * is not "fp32"; and that in a few words, for --version and the journal. */
+gboolean insp_backbone_uses_mx(void);
+const char *insp_backbone_describe_kernels(void);
+
 G_END_DECLS

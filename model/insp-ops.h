@@ -38,6 +38,27 @@ gsize insp_ops_conv2d_scratch_size(int cin, int kh, int kw, int oh, int ow, int 
 void insp_ops_conv2d(const float *x, int cin, int h, int w, const float *weight, const float *bias,
                      int cout, int kh, int kw, int stride, int pad_top, int pad_left, int oh,
                      int ow, InspActivation act, float *scratch, float *y);
+/* A 1x1 stride-1 conv on the matrix unit (insp-ops-mx.c: AMX, each fp32
+ * product as three bfloat16 ones, about 4e-5 relative of sum |w x|; fp32
+ * is about 1e-6). insp_ops_mx_available: the CPU and kernel have AMX-BF16.
+ * Weights [cout, cin] (cin <= INSP_OPS_MX_MAX_CIN) packed once into
+ * insp_ops_mx_weights_size guint16s. The part: output channels [o_lo, o_hi)
+ * of the packed weights (y, @bias and @residual start at channel o_lo,
+ * rows @hw apart) for pixels [p0, p1); the values do not depend on the
+ * ranges. */
+#define INSP_OPS_MX_MAX_CIN 640
+gboolean insp_ops_mx_available(void);
+gsize insp_ops_mx_weights_size(int cout, int cin);
+void insp_ops_mx_pack_weights(const float *w, int cout, int cin, guint16 *out);
+/* @x [cin, hw], or NULL and @xp: the whole input packed once by
+ * insp_ops_mx_pack_input (insp_ops_mx_input_size guint16s), for several
+ * channel ranges of one input without splitting it again for each. */
+void insp_ops_conv1x1_mx_part(const float *x, const guint16 *xp, int cin, gsize hw,
+                              const guint16 *wp, int o_lo, int o_hi, const float *bias,
+                              const float *residual, InspActivation act, gsize p0, gsize p1,
+                              float *y);
+gsize insp_ops_mx_input_size(int cin, gsize hw);
+void insp_ops_mx_pack_input(const float *x, int cin, gsize hw, guint16 *xp);
 /* The same for the output pixels [p0, p1) (flattened oy*ow + ox) of every
  * channel only, writing only those of y (and of the full-size @scratch), so
  * that threads may compute disjoint ranges of one output at once; the

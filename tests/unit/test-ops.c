@@ -15,6 +15,9 @@
 /* Winograd's transforms add and subtract up to 4x4 tile values: a little
  * more rounding than a direct sum. */
 #define WINOGRAD_REL_TOL 4e-5
+/* The matrix unit's three bfloat16 products: each fp32 product within
+ * about 3 * 2^-16 of itself (insp-ops-mx.c), summed in fp32. */
+#define TOL_CONV_MX 1e-4
 #define BN_FOLD_TOL 1e-5
 #define POOL_TOL 1e-6
 
@@ -209,6 +212,75 @@ test_conv2d(void)
     if (cc.mode == INSP_PAD_SYMMETRIC && cc.h + 2 * (cc.k / 2) < cc.k)
       continue;
     run_conv_case(r, &cc);
+  }
+}
+
+/* The 1x1 conv on the matrix unit against the naive conv, with a bias, a
+ * residual and each activation; channels and pixels not multiples of the
+ * tiles (MobileNetV2's 16, 24, 144, 576 among them); then cut into pixel
+ * ranges and channel ranges anywhere: the whole conv's values exactly. */
+static void
+test_conv1x1_mx(void)
+{
+  g_autoptr(GRand) r = g_rand_new_with_seed(4);
+  const int cases[][3] = {{16, 96, 400}, {24, 144, 37}, {144, 24, 1600}, {576, 96, 33},
+                          {32, 16, 5},   {7, 3, 16},    {640, 40, 48}};
+
+  if (!insp_ops_mx_available()) {
+    g_test_skip("no AMX-BF16 on this CPU or kernel: the fp32 kernel runs instead");
+    return;
+  }
+  for (gsize t = 0; t < G_N_ELEMENTS(cases); t++) {
+    const int cin = cases[t][0], cout = cases[t][1], hw = cases[t][2];
+    const InspActivation act = (InspActivation)(t % 3);
+    g_autofree float *x = g_new(float, (gsize)cin *hw);
+    g_autofree float *wt = g_new(float, (gsize)cout *cin);
+    g_autofree float *b = g_new(float, cout);
+    g_autofree float *res = g_new(float, (gsize)cout *hw);
+    g_autofree float *y = g_new(float, (gsize)cout *hw);
+    g_autofree float *yp = g_new(float, (gsize)cout *hw);
+    g_autofree double *ref = g_new(double, (gsize)cout *hw);
+    g_autofree double *scale = g_new(double, (gsize)cout *hw);
+    g_autofree guint16 *wp = g_new(guint16, insp_ops_mx_weights_size(cout, cin));
+    g_autofree guint16 *xp = g_new(guint16, insp_ops_mx_input_size(cin, hw));
+    double worst = 0;
+
+    fill_random(r, x, (gsize)cin * hw, -2, 2);
+    fill_random(r, wt, (gsize)cout * cin, -1, 1);
+    fill_random(r, b, cout, -1, 1);
+    fill_random(r, res, (gsize)cout * hw, -2, 2);
+    insp_ops_mx_pack_weights(wt, cout, cin, wp);
+    insp_ops_mx_pack_input(x, cin, hw, xp);
+    memset(y, 0xff, sizeof(float) * cout * hw); /* NaN: every output must be written */
+    insp_ops_conv1x1_mx_part(x, NULL, cin, hw, wp, 0, cout, b, res, act, 0, hw, y);
+    conv_naive(x, cin, 1, hw, wt, b, cout, 1, 1, 0, 0, 1, hw, FALSE, INSP_ACT_NONE, ref, scale);
+    for (gsize i = 0; i < (gsize)cout * hw; i++) {
+      double want = act_ref(ref[i] + res[i], act);
+      double err = fabs((double)y[i] - want), tol = TOL_CONV_MX * (scale[i] + fabs(res[i]) + 1e-3);
+
+      if (!(err <= tol))
+        g_error("conv1x1 mx cin=%d cout=%d hw=%d: y[%" G_GSIZE_FORMAT "]=%g want=%g err=%g", cin,
+                cout, hw, i, y[i], want, err);
+      worst = MAX(worst, err / tol);
+    }
+    g_test_message("conv1x1 mx cin %d cout %d hw %d: worst error %.2f of the tolerance", cin, cout,
+                   hw, worst);
+    /* pixel ranges cut anywhere, each with channel ranges cut anywhere; the
+     * second pixel range from the input packed once */
+    memset(yp, 0xff, sizeof(float) * cout * hw);
+    {
+      int pc = g_rand_int_range(r, 0, hw + 1), cc = g_rand_int_range(r, 1, cout + 1);
+      const int pcut[3] = {0, pc, hw}, ccut[3] = {0, cc, cout};
+
+      for (int p = 0; p < 2; p++)
+        for (int c = 0; c < 2; c++)
+          if (pcut[p] < pcut[p + 1] && ccut[c] < ccut[c + 1])
+            insp_ops_conv1x1_mx_part(p == 0 ? x : NULL, p == 0 ? NULL : xp, cin, hw, wp, ccut[c],
+                                     ccut[c + 1], b + ccut[c], res + (gsize)ccut[c] * hw, act,
+                                     pcut[p], pcut[p + 1], yp + (gsize)ccut[c] * hw);
+    }
+    for (gsize i = 0; i < (gsize)cout * hw; i++)
+      g_assert_cmpfloat(yp[i], ==, y[i]);
   }
 }
 
@@ -446,6 +518,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops/geometry", test_geometry);
   g_test_add_func("/ops/conv2d", test_conv2d);
   g_test_add_func("/ops/winograd3x3", test_winograd);
+  g_test_add_func("/ops/conv1x1-mx", test_conv1x1_mx);
   g_test_add_func("/ops/depthwise3x3", test_depthwise);
   g_test_add_func("/ops/fold-batchnorm", test_fold_batchnorm);
   g_test_add_func("/ops/activation-add", test_activation_add);
