@@ -62,6 +62,14 @@ padim_configure(InspModel *m, const InspTrainOptions *opt, GError **error)
   int total_c = m->spec.fine_c + m->spec.coarse_c;
 
   pd->channels_total = total_c;
+  if ((opt->image_score != INSP_IMAGE_SCORE_DEFAULT &&
+       opt->image_score != INSP_IMAGE_SCORE_MAP_MAX) ||
+      opt->neighbours != 0) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "PaDiM's image score is the maximum of its blurred map (map-max): no other "
+                "rule, no neighbours");
+    return FALSE;
+  }
   if (opt->padim_channels < 0 || opt->padim_channels > total_c) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
                 "PaDiM channel subset %d is not in [0, %d]", opt->padim_channels, total_c);
@@ -170,6 +178,8 @@ padim_info(const InspModel *m, InspModelInfo *info)
 {
   info->bank_rows = 0;
   info->coreset_fraction = 0.0;
+  info->image_score = INSP_IMAGE_SCORE_MAP_MAX;
+  info->neighbours = 0;
 }
 
 static char *

@@ -6,11 +6,15 @@
  * 120 MB; it grows with --size, not with the camera's resolution), and
  * selects the memory bank as a greedy k-center coreset of them
  * (insp_patchcore_coreset_tuned). Scoring: each patch's distance to its
- * nearest bank row, the image score with anomalib's reweighting.
+ * nearest bank row, the image score by the model's rule (by default
+ * anomalib's reweighting, InspImageScoreRule).
  *
  * In the file: tensor patchcore.memory_bank [K, D]; metadata
- * patchcore.coreset_fraction, num_neighbors, reduce_dim, patch_size (absent
- * in older files: 3) and projection (a note for people).
+ * patchcore.coreset_fraction, num_neighbors (the reweighting's k; 1, as in
+ * anomalib, for a rule that does not reweight, so that a build from before
+ * the rules refuses the file instead of reweighting), image_score (absent in
+ * older files: reweighted), reduce_dim, patch_size (absent in older files:
+ * 3) and projection (a note for people).
  *
  * Threads: fit and read on one thread; score from any, with own scratch.
  * Each model has one thread of its own (a GThreadPool of one, started on
@@ -57,6 +61,8 @@ typedef struct {
   float *owned_bank;
   double coreset_fraction;
   gboolean coreset_exact; /* trained with INSP_CORESET_PROJECTION=none */
+  InspImageScoreRule image_score;
+  int neighbours; /* k of the REWEIGHTED rule, else 0 */
   InspNnSearch nn_search;
   InspNnIndex *index;   /* NULL: exact search over the whole bank */
   InspNnScreen *screen; /* not NULL: the exact search on the matrix unit */
@@ -193,6 +199,29 @@ patchcore_configure(InspModel *m, const InspTrainOptions *opt, GError **error)
                 INSP_PATCHCORE_PATCH_SIZE_MAX);
     return FALSE;
   }
+  pc->image_score =
+      opt->image_score == INSP_IMAGE_SCORE_DEFAULT ? INSP_IMAGE_SCORE_REWEIGHTED : opt->image_score;
+  if (insp_image_score_rule_to_string(pc->image_score) == NULL) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "image score rule %d is not %s",
+                (int)opt->image_score, insp_image_score_rule_list());
+    return FALSE;
+  }
+  if (opt->neighbours != 0 && pc->image_score != INSP_IMAGE_SCORE_REWEIGHTED) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "%d neighbours given, but the image score '%s' does not reweight", opt->neighbours,
+                insp_image_score_rule_to_string(pc->image_score));
+    return FALSE;
+  }
+  if (opt->neighbours != 0 && (opt->neighbours < INSP_MODEL_NEIGHBOURS_MIN ||
+                               opt->neighbours > INSP_MODEL_NEIGHBOURS_MAX)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "%d neighbours for the reweighting is not in [%d, %d]", opt->neighbours,
+                INSP_MODEL_NEIGHBOURS_MIN, INSP_MODEL_NEIGHBOURS_MAX);
+    return FALSE;
+  }
+  pc->neighbours = pc->image_score != INSP_IMAGE_SCORE_REWEIGHTED ? 0
+                   : opt->neighbours != 0                         ? opt->neighbours
+                                                                  : INSP_MODEL_NEIGHBOURS_DEFAULT;
   if (opt->patch_size != 0)
     m->spec.patch_size = opt->patch_size;
   if (opt->patchcore_dim > 0)
@@ -345,6 +374,8 @@ patchcore_info(const InspModel *m, InspModelInfo *info)
 {
   info->bank_rows = state(m)->bank_rows;
   info->coreset_fraction = state(m)->coreset_fraction;
+  info->image_score = state(m)->image_score;
+  info->neighbours = state(m)->neighbours;
 }
 
 static char *
@@ -367,7 +398,9 @@ static void
 patchcore_write_metadata(const InspModel *m, InspSafetensorsWriter *w)
 {
   insp_model_meta_set_double(w, "patchcore.coreset_fraction", state(m)->coreset_fraction);
-  insp_model_meta_set_int(w, "patchcore.num_neighbors", INSP_PATCHCORE_NUM_NEIGHBOURS);
+  insp_model_meta_set_int(w, "patchcore.num_neighbors", MAX(state(m)->neighbours, 1));
+  insp_safetensors_writer_set_metadata(w, "patchcore.image_score",
+                                       insp_image_score_rule_to_string(state(m)->image_score));
   insp_model_meta_set_int(w, "patchcore.reduce_dim", m->spec.reduce_dim);
   insp_model_meta_set_int(w, "patchcore.patch_size", m->spec.patch_size);
   insp_safetensors_writer_set_metadata(
@@ -383,19 +416,32 @@ patchcore_read(InspModel *m, const char *path, gint64 dim, GError **error)
   InspSafetensors *st = m->st;
   PatchCore *pc = ensure_state(m);
   const InspTensorInfo *ti = insp_safetensors_lookup(st, "patchcore.memory_bank");
+  const char *rule = insp_safetensors_get_metadata(st, "patchcore.image_score");
   gint64 shape[2], iv;
 
   if (!insp_model_meta_get_double(st, path, "patchcore.coreset_fraction", &pc->coreset_fraction,
                                   error) ||
-      !insp_model_meta_get_int(st, path, "patchcore.num_neighbors", 1, 1024, &iv, error))
+      !insp_model_meta_get_int(st, path, "patchcore.num_neighbors", 1, INSP_MODEL_NEIGHBOURS_MAX,
+                               &iv, error))
     return FALSE;
-  if (iv != INSP_PATCHCORE_NUM_NEIGHBOURS) {
+  /* Absent in files written before it could be chosen: reweighted. */
+  pc->image_score = INSP_IMAGE_SCORE_REWEIGHTED;
+  if (rule != NULL && !insp_image_score_rule_from_string(rule, &pc->image_score)) {
     g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
-                "%s: patchcore.num_neighbors = %" G_GINT64_FORMAT
-                " is not supported (this build uses %d)",
-                path, iv, INSP_PATCHCORE_NUM_NEIGHBOURS);
+                "%s: model metadata 'patchcore.image_score' = '%s' is not %s", path, rule,
+                insp_image_score_rule_list());
     return FALSE;
   }
+  if ((pc->image_score == INSP_IMAGE_SCORE_REWEIGHTED) != (iv >= INSP_MODEL_NEIGHBOURS_MIN)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_FORMAT,
+                "%s: model metadata 'patchcore.num_neighbors' = %" G_GINT64_FORMAT
+                " does not go with the image score '%s' (reweighted takes %d to %d, the "
+                "others 1)",
+                path, iv, insp_image_score_rule_to_string(pc->image_score),
+                INSP_MODEL_NEIGHBOURS_MIN, INSP_MODEL_NEIGHBOURS_MAX);
+    return FALSE;
+  }
+  pc->neighbours = pc->image_score == INSP_IMAGE_SCORE_REWEIGHTED ? (int)iv : 0;
   if (!insp_model_meta_get_int(st, path, "patchcore.reduce_dim", 0, 1 << 16, &iv, error))
     return FALSE;
   m->spec.reduce_dim = (int)iv;
@@ -679,7 +725,8 @@ patchcore_score(const InspModel *m, void *scratch, const float *feats, float *pa
   if (pc->index != NULL)
     rerank(m, base, &l, feats, min_d2, argmin);
   return insp_patchcore_image_score(feats, m->n_patches, m->dim, min_d2, argmin, pc->bank,
-                                    pc->bank_sqnorm, pc->bank_rows, knn, patch_scores);
+                                    pc->bank_sqnorm, pc->bank_rows, pc->image_score, pc->neighbours,
+                                    knn, patch_scores);
 }
 
 const InspDetectorClass insp_detector_patchcore = {

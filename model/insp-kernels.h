@@ -11,9 +11,8 @@
 
 G_BEGIN_DECLS
 
-#define INSP_PATCHCORE_NUM_NEIGHBOURS 9 /* anomalib compute_anomaly_score */
-#define INSP_PATCHCORE_PROJ_DIM 128     /* coreset projection dimension */
-#define INSP_PATCHCORE_PATCH_SIZE 3     /* default neighbourhood (the paper's) */
+#define INSP_PATCHCORE_PROJ_DIM 128 /* coreset projection dimension */
+#define INSP_PATCHCORE_PATCH_SIZE 3 /* default neighbourhood (the paper's) */
 /* PatchCore defaults, chosen from measurements (model/README.md, "Defaults: 320 px and a 1 %
  * coreset, and why"): at 320 px a 1 % coreset beats 224 px with 10 % on every data set here, in
  * about half the time per image. */
@@ -112,12 +111,19 @@ InspCoresetStrategy insp_patchcore_coreset_strategy(void);
  * (numpy's legacy MT19937 stream reproduced draw for draw). */
 void insp_sklearn_sparse_random_matrix(int d_in, int d_out, guint32 seed, float *r);
 
-/* Image score with anomalib's reweighting. patch_d2 [P] squared distances of
- * each patch to its nearest bank row, argmin [P] that row, feats [P, d].
- * Fills patch_scores [P] (sqrt). @knn_scratch holds bank_rows floats. */
+/* The image score by @rule (InspImageScoreRule, insp-model.h). patch_d2 [P]
+ * squared distances of each patch to its nearest bank row, argmin [P] that
+ * row, feats [P, d], bank [bank_rows, d] with its squared row norms. Fills
+ * patch_scores [P] (sqrt) and returns: MAX, their maximum s* (the same
+ * float); REWEIGHTED, anomalib's reweighting of s* by the @k (2..
+ * INSP_MODEL_NEIGHBOURS_MAX; at most bank_rows are taken) nearest bank rows
+ * of m*, the nearest row of the highest patch (s* itself when the bank has
+ * one row); MAP_MAX, NAN (the caller takes the blurred map's maximum).
+ * @knn_scratch holds bank_rows floats. */
 float insp_patchcore_image_score(const float *feats, int n_patches, int d, const float *patch_d2,
                                  const int *argmin, const float *bank, const float *bank_sqnorm,
-                                 int bank_rows, float *knn_scratch, float *patch_scores);
+                                 int bank_rows, InspImageScoreRule rule, int k, float *knn_scratch,
+                                 float *patch_scores);
 
 /* ---- nearest-neighbour index (insp-nn-index.c) ---- */
 

@@ -93,6 +93,36 @@ insp_detector_kind_list(void)
   return list;
 }
 
+static const char *const image_score_names[] = {
+    [INSP_IMAGE_SCORE_REWEIGHTED] = "reweighted",
+    [INSP_IMAGE_SCORE_MAX] = "max",
+    [INSP_IMAGE_SCORE_MAP_MAX] = "map-max",
+};
+
+const char *
+insp_image_score_rule_to_string(InspImageScoreRule rule)
+{
+  return (gsize)rule < G_N_ELEMENTS(image_score_names) ? image_score_names[rule] : NULL;
+}
+
+gboolean
+insp_image_score_rule_from_string(const char *name, InspImageScoreRule *rule)
+{
+  for (gsize i = 0; name != NULL && i < G_N_ELEMENTS(image_score_names); i++)
+    if (image_score_names[i] != NULL && strcmp(image_score_names[i], name) == 0) {
+      if (rule != NULL)
+        *rule = (InspImageScoreRule)i;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+const char *
+insp_image_score_rule_list(void)
+{
+  return "reweighted, max or map-max";
+}
+
 struct _InspModelScratch {
   InspModel *model;
   InspBackboneScratch *bb;

@@ -42,6 +42,37 @@ const char *insp_detector_kind_list(void);
 typedef struct _InspModel InspModel;
 typedef struct _InspModelScratch InspModelScratch;
 
+/* How a model turns its patch scores into the image score (model/README.md,
+ * "Models"):
+ *   REWEIGHTED: PatchCore's default, anomalib's rule: the highest patch
+ *               distance s* times 1 - softmax(d)[0], d the distances from
+ *               that patch to its nearest bank row m* and to m*'s k - 1
+ *               nearest bank rows (k = the model's neighbours): a patch
+ *               whose nearest good patch is an isolated one scores higher;
+ *   MAX:        the highest patch distance, no reweighting (anomalib's
+ *               num_neighbors = 1);
+ *   MAP_MAX:    the highest value of the blurred anomaly map (PaDiM's only
+ *               rule): a patch's evidence averaged with its neighbours'.
+ * DEFAULT, in training options only: the detector's own (PatchCore
+ * REWEIGHTED, PaDiM MAP_MAX). */
+typedef enum {
+  INSP_IMAGE_SCORE_DEFAULT,
+  INSP_IMAGE_SCORE_REWEIGHTED,
+  INSP_IMAGE_SCORE_MAX,
+  INSP_IMAGE_SCORE_MAP_MAX,
+} InspImageScoreRule;
+/* The rule's name ("reweighted", "max", "map-max": in files and the CLI;
+ * NULL for DEFAULT); FALSE for a name that is none of them. The list reads
+ * "reweighted, max or map-max", for messages. */
+const char *insp_image_score_rule_to_string(InspImageScoreRule rule);
+gboolean insp_image_score_rule_from_string(const char *name, InspImageScoreRule *rule);
+const char *insp_image_score_rule_list(void);
+/* k of the REWEIGHTED rule: the default (anomalib's) and the range
+ * accepted (k = 1 would reweight by nothing: that is MAX). */
+#define INSP_MODEL_NEIGHBOURS_DEFAULT 9
+#define INSP_MODEL_NEIGHBOURS_MIN 2
+#define INSP_MODEL_NEIGHBOURS_MAX 64
+
 /* Reads a model file; NULL with INSP_MODEL_ERROR when it cannot (every
  * message names @path, so callers do not prefix it). */
 InspModel *insp_model_load(const char *path, GError **error);
@@ -96,6 +127,8 @@ typedef struct {
   int feature_dim;
   int bank_rows; /* PatchCore memory bank rows, 0 for PaDiM */
   double coreset_fraction;
+  InspImageScoreRule image_score; /* never DEFAULT */
+  int neighbours;                 /* k of the REWEIGHTED rule, else 0 */
   guint64 seed;
   double image_base, image_threshold; /* median raw score of good held-out parts (not used
                                        * by the normalisation); raw score mapped to 0.5
@@ -178,15 +211,18 @@ typedef struct {
   InspTrainAspect aspect;  /* default NATIVE */
   int padim_channels;      /* PaDiM random channel subset, 0: all */
   guint64 seed;
-  int patchcore_dim;   /* PatchCore: reduce features to this many dims by adaptive
-                        * averaging over channels, 0: off (default) */
-  const char *stages;  /* "FINE,COARSE" backbone stage names, NULL: the backbone's
-                        * default pair */
-  int patch_size;      /* PatchCore neighbourhood (odd, 1..9), 0: 3 (default) */
-  int tiles;           /* tiles across the longer side of each frame (insp_tiles_layout),
-                        * 0 or 1: none (default); at most INSP_MODEL_MAX_TILES */
-  double tile_overlap; /* fraction of a tile shared with its neighbour, [0, 0.5];
-                        * default 0.25 */
+  int patchcore_dim;              /* PatchCore: reduce features to this many dims by adaptive
+                                   * averaging over channels, 0: off (default) */
+  const char *stages;             /* "FINE,COARSE" backbone stage names, NULL: the backbone's
+                                   * default pair */
+  int patch_size;                 /* PatchCore neighbourhood (odd, 1..9), 0: 3 (default) */
+  int tiles;                      /* tiles across the longer side of each frame (insp_tiles_layout),
+                                   * 0 or 1: none (default); at most INSP_MODEL_MAX_TILES */
+  double tile_overlap;            /* fraction of a tile shared with its neighbour, [0, 0.5];
+                                   * default 0.25 */
+  InspImageScoreRule image_score; /* PatchCore: any rule; PaDiM: DEFAULT or MAP_MAX */
+  int neighbours;                 /* PatchCore REWEIGHTED: k, INSP_MODEL_NEIGHBOURS_MIN..MAX; 0: the
+                                   * default (9) */
 } InspTrainOptions;
 
 void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */

@@ -1,6 +1,6 @@
 /* insp-patchcore: the PatchCore detector's own kernels: greedy coreset
- * selection of the memory bank at training, and the image score with
- * anomalib's reweighting at inference. The nearest-neighbour search itself is
+ * selection of the memory bank at training, and the image score (by default
+ * anomalib's reweighting) at inference. The nearest-neighbour search itself is
  * insp_ops_nearest_neighbour (and insp-nn-index.c for the approximate one).
  *
  * Coreset: anomalib's KCenterGreedy, exactly (up to floating-point ties): a
@@ -1313,25 +1313,32 @@ insp_patchcore_coreset_tuned(const float *x, gsize n, int d, double fraction, gu
 float
 insp_patchcore_image_score(const float *feats, int n_patches, int d, const float *patch_d2,
                            const int *argmin, const float *bank, const float *bank_sqnorm,
-                           int bank_rows, float *knn_scratch, float *patch_scores)
+                           int bank_rows, InspImageScoreRule rule, int k, float *knn_scratch,
+                           float *patch_scores)
 {
   int best = 0;
   float s_star;
   const float *f_star, *m_star;
-  int nb_idx[INSP_PATCHCORE_NUM_NEIGHBOURS];
-  float nb_d[INSP_PATCHCORE_NUM_NEIGHBOURS];
+  int nb_idx[INSP_MODEL_NEIGHBOURS_MAX];
+  float nb_d[INSP_MODEL_NEIGHBOURS_MAX];
   int n_nb = 0;
-  double dist[INSP_PATCHCORE_NUM_NEIGHBOURS], mx, den;
+  double dist[INSP_MODEL_NEIGHBOURS_MAX] = {0}, mx, den;
 
   for (int p = 0; p < n_patches; p++) {
     patch_scores[p] = sqrtf(MAX(patch_d2[p], 0.0f));
     if (patch_scores[p] > patch_scores[best])
       best = p;
   }
+  if (rule == INSP_IMAGE_SCORE_MAP_MAX)
+    return NAN;
   s_star = patch_scores[best];
+  if (rule == INSP_IMAGE_SCORE_MAX)
+    return s_star;
+  g_return_val_if_fail(k >= INSP_MODEL_NEIGHBOURS_MIN && k <= INSP_MODEL_NEIGHBOURS_MAX, s_star);
   f_star = feats + (gsize)best * d;
   m_star = bank + (gsize)argmin[best] * d;
-  if (bank_rows < 2)
+  k = MIN(k, bank_rows); /* anomalib: min(num_neighbors, the bank's size) */
+  if (k < 2)
     return s_star;
 
   /* Squared distances from m* to every bank row: |b|^2 + |m|^2 - 2 b.m. */
@@ -1344,14 +1351,14 @@ insp_patchcore_image_score(const float *feats, int n_patches, int d, const float
       knn_scratch[r] = MAX(knn_scratch[r] + bank_sqnorm[r] + msq, 0.0f);
   }
   knn_scratch[argmin[best]] = -1.0f; /* m* itself first, whatever rounding says */
-  /* Top-k smallest by insertion (k = 9). */
+  /* Top-k smallest by insertion. */
   for (int r = 0; r < bank_rows; r++) {
     float v = knn_scratch[r];
     int pos;
 
-    if (n_nb == INSP_PATCHCORE_NUM_NEIGHBOURS && v >= nb_d[n_nb - 1])
+    if (n_nb == k && v >= nb_d[n_nb - 1])
       continue;
-    pos = n_nb < INSP_PATCHCORE_NUM_NEIGHBOURS ? n_nb++ : n_nb - 1;
+    pos = n_nb < k ? n_nb++ : n_nb - 1;
     while (pos > 0 && nb_d[pos - 1] > v) {
       nb_d[pos] = nb_d[pos - 1];
       nb_idx[pos] = nb_idx[pos - 1];

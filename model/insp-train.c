@@ -71,6 +71,8 @@ insp_train_options_init(InspTrainOptions *opt)
   opt->tiles = 0;
   opt->tile_overlap = 0.25;
   opt->padim_channels = 0;
+  opt->image_score = INSP_IMAGE_SCORE_DEFAULT;
+  opt->neighbours = 0;
   opt->seed = 0;
 }
 

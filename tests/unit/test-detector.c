@@ -562,6 +562,410 @@ test_train_options(void)
   test_tmp_remove(path);
 }
 
+/* The image-score kernel against the most straightforward implementation,
+ * in double: every bank row's distance to every patch, the highest patch
+ * p*, its nearest row m*, m*'s k - 1 nearest other rows by sorting all of
+ * them, weight = 1 - softmax(d)[0] over the distances from p* to those k
+ * rows. MAX is the highest patch score itself (the same float), MAP_MAX
+ * leaves the image score to the map (NAN) and fills the patch scores all
+ * the same. Tolerance 1e-5 relative (float distances against double). */
+typedef struct {
+  int row;
+  double d2;
+} RowDist;
+
+static int
+cmp_row_dist(const void *a, const void *b)
+{
+  const RowDist *x = a, *y = b;
+
+  return (x->d2 > y->d2) - (x->d2 < y->d2);
+}
+
+static double
+naive_reweighted(const float *feats, int n, int d, const float *bank, int rows, int k)
+{
+  int best = 0, nearest = 0;
+  double best_d = -1.0, near_d = G_MAXDOUBLE, mx = -G_MAXDOUBLE, den = 0.0;
+  g_autofree RowDist *rd = g_new(RowDist, rows);
+  g_autofree double *dist = g_new(double, k);
+
+  for (int p = 0; p < n; p++) {
+    double lo = G_MAXDOUBLE;
+
+    for (int r = 0; r < rows; r++) {
+      double s = 0.0;
+
+      for (int j = 0; j < d; j++)
+        s += ((double)feats[p * d + j] - bank[r * d + j]) *
+             ((double)feats[p * d + j] - bank[r * d + j]);
+      lo = MIN(lo, s);
+    }
+    if (lo > best_d) {
+      best_d = lo;
+      best = p;
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    double s = 0.0;
+
+    for (int j = 0; j < d; j++)
+      s += ((double)feats[best * d + j] - bank[r * d + j]) *
+           ((double)feats[best * d + j] - bank[r * d + j]);
+    if (s < near_d) {
+      near_d = s;
+      nearest = r;
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    double s = 0.0;
+
+    for (int j = 0; j < d; j++)
+      s += ((double)bank[nearest * d + j] - bank[r * d + j]) *
+           ((double)bank[nearest * d + j] - bank[r * d + j]);
+    rd[r] = (RowDist){r, r == nearest ? -1.0 : s};
+  }
+  qsort(rd, (gsize)rows, sizeof *rd, cmp_row_dist);
+  k = MIN(k, rows);
+  for (int j = 0; j < k; j++) {
+    double s = 0.0;
+
+    for (int i = 0; i < d; i++)
+      s += ((double)feats[best * d + i] - bank[rd[j].row * d + i]) *
+           ((double)feats[best * d + i] - bank[rd[j].row * d + i]);
+    dist[j] = sqrt(s);
+    mx = MAX(mx, dist[j]);
+  }
+  for (int j = 0; j < k; j++)
+    den += exp(dist[j] - mx);
+  return (1.0 - exp(dist[0] - mx) / den) * sqrt(best_d);
+}
+
+/* Patch distances to the first @rows rows of @bank, by brute force. */
+static void
+brute_nearest(const float *feats, int n, int d, const float *bank, int rows, float *sq, float *d2,
+              int *arg)
+{
+  for (int r = 0; r < rows; r++) {
+    sq[r] = 0.0f;
+    for (int j = 0; j < d; j++)
+      sq[r] += bank[r * d + j] * bank[r * d + j];
+  }
+  for (int p = 0; p < n; p++) {
+    d2[p] = G_MAXFLOAT;
+    for (int r = 0; r < rows; r++) {
+      float s = 0.0f;
+
+      for (int j = 0; j < d; j++)
+        s += (feats[p * d + j] - bank[r * d + j]) * (feats[p * d + j] - bank[r * d + j]);
+      if (s < d2[p]) {
+        d2[p] = s;
+        arg[p] = r;
+      }
+    }
+  }
+}
+
+static void
+test_image_score_kernel(void)
+{
+  const int n = 50, d = 16, rows = 80, small = 30;
+  g_autofree float *feats = g_new(float, n *d), *bank = g_new(float, rows *d);
+  g_autofree float *sq = g_new(float, rows), *d2 = g_new(float, n), *knn = g_new(float, rows);
+  g_autofree float *ps = g_new(float, n);
+  g_autofree int *arg = g_new(int, n);
+  guint64 st = 11;
+  float s_star = 0.0f, v, prev = 0.0f, all;
+
+  for (int i = 0; i < n * d; i++)
+    feats[i] = (float)rng_unit(&st) * 2.0f;
+  for (int i = 0; i < rows * d; i++)
+    bank[i] = (float)rng_unit(&st) * 2.0f;
+  brute_nearest(feats, n, d, bank, rows, sq, d2, arg);
+
+  v = insp_patchcore_image_score(feats, n, d, d2, arg, bank, sq, rows, INSP_IMAGE_SCORE_MAX, 0, knn,
+                                 ps);
+  for (int p = 0; p < n; p++) {
+    g_assert_cmpfloat(ps[p], ==, sqrtf(d2[p]));
+    s_star = MAX(s_star, ps[p]);
+  }
+  g_assert_cmpfloat(v, ==, s_star);
+  memset(ps, 0, sizeof(float) * n);
+  v = insp_patchcore_image_score(feats, n, d, d2, arg, bank, sq, rows, INSP_IMAGE_SCORE_MAP_MAX, 0,
+                                 knn, ps);
+  g_assert_true(isnan(v));
+  for (int p = 0; p < n; p++)
+    g_assert_cmpfloat(ps[p], ==, sqrtf(d2[p]));
+  /* every k: the reference, 1 - softmax(d)[0] >= 1 - 1/k (m* is the nearest
+   * row, so no other distance is below d[0]), growing with k */
+  for (int k = INSP_MODEL_NEIGHBOURS_MIN; k <= INSP_MODEL_NEIGHBOURS_MAX; k++) {
+    double ref = naive_reweighted(feats, n, d, bank, rows, k);
+
+    v = insp_patchcore_image_score(feats, n, d, d2, arg, bank, sq, rows,
+                                   INSP_IMAGE_SCORE_REWEIGHTED, k, knn, ps);
+    if (fabs(v - ref) > 1e-5 * ref)
+      g_error("k = %d: reweighted %.9g, the naive reference %.9g", k, v, ref);
+    g_assert_cmpfloat(v, <, s_star);
+    g_assert_cmpfloat(v, >=, s_star * (1.0f - 1.0f / (float)k) * (1.0f - 1e-6f));
+    g_assert_cmpfloat(v, >, prev);
+    prev = v;
+  }
+  /* a bank smaller than k: all of its rows (anomalib: min(k, rows)) */
+  brute_nearest(feats, n, d, bank, small, sq, d2, arg);
+  all = insp_patchcore_image_score(feats, n, d, d2, arg, bank, sq, small,
+                                   INSP_IMAGE_SCORE_REWEIGHTED, small, knn, ps);
+  g_assert_cmpfloat_with_epsilon(all, naive_reweighted(feats, n, d, bank, small, small),
+                                 1e-5 * all);
+  for (int k = small + 1; k <= INSP_MODEL_NEIGHBOURS_MAX; k += 11)
+    g_assert_cmpfloat(insp_patchcore_image_score(feats, n, d, d2, arg, bank, sq, small,
+                                                 INSP_IMAGE_SCORE_REWEIGHTED, k, knn, ps),
+                      ==, all);
+}
+
+static InspModel *
+train_rule(InspImageScoreRule rule, int neighbours, GError **error)
+{
+  InspTrainOptions opt;
+
+  insp_train_options_init(&opt);
+  opt.input_size = SIZE;
+  opt.coreset_fraction = 0.25;
+  opt.seed = 4;
+  opt.image_score = rule;
+  opt.neighbours = neighbours;
+  return insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, error);
+}
+
+/* The raw image score from the model's own scoring path (insp_model_score)
+ * and from its detector on the same features, with the patch scores. */
+static float
+detector_score(InspModel *m, const InspImage *img, float *patch, float *model_raw)
+{
+  g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
+  g_autofree float *feats = g_new(float, (gsize)m->n_patches * m->dim);
+  g_autofree void *sc = g_malloc(m->klass->scratch_size(m));
+  double t1, t2;
+
+  score_of(m, s, img, model_raw);
+  insp_image_preprocess(img->data, img->width, img->height, img->stride, m->input_width,
+                        m->input_height, 1.0f, m->mean, m->std, insp_model_scratch_get_input(s));
+  insp_model_extract(m, s, insp_model_scratch_get_input(s), feats, &t1, &t2);
+  return m->klass->score(m, sc, feats, patch);
+}
+
+/* train's image-score rule and k: kept in the model file and used when it is
+ * loaded; MAX is the highest patch score exactly, REWEIGHTED grows with k
+ * towards it, MAP_MAX is the blurred map's maximum; the bank is the same
+ * whatever the rule (it only scores). Files from before the rules load as
+ * reweighted with k = 9; inconsistent or unknown values are refused naming
+ * the key, as are bad training options. */
+static void
+test_image_score(void)
+{
+  const struct {
+    InspImageScoreRule rule;
+    int k;
+    InspImageScoreRule stored;
+    int stored_k;
+  } cases[] = {
+      {INSP_IMAGE_SCORE_DEFAULT, 0, INSP_IMAGE_SCORE_REWEIGHTED, 9},
+      {INSP_IMAGE_SCORE_REWEIGHTED, 2, INSP_IMAGE_SCORE_REWEIGHTED, 2},
+      {INSP_IMAGE_SCORE_REWEIGHTED, 3, INSP_IMAGE_SCORE_REWEIGHTED, 3},
+      {INSP_IMAGE_SCORE_DEFAULT, 27, INSP_IMAGE_SCORE_REWEIGHTED, 27},
+      {INSP_IMAGE_SCORE_MAX, 0, INSP_IMAGE_SCORE_MAX, 0},
+      {INSP_IMAGE_SCORE_MAP_MAX, 0, INSP_IMAGE_SCORE_MAP_MAX, 0},
+  };
+  g_autoptr(InspImage) bad = make_part(2001, TRUE);
+  g_autofree char *path = test_tmp_path("model.safetensors");
+  g_autofree char *bad_path = g_strconcat(path, ".bad", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autofree float *bank0 = NULL;
+  float raw[G_N_ELEMENTS(cases)], s_star = 0.0f;
+  int rows0 = 0;
+
+  for (gsize c = 0; c < G_N_ELEMENTS(cases); c++) {
+    g_autoptr(InspModel) m = train_rule(cases[c].rule, cases[c].k, &error);
+    g_autoptr(InspModel) loaded = NULL;
+    g_autofree float *patch = NULL;
+    InspModelInfo info, linfo;
+    const float *bank;
+    float det, model_raw, lraw, hi = 0.0f;
+    int rows;
+
+    g_assert_no_error(error);
+    insp_model_get_info(m, &info);
+    g_assert_cmpint(info.image_score, ==, cases[c].stored);
+    g_assert_cmpint(info.neighbours, ==, cases[c].stored_k);
+    bank = insp_patchcore_get_bank(m, &rows);
+    if (bank0 == NULL) {
+      bank0 = g_memdup2(bank, sizeof(float) * rows * m->dim);
+      rows0 = rows;
+      g_assert_cmpint(rows, >=, 27);
+    }
+    g_assert_cmpint(rows, ==, rows0);
+    g_assert_cmpmem(bank, sizeof(float) * rows * m->dim, bank0, sizeof(float) * rows * m->dim);
+
+    patch = g_new(float, m->n_patches);
+    det = detector_score(m, bad, patch, &model_raw);
+    for (int p = 0; p < m->n_patches; p++)
+      hi = MAX(hi, patch[p]);
+    if (c == 0)
+      s_star = hi;
+    g_assert_cmpfloat(hi, ==, s_star);
+    switch (cases[c].stored) {
+    case INSP_IMAGE_SCORE_MAX:
+      g_assert_cmpfloat(det, ==, hi);
+      g_assert_cmpfloat(model_raw, ==, hi);
+      break;
+    case INSP_IMAGE_SCORE_MAP_MAX: {
+      g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
+      InspScoreResult r;
+      float map_max = 0.0f;
+
+      g_assert_true(isnan(det));
+      g_assert_true(
+          insp_model_score(m, s, bad->data, bad->width, bad->height, bad->stride, &r, NULL));
+      for (int i = 0; i < r.map_width * r.map_height; i++)
+        map_max = MAX(map_max, r.map[i]);
+      /* the map is normalised by the pixel threshold, the score by the image one */
+      g_assert_cmpfloat_with_epsilon(map_max * info.pixel_threshold / 0.5, model_raw,
+                                     1e-5 * model_raw);
+      g_assert_cmpfloat(model_raw, <, hi); /* blurred: below the highest patch */
+      break;
+    }
+    default:
+      g_assert_cmpfloat(det, ==, model_raw);
+      g_assert_cmpfloat(model_raw, <, hi);
+      g_assert_cmpfloat(model_raw, >=, hi * (1.0f - 1.0f / (float)cases[c].stored_k) * 0.99999f);
+      break;
+    }
+    raw[c] = model_raw;
+
+    g_assert_true(insp_model_save(m, path, &error));
+    g_assert_no_error(error);
+    loaded = insp_model_load(path, &error);
+    g_assert_no_error(error);
+    insp_model_get_info(loaded, &linfo);
+    g_assert_cmpint(linfo.image_score, ==, cases[c].stored);
+    g_assert_cmpint(linfo.neighbours, ==, cases[c].stored_k);
+    {
+      g_autoptr(InspModelScratch) ls = insp_model_scratch_new(loaded, NULL);
+
+      score_of(loaded, ls, bad, &lraw);
+      g_assert_cmpfloat(lraw, ==, model_raw);
+    }
+    g_test_message("image score %s k %d: %.6g (highest patch %.6g)",
+                   insp_image_score_rule_to_string(linfo.image_score), linfo.neighbours, model_raw,
+                   hi);
+
+    /* Refusals of the file's values, naming the key. */
+    {
+      g_autofree char *data = NULL;
+      gsize len = 0;
+
+      g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+      if (c == 0) {
+        /* a file from before the rules: no image_score, k = 9: today's */
+        g_autoptr(InspModel) old = NULL;
+        InspModelInfo oinfo;
+
+        write_patched(bad_path, data, len, "\"patchcore.image_score\"",
+                      "\"patchcore.xmage_score\"");
+        old = insp_model_load(bad_path, &error);
+        g_assert_no_error(error);
+        insp_model_get_info(old, &oinfo);
+        g_assert_cmpint(oinfo.image_score, ==, INSP_IMAGE_SCORE_REWEIGHTED);
+        g_assert_cmpint(oinfo.neighbours, ==, 9);
+        {
+          g_autoptr(InspModelScratch) os = insp_model_scratch_new(old, NULL);
+
+          score_of(old, os, bad, &lraw);
+          g_assert_cmpfloat(lraw, ==, model_raw);
+        }
+        write_patched(bad_path, data, len, "\"patchcore.num_neighbors\":\"9\"",
+                      "\"patchcore.num_neighbors\":\"1\"");
+        expect_refusal(bad_path, "'patchcore.num_neighbors' = 1 does not go with");
+        write_patched(bad_path, data, len, "\"patchcore.image_score\":\"reweighted\"",
+                      "\"patchcore.image_score\":\"reweightex\"");
+        expect_refusal(bad_path, "'patchcore.image_score' = 'reweightex' is not reweighted, max");
+      } else if (cases[c].k == 27) {
+        write_patched(bad_path, data, len, "\"patchcore.num_neighbors\":\"27\"",
+                      "\"patchcore.num_neighbors\":\"65\"");
+        expect_refusal(bad_path, "'patchcore.num_neighbors' = '65' is not an integer in [1, 64]");
+      } else if (cases[c].stored == INSP_IMAGE_SCORE_MAX) {
+        /* num_neighbors is 1 for a rule that does not reweight: a build
+         * from before the rules, which takes only 9, refuses the file */
+        write_patched(bad_path, data, len, "\"patchcore.num_neighbors\":\"1\"",
+                      "\"patchcore.num_neighbors\":\"9\"");
+        expect_refusal(bad_path, "= 9 does not go with the image score 'max'");
+      }
+    }
+    test_tmp_remove(path);
+    g_free(path);
+    path = test_tmp_path("model.safetensors");
+    g_free(bad_path);
+    bad_path = g_strconcat(path, ".bad", NULL);
+  }
+  /* k changes the reweighted score, towards the highest patch score */
+  g_assert_cmpfloat(raw[1], <, raw[2]);
+  g_assert_cmpfloat(raw[2], <, raw[0]);
+  g_assert_cmpfloat(raw[0], <, raw[3]);
+  g_assert_cmpfloat(raw[3], <, raw[4]);
+  g_assert_cmpfloat(raw[4], ==, s_star);
+
+  /* Bad training options, with the reason. */
+  {
+    const struct {
+      InspDetectorKind kind;
+      InspImageScoreRule rule;
+      int k;
+      const char *needle;
+    } bad_opts[] = {
+        {INSP_DETECTOR_PATCHCORE, INSP_IMAGE_SCORE_REWEIGHTED, 1,
+         "1 neighbours for the reweighting is not in [2, 64]"},
+        {INSP_DETECTOR_PATCHCORE, INSP_IMAGE_SCORE_DEFAULT, 65,
+         "65 neighbours for the reweighting is not in [2, 64]"},
+        {INSP_DETECTOR_PATCHCORE, INSP_IMAGE_SCORE_MAX, 3,
+         "the image score 'max' does not reweight"},
+        {INSP_DETECTOR_PATCHCORE, (InspImageScoreRule)17, 0,
+         "image score rule 17 is not reweighted, max or map-max"},
+        {INSP_DETECTOR_PADIM, INSP_IMAGE_SCORE_MAX, 0,
+         "PaDiM's image score is the maximum of its blurred map"},
+        {INSP_DETECTOR_PADIM, INSP_IMAGE_SCORE_DEFAULT, 3,
+         "PaDiM's image score is the maximum of its blurred map"},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(bad_opts); i++) {
+      InspTrainOptions opt;
+      InspModel *none;
+
+      insp_train_options_init(&opt);
+      opt.input_size = SIZE;
+      opt.detector = bad_opts[i].kind;
+      opt.padim_channels = bad_opts[i].kind == INSP_DETECTOR_PADIM ? 16 : 0;
+      opt.image_score = bad_opts[i].rule;
+      opt.neighbours = bad_opts[i].k;
+      none = insp_model_train(&opt, 20, source_good, NULL, NULL, NULL, &error);
+      g_assert_null(none);
+      g_assert_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN);
+      if (strstr(error->message, bad_opts[i].needle) == NULL)
+        g_error("'%s' does not say '%s'", error->message, bad_opts[i].needle);
+      g_clear_error(&error);
+    }
+  }
+  /* the names, both ways */
+  for (InspImageScoreRule r = INSP_IMAGE_SCORE_REWEIGHTED; r <= INSP_IMAGE_SCORE_MAP_MAX; r++) {
+    InspImageScoreRule back = INSP_IMAGE_SCORE_DEFAULT;
+
+    g_assert_true(insp_image_score_rule_from_string(insp_image_score_rule_to_string(r), &back));
+    g_assert_cmpint(back, ==, r);
+  }
+  g_assert_null(insp_image_score_rule_to_string(INSP_IMAGE_SCORE_DEFAULT));
+  g_assert_false(insp_image_score_rule_from_string("Max", NULL));
+  g_assert_false(insp_image_score_rule_from_string(NULL, NULL));
+  test_tmp_remove(path);
+}
+
 /* The final PatchCore bank is the coreset of all images in source order,
  * whichever images the calibration held out: the same rows a single fit
  * over the folder selects. */
@@ -1032,6 +1436,8 @@ main(int argc, char **argv)
   g_test_add_func("/detector/coreset-wide", test_coreset_wide);
   g_test_add_func("/detector/sparse-projection", test_sparse_projection);
   g_test_add_func("/detector/train-options", test_train_options);
+  g_test_add_func("/detector/image-score-kernel", test_image_score_kernel);
+  g_test_add_func("/detector/image-score", test_image_score);
   g_test_add_func("/detector/final-bank", test_final_bank);
   g_test_add_func("/detector/padim-inverse", test_padim_inverse);
   g_test_add_func("/detector/padim-fit", test_padim_fit);
