@@ -77,9 +77,9 @@ int
 insp_cmd_train(int argc, char **argv)
 {
   g_autofree char *images = NULL, *out = NULL, *backbone = NULL, *detector = NULL, *stages = NULL,
-                  *aspect = NULL;
+                  *aspect = NULL, *image_score = NULL;
   double coreset = -1.0;
-  int size = 0, channels = -1, dim = 0, patch = 0, tiles = 0;
+  int size = 0, channels = -1, dim = 0, patch = 0, tiles = 0, neighbours = G_MININT;
   double overlap = -1.0;
   gint64 seed = 0;
   int status;
@@ -115,6 +115,15 @@ insp_cmd_train(int argc, char **argv)
        "FINE,COARSE"},
       {"patch", 0, 0, G_OPTION_ARG_INT, &patch,
        "PatchCore: neighbourhood averaged around each patch, odd (default 3)", "N"},
+      {"image-score", 0, 0, G_OPTION_ARG_STRING, &image_score,
+       "PatchCore: the image score from the patch scores: reweighted (default: the highest "
+       "patch distance reweighted by its nearest bank row's neighbours, as anomalib), max (the "
+       "highest patch distance), map-max (the highest value of the blurred anomaly map)",
+       "RULE"},
+      {"neighbours", 0, 0, G_OPTION_ARG_INT, &neighbours,
+       "PatchCore, --image-score reweighted: the k bank rows of the reweighting, 2 to 64 "
+       "(default 9)",
+       "K"},
       {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed for hold-out, coreset, channels (default 0)",
        "N"},
       G_OPTION_ENTRY_NULL};
@@ -200,6 +209,34 @@ insp_cmd_train(int argc, char **argv)
     return 2;
   }
   opt.patch_size = patch;
+  if (image_score != NULL && !insp_image_score_rule_from_string(image_score, &opt.image_score)) {
+    fprintf(stderr, "inspectd train: --image-score must be %s, not '%s'\n",
+            insp_image_score_rule_list(), image_score);
+    return 2;
+  }
+  if (neighbours != G_MININT) {
+    if (neighbours < INSP_MODEL_NEIGHBOURS_MIN || neighbours > INSP_MODEL_NEIGHBOURS_MAX) {
+      fprintf(stderr, "inspectd train: --neighbours must be in [%d, %d], got %d%s\n",
+              INSP_MODEL_NEIGHBOURS_MIN, INSP_MODEL_NEIGHBOURS_MAX, neighbours,
+              neighbours == 1 ? " (one neighbour reweights by nothing: that is --image-score max)"
+                              : "");
+      return 2;
+    }
+    if (opt.image_score != INSP_IMAGE_SCORE_DEFAULT &&
+        opt.image_score != INSP_IMAGE_SCORE_REWEIGHTED) {
+      fprintf(stderr, "inspectd train: --neighbours goes with --image-score reweighted, not %s\n",
+              image_score);
+      return 2;
+    }
+    opt.neighbours = neighbours;
+  }
+  if (opt.detector == INSP_DETECTOR_PADIM && ((opt.image_score != INSP_IMAGE_SCORE_DEFAULT &&
+                                               opt.image_score != INSP_IMAGE_SCORE_MAP_MAX) ||
+                                              opt.neighbours != 0)) {
+    fprintf(stderr, "inspectd train: --image-score and --neighbours are PatchCore's: PaDiM's "
+                    "image score is the maximum of its blurred map (map-max)\n");
+    return 2;
+  }
   opt.stages = stages;
   opt.seed = (guint64)seed;
 
@@ -252,6 +289,20 @@ insp_cmd_train(int argc, char **argv)
   {
     g_autofree char *state = insp_model_describe(model);
     printf("%s\n", state);
+  }
+  switch (info.image_score) {
+  case INSP_IMAGE_SCORE_REWEIGHTED:
+    printf("score      reweighted, k = %d: the highest patch distance x (1 - softmax(d)[0]), d "
+           "its distances to its nearest bank row and that row's %d nearest (anomalib)\n",
+           info.neighbours, info.neighbours - 1);
+    break;
+  case INSP_IMAGE_SCORE_MAX:
+    printf("score      max: the highest patch distance, not reweighted\n");
+    break;
+  case INSP_IMAGE_SCORE_MAP_MAX:
+  case INSP_IMAGE_SCORE_DEFAULT:
+    printf("score      map-max: the highest value of the blurred anomaly map\n");
+    break;
   }
   /* the rule, and examples computed by the model's own normalisation */
   printf("normalise  score = 0.5 x raw / threshold (not clamped: 0 -> 0)\n");

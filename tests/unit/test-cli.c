@@ -411,6 +411,76 @@ test_progress_fits_terminal(void)
   g_assert_cmpint(system(rm), ==, 0);
 }
 
+/* train's image-score options: a bad value is refused before any image is
+ * read (exit 2), in one line naming the option and what it takes; good ones
+ * are shown by the summary, kept in the model, and the model evaluates. */
+static void
+test_train_image_score(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("test-cli-score-XXXXXX", &error);
+  g_autofree char *ds = g_build_filename(dir, "ds", NULL);
+  g_autofree char *images = g_build_filename(ds, "train", "good", NULL);
+  g_autofree char *model = g_build_filename(dir, "m.safetensors", NULL);
+  g_autofree char *write_args = g_strdup_printf(
+      "run --demo-write-dataset %s --demo-size 64 --dataset-train 6 --dataset-test 2", ds);
+  const struct {
+    const char *args;
+    const char *needle;
+  } bad[] = {
+      {"--neighbours 1", "--neighbours must be in [2, 64], got 1 (one neighbour reweights by "
+                         "nothing: that is --image-score max)"},
+      {"--neighbours 0", "--neighbours must be in [2, 64], got 0\n"},
+      {"--neighbours 65", "--neighbours must be in [2, 64], got 65\n"},
+      {"--neighbours -3", "--neighbours must be in [2, 64], got -3"},
+      {"--image-score top", "--image-score must be reweighted, max or map-max, not 'top'"},
+      {"--image-score max --neighbours 3", "--neighbours goes with --image-score reweighted"},
+      {"--detector padim --image-score max", "--image-score and --neighbours are PatchCore's"},
+  };
+  const struct {
+    const char *args;
+    const char *summary;
+  } good[] = {
+      {"", "score      reweighted, k = 9: "},
+      {"--image-score reweighted --neighbours 3", "score      reweighted, k = 3: "},
+      {"--image-score max", "score      max: the highest patch distance"},
+      {"--image-score map-max", "score      map-max: the highest value of the blurred"},
+  };
+
+  g_assert_no_error(error);
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *args =
+        g_strdup_printf("train --images %s/none --out %s %s", dir, model, bad[i].args);
+
+    g_assert_cmpint(run_inspectd(args, &out, &err), ==, 2);
+    g_test_message("%s: %s", bad[i].args, err);
+    g_assert_nonnull(strstr(err, bad[i].needle));
+    g_assert_cmpint(strchr(err, '\n') - err, ==, (gssize)strlen(err) - 1); /* one line */
+    g_assert_false(g_file_test(model, G_FILE_TEST_EXISTS));
+  }
+  {
+    g_autofree char *out = NULL, *err = NULL;
+
+    g_assert_cmpint(run_inspectd(write_args, &out, &err), ==, 0);
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
+    g_autofree char *out = NULL, *err = NULL, *eout = NULL, *eerr = NULL;
+    g_autofree char *args =
+        g_strdup_printf("train --images %s --out %s --size 64 %s", images, model, good[i].args);
+    g_autofree char *eval = g_strdup_printf("eval -q --model %s --dataset %s", model, ds);
+
+    g_assert_cmpint(run_inspectd(args, &out, &err), ==, 0);
+    if (strstr(out, good[i].summary) == NULL)
+      g_error("train %s: no '%s' in the summary:\n%s", good[i].args, good[i].summary, out);
+    g_assert_cmpint(run_inspectd(eval, &eout, &eerr), ==, 0);
+    g_assert_nonnull(strstr(eout, "image AUROC"));
+    g_unlink(model);
+  }
+  g_autofree char *rm = g_strdup_printf("rm -rf '%s'", dir);
+  g_assert_cmpint(system(rm), ==, 0);
+}
+
 static void
 test_bad_flag(void)
 {
@@ -431,6 +501,7 @@ main(int argc, char **argv)
   g_test_add_func("/cli/did-you-mean", test_did_you_mean);
   g_test_add_func("/cli/subcommand-help", test_subcommand_help);
   g_test_add_func("/cli/bad-flag", test_bad_flag);
+  g_test_add_func("/cli/train-image-score", test_train_image_score);
   g_test_add_func("/cli/not-a-model", test_not_a_model);
   g_test_add_func("/cli/check-config-model", test_check_config_model);
   g_test_add_func("/cli/progress-fits-terminal", test_progress_fits_terminal);
