@@ -1842,8 +1842,6 @@ insp_daemon_main(const InspDaemonOptions *opt)
               "instructions unused, so inspectd set OPENBLAS_CORETYPE=%s (set it in the "
               "environment to choose another)",
               insp_blas_core(), g_getenv(INSP_BLAS_REPLACED_ENV), insp_blas_core());
-  g_info("PatchCore nearest-neighbour search: %s; backbone: %s", insp_nn_search_describe(),
-         insp_backbone_describe_kernels());
   if (daemon_start(d)) {
     guint64 wd = insp_notify_watchdog_usec();
     if (!d->demo)
@@ -1855,6 +1853,8 @@ insp_daemon_main(const InspDaemonOptions *opt)
         g_strdup_printf("inspecting with %s, threshold %.3f%s", insp_model_get_id(d->model),
                         d->config->inspection.threshold, d->mqtt ? "" : ", MQTT off");
     g_message("%s (seq from %" G_GUINT64_FORMAT ")", ready, insp_seq_peek(d->seq));
+    g_info("PatchCore nearest-neighbour search: %s; backbone: %s", insp_nn_search_describe(),
+           insp_backbone_describe_kernels());
     insp_notify_ready(ready);
     d->ready = TRUE;
     if (!d->stopping)

@@ -1099,6 +1099,8 @@ test_log_notice(void)
       g_assert_null(strstr(said, "info:"));
     else
       g_assert_nonnull(strstr(said, "inspectd: info: broker 127.0.0.1:"));
+    /* which kernels run, at info */
+    g_assert_true((strstr(said, "PatchCore nearest-neighbour search: ") != NULL) == (run == 1));
   }
 }
 
