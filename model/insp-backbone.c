@@ -11,9 +11,9 @@
  * Invariants: after construction an InspBackbone is immutable (only its
  * reference count changes, atomically), so any number of threads may run
  * insp_backbone_forward() on it at once, each with its own scratch. A scratch
- * holds every activation buffer and the im2col buffer for one input size,
- * planned at creation (buffers reused once their value is dead, stage outputs
- * kept); forward allocates nothing.
+ * holds every activation buffer and im2col buffer for one input size,
+ * planned at creation (buffers reused once their value is dead, the stage
+ * outputs it is for kept); forward allocates nothing.
  *
  * Threads: when OpenBLAS is set to 2 or more threads (one worker with the
  * machine's cores), a forward runs each conv, depthwise and max-pool layer
@@ -821,6 +821,8 @@ typedef struct {
   int chunk;        /* conv: pixels per piece; depthwise, max pool, fused: channels */
   gboolean fused;   /* a 1x1 expand run with the next layer, a depthwise */
   gboolean skipped; /* that depthwise */
+  gsize col_floats; /* im2col or Winograd scratch, 0 = none */
+  float *col;       /* in a slot no value of the layer is in */
 } LayerGeom;
 
 /* The helpers of one scratch: they run pieces of the layer the caller
@@ -857,8 +859,9 @@ struct _InspBackboneScratch {
   float **vptr;      /* per value; vptr[0] is set per forward */
   LayerGeom *geom;   /* per layer */
   float *mem;
-  float *col;
   gsize mem_floats;
+  int n_layers;         /* planned: the layers up to the last stage kept */
+  gboolean *kept;       /* per stage: its output is kept */
   float *fuse_buf;      /* the caller's expand buffer */
   gsize fuse_floats;    /* per thread */
   Team *team;           /* NULL until a forward runs with 2+ threads */
@@ -880,6 +883,7 @@ insp_backbone_scratch_free(InspBackboneScratch *s)
   team_free(s->team);
   g_aligned_free(s->fuse_buf);
   g_free(s->geom);
+  g_free(s->kept);
   g_aligned_free(s->mem);
   insp_backbone_unref(s->bb);
   g_free(s);
@@ -947,16 +951,43 @@ fuse_plan(const InspBackbone *bb, InspBackboneScratch *s, const int *last_use, g
   s->fuse_floats = MAX(s->fuse_floats, align_up((gsize)chunk * hw));
 }
 
-InspBackboneScratch *
-insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError **error)
+/* The slot for @need floats at layer @i, not @busy (best fit among the free
+ * ones, else the largest free one grown, else a new one); a slot is free
+ * when the value it last held has no reader at or after @i. */
+static int
+take_slot(gsize *slot_size, const int *slot_value, int *n_slots, const int *last_use, int i,
+          int busy, gsize need)
+{
+  int best = -1, largest = -1;
+
+  for (int k = 0; k < *n_slots; k++) {
+    int held = slot_value[k];
+
+    if (k == busy || (held >= 0 && last_use[held] >= i))
+      continue;
+    if (slot_size[k] >= need && (best < 0 || slot_size[k] < slot_size[best]))
+      best = k;
+    if (largest < 0 || slot_size[k] > slot_size[largest])
+      largest = k;
+  }
+  if (best < 0 && largest >= 0) {
+    best = largest;
+    slot_size[best] = need;
+  }
+  if (best < 0) {
+    best = (*n_slots)++;
+    slot_size[best] = need;
+  }
+  return best;
+}
+
+static InspBackboneScratch *
+scratch_new(const InspBackbone *bb, int height, int width, const char *const *stages,
+            GError **error)
 {
   g_autoptr(InspBackboneScratch) s = NULL;
   guint nl;
   int nv;
-  gsize col_floats = 0;
-
-  g_return_val_if_fail(bb != NULL, NULL);
-  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
 
   if (height < BB_MIN_INPUT || width < BB_MIN_INPUT || height > BB_MAX_INPUT ||
       width > BB_MAX_INPUT) {
@@ -965,9 +996,20 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
                 BB_MIN_INPUT, BB_MAX_INPUT);
     return NULL;
   }
-  nl = bb->layers->len;
-  nv = (int)nl + 1;
   s = g_new0(InspBackboneScratch, 1);
+  s->kept = g_new0(gboolean, MAX(bb->stages->len, 1));
+  nl = 0;
+  for (guint i = 0; i < bb->stages->len; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+
+    s->kept[i] = stages == NULL || g_strv_contains(stages, st->name);
+    if (s->kept[i])
+      nl = MAX(nl, (guint)st->value);
+  }
+  if (stages == NULL)
+    nl = bb->layers->len;
+  nv = (int)nl + 1;
+  s->n_layers = (int)nl;
   s->bb = insp_backbone_ref((InspBackbone *)bb);
   s->height = height;
   s->width = width;
@@ -1015,10 +1057,9 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
                   (g->ow + 1) / 2 <= INSP_OPS_WINOGRAD_MAX_TILES_X;
     team_plan(l, g);
     if (g->winograd)
-      col_floats = MAX(col_floats, insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow));
+      g->col_floats = insp_ops_winograd_scratch_size(l->cin, l->cout, g->oh, g->ow);
     else if (l->kind == INSP_BB_CONV)
-      col_floats = MAX(col_floats,
-                       insp_ops_conv2d_scratch_size(l->cin, l->k, l->k, g->oh, g->ow, l->stride));
+      g->col_floats = insp_ops_conv2d_scratch_size(l->cin, l->k, l->k, g->oh, g->ow, l->stride);
   }
 
   /* Liveness: last layer reading each value; stage outputs live forever. */
@@ -1032,50 +1073,51 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
       last_use[l->residual] = (int)i;
   }
   for (guint i = 0; i < bb->stages->len; i++)
-    last_use[g_array_index(bb->stages, InspBbStage, i).value] = G_MAXINT;
+    if (s->kept[i])
+      last_use[g_array_index(bb->stages, InspBbStage, i).value] = G_MAXINT;
   for (guint i = 0; i + 1 < nl; i++)
     fuse_plan(bb, s, last_use, i);
+  /* a fused pair reads the expand's input while it writes the depthwise's
+   * output: that input lives through both */
+  for (guint i = 0; i + 1 < nl; i++)
+    if (s->geom[i].fused) {
+      const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+
+      last_use[l->src] = MAX(last_use[l->src], (int)i + 1);
+    }
 
   /* Slots: a value takes the best-fitting free slot (growing the largest free
    * one if none fits); a slot frees when its value's last reader has run. A
    * fused expand's value is never written (its pieces go to the threads'
    * expand buffers), so it takes none: at 320 px mobilenetv2's blocks.1
-   * expand alone would be 9.8 MB. */
-  g_autofree gsize *slot_size = g_new0(gsize, nv);
-  g_autofree int *slot_value = g_new(int, nv);
+   * expand alone would be 9.8 MB. A layer's im2col (or Winograd) scratch is
+   * a value read by that layer alone, in a slot other than its output's. */
+  g_autofree gsize *slot_size = g_new0(gsize, 2 * (gsize)nv);
+  g_autofree int *slot_value = g_new(int, 2 * (gsize)nv);
   g_autofree int *value_slot = g_new(int, nv);
+  g_autofree int *col_slot = g_new(int, MAX(nl, 1));
   int n_slots = 0;
   for (int v = 0; v < nv; v++)
     value_slot[v] = -1;
+  for (int k = 0; k < 2 * nv; k++)
+    slot_value[k] = -1;
   for (guint i = 0; i < nl; i++) {
     const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
     gsize need = align_up((gsize)s->vc[l->dst] * s->vh[l->dst] * s->vw[l->dst]);
-    int best = -1, largest = -1;
+    int k = -1;
 
+    col_slot[i] = -1;
     if (s->geom[i].fused)
       continue;
-    for (int k = 0; k < n_slots; k++) {
-      int held = slot_value[k];
-      if (held >= 0 && last_use[held] >= (int)i)
-        continue;
-      if (slot_size[k] >= need && (best < 0 || slot_size[k] < slot_size[best]))
-        best = k;
-      if (largest < 0 || slot_size[k] > slot_size[largest])
-        largest = k;
-    }
-    if (best < 0 && largest >= 0) {
-      best = largest;
-      slot_size[best] = need;
-    }
-    if (best < 0) {
-      best = n_slots++;
-      slot_size[best] = need;
-    }
-    slot_value[best] = l->dst;
-    value_slot[l->dst] = best;
+    k = take_slot(slot_size, slot_value, &n_slots, last_use, (int)i, -1, need);
+    slot_value[k] = l->dst;
+    value_slot[l->dst] = k;
+    if (s->geom[i].col_floats > 0)
+      col_slot[i] = take_slot(slot_size, slot_value, &n_slots, last_use, (int)i, k,
+                              align_up(s->geom[i].col_floats));
   }
 
-  gsize total = align_up(col_floats);
+  gsize total = 0;
   g_autofree gsize *slot_off = g_new(gsize, MAX(n_slots, 1));
   for (int k = 0; k < n_slots; k++) {
     slot_off[k] = total;
@@ -1090,12 +1132,32 @@ insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError 
   s->mem = g_aligned_alloc0(MAX(total, 1), sizeof(float), 64);
   if (s->fuse_floats > 0)
     s->fuse_buf = g_aligned_alloc(s->fuse_floats, sizeof(float), 64);
-  s->col = col_floats > 0 ? s->mem : NULL;
+  for (guint i = 0; i < nl; i++)
+    s->geom[i].col = col_slot[i] >= 0 ? s->mem + slot_off[col_slot[i]] : NULL;
   for (int v = 1; v < nv; v++)
     s->vptr[v] = value_slot[v] >= 0 ? s->mem + slot_off[value_slot[v]] : NULL;
-  g_debug("backbone %s scratch %dx%d: %d slots, %.1f MB", bb->arch, width, height, n_slots,
-          (double)total * sizeof(float) / 1e6);
+  g_debug("backbone %s scratch %dx%d: %d layers, %d slots, %.1f MB", bb->arch, width, height,
+          (int)nl, n_slots, (double)total * sizeof(float) / 1e6);
   return g_steal_pointer(&s);
+}
+
+InspBackboneScratch *
+insp_backbone_scratch_new(const InspBackbone *bb, int height, int width, GError **error)
+{
+  g_return_val_if_fail(bb != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  return scratch_new(bb, height, width, NULL, error);
+}
+
+InspBackboneScratch *
+insp_backbone_scratch_new_for_stages(const InspBackbone *bb, int height, int width,
+                                     const char *const *stages, GError **error)
+{
+  g_return_val_if_fail(bb != NULL && stages != NULL && stages[0] != NULL, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  for (int i = 0; stages[i] != NULL; i++)
+    g_return_val_if_fail(insp_backbone_get_stage_info(bb, stages[i], NULL, NULL), NULL);
+  return scratch_new(bb, height, width, stages, error);
 }
 
 static void
@@ -1167,7 +1229,7 @@ run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboo
     if (g->winograd) {
       insp_ops_conv3x3_winograd(x, l->cin, ih, iw, arena + l->u_off, arena + l->b_off, l->cout,
                                 g->pt, g->pl, g->oh, g->ow,
-                                l->residual >= 0 ? INSP_ACT_NONE : l->act, s->col, y);
+                                l->residual >= 0 ? INSP_ACT_NONE : l->act, g->col, y);
       if (l->residual >= 0)
         add_act(y, s->vptr[l->residual], (gsize)l->cout * ohw, l->act);
     } else {
@@ -1180,7 +1242,7 @@ run_layer(const InspBackbone *bb, InspBackboneScratch *s, int i, int chunk, gboo
       }
       insp_ops_conv2d_part(x, l->cin, ih, iw, arena + l->w_off, arena + l->b_off, l->cout, l->k,
                            l->k, l->stride, g->pt, g->pl, g->oh, g->ow,
-                           l->residual >= 0 ? s->vptr[l->residual] : NULL, l->act, p0, p1, s->col,
+                           l->residual >= 0 ? s->vptr[l->residual] : NULL, l->act, p0, p1, g->col,
                            y);
     }
     break;
@@ -1377,6 +1439,7 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
       }
   }
   g_return_val_if_fail(last_stage >= 0, 0);
+  g_return_val_if_fail(g_array_index(bb->stages, InspBbStage, last_stage).value <= s->n_layers, 0);
 
   /* As many threads as OpenBLAS has (the worker's share of the machine,
    * README "Threads"). */
@@ -1417,7 +1480,7 @@ insp_backbone_forward(const InspBackbone *bb, InspBackboneScratch *s, const floa
     out[i].height = s->vh[st->value];
     out[i].width = s->vw[st->value];
     out[i].stride = st->stride;
-    out[i].data = s->vptr[st->value];
+    out[i].data = s->kept[i] ? s->vptr[st->value] : NULL;
   }
   return last_stage + 1;
 }

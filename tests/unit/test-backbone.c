@@ -6,7 +6,8 @@
  *   written here from the torchvision definition;
  * - load errors (missing, misshapen, unexpected tensor) naming the tensor and
  *   its expected shape; architecture guessing; write/reload round trip;
- * - two threads with separate scratches equal one thread;
+ * - two threads with separate scratches equal one thread; a scratch for
+ *   some stages equals a whole one on those;
  * - the builtin filter bank responds to a scratch; `inspectd features`.
  * Threads: the main test thread, plus two workers in /backbone/threads. */
 #include <math.h>
@@ -904,6 +905,67 @@ synthetic_part(int size, gboolean scratch)
   return img;
 }
 
+/* A scratch for some stages gives those stages bit for bit as a whole
+ * scratch does, on one thread and on the team, the others' data NULL, and
+ * is smaller (mobilenetv2: no stem / blocks.0 / blocks.1 kept). */
+static void
+test_scratch_for_stages(void)
+{
+  g_autofree char *dir = make_tmpdir();
+  g_autoptr(Weights) mw = mobilenet_weights(29);
+  g_autoptr(Weights) rw = resnet_weights(&resnet18, 30);
+  g_autofree char *mpath = weights_save(mw, dir, "m.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autofree char *rpath = weights_save(rw, dir, "r.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autoptr(InspBackbone) mb = insp_backbone_new_from_file(mpath, NULL);
+  g_autoptr(InspBackbone) rb = insp_backbone_new_from_file(rpath, NULL);
+  g_autoptr(InspBackbone) bb = insp_backbone_new_builtin();
+  const struct {
+    const InspBackbone *bb;
+    int h, w;
+    const char *stages[3];
+    const char *last;
+  } cases[] = {{mb, 160, 224, {"blocks.2", "blocks.4", NULL}, "blocks.4"},
+               {mb, 97, 131, {"blocks.4", "blocks.1", NULL}, "blocks.4"},
+               {mb, 64, 64, {"blocks.2", "blocks.4", NULL}, "blocks.2"},
+               {rb, 96, 96, {"layer2", "layer3", NULL}, "layer3"},
+               {bb, 83, 90, {"s8", "s16", NULL}, "s16"}};
+
+  g_assert_nonnull(mb);
+  g_assert_nonnull(rb);
+  for (guint c = 0; c < G_N_ELEMENTS(cases); c++)
+    for (int t = 1; t <= 2; t++) {
+      int h = cases[c].h, w = cases[c].w, n, n2;
+      g_autoptr(InspBackboneScratch) all = insp_backbone_scratch_new(cases[c].bb, h, w, NULL);
+      g_autoptr(InspBackboneScratch) some =
+          insp_backbone_scratch_new_for_stages(cases[c].bb, h, w, cases[c].stages, NULL);
+      g_autofree float *in = random_input(9, 3, h, w);
+      InspFeatureMap fa[16], fs[16];
+
+      g_assert_nonnull(all);
+      g_assert_nonnull(some);
+      insp_ops_set_blas_threads(t);
+      n = insp_backbone_forward(cases[c].bb, all, in, cases[c].last, fa);
+      n2 = insp_backbone_forward(cases[c].bb, some, in, cases[c].last, fs);
+      insp_ops_set_blas_threads(1);
+      g_assert_cmpint(n, ==, n2);
+      for (int i = 0; i < n; i++) {
+        gsize len = (gsize)fa[i].channels * fa[i].height * fa[i].width * sizeof(float);
+
+        g_assert_cmpstr(fa[i].name, ==, fs[i].name);
+        g_assert_cmpint(fa[i].channels, ==, fs[i].channels);
+        g_assert_cmpint(fa[i].height, ==, fs[i].height);
+        g_assert_cmpint(fa[i].width, ==, fs[i].width);
+        if (!g_strv_contains(cases[c].stages, fa[i].name)) {
+          g_assert_null(fs[i].data);
+          continue;
+        }
+        g_assert_nonnull(fs[i].data);
+        g_assert_cmpmem(fa[i].data, len, fs[i].data, len);
+      }
+    }
+  rm_tmpdir(dir);
+}
+
 static void
 test_builtin(void)
 {
@@ -1042,6 +1104,7 @@ main(int argc, char **argv)
   g_test_add_func("/backbone/write-roundtrip", test_write_roundtrip);
   g_test_add_func("/backbone/threads", test_threads);
   g_test_add_func("/backbone/team", test_team);
+  g_test_add_func("/backbone/scratch-for-stages", test_scratch_for_stages);
   g_test_add_func("/backbone/builtin", test_builtin);
   g_test_add_func("/backbone/features-command", test_features_command);
   return g_test_run();
