@@ -54,8 +54,9 @@ struct _InspBackbone {
   GArray *stages;     /* InspBbStage, forward order */
   char **stage_names; /* NULL-terminated */
   char *fine, *coarse;
-  GArray *arena;      /* float: folded weights, read-only after construction */
-  GPtrArray *tensors; /* InspBbTensor *, originals for writing */
+  GArray *arena;         /* float: folded weights, read-only after construction */
+  GPtrArray *tensors;    /* InspBbTensor *, originals for writing */
+  gboolean forward_only; /* insp_backbone_new_forward_copy: no originals */
 };
 
 /* Construction state: the backbone being built, where weights come from, and

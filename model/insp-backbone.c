@@ -715,10 +715,129 @@ insp_backbone_unref(InspBackbone *bb)
   g_free(bb);
 }
 
+/* The value stage @name of @bb points at, or -1. */
+static int
+stage_value(const InspBackbone *bb, const char *name)
+{
+  for (guint i = 0; i < bb->stages->len; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+
+    if (g_str_equal(st->name, name))
+      return st->value;
+  }
+  return -1;
+}
+
+/* Where layer @l's blocks in the arena end (0: it has none). */
+static gsize
+layer_arena_end(const InspBbLayer *l)
+{
+  gsize per_out = l->kind == INSP_BB_DW3 ? 9 : (gsize)l->cin * l->k * l->k;
+  gsize end;
+
+  if (l->kind == INSP_BB_MAXPOOL)
+    return 0;
+  end = MAX(l->w_off + per_out * l->cout, l->b_off + l->cout);
+  if (l->has_winograd)
+    end = MAX(end, l->u_off + insp_ops_winograd_weight_size(l->cin, l->cout));
+  return end;
+}
+
+InspBackbone *
+insp_backbone_new_forward_copy(const InspBackbone *bb, const char *last)
+{
+  InspBackbone *c;
+  int last_value;
+  gsize end = 0;
+
+  g_return_val_if_fail(bb != NULL && last != NULL, NULL);
+  last_value = stage_value(bb, last);
+  g_return_val_if_fail(last_value >= 0, NULL);
+
+  c = bb_alloc(bb->arch);
+  c->pad_mode = bb->pad_mode;
+  c->bn_eps = bb->bn_eps;
+  c->input_size = bb->input_size;
+  memcpy(c->mean, bb->mean, sizeof(c->mean));
+  memcpy(c->std, bb->std, sizeof(c->std));
+  c->forward_only = TRUE;
+  for (int i = 0; i < last_value; i++) {
+    const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+
+    g_array_append_val(c->layers, *l);
+    end = MAX(end, layer_arena_end(l));
+  }
+  for (guint i = 0; i < bb->stages->len; i++) {
+    const InspBbStage *st = &g_array_index(bb->stages, InspBbStage, i);
+    InspBbStage cs = {.name = g_strdup(st->name), .value = st->value, .stride = st->stride};
+
+    if (st->value <= last_value)
+      g_array_append_val(c->stages, cs);
+    else
+      g_free(cs.name);
+  }
+  g_array_unref(c->arena); /* one of the exact size */
+  c->arena = g_array_sized_new(FALSE, FALSE, sizeof(float), (guint)MAX(end, 1));
+  g_array_append_vals(c->arena, bb->arena->data, (guint)end);
+  if (stage_value(c, bb->fine) >= 0)
+    c->fine = g_strdup(bb->fine);
+  if (stage_value(c, bb->coarse) >= 0)
+    c->coarse = g_strdup(bb->coarse);
+  finish(c);
+  return c;
+}
+
+gboolean
+insp_backbone_equal_to_stage(const InspBackbone *a, const InspBackbone *b, const char *last)
+{
+  int last_value;
+
+  g_return_val_if_fail(a != NULL && b != NULL && last != NULL, FALSE);
+  last_value = stage_value(a, last);
+  if (last_value < 0 || stage_value(b, last) != last_value || !g_str_equal(a->arch, b->arch) ||
+      a->pad_mode != b->pad_mode || memcmp(&a->bn_eps, &b->bn_eps, sizeof(float)) != 0 ||
+      memcmp(a->mean, b->mean, sizeof(a->mean)) != 0 ||
+      memcmp(a->std, b->std, sizeof(a->std)) != 0 || a->layers->len < (guint)last_value ||
+      b->layers->len < (guint)last_value)
+    return FALSE;
+  for (guint i = 0; i < a->stages->len && i < b->stages->len; i++) {
+    const InspBbStage *sa = &g_array_index(a->stages, InspBbStage, i);
+    const InspBbStage *sb = &g_array_index(b->stages, InspBbStage, i);
+
+    if (sa->value > last_value && sb->value > last_value)
+      break;
+    if (!g_str_equal(sa->name, sb->name) || sa->value != sb->value || sa->stride != sb->stride)
+      return FALSE;
+  }
+  for (int i = 0; i < last_value; i++) {
+    const InspBbLayer *la = &g_array_index(a->layers, InspBbLayer, i);
+    const InspBbLayer *lb = &g_array_index(b->layers, InspBbLayer, i);
+    const float *wa = (const float *)(const void *)a->arena->data;
+    const float *wb = (const float *)(const void *)b->arena->data;
+    gsize per_out = la->kind == INSP_BB_DW3 ? 9 : (gsize)la->cin * la->k * la->k;
+
+    if (la->kind != lb->kind || la->src != lb->src || la->dst != lb->dst ||
+        la->residual != lb->residual || la->cin != lb->cin || la->cout != lb->cout ||
+        la->k != lb->k || la->stride != lb->stride || la->pad != lb->pad || la->act != lb->act ||
+        la->has_winograd != lb->has_winograd)
+      return FALSE;
+    if (la->kind == INSP_BB_MAXPOOL)
+      continue;
+    if (memcmp(wa + la->w_off, wb + lb->w_off, per_out * la->cout * sizeof(float)) != 0 ||
+        memcmp(wa + la->b_off, wb + lb->b_off, (gsize)la->cout * sizeof(float)) != 0 ||
+        (la->has_winograd &&
+         memcmp(wa + la->u_off, wb + lb->u_off,
+                insp_ops_winograd_weight_size(la->cin, la->cout) * sizeof(float)) != 0))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 void
 insp_backbone_write(const InspBackbone *bb, InspSafetensorsWriter *w, const char *prefix)
 {
   g_return_if_fail(bb != NULL && w != NULL);
+  g_return_if_fail(!bb->forward_only);
   if (prefix == NULL)
     prefix = "";
 

@@ -52,6 +52,18 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspBackbone, insp_backbone_unref)
  * that insp_backbone_new_from_safetensors(st, prefix, NULL) restores it. */
 void insp_backbone_write(const InspBackbone *bb, InspSafetensorsWriter *w, const char *prefix);
 
+/* A copy of @bb that runs it up to stage @last (one of its stages) and no
+ * further: the later layers and stages, and the weights as loaded, left out
+ * (insp_backbone_write refuses it). For training, which needs the network
+ * for the features and the weights as loaded only to write the model:
+ * mobilenetv2 to blocks.4 holds 2.1 of the 17.6 MB. The caller owns it. */
+InspBackbone *insp_backbone_new_forward_copy(const InspBackbone *bb, const char *last);
+/* TRUE when @a and @b compute the same values up to stage @last (a stage of
+ * both): same architecture, padding, normalisation, layers, stages and
+ * folded weights, bit for bit. */
+gboolean insp_backbone_equal_to_stage(const InspBackbone *a, const InspBackbone *b,
+                                      const char *last);
+
 const char *insp_backbone_get_arch(const InspBackbone *bb);
 int insp_backbone_get_input_size(const InspBackbone *bb); /* default square input, e.g. 224 */
 void insp_backbone_get_normalisation(const InspBackbone *bb, float mean[3], float std[3]);

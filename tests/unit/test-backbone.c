@@ -7,7 +7,7 @@
  * - load errors (missing, misshapen, unexpected tensor) naming the tensor and
  *   its expected shape; architecture guessing; write/reload round trip;
  * - two threads with separate scratches equal one thread; a scratch for
- *   some stages equals a whole one on those;
+ *   some stages equals a whole one on those, and so does a forward copy;
  * - the builtin filter bank responds to a scratch; `inspectd features`.
  * Threads: the main test thread, plus two workers in /backbone/threads. */
 #include <math.h>
@@ -966,6 +966,78 @@ test_scratch_for_stages(void)
   rm_tmpdir(dir);
 }
 
+/* A forward copy up to a stage gives that stage and the ones before bit for
+ * bit as the backbone it was made from, has no later stages, and is equal to
+ * it up to that stage (to the same weights read again too), not to another
+ * backbone's weights. */
+static void
+test_forward_copy(void)
+{
+  g_autofree char *dir = make_tmpdir();
+  g_autoptr(Weights) w1 = mobilenet_weights(31);
+  g_autoptr(Weights) w2 = mobilenet_weights(32);
+  g_autofree char *p1 = weights_save(w1, dir, "a.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autofree char *p2 = weights_save(w2, dir, "b.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autoptr(InspBackbone) full = insp_backbone_new_from_file(p1, NULL);
+  g_autoptr(InspBackbone) again = insp_backbone_new_from_file(p1, NULL);
+  g_autoptr(InspBackbone) other = insp_backbone_new_from_file(p2, NULL);
+  g_autoptr(InspBackbone) rb = NULL;
+  g_autoptr(InspBackbone) copy = NULL;
+  g_autoptr(InspBackbone) rcopy = NULL;
+  g_autoptr(InspBackboneScratch) sf = NULL, sc = NULL;
+  g_autofree float *in = random_input(5, 3, 96, 128);
+  InspFeatureMap ff[16], fc[16];
+  const char *const *names;
+  int n;
+
+  g_assert_nonnull(full);
+  g_assert_nonnull(other);
+  copy = insp_backbone_new_forward_copy(full, "blocks.4");
+  g_assert_nonnull(copy);
+  names = insp_backbone_get_stage_names(copy);
+  g_assert_cmpuint(g_strv_length((char **)names), ==, 6); /* stem, blocks.0 .. blocks.4 */
+  g_assert_cmpstr(names[5], ==, "blocks.4");
+  g_assert_true(insp_backbone_equal_to_stage(full, copy, "blocks.4"));
+  g_assert_true(insp_backbone_equal_to_stage(again, copy, "blocks.4"));
+  g_assert_true(insp_backbone_equal_to_stage(copy, again, "blocks.2"));
+  g_assert_false(insp_backbone_equal_to_stage(other, copy, "blocks.4"));
+  g_assert_false(insp_backbone_equal_to_stage(copy, full, "blocks.5")); /* not in the copy */
+
+  sf = insp_backbone_scratch_new(full, 96, 128, NULL);
+  sc = insp_backbone_scratch_new(copy, 96, 128, NULL);
+  n = insp_backbone_forward(full, sf, in, "blocks.4", ff);
+  g_assert_cmpint(insp_backbone_forward(copy, sc, in, NULL, fc), ==, n);
+  for (int i = 0; i < n; i++) {
+    gsize len = (gsize)ff[i].channels * ff[i].height * ff[i].width * sizeof(float);
+
+    g_assert_cmpstr(ff[i].name, ==, fc[i].name);
+    g_assert_cmpmem(ff[i].data, len, fc[i].data, len);
+  }
+
+  /* resnet: Winograd layers keep their transformed weights */
+  {
+    g_autoptr(Weights) rw = resnet_weights(&resnet18, 33);
+    g_autofree char *rp = weights_save(rw, dir, "r.safetensors", NULL, NULL, NULL, NULL, NULL);
+    g_autoptr(InspBackboneScratch) rs = NULL, rcs = NULL;
+    g_autofree float *rin = random_input(6, 3, 96, 96);
+
+    rb = insp_backbone_new_from_file(rp, NULL);
+    g_assert_nonnull(rb);
+    rcopy = insp_backbone_new_forward_copy(rb, "layer2");
+    g_assert_true(insp_backbone_equal_to_stage(rb, rcopy, "layer2"));
+    rs = insp_backbone_scratch_new(rb, 96, 96, NULL);
+    rcs = insp_backbone_scratch_new(rcopy, 96, 96, NULL);
+    n = insp_backbone_forward(rb, rs, rin, "layer2", ff);
+    g_assert_cmpint(insp_backbone_forward(rcopy, rcs, rin, "layer2", fc), ==, n);
+    for (int i = 0; i < n; i++) {
+      gsize len = (gsize)ff[i].channels * ff[i].height * ff[i].width * sizeof(float);
+
+      g_assert_cmpmem(ff[i].data, len, fc[i].data, len);
+    }
+  }
+  rm_tmpdir(dir);
+}
+
 static void
 test_builtin(void)
 {
@@ -1105,6 +1177,7 @@ main(int argc, char **argv)
   g_test_add_func("/backbone/threads", test_threads);
   g_test_add_func("/backbone/team", test_team);
   g_test_add_func("/backbone/scratch-for-stages", test_scratch_for_stages);
+  g_test_add_func("/backbone/forward-copy", test_forward_copy);
   g_test_add_func("/backbone/builtin", test_builtin);
   g_test_add_func("/backbone/features-command", test_features_command);
   return g_test_run();
