@@ -46,12 +46,29 @@
  * highest of its tiles' map values (what the stitched map's maximum is,
  * but for the stitching's nearest sampling).
  *
+ * Memory: the patch features of every unit (PatchCore: units x P x D
+ * floats, 545 MB for 666 images at 320 px) are held from the features phase
+ * to the final fit, so everything else held beside them counts. The
+ * backbone as loaded (mobilenetv2: 17.6 MB, folded weights and the weights
+ * as loaded, for the model file) is replaced, once the stages are probed,
+ * by a forward copy up to the later stage (2.1 MB), which runs the features
+ * and stays in the model during the fits; after the final fit has freed the
+ * features, the backbone is read again from the same file (or built again)
+ * and must equal the copy up to that stage bit for bit (else the training
+ * fails: the file changed). The backbone scratch keeps the model's two
+ * stages only. Freed blocks' pages go back to the system between the phases
+ * (release_freed_memory). What that leaves at the peak is in model/README.md
+ * ("Speed and memory").
+ *
  * Threads: the caller's; OpenBLAS may use its own. */
 #include "insp-detector-private.h"
 #include "insp-ops.h"
 
 #include <math.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define INSP_NORM_FENCE 3.0 /* Tukey's far-out fence */
 #define INSP_NORM_FLOOR 1.1
@@ -189,6 +206,33 @@ calibrate(InspModel *m, const float *const *held, const int *owner, int n_units,
   return TRUE;
 }
 
+/* Gives the pages of freed blocks back to the system. glibc keeps a freed
+ * block that is not at the top of its heap, and its mmap threshold rises to
+ * the largest block freed, so training's big buffers (the backbone as
+ * loaded, the backbone scratch, the coreset's arrays) come from the heap and
+ * would stay resident, unused, beside the features after they are freed. */
+static void
+release_freed_memory(void)
+{
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
+/* The later of the model's two stages in the backbone's forward order. */
+static const char *
+last_stage(const InspModel *m)
+{
+  const char *const *names = insp_backbone_get_stage_names(m->backbone);
+
+  for (int i = 0; names[i] != NULL; i++)
+    if (g_str_equal(names[i], m->fine_stage))
+      return m->coarse_stage; /* the coarse one comes after it (or is it) */
+    else if (g_str_equal(names[i], m->coarse_stage))
+      return m->fine_stage;
+  g_return_val_if_reached(m->coarse_stage);
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -272,7 +316,9 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   g_autofree int *size = NULL, *unit_base = NULL, *owner = NULL;
   int n_units, n_train_units;
   g_autoptr(GDateTime) now = NULL;
-  const char *fine = NULL, *coarse = NULL;
+  const char *fine = NULL, *coarse = NULL, *last;
+  const char *backbone_path = opt->backbone ? opt->backbone : "builtin";
+  g_autoptr(InspBackbone) full = NULL;
   int n_hold, n_train;
   guint64 st;
 
@@ -308,7 +354,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
     m->tiles = opt->tiles;
     m->tile_overlap = opt->tile_overlap;
   }
-  m->backbone = insp_backbone_new_from_file(opt->backbone ? opt->backbone : "builtin", error);
+  m->backbone = insp_backbone_new_from_file(backbone_path, error);
   if (m->backbone == NULL)
     return NULL;
   if (opt->input_size != 0)
@@ -351,6 +397,18 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   if (!klass->configure(m, opt, error))
     return NULL;
   insp_model_finish_setup(m);
+  /* The features need the network up to the later stage, the weights as
+   * loaded only when the model is written: a copy without them runs the
+   * features and stays in the model during the fits, and the backbone is
+   * read again at the end (header comment, "Memory"). */
+  last = last_stage(m);
+  {
+    InspBackbone *copy = insp_backbone_new_forward_copy(m->backbone, last);
+
+    insp_backbone_unref(m->backbone);
+    m->backbone = copy;
+  }
+  release_freed_memory();
   s = insp_model_scratch_new(m, error);
   if (s == NULL)
     return NULL;
@@ -449,6 +507,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
       progress("features", i + 1, n_images, progress_data);
   }
   g_clear_pointer(&s, insp_model_scratch_free);
+  release_freed_memory();
 
   /* A fit without the held-out images, their calibration, then the final
    * fit with them added back. (Scoring the held-out images leave-one-out
@@ -459,12 +518,32 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   held = g_new(const float *, n_units - n_train_units);
   for (int h = 0; h < n_units - n_train_units; h++)
     held[h] = klass->fit_held(guard.fit, h);
-  ok = klass->fit(m, guard.fit, FALSE, progress, progress_data, error) &&
-       calibrate(m, held, owner, n_units - n_train_units, n_hold, progress, progress_data, error) &&
-       klass->fit(m, guard.fit, TRUE, progress, progress_data, error);
+  ok = klass->fit(m, guard.fit, FALSE, progress, progress_data, error);
+  release_freed_memory();
+  ok = ok &&
+       calibrate(m, held, owner, n_units - n_train_units, n_hold, progress, progress_data, error);
+  release_freed_memory();
+  ok = ok && klass->fit(m, guard.fit, TRUE, progress, progress_data, error);
   fit_guard_clear(&guard);
   if (!ok)
     return NULL;
+
+  /* The backbone for the model file: read again, and the network the
+   * features came from, bit for bit. */
+  full = insp_backbone_new_from_file(backbone_path, error);
+  if (full == NULL) {
+    g_prefix_error(error, "reading the backbone again for the model: ");
+    return NULL;
+  }
+  if (!insp_backbone_equal_to_stage(full, m->backbone, last)) {
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN,
+                "backbone %s changed during training (read again for the model, its weights up to "
+                "%s differ from those the features came from)",
+                backbone_path, last);
+    return NULL;
+  }
+  insp_backbone_unref(m->backbone);
+  m->backbone = g_steal_pointer(&full);
 
   m->train_images = n_images;
   m->held_out_images = n_hold;
