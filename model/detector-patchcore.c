@@ -363,7 +363,10 @@ patchcore_fit(InspModel *m, InspDetectorFit *f, gboolean final, InspProgressFunc
   pc->owned_bank = gather_rows(f->rows, m->dim, sel, k);
   pc->bank = pc->owned_bank;
   pc->bank_rows = (int)k;
-  insp_model_finish_setup(m);
+  /* the final bank's packed copy and index (2x its size) wait for the
+   * caller's insp_model_finish_setup, after the features are freed */
+  if (!final)
+    insp_model_finish_setup(m);
   return TRUE;
 }
 

@@ -61,8 +61,10 @@ struct _InspModel {
  * once: fit_new, then for image i fit_dest (where its [P, D] features go)
  * and fit_add once they are there; fit without the held-out images, the
  * score normalisation from the held-out features (fit_held), and the final
- * fit with them. A model file holds the generic part (insp-model.c) and
- * the detector's tensors and "NAME."-prefixed metadata (write_*, read). */
+ * fit with them, after which it frees the fit and calls
+ * insp_model_finish_setup (so the final fit may leave the derived state to
+ * that call, when the features no longer take memory). A model file holds the generic part
+ * (insp-model.c) and the detector's tensors and "NAME."-prefixed metadata (write_*, read). */
 struct _InspDetectorClass {
   InspDetectorKind kind;
   const char *name;            /* in files, ids and the CLI */
