@@ -232,10 +232,15 @@ patchcore_configure(InspModel *m, const InspTrainOptions *opt, GError **error)
 }
 
 struct _InspDetectorFit {
-  float *rows; /* [n_images, P, D], slot order until the final fit */
+  /* [n_images, P, D]: slot order, then source order (the first fit's second
+   * coreset), then the held-out images' alone (held_only) */
+  float *rows;
   gsize per_img;
   int n_images, n_train;
   const int *slot;
+  gboolean held_only;
+  float *final_bank; /* [final_rows, D]: selected by the first fit */
+  int final_rows;
 };
 
 static void
@@ -244,6 +249,7 @@ patchcore_fit_free(InspDetectorFit *f)
   if (f == NULL)
     return;
   g_free(f->rows);
+  g_free(f->final_bank);
   g_free(f);
 }
 
@@ -279,10 +285,13 @@ patchcore_fit_add(InspDetectorFit *f, int image, const float *feats)
 {
 }
 
+/* Valid from the first fit's return (which keeps the held-out images' rows
+ * alone) to fit_free. */
 static const float *
 patchcore_fit_held(InspDetectorFit *f, int h)
 {
-  return f->rows + (gsize)(f->n_train + h) * f->per_img;
+  g_return_val_if_fail(f->held_only, NULL);
+  return f->rows + (gsize)h * f->per_img;
 }
 
 /* Moves the per-image blocks of @rows from slot order (the rows of image i
@@ -324,49 +333,102 @@ gather_rows(const float *x, int d, const gsize *idx, gsize k)
   return out;
 }
 
-/* The first fit: a coreset of the training images' patches. The final fit
- * sees the images in source (name) order, as a single fit on all of them
- * would: the bank then does not depend on which images were held out, and
- * the seed's start row is the same patch as in a PyTorch fit over the
- * sorted folder. */
+/* The coreset of the first @n_rows rows of f->rows. */
+static gsize *
+select_rows(const InspModel *m, const InspDetectorFit *f, gsize n_rows, const char *stage,
+            InspProgressFunc progress, gpointer progress_data, gsize *k, GError **error)
+{
+  const PatchCore *pc = state(m);
+  InspCoresetOptions o;
+  gsize *sel;
+
+  insp_coreset_options_init(&o);
+  o.projection = pc->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM;
+  o.progress = progress;
+  o.progress_stage = stage;
+  o.progress_data = progress_data;
+  *k = 0;
+  sel = insp_patchcore_coreset_tuned(f->rows, n_rows, m->dim, pc->coreset_fraction, m->seed, &o, k);
+  if (sel == NULL || *k == 0) {
+    g_free(sel);
+    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
+    return NULL;
+  }
+  return sel;
+}
+
+/* Keeps the held-out images' blocks of f->rows (in source order) alone, in
+ * their order, and gives the rest back. */
+static void
+keep_held_rows(InspDetectorFit *f)
+{
+  int h = 0;
+
+  for (int i = 0; i < f->n_images; i++)
+    if (f->slot[i] >= f->n_train) {
+      if (h != i)
+        memcpy(f->rows + (gsize)h * f->per_img, f->rows + (gsize)i * f->per_img,
+               sizeof(float) * f->per_img);
+      h++;
+    }
+  f->rows = g_realloc(f->rows, sizeof(float) * f->per_img * MAX(h, 1));
+  f->held_only = TRUE;
+}
+
+/* The first fit selects both banks while the features of every image are
+ * held, then keeps the held-out images' features alone for the calibration
+ * (the 545 MB of a 666-image training are not held beside the first bank,
+ * its packed copy, its index and the calibration's scratch). The first
+ * bank: a coreset of the training images' patches. The final one sees the
+ * images in source (name) order, as a single fit on all of them would: the
+ * bank then does not depend on which images were held out, and the seed's
+ * start row is the same patch as in a PyTorch fit over the sorted folder.
+ * The final fit puts it in the model. */
 static gboolean
 patchcore_fit(InspModel *m, InspDetectorFit *f, gboolean final, InspProgressFunc progress,
               gpointer progress_data, GError **error)
 {
   PatchCore *pc = state(m);
-  gsize k = 0, n_rows;
-  InspCoresetOptions o;
-  g_autofree gsize *sel = NULL;
+  gsize k = 0, k2 = 0, p = (gsize)m->n_patches;
+  g_autofree gsize *sel = NULL, *sel2 = NULL;
+  g_autofree int *at = NULL;
 
+  /* the first fit's bank, its packed copy and index go; the final bank's
+   * packed copy and index wait for the caller's insp_model_finish_setup,
+   * after the features are freed */
+  pc->bank = NULL;
+  pc->bank_rows = 0;
+  g_clear_pointer(&pc->owned_bank, g_free);
+  insp_model_finish_setup(m);
   if (final) {
-    /* the first fit's bank, its packed copy and index go before the
-     * coreset's working set comes (peak memory) */
-    pc->bank = NULL;
-    pc->bank_rows = 0;
-    g_clear_pointer(&pc->owned_bank, g_free);
-    insp_model_finish_setup(m);
-    to_source_order(f->rows, f->per_img, f->slot, f->n_images);
+    g_return_val_if_fail(f->final_bank != NULL, FALSE);
+    pc->owned_bank = g_steal_pointer(&f->final_bank);
+    pc->bank = pc->owned_bank;
+    pc->bank_rows = f->final_rows;
+    return TRUE;
   }
-  n_rows = (gsize)(final ? f->n_images : f->n_train) * m->n_patches;
-  insp_coreset_options_init(&o);
-  o.projection = pc->coreset_exact ? INSP_CORESET_EXACT : INSP_CORESET_SPARSE_RANDOM;
-  o.progress = progress;
-  o.progress_stage = final ? "coreset 2/2" : "coreset 1/2";
-  o.progress_data = progress_data;
-  sel =
-      insp_patchcore_coreset_tuned(f->rows, n_rows, m->dim, pc->coreset_fraction, m->seed, &o, &k);
-  if (sel == NULL || k == 0) {
-    g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "coreset selection failed");
+
+  sel = select_rows(m, f, (gsize)f->n_train * p, "coreset 1/2", progress, progress_data, &k, error);
+  if (sel == NULL)
     return FALSE;
-  }
-  g_free(pc->owned_bank);
+  to_source_order(f->rows, f->per_img, f->slot, f->n_images);
+  sel2 =
+      select_rows(m, f, (gsize)f->n_images * p, "coreset 2/2", progress, progress_data, &k2, error);
+  if (sel2 == NULL)
+    return FALSE;
+  f->final_bank = gather_rows(f->rows, m->dim, sel2, k2);
+  f->final_rows = (int)k2;
+  /* the first selection's rows were at their slot's place: image at[s] */
+  at = g_new(int, f->n_images);
+  for (int i = 0; i < f->n_images; i++)
+    at[f->slot[i]] = i;
+  for (gsize i = 0; i < k; i++)
+    sel[i] = (gsize)at[sel[i] / p] * p + sel[i] % p;
   pc->owned_bank = gather_rows(f->rows, m->dim, sel, k);
   pc->bank = pc->owned_bank;
   pc->bank_rows = (int)k;
-  /* the final bank's packed copy and index (2x its size) wait for the
-   * caller's insp_model_finish_setup, after the features are freed */
-  if (!final)
-    insp_model_finish_setup(m);
+  keep_held_rows(f);
+  insp_model_finish_setup(m);
   return TRUE;
 }
 

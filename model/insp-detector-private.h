@@ -60,8 +60,9 @@ struct _InspModel {
 /* What a detector is. Training (insp-train.c) streams each image's features
  * once: fit_new, then for image i fit_dest (where its [P, D] features go)
  * and fit_add once they are there; fit without the held-out images, the
- * score normalisation from the held-out features (fit_held), and the final
- * fit with them, after which it frees the fit and calls
+ * score normalisation from the held-out features (fit_held, valid from the
+ * first fit's return: a detector may drop the other images' features then),
+ * and the final fit with them, after which it frees the fit and calls
  * insp_model_finish_setup (so the final fit may leave the derived state to
  * that call, when the features no longer take memory). A model file holds the generic part
  * (insp-model.c) and the detector's tensors and "NAME."-prefixed metadata (write_*, read). */

@@ -515,11 +515,11 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
    * cluster of similar patches with one row, often the held-out image's own,
    * and removing it leaves a hole no retrained coreset would leave; measured
    * 10x pessimistic on generated parts.) */
-  held = g_new(const float *, n_units - n_train_units);
-  for (int h = 0; h < n_units - n_train_units; h++)
-    held[h] = klass->fit_held(guard.fit, h);
   ok = klass->fit(m, guard.fit, FALSE, progress, progress_data, error);
   release_freed_memory();
+  held = g_new(const float *, n_units - n_train_units);
+  for (int h = 0; ok && h < n_units - n_train_units; h++)
+    held[h] = klass->fit_held(guard.fit, h);
   ok = ok &&
        calibrate(m, held, owner, n_units - n_train_units, n_hold, progress, progress_data, error);
   release_freed_memory();
