@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "insp-cli.h"
 #include "insp-model.h"
@@ -251,6 +254,16 @@ insp_cmd_train(int argc, char **argv)
   }
   src.paths = paths;
   prog.tty = isatty(fileno(stderr));
+#ifdef __GLIBC__
+  /* Every block of 1 MiB or more in a mapping of its own, returned to the
+   * system when freed. glibc's threshold otherwise rises to the largest
+   * block freed (the backbone as loaded, a decoded image), and training's
+   * big buffers, one phase's after another's (the backbone scratch, each
+   * coreset's arrays, the banks), come from the heap, where a freed one
+   * stays resident under the next beside the features: 7 MB of bench-train's
+   * peak (model/README.md, "Speed and memory"). */
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
   t0 = g_get_monotonic_time();
   model = insp_model_train(&opt, (int)paths->len, source_next, &src, progress_cb, &prog, &error);
   g_free(prog.stage);
