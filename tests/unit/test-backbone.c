@@ -8,6 +8,8 @@
  *   its expected shape; architecture guessing; write/reload round trip;
  * - two threads with separate scratches equal one thread; a scratch for
  *   some stages equals a whole one on those, and so does a forward copy;
+ *   training reads the backbone again for the model, and fails when the
+ *   file changed or went;
  * - the builtin filter bank responds to a scratch; `inspectd features`.
  * Threads: the main test thread, plus two workers in /backbone/threads. */
 #include <math.h>
@@ -19,6 +21,7 @@
 #include "insp-backbone.h"
 #include "insp-blas.h"
 #include "insp-image.h"
+#include "insp-model.h"
 #include "insp-ops.h"
 #include "insp-safetensors.h"
 
@@ -1038,6 +1041,83 @@ test_forward_copy(void)
   rm_tmpdir(dir);
 }
 
+/* Training reads the backbone again for the model once the features are
+ * freed (insp-train.c, "Memory"): the same file gives a model that saves;
+ * a file changed or gone by then fails the training, each with its own
+ * message. The source does it on its last call. */
+typedef struct {
+  const char *path;
+  const char *replacement; /* NULL: unlink */
+  int calls, act_at;
+} TrainSource;
+
+static InspImage *
+train_source(int index, gpointer user_data, GError **error)
+{
+  TrainSource *ts = user_data;
+  InspImage *img = insp_image_new(64, 48, 3);
+  g_autoptr(GRand) r = g_rand_new_with_seed(40 + index);
+
+  for (int y = 0; y < img->height; y++)
+    for (int x = 0; x < img->width * 3; x++)
+      img->data[(gsize)y * img->stride + x] = (guint8)g_rand_int_range(r, 60, 200);
+  if (++ts->calls == ts->act_at && ts->act_at > 0) {
+    if (ts->replacement == NULL) {
+      g_assert_cmpint(g_unlink(ts->path), ==, 0);
+    } else {
+      g_autofree char *data = NULL;
+      gsize len;
+
+      g_assert_true(g_file_get_contents(ts->replacement, &data, &len, NULL));
+      g_assert_true(g_file_set_contents(ts->path, data, (gssize)len, NULL));
+    }
+  }
+  return img;
+}
+
+static void
+test_train_reads_again(void)
+{
+  g_autofree char *dir = make_tmpdir();
+  g_autoptr(Weights) w1 = mobilenet_weights(35);
+  g_autoptr(Weights) w2 = mobilenet_weights(36);
+  g_autofree char *p1 = weights_save(w1, dir, "a.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autofree char *p2 = weights_save(w2, dir, "b.safetensors", NULL, NULL, NULL, NULL, NULL);
+  g_autofree char *out = g_build_filename(dir, "model.safetensors", NULL);
+  const int n = 5;
+  InspTrainOptions opt;
+
+  insp_train_options_init(&opt);
+  opt.backbone = p1;
+  opt.input_size = 64;
+  opt.coreset_fraction = 0.05;
+  for (int c = 0; c < 3; c++) {
+    /* the sizes pass and the features pass each ask for every image */
+    TrainSource ts = {p1, c == 1 ? p2 : NULL, 0, c == 0 ? 0 : 2 * n};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(InspModel) m = insp_model_train(&opt, n, train_source, &ts, NULL, NULL, &error);
+
+    g_assert_cmpint(ts.calls, ==, 2 * n);
+    if (c == 0) {
+      g_autoptr(InspModel) back = NULL;
+
+      g_assert_no_error(error);
+      g_assert_true(insp_model_save(m, out, &error));
+      g_assert_no_error(error);
+      back = insp_model_load(out, &error);
+      g_assert_no_error(error);
+      g_assert_nonnull(back);
+      continue;
+    }
+    g_assert_null(m);
+    g_assert_nonnull(error);
+    g_test_message("%s", error->message);
+    g_assert_nonnull(
+        strstr(error->message, c == 1 ? "changed during training" : "reading the backbone again"));
+  }
+  rm_tmpdir(dir);
+}
+
 static void
 test_builtin(void)
 {
@@ -1178,6 +1258,7 @@ main(int argc, char **argv)
   g_test_add_func("/backbone/team", test_team);
   g_test_add_func("/backbone/scratch-for-stages", test_scratch_for_stages);
   g_test_add_func("/backbone/forward-copy", test_forward_copy);
+  g_test_add_func("/backbone/train-reads-again", test_train_reads_again);
   g_test_add_func("/backbone/builtin", test_builtin);
   g_test_add_func("/backbone/features-command", test_features_command);
   return g_test_run();
