@@ -763,8 +763,15 @@ insp_backbone_new_forward_copy(const InspBackbone *bb, const char *last)
   c->forward_only = TRUE;
   for (int i = 0; i < last_value; i++) {
     const InspBbLayer *l = &g_array_index(bb->layers, InspBbLayer, i);
+    InspBbLayer cl = *l;
 
-    g_array_append_val(c->layers, *l);
+    if (l->mx != NULL) { /* the copy owns its packed weights */
+      gsize n = insp_ops_mx_weights_size(l->cout, l->cin);
+
+      cl.mx = g_aligned_alloc(n, sizeof(guint16), 64);
+      memcpy(cl.mx, l->mx, n * sizeof(guint16));
+    }
+    g_array_append_val(c->layers, cl);
     end = MAX(end, layer_arena_end(l));
   }
   for (guint i = 0; i < bb->stages->len; i++) {
