@@ -48,7 +48,7 @@
  *
  * Memory: the patch features of every unit (PatchCore: units x P x D
  * floats, 545 MB for 666 images at 320 px) are held from the features phase
- * to the final fit, so everything else held beside them counts. The
+ * through the coresets, so everything else held beside them counts. The
  * backbone as loaded (mobilenetv2: 17.6 MB, folded weights and the weights
  * as loaded, for the model file) is replaced, once the stages are probed,
  * by a forward copy up to the later stage (2.1 MB), which runs the features
@@ -56,9 +56,11 @@
  * features, the backbone is read again from the same file (or built again)
  * and must equal the copy up to that stage bit for bit (else the training
  * fails: the file changed). The backbone scratch keeps the model's two
- * stages only. Freed blocks' pages go back to the system between the phases
- * (release_freed_memory). What that leaves at the peak is in model/README.md
- * ("Speed and memory").
+ * stages only. PatchCore selects both banks while the features are held and
+ * then keeps the held-out images' alone, so its calibration comes after the
+ * second coreset (detector-patchcore.c). Freed blocks' pages go back to the
+ * system between the phases (release_freed_memory). What that leaves at the
+ * peak is in model/README.md ("Speed and memory").
  *
  * Threads: the caller's; OpenBLAS may use its own. */
 #include "insp-detector-private.h"
