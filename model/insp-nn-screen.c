@@ -24,6 +24,7 @@
  * configuration and releases it on return). Only on x86-64 with AMX-BF16,
  * AVX-512 and the kernel's permission for tile data; insp_nn_screen_new
  * returns NULL elsewhere and the caller keeps the plain search. */
+#include "insp-amx.h"
 #include "insp-kernels.h"
 
 #include <math.h>
@@ -31,10 +32,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SCREEN_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 #define SCREEN_QB 32   /* queries per block: two B tiles of 16 queries */
@@ -57,58 +55,12 @@ struct _InspNnScreen {
   float *e;          /* [nb_pad] eps |b|^2, 0 for padding */
 };
 
-static guint16
-to_bf16(float x)
-{
-  guint32 u;
-
-  memcpy(&u, &x, sizeof u);
-  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even (finite x) */
-  return (guint16)(u >> 16);
-}
-
 #ifdef SCREEN_X86
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-typedef struct {
-  guint8 palette, start_row, reserved[14];
-  guint16 colsb[16];
-  guint8 rows[16];
-} __attribute__((packed)) TileConfig;
-
-static gboolean
-cpu_has_amx(void)
-{
-  unsigned a, b, c, d, lo, hi;
-
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) /* OSXSAVE */
-    return FALSE;
-  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  /* SSE, AVX, opmask, ZMM state and tile config + data enabled by the OS */
-  if ((lo & 0x600e6u) != 0x600e6u)
-    return FALSE;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-    return FALSE;
-  /* AVX512F (b16), AVX512DQ (b17), AVX512BW (b30), AVX512VL (b31);
-   * AMX-BF16 (d22), AMX-TILE (d24) */
-  if (((b >> 16) & 3u) != 3u || ((b >> 30) & 3u) != 3u || !((d >> 22) & 1) || !((d >> 24) & 1))
-    return FALSE;
-  return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
 
 gboolean
 insp_nn_screen_available(void)
 {
-  static gsize once = 0;
-  static gboolean ok;
-
-  if (g_once_init_enter(&once)) {
-    ok = cpu_has_amx();
-    g_once_init_leave(&once, 1);
-  }
-  return ok;
+  return insp_amx_available();
 }
 
 #define TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,amx-tile,amx-bf16")))
@@ -200,7 +152,7 @@ search_block(const InspNnScreen *s, const float *q, int qn, const Scratch *w, fl
       float x = i < qn ? q[(gsize)i * d + k] : 0.0f;
       /* B tile (half i/16, dims step k/32): [pair][query][2] */
       w->qb[((gsize)(i / 16) * nkc + k / SCREEN_KC) * 16 * SCREEN_KC + (k % SCREEN_KC) / 2 * 32 +
-            (i % 16) * 2 + k % 2] = to_bf16(x);
+            (i % 16) * 2 + k % 2] = insp_bf16_bits(x);
       qq += x * x;
     }
     qn_norm[i] = sqrtf(qq);
@@ -328,21 +280,14 @@ TARGET static void
 search(const InspNnScreen *s, const float *q, int nq, void *scratch, float *min_d2, int *argmin,
        gint64 *n_reranked)
 {
-  TileConfig cfg;
   guint8 *base = (guint8 *)(((guintptr)scratch + 63) & ~(guintptr)63);
   Scratch w;
 
-  memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
   w.qb = (guint16 *)(void *)base;
   w.cbuf = (float *)(void *)(base + (gsize)SCREEN_QB * s->d * 2);
   w.cidx = (gint32 *)(void *)(w.cbuf + SCREEN_RB * SCREEN_QB);
   w.clo = (float *)(void *)(w.cidx + SCREEN_QB * SCREEN_CAP);
-  _tile_loadconfig(&cfg);
+  insp_amx_load_config();
   for (int q0 = 0; q0 < nq; q0 += SCREEN_QB)
     search_block(s, q + (gsize)q0 * s->d, MIN(SCREEN_QB, nq - q0), &w, min_d2 + q0,
                  argmin != NULL ? argmin + q0 : NULL, n_reranked);
@@ -398,7 +343,7 @@ insp_nn_screen_new(const float *bank, int nb, int d)
       bb += x * x;
       /* A tile (rows 16g.., dims step k/32): [row][32 dims], 1 KiB each */
       s->packed[(gsize)(r / 16) * 16 * d + (gsize)(k / SCREEN_KC) * 16 * SCREEN_KC +
-                (r % 16) * SCREEN_KC + k % SCREEN_KC] = to_bf16(x);
+                (r % 16) * SCREEN_KC + k % SCREEN_KC] = insp_bf16_bits(x);
     }
     s->sq[r] = bb;
     s->w[r] = SCREEN_KAPPA * sqrtf(bb) * (1.0f + SCREEN_EPS);

@@ -16,6 +16,7 @@
  * sequence of tile products wherever its pixel or channel falls in the
  * blocks, so a conv cut into pixel or channel ranges (the backbone's team,
  * the fused expand) gives the whole conv's values bit for bit. */
+#include "insp-amx.h"
 #include "insp-kernels.h"
 #include "insp-ops.h"
 
@@ -28,41 +29,17 @@
 
 #define MX_PX 32 /* pixels per block: two B tiles of 16 */
 
-static guint16
-bf16_bits(float x)
-{
-  guint32 u;
-
-  memcpy(&u, &x, sizeof u);
-  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even (finite x) */
-  return (guint16)(u >> 16);
-}
-
-static float
-bf16_value(guint16 h)
-{
-  guint32 u = (guint32)h << 16;
-  float x;
-
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 static void
 split(float x, guint16 *hi, guint16 *lo)
 {
-  *hi = bf16_bits(x);
-  *lo = bf16_bits(x - bf16_value(*hi));
+  *hi = insp_bf16_bits(x);
+  *lo = insp_bf16_bits(x - insp_bf16_value(*hi));
 }
 
 gboolean
 insp_ops_mx_available(void)
 {
-#ifdef MX_X86
-  return insp_nn_screen_available();
-#else
-  return FALSE;
-#endif
+  return insp_amx_available();
 }
 
 static int
@@ -95,12 +72,6 @@ insp_ops_mx_pack_weights(const float *w, int cout, int cin, guint16 *out)
 }
 
 #ifdef MX_X86
-
-typedef struct {
-  guint8 palette, start_row, reserved[14];
-  guint16 colsb[16];
-  guint8 rows[16];
-} __attribute__((packed)) MxTileConfig;
 
 #define MX_TARGET                                                                                  \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,amx-tile,amx-bf16")))
@@ -248,26 +219,12 @@ block_products(const guint16 *xb, int cin, const guint16 *wp, int o_lo, int o_hi
 }
 
 MX_TARGET static void
-load_config(void)
-{
-  MxTileConfig cfg;
-
-  memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
-}
-
-MX_TARGET static void
 conv1x1(const float *x, const guint16 *xp, int cin, gsize hw, const guint16 *wp, int o_lo, int o_hi,
         const float *bias, const float *r, InspActivation act, gsize p0, gsize p1, float *y)
 {
   guint16 xb[INSP_OPS_MX_MAX_CIN / 32 * 2048] __attribute__((aligned(64)));
 
-  load_config();
+  insp_amx_load_config();
   for (gsize j0 = p0 / MX_PX * MX_PX; j0 < p1; j0 += MX_PX) {
     const guint16 *b = xb;
 
