@@ -1,4 +1,4 @@
-/* insp-amx: the CPU and kernel check and the tile configuration shared by
+/* insp-amx: the CPU and kernel checks and the tile configuration shared by
  * insp-nn-screen and insp-ops-mx (see insp-amx.h). */
 #include "insp-amx.h"
 
@@ -37,6 +37,36 @@ cpu_has_amx(void)
   return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
+/* AVX512F/DQ/BW/VL and AVX512-VNNI, with the OS saving the ZMM state. */
+static gboolean
+cpu_has_avx512_vnni(void)
+{
+  unsigned a, b, c, d, lo, hi;
+
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) /* OSXSAVE */
+    return FALSE;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xe6u) != 0xe6u) /* SSE, AVX, opmask, ZMM state */
+    return FALSE;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+    return FALSE;
+  /* AVX512F (b16), AVX512DQ (b17), AVX512BW (b30), AVX512VL (b31); AVX512_VNNI (c11) */
+  return ((b >> 16) & 3u) == 3u && ((b >> 30) & 3u) == 3u && ((c >> 11) & 1);
+}
+
+gboolean
+insp_avx512_vnni_available(void)
+{
+  static gsize once = 0;
+  static gboolean ok;
+
+  if (g_once_init_enter(&once)) {
+    ok = cpu_has_avx512_vnni();
+    g_once_init_leave(&once, 1);
+  }
+  return ok;
+}
+
 gboolean
 insp_amx_available(void)
 {
@@ -65,6 +95,12 @@ insp_amx_load_config(void)
 }
 
 #else
+
+gboolean
+insp_avx512_vnni_available(void)
+{
+  return FALSE;
+}
 
 gboolean
 insp_amx_available(void)

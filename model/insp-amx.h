@@ -7,7 +7,10 @@
  * data granted to the process (arch_prctl ARCH_REQ_XCOMP_PERM, asked once).
  * insp_amx_load_config: every one of the 8 tiles 16 rows x 64 bytes (16 x
  * 32 bfloat16, or 16 x 16 fp32); only where insp_amx_available, and to be
- * followed by _tile_release() on the same thread. */
+ * followed by _tile_release() on the same thread.
+ * insp_avx512_vnni_available: x86-64 with AVX512F/DQ/BW/VL and AVX512-VNNI
+ * (the int8 dot products of the screen where there is no AMX), the OS
+ * saving the ZMM state. */
 #pragma once
 
 #include <glib.h>
@@ -16,6 +19,7 @@
 G_BEGIN_DECLS
 
 gboolean insp_amx_available(void);
+gboolean insp_avx512_vnni_available(void);
 void insp_amx_load_config(void);
 
 /* x rounded to bfloat16, to nearest even (finite x), as its 16 bits. */

@@ -160,17 +160,28 @@ int insp_nn_index_plan_split(const InspNnIndex *ix, float *plan);
 void insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, int l0, int l1,
                                 float *work, float *min_d2, int *argmin);
 
-/* ---- exact nearest neighbour on the matrix unit (insp-nn-screen.c) ---- */
+/* ---- exact nearest neighbour by a screen (insp-nn-screen.c) ---- */
 
-/* A bfloat16 screen of a bank [nb, d] (d a multiple of 32, at most 1024)
- * whose bound rules out every row but a few per query, which are then
- * computed in fp32: the nearest row and its distance as the fp32 search
- * finds them, up to rows whose fp32 distances differ by rounding only.
- * NULL when the CPU or kernel has no AMX-BF16 (insp_nn_screen_available)
- * or d does not fit; @bank must outlive the screen. */
+/* A reduced-precision screen of a bank [nb, d] (d a multiple of 32, at
+ * most 1024; bfloat16 on AMX, int8 on AVX512-VNNI) whose bound rules out
+ * every row but a few per query, which are then computed in fp32: the
+ * nearest row and its distance as the fp32 search finds them, up to rows
+ * whose fp32 distances differ by rounding only. NULL when the CPU has
+ * neither kind (insp_nn_screen_kind_available) or d does not fit; @bank
+ * must outlive the screen. */
 typedef struct _InspNnScreen InspNnScreen;
+/* Where its products are computed: AUTO takes AMX where the CPU has it,
+ * otherwise AVX512-VNNI. */
+typedef enum {
+  INSP_NN_SCREEN_AUTO,
+  INSP_NN_SCREEN_BF16_AMX,
+  INSP_NN_SCREEN_INT8_VNNI,
+} InspNnScreenKind;
 gboolean insp_nn_screen_available(void);
+gboolean insp_nn_screen_kind_available(InspNnScreenKind kind);
+const char *insp_nn_screen_kind_describe(InspNnScreenKind kind);
 InspNnScreen *insp_nn_screen_new(const float *bank, int nb, int d);
+InspNnScreen *insp_nn_screen_new_kind(const float *bank, int nb, int d, InspNnScreenKind kind);
 void insp_nn_screen_free(InspNnScreen *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspNnScreen, insp_nn_screen_free)
 /* Bytes of scratch for a search (any nq). */

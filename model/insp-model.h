@@ -146,11 +146,12 @@ float insp_model_normalise_map_value(const InspModel *m, float raw);
 /* PatchCore's nearest-neighbour search (PaDiM has none: no effect). AUTO:
  * exact; except on a CPU without AMX-BF16, approximate (an index probed in a
  * few cells, then the patches that decide the image score re-ranked
- * exactly; model/README.md "Speed and memory") for banks of 2048 rows or
- * more. INSP_NN=exact, approx or fp32 in the environment decides AUTO
- * instead. EXACT: every patch's nearest row: on AMX-BF16 by the bfloat16
- * screen and its fp32 re-rank (insp-nn-screen.c), else every patch against
- * the whole bank in fp32. APPROX: the index, whatever the CPU. FP32: every
+ * exactly; model/README.md "Speed and memory") for banks of 6144 rows or
+ * more with AVX512-VNNI, of 2048 or more without. INSP_NN=exact, approx or
+ * fp32 in the environment decides AUTO instead. EXACT: every patch's
+ * nearest row: on AMX-BF16 by the bfloat16 screen and its fp32 re-rank,
+ * on AVX512-VNNI by an int8 screen and its fp32 re-rank (insp-nn-screen.c),
+ * else every patch against the whole bank in fp32. APPROX: the index, whatever the CPU. FP32: every
  * patch against the whole bank in fp32, whatever the CPU (what the screen
  * is checked against). Set it before making scratch (its size depends on
  * it) and before the model is shared between threads. */
@@ -164,7 +165,7 @@ void insp_model_set_nn_search(InspModel *m, InspNnSearch search);
 /* Parses "auto", "exact", "approx" or "fp32"; FALSE for anything else. */
 gboolean insp_nn_search_from_string(const char *s, InspNnSearch *out);
 /* What AUTO does on this machine, in a few words, for --version and the
- * journal: the matrix unit's exact search, or the fp32 one and the index. */
+ * journal: which screen does the exact search, and when the index. */
 const char *insp_nn_search_describe(void);
 
 InspModelScratch *insp_model_scratch_new(const InspModel *m, GError **error);

@@ -1283,20 +1283,38 @@ test_nn_index(void)
   }
 }
 
-/* The bfloat16 screen with its fp32 re-rank finds the nearest row of the
- * double search (or one whose distance differs by rounding only), with the
- * fp32 distance; ties and rows too close to call (every row the same) go
- * to the lowest index through the whole-bank fallback. Shapes not multiples
- * of the tiles (queries, rows), three widths, signed clustered data. */
+/* Each screen this CPU has (bfloat16 on AMX, int8 on AVX512-VNNI) with
+ * its fp32 re-rank finds the nearest row of the double search (or one whose
+ * distance differs by rounding only), with the fp32 distance; ties and
+ * rows too close to call (every row the same) go to the lowest index
+ * through the whole-bank fallback. Shapes not multiples of the tiles
+ * (queries, rows), three widths, signed clustered data, a row of zeros
+ * and one of a single large value (int8: scales of 0 and of one element). */
+static void nn_screen_check(InspNnScreenKind kind);
+
 static void
 test_nn_screen(void)
 {
+  const InspNnScreenKind kinds[] = {INSP_NN_SCREEN_BF16_AMX, INSP_NN_SCREEN_INT8_VNNI};
+  int n_kinds = 0;
+
+  for (gsize k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    if (!insp_nn_screen_kind_available(kinds[k])) {
+      g_test_message("nn-screen: no %s on this CPU", insp_nn_screen_kind_describe(kinds[k]));
+      continue;
+    }
+    n_kinds++;
+    nn_screen_check(kinds[k]);
+  }
+  if (n_kinds == 0)
+    g_test_skip("neither AMX-BF16 nor AVX512-VNNI on this CPU: the screen is not used here");
+}
+
+static void
+nn_screen_check(InspNnScreenKind kind)
+{
   const int shapes[][3] = {{128, 1000, 301}, {32, 77, 5}, {64, 33, 64}, {128, 300, 40}};
 
-  if (!insp_nn_screen_available()) {
-    g_test_skip("no AMX-BF16 on this CPU or kernel: the screen is not used here");
-    return;
-  }
   for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++) {
     const int d = shapes[s][0], nb = shapes[s][1], nq = shapes[s][2], n_blobs = 20;
     g_autoptr(GRand) rng = g_rand_new_with_seed(5 + (guint32)s);
@@ -1317,15 +1335,19 @@ test_nn_screen(void)
         bank[j * d + k] =
             same ? centre[k]
                  : centre[(j % n_blobs) * d + k] + (float)g_rand_double_range(rng, -0.5, 0.5);
-    if (!same)
+    if (!same) {
       memcpy(bank + (nb - 1) * d, bank + 3 * d, sizeof(float) * d); /* a duplicate */
+      memset(bank + (nb - 2) * d, 0, sizeof(float) * d);            /* zeros */
+      memset(bank + (nb - 3) * d, 0, sizeof(float) * d);
+      bank[(nb - 3) * d + 1] = 40.0f; /* one large value */
+    }
     for (int i = 0; i < nq; i++)
       for (int k = 0; k < d; k++)
         q[i * d + k] =
             centre[(i * 7 % n_blobs) * d + k] + (float)g_rand_double_range(rng, -0.6, 0.6);
     memcpy(q, bank + 3 * d, sizeof(float) * d); /* on a row: distance 0, row 3 */
 
-    sc = insp_nn_screen_new(bank, nb, d);
+    sc = insp_nn_screen_new_kind(bank, nb, d, kind);
     g_assert_nonnull(sc);
     scratch = g_malloc(insp_nn_screen_scratch_size(sc));
     insp_nn_screen_search(sc, q, nq, scratch, dist, arg, &reranked);
@@ -1341,15 +1363,15 @@ test_nn_screen(void)
       g_assert_cmpint(arg[i], <, nb);
       got = ref_d2(q + i * d, bank + (gsize)arg[i] * d, d);
       if (!(fabs(got - best) <= tol && fabs(dist[i] - best) <= tol))
-        g_error("nn-screen d %d: query %d dist %.7g, its row %.7g, nearest %.7g", d, i,
-                (double)dist[i], got, best);
+        g_error("nn-screen (%s) d %d: query %d dist %.7g, its row %.7g, nearest %.7g",
+                insp_nn_screen_kind_describe(kind), d, i, (double)dist[i], got, best);
       if (same)
         g_assert_cmpint(arg[i], ==, 0);
     }
     g_assert_cmpint(arg[0], ==, same ? 0 : 3);
     g_assert_cmpfloat(dist[0], <=, TOL_NN_INDEX * 10.0 * d);
-    g_test_message("nn-screen d %d, %d rows, %d queries: %.1f rows re-ranked per query", d, nb, nq,
-                   (double)reranked / nq);
+    g_test_message("nn-screen (%s) d %d, %d rows, %d queries: %.1f rows re-ranked per query",
+                   insp_nn_screen_kind_describe(kind), d, nb, nq, (double)reranked / nq);
     /* the screen rules out most rows (all tie when every row is the same) */
     if (!same)
       g_assert_cmpint(reranked, <, (gint64)nq * nb / 4);
