@@ -1,8 +1,8 @@
 /* bench-nn: PatchCore's nearest-neighbour step on real features, the plain
  * fp32 search over the whole bank against the search the model chooses as
  * it loads (the bfloat16 screen on AMX or the int8 one on AVX512-VNNI with
- * its fp32 re-rank, or the IVF
- * cells then the exact re-rank; detector-patchcore.c), and what it changes:
+ * its fp32 re-rank, or the IVF cells then the exact re-rank;
+ * detector-patchcore.c), and what it changes:
  * patches whose score differs, the largest relative error of a patch score,
  * image scores that differ.
  *
