@@ -39,35 +39,64 @@
 /* ---- average pool --------------------------------------------------------- */
 
 /* x [c,h,w] -> y [c,h,w]: mean over the k x k window centred on each cell
- * (pad k/2), padded cells count as zeros (divide by k*k). */
+ * (pad k/2), padded cells count as zeros (divide by k*k). Each source row's
+ * window sums (left to right, from 0) are made once, POOL_CHUNK columns at
+ * a time on the stack, and added to every output row whose window holds
+ * that row, in row order: each output the same sums in the same order as
+ * the plain k x k loop. */
+#define POOL_CHUNK 256
+
+INSP_OPS_CLONES static void
+pool_channel(const float *xp, int h, int w, int k, float *yp)
+{
+  const int r = k / 2;
+  const float inv = 1.0f / (float)(k * k);
+  float hs[POOL_CHUNK];
+
+  memset(yp, 0, (gsize)h * w * sizeof(float));
+  for (int sy = 0; sy < h; sy++) {
+    const float *xr = xp + (gsize)sy * w;
+    /* output rows oy with oy - r <= sy <= oy - r + k - 1 */
+    int oy0 = MAX(sy - (k - 1 - r), 0), oy1 = MIN(sy + r, h - 1);
+
+    for (int c0 = 0; c0 < w; c0 += POOL_CHUNK) {
+      int c1 = MIN(c0 + POOL_CHUNK, w);
+      /* interior: the window [ox - r, ox - r + k) inside the row */
+      int i0 = CLAMP(r, c0, c1), i1 = CLAMP(w - (k - 1 - r), i0, c1);
+
+      for (int ox = c0; ox < c1; ox++) {
+        if (ox == i0 && i0 < i1) {
+          for (int j = i0; j < i1; j++)
+            hs[j - c0] = 0.0f;
+          for (int t = 0; t < k; t++)
+            for (int j = i0; j < i1; j++)
+              hs[j - c0] += xr[j - r + t];
+          ox = i1 - 1;
+          continue;
+        }
+        int x0 = MAX(ox - r, 0), x1 = MIN(ox - r + k - 1, w - 1);
+        float v = 0.0f;
+        for (int sx = x0; sx <= x1; sx++)
+          v += xr[sx];
+        hs[ox - c0] = v;
+      }
+      for (int oy = oy0; oy <= oy1; oy++) {
+        float *yr = yp + (gsize)oy * w;
+        for (int j = c0; j < c1; j++)
+          yr[j] += hs[j - c0];
+      }
+    }
+  }
+  for (gsize i = 0; i < (gsize)h * w; i++)
+    yp[i] *= inv;
+}
+
 void
 insp_ops_avgpool_same(const float *x, int c, int h, int w, int k, float *y)
 {
   g_return_if_fail(x != NULL && y != NULL && c >= 0 && h >= 0 && w >= 0 && k >= 1);
-  const int r = k / 2;
-  const float inv = 1.0f / (float)(k * k);
-
-  for (int ch = 0; ch < c; ch++) {
-    const float *xp = x + (gsize)ch * h * w;
-    float *yp = y + (gsize)ch * h * w;
-    for (int oy = 0; oy < h; oy++) {
-      float *yr = yp + (gsize)oy * w;
-      int y0 = MAX(oy - r, 0), y1 = MIN(oy - r + k - 1, h - 1);
-      memset(yr, 0, (gsize)w * sizeof(float));
-      for (int sy = y0; sy <= y1; sy++) {
-        const float *xr = xp + (gsize)sy * w;
-        for (int ox = 0; ox < w; ox++) {
-          int x0 = MAX(ox - r, 0), x1 = MIN(ox - r + k - 1, w - 1);
-          float s = 0.0f;
-          for (int sx = x0; sx <= x1; sx++)
-            s += xr[sx];
-          yr[ox] += s;
-        }
-      }
-      for (int ox = 0; ox < w; ox++)
-        yr[ox] *= inv;
-    }
-  }
+  for (int ch = 0; ch < c; ch++)
+    pool_channel(x + (gsize)ch * h * w, h, w, k, y + (gsize)ch * h * w);
 }
 
 /* ---- resize --------------------------------------------------------------- */

@@ -81,6 +81,57 @@ test_avgpool(void)
     }
 }
 
+/* The plain order of the sums: per output, each window row's sum left to
+ * right from 0, the rows added top to bottom from 0, times 1 / k^2. */
+static void
+plain_avgpool(const float *x, int c, int h, int w, int k, float *y)
+{
+  int r = k / 2;
+  float inv = 1.0f / (float)(k * k);
+
+  for (int ch = 0; ch < c; ch++)
+    for (int i = 0; i < h; i++)
+      for (int j = 0; j < w; j++) {
+        volatile float acc = 0.0f; /* no reassociation, no contraction */
+
+        for (int yy = MAX(i - r, 0); yy <= MIN(i - r + k - 1, h - 1); yy++) {
+          volatile float s = 0.0f;
+
+          for (int xx = MAX(j - r, 0); xx <= MIN(j - r + k - 1, w - 1); xx++)
+            s = s + x[((gsize)ch * h + yy) * w + xx];
+          acc = acc + s;
+        }
+        y[((gsize)ch * h + i) * w + j] = acc * inv;
+      }
+}
+
+/* The kernel (window sums made once per row, by chunks of columns, the
+ * interior vectorised) gives the plain order's values bit for bit: rows
+ * wider than a chunk, windows wider than the row, every patch size. */
+static void
+test_avgpool_order(void)
+{
+  g_autoptr(GRand) rng = g_rand_new_with_seed(7);
+  const int shapes[][3] = {{2, 40, 40}, {1, 3, 600}, {2, 7, 1}, {1, 9, 2}, {3, 20, 257}};
+  const int ks[] = {1, 3, 5, 7, 9};
+
+  for (gsize s = 0; s < G_N_ELEMENTS(shapes); s++)
+    for (gsize ki = 0; ki < G_N_ELEMENTS(ks); ki++) {
+      int c = shapes[s][0], h = shapes[s][1], w = shapes[s][2];
+      gsize n = (gsize)c * h * w;
+      g_autofree float *x = random_floats(rng, n, -3, 3);
+      g_autofree float *y = g_new(float, n);
+      g_autofree float *want = g_new(float, n);
+
+      plain_avgpool(x, c, h, w, ks[ki], want);
+      insp_ops_avgpool_same(x, c, h, w, ks[ki], y);
+      for (gsize i = 0; i < n; i++)
+        if (memcmp(&y[i], &want[i], sizeof(float)) != 0)
+          g_error("avgpool %dx%dx%d k %d: at %" G_GSIZE_FORMAT " %.9g, plain order %.9g", c, h, w,
+                  ks[ki], i, (double)y[i], (double)want[i]);
+    }
+}
+
 static void
 test_avgpool_border(void)
 {
@@ -433,6 +484,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/ops-map/avgpool", test_avgpool);
   g_test_add_func("/ops-map/avgpool-border", test_avgpool_border);
+  g_test_add_func("/ops-map/avgpool-order", test_avgpool_order);
   g_test_add_func("/ops-map/resize-bilinear", test_resize_bilinear);
   g_test_add_func("/ops-map/resize-bilinear-values", test_resize_bilinear_values);
   g_test_add_func("/ops-map/resize-nearest", test_resize_nearest);
