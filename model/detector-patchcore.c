@@ -45,13 +45,14 @@
  * it cannot rule out), faster than the index at every bank size measured,
  * and the map is exact too. Without AMX but with AVX512-VNNI the exact
  * search is an int8 screen, then fp32 (insp-nn-screen.c), used below
- * NN_INDEX_MIN_ROWS_INT8 rows: bench-nn, 1600 patches, one thread, against
- * the index: 3344 rows 5.9 against 7.7 ms, 10,656 rows 12.0 against 8.9.
+ * NN_INDEX_MIN_ROWS_INT8 rows, where the index is no faster: bench-nn,
+ * 1600 patches, one thread, OpenBLAS SkylakeX, screen against index: 3344
+ * rows 4.66 against 4.70 ms, 10,656 rows 11.2 against 6.7.
  * insp_model_set_nn_search (inspectd eval --nn) or INSP_NN=exact|approx|fp32
  * in the environment chooses otherwise; INSP_NN_LISTS, INSP_NN_PROBE and
  * INSP_NN_RERANK tune the index (benchmarks). */
 #define NN_INDEX_MIN_ROWS 2048
-#define NN_INDEX_MIN_ROWS_INT8 6144
+#define NN_INDEX_MIN_ROWS_INT8 4096
 #define NN_INDEX_ROWS_PER_LIST 64
 #define NN_PROBE 8
 #define NN_RERANK_BATCH 10

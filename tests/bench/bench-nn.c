@@ -11,7 +11,10 @@
  * The model is loaded twice, set to the fp32 search and left as it loads
  * (INSP_NN in the environment; INSP_NN_LISTS, INSP_NN_PROBE, INSP_NN_RERANK
  * tune the index), features are extracted once per image, and each search is timed
- * on them (median over images, 5 repetitions each). OpenBLAS threads as set
+ * on them (median over images, 5 repetitions each). The index's centroid
+ * distances are an sgemm: run with the OpenBLAS core inspectd would set
+ * (OPENBLAS_CORETYPE=SkylakeX on these CPUs; the line printed says which
+ * ran). OpenBLAS threads as set
  * (OPENBLAS_NUM_THREADS). Prints numbers; never fails. */
 #include <glib.h>
 #include <math.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "insp-blas.h"
 #include "insp-detector-private.h"
 #include "insp-image.h"
 #include "insp-ops.h"
@@ -120,8 +124,10 @@ main(int argc, char **argv)
   sc_approx = g_malloc(approx->klass->scratch_size(approx));
   t_exact = g_new(double, paths->len);
   t_approx = g_new(double, paths->len);
-  printf("bench-nn: %s, %d patches x %d dims, bank %d rows, INSP_NN=%s, OpenBLAS threads %d\n",
-         argv[1], p, exact->dim, rows, mode ? mode : "default", insp_ops_get_blas_threads());
+  printf("bench-nn: %s, %d patches x %d dims, bank %d rows, INSP_NN=%s, OpenBLAS threads %d, "
+         "core %s\n",
+         argv[1], p, exact->dim, rows, mode ? mode : "default", insp_ops_get_blas_threads(),
+         insp_blas_core());
   for (guint k = 0; k < paths->len; k++) {
     g_autoptr(InspImage) img = insp_image_load(g_ptr_array_index(paths, k), 3, &error);
     float *input = insp_model_scratch_get_input(s);
