@@ -46,6 +46,18 @@
  * the plain k x k loop. */
 #define POOL_CHUNK 256
 
+/* The window sum of a border column, its window clipped to the row. */
+static inline float
+border_sum(const float *xr, int w, int k, int r, int ox)
+{
+  int x0 = MAX(ox - r, 0), x1 = MIN(ox - r + k - 1, w - 1);
+  float v = 0.0f;
+
+  for (int sx = x0; sx <= x1; sx++)
+    v += xr[sx];
+  return v;
+}
+
 INSP_OPS_CLONES static void
 pool_channel(const float *xp, int h, int w, int k, float *yp)
 {
@@ -64,22 +76,15 @@ pool_channel(const float *xp, int h, int w, int k, float *yp)
       /* interior: the window [ox - r, ox - r + k) inside the row */
       int i0 = CLAMP(r, c0, c1), i1 = CLAMP(w - (k - 1 - r), i0, c1);
 
-      for (int ox = c0; ox < c1; ox++) {
-        if (ox == i0 && i0 < i1) {
-          for (int j = i0; j < i1; j++)
-            hs[j - c0] = 0.0f;
-          for (int t = 0; t < k; t++)
-            for (int j = i0; j < i1; j++)
-              hs[j - c0] += xr[j - r + t];
-          ox = i1 - 1;
-          continue;
-        }
-        int x0 = MAX(ox - r, 0), x1 = MIN(ox - r + k - 1, w - 1);
-        float v = 0.0f;
-        for (int sx = x0; sx <= x1; sx++)
-          v += xr[sx];
-        hs[ox - c0] = v;
-      }
+      for (int ox = c0; ox < i0; ox++)
+        hs[ox - c0] = border_sum(xr, w, k, r, ox);
+      for (int j = i0; j < i1; j++)
+        hs[j - c0] = 0.0f;
+      for (int t = 0; t < k; t++)
+        for (int j = i0; j < i1; j++)
+          hs[j - c0] += xr[j - r + t];
+      for (int ox = i1; ox < c1; ox++)
+        hs[ox - c0] = border_sum(xr, w, k, r, ox);
       for (int oy = oy0; oy <= oy1; oy++) {
         float *yr = yp + (gsize)oy * w;
         for (int j = c0; j < c1; j++)
