@@ -33,6 +33,15 @@ source_next(int index, gpointer user_data, GError **error)
   return insp_image_load(g_ptr_array_index(src->paths, index), 3, error);
 }
 
+/* The first pass's sizes from the files' headers: no image decoded twice. */
+static gboolean
+source_size(int index, gpointer user_data, int *width, int *height, GError **error)
+{
+  Source *src = user_data;
+
+  return insp_image_read_size(g_ptr_array_index(src->paths, index), width, height, error);
+}
+
 static void
 progress_cb(const char *stage, int done, int total, gpointer user_data)
 {
@@ -242,6 +251,7 @@ insp_cmd_train(int argc, char **argv)
   }
   opt.stages = stages;
   opt.seed = (guint64)seed;
+  opt.size_of = source_size;
 
   paths = insp_image_list_folder(images, &error);
   if (paths == NULL) {
@@ -292,8 +302,8 @@ insp_cmd_train(int argc, char **argv)
     int nt = insp_model_get_tiles(model, &ov);
 
     printf("tiles      %d across the longer side of each image, overlap %.2f, every tile at "
-           "%dx%d; scoring tiles every frame the same way\n",
-           nt, ov, in_w, in_h);
+           "%dx%d (%d tiles from %d images); scoring tiles every frame the same way\n",
+           nt, ov, in_w, in_h, info.train_units, info.train_images);
   }
   if (info.aspect_differ > 0)
     printf("aspect     %d of %d images differ from the median aspect by more than %.0f %%: they "

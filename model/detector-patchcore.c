@@ -454,8 +454,9 @@ static char *
 patchcore_describe(const InspModel *m)
 {
   return g_strdup_printf(
-      "bank       %d rows (coreset %g of %d patches, seed %" G_GUINT64_FORMAT ")",
-      state(m)->bank_rows, state(m)->coreset_fraction, m->train_images * m->n_patches, m->seed);
+      "bank       %d rows (coreset %g of %" G_GINT64_FORMAT " patches, seed %" G_GUINT64_FORMAT ")",
+      state(m)->bank_rows, state(m)->coreset_fraction,
+      (gint64)(m->train_units > 0 ? m->train_units : m->train_images) * m->n_patches, m->seed);
 }
 
 static void

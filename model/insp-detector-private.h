@@ -46,6 +46,8 @@ struct _InspModel {
   int *channels; /* feature channel subset, NULL = all */
   InspScoreNorm norm;
   int train_images, held_out_images;
+  int train_units; /* the units fitted: images, or a tiled model's tiles (0: unknown, older files)
+                    */
   int train_aspect_differ; /* training images stretched to the model's aspect */
   double train_aspect;     /* the training images' (or tiles') median width / height, which
                             * frames are compared with; 0: unknown (square models from

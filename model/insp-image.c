@@ -138,8 +138,10 @@ png_ctx_read(png_structp png, png_bytep out, size_t n)
   c->pos += n;
 }
 
+/* With @wh non-NULL only the header is read: the size goes to wh[0] and
+ * wh[1], and NULL is returned with no error (likewise decode_jpeg). */
 static InspImage *
-decode_png(const guint8 *data, gsize len, int channels, GError **error)
+decode_png(const guint8 *data, gsize len, int channels, int *wh, GError **error)
 {
   g_autofree PngCtx *c = g_new0(PngCtx, 1);
   c->data = data;
@@ -170,8 +172,12 @@ decode_png(const guint8 *data, gsize len, int channels, GError **error)
   png_uint_32 h = png_get_image_height(png, info);
   int color = png_get_color_type(png, info);
   int depth = png_get_bit_depth(png, info);
-  if (!check_size(w, h, "PNG", error)) {
+  if (!check_size(w, h, "PNG", error) || wh != NULL) {
     png_destroy_read_struct(&png, &info, NULL);
+    if (wh != NULL) {
+      wh[0] = (int)w;
+      wh[1] = (int)h;
+    }
     return NULL;
   }
   if (depth == 16)
@@ -325,7 +331,7 @@ jpeg_ctx_progress(j_common_ptr cinfo)
 }
 
 static InspImage *
-decode_jpeg(const guint8 *data, gsize len, int channels, GError **error)
+decode_jpeg(const guint8 *data, gsize len, int channels, int *wh, GError **error)
 {
   g_autofree JpegCtx *c = g_new0(JpegCtx, 1);
   g_autofree struct jpeg_decompress_struct *cinfo = g_new0(struct jpeg_decompress_struct, 1);
@@ -348,7 +354,11 @@ decode_jpeg(const guint8 *data, gsize len, int channels, GError **error)
     g_strlcpy(c->msg, "no image in the file", sizeof c->msg);
     longjmp(c->jmp, 1);
   }
-  if (!check_size(cinfo->image_width, cinfo->image_height, "JPEG", error)) {
+  if (!check_size(cinfo->image_width, cinfo->image_height, "JPEG", error) || wh != NULL) {
+    if (wh != NULL) {
+      wh[0] = (int)cinfo->image_width;
+      wh[1] = (int)cinfo->image_height;
+    }
     jpeg_destroy_decompress(cinfo);
     return NULL;
   }
@@ -431,6 +441,19 @@ insp_image_encode_jpeg(const InspImage *img, int quality, GError **error)
   return g_bytes_new_with_free_func(buf, len, free, buf);
 }
 
+/* The decoder by content; @wh as decode_png's. */
+static InspImage *
+decode(const guint8 *data, gsize len, int channels, int *wh, GError **error)
+{
+  if (len >= sizeof png_magic && memcmp(data, png_magic, sizeof png_magic) == 0)
+    return decode_png(data, len, channels, wh, error);
+  if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
+    return decode_jpeg(data, len, channels, wh, error);
+  g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT,
+              "not a PNG or JPEG image (%" G_GSIZE_FORMAT " bytes)", len);
+  return NULL;
+}
+
 InspImage *
 insp_image_decode(const guint8 *data, gsize len, int channels, GError **error)
 {
@@ -438,22 +461,13 @@ insp_image_decode(const guint8 *data, gsize len, int channels, GError **error)
   g_return_val_if_fail(channels == 1 || channels == 3, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
 
-  if (len >= sizeof png_magic && memcmp(data, png_magic, sizeof png_magic) == 0)
-    return decode_png(data, len, channels, error);
-  if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
-    return decode_jpeg(data, len, channels, error);
-  g_set_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT,
-              "not a PNG or JPEG image (%" G_GSIZE_FORMAT " bytes)", len);
-  return NULL;
+  return decode(data, len, channels, NULL, error);
 }
 
-InspImage *
-insp_image_load(const char *path, int channels, GError **error)
+/* insp_image_load, or with @wh its size only; errors name @path. */
+static InspImage *
+load(const char *path, int channels, int *wh, GError **error)
 {
-  g_return_val_if_fail(path != NULL, NULL);
-  g_return_val_if_fail(channels == 1 || channels == 3, NULL);
-  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
-
   g_autoptr(GMappedFile) f = NULL;
   g_autoptr(GError) local = NULL;
   f = g_mapped_file_new(path, FALSE, &local);
@@ -463,12 +477,41 @@ insp_image_load(const char *path, int channels, GError **error)
   }
   const guint8 *d = (const guint8 *)g_mapped_file_get_contents(f);
   gsize len = g_mapped_file_get_length(f);
-  InspImage *img = insp_image_decode(d, len, channels, &local);
-  if (!img) {
+  InspImage *img = decode(d, len, channels, wh, &local);
+  if (local != NULL) {
     g_set_error(error, INSP_IMAGE_ERROR, local->code, "%s: %s", path, local->message);
     return NULL;
   }
   return img;
+}
+
+InspImage *
+insp_image_load(const char *path, int channels, GError **error)
+{
+  g_return_val_if_fail(path != NULL, NULL);
+  g_return_val_if_fail(channels == 1 || channels == 3, NULL);
+  g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+
+  return load(path, channels, NULL, error);
+}
+
+gboolean
+insp_image_read_size(const char *path, int *width, int *height, GError **error)
+{
+  int wh[2] = {0, 0};
+  GError *local = NULL;
+
+  g_return_val_if_fail(path != NULL && width != NULL && height != NULL, FALSE);
+  g_return_val_if_fail(error == NULL || *error == NULL, FALSE);
+
+  load(path, 3, wh, &local);
+  if (local != NULL) {
+    g_propagate_error(error, local);
+    return FALSE;
+  }
+  *width = wh[0];
+  *height = wh[1];
+  return TRUE;
 }
 
 /* ---- preprocessing -------------------------------------------------------

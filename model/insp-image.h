@@ -37,6 +37,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(InspImage, insp_image_free)
  * Every size is checked before allocation. */
 InspImage *insp_image_load(const char *path, int channels, GError **error);
 InspImage *insp_image_decode(const guint8 *data, gsize len, int channels, GError **error);
+/* The size insp_image_load would give @path, from the file's header alone (no
+ * pixels decoded); the same errors for what the header shows (not a PNG/JPEG,
+ * a corrupt header, over INSP_IMAGE_MAX_PIXELS). A file whose pixels are
+ * damaged past the header has a size here and fails insp_image_load. */
+gboolean insp_image_read_size(const char *path, int *width, int *height, GError **error);
 /* PNG encoding of a 1- or 3-channel image to memory / file. */
 GBytes *insp_image_encode_png(const InspImage *img, GError **error);
 gboolean insp_image_save_png(const InspImage *img, const char *path, GError **error);

@@ -365,6 +365,7 @@ insp_model_get_info(const InspModel *m, InspModelInfo *info)
   g_return_if_fail(m != NULL && info != NULL);
   info->train_images = m->train_images;
   info->held_out_images = m->held_out_images;
+  info->train_units = m->train_units > 0 ? m->train_units : m->train_images;
   info->aspect_differ = m->train_aspect_differ;
   info->n_patches = m->n_patches;
   info->feature_dim = m->dim;
@@ -767,6 +768,8 @@ insp_model_save(const InspModel *m, const char *path, GError **error)
   insp_model_meta_set_double(w, "score.pixel_threshold", m->norm.pixel_threshold);
   insp_model_meta_set_int(w, "train.images", m->train_images);
   insp_model_meta_set_int(w, "train.held_out", m->held_out_images);
+  if (m->train_units > 0)
+    insp_model_meta_set_int(w, "train.units", m->train_units);
   insp_model_meta_set_int(w, "train.aspect_differ", m->train_aspect_differ);
   if (m->train_aspect > 0.0)
     insp_model_meta_set_double(w, "train.aspect", m->train_aspect);
@@ -1114,6 +1117,8 @@ insp_model_load(const char *path, GError **error)
     m->train_images = (int)iv;
   if (insp_model_meta_get_int(st, path, "train.held_out", 0, G_MAXINT32, &iv, NULL))
     m->held_out_images = (int)iv;
+  if (insp_model_meta_get_int(st, path, "train.units", 0, G_MAXINT32, &iv, NULL))
+    m->train_units = (int)iv;
   if (insp_model_meta_get_int(st, path, "train.aspect_differ", 0, G_MAXINT32, &iv, NULL))
     m->train_aspect_differ = (int)iv;
   if (insp_safetensors_get_metadata(st, "train.aspect") != NULL) {

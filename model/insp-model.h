@@ -121,6 +121,8 @@ void insp_model_input_shape_for_aspect(int size, double aspect, int *width, int 
 typedef struct {
   int train_images;    /* good images it was fitted on */
   int held_out_images; /* of which held out to fit the score normalisation */
+  int train_units;     /* the units fitted: the images, or a tiled model's tiles (models
+                        * from before this field: train_images) */
   int aspect_differ;   /* of which stretched to the model's aspect (differing by more
                         * than INSP_MODEL_ASPECT_TOLERANCE; 0 when unknown) */
   int n_patches;       /* feature positions per image */
@@ -190,9 +192,13 @@ gboolean insp_model_score(const InspModel *m, InspModelScratch *s, const guint8 
 
 /* Training. Images come one at a time from @next (index 0..n_images-1, a new
  * image the caller of @next owns), so memory stays bounded for large sets.
- * With the NATIVE aspect every image is asked for twice: once for its size
- * (a first pass, before the input shape is known), once for its features. */
+ * With the NATIVE aspect (or tiles) a first pass, before the input shape is
+ * known, takes every image's size: from InspTrainOptions.size_of when set
+ * (the same @user_data; for files, insp_image_read_size reads only the
+ * header), else by asking @next for the image twice. */
 typedef InspImage *(*InspImageSourceFunc)(int index, gpointer user_data, GError **error);
+typedef gboolean (*InspImageSizeFunc)(int index, gpointer user_data, int *width, int *height,
+                                      GError **error);
 typedef void (*InspProgressFunc)(const char *stage, int done, int total, gpointer user_data);
 
 /* The input's shape at training. NATIVE: the training images' aspect
@@ -224,6 +230,8 @@ typedef struct {
   InspImageScoreRule image_score; /* PatchCore: any rule; PaDiM: DEFAULT or MAP_MAX */
   int neighbours;                 /* PatchCore REWEIGHTED: k, INSP_MODEL_NEIGHBOURS_MIN..MAX; 0: the
                                    * default (9) */
+  InspImageSizeFunc size_of;      /* each image's size without its pixels, the size @next's image
+                                   * will have; NULL (default): the first pass decodes */
 } InspTrainOptions;
 
 void insp_train_options_init(InspTrainOptions *opt); /* the documented defaults */

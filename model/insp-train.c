@@ -26,7 +26,9 @@
  * so the normalisation stays on the safe side.
  *
  * Input shape (InspTrainOptions.aspect NATIVE, the default): a first pass
- * asks the source for every image and keeps only its size; the model's
+ * takes every image's size (InspTrainOptions.size_of, or the image from the
+ * source, decoded for its size alone); the second pass checks that each image
+ * has the size the first gave; the model's
  * aspect is the median of the images' aspects (width / height: one image's
  * when they share one, as a camera's do), the longer side the input size and
  * the shorter rounded to a multiple of 8 (insp_model_input_shape_for_aspect).
@@ -248,8 +250,8 @@ cmp_double(const void *a, const void *b)
  * their tiles') aspect, and the images stretched counted. */
 static gboolean
 scan_sizes(InspModel *m, gboolean native, int n_images, InspImageSourceFunc next,
-           gpointer source_data, int *size, InspProgressFunc progress, gpointer progress_data,
-           GError **error)
+           InspImageSizeFunc size_of, gpointer source_data, int *size, InspProgressFunc progress,
+           gpointer progress_data, GError **error)
 {
   g_autofree double *sorted = g_new(double, n_images);
   double median;
@@ -257,16 +259,27 @@ scan_sizes(InspModel *m, gboolean native, int n_images, InspImageSourceFunc next
 
   for (int i = 0; i < n_images; i++) {
     g_autoptr(GError) e = NULL;
-    g_autoptr(InspImage) img = next(i, source_data, &e);
+    int w = 0, h = 0;
 
-    if (img == NULL || img->width <= 0 || img->height <= 0) {
+    if (size_of != NULL) {
+      if (!size_of(i, source_data, &w, &h, &e))
+        w = h = 0;
+    } else {
+      g_autoptr(InspImage) img = next(i, source_data, &e);
+
+      if (img != NULL) {
+        w = img->width;
+        h = img->height;
+      }
+    }
+    if (w <= 0 || h <= 0) {
       g_set_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN, "image %d: %s", i,
                   e ? e->message : "no image");
       return FALSE;
     }
-    size[2 * i] = img->width;
-    size[2 * i + 1] = img->height;
-    insp_model_unit_shape(m, img->width, img->height, &uw, &uh);
+    size[2 * i] = w;
+    size[2 * i + 1] = h;
+    insp_model_unit_shape(m, w, h, &uw, &uh);
     sorted[i] = (double)uw / uh;
     if (progress)
       progress("sizes", i + 1, n_images, progress_data);
@@ -368,8 +381,8 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   m->input_width = m->input_height = m->input_size;
   size = g_new0(int, 2 * (gsize)n_images);
   if ((opt->aspect == INSP_TRAIN_ASPECT_NATIVE || m->tiles > 1) &&
-      !scan_sizes(m, opt->aspect == INSP_TRAIN_ASPECT_NATIVE, n_images, next, source_data, size,
-                  progress, progress_data, error))
+      !scan_sizes(m, opt->aspect == INSP_TRAIN_ASPECT_NATIVE, n_images, next, opt->size_of,
+                  source_data, size, progress, progress_data, error))
     return NULL;
   insp_backbone_get_normalisation(m->backbone, m->mean, m->std);
   insp_backbone_get_default_stages(m->backbone, &fine, &coarse);
@@ -548,6 +561,7 @@ insp_model_train(const InspTrainOptions *opt, int n_images, InspImageSourceFunc 
   m->backbone = g_steal_pointer(&full);
 
   m->train_images = n_images;
+  m->train_units = n_units;
   m->held_out_images = n_hold;
   now = g_date_time_new_now_utc();
   m->train_date = g_date_time_format_iso8601(now);

@@ -342,6 +342,124 @@ test_corrupt(void)
   g_assert_nonnull(strstr(error->message, "/nonexistent/a.png"));
 }
 
+/* Writes @b to @dir/@name and returns the path. */
+static char *
+write_file(const char *dir, const char *name, const void *data, gsize len)
+{
+  char *path = g_build_filename(dir, name, NULL);
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true(g_file_set_contents(path, data, (gssize)len, &error));
+  g_assert_no_error(error);
+  return path;
+}
+
+/* insp_image_read_size gives insp_image_load's size from the header alone:
+ * every kind of file above, a file damaged past its header (a size here, an
+ * error from load), and the header's own errors, each naming the path. */
+static void
+test_read_size(void)
+{
+  g_autofree char *dir = g_dir_make_tmp("test-image-XXXXXX", NULL);
+  g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GError) error = NULL;
+  guint8 rgb[31 * 17 * 3], g16[5 * 3 * 2];
+  int w = -1, h = -1;
+
+  fill_random(rgb, sizeof rgb, 21);
+  fill_random(g16, sizeof g16, 22);
+  {
+    g_autoptr(GBytes) a =
+        write_png(31, 17, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, rgb, 31 * 3, NULL, 0);
+    g_autoptr(GBytes) b =
+        write_png(31, 17, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, rgb, 31 * 3, NULL, 0);
+    g_autoptr(GBytes) c =
+        write_png(5, 3, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE, g16, 5 * 2, NULL, 0);
+    g_autoptr(GBytes) d = write_jpeg(31, 17, 3, rgb, 90);
+    g_autoptr(GBytes) e = write_jpeg(17, 31, 1, rgb, 90);
+    GBytes *all[] = {a, b, c, d, e};
+    const char *names[] = {"rgb.png", "adam7.png", "grey16.png", "rgb.jpg", "grey.jpg"};
+
+    for (gsize i = 0; i < G_N_ELEMENTS(all); i++)
+      g_ptr_array_add(paths, write_file(dir, names[i], g_bytes_get_data(all[i], NULL),
+                                        g_bytes_get_size(all[i])));
+  }
+  for (guint i = 0; i < paths->len; i++) {
+    const char *path = g_ptr_array_index(paths, i);
+    g_autoptr(InspImage) img = insp_image_load(path, 3, &error);
+
+    g_assert_no_error(error);
+    g_assert_true(insp_image_read_size(path, &w, &h, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(w, ==, img->width);
+    g_assert_cmpint(h, ==, img->height);
+  }
+
+  /* the pixels cut off: the header still tells the size; load fails */
+  {
+    g_autoptr(InspImage) img = insp_image_new(64, 48, 3);
+    gsize len;
+
+    fill_random(img->data, 64 * 48 * 3, 23);
+    g_autoptr(GBytes) png = insp_image_encode_png(img, NULL);
+    const guint8 *d = g_bytes_get_data(png, &len);
+    g_autofree char *cut = write_file(dir, "cut.png", d, len / 2);
+    g_autofree char *head = write_file(dir, "head.png", d, 20); /* inside IHDR */
+    g_autofree guint8 *huge = g_memdup2(d, len);
+    guint32 crc;
+
+    g_assert_true(insp_image_read_size(cut, &w, &h, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(w, ==, 64);
+    g_assert_cmpint(h, ==, 48);
+    g_assert_null(insp_image_load(cut, 3, &error));
+    g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT);
+    g_clear_error(&error);
+
+    g_assert_false(insp_image_read_size(head, &w, &h, &error));
+    g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT);
+    g_assert_true(g_str_has_prefix(error->message, head));
+    g_assert_nonnull(strstr(error->message, "PNG: "));
+    g_clear_error(&error);
+
+    huge[16] = 0x00, huge[17] = 0x01, huge[18] = 0x86, huge[19] = 0xa0;
+    huge[20] = 0x00, huge[21] = 0x01, huge[22] = 0x86, huge[23] = 0xa0;
+    crc = crc32_png(huge + 12, 17);
+    huge[29] = (guint8)(crc >> 24), huge[30] = (guint8)(crc >> 16);
+    huge[31] = (guint8)(crc >> 8), huge[32] = (guint8)crc;
+    g_autofree char *big = write_file(dir, "huge.png", huge, len);
+    g_assert_false(insp_image_read_size(big, &w, &h, &error));
+    g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_TOO_LARGE);
+    g_assert_nonnull(strstr(error->message, "100000x100000"));
+    g_clear_error(&error);
+    g_unlink(cut);
+    g_unlink(head);
+    g_unlink(big);
+  }
+  {
+    g_autofree char *gif = write_file(dir, "x.gif", "GIF89a......", 12);
+    g_autoptr(GBytes) jpg = write_jpeg(31, 17, 3, rgb, 90);
+    g_autofree char *soi = write_file(dir, "soi.jpg", g_bytes_get_data(jpg, NULL), 3);
+
+    g_assert_false(insp_image_read_size(gif, &w, &h, &error));
+    g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT);
+    g_assert_nonnull(strstr(error->message, "not a PNG or JPEG image"));
+    g_clear_error(&error);
+    g_assert_false(insp_image_read_size(soi, &w, &h, &error));
+    g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_FORMAT);
+    g_assert_nonnull(strstr(error->message, "JPEG: "));
+    g_clear_error(&error);
+    g_unlink(gif);
+    g_unlink(soi);
+  }
+  g_assert_false(insp_image_read_size("/nonexistent/a.png", &w, &h, &error));
+  g_assert_error(error, INSP_IMAGE_ERROR, INSP_IMAGE_ERROR_IO);
+  g_clear_error(&error);
+  for (guint i = 0; i < paths->len; i++)
+    g_unlink(g_ptr_array_index(paths, i));
+  g_rmdir(dir);
+}
+
 static void
 test_jpeg(void)
 {
@@ -528,6 +646,7 @@ main(int argc, char **argv)
   g_test_add_func("/image/png-color-types", test_png_color_types);
   g_test_add_func("/image/jpeg", test_jpeg);
   g_test_add_func("/image/corrupt", test_corrupt);
+  g_test_add_func("/image/read-size", test_read_size);
   g_test_add_func("/image/preprocess", test_preprocess);
   g_test_add_func("/image/preprocess-reference", test_preprocess_reference);
   g_test_add_func("/image/list-folder", test_list_folder);

@@ -255,6 +255,98 @@ test_mixed(void)
   g_assert_cmpint(r.map_height, ==, 32);
 }
 
+/* The first pass's sizes from InspTrainOptions.size_of: each image is asked
+ * for once, not twice, and the model is the one the decoding pass makes; a
+ * size that is not the image's, or a size that cannot be had, fails naming
+ * the image. */
+typedef struct {
+  const int *odd;
+  int images, sizes;
+  int lie_at, fail_at; /* -1: never */
+} Counted;
+
+static InspImage *
+source_counted(int index, gpointer user_data, GError **error)
+{
+  Counted *c = user_data;
+
+  c->images++;
+  return source_strips(index, (gpointer)c->odd, error);
+}
+
+static gboolean
+size_counted(int index, gpointer user_data, int *width, int *height, GError **error)
+{
+  Counted *c = user_data;
+  g_autoptr(InspImage) img = source_strips(index, (gpointer)c->odd, NULL);
+
+  c->sizes++;
+  if (index == c->fail_at) {
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_IO, "header unreadable");
+    return FALSE;
+  }
+  *width = img->width + (index == c->lie_at ? 8 : 0);
+  *height = img->height;
+  return TRUE;
+}
+
+static void
+test_size_of(void)
+{
+  static const int odd[] = {2, 5, -1};
+  g_autoptr(InspModel) ref =
+      train_strips(INSP_DETECTOR_PATCHCORE, INSP_TRAIN_ASPECT_NATIVE, 9, odd);
+  g_autoptr(InspModelScratch) rs = insp_model_scratch_new(ref, NULL);
+  InspTrainOptions opt;
+  Counted c = {odd, 0, 0, -1, -1};
+  g_autoptr(GError) error = NULL;
+  InspModel *m;
+  InspModelInfo a, b;
+  int w, h, rw, rh;
+
+  insp_train_options_init(&opt);
+  g_assert_null(opt.size_of);
+  opt.backbone = "builtin";
+  opt.coreset_fraction = 0.25;
+  opt.input_size = SIZE;
+  opt.size_of = size_counted;
+  m = insp_model_train(&opt, 9, source_counted, &c, NULL, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(m);
+  g_assert_cmpint(c.sizes, ==, 9);
+  g_assert_cmpint(c.images, ==, 9);
+  insp_model_get_input_shape(m, &w, &h);
+  insp_model_get_input_shape(ref, &rw, &rh);
+  g_assert_cmpint(w, ==, rw);
+  g_assert_cmpint(h, ==, rh);
+  insp_model_get_info(m, &a);
+  insp_model_get_info(ref, &b);
+  g_assert_cmpint(a.aspect_differ, ==, 2);
+  g_assert_cmpint(a.aspect_differ, ==, b.aspect_differ);
+  g_assert_cmpint(a.bank_rows, ==, b.bank_rows);
+  g_assert_cmpint(a.train_units, ==, 9);
+  {
+    g_autoptr(InspModelScratch) s = insp_model_scratch_new(m, NULL);
+    g_autoptr(InspImage) img = make_strip(77, STRIP_W, STRIP_H, TRUE);
+    InspScoreResult r;
+
+    g_assert_cmpfloat(score(m, s, img, &r), ==, score(ref, rs, img, &r));
+  }
+  insp_model_unref(m);
+
+  c = (Counted){odd, 0, 0, 4, -1};
+  g_assert_null(insp_model_train(&opt, 9, source_counted, &c, NULL, NULL, &error));
+  g_assert_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN);
+  g_assert_nonnull(strstr(error->message, "image 4: 120x40, but it was 128x40 in the first pass"));
+  g_clear_error(&error);
+
+  c = (Counted){odd, 0, 0, -1, 3};
+  g_assert_null(insp_model_train(&opt, 9, source_counted, &c, NULL, NULL, &error));
+  g_assert_error(error, INSP_MODEL_ERROR, INSP_MODEL_ERROR_TRAIN);
+  g_assert_cmpstr(error->message, ==, "image 3: header unreadable");
+  g_assert_cmpint(c.images, ==, 0);
+}
+
 /* Frames are compared with the training images' aspect, not the input's:
  * at 64 px the strips' 3:1 becomes 64x32 (2:1: at least 32 px), which
  * stretches every image alike and is no reason to warn. The aspect is kept
@@ -378,6 +470,7 @@ main(int argc, char **argv)
   g_test_add_func("/input-shape/padim", test_padim);
   g_test_add_func("/input-shape/square", test_square);
   g_test_add_func("/input-shape/mixed", test_mixed);
+  g_test_add_func("/input-shape/size-of", test_size_of);
   g_test_add_func("/input-shape/rounding", test_rounding);
   g_test_add_func("/input-shape/refusals", test_refusals);
   return g_test_run();

@@ -218,6 +218,23 @@ test_small_defect(void)
   g_assert_cmpint(h, ==, SIZE);
   g_assert_cmpint(insp_model_get_tiles(tiled, &overlap), ==, TILES);
   g_assert_cmpfloat(overlap, ==, 0.25);
+  /* the summary counts the tiles' patches: every training frame's tiles */
+  {
+    int per_frame = insp_tiles_layout(TILES, 0.25, FRAME_W, FRAME_H, NULL, 0);
+    InspModelInfo info;
+    g_autofree char *text = NULL, *want = NULL;
+
+    insp_model_get_info(tiled, &info);
+    g_assert_cmpint(per_frame, >, TILES);
+    g_assert_cmpint(info.train_images, ==, 10);
+    g_assert_cmpint(info.train_units, ==, 10 * per_frame);
+    text = insp_model_describe(tiled);
+    want = g_strdup_printf("of %d patches", info.train_units * info.n_patches);
+    g_test_message("%s", text);
+    g_assert_nonnull(strstr(text, want));
+    insp_model_get_info(whole, &info);
+    g_assert_cmpint(info.train_units, ==, 10);
+  }
 
   run(whole, &ow, &mw, &mh);
   g_test_message("whole frame: good max %.3f, defect min %.3f, map %dx%d, hottest %.0f px off",
@@ -245,6 +262,13 @@ test_small_defect(void)
   loaded = insp_model_load(path, &error);
   g_assert_no_error(error);
   g_assert_cmpint(insp_model_get_tiles(loaded, NULL), ==, TILES);
+  {
+    InspModelInfo info;
+
+    insp_model_get_info(loaded, &info);
+    g_assert_cmpint(info.train_units, ==,
+                    10 * insp_tiles_layout(TILES, 0.25, FRAME_W, FRAME_H, NULL, 0));
+  }
   run(loaded, &ol, &lw, &lh);
   g_assert_cmpfloat(ol.good_max, ==, ot.good_max);
   g_assert_cmpfloat(ol.defect_min, ==, ot.defect_min);
