@@ -159,6 +159,13 @@ void insp_nn_index_plan(const InspNnIndex *ix, const float *q, int nq, int n_pro
 int insp_nn_index_plan_split(const InspNnIndex *ix, float *plan);
 void insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, int l0, int l1,
                                 float *work, float *min_d2, int *argmin);
+/* The plan's choice of cells: for each query i < nq, the indices l of the
+ * @np smallest of v[l * ld + i] over l < n (0 < np <= MIN(n,
+ * INSP_NN_INDEX_MAX_PROBE); a row holds every query's value for one cell,
+ * ld >= nq apart, and at least 16 after the last query's column can be read
+ * when ld is a multiple of 16) into out [nq, np], ascending by value, ties to
+ * the lower index, for values that are not NaN. */
+void insp_nn_index_smallest(const float *v, int n, int nq, gsize ld, int np, int *out);
 
 /* ---- exact nearest neighbour by a screen (insp-nn-screen.c) ---- */
 

@@ -181,14 +181,26 @@ insp_nn_index_get_n_lists(const InspNnIndex *ix)
 }
 
 /* The plan, in floats (ints are as wide): the probe count and query
- * count, centroid distances [nq, n_lists], probes [nq, n_probe], cell
- * starts [n_lists + 1], members [nq, n_probe] (the queries of each cell). */
+ * count, centroid distances [n_lists, nq rounded up to SEL_LANES], probes [nq, n_probe], cell
+ * starts [n_lists + 1], members [nq, n_probe] (the queries of each cell),
+ * the queries' squared norms [nq] (made once here: each query is searched
+ * in n_probe cells). */
 #define PLAN_HEADER 2
+#define SEL_LANES 16 /* queries per step of the choice of cells: one AVX-512 register */
+
+/* The queries' row length in the plan's centroid distances: whole steps of
+ * SEL_LANES. */
+static gsize
+plan_ld(int nq)
+{
+  return ((gsize)nq + SEL_LANES - 1) / SEL_LANES * SEL_LANES;
+}
 
 static gsize
 plan_size(const InspNnIndex *ix, int nq, int np)
 {
-  return PLAN_HEADER + (gsize)nq * ix->n_lists + 2 * (gsize)nq * np + (gsize)ix->n_lists + 1;
+  return PLAN_HEADER + plan_ld(nq) * ix->n_lists + 2 * (gsize)nq * np + (gsize)ix->n_lists + 1 +
+         (gsize)nq;
 }
 
 gsize
@@ -198,13 +210,13 @@ insp_nn_index_plan_size(const InspNnIndex *ix, int nq, int n_probe)
   return plan_size(ix, nq, MIN(n_probe, ix->n_lists));
 }
 
-/* The work area: gathered queries [nq, d], the exact kernel's scratch, its
- * results [nq] + [nq]. */
+/* The work area: gathered queries [nq, d] and their norms [nq], the exact
+ * kernel's scratch, its results [nq] + [nq]. */
 gsize
 insp_nn_index_work_size(const InspNnIndex *ix, int nq)
 {
   g_return_val_if_fail(ix != NULL && nq >= 0, 0);
-  return (gsize)nq * ix->d + insp_ops_nn_scratch_size(nq) + 2 * (gsize)nq;
+  return (gsize)nq * ix->d + insp_ops_nn_scratch_size(nq) + 3 * (gsize)nq;
 }
 
 gsize
@@ -217,6 +229,7 @@ typedef struct {
   int nq, np;
   float *cd;
   int *probe, *start, *members;
+  float *qsq;
 } Plan;
 
 static Plan
@@ -229,16 +242,125 @@ plan_view(const InspNnIndex *ix, float *plan)
   p.np = head[0];
   p.nq = head[1];
   p.cd = plan + PLAN_HEADER;
-  p.probe = (int *)(void *)(p.cd + (gsize)p.nq * ix->n_lists);
+  p.probe = (int *)(void *)(p.cd + plan_ld(p.nq) * ix->n_lists);
   p.start = p.probe + (gsize)p.nq * p.np;
   p.members = p.start + ix->n_lists + 1;
+  p.qsq = (float *)(void *)(p.members + (gsize)p.nq * p.np);
   return p;
+}
+
+#define SEL_MAX_VEC_NP 16 /* more probes: the scalar insertion */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SEL_AVX512 1
+#include <immintrin.h>
+
+/* Queries q0 .. q0 + 15, one in each lane: each value of v [n, ld] goes
+ * into the first of the np sorted slots it is below (strictly: after an
+ * equal value, the lower index first) or that is empty, and the slots after
+ * it shift down by one. No branch on the values. Inlined for a constant np
+ * (the slots then stay in registers). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+smallest_lanes_np(const float *v, int n, gsize ld, int q0, int nlanes, int np, int *out)
+{
+  __m512 pv[SEL_MAX_VEC_NP];
+  __m512i pi[SEL_MAX_VEC_NP];
+  gint32 lanes[SEL_MAX_VEC_NP][SEL_LANES];
+
+  for (int j = 0; j < np; j++) {
+    pv[j] = _mm512_setzero_ps();
+    pi[j] = _mm512_setzero_si512();
+  }
+  for (int l = 0; l < n; l++) {
+    __m512 x = _mm512_loadu_ps(v + (gsize)l * ld + q0);
+    __m512i xi = _mm512_set1_epi32(l);
+    __mmask16 moved = 0;
+
+    for (int j = 0; j < np; j++) {
+      /* every lane has had l values: slots l and on are empty */
+      __mmask16 m = j >= l ? (__mmask16)0xffff : _mm512_cmp_ps_mask(x, pv[j], _CMP_LT_OQ) | moved;
+      __m512 t = pv[j];
+      __m512i ti = pi[j];
+
+      pv[j] = _mm512_mask_blend_ps(m, t, x);
+      pi[j] = _mm512_mask_blend_epi32(m, ti, xi);
+      x = _mm512_mask_blend_ps(m, x, t);
+      xi = _mm512_mask_blend_epi32(m, xi, ti);
+      moved = m;
+    }
+  }
+  for (int j = 0; j < np; j++)
+    _mm512_storeu_si512(lanes[j], pi[j]);
+  for (int lane = 0; lane < nlanes; lane++)
+    for (int j = 0; j < np; j++)
+      out[(gsize)(q0 + lane) * np + j] = lanes[j][lane];
+}
+
+__attribute__((target("avx512f"))) static void
+smallest_lanes(const float *v, int n, gsize ld, int q0, int nlanes, int np, int *out)
+{
+  if (np == 8) /* NN_PROBE, detector-patchcore.c */
+    smallest_lanes_np(v, n, ld, q0, nlanes, 8, out);
+  else
+    smallest_lanes_np(v, n, ld, q0, nlanes, np, out);
+}
+#endif
+
+/* The same for one query, as an insertion into a sorted list. */
+static void
+smallest_one(const float *v, int n, gsize ld, int i, int np, int *out)
+{
+  float pv[INSP_NN_INDEX_MAX_PROBE];
+  int *pi = out + (gsize)i * np, m = 0;
+
+  for (int l = 0; l < n; l++) {
+    float x = v[(gsize)l * ld + i];
+    int pos;
+
+    if (m == np && !(x < pv[m - 1]))
+      continue;
+    pos = m < np ? m++ : m - 1;
+    while (pos > 0 && pv[pos - 1] > x) {
+      pv[pos] = pv[pos - 1];
+      pi[pos] = pi[pos - 1];
+      pos--;
+    }
+    pv[pos] = x;
+    pi[pos] = l;
+  }
+}
+
+void
+insp_nn_index_smallest(const float *v, int n, int nq, gsize ld, int np, int *out)
+{
+  g_return_if_fail(v != NULL && out != NULL && nq >= 0 && ld >= (gsize)nq);
+  g_return_if_fail(0 < np && np <= MIN(n, INSP_NN_INDEX_MAX_PROBE));
+
+#ifdef SEL_AVX512
+  gboolean lanes = np <= SEL_MAX_VEC_NP && __builtin_cpu_supports("avx512f");
+#endif
+
+  for (int q0 = 0; q0 < nq; q0 += SEL_LANES) {
+    int nlanes = MIN(SEL_LANES, nq - q0);
+
+#ifdef SEL_AVX512
+    if (lanes && (gsize)q0 + SEL_LANES <= ld) {
+      smallest_lanes(v, n, ld, q0, nlanes, np, out);
+      continue;
+    }
+#endif
+    {
+      for (int i = q0; i < q0 + nlanes; i++)
+        smallest_one(v, n, ld, i, np, out);
+    }
+  }
 }
 
 void
 insp_nn_index_plan(const InspNnIndex *ix, const float *q, int nq, int n_probe, float *plan)
 {
   int nl, d, np;
+  gsize ld;
   gint32 head[PLAN_HEADER];
   Plan p;
 
@@ -256,29 +378,21 @@ insp_nn_index_plan(const InspNnIndex *ix, const float *q, int nq, int n_probe, f
   if (nq == 0)
     return;
 
-  /* cd [nq, nl] = |c|^2 - 2 q.c (|q|^2 does not change the ranking). */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nl, d, -2.0f, q, d, ix->centroids, d,
-              0.0f, p.cd, nl);
-  for (int i = 0; i < nq; i++) {
-    float *row = p.cd + (gsize)i * nl, pv[INSP_NN_INDEX_MAX_PROBE];
-    int *pi = p.probe + (gsize)i * np, n = 0;
+  /* cd [nl, ld] = |c|^2 - 2 c.q (|q|^2 does not change the ranking): a
+   * centroid's distances to every query in a row, the padding zeroed. */
+  ld = plan_ld(nq);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, nq, d, -2.0f, ix->centroids, d, q, d,
+              0.0f, p.cd, (int)ld);
+  for (int l = 0; l < nl; l++) {
+    float *row = p.cd + (gsize)l * ld;
 
-    for (int l = 0; l < nl; l++) {
-      float v = row[l] + ix->centroid_sq[l];
-      int pos;
-
-      if (n == np && v >= pv[n - 1])
-        continue;
-      pos = n < np ? n++ : n - 1;
-      while (pos > 0 && pv[pos - 1] > v) {
-        pv[pos] = pv[pos - 1];
-        pi[pos] = pi[pos - 1];
-        pos--;
-      }
-      pv[pos] = v;
-      pi[pos] = l;
-    }
+    for (int i = 0; i < nq; i++)
+      row[i] += ix->centroid_sq[l];
+    for (gsize i = nq; i < ld; i++)
+      row[i] = 0.0f;
   }
+  insp_nn_index_smallest(p.cd, nl, nq, ld, np, p.probe);
+  sqnorms(q, nq, d, p.qsq);
 
   /* Queries by cell (a counting sort of the probes). */
   for (gsize t = 0; t < (gsize)nq * np; t++)
@@ -317,7 +431,7 @@ insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, i
 {
   Plan p;
   int d;
-  float *qbuf, *nn_scratch, *td;
+  float *qbuf, *qn, *nn_scratch, *td;
   int *ta;
 
   g_return_if_fail(ix != NULL && q != NULL && plan != NULL && work != NULL);
@@ -326,7 +440,8 @@ insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, i
   p = plan_view(ix, plan);
   d = ix->d;
   qbuf = work;
-  nn_scratch = qbuf + (gsize)p.nq * d;
+  qn = qbuf + (gsize)p.nq * d;
+  nn_scratch = qn + p.nq;
   td = nn_scratch + insp_ops_nn_scratch_size(p.nq);
   ta = (int *)(void *)(td + p.nq);
   for (int l = l0; l < l1; l++) {
@@ -335,10 +450,12 @@ insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *plan, i
 
     if (m == 0 || nr == 0)
       continue;
-    for (int t = 0; t < m; t++)
+    for (int t = 0; t < m; t++) {
       memcpy(qbuf + (gsize)t * d, q + (gsize)mem[t] * d, sizeof(float) * d);
-    insp_ops_nearest_neighbour(qbuf, m, ix->packed + ix->packed_at[l], ix->rows_sq + r0, nr, d,
-                               nn_scratch, td, ta);
+      qn[t] = p.qsq[mem[t]];
+    }
+    insp_ops_nearest_neighbour_with_norms(qbuf, m, qn, ix->packed + ix->packed_at[l],
+                                          ix->rows_sq + r0, nr, d, nn_scratch, td, ta);
     for (int t = 0; t < m; t++) {
       int i = mem[t], id = ix->row_id[r0 + ta[t]];
 

@@ -1283,6 +1283,81 @@ test_nn_index(void)
   }
 }
 
+/* The index's choice of cells against a sort: the np smallest by (value,
+ * index), for every np, lengths around the 16-lane blocks, values drawn from
+ * few levels (many ties) and from many, infinities, and a run of equal
+ * values longer than the candidate list. */
+typedef struct {
+  float v;
+  int i;
+} Ranked;
+
+static int
+cmp_ranked(const void *a, const void *b)
+{
+  const Ranked *x = a, *y = b;
+
+  if (x->v != y->v)
+    return x->v < y->v ? -1 : 1;
+  return (x->i > y->i) - (x->i < y->i);
+}
+
+static void
+test_nn_index_smallest(void)
+{
+  g_autoptr(GRand) rng = g_rand_new_with_seed(5);
+  const int lengths[] = {1, 7, 15, 16, 17, 31, 64, 65, 166, 300, 1000};
+  /* queries and row lengths: whole 16-lane steps, a short last step
+   * (padding read), a row length that is not one (the scalar path) */
+  const int shapes[][2] = {{1, 16}, {37, 48}, {37, 37}};
+  g_autofree float *v = g_new(float, 1000 * 48);
+  g_autofree int *out = g_new(int, 37 * INSP_NN_INDEX_MAX_PROBE);
+  Ranked r[1000];
+  int checked = 0;
+
+  for (gsize t = 0; t < G_N_ELEMENTS(lengths); t++)
+    for (gsize sh = 0; sh < G_N_ELEMENTS(shapes); sh++)
+      for (int kind = 0; kind < 4; kind++)
+        for (int np = 1; np <= MIN(lengths[t], INSP_NN_INDEX_MAX_PROBE); np++) {
+          int n = lengths[t], nq = shapes[sh][0], ld = shapes[sh][1];
+
+          if (np > 20 && np % 8 != 0)
+            continue;
+          for (int l = 0; l < n; l++)
+            for (int i = 0; i < ld; i++) {
+              float x;
+
+              switch (kind) {
+              case 0:
+                x = (float)g_rand_double_range(rng, -50, 50);
+                break;
+              case 1:
+                x = (float)g_rand_int_range(rng, 0, 6); /* ties */
+                break;
+              case 2:
+                x = g_rand_int_range(rng, 0, 4) == 0 ? INFINITY : (float)g_rand_double(rng);
+                break;
+              default:
+                x = (l + i) % 97 == 3 ? -1.0f : 2.0f; /* long runs of one value */
+              }
+              v[(gsize)l * ld + i] = i < nq ? x : NAN; /* padding: never taken */
+            }
+          insp_nn_index_smallest(v, n, nq, ld, np, out);
+          for (int i = 0; i < nq; i++) {
+            for (int l = 0; l < n; l++)
+              r[l] = (Ranked){v[(gsize)l * ld + i], l};
+            qsort(r, n, sizeof *r, cmp_ranked);
+            for (int j = 0; j < np; j++)
+              if (out[i * np + j] != r[j].i)
+                g_error("smallest: n %d nq %d ld %d np %d kind %d: query %d place %d is %d, the "
+                        "sort's %d (%g)",
+                        n, nq, ld, np, kind, i, j, out[i * np + j], r[j].i, (double)r[j].v);
+          }
+          checked++;
+        }
+  g_test_message("smallest: %d cases", checked);
+}
+
 /* Each screen this CPU has (bfloat16 on AMX, int8 on AVX512-VNNI) with
  * its fp32 re-rank finds the nearest row of the double search (or one whose
  * distance differs by rounding only), with the fp32 distance; ties and
@@ -1468,6 +1543,7 @@ main(int argc, char **argv)
   g_test_add_func("/detector/channels", test_channels);
   g_test_add_func("/detector/features", test_features);
   g_test_add_func("/detector/nn-index", test_nn_index);
+  g_test_add_func("/detector/nn-index-smallest", test_nn_index_smallest);
   g_test_add_func("/detector/nn-screen", test_nn_screen);
   g_test_add_func("/detector/patchcore-approx", test_patchcore_approx);
   return g_test_run();
