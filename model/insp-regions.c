@@ -62,20 +62,106 @@ typedef struct {
   float max;
 } Fill;
 
+/* Runs are scanned 8 pixels at a time: a word of 8 mask bytes XOR @v
+ * repeated is zero while the run goes on, and its lowest (or, going left,
+ * highest) nonzero byte is where the run ends. */
+#define BYTES8(v) (G_GUINT64_CONSTANT(0x0101010101010101) * (v))
+
+/* The first x in [x, end) whose pixel is not @v; end when there is none. */
+static inline int
+run_end(const guint8 *row, int x, int end, guint8 v)
+{
+  for (; x + 8 <= end; x += 8) {
+    guint64 d;
+
+    memcpy(&d, row + x, 8);
+    d ^= BYTES8(v);
+    if (d != 0)
+      return x + (G_BYTE_ORDER == G_LITTLE_ENDIAN ? __builtin_ctzll(d) : __builtin_clzll(d)) / 8;
+  }
+  while (x < end && row[x] == v)
+    x++;
+  return x;
+}
+
+/* The lowest a <= x with every pixel of [a, x) @v. */
+static inline int
+run_start(const guint8 *row, int x, guint8 v)
+{
+  for (; x >= 8; x -= 8) {
+    guint64 d;
+
+    memcpy(&d, row + x - 8, 8);
+    d ^= BYTES8(v);
+    if (d != 0)
+      return x - (G_BYTE_ORDER == G_LITTLE_ENDIAN ? __builtin_clzll(d) : __builtin_ctzll(d)) / 8;
+  }
+  while (x > 0 && row[x - 1] == v)
+    x--;
+  return x;
+}
+
+/* The first x in [x, end) whose pixel is @v; end when there is none. A byte
+ * of d = word ^ v is zero where the pixel is v: (d - 0x01..) & ~d & 0x80..
+ * marks the lowest such byte exactly (those above it may be marked falsely,
+ * which the lowest mark does not see). */
+static inline int
+run_find(const guint8 *row, int x, int end, guint8 v)
+{
+  if (G_BYTE_ORDER == G_LITTLE_ENDIAN)
+    for (; x + 8 <= end; x += 8) {
+      guint64 d, z;
+
+      memcpy(&d, row + x, 8);
+      d ^= BYTES8(v);
+      z = (d - BYTES8(0x01)) & ~d & BYTES8(0x80);
+      if (z != 0)
+        return x + __builtin_ctzll(z) / 8;
+    }
+  while (x < end && row[x] != v)
+    x++;
+  return x;
+}
+
 /* Pushes one seed for each run of @from pixels of row @y within [xa, xb]. */
 static inline void
 push_runs(SeedStack *st, const guint8 *row, int y, int xa, int xb, guint8 from)
 {
   int x = xa;
   while (x <= xb) {
-    while (x <= xb && row[x] != from)
-      x++;
+    x = run_find(row, x, xb + 1, from);
     if (x > xb)
       break;
     stack_push(st, x, y);
-    while (x <= xb && row[x] == from)
-      x++;
+    x = run_end(row, x, xb + 1, from);
   }
+}
+
+/* The largest of @m and v[a..b] (no NaN: only pixels at or above the
+ * threshold are in a run), in 16 lanes. */
+typedef float MaxVec __attribute__((vector_size(64), aligned(4), may_alias));
+typedef gint32 MaxIvec __attribute__((vector_size(64), aligned(4), may_alias));
+
+static inline float
+run_max(const float *v, int a, int b, float m)
+{
+  int x = a;
+
+  if (b - a + 1 >= 16) {
+    MaxVec acc = *(const MaxVec *)(v + a);
+
+    for (x = a + 16; x + 16 <= b + 1; x += 16) {
+      MaxVec t = *(const MaxVec *)(v + x);
+      MaxIvec gt = acc > t;
+
+      acc = (MaxVec)(((MaxIvec)acc & gt) | ((MaxIvec)t & ~gt));
+    }
+    for (int l = 0; l < 16; l++)
+      m = MAX(m, acc[l]);
+  }
+  for (; x <= b; x++)
+    m = MAX(m, v[x]);
+  return m;
 }
 
 /* Scanline fill of the 8-connected component of (sx, sy) from value @from to
@@ -91,16 +177,11 @@ fill(Fill *f, SeedStack *st, int sx, int sy, guint8 from, guint8 to, gboolean co
     guint8 *row = f->mask + (gsize)s.y * w;
     if (row[s.x] != from)
       continue;
-    int a = s.x, b = s.x;
-    while (a > 0 && row[a - 1] == from)
-      a--;
-    while (b < w - 1 && row[b + 1] == from)
-      b++;
+    int a = run_start(row, s.x, from), b = run_end(row, s.x + 1, w, from) - 1;
+
     memset(row + a, to, (gsize)(b - a + 1));
     if (collect) {
-      const float *v = f->value + (gsize)s.y * w;
-      for (int x = a; x <= b; x++)
-        f->max = MAX(f->max, v[x]);
+      f->max = run_max(f->value + (gsize)s.y * w, a, b, f->max);
       f->area += b - a + 1;
       f->x0 = MIN(f->x0, a);
       f->x1 = MAX(f->x1, b);

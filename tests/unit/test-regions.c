@@ -336,6 +336,83 @@ naive_count(const guint8 *on, int w, int h, int min_area, int *kept_pixels)
   return count;
 }
 
+/* Each region's box, area and maximum against the naive labelling (labels
+ * are the component's first pixel in raster order, the order regions come
+ * in), on masks of long horizontal runs across the 8-pixel words the fill
+ * scans by: every row a random sequence of runs and gaps of 1..40 pixels,
+ * widths 1..200, values over the threshold random. */
+static void
+test_runs_vs_naive(void)
+{
+  g_autoptr(GRand) rng = g_rand_new_with_seed(33);
+
+  for (int round = 0; round < 80; round++) {
+    int w = g_rand_int_range(rng, 1, 201), h = g_rand_int_range(rng, 1, 31), n = w * h;
+    int min_area = g_rand_int_range(rng, 0, 12), want = 0, kept = 0;
+    g_autoptr(Case) c = case_new(w, h);
+    g_autofree guint8 *on = g_new0(guint8, n);
+    g_autofree int *lab = g_new(int, n);
+    InspInspectParams p = params(2.0f, 0.5f, min_area);
+    guint r = 0;
+
+    for (int y = 0; y < h; y++) {
+      gboolean fg = g_rand_boolean(rng);
+      for (int x = 0; x < w;) {
+        int len = g_rand_int_range(rng, 1, 41);
+        for (int k = 0; k < len && x < w; k++, x++) {
+          c->map[y * w + x] = fg ? (float)g_rand_double_range(rng, 0.5, 1.0) : 0.1f;
+          on[y * w + x] = fg;
+        }
+        fg = !fg;
+      }
+    }
+    want = naive_count(on, w, h, min_area, &kept);
+    run(c, 0.0f, &p);
+    g_assert_cmpuint(c->regions->len, ==, (guint)want);
+    /* the labels again (naive_count keeps them to itself) */
+    for (int i = 0; i < n; i++)
+      lab[i] = on[i] ? i + 1 : 0;
+    for (gboolean changed = TRUE; changed;) {
+      changed = FALSE;
+      for (int i = 0; i < n; i++)
+        for (int dy = -1; lab[i] && dy <= 1; dy++)
+          for (int dx = -1; dx <= 1; dx++) {
+            int xx = i % w + dx, yy = i / w + dy;
+            if (xx >= 0 && yy >= 0 && xx < w && yy < h && lab[yy * w + xx] &&
+                lab[yy * w + xx] < lab[i]) {
+              lab[i] = lab[yy * w + xx];
+              changed = TRUE;
+            }
+          }
+    }
+    for (int l = 1; l <= n; l++) {
+      int x0 = w, y0 = h, x1 = -1, y1 = -1, area = 0;
+      float max = -1.0f;
+
+      if (lab[l - 1] != l)
+        continue; /* not a component's first pixel */
+      for (int i = l - 1; i < n; i++)
+        if (lab[i] == l) {
+          x0 = MIN(x0, i % w), x1 = MAX(x1, i % w);
+          y0 = MIN(y0, i / w), y1 = MAX(y1, i / w);
+          area++;
+          max = MAX(max, c->work[i]);
+        }
+      if (area < min_area)
+        continue;
+      g_assert_cmpuint(r, <, c->regions->len);
+      g_assert_cmpint(REGION(c, r)->x, ==, x0);
+      g_assert_cmpint(REGION(c, r)->y, ==, y0);
+      g_assert_cmpint(REGION(c, r)->w, ==, x1 - x0 + 1);
+      g_assert_cmpint(REGION(c, r)->h, ==, y1 - y0 + 1);
+      g_assert_cmpint(REGION(c, r)->area, ==, area);
+      g_assert_cmpfloat(REGION(c, r)->score, ==, max);
+      r++;
+    }
+    g_assert_cmpuint(r, ==, c->regions->len);
+  }
+}
+
 static void
 test_random_vs_naive(void)
 {
@@ -429,6 +506,7 @@ main(int argc, char **argv)
   g_test_add_func("/regions/one-pixel", test_one_pixel);
   g_test_add_func("/regions/upsample", test_upsample);
   g_test_add_func("/regions/random-vs-naive", test_random_vs_naive);
+  g_test_add_func("/regions/runs-vs-naive", test_runs_vs_naive);
   g_test_add_func("/regions/comb-stack-growth", test_comb_stack_growth);
   g_test_add_func("/regions/large-image-speed", test_large_image_speed);
   return g_test_run();
