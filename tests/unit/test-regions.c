@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "insp-model.h"
+#include "insp-ops.h"
 
 typedef struct {
   int w, h;
@@ -413,6 +414,50 @@ test_runs_vs_naive(void)
   }
 }
 
+/* Maps whose maximum lies just under, at or just over the pixel threshold
+ * (where insp_inspect skips the upsampling when no pixel can reach it): the
+ * mask has exactly the pixels of the upsampled map at or over it, the
+ * verdict follows the regions, and a map just under gives a cleared mask. */
+static void
+test_near_threshold(void)
+{
+  g_autoptr(GRand) rng = g_rand_new_with_seed(44);
+  const int mw = 7, mh = 5, w = 61, h = 43;
+  g_autofree float *map = g_new(float, mw *mh);
+  g_autofree float *up = g_new(float, w *h);
+  g_autofree float *work = g_new(float, w *h);
+  g_autofree guint8 *mask = g_new(guint8, w * h);
+  g_autoptr(GArray) regions = g_array_new(FALSE, FALSE, sizeof(InspRegion));
+  const float pt = 0.5f;
+  int under = 0;
+
+  for (int round = 0; round < 300; round++) {
+    float top = pt + (float)g_rand_int_range(rng, -3, 4) * 1e-7f * (round % 2 ? 1.0f : 1e3f);
+    InspInspectParams p = params(2.0f, pt, 1);
+    int on = 0, want = 0;
+    gboolean fail;
+
+    for (int i = 0; i < mw * mh; i++)
+      map[i] = (float)g_rand_double_range(rng, 0.0, top);
+    map[g_rand_int_range(rng, 0, mw * mh)] = top;
+    insp_ops_resize_bilinear(map, 1, mh, mw, h, w, up);
+    for (int i = 0; i < w * h; i++)
+      want += up[i] >= pt;
+    memset(mask, 77, (gsize)w * h);
+    g_array_set_size(regions, 0);
+    fail = insp_inspect(map, mw, mh, 0.0f, w, h, &p, work, mask, regions);
+    for (int i = 0; i < w * h; i++) {
+      g_assert_true(mask[i] == 0 || mask[i] == 255);
+      on += mask[i] == 255;
+    }
+    g_assert_cmpint(on, ==, want);
+    g_assert_true(fail == (regions->len > 0));
+    g_assert_true(fail == (want > 0));
+    under += top < pt;
+  }
+  g_assert_cmpint(under, >, 50);
+}
+
 static void
 test_random_vs_naive(void)
 {
@@ -507,6 +552,7 @@ main(int argc, char **argv)
   g_test_add_func("/regions/upsample", test_upsample);
   g_test_add_func("/regions/random-vs-naive", test_random_vs_naive);
   g_test_add_func("/regions/runs-vs-naive", test_runs_vs_naive);
+  g_test_add_func("/regions/near-threshold", test_near_threshold);
   g_test_add_func("/regions/comb-stack-growth", test_comb_stack_growth);
   g_test_add_func("/regions/large-image-speed", test_large_image_speed);
   return g_test_run();
