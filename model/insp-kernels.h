@@ -166,6 +166,10 @@ void insp_nn_index_search_cells(const InspNnIndex *ix, const float *q, float *pl
  * when ld is a multiple of 16) into out [nq, np], ascending by value, ties to
  * the lower index, for values that are not NaN. */
 void insp_nn_index_smallest(const float *v, int n, int nq, gsize ld, int np, int *out);
+/* The plain form, for one list: the @k (> 0) smallest of v[l * stride], l < n,
+ * by insertion into a sorted list, ascending into @values and their l into
+ * @index, ties to the lower l; returns how many (min(n, k)). */
+int insp_smallest_k(const float *v, int n, gsize stride, int k, float *values, int *index);
 
 /* ---- exact nearest neighbour by a screen (insp-nn-screen.c) ---- */
 

@@ -306,28 +306,27 @@ smallest_lanes(const float *v, int n, gsize ld, int q0, int nlanes, int np, int 
 }
 #endif
 
-/* The same for one query, as an insertion into a sorted list. */
-static void
-smallest_one(const float *v, int n, gsize ld, int i, int np, int *out)
+int
+insp_smallest_k(const float *v, int n, gsize stride, int k, float *values, int *index)
 {
-  float pv[INSP_NN_INDEX_MAX_PROBE];
-  int *pi = out + (gsize)i * np, m = 0;
+  int m = 0;
 
   for (int l = 0; l < n; l++) {
-    float x = v[(gsize)l * ld + i];
+    float x = v[(gsize)l * stride];
     int pos;
 
-    if (m == np && !(x < pv[m - 1]))
+    if (m == k && x >= values[m - 1])
       continue;
-    pos = m < np ? m++ : m - 1;
-    while (pos > 0 && pv[pos - 1] > x) {
-      pv[pos] = pv[pos - 1];
-      pi[pos] = pi[pos - 1];
+    pos = m < k ? m++ : m - 1;
+    while (pos > 0 && values[pos - 1] > x) {
+      values[pos] = values[pos - 1];
+      index[pos] = index[pos - 1];
       pos--;
     }
-    pv[pos] = x;
-    pi[pos] = l;
+    values[pos] = x;
+    index[pos] = l;
   }
+  return m;
 }
 
 void
@@ -350,8 +349,10 @@ insp_nn_index_smallest(const float *v, int n, int nq, gsize ld, int np, int *out
     }
 #endif
     {
+      float pv[INSP_NN_INDEX_MAX_PROBE];
+
       for (int i = q0; i < q0 + nlanes; i++)
-        smallest_one(v, n, ld, i, np, out);
+        insp_smallest_k(v + i, n, ld, np, pv, out + (gsize)i * np);
     }
   }
 }

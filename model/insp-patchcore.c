@@ -1351,22 +1351,7 @@ insp_patchcore_image_score(const float *feats, int n_patches, int d, const float
       knn_scratch[r] = MAX(knn_scratch[r] + bank_sqnorm[r] + msq, 0.0f);
   }
   knn_scratch[argmin[best]] = -1.0f; /* m* itself first, whatever rounding says */
-  /* Top-k smallest by insertion. */
-  for (int r = 0; r < bank_rows; r++) {
-    float v = knn_scratch[r];
-    int pos;
-
-    if (n_nb == k && v >= nb_d[n_nb - 1])
-      continue;
-    pos = n_nb < k ? n_nb++ : n_nb - 1;
-    while (pos > 0 && nb_d[pos - 1] > v) {
-      nb_d[pos] = nb_d[pos - 1];
-      nb_idx[pos] = nb_idx[pos - 1];
-      pos--;
-    }
-    nb_d[pos] = v;
-    nb_idx[pos] = r;
-  }
+  n_nb = insp_smallest_k(knn_scratch, bank_rows, 1, k, nb_d, nb_idx);
   /* d_j = |f(p*) - N_b[j]|, exact; weight = 1 - softmax(d)[0]. */
   for (int j = 0; j < n_nb; j++)
     dist[j] = sqrt((double)dist2(f_star, bank + (gsize)nb_idx[j] * d, d));
