@@ -107,7 +107,7 @@ insp_cmd_eval(int argc, char **argv)
        "OpenBLAS threads (0: leave as configured, e.g. OPENBLAS_NUM_THREADS)", "N"},
       {"nn", 0, 0, G_OPTION_ARG_STRING, &nn,
        "PatchCore nearest-neighbour search: auto (default: exact on a CPU with AMX-BF16, else "
-       "approximate for banks of 4096 rows or more with AVX512-VNNI, 2048 without), exact, "
+       "approximate for banks of 2048 rows or more), exact, "
        "approx, fp32 (the plain search)",
        "MODE"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},

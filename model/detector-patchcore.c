@@ -45,14 +45,15 @@
  * it cannot rule out), faster than the index at every bank size measured,
  * and the map is exact too. Without AMX but with AVX512-VNNI the exact
  * search is an int8 screen, then fp32 (insp-nn-screen.c), used below
- * NN_INDEX_MIN_ROWS_INT8 rows, where the index is no faster: bench-nn,
- * 1600 patches, one thread, OpenBLAS SkylakeX, screen against index: 3344
- * rows 4.66 against 4.70 ms, 10,656 rows 11.2 against 6.7.
+ * NN_INDEX_MIN_ROWS as the fp32 search is elsewhere: since the index's plan
+ * was made cheaper (2026-12-08), bench-nn (one thread, Zen 5, OpenBLAS's own
+ * Cooperlake kernels) puts the screen ahead at 1638 rows and 784 patches
+ * (0.86-0.93 against 1.07-1.09 ms) and the index ahead at 3344 rows and 1600
+ * patches (2.21-2.56 against 2.94-3.00 ms).
  * insp_model_set_nn_search (inspectd eval --nn) or INSP_NN=exact|approx|fp32
  * in the environment chooses otherwise; INSP_NN_LISTS, INSP_NN_PROBE and
  * INSP_NN_RERANK tune the index (benchmarks). */
 #define NN_INDEX_MIN_ROWS 2048
-#define NN_INDEX_MIN_ROWS_INT8 4096
 #define NN_INDEX_ROWS_PER_LIST 64
 #define NN_PROBE 8
 #define NN_RERANK_BATCH 10
@@ -134,7 +135,7 @@ build_index(InspModel *m)
     return;
   if (search != INSP_NN_SEARCH_APPROX &&
       (search == INSP_NN_SEARCH_EXACT || insp_nn_screen_kind_available(INSP_NN_SCREEN_BF16_AMX) ||
-       pc->bank_rows < NN_INDEX_MIN_ROWS_INT8) &&
+       pc->bank_rows < NN_INDEX_MIN_ROWS) &&
       (pc->screen = insp_nn_screen_new(pc->bank, pc->bank_rows, m->dim)) != NULL)
     return;
   if (search == INSP_NN_SEARCH_EXACT ||

@@ -353,7 +353,7 @@ insp_nn_search_describe(void)
   if (insp_nn_screen_kind_available(INSP_NN_SCREEN_BF16_AMX))
     return "exact, on the matrix unit (AMX-BF16: bfloat16 screen, fp32 re-rank)";
   if (insp_nn_screen_kind_available(INSP_NN_SCREEN_INT8_VNNI))
-    return "exact (AVX512-VNNI: int8 screen, fp32 re-rank); approximate index for banks of 4096 "
+    return "exact (AVX512-VNNI: int8 screen, fp32 re-rank); approximate index for banks of 2048 "
            "rows or more (no AMX-BF16)";
   return "exact in fp32; approximate index for banks of 2048 rows or more (no AMX-BF16 or "
          "AVX512-VNNI)";

@@ -148,8 +148,8 @@ float insp_model_normalise_map_value(const InspModel *m, float raw);
 /* PatchCore's nearest-neighbour search (PaDiM has none: no effect). AUTO:
  * exact; except on a CPU without AMX-BF16, approximate (an index probed in a
  * few cells, then the patches that decide the image score re-ranked
- * exactly; model/README.md "Speed and memory") for banks of 4096 rows or
- * more with AVX512-VNNI, of 2048 or more without. INSP_NN=exact, approx or
+ * exactly; model/README.md "Speed and memory") for banks of 2048 rows or
+ * more. INSP_NN=exact, approx or
  * fp32 in the environment decides AUTO instead. EXACT: every patch's
  * nearest row: on AMX-BF16 by the bfloat16 screen and its fp32 re-rank,
  * on AVX512-VNNI by an int8 screen and its fp32 re-rank (insp-nn-screen.c),
